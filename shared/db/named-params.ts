@@ -1,0 +1,89 @@
+/**
+ * Finds the `:name` placeholders of a statement, skipping `::type` casts, string literals, quoted
+ * identifiers, dollar-quoted bodies and comments. Both drivers rely on it: node-postgres rewrites the
+ * placeholders to `$1…$n`; the Data API test fixture does the same on the server side.
+ */
+export interface ParsedStatement {
+  /** The statement with every placeholder replaced by `$1…$n` (one number per distinct name). */
+  positional: string;
+  /** Names in `$n` order. */
+  names: string[];
+}
+
+const cache = new Map<string, ParsedStatement>();
+
+export function parseNamedParams(sql: string): ParsedStatement {
+  const cached = cache.get(sql);
+  if (cached) return cached;
+  const names: string[] = [];
+  const index = new Map<string, number>();
+  let out = '';
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql[i]!;
+    const next = sql[i + 1];
+    if (c === "'" || c === '"') {
+      const end = skipQuoted(sql, i, c);
+      out += sql.slice(i, end);
+      i = end;
+    } else if (c === '-' && next === '-') {
+      const end = sql.indexOf('\n', i);
+      const stop = end === -1 ? n : end;
+      out += sql.slice(i, stop);
+      i = stop;
+    } else if (c === '/' && next === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      const stop = end === -1 ? n : end + 2;
+      out += sql.slice(i, stop);
+      i = stop;
+    } else if (c === '$' && /[A-Za-z_$]/.test(next ?? '')) {
+      const tagMatch = /^\$[A-Za-z_0-9]*\$/.exec(sql.slice(i));
+      if (tagMatch) {
+        const tag = tagMatch[0];
+        const end = sql.indexOf(tag, i + tag.length);
+        const stop = end === -1 ? n : end + tag.length;
+        out += sql.slice(i, stop);
+        i = stop;
+      } else {
+        out += c;
+        i++;
+      }
+    } else if (c === ':' && next === ':') {
+      out += '::';
+      i += 2;
+    } else if (c === ':' && /[A-Za-z_]/.test(next ?? '')) {
+      const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(sql.slice(i + 1))!;
+      const name = m[0];
+      let pos = index.get(name);
+      if (pos === undefined) {
+        names.push(name);
+        pos = names.length;
+        index.set(name, pos);
+      }
+      out += `$${pos}`;
+      i += 1 + name.length;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  const parsed = { positional: out, names };
+  if (cache.size < 5000) cache.set(sql, parsed);
+  return parsed;
+}
+
+function skipQuoted(sql: string, start: number, quote: string): number {
+  let i = start + 1;
+  while (i < sql.length) {
+    if (sql[i] === quote) {
+      if (sql[i + 1] === quote) {
+        i += 2;
+        continue;
+      }
+      return i + 1;
+    }
+    i++;
+  }
+  return sql.length;
+}

@@ -1,0 +1,178 @@
+import pg from 'pg';
+import { parseNamedParams } from './named-params.js';
+import {
+  type Database,
+  DatabaseError,
+  isTypedValue,
+  type QueryResult,
+  type Queryable,
+  type Row,
+  type SqlParams,
+  type SqlValue,
+} from './port.js';
+
+/** Type parsers shared by every pool this driver opens, so rows decode as the port documents. */
+const typeParsers = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    switch (oid) {
+      case 20: // int8
+        return (v: string) => BigInt(v);
+      case 1082: // date: keep the calendar date, never shift it through a local time zone
+        return (v: string) => v;
+      case 1114: // timestamp without time zone: the project stores UTC
+        return (v: string) => new Date(`${v.replace(' ', 'T')}Z`);
+      default:
+        return pg.types.getTypeParser(oid, format ?? 'text');
+    }
+  },
+} as pg.CustomTypesConfig;
+
+const statementNames = new Map<string, string>();
+/** Reuses one prepared statement per SQL text and connection (saves parse/plan time on hot paths). */
+function statementName(sql: string): string {
+  let name = statementNames.get(sql);
+  if (!name) {
+    name = `lana_${statementNames.size}`;
+    statementNames.set(sql, name);
+  }
+  return name;
+}
+
+function toPgValue(v: SqlValue): unknown {
+  if (v === null || v instanceof Date) return v;
+  if (typeof v === 'bigint') return v.toString();
+  if (isTypedValue(v)) return v.text;
+  return v;
+}
+
+function bind(sql: string, params: SqlParams | undefined): { text: string; values: unknown[] } {
+  const parsed = parseNamedParams(sql);
+  const values = parsed.names.map((name) => {
+    if (!params || !(name in params)) throw new Error(`SQL parameter :${name} was not given`);
+    return toPgValue(params[name] as SqlValue);
+  });
+  return { text: parsed.positional, values };
+}
+
+function mapError(err: unknown): unknown {
+  if (err instanceof pg.DatabaseError) {
+    return new DatabaseError(err.message, err.code, { cause: err });
+  }
+  return err;
+}
+
+async function run<R extends Row>(
+  client: pg.Pool | pg.ClientBase,
+  sql: string,
+  params: SqlParams | undefined,
+  prepare: boolean,
+): Promise<QueryResult<R>> {
+  const { text, values } = bind(sql, params);
+  try {
+    const config: pg.QueryConfig = prepare ? { name: statementName(sql), text, values } : { text, values };
+    const res = await client.query<R>(config);
+    return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
+  } catch (err) {
+    throw mapError(err);
+  }
+}
+
+/** Wraps a node-postgres client the caller already holds (e.g. inside their own open transaction). */
+export function pgQueryable(client: pg.ClientBase): Queryable {
+  return { query: (sql, params) => run(client, sql, params, true) };
+}
+
+export interface PgDatabaseOptions {
+  connectionString: string;
+  /** Pool size; the worker needs one connection per concurrent batch operation plus one for LISTEN. */
+  max?: number;
+  /** Name shown in pg_stat_activity. */
+  applicationName?: string;
+}
+
+export class PgDatabase implements Database {
+  readonly driverName = 'pg' as const;
+  readonly pool: pg.Pool;
+  private readonly listeners = new Set<pg.Client>();
+
+  constructor(readonly options: PgDatabaseOptions) {
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.max ?? 10,
+      application_name: options.applicationName ?? 'lana-jobs',
+      types: typeParsers,
+      // Every session works in UTC, as Aurora's default parameter group does.
+      options: '-c TimeZone=UTC',
+    });
+    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    this.pool.on('error', () => {});
+  }
+
+  query<R extends Row = Row>(sql: string, params?: SqlParams): Promise<QueryResult<R>> {
+    return run<R>(this.pool, sql, params, true);
+  }
+
+  async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await work(pgQueryable(client));
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackErr) {
+        broken = rollbackErr as Error;
+      }
+      throw mapError(err);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /**
+   * LISTENs on a channel with a dedicated connection (pg only: the Data API has no sessions).
+   * Reconnects after a lost connection and calls `onReconnect`, since notifications sent meanwhile are lost.
+   * Returns a function that stops listening.
+   */
+  async listen(channel: string, onNotify: () => void, onReconnect: () => void = onNotify): Promise<() => Promise<void>> {
+    let stopped = false;
+    let client: pg.Client | undefined;
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client({
+        connectionString: this.options.connectionString,
+        application_name: `${this.options.applicationName ?? 'lana-jobs'}-listen`,
+      });
+      c.on('notification', () => onNotify());
+      c.on('error', () => {
+        this.listeners.delete(c);
+        c.end().catch(() => {});
+        if (!stopped) setTimeout(() => reconnect(), 500);
+      });
+      await c.connect();
+      await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      client = c;
+      this.listeners.add(c);
+    };
+    const reconnect = (): void => {
+      if (stopped) return;
+      connect().then(onReconnect, () => setTimeout(() => reconnect(), 1000));
+    };
+    await connect();
+    return async () => {
+      stopped = true;
+      if (client) {
+        this.listeners.delete(client);
+        await client.end().catch(() => {});
+      }
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.listeners) await c.end().catch(() => {});
+    this.listeners.clear();
+    await this.pool.end();
+  }
+}

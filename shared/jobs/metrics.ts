@@ -1,0 +1,65 @@
+/**
+ * The metrics port: the seed's list (jobs enqueued, execution time, success/failure rates, queue depth),
+ * plus retries and the age of the oldest ready job. The tracker reports what it does; adapters decide where
+ * the figures go: CloudWatch embedded metrics on Lambda, an in-memory tally locally (the durable figures
+ * behind `jobs stats` come from the tables themselves).
+ */
+export type AttemptOutcome = 'completed' | 'retrying' | 'failed' | 'lease_expired';
+
+export interface JobMetrics {
+  jobsEnqueued(jobType: string, count: number): void;
+  /** One finished attempt. `retrying` = it failed and will run again; `failed` = it failed for good. */
+  attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void;
+  queueState(state: { depth: number; oldestReadyAgeSeconds: number }): void;
+}
+
+export const noMetrics: JobMetrics = {
+  jobsEnqueued() {},
+  attemptFinished() {},
+  queueState() {},
+};
+
+export interface MetricsSnapshot {
+  enqueued: Record<string, number>;
+  outcomes: Record<string, Record<AttemptOutcome, number>>;
+  executionMs: { count: number; total: number; max: number };
+  queue: { depth: number; oldestReadyAgeSeconds: number } | null;
+}
+
+/** Counts in memory; the local worker logs it and tests read it. */
+export class InMemoryMetrics implements JobMetrics {
+  private snapshotValue: MetricsSnapshot = {
+    enqueued: {},
+    outcomes: {},
+    executionMs: { count: 0, total: 0, max: 0 },
+    queue: null,
+  };
+
+  jobsEnqueued(jobType: string, count: number): void {
+    this.snapshotValue.enqueued[jobType] = (this.snapshotValue.enqueued[jobType] ?? 0) + count;
+  }
+
+  attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void {
+    const perType = (this.snapshotValue.outcomes[jobType] ??= {
+      completed: 0,
+      retrying: 0,
+      failed: 0,
+      lease_expired: 0,
+    });
+    perType[outcome]++;
+    if (durationMs !== null) {
+      const e = this.snapshotValue.executionMs;
+      e.count++;
+      e.total += durationMs;
+      e.max = Math.max(e.max, durationMs);
+    }
+  }
+
+  queueState(state: { depth: number; oldestReadyAgeSeconds: number }): void {
+    this.snapshotValue.queue = { ...state };
+  }
+
+  snapshot(): MetricsSnapshot {
+    return structuredClone(this.snapshotValue);
+  }
+}

@@ -1,0 +1,109 @@
+/** The job statuses of the seed, plus `cancelled` for jobs an operator stops. */
+export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed', 'retrying', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+/** Statuses a job can be claimed from (when due). */
+export const READY_STATUSES: readonly JobStatus[] = ['pending', 'retrying'];
+/** Statuses a job never leaves on its own. */
+export const FINAL_STATUSES: readonly JobStatus[] = ['completed', 'failed', 'cancelled'];
+
+export interface Job<P = unknown> {
+  id: string;
+  jobType: string;
+  payload: P;
+  status: JobStatus;
+  /** Attempts started so far; during a run it is the number of the current attempt (its fencing token). */
+  attempts: number;
+  maxAttempts: number;
+  priority: number;
+  idempotencyKey: string | null;
+  scheduledAt: Date;
+  startedAt: Date | null;
+  completedAt: Date | null;
+  leaseExpiresAt: Date | null;
+  lastError: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export type ExecutionOutcome = 'completed' | 'failed' | 'retry_requested' | 'lease_expired' | 'cancelled';
+
+/** One attempt of a job. */
+export interface JobExecution {
+  jobId: string;
+  attempt: number;
+  claimedAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  outcome: ExecutionOutcome | null;
+  error: string | null;
+  durationMs: number | null;
+}
+
+/** The columns every job query returns, in the shape `rowToJob` reads. */
+export const JOB_COLUMNS = `id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+  scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at`;
+
+export interface JobRow {
+  [column: string]: unknown;
+  id: string;
+  job_type: string;
+  payload: unknown;
+  status: JobStatus;
+  attempts: number;
+  max_attempts: number;
+  priority: number;
+  idempotency_key: string | null;
+  scheduled_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+  lease_expires_at: Date | null;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export function rowToJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    jobType: r.job_type,
+    payload: r.payload,
+    status: r.status,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    priority: r.priority,
+    idempotencyKey: r.idempotency_key,
+    scheduledAt: r.scheduled_at,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+    leaseExpiresAt: r.lease_expires_at,
+    lastError: r.last_error,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+export interface ExecutionRow {
+  [column: string]: unknown;
+  job_id: string;
+  attempt: number;
+  claimed_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  outcome: ExecutionOutcome | null;
+  error: string | null;
+  duration_ms: number | null;
+}
+
+export function rowToExecution(r: ExecutionRow): JobExecution {
+  return {
+    jobId: r.job_id,
+    attempt: r.attempt,
+    claimedAt: r.claimed_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+    outcome: r.outcome,
+    error: r.error,
+    durationMs: r.duration_ms,
+  };
+}

@@ -1,0 +1,141 @@
+import type { z } from 'zod';
+import type { Queryable } from '../db/port.js';
+import { JobInputError, type RetryJobLater } from './errors.js';
+import type { Job } from './model.js';
+import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.js';
+
+/**
+ * What an executor gets besides its payload. `services` is whatever the adapter running it provides
+ * (database, notifier, price source…); see `shared/job-types/services.ts` for the seed's set.
+ */
+export interface JobContext<S = unknown> {
+  job: Job;
+  /** The attempt being run (1-based): the fencing token of this run. */
+  attempt: number;
+  /** Aborted when the attempt's timeout passes or the worker shuts down. */
+  signal: AbortSignal;
+  services: S;
+}
+
+/**
+ * An executor does the job's work. It resolves when done, throws to fail the attempt (retried under the
+ * retry rule), throws `PermanentJobError` to fail the job at once, or returns `RetryJobLater` to be run
+ * again at a given time.
+ */
+export type JobExecutor<P, S> = (payload: P, ctx: JobContext<S>) => Promise<undefined | RetryJobLater>;
+
+// biome-ignore lint/suspicious/noExplicitAny: schema variance; every public use is through a concrete zod type
+type AnySchema = z.ZodType<any, any>;
+
+export interface JobTypeDefinition<T extends string = string, Schema extends AnySchema = AnySchema, S = unknown> {
+  /** The job type's name, e.g. `interest-accrual`. */
+  type: T;
+  description: string;
+  /** Validates the payload at enqueue and again before execution. JSON in, JSON out: no transforms. */
+  schema: Schema;
+  execute: JobExecutor<z.output<Schema>, S>;
+  retry?: Partial<RetrySettings>;
+  /** How long one attempt may run. The lease is this plus `leaseGraceSeconds`. Default 300. */
+  timeoutSeconds?: number;
+  /** Default priority of this type's jobs (lower runs first). Default 0. */
+  priority?: number;
+}
+
+/** A job type with every setting resolved. */
+export interface RegisteredJobType<S = unknown> {
+  type: string;
+  description: string;
+  schema: AnySchema;
+  execute: JobExecutor<unknown, S>;
+  retry: RetrySettings;
+  timeoutSeconds: number;
+  leaseSeconds: number;
+  priority: number;
+}
+
+/** Extra time beyond the timeout before a running job counts as lost: covers event delivery and reporting. */
+export const LEASE_GRACE_SECONDS = 120;
+export const DEFAULT_TIMEOUT_SECONDS = 300;
+
+export function defineJobType<T extends string, Schema extends AnySchema, S>(
+  def: JobTypeDefinition<T, Schema, S>,
+): JobTypeDefinition<T, Schema, S> {
+  return def;
+}
+
+/** Maps each registered job type's name to its payload schema, for typed `enqueue`. */
+export type JobTypeMap = Record<string, AnySchema>;
+
+export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = unknown> {
+  private readonly types = new Map<string, RegisteredJobType<S>>();
+
+  register<T extends string, Schema extends AnySchema>(
+    def: JobTypeDefinition<T, Schema, S>,
+  ): JobTypeRegistry<M & Record<T, Schema>, S> {
+    if (!/^[a-z][a-z0-9-]{0,62}$/.test(def.type)) {
+      throw new Error(`job type name "${def.type}" must be lowercase letters, digits and dashes`);
+    }
+    if (this.types.has(def.type)) throw new Error(`job type "${def.type}" is registered twice`);
+    const retry: RetrySettings = { ...DEFAULT_RETRY, ...def.retry };
+    for (const key of Object.keys(RETRY_LIMITS) as (keyof RetrySettings)[]) {
+      const { min, max } = RETRY_LIMITS[key];
+      if (!Number.isInteger(retry[key]) || retry[key] < min || retry[key] > max) {
+        throw new Error(`job type "${def.type}": retry.${key} must be an integer from ${min} to ${max}`);
+      }
+    }
+    const timeoutSeconds = def.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+    this.types.set(def.type, {
+      type: def.type,
+      description: def.description,
+      schema: def.schema,
+      execute: def.execute as JobExecutor<unknown, S>,
+      retry,
+      timeoutSeconds,
+      leaseSeconds: timeoutSeconds + LEASE_GRACE_SECONDS,
+      priority: def.priority ?? 0,
+    });
+    return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
+  }
+
+  get(type: string): RegisteredJobType<S> | undefined {
+    return this.types.get(type);
+  }
+
+  /** The registered type, or a `JobInputError('unknown_job_type')` naming the known ones. */
+  require(type: string): RegisteredJobType<S> {
+    const found = this.types.get(type);
+    if (!found) {
+      throw new JobInputError(
+        'unknown_job_type',
+        `unknown job type "${truncate(type, 100)}" (known: ${[...this.types.keys()].join(', ')})`,
+      );
+    }
+    return found;
+  }
+
+  list(): RegisteredJobType<S>[] {
+    return [...this.types.values()];
+  }
+
+  /** Validates a payload against its type's schema; the error names each failing field. */
+  parsePayload(type: string, payload: unknown): unknown {
+    const jobType = this.require(type);
+    const result = jobType.schema.safeParse(payload);
+    if (!result.success) {
+      const problems = result.error.issues
+        .map((issue) => `${['payload', ...issue.path.map(String)].join('.')}: ${issue.message}`)
+        .join('; ');
+      throw new JobInputError('invalid_payload', `invalid payload for ${type}: ${problems}`);
+    }
+    return result.data;
+  }
+}
+
+/** A queryable to run in, for transactional enqueue: the caller's open transaction. */
+export interface InTransaction {
+  db?: Queryable;
+}
+
+export function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}

@@ -1,0 +1,247 @@
+/**
+ * Every statement of the job lifecycle. One dialect (PostgreSQL 15), named parameters, no array
+ * parameters (lists travel as one JSON document), explicit casts: the same text runs through node-postgres
+ * and the RDS Data API. Each lifecycle step is ONE statement, because every Data API call autocommits.
+ *
+ * `:now` is the injectable clock: NULL means the database's own `now()`.
+ */
+import { JOB_COLUMNS } from './model.js';
+
+const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
+
+/** Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. */
+export const insertJobsSql = `
+INSERT INTO jobs (job_type, payload, scheduled_at, max_attempts, backoff_base_seconds, backoff_cap_seconds,
+                  lease_seconds, priority, idempotency_key, created_at, updated_at)
+SELECT r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts, r.backoff_base_seconds,
+       r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+  ord integer, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
+  backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
+  idempotency_key text)
+ORDER BY r.ord
+ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING ${JOB_COLUMNS}`;
+
+/** The jobs already holding some (type, key) pairs. */
+export const jobsByIdempotencyKeySql = `
+SELECT ${JOB_COLUMNS} FROM jobs
+WHERE (job_type, idempotency_key) IN (
+  SELECT k.job_type, k.idempotency_key
+  FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;
+
+/**
+ * Claims due jobs: locks up to :limit ready rows in priority then due-time order (skipping rows another
+ * claimer holds), sets them running with a lease, counts the attempt and opens its execution row.
+ * With :start_now the attempt also counts as started (an in-process worker runs it at once); otherwise the
+ * executor marks the start itself (`startAttemptSql`), which is how duplicate deliveries are recognised.
+ */
+export const claimDueJobsSql = `
+WITH due AS (
+  SELECT id FROM jobs
+  WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}
+  ORDER BY priority, scheduled_at, id
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE jobs j
+  SET status = 'running', attempts = j.attempts + 1,
+      started_at = CASE WHEN :start_now THEN ${NOW} END,
+      lease_expires_at = ${NOW} + make_interval(secs => j.lease_seconds),
+      updated_at = ${NOW}
+  FROM due WHERE j.id = due.id
+  RETURNING j.*
+), opened AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at)
+  SELECT id, attempts, ${NOW}, CASE WHEN :start_now THEN ${NOW} END FROM claimed
+)
+SELECT ${JOB_COLUMNS} FROM claimed ORDER BY priority, scheduled_at, id`;
+
+/**
+ * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
+ * current attempt; a duplicate, or a stale attempt (the lease expired and the job moved on), gets no row.
+ */
+export const startAttemptSql = `
+WITH started AS (
+  UPDATE jobs SET started_at = ${NOW}, updated_at = ${NOW}
+  WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running' AND started_at IS NULL
+  RETURNING ${JOB_COLUMNS}
+), opened AS (
+  UPDATE job_executions e SET started_at = ${NOW}
+  FROM started s WHERE e.job_id = s.id AND e.attempt = s.attempts
+)
+SELECT * FROM started`;
+
+/**
+ * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
+ * executor whose lease expired cannot overwrite a newer attempt. Returns the ids that applied.
+ */
+export const completeAttemptsSql = `
+WITH input AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer, duration_ms integer)
+), done AS (
+  UPDATE jobs j
+  SET status = 'completed', completed_at = ${NOW}, lease_expires_at = NULL, updated_at = ${NOW}
+  FROM input x
+  WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, x.duration_ms
+), closed AS (
+  UPDATE job_executions e
+  SET finished_at = ${NOW}, outcome = 'completed',
+      duration_ms = COALESCE(d.duration_ms,
+        (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer)
+  FROM done d WHERE e.job_id = d.id AND e.attempt = d.attempts
+)
+SELECT id, job_type, attempts, duration_ms FROM done`;
+
+/**
+ * Fails attempts. `input` is a query yielding (id, attempt, error, retry_at, permanent, duration_ms,
+ * outcome) rows. A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while n < max_attempts
+ * (n counted since the last operator retry), else `failed`; a permanent failure fails at once; a requested
+ * retry_at replaces the backoff. Fenced like completion.
+ */
+function failAttemptsSql(input: string): string {
+  const givesUp = 'x.permanent OR j.attempts >= j.max_attempts';
+  return `
+WITH input AS (${input}),
+failed AS (
+  UPDATE jobs j
+  SET status = CASE WHEN ${givesUp} THEN 'failed' ELSE 'retrying' END,
+      scheduled_at = CASE WHEN ${givesUp} THEN j.scheduled_at
+        ELSE COALESCE(x.retry_at, ${NOW} + make_interval(secs =>
+          LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
+        END,
+      completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
+      lease_expires_at = NULL,
+      last_error = x.error,
+      updated_at = ${NOW}
+  FROM input x
+  WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms
+), closed AS (
+  UPDATE job_executions e
+  SET finished_at = ${NOW}, outcome = f.outcome, error = f.error,
+      duration_ms = COALESCE(f.duration_ms,
+        (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer)
+  FROM failed f WHERE e.job_id = f.id AND e.attempt = f.attempts
+)
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms FROM failed`;
+}
+
+export const failAttemptsFromInputSql = failAttemptsSql(`
+  SELECT x.id, x.attempt, x.error, x.retry_at, COALESCE(x.permanent, false) AS permanent, x.duration_ms,
+         COALESCE(x.outcome, 'failed') AS outcome
+  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+    id uuid, attempt integer, error text, retry_at timestamptz, permanent boolean, duration_ms integer,
+    outcome text)`);
+
+/**
+ * The rescuer: running jobs whose lease has expired (their executor crashed, hung or timed out) fail the
+ * attempt under the retry rule. Bounded per call; concurrent rescuers skip each other's rows.
+ */
+export const rescueExpiredLeasesSql = failAttemptsSql(`
+  SELECT id, attempts AS attempt,
+         'lease expired: the executor did not report within ' || lease_seconds || ' s' AS error,
+         NULL::timestamptz AS retry_at, false AS permanent, NULL::integer AS duration_ms,
+         'lease_expired' AS outcome
+  FROM jobs
+  WHERE status = 'running' AND lease_expires_at < ${NOW}
+  ORDER BY lease_expires_at
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED`);
+
+/**
+ * Undoes claims whose attempt never began (a fan-out that could not publish, a worker shutting down with
+ * jobs still in its local queue): the attempt is uncounted and its execution row removed, so the job is
+ * claimable again at once. With :require_unstarted, an attempt an executor already began is left alone.
+ */
+export const releaseClaimsSql = `
+WITH input AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer)
+), released AS (
+  UPDATE jobs j
+  SET status = CASE WHEN j.attempts - 1 > j.attempt_offset THEN 'retrying' ELSE 'pending' END,
+      attempts = j.attempts - 1, started_at = NULL, lease_expires_at = NULL, updated_at = ${NOW}
+  FROM input x
+  WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+    AND (j.started_at IS NULL OR NOT :require_unstarted)
+  RETURNING j.id, x.attempt
+), removed AS (
+  DELETE FROM job_executions e USING released r WHERE e.job_id = r.id AND e.attempt = r.attempt
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM released LIMIT 1) AS any_released
+)
+SELECT id FROM released`;
+
+/** An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out. */
+export const cancelJobSql = `
+WITH cancelled AS (
+  UPDATE jobs
+  SET status = 'cancelled', completed_at = ${NOW}, lease_expires_at = NULL, updated_at = ${NOW},
+      last_error = COALESCE(CAST(:reason AS text), 'cancelled by an operator')
+  WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'retrying', 'running')
+  RETURNING ${JOB_COLUMNS}
+), closed AS (
+  UPDATE job_executions e SET finished_at = ${NOW}, outcome = 'cancelled', error = 'cancelled by an operator',
+    duration_ms = (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer
+  FROM cancelled c WHERE e.job_id = c.id AND e.attempt = c.attempts AND e.finished_at IS NULL
+)
+SELECT * FROM cancelled`;
+
+/**
+ * An operator puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget.
+ * `attempts` keeps counting (it is the fencing token); the backoff restarts from 2 minutes.
+ */
+export const retryJobSql = `
+WITH retried AS (
+  UPDATE jobs
+  SET status = 'pending', scheduled_at = ${NOW}, completed_at = NULL, started_at = NULL,
+      max_attempts = attempts + :budget, attempt_offset = attempts, updated_at = ${NOW}
+  WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
+  RETURNING ${JOB_COLUMNS}
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried) AS any_retried
+)
+SELECT * FROM retried`;
+
+export const jobByIdSql = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = CAST(:id AS uuid)`;
+
+export const executionsByJobSql = `
+SELECT job_id, attempt, claimed_at, started_at, finished_at, outcome, error, duration_ms
+FROM job_executions WHERE job_id = CAST(:id AS uuid) ORDER BY attempt`;
+
+/** Newest first, optionally filtered by status and type. */
+export const listJobsSql = `
+SELECT ${JOB_COLUMNS} FROM jobs
+WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit`;
+
+/** Ready jobs that are due, and the age of the oldest: the queue-backup signals. */
+export const queueStateSql = `
+SELECT count(*)::integer AS depth,
+       COALESCE(extract(epoch FROM ${NOW} - min(scheduled_at)), 0)::float8 AS oldest_ready_age_seconds
+FROM jobs
+WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}`;
+
+/** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
+export const nextDueAtSql = `
+SELECT min(scheduled_at) AS next_due_at FROM jobs WHERE status IN ('pending', 'retrying')`;
+
+export const countsByStatusAndTypeSql = `
+SELECT job_type, status, count(*)::integer AS count FROM jobs GROUP BY job_type, status ORDER BY job_type, status`;
+
+/** Attempts finished in the last :window_seconds, by outcome (failure rate over the last hour). */
+export const recentOutcomesSql = `
+SELECT j.job_type, e.outcome, count(*)::integer AS count,
+       COALESCE(avg(e.duration_ms), 0)::float8 AS avg_duration_ms,
+       COALESCE(max(e.duration_ms), 0)::integer AS max_duration_ms
+FROM job_executions e JOIN jobs j ON j.id = e.job_id
+WHERE e.finished_at >= ${NOW} - make_interval(secs => :window_seconds)
+GROUP BY j.job_type, e.outcome
+ORDER BY j.job_type, e.outcome`;
+
+/** Running attempts older than their lease (the long-running-jobs signal). */
+export const overdueRunningSql = `
+SELECT count(*)::integer AS overdue FROM jobs WHERE status = 'running' AND lease_expires_at < ${NOW}`;

@@ -1,0 +1,530 @@
+import type { z } from 'zod';
+import { type Database, DatabaseError, json, type Queryable, type SqlParams, uuid } from '../db/port.js';
+import { type Clock, databaseClock } from './clock.js';
+import { JobInputError } from './errors.js';
+import type { AttemptOutcome, JobMetrics } from './metrics.js';
+import { noMetrics } from './metrics.js';
+import {
+  type ExecutionRow,
+  JOB_STATUSES,
+  type Job,
+  type JobExecution,
+  type JobRow,
+  type JobStatus,
+  rowToExecution,
+  rowToJob,
+} from './model.js';
+import type { InTransaction, JobTypeMap, JobTypeRegistry } from './registry.js';
+import { truncate } from './registry.js';
+import * as sql from './sql.js';
+
+/**
+ * Payloads are limited to 32 KiB of JSON: with the rest of a job row it stays under the Data API's
+ * 64 KB-per-row limit, a claim batch of 25 stays under its 1 MiB response limit, and an EventBridge entry
+ * stays far under its size limit.
+ */
+export const MAX_PAYLOAD_BYTES = 32 * 1024;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
+/** Scheduling further ahead than this is almost certainly a unit mistake. */
+export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
+/** Bulk enqueue limit per call (one statement). */
+export const MAX_JOBS_PER_ENQUEUE = 10_000;
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Options shared by typed and untyped enqueue. */
+export interface EnqueueOptions {
+  /** When to run; default now. */
+  runAt?: Date;
+  /** At most one job per (type, key) ever exists; a second enqueue returns the first. */
+  idempotencyKey?: string;
+  /** Lower runs first; default the type's priority (0). */
+  priority?: number;
+  /** Overrides the type's max attempts for this job. */
+  maxAttempts?: number;
+}
+
+/** A job to enqueue, typed by the registry: a wrong payload does not compile. */
+export type NewJob<M extends JobTypeMap> = {
+  [K in keyof M & string]: { type: K; payload: z.input<M[K]> } & EnqueueOptions;
+}[keyof M & string];
+
+/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
+export interface UntypedNewJob extends EnqueueOptions {
+  type: string;
+  payload: unknown;
+}
+
+export interface EnqueueResult {
+  job: Job;
+  /** False when the idempotency key matched an existing job and nothing was written. */
+  created: boolean;
+}
+
+export interface FailOptions {
+  /** Fail at once, whatever attempts remain (unknown type, invalid payload, permanent errors). */
+  permanent?: boolean;
+  /** Run again at this time instead of the backoff (the executor asked for it). */
+  retryAt?: Date;
+  durationMs?: number;
+}
+
+export interface AttemptRef {
+  id: string;
+  attempt: number;
+}
+
+export interface CompletedAttempt extends AttemptRef {
+  durationMs?: number;
+}
+
+export interface FailedAttempt extends AttemptRef, FailOptions {
+  error: string;
+}
+
+/** What became of a failed attempt. */
+export interface FailResult {
+  id: string;
+  jobType: string;
+  attempt: number;
+  /** `retrying` (scheduled again at `scheduledAt`) or `failed` (no attempts left, or permanent). */
+  status: 'retrying' | 'failed';
+  scheduledAt: Date;
+}
+
+export interface JobFilter {
+  status?: JobStatus;
+  jobType?: string;
+  limit?: number;
+}
+
+export interface QueueState {
+  depth: number;
+  oldestReadyAgeSeconds: number;
+}
+
+export interface JobStats {
+  counts: { jobType: string; status: JobStatus; count: number }[];
+  queue: QueueState;
+  overdueRunning: number;
+  lastHour: {
+    jobType: string;
+    completed: number;
+    failed: number;
+    avgDurationMs: number;
+    maxDurationMs: number;
+    failureRate: number;
+  }[];
+}
+
+export interface JobTrackerOptions<M extends JobTypeMap, S> {
+  db: Database;
+  registry: JobTypeRegistry<M, S>;
+  clock?: Clock;
+  metrics?: JobMetrics;
+}
+
+/**
+ * The job lifecycle: enqueue, claim, start, complete, fail (with the retry rule), release, rescue, and the
+ * operator's cancel and retry. Every method is one statement (or two for a keyed enqueue that lost a race),
+ * usable through either database driver.
+ */
+export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
+  readonly db: Database;
+  readonly registry: JobTypeRegistry<M, S>;
+  readonly clock: Clock;
+  readonly metrics: JobMetrics;
+
+  constructor(options: JobTrackerOptions<M, S>) {
+    this.db = options.db;
+    this.registry = options.registry;
+    this.clock = options.clock ?? databaseClock;
+    this.metrics = options.metrics ?? noMetrics;
+  }
+
+  private params(extra: SqlParams): SqlParams {
+    return { now: this.clock.now(), ...extra };
+  }
+
+  /**
+   * Enqueues one job. With `db` set to an open transaction, the job commits or rolls back with the
+   * caller's own changes (transactional enqueue).
+   */
+  async enqueue(job: NewJob<M>, options: InTransaction = {}): Promise<EnqueueResult> {
+    const [result] = await this.enqueueMany([job], options);
+    return result!;
+  }
+
+  /** Enqueues many jobs in one statement; results are in input order. Validates all before writing any. */
+  enqueueMany(jobs: readonly NewJob<M>[], options: InTransaction = {}): Promise<EnqueueResult[]> {
+    return this.enqueueUntyped(jobs as readonly UntypedNewJob[], options);
+  }
+
+  /** Enqueue from untyped input (the CLI, events): same validation, checked at run time only. */
+  async enqueueUntyped(jobs: readonly UntypedNewJob[], options: InTransaction = {}): Promise<EnqueueResult[]> {
+    if (jobs.length === 0) return [];
+    if (jobs.length > MAX_JOBS_PER_ENQUEUE) {
+      throw new JobInputError('invalid_option', `at most ${MAX_JOBS_PER_ENQUEUE} jobs per enqueue call`);
+    }
+    const now = this.clock.now() ?? new Date();
+    const rows = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    const db = options.db ?? this.db;
+    const inserted = await db.query<JobRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
+    const byKey = new Map<string, Job>();
+    const created = new Set<string>();
+    const insertedInOrder = inserted.rows.map(rowToJob);
+    for (const job of insertedInOrder) {
+      created.add(job.id);
+      if (job.idempotencyKey !== null) byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
+    }
+    // Keyed rows that were not inserted already exist (possibly committed a moment ago by a concurrent
+    // enqueue: ON CONFLICT waited for it, and this second statement sees it).
+    const missing = rows.filter((r) => r.idempotency_key !== null && !byKey.has(keyOf(r)));
+    if (missing.length > 0) {
+      const existing = await db.query<JobRow>(sql.jobsByIdempotencyKeySql, {
+        keys: json(missing.map((r) => ({ job_type: r.job_type, idempotency_key: r.idempotency_key }))),
+      });
+      for (const job of existing.rows.map(rowToJob)) byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
+    }
+    // Unkeyed rows come back in insertion order, which follows `ord`.
+    let nextUnkeyed = 0;
+    const unkeyed = insertedInOrder.filter((j) => j.idempotencyKey === null);
+    const results = rows.map((r): EnqueueResult => {
+      const job = r.idempotency_key === null ? unkeyed[nextUnkeyed++] : byKey.get(keyOf(r));
+      if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
+      // The same key twice in one call: the first occurrence created the job, the second found it.
+      const isNew = created.delete(job.id);
+      return { job, created: isNew };
+    });
+    const perType = new Map<string, number>();
+    for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
+    for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
+    return results;
+  }
+
+  private validateNewJob(job: UntypedNewJob, ord: number, now: Date) {
+    if (typeof job !== 'object' || job === null) throw new JobInputError('invalid_option', 'a job must be an object');
+    const jobType = this.registry.require(String(job.type));
+    const payload = this.registry.parsePayload(jobType.type, job.payload ?? {});
+    const bytes = Buffer.byteLength(JSON.stringify(payload), 'utf8');
+    if (bytes > MAX_PAYLOAD_BYTES) {
+      throw new JobInputError(
+        'payload_too_large',
+        `payload of ${jobType.type} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
+      );
+    }
+    const key = job.idempotencyKey;
+    if (key !== undefined) {
+      if (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+        throw new JobInputError(
+          'invalid_option',
+          `idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof key === 'string' ? key.length : typeof key})`,
+        );
+      }
+      if (key.includes('\u0000')) throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
+    }
+    const priority = job.priority ?? jobType.priority;
+    if (!Number.isInteger(priority) || priority < PRIORITY_RANGE.min || priority > PRIORITY_RANGE.max) {
+      throw new JobInputError(
+        'invalid_option',
+        `priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max} (got ${String(priority)})`,
+      );
+    }
+    const maxAttempts = job.maxAttempts ?? jobType.retry.maxAttempts;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+      throw new JobInputError(
+        'invalid_option',
+        `maxAttempts must be an integer from 1 to 100 (got ${String(maxAttempts)})`,
+      );
+    }
+    let scheduledAt: string | null = null;
+    if (job.runAt !== undefined) {
+      if (!(job.runAt instanceof Date) || Number.isNaN(job.runAt.getTime())) {
+        throw new JobInputError('invalid_option', 'runAt must be a valid date');
+      }
+      if (job.runAt.getTime() - now.getTime() > MAX_SCHEDULE_AHEAD_MS) {
+        throw new JobInputError('invalid_option', 'runAt is more than 5 years ahead');
+      }
+      // A time in the past simply means "due now": it keeps its place in due-time order.
+      scheduledAt = job.runAt.toISOString();
+    }
+    return {
+      ord,
+      job_type: jobType.type,
+      payload,
+      scheduled_at: scheduledAt,
+      max_attempts: maxAttempts,
+      backoff_base_seconds: jobType.retry.backoffBaseSeconds,
+      backoff_cap_seconds: jobType.retry.backoffCapSeconds,
+      lease_seconds: jobType.leaseSeconds,
+      priority,
+      idempotency_key: key ?? null,
+    };
+  }
+
+  /**
+   * Claims up to `limit` due jobs in ONE statement (`FOR UPDATE SKIP LOCKED`): priority first, then due
+   * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
+   * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
+   */
+  async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<Job[]> {
+    if (!Number.isInteger(limit) || limit < 1) throw new JobInputError('invalid_option', 'limit must be a positive integer');
+    const res = await this.db.query<JobRow>(
+      sql.claimDueJobsSql,
+      this.params({ limit, start_now: options.startNow ?? false }),
+    );
+    return res.rows.map(rowToJob);
+  }
+
+  /** The seed's name for `fetchReady`. */
+  claimDueJobs(limit: number, options: { startNow?: boolean } = {}): Promise<Job[]> {
+    return this.fetchReady(limit, options);
+  }
+
+  /**
+   * Records that an executor began `attempt`. Returns the job for the first delivery of the current
+   * attempt, `null` for a duplicate delivery or a stale attempt (do not run it).
+   */
+  async startAttempt(id: string, attempt: number): Promise<Job | null> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(sql.startAttemptSql, this.params({ id: uuid(id), attempt }));
+    return res.rows[0] ? rowToJob(res.rows[0]) : null;
+  }
+
+  /** Completes `attempt` of a job. Returns false when the attempt is no longer current (fenced out). */
+  async markCompleted(id: string, attempt: number, options: { durationMs?: number } = {}): Promise<boolean> {
+    assertUuid(id);
+    const applied = await this.completeMany([{ id, attempt, durationMs: options.durationMs }]);
+    return applied.length === 1;
+  }
+
+  /** Completes many attempts in one statement; returns the ids that applied. */
+  async completeMany(items: readonly CompletedAttempt[]): Promise<string[]> {
+    if (items.length === 0) return [];
+    const res = await this.db.query<{ id: string; job_type: string; duration_ms: number | null }>(
+      sql.completeAttemptsSql,
+      this.params({
+        items: json(items.map((i) => ({ id: i.id, attempt: i.attempt, duration_ms: roundMs(i.durationMs) }))),
+      }),
+    );
+    for (const r of res.rows) this.metrics.attemptFinished(r.job_type, 'completed', r.duration_ms);
+    return res.rows.map((r) => r.id);
+  }
+
+  /**
+   * Fails `attempt` of a job under the retry rule. Returns what became of it, or `null` when the attempt
+   * is no longer current (fenced out: nothing changed).
+   */
+  async markFailed(id: string, attempt: number, error: string, options: FailOptions = {}): Promise<FailResult | null> {
+    assertUuid(id);
+    const [result] = await this.failMany([{ id, attempt, error, ...options }]);
+    return result ?? null;
+  }
+
+  /** Fails many attempts in one statement; returns those that applied. */
+  async failMany(items: readonly FailedAttempt[]): Promise<FailResult[]> {
+    if (items.length === 0) return [];
+    const res = await this.db.query<FailRow>(
+      sql.failAttemptsFromInputSql,
+      this.params({
+        items: json(
+          items.map((i) => ({
+            id: i.id,
+            attempt: i.attempt,
+            error: truncate(i.error, 4000),
+            retry_at: i.retryAt?.toISOString() ?? null,
+            permanent: i.permanent ?? false,
+            duration_ms: roundMs(i.durationMs),
+            outcome: i.retryAt && !i.permanent ? 'retry_requested' : 'failed',
+          })),
+        ),
+      }),
+    );
+    return res.rows.map((r) => this.reportFailure(r, r.status));
+  }
+
+  private reportFailure(r: FailRow, outcome: AttemptOutcome): FailResult {
+    this.metrics.attemptFinished(r.job_type, outcome, r.duration_ms);
+    return { id: r.id, jobType: r.job_type, attempt: r.attempts, status: r.status, scheduledAt: r.scheduled_at };
+  }
+
+  /**
+   * Undoes claims whose attempts never began, so the jobs are claimable again at once.
+   * `requireUnstarted` (default true) leaves alone an attempt an executor has already begun.
+   */
+  async release(items: readonly AttemptRef[], options: { requireUnstarted?: boolean } = {}): Promise<string[]> {
+    if (items.length === 0) return [];
+    const res = await this.db.query<{ id: string }>(
+      sql.releaseClaimsSql,
+      this.params({
+        items: json(items.map((i) => ({ id: i.id, attempt: i.attempt }))),
+        require_unstarted: options.requireUnstarted ?? true,
+      }),
+    );
+    return res.rows.map((r) => r.id);
+  }
+
+  /**
+   * Running jobs whose lease expired count as a failed attempt and follow the retry rule. Returns what
+   * became of each (bounded by `limit` per call).
+   */
+  async rescueExpiredLeases(limit = 1000): Promise<FailResult[]> {
+    const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit }));
+    return res.rows.map((r) => this.reportFailure(r, 'lease_expired'));
+  }
+
+  async getJob(id: string): Promise<Job | null> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(sql.jobByIdSql, { id: uuid(id) });
+    return res.rows[0] ? rowToJob(res.rows[0]) : null;
+  }
+
+  /** The job, or a `JobInputError('job_not_found')`. */
+  async requireJob(id: string): Promise<Job> {
+    const job = await this.getJob(id);
+    if (!job) throw new JobInputError('job_not_found', `no job with id ${id}`);
+    return job;
+  }
+
+  async getExecutions(id: string): Promise<JobExecution[]> {
+    assertUuid(id);
+    const res = await this.db.query<ExecutionRow>(sql.executionsByJobSql, { id: uuid(id) });
+    return res.rows.map(rowToExecution);
+  }
+
+  async listJobs(filter: JobFilter = {}): Promise<Job[]> {
+    if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
+      throw new JobInputError('invalid_option', `unknown status "${filter.status}" (one of ${JOB_STATUSES.join(', ')})`);
+    }
+    if (filter.jobType !== undefined) this.registry.require(filter.jobType);
+    const limit = filter.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+      throw new JobInputError('invalid_option', 'limit must be an integer from 1 to 10000');
+    }
+    const res = await this.db.query<JobRow>(sql.listJobsSql, {
+      status: filter.status ?? null,
+      job_type: filter.jobType ?? null,
+      limit,
+    });
+    return res.rows.map(rowToJob);
+  }
+
+  /** Cancels a pending, retrying or running job. Throws for an unknown id or a finished job. */
+  async cancel(id: string, reason?: string): Promise<Job> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(
+      sql.cancelJobSql,
+      this.params({ id: uuid(id), reason: reason ?? null }),
+    );
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError('invalid_state', `job ${id} is ${job.status}; only pending, retrying or running jobs can be cancelled`);
+  }
+
+  /** Puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget. */
+  async retry(id: string): Promise<Job> {
+    assertUuid(id);
+    const current = await this.requireJob(id);
+    const budget = this.registry.get(current.jobType)?.retry.maxAttempts ?? current.maxAttempts;
+    const res = await this.db.query<JobRow>(sql.retryJobSql, this.params({ id: uuid(id), budget }));
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError('invalid_state', `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`);
+  }
+
+  /** Due ready jobs and the age of the oldest; also reported to the metrics port. */
+  async queueState(): Promise<QueueState> {
+    const res = await this.db.query<{ depth: number; oldest_ready_age_seconds: number }>(
+      sql.queueStateSql,
+      this.params({}),
+    );
+    const row = res.rows[0]!;
+    const state = { depth: row.depth, oldestReadyAgeSeconds: Math.max(0, row.oldest_ready_age_seconds) };
+    this.metrics.queueState(state);
+    return state;
+  }
+
+  /** When the next ready job becomes due (null when the queue holds none). */
+  async nextDueAt(): Promise<Date | null> {
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    return res.rows[0]?.next_due_at ?? null;
+  }
+
+  /** Counts by status and type, queue depth, overdue running jobs, and the last hour's outcomes. */
+  async stats(windowSeconds = 3600): Promise<JobStats> {
+    const [counts, queue, overdue, recent] = await Promise.all([
+      this.db.query<{ job_type: string; status: JobStatus; count: number }>(sql.countsByStatusAndTypeSql),
+      this.queueState(),
+      this.db.query<{ overdue: number }>(sql.overdueRunningSql, this.params({})),
+      this.db.query<{
+        job_type: string;
+        outcome: string;
+        count: number;
+        avg_duration_ms: number;
+        max_duration_ms: number;
+      }>(sql.recentOutcomesSql, this.params({ window_seconds: windowSeconds })),
+    ]);
+    const byType = new Map<string, JobStats['lastHour'][number] & { weighted: number }>();
+    for (const r of recent.rows) {
+      const t = byType.get(r.job_type) ?? {
+        jobType: r.job_type,
+        completed: 0,
+        failed: 0,
+        avgDurationMs: 0,
+        maxDurationMs: 0,
+        failureRate: 0,
+        weighted: 0,
+      };
+      if (r.outcome === 'completed') t.completed += r.count;
+      else if (r.outcome === 'failed' || r.outcome === 'lease_expired') t.failed += r.count;
+      t.weighted += r.avg_duration_ms * r.count;
+      t.maxDurationMs = Math.max(t.maxDurationMs, r.max_duration_ms);
+      byType.set(r.job_type, t);
+    }
+    const lastHour = [...byType.values()].map(({ weighted, ...t }) => {
+      const finished = t.completed + t.failed;
+      return {
+        ...t,
+        avgDurationMs: finished > 0 ? Math.round(weighted / finished) : 0,
+        failureRate: finished > 0 ? t.failed / finished : 0,
+      };
+    });
+    return {
+      counts: counts.rows.map((r) => ({ jobType: r.job_type, status: r.status, count: r.count })),
+      queue,
+      overdueRunning: overdue.rows[0]?.overdue ?? 0,
+      lastHour,
+    };
+  }
+
+  /** The database error raised for a duplicate key, recognisable through either driver. */
+  static isUniqueViolation(err: unknown): boolean {
+    return err instanceof DatabaseError && err.isUniqueViolation;
+  }
+}
+
+interface FailRow {
+  [column: string]: unknown;
+  id: string;
+  job_type: string;
+  attempts: number;
+  status: 'retrying' | 'failed';
+  scheduled_at: Date;
+  duration_ms: number | null;
+}
+
+function keyOf(r: { job_type: string; idempotency_key: string | null }): string {
+  return `${r.job_type}\u0000${r.idempotency_key}`;
+}
+
+function roundMs(ms: number | undefined): number | null {
+  return ms === undefined ? null : Math.max(0, Math.round(ms));
+}
+
+/** Job ids are UUIDs; anything else is rejected before it reaches SQL. */
+export function assertUuid(id: string): void {
+  if (typeof id !== 'string' || !UUID_RE.test(id)) {
+    throw new JobInputError('invalid_id', `"${truncate(String(id), 60)}" is not a job id (a UUID)`);
+  }
+}
