@@ -21,11 +21,19 @@ const typeParsers = {
         return (v: string) => v;
       case 1114: // timestamp without time zone: the project stores UTC
         return (v: string) => new Date(`${v.replace(' ', 'T')}Z`);
+      case 1184: // timestamptz: sessions run in UTC, so values end in +00; parse that form directly (hot path)
+        return parseTimestamptz;
       default:
         return pg.types.getTypeParser(oid, format ?? 'text');
     }
   },
 } as pg.CustomTypesConfig;
+
+const defaultTimestamptz = pg.types.getTypeParser(1184, 'text') as (v: string) => Date;
+function parseTimestamptz(v: string): Date {
+  if (v.length >= 22 && v[10] === ' ' && v.endsWith('+00')) return new Date(`${v.slice(0, 10)}T${v.slice(11, -3)}Z`);
+  return defaultTimestamptz(v);
+}
 
 const statementNames = new Map<string, string>();
 /** Reuses one prepared statement per SQL text and connection (saves parse/plan time on hot paths). */

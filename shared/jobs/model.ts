@@ -7,7 +7,41 @@ export const READY_STATUSES: readonly JobStatus[] = ['pending', 'retrying'];
 /** Statuses a job never leaves on its own. */
 export const FINAL_STATUSES: readonly JobStatus[] = ['completed', 'failed', 'cancelled'];
 
-export interface Job<P = unknown> {
+/**
+ * What a claim returns and an executor sees: the fields needed to run and report an attempt. Claims
+ * return only these (decoding fewer columns matters when a worker drains tens of thousands of jobs/s).
+ */
+export interface ClaimedJob<P = unknown> {
+  id: string;
+  jobType: string;
+  payload: P;
+  /** The attempt being run: its fencing token. */
+  attempts: number;
+  maxAttempts: number;
+  priority: number;
+  idempotencyKey: string | null;
+  scheduledAt: Date;
+  leaseExpiresAt: Date | null;
+}
+
+export const CLAIM_COLUMNS =
+  'id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at, lease_expires_at';
+
+export function rowToClaimedJob(r: JobRow): ClaimedJob {
+  return {
+    id: r.id,
+    jobType: r.job_type,
+    payload: r.payload,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    priority: r.priority,
+    idempotencyKey: r.idempotency_key,
+    scheduledAt: r.scheduled_at,
+    leaseExpiresAt: r.lease_expires_at,
+  };
+}
+
+export interface Job<P = unknown> extends ClaimedJob<P> {
   id: string;
   jobType: string;
   payload: P;

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import type { Queryable } from '../db/port.js';
 import { JobInputError, type RetryJobLater } from './errors.js';
-import type { Job } from './model.js';
+import type { ClaimedJob } from './model.js';
 import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.js';
 
 /**
@@ -9,7 +9,7 @@ import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.
  * (database, notifier, price source…); see `shared/job-types/services.ts` for the seed's set.
  */
 export interface JobContext<S = unknown> {
-  job: Job;
+  job: ClaimedJob;
   /** The attempt being run (1-based): the fencing token of this run. */
   attempt: number;
   /** Aborted when the attempt's timeout passes or the worker shuts down. */
@@ -67,6 +67,8 @@ export function defineJobType<T extends string, Schema extends AnySchema, S>(
 export type JobTypeMap = Record<string, AnySchema>;
 
 export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = unknown> {
+  /** Type-level only: the registered payload schemas by type name (lets `enqueue` check payloads). */
+  declare readonly schemas: M;
   private readonly types = new Map<string, RegisteredJobType<S>>();
 
   register<T extends string, Schema extends AnySchema>(

@@ -1,5 +1,5 @@
 import type { JobDispatcher, JobResult } from './dispatcher.js';
-import type { Job } from './model.js';
+import type { ClaimedJob } from './model.js';
 import type { JobTypeMap } from './registry.js';
 import type { FailResult, JobTracker } from './tracker.js';
 
@@ -12,7 +12,7 @@ export type RecordedAttempt =
 /** Records a dispatched attempt's result, fenced by the attempt number. */
 export async function recordResult<M extends JobTypeMap, S>(
   tracker: JobTracker<M, S>,
-  job: Job,
+  job: ClaimedJob,
   result: JobResult,
 ): Promise<RecordedAttempt> {
   if (result.outcome === 'completed') {
@@ -40,7 +40,7 @@ export async function runDeliveredAttempt<M extends JobTypeMap, S>(
   tracker: JobTracker<M, S>,
   dispatcher: JobDispatcher<M, S>,
   delivery: { id: string; attempt: number },
-  options: { signal?: AbortSignal } = {},
+  options: { onAbortable?: (abort: (reason: Error) => void) => void } = {},
 ): Promise<RecordedAttempt | { recorded: 'duplicate' }> {
   const job = await tracker.startAttempt(delivery.id, delivery.attempt);
   if (!job) return { recorded: 'duplicate' };

@@ -5,7 +5,7 @@
  *
  * `:now` is the injectable clock: NULL means the database's own `now()`.
  */
-import { JOB_COLUMNS } from './model.js';
+import { CLAIM_COLUMNS, JOB_COLUMNS } from './model.js';
 
 const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
@@ -30,75 +30,71 @@ WHERE (job_type, idempotency_key) IN (
   SELECT k.job_type, k.idempotency_key
   FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;
 
+/** When the current attempt was claimed: the lease runs lease_seconds from the claim. */
+const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)';
+
 /**
  * Claims due jobs: locks up to :limit ready rows in priority then due-time order (skipping rows another
- * claimer holds), sets them running with a lease, counts the attempt and opens its execution row.
- * With :start_now the attempt also counts as started (an in-process worker runs it at once); otherwise the
+ * claimer holds), sets them running with a lease and counts the attempt.
+ * With :start_now the attempt also counts as begun (an in-process worker runs it at once); otherwise the
  * executor marks the start itself (`startAttemptSql`), which is how duplicate deliveries are recognised.
  */
 export const claimDueJobsSql = `
-WITH due AS (
+UPDATE jobs j
+SET status = 'running', attempts = j.attempts + 1,
+    started_at = CASE WHEN :start_now THEN ${NOW} END,
+    lease_expires_at = ${NOW} + make_interval(secs => j.lease_seconds),
+    updated_at = ${NOW}
+-- ANY(ARRAY(...)) makes the update fetch the locked rows by primary key, never by a hash join over the table.
+WHERE j.id = ANY(ARRAY(
   SELECT id FROM jobs
   WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}
   ORDER BY priority, scheduled_at, id
   LIMIT :limit
-  FOR UPDATE SKIP LOCKED
-), claimed AS (
-  UPDATE jobs j
-  SET status = 'running', attempts = j.attempts + 1,
-      started_at = CASE WHEN :start_now THEN ${NOW} END,
-      lease_expires_at = ${NOW} + make_interval(secs => j.lease_seconds),
-      updated_at = ${NOW}
-  FROM due WHERE j.id = due.id
-  RETURNING j.*
-), opened AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at)
-  SELECT id, attempts, ${NOW}, CASE WHEN :start_now THEN ${NOW} END FROM claimed
-)
-SELECT ${JOB_COLUMNS} FROM claimed ORDER BY priority, scheduled_at, id`;
+  FOR UPDATE SKIP LOCKED))
+RETURNING ${CLAIM_COLUMNS}`;
 
 /**
  * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
  * current attempt; a duplicate, or a stale attempt (the lease expired and the job moved on), gets no row.
  */
 export const startAttemptSql = `
-WITH started AS (
-  UPDATE jobs SET started_at = ${NOW}, updated_at = ${NOW}
-  WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running' AND started_at IS NULL
-  RETURNING ${JOB_COLUMNS}
-), opened AS (
-  UPDATE job_executions e SET started_at = ${NOW}
-  FROM started s WHERE e.job_id = s.id AND e.attempt = s.attempts
-)
-SELECT * FROM started`;
+UPDATE jobs SET started_at = ${NOW}, updated_at = ${NOW}
+WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running' AND started_at IS NULL
+RETURNING ${JOB_COLUMNS}`;
+
+/**
+ * The execution row that closes an attempt, written once. `ended` must yield (id, attempts, claimed_at,
+ * run_started_at, outcome, error, duration_ms); the duration falls back to the time since the start.
+ */
+function closeAttemptsSql(ended: string): string {
+  return `
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error, duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, ${NOW}, e.outcome, e.error,
+         COALESCE(e.duration_ms, (extract(epoch FROM ${NOW} - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM ${ended} e`;
+}
 
 /**
  * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
  * executor whose lease expired cannot overwrite a newer attempt. Returns the ids that applied.
  */
 export const completeAttemptsSql = `
-WITH input AS (
-  SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer, duration_ms integer)
-), done AS (
+WITH done AS (
   UPDATE jobs j
-  SET status = 'completed', completed_at = ${NOW}, lease_expires_at = NULL, updated_at = ${NOW}
-  FROM input x
+  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}
+  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer, duration_ms integer)
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  RETURNING j.id, j.job_type, j.attempts, x.duration_ms
-), closed AS (
-  UPDATE job_executions e
-  SET finished_at = ${NOW}, outcome = 'completed',
-      duration_ms = COALESCE(d.duration_ms,
-        (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer)
-  FROM done d WHERE e.job_id = d.id AND e.attempt = d.attempts
-)
+  -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
+  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
+            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (${closeAttemptsSql('done')})
 SELECT id, job_type, attempts, duration_ms FROM done`;
 
 /**
- * Fails attempts. `input` is a query yielding (id, attempt, error, retry_at, permanent, duration_ms,
- * outcome) rows. A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while n < max_attempts
- * (n counted since the last operator retry), else `failed`; a permanent failure fails at once; a requested
- * retry_at replaces the backoff. Fenced like completion.
+ * Fails attempts. `input` yields (id, attempt, error, retry_at, permanent, duration_ms, outcome). A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while
+ * n < max_attempts (n counted since attempt_offset), else `failed`; a permanent failure fails at once; a
+ * requested retry_at replaces the backoff. Fenced like completion.
  */
 function failAttemptsSql(input: string): string {
   const givesUp = 'x.permanent OR j.attempts >= j.max_attempts';
@@ -112,19 +108,13 @@ failed AS (
           LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
         END,
       completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
-      lease_expires_at = NULL,
       last_error = x.error,
       updated_at = ${NOW}
   FROM input x
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms
-), closed AS (
-  UPDATE job_executions e
-  SET finished_at = ${NOW}, outcome = f.outcome, error = f.error,
-      duration_ms = COALESCE(f.duration_ms,
-        (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer)
-  FROM failed f WHERE e.job_id = f.id AND e.attempt = f.attempts
-)
+  RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
+            ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at
+), closed AS (${closeAttemptsSql('failed')})
 SELECT id, job_type, attempts, status, scheduled_at, duration_ms FROM failed`;
 }
 
@@ -140,34 +130,35 @@ export const failAttemptsFromInputSql = failAttemptsSql(`
  * attempt under the retry rule. Bounded per call; concurrent rescuers skip each other's rows.
  */
 export const rescueExpiredLeasesSql = failAttemptsSql(`
-  SELECT id, attempts AS attempt,
-         'lease expired: the executor did not report within ' || lease_seconds || ' s' AS error,
+  SELECT j.id, j.attempts AS attempt,
+         'lease expired: the executor did not report within ' || j.lease_seconds || ' s' AS error,
          NULL::timestamptz AS retry_at, false AS permanent, NULL::integer AS duration_ms,
          'lease_expired' AS outcome
-  FROM jobs
-  WHERE status = 'running' AND lease_expires_at < ${NOW}
-  ORDER BY lease_expires_at
+  FROM jobs j
+  WHERE j.status = 'running' AND j.lease_expires_at < ${NOW}
+  ORDER BY j.lease_expires_at
   LIMIT :limit
   FOR UPDATE SKIP LOCKED`);
 
 /**
- * Undoes claims whose attempt never began (a fan-out that could not publish, a worker shutting down with
- * jobs still in its local queue): the attempt is uncounted and its execution row removed, so the job is
- * claimable again at once. With :require_unstarted, an attempt an executor already began is left alone.
+ * Hands back claims whose attempt never began (a fan-out that could not publish, a worker shutting down
+ * with jobs still in its local queue), due again at once. The attempt number stays used (it is a fencing
+ * token, never reissued) but does not count: max_attempts and attempt_offset grow with it. With
+ * :require_unstarted, an attempt an executor already began is left alone.
  */
 export const releaseClaimsSql = `
-WITH input AS (
-  SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer)
-), released AS (
+WITH released AS (
   UPDATE jobs j
   SET status = CASE WHEN j.attempts - 1 > j.attempt_offset THEN 'retrying' ELSE 'pending' END,
-      attempts = j.attempts - 1, started_at = NULL, lease_expires_at = NULL, updated_at = ${NOW}
-  FROM input x
+      max_attempts = j.max_attempts + 1, attempt_offset = j.attempt_offset + 1,
+      started_at = NULL, updated_at = ${NOW}
+  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer)
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
     AND (j.started_at IS NULL OR NOT :require_unstarted)
-  RETURNING j.id, x.attempt
-), removed AS (
-  DELETE FROM job_executions e USING released r WHERE e.job_id = r.id AND e.attempt = r.attempt
+  -- RETURNING sees the new row: started_at is NULL now, so the begun time (if any) is not recorded.
+  RETURNING j.id, j.attempts, ${CLAIMED_AT} AS claimed_at, NULL::timestamptz AS run_started_at,
+            NULL::integer AS duration_ms, 'released'::text AS outcome, 'released unstarted'::text AS error
+), closed AS (${closeAttemptsSql('released')}
 ), woken AS (
   SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 )
@@ -175,18 +166,21 @@ SELECT id FROM released`;
 
 /** An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out. */
 export const cancelJobSql = `
-WITH cancelled AS (
-  UPDATE jobs
-  SET status = 'cancelled', completed_at = ${NOW}, lease_expires_at = NULL, updated_at = ${NOW},
+WITH current AS (
+  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS claimed_at
+  FROM jobs j WHERE j.id = CAST(:id AS uuid)
+), cancelled AS (
+  UPDATE jobs j
+  SET status = 'cancelled', completed_at = ${NOW}, updated_at = ${NOW},
       last_error = COALESCE(CAST(:reason AS text), 'cancelled by an operator')
-  WHERE id = CAST(:id AS uuid) AND status IN ('pending', 'retrying', 'running')
-  RETURNING ${JOB_COLUMNS}
-), closed AS (
-  UPDATE job_executions e SET finished_at = ${NOW}, outcome = 'cancelled', error = 'cancelled by an operator',
-    duration_ms = (extract(epoch FROM ${NOW} - COALESCE(e.started_at, e.claimed_at)) * 1000)::integer
-  FROM cancelled c WHERE e.job_id = c.id AND e.attempt = c.attempts AND e.finished_at IS NULL
+  FROM current c
+  WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
+  RETURNING j.*, c.was, c.run_started_at, c.claimed_at
+), closed AS (${closeAttemptsSql(`(SELECT id, attempts, claimed_at, run_started_at, 'cancelled'::text AS outcome,
+      'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
+    FROM cancelled WHERE was = 'running')`)}
 )
-SELECT * FROM cancelled`;
+SELECT ${JOB_COLUMNS} FROM cancelled`;
 
 /**
  * An operator puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget.
@@ -206,9 +200,14 @@ SELECT * FROM retried`;
 
 export const jobByIdSql = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = CAST(:id AS uuid)`;
 
+/** Finished attempts, plus the one in progress (from the job row, with no outcome yet). */
 export const executionsByJobSql = `
 SELECT job_id, attempt, claimed_at, started_at, finished_at, outcome, error, duration_ms
-FROM job_executions WHERE job_id = CAST(:id AS uuid) ORDER BY attempt`;
+FROM job_executions WHERE job_id = CAST(:id AS uuid)
+UNION ALL
+SELECT j.id, j.attempts, ${CLAIMED_AT}, j.started_at, NULL, NULL, NULL, NULL
+FROM jobs j WHERE j.id = CAST(:id AS uuid) AND j.status = 'running'
+ORDER BY attempt`;
 
 /** Newest first, optionally filtered by status and type. */
 export const listJobsSql = `

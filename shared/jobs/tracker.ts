@@ -5,12 +5,14 @@ import { JobInputError } from './errors.js';
 import type { AttemptOutcome, JobMetrics } from './metrics.js';
 import { noMetrics } from './metrics.js';
 import {
+  type ClaimedJob,
   type ExecutionRow,
   JOB_STATUSES,
   type Job,
   type JobExecution,
   type JobRow,
   type JobStatus,
+  rowToClaimedJob,
   rowToExecution,
   rowToJob,
 } from './model.js';
@@ -268,17 +270,17 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
    * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
    */
-  async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<Job[]> {
+  async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
     if (!Number.isInteger(limit) || limit < 1) throw new JobInputError('invalid_option', 'limit must be a positive integer');
     const res = await this.db.query<JobRow>(
       sql.claimDueJobsSql,
       this.params({ limit, start_now: options.startNow ?? false }),
     );
-    return res.rows.map(rowToJob);
+    return res.rows.map(rowToClaimedJob);
   }
 
   /** The seed's name for `fetchReady`. */
-  claimDueJobs(limit: number, options: { startNow?: boolean } = {}): Promise<Job[]> {
+  claimDueJobs(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
     return this.fetchReady(limit, options);
   }
 
@@ -350,7 +352,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   /**
-   * Undoes claims whose attempts never began, so the jobs are claimable again at once.
+   * Hands back claims whose attempts never began, so the jobs are claimable again at once; the attempt is
+   * recorded as `released` and does not count toward max attempts or the backoff.
    * `requireUnstarted` (default true) leaves alone an attempt an executor has already begun.
    */
   async release(items: readonly AttemptRef[], options: { requireUnstarted?: boolean } = {}): Promise<string[]> {

@@ -25,5 +25,6 @@ test('enqueue, claim, complete', async () => {
   expect(await tracker.markCompleted(job.id, 1)).toBe(false);
   const execs = await tracker.getExecutions(job.id);
   expect(execs).toHaveLength(1);
+  expect(execs[0]!.finishedAt).not.toBeNull();
   expect(execs[0]!.outcome).toBe('completed');
 });

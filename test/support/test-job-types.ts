@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineJobType, JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 
 /** Small job types for exercising the core without the lending domain. */
 export interface TestServices {
@@ -8,38 +8,32 @@ export interface TestServices {
 
 export function createTestRegistry() {
   return new JobTypeRegistry<Record<never, never>, TestServices>()
-    .register(
-      defineJobType({
-        type: 'noop',
-        description: 'does nothing',
-        schema: z.object({ n: z.number().int().optional() }),
-        execute: async (payload, ctx) => {
-          ctx.services.runs.push({ type: 'noop', payload, attempt: ctx.attempt });
-          return undefined;
-        },
-      }),
-    )
-    .register(
-      defineJobType({
-        type: 'always-fails',
-        description: 'throws every time',
-        schema: z.object({ reason: z.string() }),
-        execute: async (payload, ctx) => {
-          ctx.services.runs.push({ type: 'always-fails', payload, attempt: ctx.attempt });
-          throw new Error(payload.reason);
-        },
-      }),
-    )
-    .register(
-      defineJobType({
-        type: 'short-retries',
-        description: 'fails, with a custom retry policy',
-        schema: z.object({}),
-        retry: { maxAttempts: 3, backoffBaseSeconds: 10, backoffCapSeconds: 15 },
-        timeoutSeconds: 5,
-        execute: async () => {
-          throw new Error('nope');
-        },
-      }),
-    );
+    .register({
+      type: 'noop',
+      description: 'does nothing',
+      schema: z.object({ n: z.number().int().optional() }),
+      execute: async (payload, ctx) => {
+        ctx.services.runs.push({ type: 'noop', payload, attempt: ctx.attempt });
+        return undefined;
+      },
+    })
+    .register({
+      type: 'always-fails',
+      description: 'throws every time',
+      schema: z.object({ reason: z.string() }),
+      execute: async (payload, ctx) => {
+        ctx.services.runs.push({ type: 'always-fails', payload, attempt: ctx.attempt });
+        throw new Error(payload.reason);
+      },
+    })
+    .register({
+      type: 'short-retries',
+      description: 'fails, with a custom retry policy',
+      schema: z.object({}),
+      retry: { maxAttempts: 3, backoffBaseSeconds: 10, backoffCapSeconds: 15 },
+      timeoutSeconds: 5,
+      execute: async () => {
+        throw new Error('nope');
+      },
+    });
 }

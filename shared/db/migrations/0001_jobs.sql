@@ -5,11 +5,12 @@ CREATE TABLE jobs (
   payload jsonb NOT NULL DEFAULT '{}'::jsonb,
   status text NOT NULL DEFAULT 'pending'
     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'retrying', 'cancelled')),
-  -- Attempts started so far; the claim increments it, so it doubles as the fencing token of the current attempt.
+  -- Attempts handed out so far; the claim increments it and nothing decrements it, so it is the fencing
+  -- token of the current attempt.
   attempts integer NOT NULL DEFAULT 0,
   max_attempts integer NOT NULL DEFAULT 6 CHECK (max_attempts BETWEEN 1 AND 10000),
-  -- Attempts made before the last operator retry: the backoff exponent counts from here, so a job retried
-  -- by hand starts again at 2 minutes while `attempts` keeps growing (it is the fencing token).
+  -- Attempts that do not count toward the backoff exponent: those before the last operator retry (a job
+  -- retried by hand starts again at 2 minutes) and claims released unstarted.
   attempt_offset integer NOT NULL DEFAULT 0 CHECK (attempt_offset >= 0),
   -- Backoff after failed attempt n: least(base * 2^n, cap) seconds. Defaults give 2, 4, 8, 16, 32 minutes.
   backoff_base_seconds integer NOT NULL DEFAULT 60 CHECK (backoff_base_seconds BETWEEN 0 AND 86400),
@@ -27,7 +28,8 @@ CREATE TABLE jobs (
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
   CHECK (attempts BETWEEN 0 AND max_attempts),
-  CHECK ((status = 'running') = (lease_expires_at IS NOT NULL))
+  -- The lease of the current (or, once finished, the last) attempt; it is only enforced while running.
+  CHECK (status <> 'running' OR lease_expires_at IS NOT NULL)
 );
 
 -- Exactly the claim's WHERE (partial predicate + scheduled_at range) and ORDER BY, so a claim reads the
@@ -40,27 +42,27 @@ CREATE INDEX jobs_running_lease_idx ON jobs (lease_expires_at) WHERE status = 'r
 -- One job per (type, idempotency key), ever: a second enqueue returns the first job.
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
--- Operator listings (`jobs list --status`, retention by age).
-CREATE INDEX jobs_status_updated_idx ON jobs (status, updated_at);
-
--- One row per attempt: the audit trail and the source of execution-time metrics.
+-- One row per finished attempt, written once when the attempt ends (completed, failed, retry requested,
+-- lease expired, released unstarted, cancelled): the audit trail a bank needs and the source of
+-- execution-time metrics. The attempt in progress lives on the job row (attempts, started_at, lease).
 CREATE TABLE job_executions (
   job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
   attempt integer NOT NULL CHECK (attempt >= 1),
   -- When the claim handed the attempt out.
   claimed_at timestamptz NOT NULL,
-  -- When an executor began it. NULL while the attempt is only claimed (the fan-out event is in flight);
-  -- a second delivery of the same attempt finds it set and does nothing.
+  -- When an executor began it (NULL: it never began, e.g. released or its event never arrived).
   started_at timestamptz,
-  finished_at timestamptz,
-  outcome text CHECK (outcome IN ('completed', 'failed', 'retry_requested', 'lease_expired', 'cancelled')),
+  finished_at timestamptz NOT NULL,
+  outcome text NOT NULL
+    CHECK (outcome IN ('completed', 'failed', 'retry_requested', 'lease_expired', 'released', 'cancelled')),
   error text,
   duration_ms integer,
-  PRIMARY KEY (job_id, attempt),
-  CHECK ((finished_at IS NULL) = (outcome IS NULL))
+  PRIMARY KEY (job_id, attempt)
 );
 
-CREATE INDEX job_executions_finished_idx ON job_executions (finished_at) WHERE finished_at IS NOT NULL;
+-- Rows arrive in finished_at order, so a BRIN index serves time-window scans (stats, retention) at almost
+-- no cost per insert.
+CREATE INDEX job_executions_finished_idx ON job_executions USING brin (finished_at);
 
 -- Wake idle local workers when due jobs are inserted: one notification per statement, not per row.
 CREATE FUNCTION lana_jobs_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1,0 +1,130 @@
+import type { Job, JobExecution } from '../jobs/model.js';
+import type { RegisteredJobType } from '../jobs/registry.js';
+import { retrySchedule } from '../jobs/retry-policy.js';
+import type { JobStats } from '../jobs/tracker.js';
+
+/** Renders rows as an aligned text table. */
+export function table(headers: string[], rows: (string | number)[][]): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function iso(d: Date | null | undefined): string {
+  return d ? d.toISOString() : '-';
+}
+
+export function humanSeconds(seconds: number): string {
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${+(seconds / 60).toFixed(1)}m`;
+  if (seconds < 86_400) return `${+(seconds / 3600).toFixed(1)}h`;
+  return `${+(seconds / 86_400).toFixed(1)}d`;
+}
+
+/** JSON for `--json`: dates as ISO strings, bigints as strings. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
+}
+
+export function formatTypes(types: RegisteredJobType[]): string {
+  return table(
+    ['TYPE', 'MAX ATTEMPTS', 'RETRY DELAYS', 'TIMEOUT', 'LEASE', 'DESCRIPTION'],
+    types.map((t) => [
+      t.type,
+      t.retry.maxAttempts,
+      retrySchedule(t.retry).map(humanSeconds).join(', ') || '-',
+      humanSeconds(t.timeoutSeconds),
+      humanSeconds(t.leaseSeconds),
+      t.description,
+    ]),
+  );
+}
+
+export function formatJobList(jobs: Job[]): string {
+  if (jobs.length === 0) return 'no jobs';
+  return table(
+    ['ID', 'TYPE', 'STATUS', 'ATTEMPTS', 'PRIORITY', 'SCHEDULED AT', 'LAST ERROR'],
+    jobs.map((j) => [
+      j.id,
+      j.jobType,
+      j.status,
+      `${j.attempts}/${j.maxAttempts}`,
+      j.priority,
+      iso(j.scheduledAt),
+      truncateLine(j.lastError ?? '', 60),
+    ]),
+  );
+}
+
+export function formatJob(job: Job, executions: JobExecution[]): string {
+  const lines = [
+    `id             ${job.id}`,
+    `type           ${job.jobType}`,
+    `status         ${job.status}`,
+    `attempts       ${job.attempts} of ${job.maxAttempts}`,
+    `priority       ${job.priority}`,
+    `idempotency    ${job.idempotencyKey ?? '-'}`,
+    `scheduled at   ${iso(job.scheduledAt)}`,
+    `started at     ${iso(job.startedAt)}`,
+    `completed at   ${iso(job.completedAt)}`,
+    `lease expires  ${iso(job.leaseExpiresAt)}`,
+    `last error     ${job.lastError ?? '-'}`,
+    `created at     ${iso(job.createdAt)}`,
+    `payload        ${JSON.stringify(job.payload)}`,
+    '',
+    executions.length === 0
+      ? 'no attempts yet'
+      : table(
+          ['ATTEMPT', 'CLAIMED AT', 'STARTED AT', 'FINISHED AT', 'OUTCOME', 'DURATION', 'ERROR'],
+          executions.map((e) => [
+            e.attempt,
+            iso(e.claimedAt),
+            iso(e.startedAt),
+            iso(e.finishedAt),
+            e.outcome ?? 'running',
+            e.durationMs === null ? '-' : `${e.durationMs} ms`,
+            truncateLine(e.error ?? '', 60),
+          ]),
+        ),
+  ];
+  return lines.join('\n');
+}
+
+export function formatStats(stats: JobStats): string {
+  const types = [...new Set(stats.counts.map((c) => c.jobType))].sort();
+  const statuses = ['pending', 'running', 'retrying', 'completed', 'failed', 'cancelled'] as const;
+  const countOf = (t: string, s: string) => stats.counts.find((c) => c.jobType === t && c.status === s)?.count ?? 0;
+  const parts = [
+    types.length === 0
+      ? 'no jobs'
+      : table(
+          ['TYPE', ...statuses.map((s) => s.toUpperCase())],
+          types.map((t) => [t, ...statuses.map((s) => countOf(t, s))]),
+        ),
+    '',
+    `queue depth (due now)      ${stats.queue.depth}`,
+    `oldest ready job waiting   ${humanSeconds(stats.queue.oldestReadyAgeSeconds)}`,
+    `running past their lease   ${stats.overdueRunning}`,
+    '',
+    'last hour:',
+    stats.lastHour.length === 0
+      ? '  no finished attempts'
+      : table(
+          ['TYPE', 'COMPLETED', 'FAILED', 'FAILURE RATE', 'AVG MS', 'MAX MS'],
+          stats.lastHour.map((h) => [
+            h.jobType,
+            h.completed,
+            h.failed,
+            `${(h.failureRate * 100).toFixed(1)}%`,
+            h.avgDurationMs,
+            h.maxDurationMs,
+          ]),
+        ),
+  ];
+  return parts.join('\n');
+}
+
+function truncateLine(text: string, max: number): string {
+  const line = text.replace(/\s+/g, ' ');
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}

@@ -1,0 +1,291 @@
+import { migrate } from '../db/migrate.js';
+import { createJobTypeRegistry } from '../job-types/index.js';
+import { errorMessage, JobInputError } from '../jobs/errors.js';
+import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
+import { JobTracker } from '../jobs/tracker.js';
+import { type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
+import { createConsoleLogger } from '../runtime/logger.js';
+import {
+  integerOption,
+  jsonOption,
+  type OptionSpec,
+  type Parsed,
+  parseCommandLine,
+  parseDuration,
+  parseInstant,
+  requirePositional,
+  stringOption,
+  UsageError,
+} from './args.js';
+import { formatJob, formatJobList, formatStats, formatTypes, toJson } from './format.js';
+import { openDataApiFromEnv } from './data-api.js';
+import { runWorkerCommand } from './work.js';
+
+export interface CliIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+const USAGE = `Usage: jobs <command> [options]
+
+Commands:
+  migrate                         apply the SQL migrations
+  types                           list job types with their retry settings
+  enqueue <type> [--payload JSON] [--at ISO | --in 5m] [--key K] [--priority N] [--max-attempts N]
+  list [--status S] [--type T] [--limit N]
+  show <id>                       a job with its attempt history
+  stats                           counts by status and type, queue depth, failure rate (last hour)
+  retry <id>                      put a failed or cancelled job back in the queue
+  cancel <id>                     stop a pending, retrying or running job
+  work [--concurrency N]          run a worker until Ctrl-C
+  dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
+
+Options:
+  --json                          machine-readable output
+  --database-url URL              PostgreSQL to use (default: DATABASE_URL, else the embedded server)
+  --data-api                      use the deployed database through the RDS Data API
+                                  (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE)
+`;
+
+interface Command {
+  options: OptionSpec;
+  positionals: number;
+  /** Commands that only read the registry need no database. */
+  needsDatabase: boolean;
+  run(ctx: CommandContext): Promise<number>;
+}
+
+interface CommandContext {
+  args: Parsed;
+  io: CliIo;
+  json: boolean;
+  opened: OpenedDatabase | null;
+  tracker: JobTracker;
+}
+
+function print(ctx: CommandContext, human: string, data: unknown): void {
+  ctx.io.stdout.write(`${ctx.json ? toJson(data) : human}\n`);
+}
+
+const commands: Record<string, Command> = {
+  migrate: {
+    options: {},
+    positionals: 0,
+    needsDatabase: true,
+    async run(ctx) {
+      const applied = await migrate(ctx.opened!.db);
+      print(ctx, applied.length === 0 ? 'migrations: up to date' : `applied ${applied.join(', ')}`, { applied });
+      return 0;
+    },
+  },
+  types: {
+    options: {},
+    positionals: 0,
+    needsDatabase: false,
+    async run(ctx) {
+      const types = ctx.tracker.registry.list();
+      print(
+        ctx,
+        formatTypes(types),
+        types.map((t) => ({
+          type: t.type,
+          description: t.description,
+          retry: t.retry,
+          timeoutSeconds: t.timeoutSeconds,
+          leaseSeconds: t.leaseSeconds,
+          priority: t.priority,
+        })),
+      );
+      return 0;
+    },
+  },
+  enqueue: {
+    options: {
+      payload: { type: 'string' },
+      at: { type: 'string' },
+      in: { type: 'string' },
+      key: { type: 'string' },
+      priority: { type: 'string' },
+      'max-attempts': { type: 'string' },
+    },
+    positionals: 1,
+    needsDatabase: true,
+    async run(ctx) {
+      const { job, created } = await ctx.tracker.enqueueUntyped([enqueueInput(ctx.args, ctx.tracker)]).then((r) => r[0]!);
+      print(
+        ctx,
+        created
+          ? `enqueued ${job.jobType} ${job.id} (due ${job.scheduledAt.toISOString()})`
+          : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
+        { created, job },
+      );
+      return 0;
+    },
+  },
+  list: {
+    options: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    async run(ctx) {
+      const status = stringOption(ctx.args, 'status');
+      if (status !== undefined && !JOB_STATUSES.includes(status as JobStatus)) {
+        throw new UsageError(`--status must be one of ${JOB_STATUSES.join(', ')} (got "${status}")`);
+      }
+      const jobs = await ctx.tracker.listJobs({
+        status: status as JobStatus | undefined,
+        jobType: stringOption(ctx.args, 'type'),
+        limit: integerOption(ctx.args, 'limit', 1, 10_000) ?? 50,
+      });
+      print(ctx, formatJobList(jobs), jobs);
+      return 0;
+    },
+  },
+  show: {
+    options: {},
+    positionals: 1,
+    needsDatabase: true,
+    async run(ctx) {
+      const id = requirePositional(ctx.args, 0, 'id');
+      const job = await ctx.tracker.requireJob(id);
+      const executions = await ctx.tracker.getExecutions(id);
+      print(ctx, formatJob(job, executions), { job, executions });
+      return 0;
+    },
+  },
+  stats: {
+    options: {},
+    positionals: 0,
+    needsDatabase: true,
+    async run(ctx) {
+      const stats = await ctx.tracker.stats();
+      print(ctx, formatStats(stats), stats);
+      return 0;
+    },
+  },
+  retry: {
+    options: {},
+    positionals: 1,
+    needsDatabase: true,
+    async run(ctx) {
+      const job = await ctx.tracker.retry(requirePositional(ctx.args, 0, 'id'));
+      print(ctx, `${job.id} is pending again (attempt budget ${job.maxAttempts - job.attempts})`, job);
+      return 0;
+    },
+  },
+  cancel: {
+    options: { reason: { type: 'string' } },
+    positionals: 1,
+    needsDatabase: true,
+    async run(ctx) {
+      const job = await ctx.tracker.cancel(requirePositional(ctx.args, 0, 'id'), stringOption(ctx.args, 'reason'));
+      print(ctx, `${job.id} cancelled`, job);
+      return 0;
+    },
+  },
+  work: {
+    options: { concurrency: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    run: (ctx) =>
+      runWorkerCommand({
+        opened: ctx.opened!,
+        io: ctx.io,
+        json: ctx.json,
+        concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
+        demo: false,
+      }),
+  },
+  dev: {
+    options: { concurrency: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    run: (ctx) =>
+      runWorkerCommand({
+        opened: ctx.opened!,
+        io: ctx.io,
+        json: ctx.json,
+        concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
+        demo: true,
+      }),
+  },
+};
+
+function enqueueInput(args: Parsed, tracker: JobTracker) {
+  const type = requirePositional(args, 0, 'type');
+  tracker.registry.require(type);
+  const at = stringOption(args, 'at');
+  const inText = stringOption(args, 'in');
+  if (at !== undefined && inText !== undefined) throw new UsageError('use either --at or --in, not both');
+  const now = tracker.clock.now() ?? new Date();
+  const runAt = at !== undefined ? parseInstant(at) : inText !== undefined ? new Date(now.getTime() + parseDuration(inText)) : undefined;
+  return {
+    type,
+    payload: jsonOption(args, 'payload') ?? {},
+    runAt,
+    idempotencyKey: stringOption(args, 'key'),
+    priority: integerOption(args, 'priority', -1000, 1000),
+    maxAttempts: integerOption(args, 'max-attempts', 1, 100),
+  };
+}
+
+/** Runs the CLI; returns the exit code (0 ok, 2 bad input, 1 failure). */
+export async function runCli(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout.write(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    io.stderr.write(`jobs: unknown command "${name}" (run "jobs --help")\n`);
+    return 2;
+  }
+  let opened: OpenedDatabase | null = null;
+  try {
+    const args = parseCommandLine(rest, command.options, command.positionals);
+    if (args.values.help) {
+      io.stdout.write(USAGE);
+      return 0;
+    }
+    const registry = createJobTypeRegistry();
+    if (command.needsDatabase) {
+      const url = stringOption(args, 'database-url');
+      if (args.values['data-api'] && url) throw new UsageError('use either --data-api or --database-url, not both');
+      const logger = createConsoleLogger({ stream: io.stderr });
+      opened = args.values['data-api']
+        ? openDataApiFromEnv(process.env)
+        : await openLocalDatabase({ databaseUrl: url, logger: name === 'work' || name === 'dev' ? logger : undefined });
+      if (name !== 'migrate' && name !== 'work' && name !== 'dev') await assertMigrated(opened);
+    }
+    const tracker = new JobTracker({ db: opened?.db ?? unusedDatabase, registry: registry as never });
+    return await command.run({ args, io, json: Boolean(args.values.json), opened, tracker });
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof JobInputError) {
+      io.stderr.write(`jobs ${name}: ${err.message}\n`);
+      return 2;
+    }
+    io.stderr.write(`jobs ${name}: ${errorMessage(err)}\n`);
+    return 1;
+  } finally {
+    await opened?.close().catch(() => {});
+  }
+}
+
+/** A clear message instead of "relation jobs does not exist". */
+async function assertMigrated(opened: OpenedDatabase): Promise<void> {
+  const res = await opened.db.query<{ present: boolean }>("SELECT to_regclass('jobs') IS NOT NULL AS present");
+  if (!res.rows[0]?.present) {
+    throw new UsageError(`the job tables do not exist in ${opened.description}; run "jobs migrate" first`);
+  }
+}
+
+const unusedDatabase = {
+  driverName: 'pg' as const,
+  query(): never {
+    throw new Error('this command does not use the database');
+  },
+  transaction(): never {
+    throw new Error('this command does not use the database');
+  },
+  close: async () => {},
+};

@@ -1,0 +1,72 @@
+import { JobTypeRegistry } from '../jobs/registry.js';
+import {
+  approvalProcessingPayload,
+  interestAccrualPayload,
+  notificationPayload,
+  syncPayload,
+} from './payloads.js';
+import type { JobServices } from './services.js';
+
+/** The day before `date`'s UTC day, as YYYY-MM-DD. */
+export function previousUtcDay(date: Date): string {
+  const d = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate() - 1));
+  return d.toISOString().slice(0, 10);
+}
+
+/**
+ * The seed's four job types. The registry is the single list: the local runtime, the Lambda executors
+ * (one function per type) and the CDK stack (one rule and one function per type) are all generated from it.
+ */
+export function createJobTypeRegistry() {
+  return new JobTypeRegistry<Record<never, never>, JobServices>()
+    .register({
+      type: 'approval-processing',
+      description: 'Concludes an approval process whose votes are in; executes the disbursal when approved',
+      schema: approvalProcessingPayload,
+      timeoutSeconds: 60,
+      execute: async ({ processId }, ctx) => {
+        await ctx.services.approvals.processApproval(processId, ctx.signal);
+        return undefined;
+      },
+    })
+    .register({
+      type: 'interest-accrual',
+      description: 'Accrues one day of interest on every active credit facility',
+      schema: interestAccrualPayload,
+      timeoutSeconds: 600,
+      execute: async ({ date }, ctx) => {
+        await ctx.services.credit.accrueDailyInterest(date ?? previousUtcDay(new Date()), ctx.signal);
+        return undefined;
+      },
+    })
+    .register({
+      type: 'notification',
+      description: 'Sends a notification (payment reminder, margin call) through the outbox',
+      schema: notificationPayload,
+      timeoutSeconds: 30,
+      execute: async (payload, ctx) => {
+        await ctx.services.notifications.send(payload, ctx.signal);
+        return undefined;
+      },
+    })
+    .register({
+      type: 'sync',
+      description: 'Revalues collateral from the BTC/USD price source (portfolio valuation)',
+      schema: syncPayload,
+      timeoutSeconds: 60,
+      // A stale price is soon replaced by the next scheduled run: retry quickly, give up sooner.
+      retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
+      execute: async (_payload, ctx) => {
+        await ctx.services.portfolio.revalue(ctx.signal);
+        return undefined;
+      },
+    });
+}
+
+export type SeedRegistry = ReturnType<typeof createJobTypeRegistry>;
+export type { JobServices } from './services.js';
+
+import type { JobTracker } from '../jobs/tracker.js';
+import type { JobServices as Services } from './services.js';
+/** A tracker over the seed's job types. */
+export type SeedTracker = JobTracker<SeedRegistry['schemas'], Services>;

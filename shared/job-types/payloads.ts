@@ -1,0 +1,38 @@
+import { z } from 'zod';
+
+/** Payload schemas of the seed's job types. JSON in, JSON out: no transforms, so stored == validated. */
+
+const isoDate = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected a date as YYYY-MM-DD')
+  .refine((s) => !Number.isNaN(Date.parse(`${s}T00:00:00Z`)) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s), {
+    message: 'not a calendar date',
+  });
+
+export const approvalProcessingPayload = z.strictObject({
+  processId: z.uuid(),
+});
+
+export const interestAccrualPayload = z.strictObject({
+  /** The day to accrue (UTC). Omitted: the day that just ended. */
+  date: isoDate.optional(),
+});
+
+export const notificationPayload = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('payment-reminder'),
+    facilityId: z.uuid(),
+    dueDate: isoDate,
+  }),
+  z.strictObject({
+    kind: z.literal('margin-call'),
+    facilityId: z.uuid(),
+    /** The valuation day that triggered it (one margin-call notice per facility per day). */
+    valuationDate: isoDate,
+  }),
+]);
+export type NotificationPayload = z.output<typeof notificationPayload>;
+
+export const syncPayload = z.strictObject({
+  target: z.literal('portfolio-valuation').default('portfolio-valuation'),
+});

@@ -1,0 +1,408 @@
+import type { JobDispatcher, JobResult } from '../jobs/dispatcher.js';
+import { errorMessage } from '../jobs/errors.js';
+import type { ClaimedJob } from '../jobs/model.js';
+import type { JobTypeMap } from '../jobs/registry.js';
+import type { CompletedAttempt, FailedAttempt, JobTracker } from '../jobs/tracker.js';
+import { latestTick } from '../schedules/cron.js';
+import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
+import { type Logger, silentLogger } from './logger.js';
+
+const noAbortYet = (): void => {};
+
+/** The abort reason of runs interrupted by `stop()`. */
+const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
+
+export interface WorkerOptions<M extends JobTypeMap, S> {
+  tracker: JobTracker<M, S>;
+  dispatcher: JobDispatcher<M, S>;
+  /** Jobs run at once. Default 10. */
+  concurrency?: number;
+  /**
+   * Jobs claimed per statement into the local queue. Claiming ahead lets one statement feed many runs;
+   * jobs wait in the local queue only while every slot is busy. Default 200.
+   */
+  claimBatchSize?: number;
+  /**
+   * Subscribes to "new due jobs" notifications (PostgreSQL LISTEN); returns an unsubscribe function.
+   * Without it the worker polls.
+   */
+  listen?: (onNotify: () => void) => Promise<() => Promise<void>>;
+  /** Fallback poll when nothing wakes the worker. Default 2000 ms. */
+  pollIntervalMs?: number;
+  /** How often expired leases are rescued. Default 15 s. */
+  rescueIntervalMs?: number;
+  /** Recurring schedules fired by this worker (idempotent per tick, so several workers may fire them). */
+  schedules?: readonly RecurringSchedule[];
+  /** How often schedules are checked. Default 10 s. */
+  scheduleIntervalMs?: number;
+  /** On stop, how long running jobs may take to finish before they are interrupted. Default 10 s. */
+  shutdownGraceMs?: number;
+  logger?: Logger;
+  /** Called after each attempt is recorded (the demo and tests watch progress through it). */
+  onAttemptRecorded?: (event: AttemptEvent) => void;
+}
+
+export interface AttemptEvent {
+  job: ClaimedJob;
+  result: JobResult;
+  /** What the table now says: completed, retrying (with its next run), failed, or fenced out. */
+  status: 'completed' | 'retrying' | 'failed' | 'fenced_out';
+  nextRunAt?: Date;
+}
+
+interface Finished {
+  job: ClaimedJob;
+  result: JobResult;
+  /** The run was interrupted by shutdown: retry at once rather than after a backoff. */
+  interrupted: boolean;
+}
+
+/**
+ * The local runtime's worker. It claims due jobs in batches into a local queue (one statement per batch),
+ * runs them in process with a concurrency limit, and records results in batches (one statement per
+ * batch of completions, one per batch of failures) while the next runs proceed. An idle worker wakes on
+ * LISTEN/NOTIFY within milliseconds and polls as a fallback; it also rescues expired leases and fires
+ * recurring schedules.
+ *
+ * `stop()` stops claiming, hands back the queued jobs that never started, lets running jobs finish within
+ * the grace period, interrupts the rest (recorded as failed attempts due again at once) and flushes every
+ * result: no job is left running.
+ */
+export class Worker<M extends JobTypeMap, S> {
+  private readonly tracker: JobTracker<M, S>;
+  private readonly dispatcher: JobDispatcher<M, S>;
+  private readonly concurrency: number;
+  private readonly claimBatchSize: number;
+  private readonly pollIntervalMs: number;
+  private readonly rescueIntervalMs: number;
+  private readonly scheduleIntervalMs: number;
+  private readonly shutdownGraceMs: number;
+  private readonly logger: Logger;
+
+  private readonly queue: ClaimedJob[] = [];
+  private readonly claimedAt = new WeakMap<ClaimedJob, number>();
+  /** Running jobs by id, with the function that interrupts each. */
+  private readonly running = new Map<string, (reason: Error) => void>();
+  private readonly toRecord: Finished[] = [];
+  private readonly lastTicks = new Map<string, number>();
+  private fetching = false;
+  /** A wake-up arrived while a claim was in flight: claim again after it. */
+  private wantFetch = false;
+  /** The last claim filled its batch (or a wake-up arrived since): more jobs may be due. */
+  private mayHaveMore = true;
+  private flushing: Promise<void> | null = null;
+  private started = false;
+  private stopping = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private rescueTimer: NodeJS.Timeout | undefined;
+  private scheduleTimer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private idleWaiters: (() => void)[] = [];
+  private consecutiveErrors = 0;
+
+  constructor(private readonly options: WorkerOptions<M, S>) {
+    this.tracker = options.tracker;
+    this.dispatcher = options.dispatcher;
+    this.concurrency = options.concurrency ?? 10;
+    this.claimBatchSize = options.claimBatchSize ?? 200;
+    this.pollIntervalMs = options.pollIntervalMs ?? 2000;
+    this.rescueIntervalMs = options.rescueIntervalMs ?? 15_000;
+    this.scheduleIntervalMs = options.scheduleIntervalMs ?? 10_000;
+    this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
+    this.logger = options.logger ?? silentLogger;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 1000) {
+      throw new Error('concurrency must be an integer from 1 to 1000');
+    }
+    if (!Number.isInteger(this.claimBatchSize) || this.claimBatchSize < 1) {
+      throw new Error('claimBatchSize must be a positive integer');
+    }
+  }
+
+  /** Starts working: listen, fire due schedules, rescue, claim. */
+  async start(): Promise<void> {
+    if (this.started) throw new Error('worker already started');
+    this.started = true;
+    if (this.options.listen) this.unlisten = await this.options.listen(() => this.wake());
+    await this.fireSchedules();
+    await this.rescue();
+    this.rescueTimer = setInterval(() => void this.rescue(), this.rescueIntervalMs);
+    if (this.options.schedules?.length) {
+      this.scheduleTimer = setInterval(() => void this.fireSchedules(), this.scheduleIntervalMs);
+    }
+    this.wake();
+  }
+
+  /** Asks for a claim now (new jobs were enqueued, or a lease was rescued). */
+  wake(): void {
+    if (this.stopping) return;
+    this.mayHaveMore = true;
+    if (this.fetching) {
+      this.wantFetch = true;
+      return;
+    }
+    void this.fetch();
+  }
+
+  /** Resolves when the local queue is empty, nothing runs and every result is recorded. */
+  idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  get stats() {
+    return { queued: this.queue.length, running: this.running.size, unrecorded: this.toRecord.length };
+  }
+
+  private isIdle(): boolean {
+    return (
+      !this.fetching && this.queue.length === 0 && this.running.size === 0 && this.toRecord.length === 0 && !this.flushing
+    );
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiters.length > 0 && this.isIdle()) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private async fetch(): Promise<void> {
+    if (this.stopping || this.fetching) return;
+    // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
+    const room = Math.min(this.claimBatchSize, this.concurrency + this.claimBatchSize - this.queue.length - this.running.size);
+    if (room < 1) return;
+    this.fetching = true;
+    this.wantFetch = false;
+    clearTimeout(this.pollTimer);
+    let claimed: ClaimedJob[] = [];
+    try {
+      claimed = await this.tracker.fetchReady(room, { startNow: true });
+      this.consecutiveErrors = 0;
+    } catch (err) {
+      this.consecutiveErrors++;
+      this.logger.error('claim failed', { error: errorMessage(err), retryInMs: this.backoffMs() });
+    } finally {
+      this.fetching = false;
+    }
+    if (this.stopping) {
+      // Claimed while stopping: hand them straight back.
+      if (claimed.length > 0) await this.releaseUnstarted(claimed);
+      this.checkIdle();
+      return;
+    }
+    const at = performance.now();
+    for (const job of claimed) this.claimedAt.set(job, at);
+    this.queue.push(...claimed);
+    // More may be waiting if the batch came back full, or a wake-up arrived during the claim.
+    this.mayHaveMore = this.consecutiveErrors === 0 && (claimed.length === room || this.wantFetch);
+    this.fillSlots();
+    if (this.consecutiveErrors > 0) {
+      this.pollTimer = setTimeout(() => this.wake(), this.backoffMs());
+    } else if (!this.mayHaveMore) {
+      this.scheduleNextPoll();
+    }
+    this.checkIdle();
+  }
+
+  private backoffMs(): number {
+    return Math.min(30_000, 250 * 2 ** Math.min(this.consecutiveErrors, 7));
+  }
+
+  /** With nothing due, sleep until the next scheduled job (or the poll interval, whichever is sooner). */
+  private scheduleNextPoll(): void {
+    clearTimeout(this.pollTimer);
+    let delay = this.pollIntervalMs;
+    this.tracker.nextDueAt().then(
+      (next) => {
+        if (this.stopping || this.fetching) return;
+        if (next) {
+          const now = this.tracker.clock.now() ?? new Date();
+          delay = Math.max(0, Math.min(delay, next.getTime() - now.getTime() + 5));
+        }
+        clearTimeout(this.pollTimer);
+        this.pollTimer = setTimeout(() => this.wake(), delay);
+      },
+      () => {
+        this.pollTimer = setTimeout(() => this.wake(), delay);
+      },
+    );
+  }
+
+  private fillSlots(): void {
+    const stale: ClaimedJob[] = [];
+    while (!this.stopping && this.running.size < this.concurrency && this.queue.length > 0) {
+      const job = this.queue.shift()!;
+      if (!this.hasLeaseForRun(job)) {
+        stale.push(job);
+        continue;
+      }
+      this.running.set(job.id, noAbortYet);
+      void this.run(job);
+    }
+    if (stale.length > 0) {
+      // Waited so long in the local queue that a full run could outlive the lease: hand them back.
+      this.logger.warn('releasing queued jobs whose lease ran short', { count: stale.length });
+      void this.releaseUnstarted(stale).finally(() => this.wake());
+    }
+    if (!this.stopping && this.mayHaveMore && this.queue.length < this.concurrency && !this.fetching) {
+      void this.fetch();
+    }
+  }
+
+  /**
+   * A queued job may start only if its lease still covers a full run: the time it has waited here
+   * (measured on this process's monotonic clock, immune to clock skew) must fit in lease − timeout.
+   */
+  private hasLeaseForRun(job: ClaimedJob): boolean {
+    const type = this.tracker.registry.get(job.jobType);
+    if (!type) return true; // the dispatcher fails it at once
+    const waitedMs = performance.now() - (this.claimedAt.get(job) ?? 0);
+    return waitedMs <= (type.leaseSeconds - type.timeoutSeconds) * 1000;
+  }
+
+  private async run(job: ClaimedJob): Promise<void> {
+    let interrupted = false;
+    const result = await this.dispatcher.dispatch(job, {
+      onAbortable: (abort) =>
+        this.running.set(job.id, (reason) => {
+          interrupted = reason === SHUTDOWN;
+          abort(reason);
+        }),
+    });
+    this.running.delete(job.id);
+    this.toRecord.push({ job, result, interrupted });
+    this.scheduleFlush();
+    this.fillSlots();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing) return;
+    this.flushing = (async () => {
+      // Let results that finish in the same turn join this batch.
+      await new Promise((r) => setImmediate(r));
+      while (this.toRecord.length > 0) {
+        const batch = this.toRecord.splice(0, this.toRecord.length);
+        try {
+          await this.record(batch);
+          this.consecutiveErrors = 0;
+        } catch (err) {
+          // Keep the results and try again: losing them would re-run completed work after the lease expires.
+          this.toRecord.unshift(...batch);
+          this.consecutiveErrors++;
+          this.logger.error('recording results failed', { error: errorMessage(err), jobs: batch.length });
+          await new Promise((r) => setTimeout(r, this.backoffMs()));
+        }
+      }
+    })().finally(() => {
+      this.flushing = null;
+      this.checkIdle();
+    });
+  }
+
+  private async record(batch: Finished[]): Promise<void> {
+    const completions: CompletedAttempt[] = [];
+    const failures: FailedAttempt[] = [];
+    for (const { job, result, interrupted } of batch) {
+      const ref = { id: job.id, attempt: job.attempts, durationMs: result.durationMs };
+      if (result.outcome === 'completed') completions.push(ref);
+      else if (result.outcome === 'retry_later') failures.push({ ...ref, error: result.reason, retryAt: result.retryAt });
+      else if (interrupted) {
+        const now = this.tracker.clock.now() ?? new Date();
+        failures.push({ ...ref, error: 'interrupted: the worker shut down during the attempt', retryAt: now });
+      } else failures.push({ ...ref, error: result.error, permanent: result.permanent });
+    }
+    const [completed, failed] = await Promise.all([
+      this.tracker.completeMany(completions),
+      this.tracker.failMany(failures),
+    ]);
+    const onRecorded = this.options.onAttemptRecorded;
+    const completedIds = new Set(completed);
+    const failedById = new Map(failed.map((f) => [f.id, f]));
+    for (const { job, result } of batch) {
+      const failure = failedById.get(job.id);
+      const status = completedIds.has(job.id) ? 'completed' : failure ? failure.status : 'fenced_out';
+      if (status === 'fenced_out') {
+        this.logger.warn('result discarded: the attempt is no longer current', { jobId: job.id, attempt: job.attempts });
+      } else if (status === 'failed' && result.outcome === 'failed') {
+        this.logger.warn('job failed for good', { jobId: job.id, type: job.jobType, error: result.error });
+      }
+      onRecorded?.({ job, result, status, ...(failure?.status === 'retrying' ? { nextRunAt: failure.scheduledAt } : {}) });
+    }
+  }
+
+  private async rescue(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      const rescued = await this.tracker.rescueExpiredLeases();
+      if (rescued.length > 0) {
+        this.logger.warn('rescued jobs whose lease expired', { count: rescued.length });
+        this.wake();
+      }
+    } catch (err) {
+      this.logger.error('lease rescue failed', { error: errorMessage(err) });
+    }
+  }
+
+  /** Enqueues each schedule's latest tick once (the tick's idempotency key makes repeats no-ops). */
+  async fireSchedules(): Promise<void> {
+    const schedules = this.options.schedules ?? [];
+    if (schedules.length === 0 || this.stopping) return;
+    const now = this.tracker.clock.now() ?? new Date();
+    const due = schedules.flatMap((s) => {
+      const tick = latestTick(s.expression, now);
+      if (!tick || this.lastTicks.get(s.name) === tick.getTime()) return [];
+      return [{ s, tick }];
+    });
+    if (due.length === 0) return;
+    try {
+      const results = await this.tracker.enqueueUntyped(due.map(({ s, tick }) => jobForTick(s, tick)));
+      due.forEach(({ s, tick }, i) => {
+        this.lastTicks.set(s.name, tick.getTime());
+        if (results[i]?.created) this.logger.info('schedule fired', { schedule: s.name, tick });
+      });
+    } catch (err) {
+      this.logger.error('firing schedules failed', { error: errorMessage(err) });
+    }
+  }
+
+  private async releaseUnstarted(jobs: ClaimedJob[]): Promise<void> {
+    try {
+      await this.tracker.release(
+        jobs.map((j) => ({ id: j.id, attempt: j.attempts })),
+        // This worker claimed them with startNow, but never ran them: uncount the attempt.
+        { requireUnstarted: false },
+      );
+    } catch (err) {
+      this.logger.error('releasing unstarted jobs failed; their leases will expire', {
+        error: errorMessage(err),
+        jobs: jobs.length,
+      });
+    }
+  }
+
+  /** Graceful stop; see the class comment. */
+  async stop(): Promise<void> {
+    if (!this.started || this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.pollTimer);
+    clearInterval(this.rescueTimer);
+    clearInterval(this.scheduleTimer);
+    await this.unlisten?.().catch(() => {});
+    while (this.fetching) await new Promise((r) => setTimeout(r, 5));
+    const unstarted = this.queue.splice(0, this.queue.length);
+    if (unstarted.length > 0) await this.releaseUnstarted(unstarted);
+    const deadline = Date.now() + this.shutdownGraceMs;
+    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    if (this.running.size > 0) {
+      this.logger.warn('interrupting jobs still running after the grace period', { count: this.running.size });
+      for (const interrupt of this.running.values()) interrupt(SHUTDOWN);
+      while (this.running.size > 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    while (this.flushing || this.toRecord.length > 0) {
+      if (!this.flushing) this.scheduleFlush();
+      await this.flushing;
+    }
+    this.checkIdle();
+  }
+}
