@@ -36,7 +36,9 @@ export async function migrate(db: Database, migrations?: Migration[]): Promise<s
   for (const migration of all) {
     const didApply = await db.transaction(async (tx) => {
       await tx.query('LOCK TABLE lana_migrations IN EXCLUSIVE MODE');
-      const done = await tx.query('SELECT 1 FROM lana_migrations WHERE name = :name', { name: migration.name });
+      const done = await tx.query('SELECT 1 FROM lana_migrations WHERE name = :name', {
+        name: migration.name,
+      });
       if (done.rowCount > 0) return false;
       for (const statement of splitSqlScript(migration.sql)) await tx.query(statement);
       await tx.query('INSERT INTO lana_migrations (name) VALUES (:name)', { name: migration.name });

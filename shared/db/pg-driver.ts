@@ -4,8 +4,8 @@ import {
   type Database,
   DatabaseError,
   isTypedValue,
-  type QueryResult,
   type Queryable,
+  type QueryResult,
   type Row,
   type SqlParams,
   type SqlValue,
@@ -31,7 +31,8 @@ const typeParsers = {
 
 const defaultTimestamptz = pg.types.getTypeParser(1184, 'text') as (v: string) => Date;
 function parseTimestamptz(v: string): Date {
-  if (v.length >= 22 && v[10] === ' ' && v.endsWith('+00')) return new Date(`${v.slice(0, 10)}T${v.slice(11, -3)}Z`);
+  if (v.length >= 22 && v[10] === ' ' && v.endsWith('+00'))
+    return new Date(`${v.slice(0, 10)}T${v.slice(11, -3)}Z`);
   return defaultTimestamptz(v);
 }
 
@@ -145,7 +146,11 @@ export class PgDatabase implements Database {
    * Reconnects after a lost connection and calls `onReconnect`, since notifications sent meanwhile are lost.
    * Returns a function that stops listening.
    */
-  async listen(channel: string, onNotify: () => void, onReconnect: () => void = onNotify): Promise<() => Promise<void>> {
+  async listen(
+    channel: string,
+    onNotify: () => void,
+    onReconnect: () => void = onNotify,
+  ): Promise<() => Promise<void>> {
     let stopped = false;
     let client: pg.Client | undefined;
     const connect = async (): Promise<void> => {

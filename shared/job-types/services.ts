@@ -31,4 +31,5 @@ export interface JobServices {
 }
 
 export type { NotificationPayload } from './payloads.js';
+
 import type { NotificationPayload } from './payloads.js';

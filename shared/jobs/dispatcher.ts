@@ -34,7 +34,12 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
     const jobType = this.registry.get(job.jobType);
     if (!jobType) {
       // Retrying cannot make an unknown type known: fail at once, with the reason.
-      return { outcome: 'failed', error: `unknown job type "${job.jobType}"`, permanent: true, durationMs: elapsed() };
+      return {
+        outcome: 'failed',
+        error: `unknown job type "${job.jobType}"`,
+        permanent: true,
+        durationMs: elapsed(),
+      };
     }
     let payload: unknown;
     try {
@@ -61,7 +66,10 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
         return controller.signal;
       },
     };
-    const timer = setTimeout(() => abort(new Error(`timed out after ${jobType.timeoutSeconds} s`)), jobType.timeoutSeconds * 1000);
+    const timer = setTimeout(
+      () => abort(new Error(`timed out after ${jobType.timeoutSeconds} s`)),
+      jobType.timeoutSeconds * 1000,
+    );
     options.onAbortable?.(abort);
     try {
       // Settles with the executor, or as soon as the run is aborted (an executor ignoring its signal is abandoned).
@@ -71,7 +79,12 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
         jobType.execute(payload, ctx).then(resolve, reject);
       });
       if (result instanceof RetryJobLater) {
-        return { outcome: 'retry_later', retryAt: result.retryAt, reason: result.message, durationMs: elapsed() };
+        return {
+          outcome: 'retry_later',
+          retryAt: result.retryAt,
+          reason: result.message,
+          durationMs: elapsed(),
+        };
       }
       return { outcome: 'completed', durationMs: elapsed() };
     } catch (err) {

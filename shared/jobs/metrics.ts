@@ -40,12 +40,11 @@ export class InMemoryMetrics implements JobMetrics {
   }
 
   attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void {
-    const perType = (this.snapshotValue.outcomes[jobType] ??= {
-      completed: 0,
-      retrying: 0,
-      failed: 0,
-      lease_expired: 0,
-    });
+    let perType = this.snapshotValue.outcomes[jobType];
+    if (!perType) {
+      perType = { completed: 0, retrying: 0, failed: 0, lease_expired: 0 };
+      this.snapshotValue.outcomes[jobType] = perType;
+    }
     perType[outcome]++;
     if (durationMs !== null) {
       const e = this.snapshotValue.executionMs;

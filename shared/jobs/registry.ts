@@ -27,7 +27,11 @@ export type JobExecutor<P, S> = (payload: P, ctx: JobContext<S>) => Promise<unde
 // biome-ignore lint/suspicious/noExplicitAny: schema variance; every public use is through a concrete zod type
 type AnySchema = z.ZodType<any, any>;
 
-export interface JobTypeDefinition<T extends string = string, Schema extends AnySchema = AnySchema, S = unknown> {
+export interface JobTypeDefinition<
+  T extends string = string,
+  Schema extends AnySchema = AnySchema,
+  S = unknown,
+> {
   /** The job type's name, e.g. `interest-accrual`. */
   type: T;
   description: string;

@@ -244,3 +244,22 @@ ORDER BY j.job_type, e.outcome`;
 /** Running attempts older than their lease (the long-running-jobs signal). */
 export const overdueRunningSql = `
 SELECT count(*)::integer AS overdue FROM jobs WHERE status = 'running' AND lease_expires_at < ${NOW}`;
+
+/**
+ * Retention: deletes up to :batch finished jobs of the given statuses (a JSON list) whose completion is
+ * older than :before, with their execution rows. Bounded, so each call is a short transaction; callers
+ * loop until it returns fewer than :batch.
+ */
+export const pruneFinishedJobsSql = `
+WITH doomed AS (
+  SELECT id FROM jobs
+  WHERE status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
+    AND completed_at < CAST(:before AS timestamptz)
+    AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
+  LIMIT :batch
+  FOR UPDATE SKIP LOCKED
+), executions AS (
+  DELETE FROM job_executions e USING doomed d WHERE e.job_id = d.id
+)
+DELETE FROM jobs j USING doomed d WHERE j.id = d.id
+RETURNING j.id`;

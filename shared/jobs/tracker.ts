@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { type Database, DatabaseError, json, type Queryable, type SqlParams, uuid } from '../db/port.js';
+import { type Database, DatabaseError, json, type SqlParams, uuid } from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
 import type { AttemptOutcome, JobMetrics } from './metrics.js';
@@ -164,7 +164,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   /** Enqueue from untyped input (the CLI, events): same validation, checked at run time only. */
-  async enqueueUntyped(jobs: readonly UntypedNewJob[], options: InTransaction = {}): Promise<EnqueueResult[]> {
+  async enqueueUntyped(
+    jobs: readonly UntypedNewJob[],
+    options: InTransaction = {},
+  ): Promise<EnqueueResult[]> {
     if (jobs.length === 0) return [];
     if (jobs.length > MAX_JOBS_PER_ENQUEUE) {
       throw new JobInputError('invalid_option', `at most ${MAX_JOBS_PER_ENQUEUE} jobs per enqueue call`);
@@ -187,7 +190,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       const existing = await db.query<JobRow>(sql.jobsByIdempotencyKeySql, {
         keys: json(missing.map((r) => ({ job_type: r.job_type, idempotency_key: r.idempotency_key }))),
       });
-      for (const job of existing.rows.map(rowToJob)) byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
+      for (const job of existing.rows.map(rowToJob))
+        byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
     }
     // Unkeyed rows come back in insertion order, which follows `ord`.
     let nextUnkeyed = 0;
@@ -206,7 +210,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   private validateNewJob(job: UntypedNewJob, ord: number, now: Date) {
-    if (typeof job !== 'object' || job === null) throw new JobInputError('invalid_option', 'a job must be an object');
+    if (typeof job !== 'object' || job === null)
+      throw new JobInputError('invalid_option', 'a job must be an object');
     const jobType = this.registry.require(String(job.type));
     const payload = this.registry.parsePayload(jobType.type, job.payload ?? {});
     const bytes = Buffer.byteLength(JSON.stringify(payload), 'utf8');
@@ -224,7 +229,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
           `idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof key === 'string' ? key.length : typeof key})`,
         );
       }
-      if (key.includes('\u0000')) throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
+      if (key.includes('\u0000'))
+        throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
     }
     const priority = job.priority ?? jobType.priority;
     if (!Number.isInteger(priority) || priority < PRIORITY_RANGE.min || priority > PRIORITY_RANGE.max) {
@@ -271,7 +277,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
    */
   async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
-    if (!Number.isInteger(limit) || limit < 1) throw new JobInputError('invalid_option', 'limit must be a positive integer');
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new JobInputError('invalid_option', 'limit must be a positive integer');
     const res = await this.db.query<JobRow>(
       sql.claimDueJobsSql,
       this.params({ limit, start_now: options.startNow ?? false }),
@@ -318,7 +325,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * Fails `attempt` of a job under the retry rule. Returns what became of it, or `null` when the attempt
    * is no longer current (fenced out: nothing changed).
    */
-  async markFailed(id: string, attempt: number, error: string, options: FailOptions = {}): Promise<FailResult | null> {
+  async markFailed(
+    id: string,
+    attempt: number,
+    error: string,
+    options: FailOptions = {},
+  ): Promise<FailResult | null> {
     assertUuid(id);
     const [result] = await this.failMany([{ id, attempt, error, ...options }]);
     return result ?? null;
@@ -348,7 +360,13 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   private reportFailure(r: FailRow, outcome: AttemptOutcome): FailResult {
     this.metrics.attemptFinished(r.job_type, outcome, r.duration_ms);
-    return { id: r.id, jobType: r.job_type, attempt: r.attempts, status: r.status, scheduledAt: r.scheduled_at };
+    return {
+      id: r.id,
+      jobType: r.job_type,
+      attempt: r.attempts,
+      status: r.status,
+      scheduledAt: r.scheduled_at,
+    };
   }
 
   /**
@@ -356,7 +374,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * recorded as `released` and does not count toward max attempts or the backoff.
    * `requireUnstarted` (default true) leaves alone an attempt an executor has already begun.
    */
-  async release(items: readonly AttemptRef[], options: { requireUnstarted?: boolean } = {}): Promise<string[]> {
+  async release(
+    items: readonly AttemptRef[],
+    options: { requireUnstarted?: boolean } = {},
+  ): Promise<string[]> {
     if (items.length === 0) return [];
     const res = await this.db.query<{ id: string }>(
       sql.releaseClaimsSql,
@@ -398,7 +419,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   async listJobs(filter: JobFilter = {}): Promise<Job[]> {
     if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
-      throw new JobInputError('invalid_option', `unknown status "${filter.status}" (one of ${JOB_STATUSES.join(', ')})`);
+      throw new JobInputError(
+        'invalid_option',
+        `unknown status "${filter.status}" (one of ${JOB_STATUSES.join(', ')})`,
+      );
     }
     if (filter.jobType !== undefined) this.registry.require(filter.jobType);
     const limit = filter.limit ?? 50;
@@ -422,7 +446,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     );
     if (res.rows[0]) return rowToJob(res.rows[0]);
     const job = await this.requireJob(id);
-    throw new JobInputError('invalid_state', `job ${id} is ${job.status}; only pending, retrying or running jobs can be cancelled`);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only pending, retrying or running jobs can be cancelled`,
+    );
   }
 
   /** Puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget. */
@@ -433,7 +460,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     const res = await this.db.query<JobRow>(sql.retryJobSql, this.params({ id: uuid(id), budget }));
     if (res.rows[0]) return rowToJob(res.rows[0]);
     const job = await this.requireJob(id);
-    throw new JobInputError('invalid_state', `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`,
+    );
   }
 
   /** Due ready jobs and the age of the oldest; also reported to the metrics port. */
@@ -499,6 +529,41 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       overdueRunning: overdue.rows[0]?.overdue ?? 0,
       lastHour,
     };
+  }
+
+  /**
+   * Deletes finished jobs (and their execution rows) completed before `before`, in bounded batches so no
+   * statement holds locks for long. Returns how many jobs were deleted.
+   */
+  async pruneFinished(options: {
+    before: Date;
+    statuses: readonly ('completed' | 'cancelled' | 'failed')[];
+    jobType?: string;
+    batchSize?: number;
+    maxBatches?: number;
+  }): Promise<number> {
+    if (!(options.before instanceof Date) || Number.isNaN(options.before.getTime())) {
+      throw new JobInputError('invalid_option', 'prune needs a valid cutoff time');
+    }
+    for (const s of options.statuses) {
+      if (!['completed', 'cancelled', 'failed'].includes(s)) {
+        throw new JobInputError('invalid_option', `only finished jobs can be pruned (got status "${s}")`);
+      }
+    }
+    if (options.jobType !== undefined) this.registry.require(options.jobType);
+    const batch = options.batchSize ?? 5000;
+    let total = 0;
+    for (let i = 0; i < (options.maxBatches ?? Number.POSITIVE_INFINITY); i++) {
+      const res = await this.db.query(sql.pruneFinishedJobsSql, {
+        statuses: json(options.statuses),
+        before: options.before,
+        job_type: options.jobType ?? null,
+        batch,
+      });
+      total += res.rowCount;
+      if (res.rowCount < batch) break;
+    }
+    return total;
   }
 
   /** The database error raised for a duplicate key, recognisable through either driver. */

@@ -31,7 +31,11 @@ export interface OpenDatabaseOptions {
 export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Promise<OpenedDatabase> {
   const url = options.databaseUrl ?? process.env.DATABASE_URL;
   if (url) {
-    const db = new PgDatabase({ connectionString: url, max: options.poolSize, applicationName: options.applicationName });
+    const db = new PgDatabase({
+      connectionString: url,
+      max: options.poolSize,
+      applicationName: options.applicationName,
+    });
     return { db, pg: db, description: redact(url), close: () => db.close() };
   }
   options.logger?.info('no DATABASE_URL: using the embedded PostgreSQL (.lana-jobs/pgdata)');

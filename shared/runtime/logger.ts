@@ -8,7 +8,9 @@ export interface Logger {
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
 
 /** Human-readable lines on stderr, or JSON lines with `json: true`. */
-export function createConsoleLogger(options: { json?: boolean; stream?: NodeJS.WritableStream } = {}): Logger {
+export function createConsoleLogger(
+  options: { json?: boolean; stream?: NodeJS.WritableStream } = {},
+): Logger {
   const stream = options.stream ?? process.stderr;
   const write = (level: string, message: string, fields?: Record<string, unknown>) => {
     if (options.json) {
@@ -27,6 +29,9 @@ export function createConsoleLogger(options: { json?: boolean; stream?: NodeJS.W
 
 function formatFields(fields: Record<string, unknown>): string {
   return Object.entries(fields)
-    .map(([k, v]) => `${k}=${v instanceof Date ? v.toISOString() : typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .map(
+      ([k, v]) =>
+        `${k}=${v instanceof Date ? v.toISOString() : typeof v === 'string' ? v : JSON.stringify(v)}`,
+    )
     .join(' ');
 }

@@ -155,7 +155,11 @@ export class Worker<M extends JobTypeMap, S> {
 
   private isIdle(): boolean {
     return (
-      !this.fetching && this.queue.length === 0 && this.running.size === 0 && this.toRecord.length === 0 && !this.flushing
+      !this.fetching &&
+      this.queue.length === 0 &&
+      this.running.size === 0 &&
+      this.toRecord.length === 0 &&
+      !this.flushing
     );
   }
 
@@ -170,7 +174,10 @@ export class Worker<M extends JobTypeMap, S> {
   private async fetch(): Promise<void> {
     if (this.stopping || this.fetching) return;
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
-    const room = Math.min(this.claimBatchSize, this.concurrency + this.claimBatchSize - this.queue.length - this.running.size);
+    const room = Math.min(
+      this.claimBatchSize,
+      this.concurrency + this.claimBatchSize - this.queue.length - this.running.size,
+    );
     if (room < 1) return;
     this.fetching = true;
     this.wantFetch = false;
@@ -306,10 +313,15 @@ export class Worker<M extends JobTypeMap, S> {
     for (const { job, result, interrupted } of batch) {
       const ref = { id: job.id, attempt: job.attempts, durationMs: result.durationMs };
       if (result.outcome === 'completed') completions.push(ref);
-      else if (result.outcome === 'retry_later') failures.push({ ...ref, error: result.reason, retryAt: result.retryAt });
+      else if (result.outcome === 'retry_later')
+        failures.push({ ...ref, error: result.reason, retryAt: result.retryAt });
       else if (interrupted) {
         const now = this.tracker.clock.now() ?? new Date();
-        failures.push({ ...ref, error: 'interrupted: the worker shut down during the attempt', retryAt: now });
+        failures.push({
+          ...ref,
+          error: 'interrupted: the worker shut down during the attempt',
+          retryAt: now,
+        });
       } else failures.push({ ...ref, error: result.error, permanent: result.permanent });
     }
     const [completed, failed] = await Promise.all([
@@ -323,11 +335,19 @@ export class Worker<M extends JobTypeMap, S> {
       const failure = failedById.get(job.id);
       const status = completedIds.has(job.id) ? 'completed' : failure ? failure.status : 'fenced_out';
       if (status === 'fenced_out') {
-        this.logger.warn('result discarded: the attempt is no longer current', { jobId: job.id, attempt: job.attempts });
+        this.logger.warn('result discarded: the attempt is no longer current', {
+          jobId: job.id,
+          attempt: job.attempts,
+        });
       } else if (status === 'failed' && result.outcome === 'failed') {
         this.logger.warn('job failed for good', { jobId: job.id, type: job.jobType, error: result.error });
       }
-      onRecorded?.({ job, result, status, ...(failure?.status === 'retrying' ? { nextRunAt: failure.scheduledAt } : {}) });
+      onRecorded?.({
+        job,
+        result,
+        status,
+        ...(failure?.status === 'retrying' ? { nextRunAt: failure.scheduledAt } : {}),
+      });
     }
   }
 
@@ -395,7 +415,9 @@ export class Worker<M extends JobTypeMap, S> {
     const deadline = Date.now() + this.shutdownGraceMs;
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     if (this.running.size > 0) {
-      this.logger.warn('interrupting jobs still running after the grace period', { count: this.running.size });
+      this.logger.warn('interrupting jobs still running after the grace period', {
+        count: this.running.size,
+      });
       for (const interrupt of this.running.values()) interrupt(SHUTDOWN);
       while (this.running.size > 0) await new Promise((r) => setTimeout(r, 5));
     }

@@ -23,7 +23,9 @@ export function urlForDatabase(base: string, database: string): string {
 }
 
 /** A fresh, migrated database on the test server, so test files never see each other's rows. */
-export async function createTestDatabase(options: { migrate?: boolean; poolSize?: number } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(
+  options: { migrate?: boolean; poolSize?: number } = {},
+): Promise<TestDatabase> {
   const name = `lana_test_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl() });
   await admin.connect();

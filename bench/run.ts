@@ -1,0 +1,54 @@
+import os from 'node:os';
+import { openBenchServer } from './support.js';
+import { growth, latency, throughput } from './workloads/core.js';
+
+/**
+ * `npm run bench [-- --json] [-- --only W1,W2]`: the benchmark workloads, each on a fresh database of the
+ * server named by DATABASE_URL (else an embedded PostgreSQL). Compare figures within one run: the machine
+ * is shared and noisy.
+ */
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+const only = onlyArg ? new Set(onlyArg.split(',')) : null;
+const wanted = (w: string) => !only || only.has(w);
+
+const server = await openBenchServer();
+const results: Record<string, unknown> = {
+  machine: {
+    cpus: os.cpus().length,
+    model: os.cpus()[0]?.model,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+  },
+  database: server.description,
+};
+const log = (line: string) => {
+  if (!json) console.log(line);
+};
+try {
+  if (wanted('W1')) {
+    const r = await throughput(server);
+    results.W1_throughput = r;
+    log(
+      `W1 throughput   enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms per 1,000 jobs`,
+    );
+  }
+  if (wanted('W2')) {
+    const r = await latency(server);
+    results.W2_latency = r;
+    log(
+      `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker)`,
+    );
+  }
+  if (wanted('W3')) {
+    const r = await growth(server);
+    results.W3_growth = r;
+    log(
+      `W3 growth       claim+complete ${r.small.claimCompleteMsPer1000} ms/1000 jobs with ${r.small.history} in history, ${r.large.claimCompleteMsPer1000} with ${r.large.history}: ratio ${r.ratio}`,
+    );
+  }
+} finally {
+  await server.stop();
+}
+if (json) console.log(JSON.stringify(results));

@@ -1,0 +1,73 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { migrate } from '../shared/db/migrate.js';
+import { PgDatabase } from '../shared/db/pg-driver.js';
+import { type EmbeddedServer, startEmbeddedPostgres } from '../shared/runtime/embedded-postgres.js';
+
+/** The server the benchmark runs on: DATABASE_URL, else an embedded PostgreSQL started for the run. */
+export interface BenchServer {
+  adminUrl: string;
+  description: string;
+  /** A fresh, migrated database for one workload. */
+  freshDatabase(poolSize?: number): Promise<{ db: PgDatabase; url: string; drop(): Promise<void> }>;
+  stop(): Promise<void>;
+}
+
+export async function openBenchServer(): Promise<BenchServer> {
+  let embedded: EmbeddedServer | undefined;
+  let adminUrl = process.env.DATABASE_URL;
+  if (!adminUrl) {
+    embedded = await startEmbeddedPostgres({ dataDir: '.lana-jobs/bench-pgdata' });
+    adminUrl = embedded.adminUrl;
+  }
+  const admin = adminUrl;
+  const version = await withClient(
+    admin,
+    async (c) => (await c.query('SHOW server_version')).rows[0].server_version,
+  );
+  return {
+    adminUrl: admin,
+    description: `${embedded ? 'embedded ' : ''}PostgreSQL ${version}`,
+    async freshDatabase(poolSize = 10) {
+      const name = `lana_bench_${randomBytes(4).toString('hex')}`;
+      await withClient(admin, (c) => c.query(`CREATE DATABASE ${name}`));
+      const url = new URL(admin);
+      url.pathname = `/${name}`;
+      const db = new PgDatabase({
+        connectionString: url.toString(),
+        max: poolSize,
+        applicationName: 'lana-bench',
+      });
+      await migrate(db);
+      return {
+        db,
+        url: url.toString(),
+        async drop() {
+          await db.close();
+          await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+        },
+      };
+    },
+    async stop() {
+      await embedded?.stop();
+    },
+  };
+}
+
+async function withClient<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await work(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

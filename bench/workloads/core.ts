@@ -1,0 +1,175 @@
+import { z } from 'zod';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import { Worker } from '../../shared/runtime/worker.js';
+import { type BenchServer, percentile, sleep } from '../support.js';
+
+/** A no-op job type: the benchmark measures the queue, not the work. */
+function noopRegistry(onStart?: (payload: { i: number }) => void) {
+  return new JobTypeRegistry().register({
+    type: 'noop',
+    description: 'does nothing',
+    schema: z.object({ i: z.number().int() }),
+    execute: async (payload) => {
+      onStart?.(payload);
+      return undefined;
+    },
+  });
+}
+
+export interface ThroughputResult {
+  jobs: number;
+  enqueueRowsPerSecond: number;
+  drainJobsPerSecond: number;
+  workerCpuMsPer1000Jobs: number;
+  executionRows: number;
+}
+
+/** W1: bulk-enqueue 20,000 no-op jobs, then drain them with the default worker (concurrency 10). */
+export async function throughput(server: BenchServer, jobs = 20_000): Promise<ThroughputResult> {
+  const { db, drop } = await server.freshDatabase();
+  try {
+    const registry = noopRegistry();
+    const tracker = new JobTracker({ db, registry });
+    const batch = Array.from({ length: 10_000 }, (_, i) => ({ type: 'noop' as const, payload: { i } }));
+    const t0 = performance.now();
+    for (let done = 0; done < jobs; done += batch.length)
+      await tracker.enqueueMany(batch.slice(0, jobs - done));
+    const enqueueSeconds = (performance.now() - t0) / 1000;
+
+    // Default configuration: only what `jobs work` sets.
+    const worker = new Worker({ tracker, dispatcher: new JobDispatcher(registry, {}) });
+    const cpu0 = process.cpuUsage();
+    const t1 = performance.now();
+    await worker.start();
+    await worker.idle(); // resolves once every result is committed
+    const drainSeconds = (performance.now() - t1) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    await worker.stop();
+    const check = await db.query<{ completed: number; executions: number }>(
+      `SELECT (SELECT count(*) FROM jobs WHERE status = 'completed')::int AS completed,
+              (SELECT count(*) FROM job_executions)::int AS executions`,
+    );
+    const { completed, executions } = check.rows[0]!;
+    if (completed !== jobs) throw new Error(`W1: ${completed} of ${jobs} jobs completed`);
+    return {
+      jobs,
+      enqueueRowsPerSecond: Math.round(jobs / enqueueSeconds),
+      drainJobsPerSecond: Math.round(jobs / drainSeconds),
+      workerCpuMsPer1000Jobs: +(((cpu.user + cpu.system) / 1000 / jobs) * 1000).toFixed(1),
+      executionRows: executions,
+    };
+  } finally {
+    await drop();
+  }
+}
+
+export interface LatencyResult {
+  jobs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** W2: an idle worker; 300 jobs enqueued one at a time 20 ms apart; enqueue-to-executor-start latency. */
+export async function latency(server: BenchServer, jobs = 300): Promise<LatencyResult> {
+  const { db, drop } = await server.freshDatabase();
+  try {
+    const enqueuedAt = new Map<number, number>();
+    const latencies: number[] = [];
+    const registry = noopRegistry(({ i }) => {
+      const t = enqueuedAt.get(i);
+      if (t !== undefined) latencies.push(performance.now() - t);
+    });
+    const tracker = new JobTracker({ db, registry });
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(registry, {}),
+      listen: (onNotify) => db.listen('lana_jobs', onNotify),
+    });
+    await worker.start();
+    await sleep(200);
+    for (let i = 0; i < jobs; i++) {
+      enqueuedAt.set(i, performance.now());
+      await tracker.enqueue({ type: 'noop', payload: { i } });
+      await sleep(20);
+    }
+    await sleep(100);
+    await worker.idle();
+    await worker.stop();
+    if (latencies.length !== jobs) throw new Error(`W2: ${latencies.length} of ${jobs} jobs started`);
+    latencies.sort((a, b) => a - b);
+    return {
+      jobs,
+      p50Ms: +percentile(latencies, 50).toFixed(2),
+      p99Ms: +percentile(latencies, 99).toFixed(2),
+      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
+    };
+  } finally {
+    await drop();
+  }
+}
+
+export interface GrowthResult {
+  jobsPerRound: number;
+  small: { history: number; claimCompleteMsPer1000: number };
+  large: { history: number; claimCompleteMsPer1000: number };
+  ratio: number;
+}
+
+/**
+ * W3: the cost of claim + complete with 10,000 versus 1,000,000 completed jobs (and their execution rows)
+ * in history. History is written in bulk by SQL, then analysed, as a long-running system would be.
+ */
+export async function growth(
+  server: BenchServer,
+  large = 1_000_000,
+  small = 10_000,
+  jobs = 10_000,
+): Promise<GrowthResult> {
+  const measure = async (history: number) => {
+    const { db, drop } = await server.freshDatabase();
+    try {
+      for (let done = 0; done < history; done += 250_000) {
+        const n = Math.min(250_000, history - done);
+        await db.query(
+          `WITH j AS (
+             INSERT INTO jobs (job_type, payload, status, attempts, started_at, completed_at, lease_expires_at,
+                               scheduled_at, created_at, updated_at)
+             SELECT 'noop', jsonb_build_object('i', g), 'completed', 1, t, t, t + interval '7 minutes', t, t, t
+             FROM generate_series(1, :n) g, LATERAL (SELECT now() - interval '1 day' + g * interval '1 ms' AS t) ts
+             RETURNING id, started_at)
+           INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, duration_ms)
+           SELECT id, 1, started_at, started_at, started_at, 'completed', 0 FROM j`,
+          { n },
+        );
+      }
+      await db.query('VACUUM ANALYZE jobs');
+      await db.query('VACUUM ANALYZE job_executions');
+      const registry = noopRegistry();
+      const tracker = new JobTracker({ db, registry });
+      await tracker.enqueueMany(
+        Array.from({ length: jobs }, (_, i) => ({ type: 'noop' as const, payload: { i } })),
+      );
+      const t = performance.now();
+      // The worker's own statements, one batch at a time, so only database cost is measured.
+      for (;;) {
+        const claimed = await tracker.fetchReady(200, { startNow: true });
+        if (claimed.length === 0) break;
+        await tracker.completeMany(claimed.map((c) => ({ id: c.id, attempt: c.attempts, durationMs: 0 })));
+      }
+      return ((performance.now() - t) / jobs) * 1000;
+    } finally {
+      await drop();
+    }
+  };
+  const smallMs = await measure(small);
+  const largeMs = await measure(large);
+  return {
+    jobsPerRound: jobs,
+    small: { history: small, claimCompleteMsPer1000: +smallMs.toFixed(1) },
+    large: { history: large, claimCompleteMsPer1000: +largeMs.toFixed(1) },
+    ratio: +(largeMs / smallMs).toFixed(2),
+  };
+}
