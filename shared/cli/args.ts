@@ -11,7 +11,6 @@ export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: st
 export const GLOBAL_OPTIONS = {
   json: { type: 'boolean' },
   'database-url': { type: 'string' },
-  'data-api': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies OptionSpec;
 
@@ -24,7 +23,12 @@ export interface Parsed {
 export function parseCommandLine(argv: string[], options: OptionSpec, maxPositionals: number): Parsed {
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: argv,
+      options: { ...GLOBAL_OPTIONS, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
     throw new UsageError((err as Error).message.split('\n')[0]);
   }

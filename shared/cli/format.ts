@@ -7,7 +7,14 @@ import type { JobStats } from '../jobs/tracker.js';
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => (c ?? '').padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function iso(d: Date | null | undefined): string {
@@ -26,7 +33,9 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
 }
 
-export function formatTypes(types: RegisteredJobType[]): string {
+export function formatTypes(
+  types: Pick<RegisteredJobType, 'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds'>[],
+): string {
   return table(
     ['TYPE', 'MAX ATTEMPTS', 'RETRY DELAYS', 'TIMEOUT', 'LEASE', 'DESCRIPTION'],
     types.map((t) => [
@@ -93,7 +102,8 @@ export function formatJob(job: Job, executions: JobExecution[]): string {
 export function formatStats(stats: JobStats): string {
   const types = [...new Set(stats.counts.map((c) => c.jobType))].sort();
   const statuses = ['pending', 'running', 'retrying', 'completed', 'failed', 'cancelled'] as const;
-  const countOf = (t: string, s: string) => stats.counts.find((c) => c.jobType === t && c.status === s)?.count ?? 0;
+  const countOf = (t: string, s: string) =>
+    stats.counts.find((c) => c.jobType === t && c.status === s)?.count ?? 0;
   const parts = [
     types.length === 0
       ? 'no jobs'

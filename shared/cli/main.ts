@@ -1,5 +1,5 @@
 import { migrate } from '../db/migrate.js';
-import { createJobTypeRegistry } from '../job-types/index.js';
+import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
 import { JobTracker } from '../jobs/tracker.js';
@@ -18,7 +18,6 @@ import {
   UsageError,
 } from './args.js';
 import { formatJob, formatJobList, formatStats, formatTypes, toJson } from './format.js';
-import { openDataApiFromEnv } from './data-api.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -43,8 +42,6 @@ Commands:
 Options:
   --json                          machine-readable output
   --database-url URL              PostgreSQL to use (default: DATABASE_URL, else the embedded server)
-  --data-api                      use the deployed database through the RDS Data API
-                                  (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE)
 `;
 
 interface Command {
@@ -59,8 +56,10 @@ interface CommandContext {
   args: Parsed;
   io: CliIo;
   json: boolean;
+  registry: SeedRegistry;
   opened: OpenedDatabase | null;
-  tracker: JobTracker;
+  /** Only for commands with `needsDatabase`. */
+  tracker: SeedTracker;
 }
 
 function print(ctx: CommandContext, human: string, data: unknown): void {
@@ -74,7 +73,9 @@ const commands: Record<string, Command> = {
     needsDatabase: true,
     async run(ctx) {
       const applied = await migrate(ctx.opened!.db);
-      print(ctx, applied.length === 0 ? 'migrations: up to date' : `applied ${applied.join(', ')}`, { applied });
+      print(ctx, applied.length === 0 ? 'migrations: up to date' : `applied ${applied.join(', ')}`, {
+        applied,
+      });
       return 0;
     },
   },
@@ -83,7 +84,7 @@ const commands: Record<string, Command> = {
     positionals: 0,
     needsDatabase: false,
     async run(ctx) {
-      const types = ctx.tracker.registry.list();
+      const types = ctx.registry.list();
       print(
         ctx,
         formatTypes(types),
@@ -111,7 +112,9 @@ const commands: Record<string, Command> = {
     positionals: 1,
     needsDatabase: true,
     async run(ctx) {
-      const { job, created } = await ctx.tracker.enqueueUntyped([enqueueInput(ctx.args, ctx.tracker)]).then((r) => r[0]!);
+      const { job, created } = await ctx.tracker
+        .enqueueUntyped([enqueueInput(ctx.args, ctx.tracker)])
+        .then((r) => r[0]!);
       print(
         ctx,
         created
@@ -177,7 +180,10 @@ const commands: Record<string, Command> = {
     positionals: 1,
     needsDatabase: true,
     async run(ctx) {
-      const job = await ctx.tracker.cancel(requirePositional(ctx.args, 0, 'id'), stringOption(ctx.args, 'reason'));
+      const job = await ctx.tracker.cancel(
+        requirePositional(ctx.args, 0, 'id'),
+        stringOption(ctx.args, 'reason'),
+      );
       print(ctx, `${job.id} cancelled`, job);
       return 0;
     },
@@ -210,14 +216,19 @@ const commands: Record<string, Command> = {
   },
 };
 
-function enqueueInput(args: Parsed, tracker: JobTracker) {
+function enqueueInput(args: Parsed, tracker: SeedTracker) {
   const type = requirePositional(args, 0, 'type');
   tracker.registry.require(type);
   const at = stringOption(args, 'at');
   const inText = stringOption(args, 'in');
   if (at !== undefined && inText !== undefined) throw new UsageError('use either --at or --in, not both');
   const now = tracker.clock.now() ?? new Date();
-  const runAt = at !== undefined ? parseInstant(at) : inText !== undefined ? new Date(now.getTime() + parseDuration(inText)) : undefined;
+  const runAt =
+    at !== undefined
+      ? parseInstant(at)
+      : inText !== undefined
+        ? new Date(now.getTime() + parseDuration(inText))
+        : undefined;
   return {
     type,
     payload: jsonOption(args, 'payload') ?? {},
@@ -229,7 +240,10 @@ function enqueueInput(args: Parsed, tracker: JobTracker) {
 }
 
 /** Runs the CLI; returns the exit code (0 ok, 2 bad input, 1 failure). */
-export async function runCli(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function runCli(
+  argv: string[],
+  io: CliIo = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.stdout.write(USAGE);
@@ -250,15 +264,25 @@ export async function runCli(argv: string[], io: CliIo = { stdout: process.stdou
     const registry = createJobTypeRegistry();
     if (command.needsDatabase) {
       const url = stringOption(args, 'database-url');
-      if (args.values['data-api'] && url) throw new UsageError('use either --data-api or --database-url, not both');
       const logger = createConsoleLogger({ stream: io.stderr });
-      opened = args.values['data-api']
-        ? openDataApiFromEnv(process.env)
-        : await openLocalDatabase({ databaseUrl: url, logger: name === 'work' || name === 'dev' ? logger : undefined });
+      opened = await openLocalDatabase({
+        databaseUrl: url,
+        logger: name === 'work' || name === 'dev' ? logger : undefined,
+      });
       if (name !== 'migrate' && name !== 'work' && name !== 'dev') await assertMigrated(opened);
     }
-    const tracker = new JobTracker({ db: opened?.db ?? unusedDatabase, registry: registry as never });
-    return await command.run({ args, io, json: Boolean(args.values.json), opened, tracker });
+    const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
+    return await command.run({
+      args,
+      io,
+      json: Boolean(args.values.json),
+      registry,
+      opened,
+      get tracker(): SeedTracker {
+        if (!tracker) throw new Error(`"${name}" does not use the database`);
+        return tracker;
+      },
+    });
   } catch (err) {
     if (err instanceof UsageError || err instanceof JobInputError) {
       io.stderr.write(`jobs ${name}: ${err.message}\n`);
@@ -273,19 +297,10 @@ export async function runCli(argv: string[], io: CliIo = { stdout: process.stdou
 
 /** A clear message instead of "relation jobs does not exist". */
 async function assertMigrated(opened: OpenedDatabase): Promise<void> {
-  const res = await opened.db.query<{ present: boolean }>("SELECT to_regclass('jobs') IS NOT NULL AS present");
+  const res = await opened.db.query<{ present: boolean }>(
+    "SELECT to_regclass('jobs') IS NOT NULL AS present",
+  );
   if (!res.rows[0]?.present) {
     throw new UsageError(`the job tables do not exist in ${opened.description}; run "jobs migrate" first`);
   }
 }
-
-const unusedDatabase = {
-  driverName: 'pg' as const,
-  query(): never {
-    throw new Error('this command does not use the database');
-  },
-  transaction(): never {
-    throw new Error('this command does not use the database');
-  },
-  close: async () => {},
-};

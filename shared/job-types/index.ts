@@ -2,7 +2,9 @@ import { JobTypeRegistry } from '../jobs/registry.js';
 import {
   approvalProcessingPayload,
   interestAccrualPayload,
+  maintenancePayload,
   notificationPayload,
+  paymentRemindersPayload,
   syncPayload,
 } from './payloads.js';
 import type { JobServices } from './services.js';
@@ -14,7 +16,8 @@ export function previousUtcDay(date: Date): string {
 }
 
 /**
- * The seed's four job types. The registry is the single list: the local runtime, the Lambda executors
+ * The seed's four job types, plus two that keep them running: the daily payment-reminder sweep (which
+ * enqueues `notification` jobs) and `maintenance` (retention). The registry is the single list: the local runtime, the Lambda executors
  * (one function per type) and the CDK stack (one rule and one function per type) are all generated from it.
  */
 export function createJobTypeRegistry() {
@@ -58,6 +61,31 @@ export function createJobTypeRegistry() {
       retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
       execute: async (_payload, ctx) => {
         await ctx.services.portfolio.revalue(ctx.signal);
+        return undefined;
+      },
+    })
+    .register({
+      type: 'payment-reminders',
+      description: 'Enqueues a payment-reminder notification for each payment due in a few days',
+      schema: paymentRemindersPayload,
+      timeoutSeconds: 120,
+      execute: async ({ date }, ctx) => {
+        await ctx.services.reminders.enqueueDueReminders(
+          date ?? new Date().toISOString().slice(0, 10),
+          ctx.signal,
+        );
+        return undefined;
+      },
+    })
+    .register({
+      type: 'maintenance',
+      description: 'Deletes completed and cancelled jobs past the retention period (failed jobs are kept)',
+      schema: maintenancePayload,
+      timeoutSeconds: 300,
+      // Housekeeping yields to the business jobs.
+      priority: 100,
+      execute: async (_payload, ctx) => {
+        await ctx.services.maintenance.pruneFinishedJobs(ctx.signal);
         return undefined;
       },
     });

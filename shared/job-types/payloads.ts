@@ -40,3 +40,12 @@ export type NotificationPayload = z.output<typeof notificationPayload>;
 export const syncPayload = z.strictObject({
   target: z.literal('portfolio-valuation').default('portfolio-valuation'),
 });
+
+export const paymentRemindersPayload = z.strictObject({
+  /** The day the sweep runs for (UTC); reminders go to payments due a few days later. Omitted: today. */
+  date: isoDate.optional(),
+});
+
+export const maintenancePayload = z.strictObject({
+  task: z.literal('prune').default('prune'),
+});

@@ -99,6 +99,8 @@ export class Worker<M extends JobTypeMap, S> {
   private unlisten: (() => Promise<void>) | undefined;
   private idleWaiters: (() => void)[] = [];
   private consecutiveErrors = 0;
+  /** Set by `kill()`: results arriving afterwards are dropped, as a dead process would drop them. */
+  private killed = false;
 
   constructor(private readonly options: WorkerOptions<M, S>) {
     this.tracker = options.tracker;
@@ -277,6 +279,7 @@ export class Worker<M extends JobTypeMap, S> {
           abort(reason);
         }),
     });
+    if (this.killed) return;
     this.running.delete(job.id);
     this.toRecord.push({ job, result, interrupted });
     this.scheduleFlush();
@@ -399,6 +402,24 @@ export class Worker<M extends JobTypeMap, S> {
         jobs: jobs.length,
       });
     }
+  }
+
+  /**
+   * Simulates the process dying (fault-injection tests): timers stop, running executors are abandoned and
+   * nothing is recorded or released. Their jobs stay `running` until their leases expire and a rescuer
+   * picks them up, exactly as after a real crash.
+   */
+  async kill(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.pollTimer);
+    clearInterval(this.rescueTimer);
+    clearInterval(this.scheduleTimer);
+    this.toRecord.length = 0;
+    this.queue.length = 0;
+    for (const interrupt of this.running.values()) interrupt(new Error('process killed'));
+    this.running.clear();
+    this.killed = true;
+    await this.unlisten?.().catch(() => {});
   }
 
   /** Graceful stop; see the class comment. */

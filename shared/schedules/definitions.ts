@@ -23,6 +23,18 @@ export const schedules: readonly RecurringSchedule[] = [
     job: (tick) => ({ type: 'interest-accrual', payload: { date: previousUtcDay(tick) } }),
   },
   {
+    name: 'payment-reminders-daily',
+    description: 'At 08:00 UTC, enqueue reminders for payments due in three days',
+    expression: { kind: 'cron', minute: '0', hour: '8' },
+    job: (tick) => ({ type: 'payment-reminders', payload: { date: tick.toISOString().slice(0, 10) } }),
+  },
+  {
+    name: 'job-retention-hourly',
+    description: 'Every hour, delete completed and cancelled jobs older than the retention period',
+    expression: { kind: 'cron', minute: '17', hour: '*' },
+    job: () => ({ type: 'maintenance', payload: { task: 'prune' } }),
+  },
+  {
     name: 'portfolio-valuation',
     description: 'Every 5 minutes, revalue collateral from the BTC/USD price',
     expression: { kind: 'rate', minutes: 5 },

@@ -1,0 +1,43 @@
+import type { Database } from '../db/port.js';
+import type { JobServices } from '../job-types/services.js';
+import { createMaintenanceService } from '../jobs/maintenance.js';
+import type { JobTracker } from '../jobs/tracker.js';
+import { createApprovalService } from './approvals.js';
+import { createCreditService } from './credit.js';
+import { createNotificationService } from './notifications.js';
+import type { Notifier } from './notifier.js';
+import { createPortfolioService } from './portfolio.js';
+import type { PriceSource } from './price-source.js';
+import { createReminderService } from './reminders.js';
+
+export { castVote, createApprovalProcess } from './approvals.js';
+export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
+export { createHttpPriceSource, type PriceSource, PriceSourceError } from './price-source.js';
+export { seedDemoData } from './seed.js';
+
+export interface JobServicesDeps {
+  db: Database;
+  /** Follow-up jobs (margin calls, reminders) and retention go through the job tracker. */
+  tracker: Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
+  notifier: Notifier;
+  priceSource: PriceSource;
+  marginCallRatio?: string;
+  retentionDays?: number;
+}
+
+/** Everything the job types' executors need, on real tables. Adapters build this once. */
+export function createJobServices(deps: JobServicesDeps): JobServices {
+  return {
+    approvals: createApprovalService(deps.db),
+    credit: createCreditService(deps.db),
+    notifications: createNotificationService(deps.db, deps.notifier),
+    reminders: createReminderService({ db: deps.db, jobs: deps.tracker }),
+    portfolio: createPortfolioService({
+      db: deps.db,
+      jobs: deps.tracker,
+      priceSource: deps.priceSource,
+      marginCallRatio: deps.marginCallRatio,
+    }),
+    maintenance: createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),
+  };
+}

@@ -1,0 +1,125 @@
+import { type Database, date, uuid } from '../db/port.js';
+import type { NotificationPayload, NotificationService } from '../job-types/services.js';
+import { PermanentJobError } from '../jobs/errors.js';
+import { formatCents } from './money.js';
+import type { Notifier } from './notifier.js';
+
+interface FacilityRow {
+  [k: string]: unknown;
+  customer_email: string;
+  drawn_principal_cents: bigint;
+  accrued_interest_cents: bigint;
+  collateral_to_loan_ratio: string | null;
+  collateral_value_cents: bigint | null;
+}
+
+export interface Rendered {
+  subject: string;
+  body: string;
+}
+
+/** The templates. Plain text: these go to borrowers' inboxes. */
+export function renderNotification(n: NotificationPayload, f: FacilityRow): Rendered {
+  if (n.kind === 'payment-reminder') {
+    return {
+      subject: `Payment reminder: due ${n.dueDate}`,
+      body: [
+        `Your credit facility ${n.facilityId} has a payment due on ${n.dueDate}.`,
+        `Outstanding principal: USD ${formatCents(f.drawn_principal_cents)}.`,
+        `Interest accrued to date: USD ${formatCents(f.accrued_interest_cents)}.`,
+        'Please make sure funds are available. Thank you.',
+      ].join('\n'),
+    };
+  }
+  return {
+    subject: 'Margin call: collateral below the required level',
+    body: [
+      `On ${n.valuationDate} the collateral of your credit facility ${n.facilityId} was valued at`,
+      `USD ${formatCents(f.collateral_value_cents ?? 0n)}, a collateral-to-loan ratio of ${f.collateral_to_loan_ratio ?? 'n/a'}.`,
+      'Please add collateral or repay part of the loan to restore the required ratio.',
+    ].join('\n'),
+  };
+}
+
+export type SendResult = {
+  outcome: 'sent' | 'already_sent';
+  notificationId: string;
+  messageId: string | null;
+};
+
+/**
+ * Records the notification in the outbox (unique per facility, kind and day) and then delivers what is
+ * not yet sent. A retried or duplicated job finds the row already `sent` and sends nothing. The one gap
+ * no outbox closes: a crash after the provider accepted the message and before the row is marked sent
+ * re-sends it once on retry (the outbox key travels with the message so it can be spotted).
+ */
+export function createNotificationService(
+  db: Database,
+  notifier: Notifier,
+): NotificationService & {
+  send(n: NotificationPayload, signal?: AbortSignal): Promise<SendResult>;
+} {
+  return {
+    async send(n, signal) {
+      const facility = (
+        await db.query<FacilityRow>(
+          `SELECT customer_email, drawn_principal_cents, accrued_interest_cents, collateral_to_loan_ratio,
+                  collateral_value_cents
+           FROM credit_facilities WHERE id = CAST(:id AS uuid)`,
+          { id: uuid(n.facilityId) },
+        )
+      ).rows[0];
+      if (!facility) throw new PermanentJobError(`no credit facility ${n.facilityId}`);
+      const keyDate = n.kind === 'payment-reminder' ? n.dueDate : n.valuationDate;
+      const rendered = renderNotification(n, facility);
+      const params = {
+        facility: uuid(n.facilityId),
+        kind: n.kind,
+        key_date: date(keyDate),
+      };
+      await db.query(
+        `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
+         VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)
+         ON CONFLICT (facility_id, kind, key_date) DO NOTHING`,
+        { ...params, recipient: facility.customer_email, subject: rendered.subject, body: rendered.body },
+      );
+      // Deliver under the outbox row's lock: a concurrent duplicate waits, then finds it sent.
+      return db.transaction(async (tx): Promise<SendResult> => {
+        const row = (
+          await tx.query<{
+            id: string;
+            status: string;
+            provider_message_id: string | null;
+            recipient: string;
+            subject: string;
+            body: string;
+          }>(
+            `SELECT id, status, provider_message_id, recipient, subject, body FROM notifications
+             WHERE facility_id = CAST(:facility AS uuid) AND kind = :kind AND key_date = CAST(:key_date AS date)
+             FOR UPDATE`,
+            params,
+          )
+        ).rows[0];
+        if (!row) throw new Error('the outbox row is missing after its insert; retrying');
+        if (row.status === 'sent') {
+          return { outcome: 'already_sent', notificationId: row.id, messageId: row.provider_message_id };
+        }
+        const { messageId } = await notifier.send(
+          {
+            to: row.recipient,
+            subject: row.subject,
+            body: row.body,
+            idempotencyKey: `${n.kind}:${n.facilityId}:${keyDate}`,
+          },
+          signal,
+        );
+        await tx.query(
+          `UPDATE notifications SET status = 'sent', sent_at = now(), provider_message_id = :message_id
+           WHERE id = CAST(:id AS uuid)`,
+          { id: uuid(row.id), message_id: messageId },
+        );
+        return { outcome: 'sent', notificationId: row.id, messageId };
+      });
+    },
+  };
+}

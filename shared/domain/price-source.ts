@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { decimalToCents } from './money.js';
+
+/** Where the BTC/USD price comes from. */
+export interface PriceSource {
+  /** The current BTC price in US cents. Throws (a retryable failure) on any bad answer. */
+  btcUsdCents(signal?: AbortSignal): Promise<bigint>;
+}
+
+const positiveDecimal = z
+  .union([z.string(), z.number()])
+  .transform((v) => (typeof v === 'number' ? String(v) : v.trim()))
+  .refine((v) => /^\d+(\.\d+)?$/.test(v), 'expected a positive decimal number')
+  .refine((v) => decimalToCents(v) > 0n, 'price must be positive');
+
+/**
+ * Accepted answers: `{ "price": "97123.45" }` (string or number) or the CoinGecko simple-price shape
+ * `{ "bitcoin": { "usd": 97123.45 } }`.
+ */
+export const priceResponseSchema = z.union([
+  z.object({ price: positiveDecimal }).transform((r) => r.price),
+  z.object({ bitcoin: z.object({ usd: positiveDecimal }) }).transform((r) => r.bitcoin.usd),
+]);
+
+export class PriceSourceError extends Error {
+  override readonly name = 'PriceSourceError';
+}
+
+/** Fetches the price over HTTP with a timeout; the answer is validated before anything uses it. */
+export function createHttpPriceSource(options: { url: string; timeoutMs?: number }): PriceSource {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  return {
+    async btcUsdCents(signal) {
+      const timeout = AbortSignal.timeout(timeoutMs);
+      let res: Response;
+      try {
+        res = await fetch(options.url, {
+          signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+          headers: { accept: 'application/json' },
+        });
+      } catch (err) {
+        if (timeout.aborted) throw new PriceSourceError(`price source timed out after ${timeoutMs} ms`);
+        throw new PriceSourceError(`price source unreachable: ${(err as Error).message}`);
+      }
+      if (!res.ok) throw new PriceSourceError(`price source answered HTTP ${res.status}`);
+      let text: string;
+      try {
+        text = await res.text();
+      } catch (err) {
+        if (timeout.aborted) throw new PriceSourceError(`price source timed out after ${timeoutMs} ms`);
+        throw new PriceSourceError(`price source response broke off: ${(err as Error).message}`);
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new PriceSourceError('price source answered with something that is not JSON');
+      }
+      const parsed = priceResponseSchema.safeParse(body);
+      if (!parsed.success) {
+        throw new PriceSourceError(
+          `price source answer rejected: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`,
+        );
+      }
+      return decimalToCents(parsed.data);
+    },
+  };
+}

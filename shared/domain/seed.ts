@@ -1,0 +1,41 @@
+import { type Database, date } from '../db/port.js';
+import { createApprovalProcess } from './approvals.js';
+import { addDays, utcDay } from './money.js';
+
+export interface DemoData {
+  facilityIds: string[];
+  approvalProcessId: string;
+  paymentDueDate: string;
+}
+
+/**
+ * A few credit facilities for the demo: different rates and collateral, one closed, one with a payment
+ * due in three days (so today's reminder sweep finds it), one thinly collateralised (so a valuation at
+ * today's price triggers a margin call), plus an approval process for a disbursal awaiting its votes.
+ */
+export async function seedDemoData(db: Database, today = utcDay(new Date())): Promise<DemoData> {
+  return db.transaction(async (tx) => {
+    const dueDate = addDays(today, 3);
+    const rows = await tx.query<{ id: string }>(
+      `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents,
+                                      annual_rate, collateral_sats, next_payment_due, created_at)
+       SELECT * FROM (VALUES
+         ('alice@example.com', 'active', 10000000::bigint, 5000000::bigint, 0.120000::numeric, 15000000::bigint, CAST(:due AS date), now() - interval '30 days'),
+         ('bob@example.com',   'active', 50000000, 20000000, 0.085000, 300000000, CAST(:later AS date), now() - interval '90 days'),
+         ('carol@example.com', 'active', 20000000, 0, 0.100000, 5000000, NULL, now() - interval '10 days'),
+         ('dave@example.com',  'closed', 5000000, 0, 0.150000, 0, NULL, now() - interval '400 days')
+       ) AS f(customer_email, status, facility_limit_cents, drawn_principal_cents, annual_rate, collateral_sats,
+              next_payment_due, created_at)
+       RETURNING id`,
+      { due: date(dueDate), later: date(addDays(today, 20)) },
+    );
+    const facilityIds = rows.rows.map((r) => r.id);
+    const approvalProcessId = await createApprovalProcess(tx, {
+      facilityId: facilityIds[2]!,
+      amountCents: 2_500_000n,
+      committeeSize: 3,
+      requiredApprovals: 2,
+    });
+    return { facilityIds, approvalProcessId, paymentDueDate: dueDate };
+  });
+}

@@ -1,0 +1,30 @@
+import http from 'node:http';
+
+/**
+ * A stand-in BTC/USD price feed on 127.0.0.1 for machines without a configured one (LANA_PRICE_URL):
+ * a real HTTP server answering `{ "price": "…" }`, drifting a little per request. `failFirst` answers
+ * HTTP 503 to the first requests, so the demo shows a retryable failure and its retry schedule.
+ */
+export async function startDemoPriceFeed(
+  options: { failFirst?: number } = {},
+): Promise<{ url: string; close(): Promise<void> }> {
+  let requests = 0;
+  let cents = 9_725_000;
+  const server = http.createServer((_req, res) => {
+    requests++;
+    if (requests <= (options.failFirst ?? 0)) {
+      res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"feed warming up"}');
+      return;
+    }
+    cents += Math.round((Math.random() - 0.5) * 20_000);
+    const price = `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ price }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}/btc-usd`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

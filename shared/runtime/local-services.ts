@@ -1,0 +1,62 @@
+import type { Database } from '../db/port.js';
+import {
+  createFileNotifier,
+  createHttpPriceSource,
+  createJobServices,
+  type Notifier,
+} from '../domain/index.js';
+import type { JobServices } from '../job-types/services.js';
+import type { JobTracker } from '../jobs/tracker.js';
+import { startDemoPriceFeed } from './demo-price-feed.js';
+import type { Logger } from './logger.js';
+
+export interface LocalServices {
+  services: JobServices;
+  /** Where notifications go locally. */
+  outboxFile: string;
+  priceUrl: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The job services of the local runtime: notifications are appended to `.lana-jobs/outbox.jsonl` (and
+ * logged); prices come from LANA_PRICE_URL, or from a simulated feed on 127.0.0.1 when it is unset.
+ */
+export async function createLocalServices(deps: {
+  db: Database;
+  tracker: Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
+  logger: Logger;
+  /** Answer the first N price requests with HTTP 503 (the demo's retryable failure). */
+  failFirstPriceRequests?: number;
+}): Promise<LocalServices> {
+  const fileNotifier = createFileNotifier();
+  const notifier: Notifier = {
+    async send(message, signal) {
+      const sent = await fileNotifier.send(message, signal);
+      deps.logger.info('notification sent', {
+        to: message.to,
+        subject: message.subject,
+        outbox: fileNotifier.file,
+      });
+      return sent;
+    },
+  };
+  let priceUrl = process.env.LANA_PRICE_URL;
+  let closeFeed = async () => {};
+  if (!priceUrl) {
+    const feed = await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests });
+    priceUrl = feed.url;
+    closeFeed = feed.close;
+    deps.logger.info('no LANA_PRICE_URL: using a simulated BTC/USD feed', { url: priceUrl });
+  }
+  const services = createJobServices({
+    db: deps.db,
+    tracker: deps.tracker,
+    notifier,
+    priceSource: createHttpPriceSource({
+      url: priceUrl,
+      timeoutMs: Number(process.env.LANA_PRICE_TIMEOUT_MS ?? 5000),
+    }),
+  });
+  return { services, outboxFile: fileNotifier.file, priceUrl, close: closeFeed };
+}

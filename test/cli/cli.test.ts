@@ -1,0 +1,165 @@
+import { execFile } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { runCli } from '../../shared/cli/main.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase();
+});
+afterAll(async () => t.drop());
+
+function sink() {
+  let text = '';
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      text += chunk.toString();
+      cb();
+    },
+  });
+  return { stream, text: () => text };
+}
+
+async function jobs(...argv: string[]) {
+  const out = sink();
+  const err = sink();
+  const code = await runCli([...argv, '--database-url', t.url], { stdout: out.stream, stderr: err.stream });
+  return { code, stdout: out.text(), stderr: err.text() };
+}
+
+async function rowCount(): Promise<number> {
+  const r = await t.db.query<{ n: number }>(
+    'SELECT (SELECT count(*) FROM jobs)::int + (SELECT count(*) FROM job_executions)::int AS n',
+  );
+  return r.rows[0]!.n;
+}
+
+const PROCESS_ID = '0b7c8a52-57a4-4d51-a0a4-1c1f3f0c9d11';
+
+describe('jobs CLI', () => {
+  test('types lists the seed job types with their retry settings', async () => {
+    const out = sink();
+    const code = await runCli(['types', '--json'], { stdout: out.stream, stderr: sink().stream });
+    expect(code).toBe(0);
+    const types = JSON.parse(out.text()) as { type: string; retry: { maxAttempts: number } }[];
+    expect(types.map((x) => x.type)).toEqual(
+      expect.arrayContaining(['approval-processing', 'interest-accrual', 'notification', 'sync']),
+    );
+    expect(types.find((x) => x.type === 'interest-accrual')!.retry.maxAttempts).toBe(6);
+  });
+
+  test('migrate is idempotent', async () => {
+    const r = await jobs('migrate', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ applied: [] });
+  });
+
+  test('enqueue, list, show, cancel, retry, stats', async () => {
+    const enq = await jobs(
+      'enqueue',
+      'interest-accrual',
+      '--payload',
+      '{"date":"2026-11-27"}',
+      '--in',
+      '5m',
+      '--json',
+    );
+    expect(enq.code, enq.stderr).toBe(0);
+    const { job, created } = JSON.parse(enq.stdout) as {
+      job: { id: string; status: string; scheduledAt: string };
+      created: boolean;
+    };
+    expect(created).toBe(true);
+    expect(job.status).toBe('pending');
+    expect(new Date(job.scheduledAt).getTime()).toBeGreaterThan(Date.now() + 4 * 60_000);
+
+    const list = await jobs('list', '--type', 'interest-accrual', '--json');
+    expect((JSON.parse(list.stdout) as { id: string }[]).map((j) => j.id)).toContain(job.id);
+
+    const show = await jobs('show', job.id);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toContain(job.id);
+    expect(show.stdout).toContain('no attempts yet');
+
+    const cancel = await jobs('cancel', job.id, '--json');
+    expect(cancel.code).toBe(0);
+    expect(JSON.parse(cancel.stdout).status).toBe('cancelled');
+    const again = await jobs('cancel', job.id);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/is cancelled/);
+
+    const retry = await jobs('retry', job.id, '--json');
+    expect(retry.code).toBe(0);
+    expect(JSON.parse(retry.stdout).status).toBe('pending');
+
+    const stats = await jobs('stats', '--json');
+    expect(stats.code).toBe(0);
+    const s = JSON.parse(stats.stdout) as { counts: { jobType: string; status: string; count: number }[] };
+    expect(s.counts).toContainEqual({ jobType: 'interest-accrual', status: 'pending', count: 1 });
+  });
+
+  test('an idempotency key makes a second enqueue a no-op', async () => {
+    const first = await jobs('enqueue', 'sync', '--key', 'cli-key-1', '--json');
+    const before = await rowCount();
+    const second = await jobs('enqueue', 'sync', '--key', 'cli-key-1', '--json');
+    expect(second.code).toBe(0);
+    expect(JSON.parse(second.stdout).created).toBe(false);
+    expect(JSON.parse(second.stdout).job.id).toBe(JSON.parse(first.stdout).job.id);
+    expect(await rowCount()).toBe(before);
+  });
+
+  const badInputs: [string, string[], RegExp][] = [
+    ['unknown job type', ['enqueue', 'no-such-type'], /unknown job type "no-such-type"/],
+    ['malformed JSON', ['enqueue', 'sync', '--payload', '{"target":'], /not valid JSON/],
+    [
+      'payload failing its schema',
+      ['enqueue', 'approval-processing', '--payload', '{"processId":"42"}'],
+      /payload\.processId/,
+    ],
+    [
+      'payload with an unknown field',
+      ['enqueue', 'approval-processing', '--payload', `{"processId":"${PROCESS_ID}","x":1}`],
+      /invalid payload/,
+    ],
+    ['unknown option', ['enqueue', 'sync', '--bogus'], /Unknown option '--bogus'/],
+    ['priority not a number', ['enqueue', 'sync', '--priority', 'high'], /--priority must be an integer/],
+    ['priority out of range', ['enqueue', 'sync', '--priority', '100000'], /--priority must be from/],
+    ['max attempts zero', ['enqueue', 'sync', '--max-attempts', '0'], /--max-attempts must be from/],
+    ['time without zone', ['enqueue', 'sync', '--at', '2026-12-01 10:00'], /not an ISO 8601 time/],
+    [
+      'both --at and --in',
+      ['enqueue', 'sync', '--at', '2026-12-01T00:00:00Z', '--in', '5m'],
+      /either --at or --in/,
+    ],
+    ['bad duration', ['enqueue', 'sync', '--in', 'soon'], /not a duration/],
+    ['too far ahead', ['enqueue', 'sync', '--in', '3650d'], /more than 5 years ahead/],
+    ['missing type', ['enqueue'], /missing <type>/],
+    ['extra argument', ['enqueue', 'sync', 'extra'], /unexpected argument "extra"/],
+    ['show a non-UUID', ['show', 'abc'], /not a job id/],
+    ['show an unknown id', ['show', PROCESS_ID], /no job with id/],
+    ['retry an unknown id', ['retry', PROCESS_ID], /no job with id/],
+    ['cancel a non-UUID', ['cancel', "1'; DROP TABLE jobs; --"], /not a job id/],
+    ['list with an unknown status', ['list', '--status', 'done'], /--status must be one of/],
+    ['list with limit 0', ['list', '--limit', '0'], /--limit must be from 1/],
+    ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
+  ];
+
+  test.each(
+    badInputs,
+  )('bad input: %s exits 2 with a one-line reason and writes nothing', async (_name, argv, message) => {
+    const before = await rowCount();
+    const r = await jobs(...argv);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
+    expect(await rowCount()).toBe(before);
+  });
+
+  test('the installed bin runs as `jobs`', async () => {
+    const { stdout } = await promisify(execFile)('node', ['bin/jobs.js', 'types'], { cwd: process.cwd() });
+    expect(stdout).toMatch(/interest-accrual\s+6\s+2m, 4m, 8m, 16m, 32m/);
+  });
+});
