@@ -40,6 +40,7 @@ const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)'
  * executor marks the start itself (`startAttemptSql`), which is how duplicate deliveries are recognised.
  */
 export const claimDueJobsSql = `
+WITH claimed AS (
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1,
     started_at = CASE WHEN :start_now THEN ${NOW} END,
@@ -52,7 +53,10 @@ WHERE j.id = ANY(ARRAY(
   ORDER BY priority, scheduled_at, id
   LIMIT :limit
   FOR UPDATE SKIP LOCKED))
-RETURNING ${CLAIM_COLUMNS}`;
+RETURNING ${CLAIM_COLUMNS}
+)
+-- An UPDATE returns rows in physical order; hand them out in claim order.
+SELECT * FROM claimed ORDER BY priority, scheduled_at, id`;
 
 /**
  * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
