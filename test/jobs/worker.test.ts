@@ -4,7 +4,7 @@ import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
-import { type AttemptEvent, Worker } from '../../shared/runtime/worker.js';
+import { type AttemptEvent, Worker, type WorkerOptions } from '../../shared/runtime/worker.js';
 import { latestTick, nextTick, toEventBridgeExpression } from '../../shared/schedules/cron.js';
 import {
   jobForTick,
@@ -55,13 +55,14 @@ function registry(started: string[] = []) {
     });
 }
 
+type Reg = ReturnType<typeof registry>;
 function worker(
-  reg: ReturnType<typeof registry>,
-  options: Partial<ConstructorParameters<typeof Worker>[0]> = {},
+  reg: Reg,
+  options: Omit<WorkerOptions<Reg['schemas'], unknown>, 'tracker' | 'dispatcher'> = {},
   clock?: ManualClock,
 ) {
   const tracker = new JobTracker({ db: t.db, registry: reg, clock });
-  const w = new Worker({ tracker, dispatcher: new JobDispatcher(reg, {}), ...options });
+  const w = new Worker({ tracker, dispatcher: new JobDispatcher(reg, {} as unknown), ...options });
   return { tracker, worker: w };
 }
 
