@@ -7,20 +7,44 @@ export interface PriceSource {
   btcUsdCents(signal?: AbortSignal): Promise<bigint>;
 }
 
-const positiveDecimal = z
-  .union([z.string(), z.number()])
-  .transform((v) => (typeof v === 'number' ? String(v) : v.trim()))
-  .refine((v) => /^\d+(\.\d+)?$/.test(v), 'expected a positive decimal number')
-  .refine((v) => decimalToCents(v) > 0n, 'price must be positive');
+const positiveDecimal = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const text = typeof value === 'number' ? String(value) : value.trim();
+  if (!/^\d+(\.\d+)?$/.test(text)) {
+    ctx.issues.push({
+      code: 'custom',
+      message: `expected a positive decimal number, got ${JSON.stringify(value)}`,
+      input: value,
+    });
+    return z.NEVER;
+  }
+  if (decimalToCents(text) <= 0n) {
+    ctx.issues.push({ code: 'custom', message: 'price must be positive', input: value });
+    return z.NEVER;
+  }
+  return text;
+});
 
 /**
  * Accepted answers: `{ "price": "97123.45" }` (string or number) or the CoinGecko simple-price shape
  * `{ "bitcoin": { "usd": 97123.45 } }`.
  */
-export const priceResponseSchema = z.union([
-  z.object({ price: positiveDecimal }).transform((r) => r.price),
-  z.object({ bitcoin: z.object({ usd: positiveDecimal }) }).transform((r) => r.bitcoin.usd),
-]);
+export const priceResponseSchema = z
+  .looseObject({
+    price: positiveDecimal.optional(),
+    bitcoin: z.looseObject({ usd: positiveDecimal }).optional(),
+  })
+  .transform((r, ctx) => {
+    const price = r.price ?? r.bitcoin?.usd;
+    if (price === undefined) {
+      ctx.issues.push({
+        code: 'custom',
+        message: 'no price in the answer (expected "price" or "bitcoin.usd")',
+        input: r,
+      });
+      return z.NEVER;
+    }
+    return price;
+  });
 
 export class PriceSourceError extends Error {
   override readonly name = 'PriceSourceError';

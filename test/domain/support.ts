@@ -1,0 +1,87 @@
+import { type Database, date } from '../../shared/db/port.js';
+import { createJobServices, type Notifier, type PriceSource } from '../../shared/domain/index.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+
+/** A notifier that keeps what it was asked to send (a real implementation of the port, in memory). */
+export function recordingNotifier() {
+  const sent: { to: string; subject: string; body: string; idempotencyKey: string }[] = [];
+  let failNext = 0;
+  const notifier: Notifier = {
+    async send(message) {
+      if (failNext > 0) {
+        failNext--;
+        throw new Error('mail server unavailable');
+      }
+      sent.push(message);
+      return { messageId: `m-${sent.length}` };
+    },
+  };
+  return { notifier, sent, failNextSends: (n: number) => (failNext = n) };
+}
+
+export function fixedPrice(cents: bigint): PriceSource {
+  return { btcUsdCents: async () => cents };
+}
+
+export function domainHarness(db: Database, options: { price?: PriceSource; notifier?: Notifier } = {}) {
+  const registry = createJobTypeRegistry();
+  const tracker = new JobTracker({ db, registry });
+  const notifications = recordingNotifier();
+  const services = createJobServices({
+    db,
+    tracker,
+    notifier: options.notifier ?? notifications.notifier,
+    priceSource: options.price ?? fixedPrice(10_000_000n),
+  });
+  const dispatcher = new JobDispatcher(registry, services);
+  /** Claims and runs everything due (and what that enqueues), recording results like a worker. */
+  async function drain(): Promise<void> {
+    for (;;) {
+      const claimed = await tracker.fetchReady(50, { startNow: true });
+      if (claimed.length === 0) return;
+      for (const job of claimed) {
+        const result = await dispatcher.dispatch(job);
+        if (result.outcome === 'completed') await tracker.markCompleted(job.id, job.attempts);
+        else if (result.outcome === 'failed')
+          await tracker.markFailed(job.id, job.attempts, result.error, { permanent: result.permanent });
+        else await tracker.markFailed(job.id, job.attempts, result.reason, { retryAt: result.retryAt });
+      }
+    }
+  }
+  return { registry, tracker, services, dispatcher, notifications, drain };
+}
+
+export async function insertFacility(
+  db: Database,
+  f: {
+    email?: string;
+    status?: 'active' | 'closed';
+    limitCents?: bigint;
+    principalCents: bigint;
+    rate: string;
+    collateralSats?: bigint;
+    nextPaymentDue?: string | null;
+    createdAt?: string;
+  },
+): Promise<string> {
+  const res = await db.query<{ id: string }>(
+    `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                    collateral_sats, next_payment_due, created_at)
+     VALUES (:email, :status, :limit, :principal, CAST(:rate AS numeric), :sats, CAST(:due AS date),
+             COALESCE(CAST(:created AS timestamptz), '2026-01-01T00:00:00Z'))
+     RETURNING id`,
+    {
+      email: f.email ?? 'borrower@example.com',
+      status: f.status ?? 'active',
+      limit: f.limitCents ?? 1_000_000_000n,
+      principal: f.principalCents,
+      rate: f.rate,
+      sats: f.collateralSats ?? 0n,
+      due: f.nextPaymentDue ? date(f.nextPaymentDue) : null,
+      created: f.createdAt ?? null,
+    },
+  );
+  return res.rows[0]!.id;
+}
