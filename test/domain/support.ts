@@ -18,7 +18,10 @@ export function recordingNotifier() {
       return { messageId: `m-${sent.length}` };
     },
   };
-  return { notifier, sent, failNextSends: (n: number) => (failNext = n) };
+  const failNextSends = (n: number): void => {
+    failNext = n;
+  };
+  return { notifier, sent, failNextSends };
 }
 
 export function fixedPrice(cents: bigint): PriceSource {
