@@ -11,6 +11,7 @@ export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: st
 export const GLOBAL_OPTIONS = {
   json: { type: 'boolean' },
   'database-url': { type: 'string' },
+  'data-api': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies OptionSpec;
 

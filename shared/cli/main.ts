@@ -17,6 +17,7 @@ import {
   stringOption,
   UsageError,
 } from './args.js';
+import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, toJson } from './format.js';
 import { runWorkerCommand } from './work.js';
 
@@ -42,6 +43,8 @@ Commands:
 Options:
   --json                          machine-readable output
   --database-url URL              PostgreSQL to use (default: DATABASE_URL, else the embedded server)
+  --data-api                      use the deployed database through the RDS Data API
+                                  (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE)
 `;
 
 interface Command {
@@ -264,11 +267,17 @@ export async function runCli(
     const registry = createJobTypeRegistry();
     if (command.needsDatabase) {
       const url = stringOption(args, 'database-url');
+      if (args.values['data-api'] && url)
+        throw new UsageError('use either --data-api or --database-url, not both');
+      if (args.values['data-api'] && name === 'dev')
+        throw new UsageError('dev runs locally; use `work` or other commands with --data-api');
       const logger = createConsoleLogger({ stream: io.stderr });
-      opened = await openLocalDatabase({
-        databaseUrl: url,
-        logger: name === 'work' || name === 'dev' ? logger : undefined,
-      });
+      opened = args.values['data-api']
+        ? openDataApiFromEnv(process.env)
+        : await openLocalDatabase({
+            databaseUrl: url,
+            logger: name === 'work' || name === 'dev' ? logger : undefined,
+          });
       if (name !== 'migrate' && name !== 'work' && name !== 'dev') await assertMigrated(opened);
     }
     const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from '../../shared/cli/main.js';
+import { startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 let t: TestDatabase;
@@ -156,6 +157,57 @@ describe('jobs CLI', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stdout).toBe('');
     expect(await rowCount()).toBe(before);
+  });
+
+  test('--data-api runs commands through the RDS Data API (the local Data API fixture)', async () => {
+    const fixture = await startDataApiFixture(t.url);
+    const env = {
+      DATA_API_RESOURCE_ARN: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+      DATA_API_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+      DATA_API_DATABASE: t.name,
+      DATA_API_ENDPOINT: fixture.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+    };
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const cli = async (...argv: string[]) => {
+        const out = sink();
+        const err = sink();
+        const code = await runCli(argv, { stdout: out.stream, stderr: err.stream });
+        return { code, stdout: out.text(), stderr: err.text() };
+      };
+      const enq = await cli(
+        'enqueue',
+        'interest-accrual',
+        '--payload',
+        '{"date":"2026-11-20"}',
+        '--key',
+        'via-data-api',
+        '--data-api',
+        '--json',
+      );
+      expect(enq.code, enq.stderr).toBe(0);
+      const id = JSON.parse(enq.stdout).job.id as string;
+      const show = await cli('show', id, '--data-api', '--json');
+      expect(JSON.parse(show.stdout).job).toMatchObject({
+        id,
+        jobType: 'interest-accrual',
+        payload: { date: '2026-11-20' },
+      });
+      expect(fixture.counts.Execute).toBeGreaterThan(0);
+      const both = await cli('list', '--data-api', '--database-url', t.url);
+      expect(both.code).toBe(2);
+      delete process.env.DATA_API_SECRET_ARN;
+      const missing = await cli('stats', '--data-api');
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/needs DATA_API_SECRET_ARN/);
+    } finally {
+      process.env = saved;
+      await fixture.close();
+    }
   });
 
   test('the installed bin runs as `jobs`', async () => {
