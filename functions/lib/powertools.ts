@@ -1,0 +1,34 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { Tracer } from '@aws-lambda-powertools/tracer';
+import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
+import middy from '@middy/core';
+import type { Context } from 'aws-lambda';
+
+/** Powertools utilities, one set per function (service name and namespace come from the environment). */
+export interface Observability {
+  logger: Logger;
+  metrics: Metrics;
+  tracer: Tracer;
+}
+
+export function createObservability(serviceName: string, options: { silent?: boolean } = {}): Observability {
+  return {
+    logger: new Logger({ serviceName, ...(options.silent ? { logLevel: 'SILENT' as const } : {}) }),
+    metrics: new Metrics({ serviceName, namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'LanaJobs' }),
+    tracer: new Tracer({ serviceName }),
+  };
+}
+
+/** The middleware stack every handler gets: logger context, metrics flushed per invocation, tracing. */
+export function withObservability<E, R>(
+  handler: (event: E, context: Context) => Promise<R>,
+  o: Observability,
+) {
+  return middy(handler)
+    .use(captureLambdaHandler(o.tracer))
+    .use(injectLambdaContext(o.logger))
+    .use(logMetrics(o.metrics));
+}

@@ -1,0 +1,60 @@
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
+import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
+import { dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
+import type { Database } from '../../shared/db/port.js';
+import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
+import { createJobTypeRegistry, type JobServices, type SeedRegistry } from '../../shared/job-types/index.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import type { JobPublisher } from '../../shared/jobs/fan-out.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import type { Observability } from './powertools.js';
+
+export type SeedDispatcher = JobDispatcher<SeedRegistry['schemas'], JobServices>;
+export type SeedTracker = JobTracker<SeedRegistry['schemas'], JobServices>;
+
+/** Everything a handler needs; tests build it over a real PostgreSQL, Lambda builds it from the environment. */
+export interface JobRuntime {
+  db: Database;
+  registry: SeedRegistry;
+  tracker: SeedTracker;
+}
+
+function required(env: NodeJS.ProcessEnv, name: string): string {
+  const v = env[name];
+  if (!v) throw new Error(`environment variable ${name} is not set`);
+  return v;
+}
+
+/** The database (RDS Data API), registry and tracker, with metrics going to CloudWatch. */
+export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = process.env): JobRuntime {
+  const db = dataApiDatabaseFromEnv(env);
+  const registry = createJobTypeRegistry();
+  const tracker = new JobTracker({ db, registry, metrics: createPowertoolsJobMetrics(o.metrics) });
+  return { db, registry, tracker };
+}
+
+/** The lending services for executors: e-mail through SES, prices from the configured HTTP source. */
+export function servicesFromEnv(runtime: JobRuntime, env: NodeJS.ProcessEnv = process.env): JobServices {
+  return createJobServices({
+    db: runtime.db,
+    tracker: runtime.tracker,
+    notifier: createSesNotifier({ fromAddress: required(env, 'NOTIFICATION_FROM_ADDRESS') }),
+    priceSource: createHttpPriceSource({
+      url: required(env, 'PRICE_SOURCE_URL'),
+      timeoutMs: Number(env.PRICE_SOURCE_TIMEOUT_MS ?? 5000),
+    }),
+    retentionDays: env.JOB_RETENTION_DAYS ? Number(env.JOB_RETENTION_DAYS) : undefined,
+  });
+}
+
+export function publisherFromEnv(env: NodeJS.ProcessEnv = process.env): JobPublisher {
+  return createEventBridgePublisher({
+    busName: required(env, 'JOBS_BUS_NAME'),
+    client: new EventBridgeClient({}),
+  });
+}
+
+export function dispatcherFor(runtime: JobRuntime, services: JobServices): SeedDispatcher {
+  return new JobDispatcher(runtime.registry, services);
+}
