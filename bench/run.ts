@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { openBenchServer } from './support.js';
+import { interestAccrual } from './workloads/accrual.js';
 import { growth, latency, throughput } from './workloads/core.js';
 
 /**
@@ -47,6 +48,11 @@ try {
     log(
       `W3 growth       claim+complete ${r.small.claimCompleteMsPer1000} ms/1000 jobs with ${r.small.history} in history, ${r.large.claimCompleteMsPer1000} with ${r.large.history}: ratio ${r.ratio}`,
     );
+  }
+  if (wanted('W4')) {
+    const r = await interestAccrual(server);
+    results.W4_interest_accrual = r;
+    log(`W4 accrual      ${r.facilities} facilities accrued in one job in ${r.seconds} s`);
   }
 } finally {
   await server.stop();
