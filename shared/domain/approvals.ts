@@ -109,9 +109,12 @@ export async function castVote(
  * executes the disbursal (the facility's drawn principal grows by the amount). One transaction, guarded by
  * the process status, so running it twice or on a concluded process changes nothing.
  */
-export function createApprovalService(db: Database): ApprovalService & {
+/** The approval service with its result typed (an extension, so callers passing a signal see it too). */
+export interface LendingApprovalService extends ApprovalService {
   processApproval(processId: string, signal?: AbortSignal): Promise<ApprovalResult>;
-} {
+}
+
+export function createApprovalService(db: Database): LendingApprovalService {
   return {
     processApproval: (processId: string) =>
       db.transaction(async (tx) => {

@@ -2,13 +2,13 @@ import type { Database } from '../db/port.js';
 import type { JobServices } from '../job-types/services.js';
 import { createMaintenanceService } from '../jobs/maintenance.js';
 import type { JobTracker } from '../jobs/tracker.js';
-import { createApprovalService } from './approvals.js';
-import { createCreditService } from './credit.js';
-import { createNotificationService } from './notifications.js';
+import { createApprovalService, type LendingApprovalService } from './approvals.js';
+import { createCreditService, type LendingCreditService } from './credit.js';
+import { createNotificationService, type LendingNotificationService } from './notifications.js';
 import type { Notifier } from './notifier.js';
-import { createPortfolioService } from './portfolio.js';
+import { createPortfolioService, type LendingPortfolioService } from './portfolio.js';
 import type { PriceSource } from './price-source.js';
-import { createReminderService } from './reminders.js';
+import { createReminderService, type LendingReminderService } from './reminders.js';
 
 export { castVote, createApprovalProcess } from './approvals.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
@@ -25,8 +25,17 @@ export interface JobServicesDeps {
   retentionDays?: number;
 }
 
+/** The job services with the domain's results typed; assignable to `JobServices`. */
+export interface LendingJobServices extends JobServices {
+  approvals: LendingApprovalService;
+  credit: LendingCreditService;
+  notifications: LendingNotificationService;
+  reminders: LendingReminderService;
+  portfolio: LendingPortfolioService;
+}
+
 /** Everything the job types' executors need, on real tables. Adapters build this once. */
-export function createJobServices(deps: JobServicesDeps): JobServices {
+export function createJobServices(deps: JobServicesDeps): LendingJobServices {
   return {
     approvals: createApprovalService(deps.db),
     credit: createCreditService(deps.db),

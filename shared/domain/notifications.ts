@@ -6,6 +6,7 @@ import type { Notifier } from './notifier.js';
 
 interface FacilityRow {
   [k: string]: unknown;
+  status: 'active' | 'closed';
   customer_email: string;
   drawn_principal_cents: bigint;
   accrued_interest_cents: bigint;
@@ -41,11 +42,20 @@ export function renderNotification(n: NotificationPayload, f: FacilityRow): Rend
   };
 }
 
-export type SendResult = {
-  outcome: 'sent' | 'already_sent';
-  notificationId: string;
-  messageId: string | null;
-};
+/** The day a notice is about: one notice per facility, kind and this day. */
+function keyDateOf(n: NotificationPayload): string {
+  return n.kind === 'payment-reminder' ? n.dueDate : n.valuationDate;
+}
+
+export type SendResult =
+  | { outcome: 'sent' | 'already_sent'; notificationId: string; messageId: string | null }
+  /** The facility was closed before the notice went out: nothing recorded, nothing sent. */
+  | { outcome: 'skipped_facility_closed'; notificationId: null; messageId: null };
+
+/** The notification service with its result typed (an extension, so callers passing a signal see it too). */
+export interface LendingNotificationService extends NotificationService {
+  send(n: NotificationPayload, signal?: AbortSignal): Promise<SendResult>;
+}
 
 /**
  * Records the notification in the outbox (unique per facility, kind and day) and then delivers what is
@@ -53,30 +63,33 @@ export type SendResult = {
  * no outbox closes: a crash after the provider accepted the message and before the row is marked sent
  * re-sends it once on retry (the outbox key travels with the message so it can be spotted).
  */
-export function createNotificationService(
-  db: Database,
-  notifier: Notifier,
-): NotificationService & {
-  send(n: NotificationPayload, signal?: AbortSignal): Promise<SendResult>;
-} {
+export function createNotificationService(db: Database, notifier: Notifier): LendingNotificationService {
   return {
     async send(n, signal) {
       const facility = (
         await db.query<FacilityRow>(
-          `SELECT customer_email, drawn_principal_cents, accrued_interest_cents, collateral_to_loan_ratio,
+          `SELECT status, customer_email, drawn_principal_cents, accrued_interest_cents, collateral_to_loan_ratio,
                   collateral_value_cents
            FROM credit_facilities WHERE id = CAST(:id AS uuid)`,
           { id: uuid(n.facilityId) },
         )
       ).rows[0];
       if (!facility) throw new PermanentJobError(`no credit facility ${n.facilityId}`);
-      const keyDate = n.kind === 'payment-reminder' ? n.dueDate : n.valuationDate;
+      const keyDate = keyDateOf(n);
+      const params = { facility: uuid(n.facilityId), kind: n.kind, key_date: date(keyDate) };
+      // A notice queued before the facility was closed is moot, unless it is already in the outbox (it was
+      // due while the facility was open, and delivery below finishes it).
+      if (facility.status === 'closed') {
+        const recorded = await db.query(
+          `SELECT 1 FROM notifications
+           WHERE facility_id = CAST(:facility AS uuid) AND kind = :kind AND key_date = CAST(:key_date AS date)`,
+          params,
+        );
+        if (recorded.rowCount === 0) {
+          return { outcome: 'skipped_facility_closed', notificationId: null, messageId: null };
+        }
+      }
       const rendered = renderNotification(n, facility);
-      const params = {
-        facility: uuid(n.facilityId),
-        kind: n.kind,
-        key_date: date(keyDate),
-      };
       await db.query(
         `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
          VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)

@@ -36,6 +36,9 @@ export function createFileNotifier(
  * accepting the message and the outbox being marked is recognisable downstream.
  */
 export function createSesNotifier(options: { fromAddress: string; client?: SESv2Client }): Notifier {
+  if (!/^[^@\s]+@[^@\s]+$/.test(options.fromAddress)) {
+    throw new Error(`SES sender must be an e-mail address, got "${options.fromAddress}"`);
+  }
   const client = options.client ?? new SESv2Client({});
   return {
     async send(message, signal) {

@@ -53,6 +53,13 @@ export class PriceSourceError extends Error {
 /** Fetches the price over HTTP with a timeout; the answer is validated before anything uses it. */
 export function createHttpPriceSource(options: { url: string; timeoutMs?: number }): PriceSource {
   const timeoutMs = options.timeoutMs ?? 5000;
+  // Checked at construction, so a misconfigured function fails at start-up rather than on every run.
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 120_000) {
+    throw new Error(`price source timeout must be 1 to 120000 ms, got ${String(options.timeoutMs)}`);
+  }
+  if (!URL.canParse(options.url) || !/^https?:$/.test(new URL(options.url).protocol)) {
+    throw new Error(`price source URL must be an http(s) URL, got "${options.url}"`);
+  }
   return {
     async btcUsdCents(signal) {
       const timeout = AbortSignal.timeout(timeoutMs);

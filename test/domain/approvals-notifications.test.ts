@@ -64,7 +64,7 @@ describe('approval processing', () => {
     );
   });
 
-  test('a vote that rolls back takes its job with it', async () => {
+  test('a vote that rolls back after enqueueing takes its job with it', async () => {
     const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
     const processId = await createApprovalProcess(t.db, {
       facilityId: facility,
@@ -73,13 +73,89 @@ describe('approval processing', () => {
       requiredApprovals: 1,
     });
     const { tracker } = domainHarness(t.db);
-    await t.db.query("ALTER TABLE approval_votes ADD CONSTRAINT no_bob CHECK (voter <> 'bob') NOT VALID");
+    const enqueueCalls: unknown[] = [];
+    const watchedTracker: Pick<typeof tracker, 'enqueueUntyped'> = {
+      enqueueUntyped: async (jobs, options) => {
+        enqueueCalls.push(jobs);
+        return tracker.enqueueUntyped(jobs, options);
+      },
+    };
+    // A deferred constraint trigger fails the vote at COMMIT, i.e. after castVote has enqueued the job.
+    await t.db.query(
+      `CREATE FUNCTION reject_vote_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN RAISE EXCEPTION 'vote rejected at commit'; END $$`,
+    );
+    await t.db.query(
+      `CREATE CONSTRAINT TRIGGER reject_bob AFTER INSERT ON approval_votes DEFERRABLE INITIALLY DEFERRED
+       FOR EACH ROW WHEN (NEW.voter = 'bob') EXECUTE FUNCTION reject_vote_at_commit()`,
+    );
     try {
-      await expect(castVote(t.db, tracker, { processId, voter: 'bob', approve: true })).rejects.toThrow();
+      await expect(
+        castVote(t.db, watchedTracker, { processId, voter: 'bob', approve: true }),
+      ).rejects.toThrow(/vote rejected at commit/);
     } finally {
-      await t.db.query('ALTER TABLE approval_votes DROP CONSTRAINT no_bob');
+      await t.db.query('DROP TRIGGER reject_bob ON approval_votes');
+      await t.db.query('DROP FUNCTION reject_vote_at_commit()');
     }
+    expect(enqueueCalls).toHaveLength(1);
     expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).n).toBe(0);
+    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM approval_votes')).n).toBe(0);
+    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'pending' });
+    // The same vote, once it can commit, enqueues the job; voting again is refused and enqueues nothing.
+    const decided = await castVote(t.db, watchedTracker, { processId, voter: 'bob', approve: true });
+    expect(decided.decided).toBe('approved');
+    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).n).toBe(1);
+  });
+
+  test('two deliveries of the same job at once disburse exactly once', async () => {
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', limitCents: 1_000_000n });
+    const processId = await createApprovalProcess(t.db, {
+      facilityId: facility,
+      amountCents: 400_000n,
+      committeeSize: 1,
+      requiredApprovals: 1,
+    });
+    const { tracker, services } = domainHarness(t.db);
+    await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
+    const results = await Promise.all(
+      [1, 2, 3].map(() => services.approvals.processApproval(processId, signal())),
+    );
+    expect(results.map((r) => r.action).sort()).toEqual([
+      'already_concluded',
+      'already_concluded',
+      'concluded',
+    ]);
+    expect(results.map((r) => r.disbursedCents).reduce((a, b) => a + b, 0n)).toBe(400_000n);
+    expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
+      drawn_principal_cents: 400_000n,
+    });
+    expect(await one('SELECT process_id, amount_cents FROM disbursals')).toEqual({
+      process_id: processId,
+      amount_cents: 400_000n,
+    });
+  });
+
+  test('a process whose votes are not all in is not concluded', async () => {
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
+    const processId = await createApprovalProcess(t.db, {
+      facilityId: facility,
+      amountCents: 100n,
+      committeeSize: 3,
+      requiredApprovals: 2,
+    });
+    const { tracker, drain } = domainHarness(t.db);
+    await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
+    // Enqueued by hand (the CLI) before the deciding vote.
+    const { job } = await tracker.enqueue({ type: 'approval-processing', payload: { processId } });
+    await drain();
+    expect(await tracker.getJob(job.id)).toMatchObject({
+      status: 'failed',
+      lastError: expect.stringMatching(/undecided \(1 of 2 approvals\)/),
+    });
+    expect(await one('SELECT status, concluded_at FROM approval_processes')).toEqual({
+      status: 'pending',
+      concluded_at: null,
+    });
   });
 
   test('denied when approval becomes impossible: no disbursal', async () => {
@@ -175,6 +251,53 @@ describe('notifications', () => {
     expect(await tracker.getJob(job.id)).toMatchObject({ status: 'completed', attempts: 2 });
   });
 
+  test('concurrent duplicate deliveries send once', async () => {
+    const facility = await insertFacility(t.db, { principalCents: 100n, rate: '0.1' });
+    const { services, notifications } = domainHarness(t.db);
+    const payload = { kind: 'margin-call' as const, facilityId: facility, valuationDate: '2026-12-01' };
+    const results = await Promise.all([1, 2, 3, 4].map(() => services.notifications.send(payload, signal())));
+    expect(results.map((r) => r.outcome).sort()).toEqual([
+      'already_sent',
+      'already_sent',
+      'already_sent',
+      'sent',
+    ]);
+    expect(notifications.sent).toHaveLength(1);
+    expect(new Set(results.map((r) => r.messageId))).toEqual(new Set(['m-1']));
+  });
+
+  test('a notice for a facility closed before it went out is skipped, and nothing is recorded', async () => {
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', status: 'closed' });
+    const { tracker, drain, notifications } = domainHarness(t.db);
+    const { job } = await tracker.enqueue({
+      type: 'notification',
+      payload: { kind: 'payment-reminder', facilityId: facility, dueDate: '2026-12-01' },
+    });
+    await drain();
+    expect(await tracker.getJob(job.id)).toMatchObject({ status: 'completed' });
+    expect(notifications.sent).toHaveLength(0);
+    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM notifications')).n).toBe(0);
+  });
+
+  test('an unknown facility fails the notification at once', async () => {
+    const { tracker, drain, notifications } = domainHarness(t.db);
+    const { job } = await tracker.enqueue({
+      type: 'notification',
+      payload: {
+        kind: 'payment-reminder',
+        facilityId: '00000000-0000-4000-8000-000000000002',
+        dueDate: '2026-12-01',
+      },
+    });
+    await drain();
+    expect(await tracker.getJob(job.id)).toMatchObject({
+      status: 'failed',
+      attempts: 1,
+      lastError: expect.stringMatching(/no credit facility/),
+    });
+    expect(notifications.sent).toHaveLength(0);
+  });
+
   test('the daily sweep enqueues reminders for payments due in three days, once', async () => {
     const due = await insertFacility(t.db, {
       principalCents: 100n,
@@ -194,5 +317,27 @@ describe('notifications', () => {
       'SELECT facility_id, key_date FROM notifications',
     );
     expect(sentFor).toEqual({ facility_id: due, key_date: '2026-12-04' });
+  });
+
+  test('the sweep pages through many due payments and a second sweep enqueues none', async () => {
+    await t.db.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      next_payment_due)
+       SELECT 'due' || g || '@example.com', 1000000, 1000, 0.1, DATE '2026-12-04' FROM generate_series(1, 1234) g`,
+    );
+    const { services } = domainHarness(t.db);
+    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toEqual({
+      dueDate: '2026-12-04',
+      enqueued: 1234,
+    });
+    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toEqual({
+      dueDate: '2026-12-04',
+      enqueued: 0,
+    });
+    const jobs = await one<{ n: number; facilities: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT payload->>'facilityId')::int AS facilities
+       FROM jobs WHERE job_type = 'notification' AND payload->>'dueDate' = '2026-12-04'`,
+    );
+    expect(jobs).toEqual({ n: 1234, facilities: 1234 });
   });
 });

@@ -76,21 +76,95 @@ describe('interest accrual', () => {
     expect(await accruals()).toHaveLength(2);
   });
 
-  test('10,000 facilities accrue in one statement', async () => {
+  test('rounding is exact however large the amount: just below half a cent rounds down', async () => {
+    // 366,125,000.01 at 999.9999 %: P·r/365 = 1,003,082,091.49999999726… cents. Numeric division would round
+    // the quotient to 8 places (…91.50000000) and then up; the exact rule gives …091.
+    const huge = await insertFacility(t.db, {
+      principalCents: 36_612_500_001n,
+      rate: '9.999999',
+      limitCents: 100_000_000_000n,
+    });
+    // 0.01 at 1 %: 0.0000274 cents → 0; the facility still gets its (zero) row for the day.
+    const tiny = await insertFacility(t.db, { principalCents: 1n, rate: '0.010000' });
+    const { services } = domainHarness(t.db);
+    const result = await services.credit.accrueDailyInterest('2026-06-01', new AbortController().signal);
+    expect(result).toMatchObject({ facilitiesAccrued: 2, interestCents: 1_003_082_091n });
+    expect(await accruals()).toEqual([
+      { facility_id: tiny, accrual_date: '2026-06-01', interest_cents: 0n },
+      { facility_id: huge, accrual_date: '2026-06-01', interest_cents: 1_003_082_091n },
+    ]);
+  });
+
+  test('the day is a UTC day: a facility opened before its end accrues, one opened at midnight does not', async () => {
+    const lateEvening = await insertFacility(t.db, {
+      principalCents: 36_500n,
+      rate: '0.100000',
+      createdAt: '2026-06-01T23:59:59Z',
+    });
+    await insertFacility(t.db, {
+      principalCents: 36_500n,
+      rate: '0.100000',
+      createdAt: '2026-06-02T00:00:00Z',
+    });
+    const { services } = domainHarness(t.db);
+    await services.credit.accrueDailyInterest('2026-06-01', new AbortController().signal);
+    expect(await accruals()).toEqual([
+      { facility_id: lateEvening, accrual_date: '2026-06-01', interest_cents: 10n },
+    ]);
+  });
+
+  test('10,000 facilities accrue in one statement, each to the exact cent', async () => {
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
-       SELECT 'b' || g || '@example.com', 10000000, g * 100, 0.090000, now() - interval '1 day'
+       SELECT 'b' || g || '@example.com', 100000000, g * 7919, 0.050000 + (g % 97) / 10000.0, now() - interval '1 day'
        FROM generate_series(1, 10000) g`,
     );
     const { services } = domainHarness(t.db);
     const result = await services.credit.accrueDailyInterest('2026-11-27', new AbortController().signal);
     expect(result).toMatchObject({ facilitiesAccrued: 10_000 });
-    const check = await t.db.query<{ rows: number; wrong: number }>(
-      `SELECT count(*)::int AS rows,
-              count(*) FILTER (WHERE interest_cents <> round(principal_cents * annual_rate / 365))::int AS wrong
-       FROM interest_accruals`,
+    const rows = (
+      await t.db.query<{ principal_cents: bigint; annual_rate: string; interest_cents: bigint }>(
+        'SELECT principal_cents, annual_rate, interest_cents FROM interest_accruals',
+      )
+    ).rows;
+    expect(rows).toHaveLength(10_000);
+    // The oracle, in integer arithmetic: rate × 10^6 is an integer; half up = floor((2·P·r6 + D) / 2D).
+    const expected = (principal: bigint, rate: string): bigint => {
+      const rateMicros = BigInt(rate.replace('.', ''));
+      expect(rate).toMatch(/^\d+\.\d{6}$/);
+      return (2n * principal * rateMicros + 365_000_000n) / 730_000_000n;
+    };
+    const wrong = rows.filter((r) => r.interest_cents !== expected(r.principal_cents, r.annual_rate));
+    expect(wrong).toEqual([]);
+    const total = rows.reduce((sum, r) => sum + r.interest_cents, 0n);
+    expect(result.interestCents).toBe(total);
+  });
+
+  test('accrual and valuation running at the same moment both finish (they take turns on the facilities)', async () => {
+    await t.db.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      collateral_sats, created_at)
+       SELECT 'b' || g || '@example.com', 10000000, 36500, 0.100000, 1000000, now() - interval '2 days'
+       FROM generate_series(1, 5000) g`,
     );
-    expect(check.rows[0]).toEqual({ rows: 10_000, wrong: 0 });
+    const { services } = domainHarness(t.db);
+    const signal = new AbortController().signal;
+    const results = await Promise.all([
+      services.credit.accrueDailyInterest('2026-11-26', signal),
+      services.portfolio.revalue(signal),
+      services.credit.accrueDailyInterest('2026-11-27', signal),
+      services.portfolio.revalue(signal),
+    ]);
+    expect(results).toMatchObject([
+      { facilitiesAccrued: 5000, interestCents: 50_000n },
+      { facilitiesValued: 5000 },
+      { facilitiesAccrued: 5000, interestCents: 50_000n },
+      { facilitiesValued: 5000 },
+    ]);
+    const balances = await t.db.query<{ accrued: bigint; valued: number }>(
+      `SELECT sum(accrued_interest_cents)::bigint AS accrued, count(valued_at)::int AS valued FROM credit_facilities`,
+    );
+    expect(balances.rows[0]).toEqual({ accrued: 100_000n, valued: 5000 });
   });
 
   test('a malformed date is rejected at enqueue and nothing is written', async () => {

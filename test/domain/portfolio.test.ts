@@ -43,6 +43,8 @@ beforeEach(async () => {
   );
 });
 
+const signal = () => new AbortController().signal;
+
 const snapshot = async () =>
   (
     await t.db.query(
@@ -56,6 +58,14 @@ describe('price source', () => {
   test('reads a price exactly, in cents, from either accepted shape', async () => {
     expect(await createHttpPriceSource({ url: `${baseUrl}/ok` }).btcUsdCents()).toBe(10_000_000n);
     expect(await createHttpPriceSource({ url: `${baseUrl}/coingecko` }).btcUsdCents()).toBe(9_876_543n);
+  });
+
+  test('a malformed URL or timeout is refused at construction, before any job runs', () => {
+    expect(() => createHttpPriceSource({ url: 'ftp://prices.example/btc' })).toThrow(/http\(s\) URL/);
+    expect(() => createHttpPriceSource({ url: 'not a url' })).toThrow(/http\(s\) URL/);
+    expect(() => createHttpPriceSource({ url: `${baseUrl}/ok`, timeoutMs: Number('soon') })).toThrow(
+      /timeout must be 1 to 120000 ms, got NaN/,
+    );
   });
 
   test.each([
@@ -120,6 +130,74 @@ describe('portfolio valuation', () => {
   });
 });
 
+describe('portfolio valuation at scale', () => {
+  test('enqueues a margin call for every facility below the threshold, in pages, dated by the database', async () => {
+    // 1,201 thin facilities (0.01 BTC against 5,000.00: ratio 0.2 at 100,000.00) and one healthy one.
+    await t.db.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      collateral_sats)
+       SELECT 'thin' || g || '@example.com', 10000000, 500000, 0.1, 1000000 FROM generate_series(1, 1201) g`,
+    );
+    // 1,000 BTC against one cent: a ratio of 10^10, which once overflowed the ratio column.
+    const whale = await insertFacility(t.db, {
+      principalCents: 1n,
+      rate: '0.1',
+      collateralSats: 100_000_000_000n,
+    });
+    const { services } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
+    const result = await services.portfolio.revalue(signal());
+    expect(result).toEqual({ btcUsdCents: 10_000_000n, facilitiesValued: 1202, marginCalls: 1201 });
+    const today = (await t.db.query<{ d: string }>("SELECT CAST(now() AT TIME ZONE 'UTC' AS date) AS d"))
+      .rows[0]!.d;
+    const jobs = await t.db.query<{ n: number; facilities: number; dated_today: number; keyed: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT payload->>'facilityId')::int AS facilities,
+              count(*) FILTER (WHERE payload->>'valuationDate' = :today)::int AS dated_today,
+              count(*) FILTER (WHERE idempotency_key = 'margin-call:' || (payload->>'facilityId') || ':' || :today)::int AS keyed
+       FROM jobs WHERE job_type = 'notification' AND payload->>'kind' = 'margin-call'`,
+      { today },
+    );
+    expect(jobs.rows[0]).toEqual({ n: 1201, facilities: 1201, dated_today: 1201, keyed: 1201 });
+    expect(
+      (
+        await t.db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM jobs WHERE payload->>'facilityId' = :whale`,
+          { whale },
+        )
+      ).rows[0]!.n,
+    ).toBe(0);
+    const whaleRow = await t.db.query(
+      'SELECT collateral_value_cents, collateral_to_loan_ratio FROM credit_facilities WHERE id = CAST(:id AS uuid)',
+      { id: whale },
+    );
+    expect(whaleRow.rows[0]).toEqual({
+      collateral_value_cents: 10_000_000_000n,
+      collateral_to_loan_ratio: '10000000000.0000',
+    });
+    // A second valuation the same day enqueues no second margin call.
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ marginCalls: 1201 });
+    expect(await snapshot()).toEqual({ valuations: 2, valued: 1202, notifications: 1201 });
+  });
+
+  test('collateral value rounds half up to the cent, exactly', async () => {
+    // At 12,345.50 USD/BTC: 1 sat = 0.0123455 cents → 0; 500,000 sats = 6,172.75 cents → 6,173 (half up).
+    const oneSat = await insertFacility(t.db, { principalCents: 100n, rate: '0.1', collateralSats: 1n });
+    const halfSats = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      collateralSats: 500_000n,
+    });
+    const { services } = domainHarness(t.db, { price: fixedPrice(1_234_550n) });
+    await services.portfolio.revalue(signal());
+    const values = await t.db.query<{ id: string; collateral_value_cents: bigint }>(
+      'SELECT id, collateral_value_cents FROM credit_facilities ORDER BY collateral_sats',
+    );
+    expect(values.rows).toEqual([
+      { id: oneSat, collateral_value_cents: 0n },
+      { id: halfSats, collateral_value_cents: 6_173n },
+    ]);
+  });
+});
+
 describe('SES notifier', () => {
   test('sends a plain-text e-mail from the configured identity, tagged with the outbox key', async () => {
     const ses = mockClient(SESv2Client);
@@ -141,6 +219,12 @@ describe('SES notifier', () => {
       EmailTags: [{ Name: 'outbox_key', Value: 'payment-reminder_abc_2026-12-01' }],
     });
     ses.restore();
+  });
+
+  test('a sender that is not an e-mail address is refused at construction', () => {
+    expect(() =>
+      createSesNotifier({ fromAddress: '', client: new SESv2Client({ region: 'us-east-1' }) }),
+    ).toThrow(/SES sender must be an e-mail address/);
   });
 
   test('an SES error is a failed delivery (retried by the job)', async () => {
