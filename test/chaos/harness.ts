@@ -1,0 +1,437 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { z } from 'zod';
+import { migrate } from '../../shared/db/migrate.js';
+import { PgDatabase } from '../../shared/db/pg-driver.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { PermanentJobError } from '../../shared/jobs/errors.js';
+import type { ClaimedJob } from '../../shared/jobs/model.js';
+import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { backoffSeconds } from '../../shared/jobs/retry-policy.js';
+import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import { Worker } from '../../shared/runtime/worker.js';
+
+/**
+ * The fault-injection run: real trackers, dispatchers, workers and "Lambda" executors (the delivered-
+ * attempt path the executor functions use) on a real PostgreSQL, with faults injected at random from a
+ * printed seed, then invariants checked on what the tables and the executors recorded.
+ */
+export interface ChaosOptions {
+  adminUrl: string;
+  seed: number;
+  jobs: number;
+  /** Local workers (each its own connection pool). */
+  workers: number;
+  /** Simulated fetch-ready + executor Lambdas (each its own pool). */
+  lambdas: number;
+  /** How long faults are injected before the system is left to settle. */
+  faultSeconds: number;
+  log?: (line: string) => void;
+}
+
+export interface ChaosReport {
+  jobs: number;
+  seed: number;
+  seconds: number;
+  faults: Record<string, number>;
+  outcomes: Record<string, number>;
+  /** Why jobs ended `failed` (top reasons). */
+  failureReasons: Record<string, number>;
+  violations: Record<string, number>;
+  /** Effects an executor performed again for a job (absorbed by the idempotent effect table). */
+  effectsRerun: number;
+  /** Attempts that overlapped in real time only because an injected clock jump expired a live lease. */
+  overlapsCausedByClockJumps: number;
+}
+
+/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Deterministic per (seed, job, attempt): replaying a seed replays each attempt's behaviour. */
+function behaviourOf(seed: number, jobId: string, attempt: number) {
+  let h = seed ^ (attempt * 0x9e3779b1);
+  for (const c of jobId) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193);
+  const r = prng(h)();
+  if (r < 0.55) return 'ok' as const;
+  if (r < 0.7) return 'throw' as const;
+  if (r < 0.74) return 'permanent' as const;
+  if (r < 0.8) return 'hang' as const;
+  if (r < 0.86) return 'crash-after-work' as const;
+  return 'slow' as const;
+}
+
+const CHAOS_RETRY = { maxAttempts: 6, backoffBaseSeconds: 1, backoffCapSeconds: 32 };
+
+interface Run {
+  jobId: string;
+  attempt: number;
+  start: number;
+  end: number;
+  jumpsAtStart: number;
+}
+
+interface ChaosServices {
+  db: PgDatabase;
+  /** Kills the process the attempt runs in, after its work: the result is never reported. */
+  crash: () => void;
+}
+
+export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
+  const log = options.log ?? (() => {});
+  const t0 = performance.now();
+  const rand = prng(options.seed);
+  const name = `lana_chaos_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: options.adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(options.adminUrl);
+  url.pathname = `/${name}`;
+  const dbUrl = url.toString();
+  const faults: Record<string, number> = {};
+  const fault = (kind: string) => {
+    faults[kind] = (faults[kind] ?? 0) + 1;
+  };
+  const runs: Run[] = [];
+  let clockJumps = 0;
+  // Real time plus an offset that the injected jumps increase: leases and timeouts keep their real-time
+  // relationship except across a jump, which is the fault being injected.
+  let offsetMs = 0;
+  const clock = { now: () => new Date(Date.now() + offsetMs) };
+  const pools: PgDatabase[] = [];
+  const pool = (label: string) => {
+    const p = new PgDatabase({ connectionString: dbUrl, max: 4, applicationName: `chaos-${label}` });
+    pools.push(p);
+    return p;
+  };
+  const control = pool('control');
+  try {
+    await migrate(control);
+    // The domain effect, made idempotent the way a real executor must be: one row per job, whatever runs.
+    await control.query('CREATE TABLE chaos_effects (job_id uuid PRIMARY KEY, attempt integer NOT NULL)');
+    // Every time an executor performed the effect, absorbed or not.
+    await control.query('CREATE TABLE chaos_effect_runs (job_id uuid NOT NULL, attempt integer NOT NULL)');
+
+    const registry = new JobTypeRegistry<Record<never, never>, ChaosServices>().register({
+      type: 'chaos-effect',
+      description: 'does an idempotent effect, or misbehaves',
+      schema: z.object({ n: z.number().int() }),
+      timeoutSeconds: 2,
+      // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
+      retry: CHAOS_RETRY,
+      execute: async (_payload, ctx) => {
+        const behaviour = behaviourOf(options.seed, ctx.job.id, ctx.attempt);
+        const run: Run = {
+          jobId: ctx.job.id,
+          attempt: ctx.attempt,
+          start: performance.now(),
+          end: Number.POSITIVE_INFINITY,
+          jumpsAtStart: clockJumps,
+        };
+        runs.push(run);
+        try {
+          const effect = async () => {
+            await ctx.services.db.query(
+              'INSERT INTO chaos_effect_runs (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt)',
+              { id: ctx.job.id, attempt: ctx.attempt },
+            );
+            await ctx.services.db.query(
+              'INSERT INTO chaos_effects (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt) ON CONFLICT (job_id) DO NOTHING',
+              { id: ctx.job.id, attempt: ctx.attempt },
+            );
+          };
+          switch (behaviour) {
+            case 'ok':
+              await effect();
+              return undefined;
+            case 'slow':
+              await new Promise((r) => setTimeout(r, 5 + Math.random() * 30));
+              await effect();
+              return undefined;
+            case 'throw':
+              fault('executor_throws');
+              throw new Error('injected failure');
+            case 'permanent':
+              fault('executor_permanent_failure');
+              throw new PermanentJobError('injected permanent failure');
+            case 'hang':
+              fault('executor_hangs_past_lease');
+              await new Promise<void>((_resolve, reject) =>
+                ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }),
+              );
+              return undefined;
+            case 'crash-after-work':
+              await effect();
+              fault('crash_between_work_and_report');
+              ctx.services.crash();
+              return undefined;
+          }
+        } finally {
+          run.end = performance.now();
+        }
+      },
+    });
+
+    const tracker = new JobTracker({ db: control, registry, clock });
+    await tracker.enqueueMany(
+      Array.from({ length: options.jobs }, (_, n) => ({ type: 'chaos-effect' as const, payload: { n } })),
+    );
+    log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
+
+    let stopping = false;
+    const tasks: Promise<unknown>[] = [];
+
+    // Local workers; a crashed one is replaced by a new process.
+    const startWorker = async (i: number, generation: number): Promise<void> => {
+      if (stopping) return;
+      const db = pool(`w${i}`);
+      const workerTracker = new JobTracker({ db, registry, clock });
+      let worker: Worker<typeof registry.schemas, ChaosServices> | undefined;
+      const services: ChaosServices = {
+        db,
+        crash: () => {
+          void worker?.kill().then(() => {
+            setTimeout(() => void startWorker(i, generation + 1), 20);
+          });
+        },
+      };
+      worker = new Worker({
+        tracker: workerTracker,
+        dispatcher: new JobDispatcher(registry, services),
+        concurrency: 4,
+        claimBatchSize: 8,
+        pollIntervalMs: 25,
+        rescueIntervalMs: 40,
+      });
+      workers.push(worker);
+      await worker.start();
+    };
+    const workers: Worker<typeof registry.schemas, ChaosServices>[] = [];
+    for (let i = 0; i < options.workers; i++) await startWorker(i, 0);
+
+    // Simulated AWS path: fetch-ready claims and "publishes" to an in-memory bus; executor "Lambdas" run
+    // deliveries through the same path as functions/executor (start → dispatch → record, fenced).
+    const bus: { id: string; attempt: number }[] = [];
+    const delivered: { id: string; attempt: number }[] = [];
+    for (let i = 0; i < options.lambdas; i++) {
+      const db = pool(`l${i}`);
+      const lambdaTracker = new JobTracker({ db, registry, clock });
+      let crashed = false;
+      const services: ChaosServices = { db, crash: () => (crashed = true) };
+      const dispatcher = new JobDispatcher(registry, services);
+      tasks.push(
+        (async () => {
+          while (!stopping) {
+            try {
+              await lambdaTracker.rescueExpiredLeases();
+              const claimed: ClaimedJob[] = await lambdaTracker.fetchReady(5);
+              for (const job of claimed) {
+                const r = rand();
+                if (r < 0.05) {
+                  fault('fetch_ready_died_before_publishing');
+                  continue;
+                }
+                if (r < 0.1) {
+                  fault('publish_partial_failure_released');
+                  await lambdaTracker.release([{ id: job.id, attempt: job.attempts }]);
+                  continue;
+                }
+                bus.push({ id: job.id, attempt: job.attempts });
+                if (r < 0.2) {
+                  fault('duplicate_delivery');
+                  bus.push({ id: job.id, attempt: job.attempts });
+                }
+              }
+              // Deliver, sometimes out of order, sometimes an old (stale) attempt again.
+              while (bus.length > 0) {
+                const event = bus.splice(Math.floor(rand() * bus.length), 1)[0]!;
+                delivered.push(event);
+                crashed = false;
+                const job = await lambdaTracker.startAttempt(event.id, event.attempt);
+                if (!job) continue;
+                const dispatched = await dispatcher.dispatch(job);
+                if (crashed) continue; // the Lambda died after the work: no report, the lease expires
+                if (dispatched.outcome === 'completed')
+                  await lambdaTracker.markCompleted(job.id, job.attempts);
+                else if (dispatched.outcome === 'failed')
+                  await lambdaTracker.markFailed(job.id, job.attempts, dispatched.error, {
+                    permanent: dispatched.permanent,
+                  });
+                else
+                  await lambdaTracker.markFailed(job.id, job.attempts, dispatched.reason, {
+                    retryAt: dispatched.retryAt,
+                  });
+              }
+              if (delivered.length > 0 && rand() < 0.1) {
+                fault('stale_attempt_redelivered');
+                const old = delivered[Math.floor(rand() * delivered.length)]!;
+                const outcome = await runDeliveredAttempt(lambdaTracker, dispatcher, old);
+                if (outcome.recorded !== 'duplicate') fault('stale_attempt_ran');
+              }
+            } catch {
+              // A killed connection or a failed statement: the next tick starts over, as a new invocation would.
+            }
+            await new Promise((r) => setTimeout(r, 15));
+          }
+        })(),
+      );
+    }
+
+    // Every few seconds (and now and then besides) the clock jumps forward past every lease and retry time.
+    let tick = 0;
+    const clockTimer = setInterval(() => {
+      if (tick++ % 3 === 1 || rand() < 0.1) {
+        clockJumps++;
+        fault('clock_jump');
+        offsetMs += 10 * 60_000;
+      }
+    }, 1000);
+
+    // Connections killed mid-statement or mid-transaction.
+    const killer = setInterval(() => {
+      void admin
+        .query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE datname = $1 AND application_name LIKE 'chaos-%' AND application_name <> 'chaos-control'
+             AND state <> 'idle' ORDER BY random() LIMIT 1`,
+          [name],
+        )
+        .then(
+          (r) => {
+            if (r.rowCount) fault('connection_killed');
+          },
+          () => {},
+        );
+    }, 150);
+
+    await new Promise((r) => setTimeout(r, options.faultSeconds * 1000));
+    clearInterval(killer);
+    log('faults stopped; letting the system settle');
+
+    // Settle: no more injected faults from the clock (it keeps moving steadily), workers finish the rest.
+    clearInterval(clockTimer);
+    stopping = true;
+    await Promise.all(tasks);
+    for (const w of workers) await w.stop().catch(() => {});
+    const healthy = new JobDispatcher(registry, { db: control, crash: () => {} });
+    const settler = new Worker({
+      tracker,
+      dispatcher: healthy,
+      concurrency: 8,
+      pollIntervalMs: 10,
+      rescueIntervalMs: 20,
+    });
+    await settler.start();
+    // Whenever the settler is idle, move the clock to the next due time (or past leases left by the
+    // killed processes) instead of waiting for it: nothing runs across these jumps.
+    for (let i = 0; i < 2000; i++) {
+      const open = await control.query<{ n: number; next: Date | null }>(
+        `SELECT count(*)::int AS n, min(CASE WHEN status = 'running' THEN lease_expires_at ELSE scheduled_at END) AS next
+         FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')`,
+      );
+      if (open.rows[0]!.n === 0) break;
+      await settler.idle();
+      const next = open.rows[0]!.next;
+      if (next && next.getTime() > clock.now().getTime())
+        offsetMs += next.getTime() - clock.now().getTime() + 1000;
+      await tracker.rescueExpiredLeases();
+      settler.wake();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await settler.stop();
+
+    // Invariants.
+    const q = async (sql: string) => (await control.query<{ n: number }>(sql)).rows[0]!.n;
+    const violations: Record<string, number> = {
+      jobs_not_final: await q(
+        "SELECT count(*)::int AS n FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+      ),
+      attempts_over_max: await q('SELECT count(*)::int AS n FROM jobs WHERE attempts > max_attempts'),
+      attempts_without_one_closed_execution: await q(
+        `SELECT count(*)::int AS n FROM jobs j
+         WHERE (SELECT count(*) FROM job_executions e WHERE e.job_id = j.id) <> j.attempts
+            OR EXISTS (SELECT 1 FROM generate_series(1, j.attempts) a
+                       WHERE NOT EXISTS (SELECT 1 FROM job_executions e WHERE e.job_id = j.id AND e.attempt = a))`,
+      ),
+      completed_without_effect: await q(
+        "SELECT count(*)::int AS n FROM jobs j WHERE status = 'completed' AND NOT EXISTS (SELECT 1 FROM chaos_effects c WHERE c.job_id = j.id)",
+      ),
+      effect_applied_twice: await q(
+        'SELECT count(*)::int AS n FROM (SELECT job_id FROM chaos_effects GROUP BY job_id HAVING count(*) > 1) d',
+      ),
+    };
+    // Retry times: after a failed attempt n that was retried, the next attempt was claimed no earlier than
+    // the backoff allows (the manual clock only moves forward).
+    const retries = await control.query<{
+      attempt: number;
+      offset: number;
+      finished_at: Date;
+      next_claimed: Date;
+    }>(
+      `SELECT a.attempt, j.attempt_offset AS offset, a.finished_at, b.claimed_at AS next_claimed
+       FROM job_executions a JOIN job_executions b ON b.job_id = a.job_id AND b.attempt = a.attempt + 1
+       JOIN jobs j ON j.id = a.job_id
+       WHERE a.outcome IN ('failed', 'lease_expired')`,
+    );
+    violations.retry_before_backoff = retries.rows.filter(
+      (r) =>
+        r.next_claimed.getTime() <
+        r.finished_at.getTime() + backoffSeconds(r.attempt - r.offset, CHAOS_RETRY) * 1000 - 1,
+    ).length;
+    // Real-time overlap of two attempts of one job: a violation unless a clock jump expired the live lease.
+    let overlapsCausedByClockJumps = 0;
+    let overlaps = 0;
+    const byJob = new Map<string, Run[]>();
+    for (const r of runs) byJob.set(r.jobId, [...(byJob.get(r.jobId) ?? []), r]);
+    for (const list of byJob.values()) {
+      list.sort((a, b) => a.start - b.start);
+      for (let i = 1; i < list.length; i++) {
+        const prev = list[i - 1]!;
+        const cur = list[i]!;
+        if (cur.attempt !== prev.attempt && cur.start < prev.end) {
+          if (cur.jumpsAtStart > prev.jumpsAtStart) overlapsCausedByClockJumps++;
+          else overlaps++;
+        }
+      }
+    }
+    violations.attempts_running_concurrently = overlaps;
+    const effectsRerun = await q(
+      'SELECT (SELECT count(*) FROM chaos_effect_runs)::int - (SELECT count(*) FROM chaos_effects)::int AS n',
+    );
+    const outcomes = Object.fromEntries(
+      (
+        await control.query<{ status: string; n: number }>(
+          'SELECT status, count(*)::int AS n FROM jobs GROUP BY status',
+        )
+      ).rows.map((r) => [r.status, r.n]),
+    );
+    const reasons = await control.query<{ reason: string; n: number }>(
+      `SELECT left(regexp_replace(last_error, '[0-9a-f-]{36}', '<id>', 'g'), 60) AS reason, count(*)::int AS n
+       FROM jobs WHERE status = 'failed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5`,
+    );
+    return {
+      jobs: options.jobs,
+      seed: options.seed,
+      failureReasons: Object.fromEntries(reasons.rows.map((r) => [r.reason, r.n])),
+      seconds: +((performance.now() - t0) / 1000).toFixed(1),
+      faults,
+      outcomes,
+      violations,
+      effectsRerun,
+      overlapsCausedByClockJumps,
+    };
+  } finally {
+    for (const p of pools) await p.close().catch(() => {});
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+  }
+}
