@@ -19,7 +19,7 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
   concurrency?: number;
   /**
    * Jobs claimed per statement into the local queue. Claiming ahead lets one statement feed many runs;
-   * jobs wait in the local queue only while every slot is busy. Default 200.
+   * jobs wait in the local queue only while every slot is busy. Default 500.
    */
   claimBatchSize?: number;
   /**
@@ -106,7 +106,7 @@ export class Worker<M extends JobTypeMap, S> {
     this.tracker = options.tracker;
     this.dispatcher = options.dispatcher;
     this.concurrency = options.concurrency ?? 10;
-    this.claimBatchSize = options.claimBatchSize ?? 200;
+    this.claimBatchSize = options.claimBatchSize ?? 500;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
     this.rescueIntervalMs = options.rescueIntervalMs ?? 15_000;
     this.scheduleIntervalMs = options.scheduleIntervalMs ?? 10_000;
