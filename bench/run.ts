@@ -2,6 +2,7 @@ import os from 'node:os';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { growth, latency, throughput } from './workloads/core.js';
+import { load } from './workloads/load.js';
 
 /**
  * `npm run bench [-- --json] [-- --only W1,W2]`: the benchmark workloads, each on a fresh database of the
@@ -53,6 +54,13 @@ try {
     const r = await interestAccrual(server);
     results.W4_interest_accrual = r;
     log(`W4 accrual      ${r.facilities} facilities accrued in one job in ${r.seconds} s`);
+  }
+  if (wanted('LOAD')) {
+    const r = await load(server);
+    results.LOAD_100k = r;
+    log(
+      `LOAD            ${r.jobs} jobs (5% failing) drained in ${r.seconds} s (${r.jobsPerSecond} jobs/s); worker RSS ${r.rssMiB.start} MiB at start, peak ${r.rssMiB.peak}, peak in the second half ${r.rssMiB.peakInSecondHalf}`,
+    );
   }
 } finally {
   await server.stop();
