@@ -11,45 +11,77 @@ import { createTestRegistry } from '../support/test-job-types.js';
 
 /**
  * One contract, two drivers: every statement shape the job system uses must behave identically through
- * node-postgres and through the RDS Data API (the real SDK client against the local Data API fixture).
+ * node-postgres and through the RDS Data API (the real SDK client against the local Data API fixture,
+ * over the same PostgreSQL database).
  */
 let t: TestDatabase;
 let fixture: DataApiFixture;
-const drivers: Record<string, () => Database> = {};
+let client: RDSDataClient;
 
-function dataApi(database: string, options: { resumeBudgetMs?: number } = {}): DataApiDatabase {
+const ARNS = {
+  resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+  secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+};
+
+function dataApi(database: string, resumeMaxWaitMs = 5000): DataApiDatabase {
   return new DataApiDatabase({
-    resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
-    secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+    ...ARNS,
     database,
-    resumeBudgetMs: options.resumeBudgetMs ?? 5000,
-    client: new RDSDataClient({
-      endpoint: fixture.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-      maxAttempts: 1,
-    }),
+    resumeRetry: { maxWaitMs: resumeMaxWaitMs, initialDelayMs: 20 },
+    client,
   });
 }
+
+type DriverName = 'pg' | 'data-api';
+const drivers: Record<DriverName, () => Database> = {
+  pg: () => t.db,
+  'data-api': () => dataApi(t.name),
+};
 
 beforeAll(async () => {
   t = await createTestDatabase();
   fixture = await startDataApiFixture(t.url);
+  // maxAttempts 1: the SDK's own retries would hide what the driver does.
+  client = new RDSDataClient({
+    endpoint: fixture.endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+    maxAttempts: 1,
+  });
   await t.db.query(`CREATE TABLE contract (
-    id uuid PRIMARY KEY, n integer, big bigint, amount numeric(20, 4), ok boolean, at timestamptz,
-    day date, doc jsonb, label text, ratio float8)`);
-  drivers.pg = () => t.db;
-  drivers['data-api'] = () => dataApi(t.name);
+    id uuid PRIMARY KEY, small smallint, n integer, big bigint, amount numeric(30, 10), ratio float8,
+    approx real, ok boolean, at timestamptz, local_at timestamp, day date, doc jsonb, raw json, label text)`);
 });
 afterAll(async () => {
-  await fixture.close();
-  await t.drop();
+  client?.destroy();
+  await fixture?.close();
+  await t?.drop();
 });
 
 const ID = '01a2246e-c662-7e2a-aa1f-6e8bb5784e10';
+const OTHER_ID = '00000000-0000-4000-8000-000000000000';
+const INSERT = `INSERT INTO contract VALUES (CAST(:id AS uuid), :small, :n, :big, CAST(:amount AS numeric), :ratio,
+  :approx, :ok, CAST(:at AS timestamptz), CAST(:local_at AS timestamptz), CAST(:day AS date), CAST(:doc AS jsonb),
+  CAST(:raw AS json), :label)`;
 
-describe.each(['pg', 'data-api'])('database contract: %s driver', (driverName) => {
-  const db = () => drivers[driverName]!();
+/** Ids differ between runs; dates and bigints become comparable text. */
+function normalise(value: unknown): unknown {
+  const labels = new Map<string, string>();
+  return JSON.parse(
+    JSON.stringify(value, (_key, v: unknown) => {
+      if (typeof v === 'bigint') return `${v}n`;
+      if (typeof v === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(v)) {
+        if (!labels.has(v)) labels.set(v, `id#${labels.size}`);
+        return labels.get(v);
+      }
+      return v;
+    }),
+  );
+}
+const lifecycleTranscripts: Partial<Record<DriverName, unknown>> = {};
+
+describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driverName) => {
+  const db = () => drivers[driverName]();
 
   test('every column type round-trips to the same JavaScript value', async () => {
     const d = db();
@@ -59,88 +91,220 @@ describe.each(['pg', 'data-api'])('database contract: %s driver', (driverName) =
       a: [1, 'two', { three: null }],
       unicode: 'préstamo 借款 🏦',
       sql: "'; DROP TABLE jobs; --",
+      nested: { deep: [true, false, 1.5] },
     };
-    const res = await d.query(
-      `INSERT INTO contract VALUES (CAST(:id AS uuid), :n, :big, CAST(:amount AS numeric), :ok, CAST(:at AS timestamptz),
-         CAST(:day AS date), CAST(:doc AS jsonb), :label, :ratio)
-       RETURNING *`,
-      {
-        id: uuid(ID),
-        n: -42,
-        big: 9_007_199_254_740_993n, // 2^53 + 1: not representable as a JS number
-        amount: decimal('12345678901234.5678'),
-        ok: true,
-        at,
-        day: date('2026-02-28'),
-        doc: json(doc),
-        label: "it's 'quoted' :not_a_param",
-        ratio: 1.25,
-      },
-    );
-    expect(res.rowCount).toBe(1);
-    expect(res.rows[0]).toEqual({
-      id: ID,
+    const values = {
+      id: uuid(ID),
+      small: -7,
       n: -42,
-      big: 9_007_199_254_740_993n,
-      amount: '12345678901234.5678',
+      big: 9_007_199_254_740_993n, // 2^53 + 1: not representable as a JS number
+      amount: decimal('12345678901234567890.0123456789'),
+      ratio: 1.25,
+      approx: 1.3,
       ok: true,
       at,
+      local_at: new Date('2026-01-31T23:59:59.999Z'),
+      day: date('2026-02-28'),
+      doc: json(doc),
+      raw: json(['x', 2]),
+      label: "it's 'quoted' :not_a_param -- 借款 🏦; DROP TABLE contract;",
+    };
+    const expected = {
+      id: ID,
+      small: -7,
+      n: -42,
+      big: 9_007_199_254_740_993n,
+      amount: '12345678901234567890.0123456789',
+      ratio: 1.25,
+      approx: 1.3,
+      ok: true,
+      at,
+      local_at: new Date('2026-01-31T23:59:59.999Z'),
       day: '2026-02-28',
       doc,
-      label: "it's 'quoted' :not_a_param",
-      ratio: 1.25,
-    });
+      raw: ['x', 2],
+      label: "it's 'quoted' :not_a_param -- 借款 🏦; DROP TABLE contract;",
+    };
+    const inserted = await d.query(`${INSERT} RETURNING *`, values);
+    expect(inserted.rowCount).toBe(1);
+    expect(inserted.rows[0]).toStrictEqual(expected);
+    const selected = await d.query('SELECT * FROM contract WHERE id = CAST(:id AS uuid)', { id: uuid(ID) });
+    expect(selected.rows).toStrictEqual([expected]);
   });
 
-  test('NULLs, a repeated parameter and ::casts next to parameters', async () => {
+  test('NULL in every column, and typed NULL parameters', async () => {
     const d = db();
-    const res = await d.query<{ a: number | null; b: string; c: number; d: boolean }>(
-      "SELECT CAST(:x AS integer) AS a, 'x::y' AS b, :n::int + :n::int AS c, CAST(:flag AS boolean) AS d",
-      { x: null, n: 21, flag: false },
+    await d.query('DELETE FROM contract');
+    const res = await d.query(`${INSERT} RETURNING *`, {
+      id: uuid(OTHER_ID),
+      small: null,
+      n: null,
+      big: null,
+      amount: decimal(null),
+      ratio: null,
+      approx: null,
+      ok: null,
+      at: null,
+      local_at: null,
+      day: date(null),
+      doc: json(null),
+      raw: json(undefined),
+      label: null,
+    });
+    const { id, ...rest } = res.rows[0]!;
+    expect(id).toBe(OTHER_ID);
+    expect(Object.values(rest)).toStrictEqual(Array(13).fill(null));
+    const typedNulls = await d.query(
+      'SELECT CAST(:u AS uuid) AS u, CAST(:j AS jsonb) AS j, CAST(:d AS date) AS d, CAST(:n AS numeric) AS n',
+      { u: uuid(null), j: json(null), d: date(null), n: decimal(null) },
     );
-    expect(res.rows).toEqual([{ a: null, b: 'x::y', c: 42, d: false }]);
+    expect(typedNulls.rows).toStrictEqual([{ u: null, j: null, d: null, n: null }]);
+  });
+
+  test('bigint and numeric stay exact; floats and timestamps decode as pg does', async () => {
+    const res = await db().query(
+      `SELECT CAST(:big AS bigint) - 1 AS below_max, CAST(:min AS bigint) AS min,
+              CAST(:a AS numeric) + CAST(:b AS numeric) AS sum,
+              CAST(:huge AS numeric) * 10 AS huge,
+              CAST(1.1 AS real) AS r, CAST(0.1 AS float8) + 0.2 AS f,
+              TIMESTAMPTZ '2026-01-01 12:00:00.123456+02' AS micro,
+              TIMESTAMP '1999-12-31 23:59:59' AS plain,
+              DATE '2024-02-29' AS leap,
+              2147483647 AS int4_max, 42::smallint AS int2`,
+      {
+        big: 9_223_372_036_854_775_807n,
+        min: -9_223_372_036_854_775_808n,
+        a: decimal('0.1'),
+        b: decimal('0.2'),
+        huge: decimal('98765432109876543210.123456789012345678'),
+      },
+    );
+    expect(res.rows).toStrictEqual([
+      {
+        below_max: 9_223_372_036_854_775_806n,
+        min: -9_223_372_036_854_775_808n,
+        sum: '0.3',
+        huge: '987654321098765432101.234567890123456780',
+        r: 1.1,
+        f: 0.30000000000000004,
+        micro: new Date('2026-01-01T10:00:00.123Z'),
+        plain: new Date('1999-12-31T23:59:59Z'),
+        leap: '2024-02-29',
+        int4_max: 2147483647,
+        int2: 42,
+      },
+    ]);
+  });
+
+  test('jsonb objects, arrays, strings, numbers and null; one-dimensional arrays', async () => {
+    const res = await db().query(
+      `SELECT CAST(:o AS jsonb) AS o, CAST(:a AS jsonb) AS a, CAST(:s AS jsonb) AS s, CAST(:n AS jsonb) AS n,
+              'null'::jsonb AS jnull, ARRAY[1, 2, 3] AS ints, ARRAY['a', NULL, 'c'] AS texts,
+              ARRAY[true, false] AS flags`,
+      {
+        o: json({ k: 'v', list: [1, { x: 'y' }] }),
+        a: json([1, 'two', null]),
+        s: json('a "quoted" string'),
+        n: json(12.5),
+      },
+    );
+    expect(res.rows).toStrictEqual([
+      {
+        o: { k: 'v', list: [1, { x: 'y' }] },
+        a: [1, 'two', null],
+        s: 'a "quoted" string',
+        n: 12.5,
+        jnull: null,
+        ints: [1, 2, 3],
+        texts: ['a', null, 'c'],
+        flags: [true, false],
+      },
+    ]);
+  });
+
+  test('NULLs, a repeated parameter and ::casts next to parameters; quotes and comments are not parameters', async () => {
+    const res = await db().query(
+      `SELECT CAST(:x AS integer) AS a, 'x::y :not_me' AS b, :n::int + :n::int AS c, CAST(:flag AS boolean) AS d,
+              :label::text AS e -- :ignored in a comment
+       /* :also_ignored */`,
+      { x: null, n: 21, flag: false, label: 'plain' },
+    );
+    expect(res.rows).toStrictEqual([{ a: null, b: 'x::y :not_me', c: 42, d: false, e: 'plain' }]);
   });
 
   test('lists travel as JSON and are unpacked in SQL (no array parameters)', async () => {
-    const d = db();
-    const res = await d.query<{ id: string; n: number }>(
-      `SELECT x.id, x.n FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, n integer) ORDER BY x.n`,
+    const res = await db().query<{ id: string; n: number }>(
+      `SELECT x.id, x.n FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, n integer)
+       WHERE x.id IN (SELECT jsonb_array_elements_text(CAST(:wanted AS jsonb))::uuid) ORDER BY x.n`,
       {
         items: json([
           { id: ID, n: 2 },
-          { id: '00000000-0000-4000-8000-000000000000', n: 1 },
+          { id: OTHER_ID, n: 1 },
+          { id: '11111111-1111-4111-8111-111111111111', n: 3 },
         ]),
+        wanted: json([ID, OTHER_ID]),
       },
     );
-    expect(res.rows).toEqual([
-      { id: '00000000-0000-4000-8000-000000000000', n: 1 },
+    expect(res.rows).toStrictEqual([
+      { id: OTHER_ID, n: 1 },
       { id: ID, n: 2 },
     ]);
   });
 
-  test('rowCount of DML without RETURNING', async () => {
+  test('rowCount: rows affected by DML, rows returned otherwise', async () => {
     const d = db();
     await d.query('DELETE FROM contract');
-    await d.query('INSERT INTO contract (id, n) SELECT gen_random_uuid(), g FROM generate_series(1, 3) g');
-    const res = await d.query('UPDATE contract SET n = n + 1 WHERE n >= :min', { min: 2 });
-    expect(res).toEqual({ rows: [], rowCount: 2 });
+    expect(
+      await d.query(
+        'INSERT INTO contract (id, n) SELECT gen_random_uuid(), g FROM generate_series(1, :count) g',
+        {
+          count: 3,
+        },
+      ),
+    ).toStrictEqual({ rows: [], rowCount: 3 });
+    expect(await d.query('UPDATE contract SET n = n + 1 WHERE n >= :min', { min: 2 })).toStrictEqual({
+      rows: [],
+      rowCount: 2,
+    });
+    expect(await d.query('UPDATE contract SET n = 0 WHERE n > 100')).toStrictEqual({ rows: [], rowCount: 0 });
+    expect(await d.query('SELECT n FROM contract WHERE n > 100')).toStrictEqual({ rows: [], rowCount: 0 });
+    const deleted = await d.query<{ n: number }>('DELETE FROM contract WHERE n = 4 RETURNING n');
+    expect(deleted).toStrictEqual({ rows: [{ n: 4 }], rowCount: 1 });
   });
 
-  test('transactions commit and roll back', async () => {
+  test('transactions commit, roll back, see their own writes, and queue concurrent statements', async () => {
     const d = db();
     await d.query('DELETE FROM contract');
-    await d.transaction(async (tx) => {
+    const inside = await d.transaction(async (tx) => {
       await tx.query("INSERT INTO contract (id, label) VALUES (gen_random_uuid(), 'kept')");
-      await tx.query("INSERT INTO contract (id, label) VALUES (gen_random_uuid(), 'kept too')");
+      // Issued together: the Data API driver must still send them one at a time.
+      await Promise.all(
+        [1, 2, 3].map((n) =>
+          tx.query('INSERT INTO contract (id, n, label) VALUES (gen_random_uuid(), :n, :label)', {
+            n,
+            label: `kept ${n}`,
+          }),
+        ),
+      );
+      return (await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM contract')).rows[0]!.n;
     });
+    expect(inside).toBe(4);
     await expect(
       d.transaction(async (tx) => {
         await tx.query("INSERT INTO contract (id, label) VALUES (gen_random_uuid(), 'dropped')");
         throw new Error('changed my mind');
       }),
     ).rejects.toThrow('changed my mind');
-    const res = await d.query<{ n: number }>('SELECT count(*)::int AS n FROM contract');
-    expect(res.rows[0]!.n).toBe(2);
+    const err = await d
+      .transaction(async (tx) => {
+        await tx.query("INSERT INTO contract (id, label) VALUES (gen_random_uuid(), 'dropped too')");
+        await tx.query('SELECT 1 / 0');
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseError);
+    expect((err as DatabaseError).code).toBe('22012');
+    const res = await d.query<{ label: string }>('SELECT label FROM contract ORDER BY label');
+    expect(res.rows.map((r) => r.label)).toStrictEqual(['kept', 'kept 1', 'kept 2', 'kept 3']);
   });
 
   test('a unique violation is a DatabaseError with SQLSTATE 23505', async () => {
@@ -153,12 +317,14 @@ describe.each(['pg', 'data-api'])('database contract: %s driver', (driverName) =
     expect(err).toBeInstanceOf(DatabaseError);
     expect((err as DatabaseError).code).toBe('23505');
     expect((err as DatabaseError).isUniqueViolation).toBe(true);
+    expect((err as DatabaseError).message).toMatch(/duplicate key value violates unique constraint/);
   });
 
-  test('a missing parameter is a clear error', async () => {
+  test('a missing parameter is a clear error, raised before anything is sent', async () => {
     await expect(db().query('SELECT :a AS a, :b AS b', { a: 1 })).rejects.toThrow(
       'SQL parameter :b was not given',
     );
+    await expect(db().query('SELECT CAST(:a AS int) AS a')).rejects.toThrow('SQL parameter :a was not given');
   });
 
   test('the job lifecycle runs unchanged', async () => {
@@ -166,131 +332,223 @@ describe.each(['pg', 'data-api'])('database contract: %s driver', (driverName) =
     await t.db.query('TRUNCATE jobs, job_executions');
     const clock = new ManualClock('2026-03-01T00:00:00Z');
     const tracker = new JobTracker({ db: d, registry: createTestRegistry(), clock });
-    const { job } = await tracker.enqueue({
+    const transcript: Record<string, unknown> = {};
+
+    const single = await tracker.enqueue({
       type: 'always-fails',
       payload: { reason: 'x' },
       idempotencyKey: 'k',
     });
-    expect(
-      (await tracker.enqueue({ type: 'always-fails', payload: { reason: 'y' }, idempotencyKey: 'k' }))
-        .created,
-    ).toBe(false);
-    await tracker.enqueueMany(
+    expect(single).toMatchObject({
+      created: true,
+      job: { status: 'pending', attempts: 0, payload: { reason: 'x' }, scheduledAt: clock.now() },
+    });
+    const again = await tracker.enqueue({
+      type: 'always-fails',
+      payload: { reason: 'y' },
+      idempotencyKey: 'k',
+    });
+    expect(again.created).toBe(false);
+    expect(again.job).toMatchObject({ id: single.job.id, payload: { reason: 'x' } });
+    const bulk = await tracker.enqueueMany(
       Array.from({ length: 50 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
     );
+    expect(bulk.every((r) => r.created)).toBe(true);
+    expect(bulk.map((r) => r.job.payload)).toStrictEqual(Array.from({ length: 50 }, (_, n) => ({ n })));
+    transcript.enqueued = [single, again, ...bulk];
+    // Claim order follows the (random) ids among equals; work in payload order so both runs do the same.
+    const order = new Map(bulk.map((r, n) => [r.job.id, n]));
+    const byPayload = <X extends { id: string }>(list: X[]) =>
+      [...list].sort((a, b) => (order.get(a.id) ?? -1) - (order.get(b.id) ?? -1));
+
     const claimed = await tracker.fetchReady(100);
     expect(claimed).toHaveLength(51);
-    const first = claimed.find((c) => c.id === job.id)!;
-    expect(await tracker.startAttempt(job.id, 1)).toMatchObject({ id: job.id, status: 'running' });
-    expect(await tracker.startAttempt(job.id, 1)).toBeNull();
-    const failure = await tracker.markFailed(job.id, first.attempts, 'boom');
-    expect(failure).toMatchObject({ status: 'retrying', scheduledAt: new Date('2026-03-01T00:02:00Z') });
-    const noops = claimed.filter((c) => c.id !== job.id);
+    expect(claimed.every((c) => c.attempts === 1)).toBe(true);
+    expect(await tracker.fetchReady(100)).toStrictEqual([]);
+    transcript.claimed = byPayload(claimed);
+
+    expect(await tracker.startAttempt(single.job.id, 1)).toMatchObject({
+      id: single.job.id,
+      status: 'running',
+    });
+    expect(await tracker.startAttempt(single.job.id, 1)).toBeNull();
+    const failure = await tracker.markFailed(single.job.id, 1, 'boom');
+    expect(failure).toMatchObject({
+      status: 'retrying',
+      attempt: 1,
+      scheduledAt: new Date('2026-03-01T00:02:00Z'),
+    });
+    transcript.failure = failure;
+
+    const noops = byPayload(claimed.filter((c) => c.id !== single.job.id));
+    clock.advance(1500);
+    expect(await tracker.markCompleted(noops[0]!.id, 1, { durationMs: 7 })).toBe(true);
+    expect(await tracker.markCompleted(noops[0]!.id, 1)).toBe(false); // fenced: already completed
     expect(
       await tracker.completeMany(
-        noops.slice(0, 40).map((c) => ({ id: c.id, attempt: c.attempts, durationMs: 3 })),
+        noops.slice(1, 40).map((c) => ({ id: c.id, attempt: c.attempts, durationMs: 3 })),
       ),
-    ).toHaveLength(40);
-    expect(
-      await tracker.release(noops.slice(40, 45).map((c) => ({ id: c.id, attempt: c.attempts }))),
-    ).toHaveLength(5);
+    ).toHaveLength(39);
+    const released = await tracker.release(
+      noops.slice(40, 45).map((c) => ({ id: c.id, attempt: c.attempts })),
+    );
+    expect(released).toHaveLength(5);
+    expect(await tracker.getJob(noops[40]!.id)).toMatchObject({
+      status: 'pending',
+      attempts: 1,
+      maxAttempts: noops[40]!.maxAttempts + 1,
+    });
+
     clock.advanceMinutes(10);
-    expect(await tracker.rescueExpiredLeases()).toHaveLength(5);
-    expect(await tracker.cancel(noops[45]!.id)).toMatchObject({ status: 'cancelled' });
+    const rescued = await tracker.rescueExpiredLeases();
+    expect(rescued.map((r) => r.id).sort()).toStrictEqual(
+      noops
+        .slice(45)
+        .map((c) => c.id)
+        .sort(),
+    );
+    expect(rescued.every((r) => r.status === 'retrying')).toBe(true);
+    transcript.rescued = byPayload(rescued);
+
+    const cancelled = await tracker.cancel(noops[45]!.id);
+    expect(cancelled).toMatchObject({ status: 'cancelled' });
     const retried = await tracker.retry(noops[45]!.id);
     expect(retried).toMatchObject({ status: 'pending', attempts: 1 });
+    transcript.cancelled = cancelled;
+    transcript.retried = retried;
+
     const stats = await tracker.stats();
-    expect(stats.counts.find((c) => c.status === 'completed')).toMatchObject({ count: 40 });
-    const executions = await tracker.getExecutions(job.id);
-    expect(executions).toEqual([expect.objectContaining({ attempt: 1, outcome: 'failed', error: 'boom' })]);
+    expect(stats.counts).toContainEqual({ jobType: 'noop', status: 'completed', count: 40 });
+    expect(stats.counts).toContainEqual({ jobType: 'always-fails', status: 'retrying', count: 1 });
+    expect(stats.queue.depth).toBe(7); // 5 released, 1 retried by the operator, the failed one (due at 00:02)
+    transcript.stats = stats;
+
+    const executions = await tracker.getExecutions(single.job.id);
+    expect(executions).toStrictEqual([
+      expect.objectContaining({ attempt: 1, outcome: 'failed', error: 'boom' }),
+    ]);
     expect(executions[0]!.startedAt).toBeInstanceOf(Date);
+    transcript.executions = executions;
+    transcript.completedExecution = await tracker.getExecutions(noops[0]!.id);
+    transcript.jobs = byPayload(await tracker.listJobs({ limit: 100 }));
+    lifecycleTranscripts[driverName] = normalise(transcript);
   });
 });
 
-describe('Data API specifics', () => {
+test('the job lifecycle gives the same results through both drivers', () => {
+  expect(lifecycleTranscripts['data-api']).toBeDefined();
+  expect(lifecycleTranscripts['data-api']).toStrictEqual(lifecycleTranscripts.pg);
+});
+
+describe('Data API driver specifics', () => {
   test('migrations apply through the Data API, statement by statement; a second run applies nothing', async () => {
     const fresh = await createTestDatabase({ migrate: false });
     try {
       const d = dataApi(fresh.name);
-      expect(await migrate(d)).toEqual((await loadMigrations()).map((m) => m.name));
-      expect(await migrate(d)).toEqual([]);
+      expect(await migrate(d)).toStrictEqual((await loadMigrations()).map((m) => m.name));
+      expect(await migrate(d)).toStrictEqual([]);
+      const tables = await fresh.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('jobs', 'job_executions', 'lana_migrations')",
+      );
+      expect(tables.rows[0]!.n).toBe(3);
     } finally {
       await fresh.drop();
     }
   });
 
-  test('a resuming cluster is retried with backoff', async () => {
+  test('calls per operation: one Execute per query; Begin, one Execute per statement, Commit per transaction', async () => {
+    fixture.resetCounts();
+    const d = dataApi(t.name);
+    await d.query('SELECT 1');
+    await d.transaction(async (tx) => {
+      await tx.query('SELECT 1');
+      await tx.query('SELECT 2');
+    });
+    expect(fixture.counts).toStrictEqual({
+      Execute: 3,
+      BatchExecute: 0,
+      BeginTransaction: 1,
+      CommitTransaction: 1,
+      RollbackTransaction: 0,
+    });
+    expect(fixture.openTransactions()).toBe(0);
+  });
+
+  test('a resuming cluster is retried with backoff, within the budget', async () => {
+    fixture.resetCounts();
     fixture.injectFault({
       error: 'DatabaseResumingException',
-      message: 'The database is resuming',
+      message: 'The database is resuming after being auto-paused. Please wait a few seconds and try again.',
       times: 2,
       operation: 'Execute',
     });
     const res = await dataApi(t.name).query<{ one: number }>('SELECT 1 AS one');
-    expect(res.rows).toEqual([{ one: 1 }]);
+    expect(res.rows).toStrictEqual([{ one: 1 }]);
+    expect(fixture.counts.Execute).toBe(3);
   });
 
   test('a resuming cluster past the budget surfaces the error', async () => {
-    fixture.injectFault({
-      error: 'DatabaseResumingException',
-      message: 'The database is resuming',
-      times: 50,
-      operation: 'Execute',
-    });
-    await expect(dataApi(t.name, { resumeBudgetMs: 300 }).query('SELECT 1')).rejects.toMatchObject({
-      name: 'DatabaseResumingException',
-    });
-    fixture.clearFaults();
+    fixture.injectFault({ error: 'DatabaseResumingException', times: 1000, operation: 'Execute' });
+    try {
+      await expect(dataApi(t.name, 200).query('SELECT 1')).rejects.toMatchObject({
+        name: 'DatabaseResumingException',
+      });
+    } finally {
+      fixture.clearFaults();
+    }
   });
 
-  test('an SQL error aborts the transaction, and the driver rolls back', async () => {
+  test('BeginTransaction is retried while resuming too', async () => {
+    fixture.injectFault({ error: 'DatabaseResumingException', times: 1, operation: 'BeginTransaction' });
+    const n = await dataApi(t.name).transaction(
+      async (tx) => (await tx.query<{ n: number }>('SELECT 5 AS n')).rows[0]!.n,
+    );
+    expect(n).toBe(5);
+  });
+
+  test('an SQL error aborts the Data API transaction; the driver rolls back and rethrows the original error', async () => {
     await t.db.query('DELETE FROM contract');
-    const d = dataApi(t.name);
-    await expect(
-      d.transaction(async (tx) => {
+    fixture.resetCounts();
+    const err = await dataApi(t.name)
+      .transaction(async (tx) => {
         await tx.query("INSERT INTO contract (id, label) VALUES (gen_random_uuid(), 'lost')");
-        await tx.query('SELECT 1 / 0');
-      }),
-    ).rejects.toMatchObject({ code: '22012' });
+        await tx.query('INSERT INTO contract (id) VALUES (CAST(:id AS uuid)), (CAST(:id AS uuid))', {
+          id: uuid(ID),
+        });
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseError);
+    expect((err as DatabaseError).isUniqueViolation).toBe(true);
+    expect(fixture.counts.RollbackTransaction).toBe(1);
+    expect(fixture.openTransactions()).toBe(0);
     expect((await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM contract')).rows[0]!.n).toBe(0);
-  });
-
-  test('the fixture rejects what the Data API rejects', async () => {
-    const client = new RDSDataClient({
-      endpoint: fixture.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-      maxAttempts: 1,
-    });
-    const { ExecuteStatementCommand } = await import('@aws-sdk/client-rds-data');
-    const base = { resourceArn: 'arn', secretArn: 'arn', database: t.name };
-    await expect(
-      client.send(new ExecuteStatementCommand({ ...base, sql: 'SELECT 1; SELECT 2' })),
-    ).rejects.toMatchObject({ name: 'ValidationException' });
-    await expect(
-      client.send(
-        new ExecuteStatementCommand({
-          ...base,
-          sql: 'SELECT :ids AS ids',
-          parameters: [{ name: 'ids', value: { arrayValue: { longValues: [1, 2] } } }],
-        }),
-      ),
-    ).rejects.toMatchObject({ name: 'ValidationException' });
-    await expect(
-      client.send(
-        new ExecuteStatementCommand({
-          ...base,
-          sql: 'SELECT repeat(:s, 1100000) AS big',
-          parameters: [{ name: 's', value: { stringValue: 'x' } }],
-        }),
-      ),
-    ).rejects.toThrow(/response size/);
-    client.destroy();
   });
 
   test('a response over 1 MiB is a clear error from the driver', async () => {
     await expect(dataApi(t.name).query("SELECT repeat('x', 1100000) AS big")).rejects.toThrow(
-      /1 MiB response limit/,
+      /exceeded the Data API's 1 MiB response limit/,
     );
+    // Just under the limit still comes back.
+    const res = await dataApi(t.name).query<{ big: string }>("SELECT repeat('x', 1000000) AS big");
+    expect(res.rows[0]!.big).toHaveLength(1_000_000);
+  });
+
+  test('a string sent without a type hint is varchar, as on AWS: the SQL must cast it', async () => {
+    await t.db.query('DELETE FROM contract');
+    // pg lets PostgreSQL infer the type; the Data API binds an unhinted stringValue as varchar.
+    const viaPg = await t.db.query('INSERT INTO contract (id) VALUES (:id)', { id: OTHER_ID });
+    expect(viaPg.rowCount).toBe(1);
+    const err = await dataApi(t.name)
+      .query('INSERT INTO contract (id) VALUES (:id)', { id: ID })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseError);
+    expect((err as DatabaseError).code).toBe('42804');
+    expect((err as DatabaseError).message).toMatch(
+      /is of type uuid but expression is of type character varying/,
+    );
+    const cast = await dataApi(t.name).query('INSERT INTO contract (id) VALUES (CAST(:id AS uuid))', {
+      id: ID,
+    });
+    expect(cast.rowCount).toBe(1);
   });
 });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import pg from 'pg';
 import { parseNamedParams } from '../../shared/db/named-params.js';
@@ -9,47 +9,104 @@ import { splitSqlScript } from '../../shared/db/sql-script.js';
  * /BeginTransaction, /CommitTransaction, /RollbackTransaction; errors as a 4xx with `x-amzn-errortype`)
  * over a real PostgreSQL, so the real `RDSDataClient` and the real Data API driver are exercised in tests.
  *
- * Faithful where the job system depends on it: `:name` parameters and type hints (as casts), `isNull`,
- * rejected array parameters, multi-statements and `schema`; records with column metadata; int8/numeric as
- * strings when asked; json and timestamps as text, timestamptz in UTC without an offset; a transaction per
- * id on one pinned connection, aborted by an SQL error, expired after 3 idle minutes, rejecting a concurrent
- * call; the 1 MiB response cap. Not modelled: `formatRecordsAs: JSON`, the 45 s statement timeout and
- * `continueAfterTimeout`, Secrets Manager and IAM (ARNs are accepted as given), SigV4 (headers ignored).
+ * Modelled (see /work/shared/notes/aws-facts.md §1 and the fidelity checklist in §7):
+ * - `:name` placeholders (casts, quotes, comments skipped), type hints as casts with their text formats
+ *   checked, and unhinted values typed the way the service binds them (stringValue → varchar,
+ *   longValue → int8, doubleValue → float8, booleanValue → bool, blobValue → bytea; isNull untyped), so a
+ *   string sent to a uuid/timestamp column fails here as it does on AWS;
+ * - ValidationException for arrayValue parameters, multiple statements, `schema`, an over-long `sql`;
+ * - records mode with column metadata (typeName = pg type name), longReturnType/decimalReturnType,
+ *   numeric/json/date/timestamp as strings, timestamptz in UTC without an offset, bytea as base64, 1-D arrays
+ *   as arrayValue, money/geometric types as UnsupportedResultException;
+ * - numberOfRecordsUpdated; BatchExecute (atomic outside a transaction, no result set);
+ * - transactions: one pinned connection per id, expired after 3 idle minutes, aborted (gone) after an SQL
+ *   error, a timeout or an oversized result, a concurrent call rejected with "Transaction is still running
+ *   a query", commit/rollback status strings;
+ * - the 45 s statement timeout (StatementTimeoutException), the 1 MiB response cap, SQL errors as
+ *   DatabaseErrorException whose message ends in `SQLState: XXXXX`; sessions in UTC.
+ * Not modelled: `formatRecordsAs: 'JSON'` (rejected, so nothing silently relies on it), `continueAfterTimeout`,
+ * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given), SigV4 (ignored), auto-pause
+ * (inject DatabaseResumingException instead).
  */
+export type DataApiOperation =
+  | 'Execute'
+  | 'BatchExecute'
+  | 'BeginTransaction'
+  | 'CommitTransaction'
+  | 'RollbackTransaction';
+
+export interface DataApiFault {
+  /** The error type name, e.g. `DatabaseResumingException`. */
+  error: string;
+  message?: string;
+  /** How many calls fail (default 1). */
+  times?: number;
+  /** Only calls of this operation (default: any). */
+  operation?: DataApiOperation;
+  /** HTTP status (default 400; a 5xx is retried by the SDK itself). */
+  status?: number;
+}
+
+export interface DataApiFixtureOptions {
+  /** A transaction no call has used for this long is rolled back. Default 3 minutes. */
+  transactionIdleMs?: number;
+  /** Statements are cancelled after this long. Default 45 s. */
+  statementTimeoutMs?: number;
+  /** Responses above this many bytes fail. Default 1 MiB. */
+  maxResponseBytes?: number;
+  /** Connections per database. Default 10. */
+  poolSize?: number;
+}
+
 export interface DataApiFixture {
   endpoint: string;
-  /** Calls served, by operation. */
-  counts: Record<string, number>;
-  /** The next `times` calls of `operation` (any, if omitted) fail with this error. */
-  injectFault(fault: {
-    error: string;
-    message?: string;
-    times?: number;
-    operation?: string;
-    status?: number;
-  }): void;
+  /** Calls received, by operation (faulted calls included): the benchmark's "Data API calls". */
+  readonly counts: Record<DataApiOperation, number>;
+  /** The next `times` calls (of `operation`, if given) fail with this error, without running. */
+  injectFault(fault: DataApiFault): void;
   clearFaults(): void;
   resetCounts(): void;
+  /** Transactions begun and not yet committed, rolled back, aborted or expired. */
+  openTransactions(): number;
   close(): Promise<void>;
 }
 
-const MAX_RESPONSE_BYTES = 1024 * 1024;
-const TRANSACTION_IDLE_MS = 3 * 60 * 1000;
+const OPERATIONS: readonly DataApiOperation[] = [
+  'Execute',
+  'BatchExecute',
+  'BeginTransaction',
+  'CommitTransaction',
+  'RollbackTransaction',
+];
+const MAX_SQL_CHARS = 65_536;
+const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 
-type Field = {
+interface Field {
   isNull?: boolean;
   booleanValue?: boolean;
   longValue?: number;
   doubleValue?: number;
   stringValue?: string;
   blobValue?: string;
-  arrayValue?: unknown;
-};
-interface SqlParameter {
-  name: string;
-  value: Field;
-  typeHint?: 'UUID' | 'JSON' | 'TIMESTAMP' | 'DECIMAL' | 'DATE' | 'TIME';
+  arrayValue?: ArrayValue;
 }
+interface ArrayValue {
+  booleanValues?: boolean[];
+  longValues?: number[];
+  doubleValues?: number[];
+  stringValues?: (string | null)[];
+  arrayValues?: ArrayValue[];
+}
+interface SqlParameter {
+  name?: string;
+  value?: Field;
+  typeHint?: string;
+}
+interface ResultSetOptions {
+  longReturnType?: string;
+  decimalReturnType?: string;
+}
+type Body = Record<string, unknown>;
 
 class ApiError extends Error {
   constructor(
@@ -61,221 +118,348 @@ class ApiError extends Error {
   }
 }
 
-const CASTS: Record<string, string> = {
-  UUID: 'uuid',
-  JSON: 'json',
-  TIMESTAMP: 'timestamp',
-  DECIMAL: 'numeric',
-  DATE: 'date',
-  TIME: 'time',
+/** Type hints: the cast each becomes, and the text format the service accepts for it. */
+const HINTS: Record<string, { cast: string; format?: RegExp; example?: string }> = {
+  UUID: { cast: 'uuid' },
+  JSON: { cast: 'json' },
+  DECIMAL: { cast: 'numeric' },
+  DATE: { cast: 'date', format: /^\d{4}-\d{2}-\d{2}$/, example: 'YYYY-MM-DD' },
+  TIME: { cast: 'time', format: /^\d{2}:\d{2}:\d{2}(\.\d{1,9})?$/, example: 'HH:MM:SS[.FFF]' },
+  TIMESTAMP: {
+    cast: 'timestamp',
+    format: /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,9})?$/,
+    example: 'YYYY-MM-DD HH:MM:SS[.FFF]',
+  },
 };
 
-/** Type names by OID, for the column metadata (the driver decodes by typeName). */
-const TYPE_NAMES: Record<number, string> = {
-  16: 'bool',
-  17: 'bytea',
-  20: 'int8',
-  21: 'int2',
-  23: 'int4',
-  25: 'text',
-  114: 'json',
-  700: 'float4',
-  701: 'float8',
-  1043: 'varchar',
-  1082: 'date',
-  1114: 'timestamp',
-  1184: 'timestamptz',
-  1700: 'numeric',
-  2950: 'uuid',
-  3802: 'jsonb',
+/** JDBC type codes for the column metadata's `type` (informational; the driver decodes by typeName). */
+const JDBC_TYPES: Record<string, number> = {
+  bool: -7,
+  int2: 5,
+  int4: 4,
+  int8: -5,
+  float4: 7,
+  float8: 8,
+  numeric: 2,
+  text: 12,
+  varchar: 12,
+  date: 91,
+  time: 92,
+  timestamp: 93,
+  timestamptz: 93,
+  bytea: -2,
 };
+/** Types the Data API cannot return (cast them to text in SQL). */
+const UNSUPPORTED_TYPES = new Set(['money', 'point', 'lseg', 'path', 'box', 'polygon', 'line', 'circle']);
 
+interface PgType {
+  name: string;
+  /** For array types: the element type's name. */
+  element?: string;
+}
+
+interface Transaction {
+  client: pg.PoolClient;
+  busy: boolean;
+  timer: NodeJS.Timeout;
+}
+
+// Results come back as raw text; the fixture renders Data API fields from it.
 const rawTypes = { getTypeParser: () => (value: string) => value } as pg.CustomTypesConfig;
+// text[] (oid 1009): splits any 1-D array literal into its elements' text, NULL as null.
+const parseTextArray = (pg.types.getTypeParser as (oid: number) => (value: string) => unknown[])(1009);
 
-export async function startDataApiFixture(connectionString: string): Promise<DataApiFixture> {
-  // One pool per database named in the requests (the `database` parameter picks it, as in the Data API).
-  const pools = new Map<string, pg.Pool>();
-  const poolFor = (database: unknown): pg.Pool => {
+export async function startDataApiFixture(
+  connectionString: string,
+  options: DataApiFixtureOptions = {},
+): Promise<DataApiFixture> {
+  const transactionIdleMs = options.transactionIdleMs ?? 3 * 60 * 1000;
+  const statementTimeoutMs = options.statementTimeoutMs ?? 45_000;
+  const maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+
+  // One pool (and type catalogue) per database named in the requests, as the `database` parameter selects.
+  const databases = new Map<string, { pool: pg.Pool; types: Map<number, PgType> }>();
+  const databaseFor = (database: unknown) => {
     const url = new URL(connectionString);
     if (typeof database === 'string' && database) url.pathname = `/${database}`;
     const key = url.toString();
-    let pool = pools.get(key);
-    if (!pool) {
-      pool = new pg.Pool({ connectionString: key, max: 8, types: rawTypes, options: '-c TimeZone=UTC' });
+    let entry = databases.get(key);
+    if (!entry) {
+      const pool = new pg.Pool({
+        connectionString: key,
+        max: options.poolSize ?? 10,
+        types: rawTypes,
+        // Aurora's default parameter group runs sessions in UTC; the service cancels at 45 s.
+        options: `-c TimeZone=UTC -c statement_timeout=${statementTimeoutMs}`,
+      });
       pool.on('error', () => {});
-      pools.set(key, pool);
+      entry = { pool, types: new Map() };
+      databases.set(key, entry);
     }
-    return pool;
+    return entry;
   };
-  const transactions = new Map<string, { client: pg.PoolClient; busy: boolean; timer: NodeJS.Timeout }>();
-  const counts: Record<string, number> = {};
-  const faults: { error: string; message: string; times: number; operation?: string; status: number }[] = [];
+  const transactions = new Map<string, Transaction>();
+  const counts = Object.fromEntries(OPERATIONS.map((op) => [op, 0])) as Record<DataApiOperation, number>;
+  const faults: (Required<Omit<DataApiFault, 'operation'>> & { operation?: DataApiOperation })[] = [];
+
+  async function typeOf(client: pg.ClientBase, types: Map<number, PgType>, oid: number): Promise<PgType> {
+    let type = types.get(oid);
+    if (!type) {
+      // Loaded on demand: migrations create types (enums) after the pool exists.
+      const res = await client.query<{ oid: string; typname: string; elem: string | null }>(
+        `SELECT t.oid, t.typname, e.typname AS elem
+         FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'`,
+      );
+      for (const r of res.rows) types.set(Number(r.oid), { name: r.typname, element: r.elem ?? undefined });
+      type = types.get(oid) ?? { name: 'unknown' };
+    }
+    return type;
+  }
 
   const endTransaction = async (id: string, sql: 'COMMIT' | 'ROLLBACK') => {
     const tx = transactions.get(id);
-    if (!tx) throw new ApiError('NotFoundException', `Transaction ${id} is not found`, 404);
+    if (!tx) throw transactionNotFound(id);
     transactions.delete(id);
     clearTimeout(tx.timer);
+    let broken: Error | undefined;
     try {
       await tx.client.query(sql);
+    } catch (err) {
+      broken = err as Error;
+      throw sqlError(err);
     } finally {
-      tx.client.release();
+      tx.client.release(broken);
     }
   };
 
-  const touch = (id: string) => {
-    const tx = transactions.get(id)!;
+  const armIdleTimer = (id: string, tx: Transaction) => {
     clearTimeout(tx.timer);
-    tx.timer = setTimeout(() => void endTransaction(id, 'ROLLBACK').catch(() => {}), TRANSACTION_IDLE_MS);
+    tx.timer = setTimeout(() => void endTransaction(id, 'ROLLBACK').catch(() => {}), transactionIdleMs);
     tx.timer.unref();
   };
 
-  async function execute(body: Record<string, unknown>): Promise<unknown> {
+  /** Runs `work` on the transaction's connection, one call at a time; an error aborts the transaction. */
+  async function inTransaction<T>(id: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const tx = transactions.get(id);
+    if (!tx) throw transactionNotFound(id);
+    if (tx.busy) throw new ApiError('DatabaseErrorException', 'Transaction is still running a query');
+    tx.busy = true;
+    try {
+      const result = await work(tx.client);
+      tx.busy = false;
+      armIdleTimer(id, tx);
+      return result;
+    } catch (err) {
+      tx.busy = false;
+      // The service aborts the transaction on any failed statement: later calls find no transaction.
+      if (transactions.has(id)) await endTransaction(id, 'ROLLBACK').catch(() => {});
+      throw err;
+    }
+  }
+
+  function validateCommon(body: Body, needsSql: boolean): void {
+    for (const member of ['resourceArn', 'secretArn', ...(needsSql ? ['sql'] : [])]) {
+      if (typeof body[member] !== 'string' || body[member] === '')
+        throw new ApiError('ValidationException', `${member} is required`);
+    }
     if (body.schema !== undefined)
-      throw new ApiError('ValidationException', "The schema parameter isn't supported");
-    const sql = String(body.sql ?? '');
+      throw new ApiError('ValidationException', "The schema parameter isn't supported.");
+    if (!needsSql) return;
+    const sql = body.sql as string;
+    if (sql.length > MAX_SQL_CHARS)
+      throw new ApiError('ValidationException', `sql must be at most ${MAX_SQL_CHARS} characters`);
     if (splitSqlScript(sql).length > 1)
       throw new ApiError('ValidationException', "Multistatements aren't supported.");
-    const parameters = (body.parameters ?? []) as SqlParameter[];
+    if (body.formatRecordsAs !== undefined && body.formatRecordsAs !== 'NONE')
+      throw new ApiError('ValidationException', 'formatRecordsAs JSON is not modelled by the local fixture');
+  }
+
+  /** The statement for PostgreSQL: `$n` placeholders, each cast to the type the service would bind. */
+  function bind(sql: string, parameters: SqlParameter[]): { text: string; values: unknown[] } {
     const parsed = parseNamedParams(sql);
-    const byName = new Map(parameters.map((p) => [p.name, p]));
+    const byName = new Map<string, SqlParameter>();
+    for (const p of parameters) {
+      if (!p.name) throw new ApiError('ValidationException', 'every parameter needs a name');
+      if (p.value?.arrayValue !== undefined)
+        throw new ApiError('ValidationException', 'Array parameters are not supported.');
+      byName.set(p.name, p);
+    }
+    const casts: (string | undefined)[] = [];
     const values = parsed.names.map((name) => {
       const p = byName.get(name);
-      if (!p)
-        throw new ApiError('DatabaseErrorException', `ERROR: no value was given for parameter :${name}`);
-      if (p.value.arrayValue !== undefined)
-        throw new ApiError('ValidationException', 'Array parameters are not supported.');
+      if (!p?.value)
+        throw new ApiError(
+          'DatabaseErrorException',
+          `ERROR: No value specified for parameter :${name}; SQLState: 22023`,
+        );
       const v = p.value;
-      if (v.isNull) return null;
-      if (v.stringValue !== undefined) return v.stringValue;
-      if (v.longValue !== undefined) return v.longValue;
-      if (v.doubleValue !== undefined) return v.doubleValue;
-      if (v.booleanValue !== undefined) return v.booleanValue;
-      if (v.blobValue !== undefined) return Buffer.from(v.blobValue, 'base64');
-      throw new ApiError('ValidationException', `parameter :${name} has no value`);
+      const hint = p.typeHint ? HINTS[p.typeHint] : undefined;
+      if (p.typeHint && !hint) throw new ApiError('ValidationException', `unknown typeHint ${p.typeHint}`);
+      if (v.isNull) {
+        casts.push(hint?.cast);
+        return null;
+      }
+      if (hint) {
+        if (v.stringValue === undefined)
+          throw new ApiError('ValidationException', `typeHint ${p.typeHint} applies to a stringValue only`);
+        if (hint.format && !hint.format.test(v.stringValue))
+          throw new ApiError(
+            'ValidationException',
+            `parameter :${name} with typeHint ${p.typeHint} must be formatted ${hint.example}`,
+          );
+        casts.push(hint.cast);
+        return v.stringValue;
+      }
+      const [cast, value] = unhinted(name, v);
+      casts.push(cast);
+      return value;
     });
-    // Type hints become casts on the placeholders they belong to.
     let text = parsed.positional;
-    parsed.names.forEach((name, i) => {
-      const hint = byName.get(name)?.typeHint;
-      if (hint && CASTS[hint])
-        text = text.replace(new RegExp(`\\$${i + 1}(?!\\d)`, 'g'), `($${i + 1}::${CASTS[hint]})`);
-    });
-    const options = (body.resultSetOptions ?? {}) as { longReturnType?: string; decimalReturnType?: string };
-    const txId = body.transactionId as string | undefined;
-    let client: pg.PoolClient;
-    let release = true;
-    if (txId) {
-      const tx = transactions.get(txId);
-      if (!tx) throw new ApiError('NotFoundException', `Transaction ${txId} is not found`, 404);
-      if (tx.busy) throw new ApiError('DatabaseErrorException', 'Transaction is still running a query');
-      tx.busy = true;
-      client = tx.client;
-      release = false;
-    } else {
-      client = await poolFor(body.database).connect();
+    // A literal `$1` in the original text would be indistinguishable from a placeholder; such statements
+    // get no casts (lenient) rather than a corrupted text.
+    if (!/\$\d/.test(sql)) {
+      text = text.replace(/\$(\d+)(?!\d)/g, (whole, n: string) => {
+        const cast = casts[Number(n) - 1];
+        return cast ? `(${whole}::${cast})` : whole;
+      });
     }
-    let result: pg.QueryArrayResult;
+    return { text, values };
+  }
+
+  async function run(
+    client: pg.ClientBase,
+    { text, values }: { text: string; values: unknown[] },
+  ): Promise<pg.QueryArrayResult<unknown[]>> {
     try {
-      result = await client.query({ text, values, rowMode: 'array' });
+      return await client.query({ text, values, rowMode: 'array' });
     } catch (err) {
-      const e = err as pg.DatabaseError;
-      if (txId) {
-        // An SQL error aborts the transaction: later calls find no transaction.
-        await endTransaction(txId, 'ROLLBACK').catch(() => {});
-      }
-      throw new ApiError(
-        'DatabaseErrorException',
-        `ERROR: ${e.message}\n  Position: ${e.position ?? '?'}; SQLState: ${e.code ?? 'XX000'}`,
-      );
-    } finally {
-      if (release) client.release();
-      else if (transactions.has(txId!)) {
-        transactions.get(txId!)!.busy = false;
-        touch(txId!);
-      }
+      throw sqlError(err);
     }
-    // DML without RETURNING (and DDL) has no result set.
-    if (!result.fields || result.fields.length === 0) {
+  }
+
+  async function render(
+    client: pg.ClientBase,
+    types: Map<number, PgType>,
+    result: pg.QueryArrayResult<unknown[]>,
+    body: Body,
+  ): Promise<Body> {
+    // DML without RETURNING, and DDL, have no result set.
+    if (!result.fields || result.fields.length === 0)
       return { numberOfRecordsUpdated: result.rowCount ?? 0, generatedFields: [] };
+    const options = (body.resultSetOptions ?? {}) as ResultSetOptions;
+    const columnTypes = await Promise.all(result.fields.map((f) => typeOf(client, types, f.dataTypeID)));
+    for (const [i, type] of columnTypes.entries()) {
+      if (UNSUPPORTED_TYPES.has(type.name) || UNSUPPORTED_TYPES.has(type.element ?? ''))
+        throw new ApiError(
+          'UnsupportedResultException',
+          `The result contains the unsupported data type ${type.name} (column ${result.fields[i]!.name}).`,
+        );
     }
-    const columnMetadata = result.fields.map((f) => ({
-      name: f.name,
-      label: f.name,
-      typeName: TYPE_NAMES[f.dataTypeID] ?? 'text',
-    }));
     const records = result.rows.map((row) =>
-      (row as (string | null)[]).map((value, i) => toField(value, result.fields[i]!.dataTypeID, options)),
+      row.map((value, i) => toField(value as string | null, columnTypes[i]!, options)),
     );
-    const response = {
+    const response: Body = {
       records,
-      ...(body.includeResultMetadata ? { columnMetadata } : {}),
       numberOfRecordsUpdated: result.command === 'SELECT' ? 0 : (result.rowCount ?? 0),
     };
-    if (Buffer.byteLength(JSON.stringify(response)) > MAX_RESPONSE_BYTES) {
+    if (body.includeResultMetadata === true) {
+      response.columnMetadata = result.fields.map((f, i) => {
+        const type = columnTypes[i]!;
+        return {
+          name: f.name,
+          label: f.name,
+          typeName: type.name,
+          type: type.element ? 2003 : (JDBC_TYPES[type.name] ?? 1111),
+          ...(type.element ? { arrayBaseColumnType: JDBC_TYPES[type.element] ?? 1111 } : {}),
+        };
+      });
+    }
+    if (Buffer.byteLength(JSON.stringify(response)) > maxResponseBytes)
       throw new ApiError(
         'DatabaseErrorException',
         'Database returned more than the allowed response size limit',
       );
-    }
     return response;
   }
 
-  function toField(
-    value: string | null,
-    oid: number,
-    options: { longReturnType?: string; decimalReturnType?: string },
-  ): Field {
-    if (value === null) return { isNull: true };
-    switch (oid) {
-      case 16:
-        return { booleanValue: value === 't' };
-      case 20:
-      case 21:
-      case 23:
-        return options.longReturnType === 'STRING' ? { stringValue: value } : { longValue: Number(value) };
-      case 700:
-      case 701:
-        return { doubleValue: Number(value) };
-      case 1700:
-        return options.decimalReturnType === 'DOUBLE_OR_LONG'
-          ? { doubleValue: Number(value) }
-          : { stringValue: value };
-      case 1184:
-        // Always UTC, without the offset.
-        return { stringValue: value.replace(/\+00(:00)?$/, '') };
-      case 17:
-        return { blobValue: Buffer.from(value.replace(/^\\x/, ''), 'hex').toString('base64') };
-      default:
-        return { stringValue: value };
+  async function execute(body: Body): Promise<Body> {
+    validateCommon(body, true);
+    // Validation errors come before the database is involved, so they do not abort a transaction.
+    const statement = bind(body.sql as string, (body.parameters ?? []) as SqlParameter[]);
+    const txId = body.transactionId as string | undefined;
+    const { pool, types } = databaseFor(body.database);
+    if (txId)
+      return inTransaction(txId, async (client) => render(client, types, await run(client, statement), body));
+    const client = await pool.connect();
+    try {
+      return await render(client, types, await run(client, statement), body);
+    } finally {
+      client.release();
     }
   }
 
-  const routes: Record<string, (body: Record<string, unknown>) => Promise<unknown>> = {
-    '/Execute': execute,
-    '/BatchExecute': async (body) => {
-      const sets = (body.parameterSets ?? [[]]) as SqlParameter[][];
-      const updateResults = [];
-      for (const parameters of sets) {
-        await execute({ ...body, parameters });
-        updateResults.push({ generatedFields: [] });
-      }
-      return { updateResults };
-    },
-    '/BeginTransaction': async (body) => {
-      const client = await poolFor(body.database).connect();
+  async function batchExecute(body: Body): Promise<Body> {
+    validateCommon(body, true);
+    const sets = (body.parameterSets as SqlParameter[][] | undefined) ?? [[]];
+    const statements = sets.map((parameters) => bind(body.sql as string, parameters));
+    const txId = body.transactionId as string | undefined;
+    // One DML over every parameter set; no result set comes back.
+    const runAll = async (client: pg.ClientBase) => {
+      for (const statement of statements) await run(client, statement);
+      return { updateResults: statements.map(() => ({ generatedFields: [] })) };
+    };
+    if (txId) return inTransaction(txId, runAll);
+    // Outside a transaction the batch commits (or fails) as a whole.
+    const client = await databaseFor(body.database).pool.connect();
+    let broken: Error | undefined;
+    try {
       await client.query('BEGIN');
-      const transactionId = randomUUID();
-      transactions.set(transactionId, { client, busy: false, timer: setTimeout(() => {}, 0) });
-      touch(transactionId);
+      const result = await runAll(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => {
+        broken = e;
+      });
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  const routes: Record<DataApiOperation, (body: Body) => Promise<Body>> = {
+    Execute: execute,
+    BatchExecute: batchExecute,
+    BeginTransaction: async (body) => {
+      validateCommon(body, false);
+      const client = await databaseFor(body.database).pool.connect();
+      try {
+        await client.query('BEGIN');
+      } catch (err) {
+        client.release(err as Error);
+        throw sqlError(err);
+      }
+      // Real ids are opaque base64 strings (at most 192 characters).
+      const transactionId = randomBytes(48).toString('base64');
+      const tx: Transaction = { client, busy: false, timer: setTimeout(() => {}, 0) };
+      transactions.set(transactionId, tx);
+      armIdleTimer(transactionId, tx);
       return { transactionId };
     },
-    '/CommitTransaction': async (body) => {
-      await endTransaction(String(body.transactionId), 'COMMIT');
+    CommitTransaction: async (body) => {
+      validateCommon(body, false);
+      const id = String(body.transactionId ?? '');
+      if (transactions.get(id)?.busy)
+        throw new ApiError('DatabaseErrorException', 'Transaction is still running a query');
+      await endTransaction(id, 'COMMIT');
       return { transactionStatus: 'Transaction Committed' };
     },
-    '/RollbackTransaction': async (body) => {
-      await endTransaction(String(body.transactionId), 'ROLLBACK');
+    RollbackTransaction: async (body) => {
+      validateCommon(body, false);
+      const id = String(body.transactionId ?? '');
+      if (transactions.get(id)?.busy)
+        throw new ApiError('DatabaseErrorException', 'Transaction is still running a query');
+      await endTransaction(id, 'ROLLBACK');
       return { transactionStatus: 'Rollback Complete' };
     },
   };
@@ -284,8 +468,6 @@ export async function startDataApiFixture(connectionString: string): Promise<Dat
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
-      const operation = req.url ?? '';
-      counts[operation.slice(1)] = (counts[operation.slice(1)] ?? 0) + 1;
       const send = (status: number, body: unknown, errorType?: string) => {
         res.writeHead(status, {
           'content-type': 'application/json',
@@ -294,14 +476,24 @@ export async function startDataApiFixture(connectionString: string): Promise<Dat
         res.end(JSON.stringify(body));
       };
       try {
-        const fault = faults.find((f) => !f.operation || f.operation === operation.slice(1));
+        const operation = (req.url ?? '').replace(/^\//, '').replace(/\?.*$/, '') as DataApiOperation;
+        const route = req.method === 'POST' ? routes[operation] : undefined;
+        if (!route) throw new ApiError('UnknownOperationException', `unknown operation ${req.url}`, 404);
+        counts[operation]++;
+        const fault = faults.find((f) => !f.operation || f.operation === operation);
         if (fault) {
           if (--fault.times <= 0) faults.splice(faults.indexOf(fault), 1);
           throw new ApiError(fault.error, fault.message, fault.status);
         }
-        const route = routes[operation];
-        if (!route) throw new ApiError('NotFoundException', `unknown operation ${operation}`, 404);
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
+        const raw = Buffer.concat(chunks);
+        if (raw.length > MAX_REQUEST_BYTES)
+          throw new ApiError('ValidationException', 'The request exceeds the 4 MiB size limit');
+        let body: Body;
+        try {
+          body = JSON.parse(raw.toString('utf8') || '{}') as Body;
+        } catch {
+          throw new ApiError('SerializationException', 'the request body is not JSON');
+        }
         send(200, await route(body));
       } catch (err) {
         if (err instanceof ApiError) send(err.status, { message: err.message }, err.type);
@@ -328,13 +520,94 @@ export async function startDataApiFixture(connectionString: string): Promise<Dat
       faults.length = 0;
     },
     resetCounts: () => {
-      for (const k of Object.keys(counts)) delete counts[k];
+      for (const op of OPERATIONS) counts[op] = 0;
     },
+    openTransactions: () => transactions.size,
     async close() {
       for (const id of [...transactions.keys()]) await endTransaction(id, 'ROLLBACK').catch(() => {});
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
-      for (const pool of pools.values()) await pool.end();
+      for (const { pool } of databases.values()) await pool.end();
     },
   };
+}
+
+/** An unhinted value is bound with the JDBC type of its Field member, as the service does. */
+function unhinted(name: string, v: Field): [string, unknown] {
+  if (v.stringValue !== undefined) return ['varchar', v.stringValue];
+  if (v.longValue !== undefined) return ['int8', v.longValue];
+  if (v.doubleValue !== undefined) return ['float8', v.doubleValue];
+  if (v.booleanValue !== undefined) return ['bool', v.booleanValue];
+  if (v.blobValue !== undefined) return ['bytea', Buffer.from(v.blobValue, 'base64')];
+  throw new ApiError('ValidationException', `parameter :${name} has no value`);
+}
+
+function transactionNotFound(id: string): ApiError {
+  return new ApiError('TransactionNotFoundException', `Transaction ${id} isn't found`, 404);
+}
+
+/** A PostgreSQL error as the service reports it: DatabaseErrorException ending in the SQLSTATE. */
+function sqlError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = err as pg.DatabaseError;
+  if (e.code === '57014')
+    return new ApiError('StatementTimeoutException', 'The statement timed out (45 s) and was cancelled.');
+  const detail = e.detail ? `\n  Detail: ${e.detail}` : '';
+  const position = e.position ? `\n  Position: ${e.position}` : '';
+  return new ApiError(
+    'DatabaseErrorException',
+    `ERROR: ${e.message}${detail}${position}; SQLState: ${e.code ?? 'XX000'}`,
+  );
+}
+
+/** One value as the service returns it in records mode, from PostgreSQL's text form. */
+function toField(value: string | null, type: PgType, options: ResultSetOptions): Field {
+  if (value === null) return { isNull: true };
+  if (type.element) {
+    if (value.startsWith('{{'))
+      throw new ApiError('UnsupportedResultException', 'Multidimensional arrays are not supported.');
+    return { arrayValue: toArrayValue(parseTextArray(value) as (string | null)[], type.element, options) };
+  }
+  switch (type.name) {
+    case 'bool':
+      return { booleanValue: value === 't' };
+    case 'int2':
+    case 'int4':
+    case 'int8':
+      return options.longReturnType === 'STRING' ? { stringValue: value } : { longValue: Number(value) };
+    case 'float4':
+    case 'float8':
+      return { doubleValue: Number(value) };
+    case 'numeric':
+      if (options.decimalReturnType === 'DOUBLE_OR_LONG')
+        return /^-?\d+$/.test(value) ? { longValue: Number(value) } : { doubleValue: Number(value) };
+      return { stringValue: value };
+    case 'timestamptz':
+      // Always UTC (the session time zone), and without the offset.
+      return { stringValue: value.replace(/[+-]00(:00)?$/, '') };
+    case 'bytea':
+      return { blobValue: Buffer.from(value.replace(/^\\x/, ''), 'hex').toString('base64') };
+    default:
+      return { stringValue: value };
+  }
+}
+
+function toArrayValue(items: (string | null)[], element: string, options: ResultSetOptions): ArrayValue {
+  switch (element) {
+    case 'bool':
+      return { booleanValues: items.map((v) => v === 't' || v === 'true') };
+    case 'int2':
+    case 'int4':
+    case 'int8':
+      return options.longReturnType === 'STRING'
+        ? { stringValues: items }
+        : { longValues: items.map((v) => Number(v)) };
+    case 'float4':
+    case 'float8':
+      return { doubleValues: items.map((v) => Number(v)) };
+    case 'timestamptz':
+      return { stringValues: items.map((v) => v?.replace(/[+-]00(:00)?$/, '') ?? null) };
+    default:
+      return { stringValues: items };
+  }
 }
