@@ -168,11 +168,17 @@ WITH released AS (
 )
 SELECT id FROM released`;
 
-/** An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out. */
+/**
+ * An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out.
+ * `current` locks the row (FOR UPDATE), so a cancel that waited on a concurrent claim or report reads the row
+ * as that statement left it: without the lock it would read the statement's snapshot (say `pending`) while
+ * the update hits the newer `running` row, and the attempt the claim started would never be closed.
+ */
 export const cancelJobSql = `
 WITH current AS (
   SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS claimed_at
   FROM jobs j WHERE j.id = CAST(:id AS uuid)
+  FOR UPDATE
 ), cancelled AS (
   UPDATE jobs j
   SET status = 'cancelled', completed_at = ${NOW}, updated_at = ${NOW},

@@ -86,6 +86,8 @@ export class Worker<M extends JobTypeMap, S> {
   private readonly toRecord: Finished[] = [];
   private readonly lastTicks = new Map<string, number>();
   private fetching = false;
+  /** Releases in flight; `stop()` waits for them, so no claim it hands back is still `running` after it. */
+  private readonly releasing = new Set<Promise<void>>();
   /** A wake-up arrived while a claim was in flight: claim again after it. */
   private wantFetch = false;
   /** The last claim filled its batch (or a wake-up arrived since): more jobs may be due. */
@@ -389,7 +391,13 @@ export class Worker<M extends JobTypeMap, S> {
     }
   }
 
-  private async releaseUnstarted(jobs: ClaimedJob[]): Promise<void> {
+  private releaseUnstarted(jobs: ClaimedJob[]): Promise<void> {
+    const release = this.doRelease(jobs).finally(() => this.releasing.delete(release));
+    this.releasing.add(release);
+    return release;
+  }
+
+  private async doRelease(jobs: ClaimedJob[]): Promise<void> {
     try {
       await this.tracker.release(
         jobs.map((j) => ({ id: j.id, attempt: j.attempts })),
@@ -446,6 +454,8 @@ export class Worker<M extends JobTypeMap, S> {
       if (!this.flushing) this.scheduleFlush();
       await this.flushing;
     }
+    // A claim that was in flight when stop began hands its jobs back after `fetching` clears: wait for it.
+    while (this.releasing.size > 0) await Promise.all(this.releasing);
     this.checkIdle();
   }
 }

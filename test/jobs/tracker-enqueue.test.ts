@@ -1,10 +1,11 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { pgQueryable } from '../../shared/db/pg-driver.js';
+import { PgDatabase, pgQueryable } from '../../shared/db/pg-driver.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobInputError } from '../../shared/jobs/errors.js';
 import { JobTracker, MAX_PAYLOAD_BYTES } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { countingQueryable, countJobs } from '../support/lifecycle.js';
 import { createTestRegistry } from '../support/test-job-types.js';
 
 let t: TestDatabase;
@@ -15,17 +16,23 @@ const makeTracker = (db = t.db) => new JobTracker({ db, registry: createTestRegi
 beforeAll(async () => {
   t = await createTestDatabase();
   tracker = makeTracker();
+  await t.db.query('CREATE TABLE domain_things (name text NOT NULL)');
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_executions, domain_things');
 });
 
-const countJobs = async () =>
-  (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).rows[0]!.n;
+const count = () => countJobs(t.db);
+const domainCount = async () =>
+  (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM domain_things')).rows[0]!.n;
+/** The row version of a job: unchanged xmin means no statement has written the row since. */
+const rowVersion = async (id: string) =>
+  (await t.db.query<{ v: string }>('SELECT xmin::text AS v FROM jobs WHERE id = CAST(:id AS uuid)', { id }))
+    .rows[0]?.v;
 
-describe('enqueue', () => {
-  test('one job: pending, due now by the clock, with the type defaults', async () => {
+describe('enqueue one job', () => {
+  test('pending, due now by the clock, with the type defaults', async () => {
     const { job, created } = await tracker.enqueue({ type: 'noop', payload: { n: 1 } });
     expect(created).toBe(true);
     expect(job).toMatchObject({
@@ -35,89 +42,19 @@ describe('enqueue', () => {
       attempts: 0,
       maxAttempts: 6,
       priority: 0,
+      idempotencyKey: null,
       scheduledAt: clock.now(),
       startedAt: null,
       completedAt: null,
+      leaseExpiresAt: null,
+      lastError: null,
+      createdAt: clock.now(),
     });
+    expect(await tracker.getJob(job.id)).toEqual(job);
+    expect(await count()).toBe(1);
   });
 
-  test('10,000 jobs in one call, one statement, results in input order', async () => {
-    const jobs = Array.from({ length: 10_000 }, (_, n) => ({ type: 'noop' as const, payload: { n } }));
-    const results = await tracker.enqueueMany(jobs);
-    expect(results).toHaveLength(10_000);
-    expect(results.map((r) => (r.job.payload as { n: number }).n)).toEqual(jobs.map((j) => j.payload.n));
-    expect(await countJobs()).toBe(10_000);
-  });
-
-  test('an idempotency key returns the existing job and writes nothing', async () => {
-    const first = await tracker.enqueue({ type: 'noop', payload: { n: 1 }, idempotencyKey: 'k-1' });
-    const second = await tracker.enqueue({ type: 'noop', payload: { n: 2 }, idempotencyKey: 'k-1' });
-    expect(second.created).toBe(false);
-    expect(second.job.id).toBe(first.job.id);
-    expect(second.job.payload).toEqual({ n: 1 });
-    expect(await countJobs()).toBe(1);
-    // The key is per job type.
-    const other = await tracker.enqueue({
-      type: 'always-fails',
-      payload: { reason: 'x' },
-      idempotencyKey: 'k-1',
-    });
-    expect(other.created).toBe(true);
-  });
-
-  test('the same key twice in one batch creates one job', async () => {
-    const results = await tracker.enqueueMany([
-      { type: 'noop', payload: { n: 1 }, idempotencyKey: 'dup' },
-      { type: 'noop', payload: { n: 2 } },
-      { type: 'noop', payload: { n: 3 }, idempotencyKey: 'dup' },
-    ]);
-    expect(results.map((r) => r.created)).toEqual([true, true, false]);
-    expect(results[0]!.job.id).toBe(results[2]!.job.id);
-    expect(await countJobs()).toBe(2);
-  });
-
-  test('concurrent enqueues with one key, from separate connections, give one job', async () => {
-    const trackers = Array.from({ length: 8 }, () => makeTracker(t.db));
-    const results = await Promise.all(
-      trackers.map((tr, n) => tr.enqueue({ type: 'noop', payload: { n }, idempotencyKey: 'race' })),
-    );
-    expect(new Set(results.map((r) => r.job.id)).size).toBe(1);
-    expect(results.filter((r) => r.created)).toHaveLength(1);
-    expect(await countJobs()).toBe(1);
-  });
-
-  test('transactional enqueue: rolled back with the caller’s transaction, committed with it', async () => {
-    await t.db.query('CREATE TABLE IF NOT EXISTS domain_things (name text)');
-    await expect(
-      t.db.transaction(async (tx) => {
-        await tx.query("INSERT INTO domain_things VALUES ('a')");
-        await tracker.enqueue({ type: 'noop', payload: { n: 1 } }, { db: tx });
-        throw new Error('domain rule violated');
-      }),
-    ).rejects.toThrow('domain rule violated');
-    expect(await countJobs()).toBe(0);
-    await t.db.transaction(async (tx) => {
-      await tx.query("INSERT INTO domain_things VALUES ('b')");
-      await tracker.enqueue({ type: 'noop', payload: { n: 2 } }, { db: tx });
-    });
-    expect(await countJobs()).toBe(1);
-  });
-
-  test('transactional enqueue through a pg client the caller holds', async () => {
-    const client = new pg.Client({ connectionString: t.url });
-    await client.connect();
-    try {
-      await client.query('BEGIN');
-      await tracker.enqueue({ type: 'noop', payload: { n: 1 } }, { db: pgQueryable(client) });
-      expect(await countJobs()).toBe(0); // not visible before commit
-      await client.query('ROLLBACK');
-      expect(await countJobs()).toBe(0);
-    } finally {
-      await client.end();
-    }
-  });
-
-  test('a job scheduled in the past is simply due; priority and max attempts are stored', async () => {
+  test('a time in the past is simply due; priority and max attempts are stored', async () => {
     const { job } = await tracker.enqueue({
       type: 'noop',
       payload: {},
@@ -141,6 +78,171 @@ describe('enqueue', () => {
     expect(again!.payload).toEqual({ reason: key });
   });
 
+  test('unicode keys up to the limit are kept exactly', async () => {
+    const key = '🏦 préstamo 借款 '.repeat(12).slice(0, 255);
+    const { job } = await tracker.enqueue({ type: 'noop', payload: {}, idempotencyKey: key });
+    expect(job.idempotencyKey).toBe(key);
+  });
+});
+
+describe('enqueue many', () => {
+  test('10,000 jobs in one call and ONE statement, results in input order', async () => {
+    const counting = countingQueryable(t.db);
+    const jobs = Array.from({ length: 10_000 }, (_, n) => ({ type: 'noop' as const, payload: { n } }));
+    const results = await tracker.enqueueMany(jobs, { db: counting });
+    expect(counting.statements).toHaveLength(1);
+    expect(counting.statements[0]).toMatch(/INSERT INTO jobs/);
+    expect(results).toHaveLength(10_000);
+    expect(results.every((r) => r.created && r.job.status === 'pending')).toBe(true);
+    expect(results.map((r) => (r.job.payload as { n: number }).n)).toEqual(jobs.map((j) => j.payload.n));
+    expect(new Set(results.map((r) => r.job.id)).size).toBe(10_000);
+    expect(await count()).toBe(10_000);
+  });
+
+  test('more than 10,000 in one call is refused and nothing is written', async () => {
+    const jobs = Array.from({ length: 10_001 }, () => ({ type: 'noop' as const, payload: {} }));
+    await expect(tracker.enqueueMany(jobs)).rejects.toMatchObject({ code: 'invalid_option' });
+    expect(await count()).toBe(0);
+  });
+
+  test('an empty batch sends nothing', async () => {
+    const counting = countingQueryable(t.db);
+    expect(await tracker.enqueueMany([], { db: counting })).toEqual([]);
+    expect(counting.statements).toEqual([]);
+  });
+});
+
+describe('idempotency keys', () => {
+  test('a second enqueue returns the existing job and writes nothing', async () => {
+    const first = await tracker.enqueue({ type: 'noop', payload: { n: 1 }, idempotencyKey: 'k-1' });
+    const version = await rowVersion(first.job.id);
+    clock.advanceMinutes(1);
+    const second = await tracker.enqueue({ type: 'noop', payload: { n: 2 }, idempotencyKey: 'k-1' });
+    clock.advanceMinutes(-1);
+    expect(second.created).toBe(false);
+    expect(second.job).toEqual(first.job); // the first job as stored: payload, times, everything
+    expect(await rowVersion(first.job.id)).toBe(version); // the row was not touched
+    expect(await count()).toBe(1);
+  });
+
+  test('the key is per job type', async () => {
+    const a = await tracker.enqueue({ type: 'noop', payload: {}, idempotencyKey: 'k' });
+    const b = await tracker.enqueue({ type: 'always-fails', payload: { reason: 'x' }, idempotencyKey: 'k' });
+    expect(b.created).toBe(true);
+    expect(b.job.id).not.toBe(a.job.id);
+    expect(await count()).toBe(2);
+  });
+
+  test('the same key twice in one batch creates one job; the other rows are unaffected', async () => {
+    const existing = await tracker.enqueue({ type: 'noop', payload: { n: 0 }, idempotencyKey: 'old' });
+    const results = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 1 }, idempotencyKey: 'dup' },
+      { type: 'noop', payload: { n: 2 } },
+      { type: 'noop', payload: { n: 3 }, idempotencyKey: 'dup' },
+      { type: 'noop', payload: { n: 4 }, idempotencyKey: 'old' },
+      { type: 'noop', payload: { n: 5 } },
+    ]);
+    expect(results.map((r) => r.created)).toEqual([true, true, false, false, true]);
+    expect(results[0]!.job.id).toBe(results[2]!.job.id);
+    expect(results[2]!.job.payload).toEqual({ n: 1 });
+    expect(results[3]!.job.id).toBe(existing.job.id);
+    expect(results.map((r) => (r.job.payload as { n: number }).n)).toEqual([1, 2, 1, 0, 5]);
+    expect(await count()).toBe(4);
+  });
+
+  test('concurrent enqueues with one key, on separate pools, give one job', async () => {
+    const pools = Array.from({ length: 6 }, () => new PgDatabase({ connectionString: t.url, max: 2 }));
+    try {
+      const trackers = pools.map((db) => makeTracker(db));
+      // Warm the connections so the enqueues really overlap.
+      await Promise.all(pools.map((p) => p.query('SELECT 1')));
+      for (let round = 0; round < 5; round++) {
+        const key = `race-${round}`;
+        const results = await Promise.all(
+          trackers.flatMap((tr, i) =>
+            [0, 1].map((j) => tr.enqueue({ type: 'noop', payload: { n: i * 2 + j }, idempotencyKey: key })),
+          ),
+        );
+        expect(new Set(results.map((r) => r.job.id)).size).toBe(1);
+        expect(results.filter((r) => r.created)).toHaveLength(1);
+        const winner = results.find((r) => r.created)!;
+        expect(results.every((r) => r.job.payload !== undefined)).toBe(true);
+        expect(results.map((r) => r.job.payload)).toEqual(results.map(() => winner.job.payload));
+      }
+      expect(await count()).toBe(5);
+    } finally {
+      await Promise.all(pools.map((p) => p.close()));
+    }
+  });
+});
+
+describe('transactional enqueue', () => {
+  test('db.transaction: rolled back with the caller’s change, committed with it', async () => {
+    await expect(
+      t.db.transaction(async (tx) => {
+        await tx.query("INSERT INTO domain_things VALUES ('a')");
+        const { job } = await tracker.enqueue({ type: 'noop', payload: { n: 1 } }, { db: tx });
+        expect(job.status).toBe('pending');
+        expect(await count()).toBe(0); // invisible outside the transaction
+        throw new Error('domain rule violated');
+      }),
+    ).rejects.toThrow('domain rule violated');
+    expect(await count()).toBe(0);
+    expect(await domainCount()).toBe(0);
+
+    const id = await t.db.transaction(async (tx) => {
+      await tx.query("INSERT INTO domain_things VALUES ('b')");
+      return (await tracker.enqueue({ type: 'noop', payload: { n: 2 } }, { db: tx })).job.id;
+    });
+    expect(await count()).toBe(1);
+    expect(await domainCount()).toBe(1);
+    expect((await tracker.getJob(id))!.payload).toEqual({ n: 2 });
+  });
+
+  test('an idempotent enqueue rolled back leaves the key free', async () => {
+    await t.db
+      .transaction(async (tx) => {
+        await tracker.enqueue({ type: 'noop', payload: {}, idempotencyKey: 'tx-key' }, { db: tx });
+        throw new Error('abort');
+      })
+      .catch(() => {});
+    const again = await tracker.enqueue({ type: 'noop', payload: {}, idempotencyKey: 'tx-key' });
+    expect(again.created).toBe(true);
+    expect(await count()).toBe(1);
+  });
+
+  test('pgQueryable over a pg client the caller holds: ROLLBACK leaves nothing, COMMIT keeps both', async () => {
+    const client = new pg.Client({ connectionString: t.url });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query("INSERT INTO domain_things VALUES ('c')");
+      await tracker.enqueueMany(
+        [
+          { type: 'noop', payload: { n: 1 } },
+          { type: 'noop', payload: { n: 2 } },
+        ],
+        { db: pgQueryable(client) },
+      );
+      expect(await count()).toBe(0); // not visible before commit
+      await client.query('ROLLBACK');
+      expect(await count()).toBe(0);
+      expect(await domainCount()).toBe(0);
+
+      await client.query('BEGIN');
+      await client.query("INSERT INTO domain_things VALUES ('d')");
+      const { job } = await tracker.enqueue({ type: 'noop', payload: { n: 3 } }, { db: pgQueryable(client) });
+      await client.query('COMMIT');
+      expect(await count()).toBe(1);
+      expect(await domainCount()).toBe(1);
+      expect((await tracker.getJob(job.id))!.payload).toEqual({ n: 3 });
+    } finally {
+      await client.end();
+    }
+  });
+});
+
+describe('bad input: JobInputError, nothing written', () => {
   const bad: [string, () => Promise<unknown>, string, RegExp][] = [
     [
       'unknown type',
@@ -151,6 +253,12 @@ describe('enqueue', () => {
     [
       'payload failing its schema, naming the field',
       () => tracker.enqueueUntyped([{ type: 'always-fails', payload: { reason: 42 } }]),
+      'invalid_payload',
+      /payload\.reason/,
+    ],
+    [
+      'missing required field',
+      () => tracker.enqueueUntyped([{ type: 'always-fails', payload: {} }]),
       'invalid_payload',
       /payload\.reason/,
     ],
@@ -206,8 +314,7 @@ describe('enqueue', () => {
       /5 years/,
     ],
   ];
-  test.each(bad)('rejects %s with a clear error and writes nothing', async (_name, call, code, message) => {
-    // A valid job in the same batch is not written either: validation happens before the statement.
+  test.each(bad)('rejects %s', async (_name, call, code, message) => {
     const error = await call().then(
       () => null,
       (e: unknown) => e,
@@ -215,34 +322,42 @@ describe('enqueue', () => {
     expect(error).toBeInstanceOf(JobInputError);
     expect((error as JobInputError).code).toBe(code);
     expect((error as JobInputError).message).toMatch(message);
-    expect(await countJobs()).toBe(0);
+    expect(await count()).toBe(0);
   });
 
-  test('one bad job in a batch writes none of it', async () => {
+  test('one bad job in a batch writes none of it, and no statement is sent', async () => {
+    const counting = countingQueryable(t.db);
     await expect(
-      tracker.enqueueUntyped([
-        { type: 'noop', payload: {} },
-        { type: 'noop', payload: { n: 'one' } },
-      ]),
+      tracker.enqueueUntyped(
+        [
+          { type: 'noop', payload: {} },
+          { type: 'noop', payload: { n: 'one' } },
+        ],
+        { db: counting },
+      ),
     ).rejects.toThrow(/payload\.n/);
-    expect(await countJobs()).toBe(0);
+    expect(counting.statements).toEqual([]);
+    expect(await count()).toBe(0);
   });
 
-  test('huge and unicode keys within the limit are kept exactly', async () => {
-    const key = '🏦 préstamo 借款 '.repeat(12).slice(0, 255);
-    const { job } = await tracker.enqueue({ type: 'noop', payload: {}, idempotencyKey: key });
-    expect(job.idempotencyKey).toBe(key);
-  });
-
-  test('enqueue is typed: a wrong payload does not compile', () => {
-    const typed = () => {
-      // @ts-expect-error: `n` must be a number
-      void tracker.enqueue({ type: 'noop', payload: { n: 'x' } });
-      // @ts-expect-error: `reason` is required
-      void tracker.enqueue({ type: 'always-fails', payload: {} });
-      // @ts-expect-error: unknown job type
-      void tracker.enqueue({ type: 'nope', payload: {} });
-    };
-    expect(typeof typed).toBe('function');
+  test('typed: TypeScript rejects a wrong payload at compile time, zod at run time, nothing written', async () => {
+    // Each call below is a compile error (checked by `npx tsc --noEmit`) AND is rejected at run time.
+    // @ts-expect-error: `n` must be a number
+    const wrongType = tracker.enqueue({ type: 'noop', payload: { n: 'x' } });
+    await expect(wrongType).rejects.toThrow(/invalid payload for noop: payload\.n/);
+    // @ts-expect-error: `reason` is required
+    const missing = tracker.enqueue({ type: 'always-fails', payload: {} });
+    await expect(missing).rejects.toThrow(/payload\.reason/);
+    // @ts-expect-error: unknown job type
+    const unknown = tracker.enqueue({ type: 'nope', payload: {} });
+    await expect(unknown).rejects.toMatchObject({ code: 'unknown_job_type' });
+    const good = { type: 'noop', payload: {} } as const;
+    // @ts-expect-error: a wrong payload in a batch
+    const batch = tracker.enqueueMany([good, { type: 'noop', payload: { n: true } }]);
+    await expect(batch).rejects.toMatchObject({ code: 'invalid_payload' });
+    // The correct forms compile.
+    const ok = await tracker.enqueue({ type: 'always-fails', payload: { reason: 'fine' } });
+    expect(ok.created).toBe(true);
+    expect(await count()).toBe(1);
   });
 });

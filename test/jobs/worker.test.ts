@@ -1,18 +1,20 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { z } from 'zod';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type AttemptEvent, Worker, type WorkerOptions } from '../../shared/runtime/worker.js';
-import { latestTick, nextTick, toEventBridgeExpression } from '../../shared/schedules/cron.js';
-import {
-  jobForTick,
-  type RecurringSchedule,
-  schedules,
-  tickKey,
-} from '../../shared/schedules/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import {
+  createCoreRegistry,
+  deferred,
+  executionRows,
+  MINUTE,
+  sleep,
+  statusCounts,
+  waitFor,
+} from '../support/lifecycle.js';
+import type { TestServices } from '../support/test-job-types.js';
 
 let t: TestDatabase;
 beforeAll(async () => {
@@ -21,231 +23,268 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query('TRUNCATE jobs, job_executions');
+  gauge.now = 0;
+  gauge.max = 0;
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How many `sleepy` executors run at once, and the most seen. */
+const gauge = { now: 0, max: 0 };
 
-/** Job types whose executors take as long as their payload says. */
-function registry(started: string[] = []) {
-  return new JobTypeRegistry()
-    .register({
-      type: 'sleepy',
-      description: 'sleeps ms, honouring its abort signal',
-      schema: z.object({ ms: z.number().int() }),
-      timeoutSeconds: 30,
-      execute: async ({ ms }, ctx) => {
-        started.push(ctx.job.id);
+/** The core test types plus `sleepy`: sleeps `ms`, honouring its abort signal. */
+function registry() {
+  return createCoreRegistry().register({
+    type: 'sleepy',
+    description: 'sleeps ms, honouring its abort signal',
+    schema: z.object({ ms: z.number().int(), n: z.number().int().optional() }),
+    timeoutSeconds: 30,
+    execute: async (payload, ctx) => {
+      ctx.services.runs.push({ type: 'sleepy', payload, attempt: ctx.attempt });
+      gauge.now++;
+      gauge.max = Math.max(gauge.max, gauge.now);
+      try {
         await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, ms);
+          const timer = setTimeout(resolve, payload.ms);
           ctx.signal.addEventListener('abort', () => {
             clearTimeout(timer);
             reject(ctx.signal.reason);
           });
         });
-        return undefined;
-      },
-    })
-    .register({
-      type: 'flaky',
-      description: 'fails',
-      schema: z.object({}),
-      execute: async () => {
-        throw new Error('flaky failure');
-      },
-    });
+      } finally {
+        gauge.now--;
+      }
+      return undefined;
+    },
+  });
 }
 
 type Reg = ReturnType<typeof registry>;
-function worker(
-  reg: Reg,
-  options: Omit<WorkerOptions<Reg['schemas'], unknown>, 'tracker' | 'dispatcher'> = {},
+const workers: Worker<Reg['schemas'], TestServices>[] = [];
+afterEach(async () => {
+  // A failed test must not leave a worker claiming in the next one.
+  for (const w of workers.splice(0)) await w.stop();
+  vi.restoreAllMocks();
+});
+
+function make(
+  options: Omit<WorkerOptions<Reg['schemas'], TestServices>, 'tracker' | 'dispatcher'> = {},
   clock?: ManualClock,
 ) {
+  const reg = registry();
+  const services: TestServices = { runs: [] };
   const tracker = new JobTracker({ db: t.db, registry: reg, clock });
-  const w = new Worker({ tracker, dispatcher: new JobDispatcher(reg, {} as unknown), ...options });
-  return { tracker, worker: w };
+  const worker = new Worker({ tracker, dispatcher: new JobDispatcher(reg, services), ...options });
+  workers.push(worker);
+  return { tracker, worker, services };
 }
 
-const statusCounts = async () =>
-  Object.fromEntries(
-    (
-      await t.db.query<{ status: string; n: number }>(
-        'SELECT status, count(*)::int AS n FROM jobs GROUP BY status',
-      )
-    ).rows.map((r) => [r.status, r.n]),
-  );
+const sleepyJobs = (count: number, ms: number) =>
+  Array.from({ length: count }, (_, n) => ({ type: 'sleepy' as const, payload: { ms, n } }));
 
-describe('worker', () => {
-  test('drains a backlog with batched claims and completions, one execution row per job', async () => {
-    const reg = registry();
-    const { tracker, worker: w } = worker(reg, { concurrency: 4, claimBatchSize: 25 });
-    await tracker.enqueueMany(
-      Array.from({ length: 300 }, () => ({ type: 'sleepy' as const, payload: { ms: 0 } })),
-    );
-    await w.start();
-    await w.idle();
-    await w.stop();
-    expect(await statusCounts()).toEqual({ completed: 300 });
-    const ex = await t.db.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM job_executions WHERE outcome = 'completed'",
-    );
-    expect(ex.rows[0]!.n).toBe(300);
+describe('running jobs', () => {
+  test('drains a backlog: claims in batches, runs within the concurrency limit, completes in batches', async () => {
+    const { tracker, worker } = make({ concurrency: 4, claimBatchSize: 25 });
+    const claims = vi.spyOn(tracker, 'fetchReady');
+    const completions = vi.spyOn(tracker, 'completeMany');
+    await tracker.enqueueMany(sleepyJobs(300, 2));
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    expect(await statusCounts(t.db)).toEqual({ completed: 300 });
+    // Claims: one statement per batch of at most claimBatchSize.
+    const claimLimits = claims.mock.calls.map(([limit]) => limit);
+    expect(Math.max(...claimLimits)).toBeLessThanOrEqual(25);
+    expect(claims.mock.calls.length).toBeLessThan(300 / 4);
+    // Concurrency: never more than 4 executors at once, and it did use them.
+    expect(gauge.max).toBe(4);
+    // Completions: batched (fewer statements than jobs), every job recorded once.
+    const completedSizes = completions.mock.calls.map(([items]) => items.length);
+    expect(completedSizes.reduce((a, b) => a + b, 0)).toBe(300);
+    expect(Math.max(...completedSizes)).toBeGreaterThan(1);
+    const executions = await executionRows(t.db);
+    expect(executions).toHaveLength(300);
+    expect(executions.every((e) => e.outcome === 'completed' && e.attempt === 1)).toBe(true);
   });
 
   test('an idle worker is woken by LISTEN/NOTIFY long before its poll interval', async () => {
-    const started: string[] = [];
-    const reg = registry(started);
-    const { tracker, worker: w } = worker(reg, {
-      pollIntervalMs: 60_000,
+    const { tracker, worker, services } = make({
+      pollIntervalMs: 120_000,
       listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
     });
-    await w.start();
-    await sleep(100);
-    const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0 } });
-    for (let i = 0; i < 100 && !started.includes(job.id); i++) await sleep(20);
-    expect(started).toContain(job.id);
-    await w.stop();
+    await worker.start();
+    await worker.idle();
+    await sleep(50); // asleep: the next poll is two minutes away
+    const enqueuedAt = Date.now();
+    await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
+    // Well before the poll interval (a generous bound, not a performance assertion).
+    await waitFor(() => services.runs.length === 1, { timeoutMs: 20_000, what: 'the notified job to run' });
+    expect(Date.now() - enqueuedAt).toBeLessThan(60_000);
+    await worker.idle();
+    expect(await statusCounts(t.db)).toEqual({ completed: 1 });
   });
 
   test('without LISTEN, the poll picks new jobs up', async () => {
-    const started: string[] = [];
-    const reg = registry(started);
-    const { tracker, worker: w } = worker(reg, { pollIntervalMs: 100 });
-    await w.start();
-    const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0 } });
-    for (let i = 0; i < 100 && !started.includes(job.id); i++) await sleep(20);
-    expect(started).toContain(job.id);
-    await w.stop();
+    const { tracker, worker, services } = make({ pollIntervalMs: 100 });
+    await worker.start();
+    await worker.idle();
+    await tracker.enqueue({ type: 'sleepy', payload: { ms: 0 } });
+    await waitFor(() => services.runs.length === 1, { what: 'the poll to claim the job' });
+    await worker.idle();
+    expect(await statusCounts(t.db)).toEqual({ completed: 1 });
   });
 
-  test('a failed attempt is recorded as retrying with its next run time', async () => {
+  test('results are recorded with their next run: retrying (with nextRunAt), failed, retry-later, completed', async () => {
+    const clock = new ManualClock('2026-03-01T00:00:00Z');
     const events: AttemptEvent[] = [];
-    const { tracker, worker: w } = worker(registry(), { onAttemptRecorded: (e) => events.push(e) });
-    await tracker.enqueue({ type: 'flaky', payload: {} });
-    await w.start();
-    await w.idle();
-    await w.stop();
-    expect(events).toHaveLength(1);
-    expect(events[0]).toMatchObject({ status: 'retrying' });
-    const delayMinutes = (events[0]!.nextRunAt!.getTime() - Date.now()) / 60_000;
-    expect(delayMinutes).toBeGreaterThan(1.9);
-    expect(delayMinutes).toBeLessThanOrEqual(2);
+    const { tracker, worker } = make({ onAttemptRecorded: (e) => events.push(e) }, clock);
+    const [fails, permanent, later, ok] = await tracker.enqueueMany([
+      { type: 'always-fails', payload: { reason: 'boom' } },
+      { type: 'permanent-fails', payload: {} },
+      { type: 'retry-later', payload: { at: '2026-03-01T05:00:00.000Z' } },
+      { type: 'noop', payload: {} },
+    ]);
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    const byId = new Map(events.map((e) => [e.job.id, e]));
+    expect(events).toHaveLength(4);
+    expect(byId.get(fails!.job.id)).toMatchObject({
+      status: 'retrying',
+      nextRunAt: new Date(clock.now().getTime() + 2 * MINUTE),
+      result: { outcome: 'failed', error: 'boom', permanent: false },
+    });
+    expect(byId.get(permanent!.job.id)).toMatchObject({ status: 'failed', result: { permanent: true } });
+    expect(byId.get(permanent!.job.id)!.nextRunAt).toBeUndefined();
+    expect(byId.get(later!.job.id)).toMatchObject({
+      status: 'retrying',
+      nextRunAt: new Date('2026-03-01T05:00:00.000Z'),
+    });
+    expect(byId.get(ok!.job.id)).toMatchObject({ status: 'completed' });
+    expect(await tracker.getJob(fails!.job.id)).toMatchObject({
+      status: 'retrying',
+      scheduledAt: new Date(clock.now().getTime() + 2 * MINUTE),
+    });
+  });
+
+  test('rows with an unknown type or a bad payload fail at once through the worker', async () => {
+    await t.db.query(
+      `INSERT INTO jobs (job_type, payload) VALUES ('retired-type', '{}'), ('sleepy', '{"ms": "slow"}')`,
+    );
+    const { tracker, worker, services } = make();
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    const jobs = await tracker.listJobs();
+    expect(jobs.map((j) => [j.jobType, j.status, j.attempts]).sort()).toEqual([
+      ['retired-type', 'failed', 1],
+      ['sleepy', 'failed', 1],
+    ]);
+    expect(jobs.find((j) => j.jobType === 'retired-type')!.lastError).toBe('unknown job type "retired-type"');
+    expect(jobs.find((j) => j.jobType === 'sleepy')!.lastError).toMatch(/payload\.ms/);
+    expect(services.runs).toEqual([]);
   });
 
   test('the worker rescues expired leases and runs the job again', async () => {
     const clock = new ManualClock(new Date());
-    const started: string[] = [];
-    const reg = registry(started);
-    const { tracker, worker: w } = worker(reg, { rescueIntervalMs: 50 }, clock);
+    const { tracker, worker, services } = make({ rescueIntervalMs: 20, pollIntervalMs: 50 }, clock);
     const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0 } });
-    await tracker.fetchReady(1); // a claimer that then died
-    clock.advanceMinutes(8); // past the 330 s lease
-    await w.start();
-    clock.advanceMinutes(3); // past the 2-minute backoff
-    for (let i = 0; i < 100 && !started.includes(job.id); i++) await sleep(20);
-    await w.idle();
-    await w.stop();
+    await tracker.fetchReady(1, { startNow: true }); // a claimer that then died
+    clock.advance(151_000); // past the 150 s lease (30 s timeout + 120 s)
+    await worker.start();
+    await waitFor(async () => (await tracker.getJob(job.id))!.status === 'retrying', { what: 'the rescue' });
+    clock.advanceMinutes(2); // the 2-minute backoff
+    await waitFor(() => services.runs.length === 1, { what: 'the second attempt' });
+    await worker.idle();
     expect(await tracker.getJob(job.id)).toMatchObject({ status: 'completed', attempts: 2 });
-    expect((await tracker.getExecutions(job.id)).map((e) => e.outcome)).toEqual([
-      'lease_expired',
-      'completed',
-    ]);
-  });
-
-  test('graceful stop: running jobs finish within grace, queued ones are released, nothing stays running', async () => {
-    const started: string[] = [];
-    const reg = registry(started);
-    const { tracker, worker: w } = worker(reg, { concurrency: 2, claimBatchSize: 10, shutdownGraceMs: 2000 });
-    await tracker.enqueueMany(
-      Array.from({ length: 6 }, () => ({ type: 'sleepy' as const, payload: { ms: 300 } })),
-    );
-    await w.start();
-    while (started.length < 2) await sleep(10);
-    await w.stop();
-    expect(await statusCounts()).toEqual({ completed: 2, pending: 4 });
-    const released = await t.db.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM job_executions WHERE outcome = 'released'",
-    );
-    expect(released.rows[0]!.n).toBe(4);
-    const rerun = await t.db.query<{ max_attempts: number }>(
-      "SELECT DISTINCT max_attempts FROM jobs WHERE status = 'pending'",
-    );
-    expect(rerun.rows).toEqual([{ max_attempts: 7 }]); // the released attempt does not count
-  });
-
-  test('graceful stop: a job still running after the grace period is interrupted and due again at once', async () => {
-    const started: string[] = [];
-    const reg = registry(started);
-    const { tracker, worker: w } = worker(reg, { shutdownGraceMs: 200 });
-    const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 20_000 } });
-    await w.start();
-    while (started.length < 1) await sleep(10);
-    const stoppedAt = Date.now();
-    await w.stop();
-    expect(Date.now() - stoppedAt).toBeLessThan(5000);
-    const row = await tracker.getJob(job.id);
-    expect(row).toMatchObject({ status: 'retrying', attempts: 1 });
-    expect(row!.lastError).toMatch(/interrupted/);
-    expect(row!.scheduledAt.getTime()).toBeLessThanOrEqual(Date.now());
-    expect(await statusCounts()).toEqual({ retrying: 1 });
-  });
-
-  test('a schedule tick enqueues once, however often it fires', async () => {
-    const clock = new ManualClock('2026-05-10T00:00:30Z');
-    const schedule: RecurringSchedule = {
-      name: 'test-midnight',
-      description: 'test',
-      expression: { kind: 'cron', minute: '0', hour: '0' },
-      job: () => ({ type: 'sleepy', payload: { ms: 0 } }),
-    };
-    const reg = registry();
-    const a = worker(reg, { schedules: [schedule] }, clock);
-    const b = worker(reg, { schedules: [schedule] }, clock);
-    await a.worker.fireSchedules();
-    await a.worker.fireSchedules();
-    await b.worker.fireSchedules(); // a second process, same tick
-    clock.advanceMinutes(90); // late: still the same (latest) tick
-    await b.worker.fireSchedules();
-    const rows = await t.db.query<{ idempotency_key: string }>('SELECT idempotency_key FROM jobs');
-    expect(rows.rows).toEqual([{ idempotency_key: 'schedule:test-midnight@2026-05-10T00:00:00.000Z' }]);
+    expect((await executionRows(t.db, job.id)).map((e) => e.outcome)).toEqual(['lease_expired', 'completed']);
   });
 });
 
-describe('schedules', () => {
-  test('the midnight cron renders for EventBridge and ticks at midnight UTC', () => {
-    const midnight = schedules.find((s) => s.name === 'interest-accrual-daily')!;
-    expect(toEventBridgeExpression(midnight.expression)).toBe('cron(0 0 * * ? *)');
-    expect(latestTick(midnight.expression, new Date('2026-05-10T13:45:10Z'))).toEqual(
-      new Date('2026-05-10T00:00:00Z'),
+describe('graceful stop', () => {
+  test('running jobs finish within the grace period; queued ones are released uncounted; nothing stays running', async () => {
+    const { tracker, worker, services } = make({ concurrency: 2, claimBatchSize: 10, shutdownGraceMs: 5000 });
+    await tracker.enqueueMany(sleepyJobs(6, 300));
+    await worker.start();
+    await waitFor(() => services.runs.length === 2, { what: 'two jobs to start' });
+    expect(worker.stats).toMatchObject({ running: 2, queued: 4 });
+    await worker.stop();
+    expect(await statusCounts(t.db)).toEqual({ completed: 2, pending: 4 });
+    expect(services.runs).toHaveLength(2); // stop started nothing new
+    const executions = await executionRows(t.db);
+    expect(executions.filter((e) => e.outcome === 'completed')).toHaveLength(2);
+    expect(executions.filter((e) => e.outcome === 'released')).toHaveLength(4);
+    // The released attempt does not count: each keeps a full budget of 6 real attempts.
+    const released = await t.db.query<{ attempts: number; max_attempts: number; attempt_offset: number }>(
+      "SELECT DISTINCT attempts, max_attempts, attempt_offset FROM jobs WHERE status = 'pending'",
     );
-    expect(nextTick(midnight.expression, new Date('2026-05-10T13:45:10Z'))).toEqual(
-      new Date('2026-05-11T00:00:00Z'),
-    );
-    // The midnight tick accrues the day that just ended.
-    expect(jobForTick(midnight, new Date('2026-05-10T00:00:41Z'))).toEqual({
-      type: 'interest-accrual',
-      payload: { date: '2026-05-09' },
-      idempotencyKey: 'schedule:interest-accrual-daily@2026-05-10T00:00:00.000Z',
-    });
-    expect(tickKey(midnight, new Date('2026-05-10T00:00:59.999Z'))).toBe(
-      tickKey(midnight, new Date('2026-05-10T00:00:00Z')),
-    );
+    expect(released.rows).toEqual([{ attempts: 1, max_attempts: 7, attempt_offset: 1 }]);
+    // And they are claimable at once.
+    expect(await tracker.fetchReady(10)).toHaveLength(4);
   });
 
-  test('rate and cron expressions', () => {
-    expect(toEventBridgeExpression({ kind: 'rate', minutes: 1 })).toBe('rate(1 minute)');
-    expect(toEventBridgeExpression({ kind: 'rate', minutes: 5 })).toBe('rate(5 minutes)');
-    expect(toEventBridgeExpression({ kind: 'cron', minute: '30', hour: '9', dayOfWeek: '2-6' })).toBe(
-      'cron(30 9 ? * 2-6 *)',
-    );
-    expect(latestTick({ kind: 'rate', minutes: 5 }, new Date('2026-05-10T13:47:10Z'))).toEqual(
-      new Date('2026-05-10T13:45:00Z'),
-    );
-    // EventBridge day-of-week: 1 = Sunday. 2026-05-10 is a Sunday.
-    const weekdays = { kind: 'cron' as const, minute: '30', hour: '9', dayOfWeek: '2-6' };
-    expect(latestTick(weekdays, new Date('2026-05-10T12:00:00Z'))).toEqual(new Date('2026-05-08T09:30:00Z'));
-    expect(() => latestTick({ kind: 'cron', minute: '61', hour: '0' }, new Date())).toThrow(
-      /invalid cron field/,
-    );
+  test('a job still running after the grace period is interrupted and due again at once', async () => {
+    const { tracker, worker, services } = make({ shutdownGraceMs: 200 });
+    const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 30_000 } });
+    await worker.start();
+    await waitFor(() => services.runs.length === 1, { what: 'the slow job to start' });
+    await worker.stop();
+    const row = await tracker.getJob(job.id);
+    expect(row).toMatchObject({
+      status: 'retrying',
+      attempts: 1,
+      lastError: expect.stringMatching(/interrupted/),
+    });
+    expect(row!.scheduledAt.getTime()).toBeLessThanOrEqual(Date.now());
+    expect(await statusCounts(t.db)).toEqual({ retrying: 1 });
+    expect(await executionRows(t.db, job.id)).toEqual([
+      expect.objectContaining({
+        attempt: 1,
+        outcome: 'retry_requested',
+        error: expect.stringMatching(/interrupted/),
+      }),
+    ]);
+    expect((await tracker.fetchReady(1)).map((j) => j.id)).toEqual([job.id]);
+  });
+
+  test('a claim in flight when stop() is called is handed back before stop() returns', async () => {
+    const { tracker, worker, services } = make({ concurrency: 1, claimBatchSize: 5, pollIntervalMs: 60_000 });
+    await worker.start();
+    await worker.idle();
+    // The next claim commits, then its answer is slow to arrive; releasing is slow too.
+    const claimCommitted = deferred();
+    const answer = deferred();
+    const realFetch = tracker.fetchReady.bind(tracker);
+    vi.spyOn(tracker, 'fetchReady').mockImplementation(async (limit, options) => {
+      const claimed = await realFetch(limit, options);
+      claimCommitted.resolve();
+      await answer.promise;
+      return claimed;
+    });
+    const realRelease = tracker.release.bind(tracker);
+    vi.spyOn(tracker, 'release').mockImplementation(async (items, options) => {
+      await sleep(300);
+      return realRelease(items, options);
+    });
+    await tracker.enqueueMany(sleepyJobs(3, 0));
+    worker.wake();
+    await claimCommitted.promise;
+    expect(await statusCounts(t.db)).toEqual({ running: 3 });
+    const stopping = worker.stop();
+    await sleep(20);
+    answer.resolve();
+    await stopping;
+    expect(await statusCounts(t.db)).toEqual({ pending: 3 });
+    expect(services.runs).toEqual([]);
+  });
+
+  test('stop() before start() and a second stop() are harmless', async () => {
+    const { tracker, worker } = make();
+    await worker.stop();
+    await tracker.enqueue({ type: 'noop', payload: {} });
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    await worker.stop();
+    await expect(worker.start()).rejects.toThrow(/already started/);
+    expect(await statusCounts(t.db)).toEqual({ completed: 1 });
   });
 });

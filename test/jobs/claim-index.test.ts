@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { claimDueJobsSql } from '../../shared/jobs/sql.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+/**
+ * The claim must read the first rows of `jobs_ready_idx` in order (its partial predicate is the claim's
+ * status filter, its columns the claim's ORDER BY) and never sort the queue. Checked with EXPLAIN on a
+ * realistic table: a large history of finished jobs plus thousands of ready ones, after ANALYZE, with the
+ * planner's defaults (no `enable_seqscan = off`: the index wins on its own).
+ */
+interface PlanNode {
+  'Node Type': string;
+  'Index Name'?: string;
+  'Relation Name'?: string;
+  'Subplan Name'?: string;
+  'CTE Name'?: string;
+  'Sort Key'?: string[];
+  Plans?: PlanNode[];
+}
+
+function nodes(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+}
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase();
+  // 30,000 finished jobs (history) and 6,000 ready ones, due at different times and priorities.
+  await t.db.query(
+    `INSERT INTO jobs (job_type, status, attempts, scheduled_at, started_at, completed_at, lease_expires_at)
+     SELECT 'noop', CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'completed' END, 1,
+            now() - interval '2 days', now() - interval '2 days', now() - interval '1 day', now() - interval '1 day'
+     FROM generate_series(1, 30000) g`,
+  );
+  await t.db.query(
+    `INSERT INTO jobs (job_type, status, attempts, priority, scheduled_at)
+     SELECT 'noop', CASE WHEN g % 4 = 0 THEN 'retrying' ELSE 'pending' END, CASE WHEN g % 4 = 0 THEN 1 ELSE 0 END,
+            g % 3 - 1, now() - make_interval(secs => g) + CASE WHEN g % 5 = 0 THEN interval '1 hour' ELSE interval '0' END
+     FROM generate_series(1, 6000) g`,
+  );
+  await t.db.query('ANALYZE jobs');
+});
+afterAll(async () => t.drop());
+
+describe('the claim query and its index', () => {
+  test('the real claim statement: the locked SELECT is an Index Scan on jobs_ready_idx, with no Sort', async () => {
+    const res = await t.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (FORMAT JSON) ${claimDueJobsSql}`,
+      {
+        now: null,
+        limit: 50,
+        start_now: true,
+      },
+    );
+    const root = res.rows[0]!['QUERY PLAN'][0]!.Plan;
+    const all = nodes(root);
+    // The subplan that picks and locks the rows: Limit → LockRows → Index Scan using jobs_ready_idx.
+    const picker = all.find((n) => n['Node Type'] === 'Limit' && n['Subplan Name']?.startsWith('InitPlan'));
+    expect(picker).toBeDefined();
+    const pickerNodes = nodes(picker!);
+    expect(pickerNodes.map((n) => n['Node Type'])).toEqual(['Limit', 'LockRows', 'Index Scan']);
+    expect(pickerNodes[2]).toMatchObject({ 'Index Name': 'jobs_ready_idx', 'Relation Name': 'jobs' });
+    // The update fetches the picked rows by primary key; nothing scans the table sequentially.
+    const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
+    expect(
+      nodes(update)
+        .filter((n) => n['Node Type'] === 'Index Scan')
+        .map((n) => n['Index Name']),
+    ).toEqual(['jobs_ready_idx', 'jobs_pkey']);
+    expect(all.some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
+    // The only Sort orders the (at most :limit) rows the claim returns, read from the CTE, never the queue.
+    const sorts = all.filter((n) => n['Node Type'] === 'Sort');
+    for (const sort of sorts) {
+      expect(sort).toBe(root);
+      expect(
+        nodes(sort)
+          .filter((n) => n['Node Type'] === 'CTE Scan')
+          .map((n) => n['CTE Name']),
+      ).toEqual(['claimed']);
+      expect(
+        nodes(sort).filter((n) => n['Node Type'].includes('Scan') && n['Relation Name'] === 'jobs'),
+      ).toHaveLength(
+        2, // the two index scans above, inside the CTE
+      );
+    }
+    expect(pickerNodes.some((n) => n['Node Type'] === 'Sort')).toBe(false);
+  });
+
+  test('the claim’s WHERE and ORDER BY alone: Index Scan on jobs_ready_idx, no Sort node at all', async () => {
+    const res = await t.db.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN SELECT id FROM jobs
+       WHERE status IN ('pending', 'retrying') AND scheduled_at <= now()
+       ORDER BY priority, scheduled_at, id
+       LIMIT 50 FOR UPDATE SKIP LOCKED`,
+    );
+    const text = res.rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(text).toMatch(/Index Scan using jobs_ready_idx on jobs/);
+    expect(text).not.toMatch(/Sort/);
+    expect(text).not.toMatch(/Seq Scan|Bitmap/);
+  });
+
+  test('the index is exactly the claim’s shape: partial on the ready statuses, keyed by the ORDER BY', async () => {
+    const res = await t.db.query<{ def: string }>(
+      "SELECT pg_get_indexdef('jobs_ready_idx'::regclass) AS def",
+    );
+    expect(res.rows[0]!.def).toBe(
+      "CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]))",
+    );
+  });
+
+  test('on this table the claim hands out the best ready jobs, in order', async () => {
+    // Inside a transaction that is rolled back, so the other tests see the table unchanged.
+    const check = t.db.transaction(async (tx) => {
+      const claimed = await tx.query<{ priority: number; scheduled_at: Date; id: string }>(claimDueJobsSql, {
+        now: null,
+        limit: 100,
+        start_now: false,
+      });
+      expect(claimed.rows).toHaveLength(100);
+      const expected = await tx.query<{ id: string }>(
+        `SELECT id FROM jobs WHERE status = 'running' ORDER BY priority, scheduled_at, id`,
+      );
+      expect(claimed.rows.map((r) => r.id)).toEqual(expected.rows.map((r) => r.id));
+      // Nothing left ready and due ranks before the last claimed job.
+      const better = await tx.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM jobs
+         WHERE status IN ('pending', 'retrying') AND scheduled_at <= now()
+           AND (priority, scheduled_at, id) < (CAST(:p AS integer), CAST(:s AS timestamptz), CAST(:id AS uuid))`,
+        {
+          p: claimed.rows.at(-1)!.priority,
+          s: claimed.rows.at(-1)!.scheduled_at,
+          id: claimed.rows.at(-1)!.id,
+        },
+      );
+      expect(better.rows[0]!.n).toBe(0);
+      throw new Error('roll back');
+    });
+    await expect(check).rejects.toThrow('roll back');
+  });
+});
