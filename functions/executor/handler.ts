@@ -3,13 +3,8 @@ import { z } from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
 import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
-import {
-  dispatcherFor,
-  type JobRuntime,
-  runtimeFromEnv,
-  type SeedDispatcher,
-  servicesFromEnv,
-} from '../lib/runtime.js';
+import { dispatcherFor, type JobRuntime, runtimeFromEnv, type SeedDispatcher } from '../lib/runtime.js';
+import { servicesFromEnv } from '../lib/services.js';
 
 /** The EventBridge event fetch-ready publishes for one attempt. */
 export const jobReadyEventSchema = z.object({

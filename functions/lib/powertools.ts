@@ -14,7 +14,13 @@ export interface Observability {
   tracer: Tracer;
 }
 
-export function createObservability(serviceName: string, options: { silent?: boolean } = {}): Observability {
+/**
+ * Every function shares one `service` (POWERTOOLS_SERVICE_NAME): the EMF metrics then carry the same
+ * dimension set whichever function emits them, so one alarm covers all executors. `name` is the fallback
+ * when the variable is unset (tests, local runs); logs tell functions apart by `function_name`.
+ */
+export function createObservability(name: string, options: { silent?: boolean } = {}): Observability {
+  const serviceName = process.env.POWERTOOLS_SERVICE_NAME ?? name;
   return {
     logger: new Logger({ serviceName, ...(options.silent ? { logLevel: 'SILENT' as const } : {}) }),
     metrics: new Metrics({ serviceName, namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'LanaJobs' }),

@@ -1,9 +1,8 @@
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
-import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
+import { createEnqueuedNudge, createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
 import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
 import { dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
-import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
 import { createJobTypeRegistry, type JobServices, type SeedRegistry } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
@@ -20,7 +19,7 @@ export interface JobRuntime {
   tracker: SeedTracker;
 }
 
-function required(env: NodeJS.ProcessEnv, name: string): string {
+export function required(env: NodeJS.ProcessEnv, name: string): string {
   const v = env[name];
   if (!v) throw new Error(`environment variable ${name} is not set`);
   return v;
@@ -34,25 +33,17 @@ export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = proces
   return { db, registry, tracker };
 }
 
-/** The lending services for executors: e-mail through SES, prices from the configured HTTP source. */
-export function servicesFromEnv(runtime: JobRuntime, env: NodeJS.ProcessEnv = process.env): JobServices {
-  return createJobServices({
-    db: runtime.db,
-    tracker: runtime.tracker,
-    notifier: createSesNotifier({ fromAddress: required(env, 'NOTIFICATION_FROM_ADDRESS') }),
-    priceSource: createHttpPriceSource({
-      url: required(env, 'PRICE_SOURCE_URL'),
-      timeoutMs: Number(env.PRICE_SOURCE_TIMEOUT_MS ?? 5000),
-    }),
-    retentionDays: env.JOB_RETENTION_DAYS ? Number(env.JOB_RETENTION_DAYS) : undefined,
-  });
-}
+let eventBridge: EventBridgeClient | undefined;
 
 export function publisherFromEnv(env: NodeJS.ProcessEnv = process.env): JobPublisher {
-  return createEventBridgePublisher({
-    busName: required(env, 'JOBS_BUS_NAME'),
-    client: new EventBridgeClient({}),
-  });
+  eventBridge ??= new EventBridgeClient({});
+  return createEventBridgePublisher({ busName: required(env, 'JOBS_BUS_NAME'), client: eventBridge });
+}
+
+/** Wakes fetch-ready at once (a `jobs.enqueued` event on the jobs bus) instead of at its next minute. */
+export function nudgeFromEnv(env: NodeJS.ProcessEnv = process.env): () => Promise<void> {
+  eventBridge ??= new EventBridgeClient({});
+  return createEnqueuedNudge({ busName: required(env, 'JOBS_BUS_NAME'), client: eventBridge });
 }
 
 export function dispatcherFor(runtime: JobRuntime, services: JobServices): SeedDispatcher {

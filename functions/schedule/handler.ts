@@ -2,7 +2,7 @@ import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { jobForTick, schedules } from '../../shared/schedules/definitions.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
-import { type JobRuntime, runtimeFromEnv } from '../lib/runtime.js';
+import { type JobRuntime, nudgeFromEnv, runtimeFromEnv } from '../lib/runtime.js';
 
 /** The rule's input: the schedule's name and the scheduled time of this tick (EventBridge `<aws.events.event.time>`). */
 export const scheduleTickSchema = z.object({
@@ -15,7 +15,12 @@ export const scheduleTickSchema = z.object({
  * key `schedule:<name>@<tick>`, so a duplicate or late delivery of the same tick (the midnight interest
  * accrual, say) enqueues it once.
  */
-export function createScheduleHandler(deps: { runtime: JobRuntime; o: Observability }) {
+export function createScheduleHandler(deps: {
+  runtime: JobRuntime;
+  o: Observability;
+  /** Wakes fetch-ready at once after a new job (optional: without it the job waits for the next minute). */
+  nudge?: () => Promise<void>;
+}) {
   return async (event: unknown, _context?: Context) => {
     const parsed = scheduleTickSchema.safeParse(event);
     if (!parsed.success) {
@@ -36,6 +41,12 @@ export function createScheduleHandler(deps: { runtime: JobRuntime; o: Observabil
       schedule: schedule.name,
       jobId: result!.job.id,
     });
+    if (result!.created && deps.nudge) {
+      // Best effort: the job is committed, and the every-minute fetch-ready finds it anyway.
+      await deps
+        .nudge()
+        .catch((err: unknown) => deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }));
+    }
     return { jobId: result!.job.id, created: result!.created };
   };
 }
@@ -43,6 +54,6 @@ export function createScheduleHandler(deps: { runtime: JobRuntime; o: Observabil
 const o = createObservability('schedule');
 let lazy: ReturnType<typeof createScheduleHandler> | undefined;
 export const handler = withObservability((event: unknown, context: Context) => {
-  lazy ??= createScheduleHandler({ runtime: runtimeFromEnv(o), o });
+  lazy ??= createScheduleHandler({ runtime: runtimeFromEnv(o), o, nudge: nudgeFromEnv() });
   return lazy(event, context);
 }, o);

@@ -39,3 +39,31 @@ export function createEventBridgePublisher(options: {
     },
   };
 }
+
+/** The detail type that wakes fetch-ready at once after an enqueue (a rule on the jobs bus routes it). */
+export const JOBS_ENQUEUED_DETAIL_TYPE = 'jobs.enqueued';
+
+/**
+ * A nudge: "new jobs are due", so fetch-ready runs now rather than at its next minute. Best effort: a
+ * lost nudge only delays the jobs until that minute.
+ */
+export function createEnqueuedNudge(options: {
+  busName: string;
+  client?: EventBridgeClient;
+}): () => Promise<void> {
+  const client = options.client ?? new EventBridgeClient({});
+  return async () => {
+    await client.send(
+      new PutEventsCommand({
+        Entries: [
+          {
+            EventBusName: options.busName,
+            Source: JOB_EVENT_SOURCE,
+            DetailType: JOBS_ENQUEUED_DETAIL_TYPE,
+            Detail: '{}',
+          },
+        ],
+      }),
+    );
+  };
+}

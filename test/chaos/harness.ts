@@ -226,7 +226,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       const db = pool(`l${i}`);
       const lambdaTracker = new JobTracker({ db, registry, clock });
       let crashed = false;
-      const services: ChaosServices = { db, crash: () => (crashed = true) };
+      const services: ChaosServices = {
+        db,
+        crash: () => {
+          crashed = true;
+        },
+      };
       const dispatcher = new JobDispatcher(registry, services);
       tasks.push(
         (async () => {

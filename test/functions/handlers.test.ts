@@ -1,6 +1,6 @@
 import { EventBridgeClient, PutEventsCommand, type PutEventsCommandInput } from '@aws-sdk/client-eventbridge';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
@@ -260,7 +260,15 @@ describe('executor', () => {
     const { job } = await runtime.tracker.enqueue({ type: 'sync', payload: {} });
     await runtime.tracker.fetchReady(1);
     const before = await runtime.tracker.getJob(job.id);
-    await expect(executorFor('sync')(event)).rejects.toThrow(message);
+    const logged = vi.spyOn(o.logger, 'error');
+    try {
+      await expect(executorFor('sync')(event)).rejects.toThrow(message);
+      // One error log line says what was wrong and that nothing was written.
+      expect(logged).toHaveBeenCalledTimes(1);
+      expect(logged.mock.calls[0]![0]).toMatch(/^rejected .*; nothing written$/);
+    } finally {
+      logged.mockRestore();
+    }
     expect(await runtime.tracker.getJob(job.id)).toEqual(before);
   });
 });
@@ -296,8 +304,10 @@ describe('migrate', () => {
     const fresh = await createTestDatabase({ migrate: false });
     try {
       const handler = createMigrateHandler({ db: fresh.db, o });
+      const all = (await loadMigrations()).map((m) => m.name);
+      expect(all).toContain('0001_jobs.sql');
       expect(await handler({ RequestType: 'Create' })).toMatchObject({
-        Data: { Applied: '0001_jobs.sql,0100_lending.sql' },
+        Data: { Applied: all.join(',') },
       });
       expect(
         await handler({ RequestType: 'Update', PhysicalResourceId: 'lana-jobs-migrations' }),
