@@ -60,7 +60,14 @@ export interface Job<P = unknown> extends ClaimedJob<P> {
   updatedAt: Date;
 }
 
-export type ExecutionOutcome = 'completed' | 'failed' | 'retry_requested' | 'lease_expired' | 'cancelled';
+export type ExecutionOutcome =
+  | 'completed'
+  | 'failed'
+  | 'retry_requested'
+  | 'interrupted'
+  | 'lease_expired'
+  | 'released'
+  | 'cancelled';
 
 /** One attempt of a job. */
 export interface JobExecution {

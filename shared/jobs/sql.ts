@@ -101,7 +101,11 @@ SELECT id, job_type, attempts, duration_ms FROM done`;
  * requested retry_at replaces the backoff. Fenced like completion.
  */
 function failAttemptsSql(input: string): string {
-  const givesUp = 'x.permanent OR j.attempts >= j.max_attempts';
+  // A retry the executor asked for, or a run interrupted by a worker's shutdown, does not count as an
+  // attempt: like a released claim it grows max_attempts and attempt_offset, so the job is never failed
+  // for it and the backoff does not grow.
+  const uncounted = "(NOT x.permanent AND x.outcome IN ('retry_requested', 'interrupted'))";
+  const givesUp = `(x.permanent OR (NOT ${uncounted} AND j.attempts >= j.max_attempts))`;
   return `
 WITH input AS (${input}),
 failed AS (
@@ -111,6 +115,8 @@ failed AS (
         ELSE COALESCE(x.retry_at, ${NOW} + make_interval(secs =>
           LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
         END,
+      max_attempts = j.max_attempts + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
+      attempt_offset = j.attempt_offset + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
       completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
       last_error = x.error,
       updated_at = ${NOW}

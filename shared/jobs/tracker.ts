@@ -67,8 +67,13 @@ export interface EnqueueResult {
 export interface FailOptions {
   /** Fail at once, whatever attempts remain (unknown type, invalid payload, permanent errors). */
   permanent?: boolean;
-  /** Run again at this time instead of the backoff (the executor asked for it). */
+  /**
+   * Run again at this time instead of the backoff (the executor asked for it). Such a retry does not
+   * count toward max attempts or the backoff.
+   */
   retryAt?: Date;
+  /** The run was cut short by a worker's shutdown: due again at once, not counted as an attempt. */
+  interrupted?: boolean;
   durationMs?: number;
 }
 
@@ -347,10 +352,18 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
             id: i.id,
             attempt: i.attempt,
             error: truncate(i.error, 4000),
-            retry_at: i.retryAt?.toISOString() ?? null,
+            retry_at:
+              (i.retryAt ?? (i.interrupted ? (this.clock.now() ?? new Date()) : undefined))?.toISOString() ??
+              null,
             permanent: i.permanent ?? false,
             duration_ms: roundMs(i.durationMs),
-            outcome: i.retryAt && !i.permanent ? 'retry_requested' : 'failed',
+            outcome: i.permanent
+              ? 'failed'
+              : i.interrupted
+                ? 'interrupted'
+                : i.retryAt
+                  ? 'retry_requested'
+                  : 'failed',
           })),
         ),
       }),

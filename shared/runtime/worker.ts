@@ -321,11 +321,10 @@ export class Worker<M extends JobTypeMap, S> {
       else if (result.outcome === 'retry_later')
         failures.push({ ...ref, error: result.reason, retryAt: result.retryAt });
       else if (interrupted) {
-        const now = this.tracker.clock.now() ?? new Date();
         failures.push({
           ...ref,
           error: 'interrupted: the worker shut down during the attempt',
-          retryAt: now,
+          interrupted: true,
         });
       } else failures.push({ ...ref, error: result.error, permanent: result.permanent });
     }

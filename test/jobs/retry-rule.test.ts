@@ -194,4 +194,26 @@ describe('an executor asks to run again later', () => {
     expect(failure).toMatchObject({ status: 'retrying', scheduledAt: at });
     expect((await executionRows(t.db, job.id))[0]!.outcome).toBe('retry_requested');
   });
+
+  test('a requested retry does not count: not failed on the last attempt, backoff not grown', async () => {
+    const { tracker, clock } = kit;
+    const { job } = await tracker.enqueue({ type: 'noop', payload: {}, maxAttempts: 2 });
+    for (let i = 1; i <= 3; i++) {
+      const [claimed] = await tracker.fetchReady(1);
+      const at = new Date(clock.now().getTime() + 60_000);
+      expect(
+        await tracker.markFailed(claimed!.id, claimed!.attempts, 'later', { retryAt: at }),
+      ).toMatchObject({
+        status: 'retrying',
+        scheduledAt: at,
+      });
+      clock.set(at);
+    }
+    expect(await tracker.getJob(job.id)).toMatchObject({ attempts: 3, maxAttempts: 5 });
+    // A real failure now backs off 2 minutes, as after a first failure, and the job still has one more try.
+    const [claimed] = await tracker.fetchReady(1);
+    const failure = await tracker.markFailed(claimed!.id, claimed!.attempts, 'boom');
+    expect(failure).toMatchObject({ status: 'retrying' });
+    expect(failure!.scheduledAt.getTime() - clock.now().getTime()).toBe(2 * 60_000);
+  });
 });

@@ -228,9 +228,11 @@ describe('graceful stop', () => {
     await waitFor(() => services.runs.length === 1, { what: 'the slow job to start' });
     await worker.stop();
     const row = await tracker.getJob(job.id);
+    // Interrupted by the shutdown, not failed by the job: the attempt does not count.
     expect(row).toMatchObject({
       status: 'retrying',
       attempts: 1,
+      maxAttempts: 7,
       lastError: expect.stringMatching(/interrupted/),
     });
     expect(row!.scheduledAt.getTime()).toBeLessThanOrEqual(Date.now());
@@ -238,11 +240,20 @@ describe('graceful stop', () => {
     expect(await executionRows(t.db, job.id)).toEqual([
       expect.objectContaining({
         attempt: 1,
-        outcome: 'retry_requested',
+        outcome: 'interrupted',
         error: expect.stringMatching(/interrupted/),
       }),
     ]);
     expect((await tracker.fetchReady(1)).map((j) => j.id)).toEqual([job.id]);
+  });
+
+  test('a job interrupted on its last attempt is not failed by the shutdown', async () => {
+    const { tracker, worker, services } = make({ shutdownGraceMs: 100 });
+    const { job } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 30_000 }, maxAttempts: 1 });
+    await worker.start();
+    await waitFor(() => services.runs.length === 1, { what: 'the slow job to start' });
+    await worker.stop();
+    expect(await tracker.getJob(job.id)).toMatchObject({ status: 'retrying', attempts: 1, maxAttempts: 2 });
   });
 
   test('a claim in flight when stop() is called is handed back before stop() returns', async () => {

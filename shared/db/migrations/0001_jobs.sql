@@ -60,7 +60,7 @@ CREATE INDEX jobs_completed_at_brin ON jobs USING brin (completed_at);
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 -- One row per finished attempt, written once when the attempt ends (completed, failed, retry requested,
--- lease expired, released unstarted, cancelled): the audit trail a bank needs and the source of
+-- interrupted by a shutdown, lease expired, released unstarted, cancelled): the audit trail a bank needs and the source of
 -- execution-time metrics. The attempt in progress lives on the job row (attempts, started_at, lease).
 CREATE TABLE job_executions (
   -- No foreign key: rows are only ever written from the job row in the same statement, and a per-row
@@ -73,7 +73,7 @@ CREATE TABLE job_executions (
   started_at timestamptz,
   finished_at timestamptz NOT NULL,
   outcome text NOT NULL
-    CHECK (outcome IN ('completed', 'failed', 'retry_requested', 'lease_expired', 'released', 'cancelled')),
+    CHECK (outcome IN ('completed', 'failed', 'retry_requested', 'interrupted', 'lease_expired', 'released', 'cancelled')),
   error text,
   duration_ms integer,
   PRIMARY KEY (job_id, attempt)
