@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
+import { awsCost } from './workloads/aws-cost.js';
 import { growth, latency, throughput } from './workloads/core.js';
 import { load } from './workloads/load.js';
 
@@ -54,6 +55,13 @@ try {
     const r = await interestAccrual(server);
     results.W4_interest_accrual = r;
     log(`W4 accrual      ${r.facilities} facilities accrued in one job in ${r.seconds} s`);
+  }
+  if (wanted('W5')) {
+    const r = await awsCost(server);
+    results.W5_aws_cost = r;
+    log(
+      `W5 AWS calls    per job: ${r.dataApiCallsPerJob} Data API, ${r.putEventsCallsPerJob} PutEvents calls (${r.putEventsEntriesPerJob} entries), ${r.lambdaInvocationsPerJob} Lambda invocations: about $${r.requestCostPerMillionJobsUsd} in requests per million jobs`,
+    );
   }
   if (wanted('LOAD')) {
     const r = await load(server);

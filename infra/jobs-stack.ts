@@ -21,7 +21,7 @@ export interface JobsStackProps extends StackProps {
   executorReservedConcurrency?: number;
   /** Reserved concurrency of fetch-ready. Default 2; 0 = none. */
   fetchReadyReservedConcurrency?: number;
-  /** Jobs per claim (default 25) and claims per fetch-ready run while claims come back full (default 4). */
+  /** Jobs per claim (default 30) and claims per fetch-ready run while claims come back full (default 4). */
   claimBatchSize?: number;
   maxClaimsPerRun?: number;
   /** Subscribed (by e-mail) to the alarm topic when set. */

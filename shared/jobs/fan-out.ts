@@ -31,7 +31,10 @@ export interface JobPublisher {
 }
 
 export interface FanOutOptions {
-  /** Jobs claimed per statement. Default 25: 25 payloads of at most 32 KiB stay under the Data API's 1 MiB. */
+  /**
+   * Jobs claimed per statement. Default 30: 30 payloads of at most 16 KiB stay under the Data API's 1 MiB,
+   * and 30 events make exactly 3 full PutEvents calls.
+   */
   batchSize?: number;
   /** Claim again while the previous claim came back full, at most this many claims per run. Default 1. */
   maxClaims?: number;
@@ -60,7 +63,7 @@ export interface FanOutResult {
   queue: QueueState;
 }
 
-export const DEFAULT_CLAIM_BATCH = 25;
+export const DEFAULT_CLAIM_BATCH = 30;
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

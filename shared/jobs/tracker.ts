@@ -21,11 +21,12 @@ import { truncate } from './registry.js';
 import * as sql from './sql.js';
 
 /**
- * Payloads are limited to 32 KiB of JSON: with the rest of a job row it stays under the Data API's
- * 64 KB-per-row limit, a claim batch of 25 stays under its 1 MiB response limit, and an EventBridge entry
- * stays far under its size limit.
+ * Payloads are limited to 16 KiB of JSON. A claim through the Data API returns its rows in one response
+ * of at most 1 MiB, and a claim whose response is lost leaves its jobs running until their leases expire:
+ * 30 rows of 16 KiB, even if every character needed escaping in the response, stay under it. It also keeps
+ * a row under the Data API's 64 KB-per-row limit and an EventBridge entry far under its size limit.
  */
-export const MAX_PAYLOAD_BYTES = 32 * 1024;
+export const MAX_PAYLOAD_BYTES = 16 * 1024;
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 /** Scheduling further ahead than this is almost certainly a unit mistake. */

@@ -269,7 +269,7 @@ describe('bad input: JobInputError, nothing written', () => {
           { type: 'always-fails', payload: { reason: 'x'.repeat(MAX_PAYLOAD_BYTES) } },
         ]),
       'payload_too_large',
-      /limit is 32768 bytes/,
+      /limit is 16384 bytes/,
     ],
     [
       'empty key',
