@@ -191,33 +191,26 @@ const commands: Record<string, Command> = {
       return 0;
     },
   },
-  work: {
-    options: { concurrency: { type: 'string' } },
-    positionals: 0,
-    needsDatabase: true,
-    run: (ctx) =>
-      runWorkerCommand({
-        opened: ctx.opened!,
-        io: ctx.io,
-        json: ctx.json,
-        concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
-        demo: false,
-      }),
-  },
-  dev: {
-    options: { concurrency: { type: 'string' } },
-    positionals: 0,
-    needsDatabase: true,
-    run: (ctx) =>
-      runWorkerCommand({
-        opened: ctx.opened!,
-        io: ctx.io,
-        json: ctx.json,
-        concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
-        demo: true,
-      }),
-  },
+  work: workerCommand({ demo: false }),
+  dev: workerCommand({ demo: true }),
 };
+
+/** `work` and `dev`: a worker until Ctrl-C; `dev` also runs the demo. */
+function workerCommand(options: { demo: boolean }): Command {
+  return {
+    options: { concurrency: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    run: (ctx) =>
+      runWorkerCommand({
+        opened: ctx.opened!,
+        io: ctx.io,
+        json: ctx.json,
+        concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
+        demo: options.demo,
+      }),
+  };
+}
 
 function enqueueInput(args: Parsed, tracker: SeedTracker) {
   const type = requirePositional(args, 0, 'type');

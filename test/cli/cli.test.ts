@@ -1,8 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import http from 'node:http';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from '../../shared/cli/main.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
 import { startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
@@ -209,6 +212,55 @@ describe('jobs CLI', () => {
       await fixture.close();
     }
   });
+
+  test(
+    '`jobs work` stops gracefully on SIGTERM: the running job finishes, nothing is left running',
+    { timeout: 60_000 },
+    async () => {
+      // A price feed that answers slowly, so a valuation is mid-run when the signal arrives.
+      let requests = 0;
+      const feed = http.createServer((_req, res) => {
+        requests++;
+        setTimeout(() => res.writeHead(200).end('{"price":"100000.00"}'), 1500);
+      });
+      await new Promise<void>((r) => feed.listen(0, '127.0.0.1', r));
+      const port = (feed.address() as { port: number }).port;
+      try {
+        const { job } = (
+          await new JobTracker({ db: t.db, registry: createJobTypeRegistry() }).enqueueUntyped([
+            { type: 'sync', payload: {} },
+          ])
+        )[0]!;
+        const child = spawn('node', ['bin/jobs.js', 'work', '--database-url', t.url], {
+          env: { ...process.env, LANA_PRICE_URL: `http://127.0.0.1:${port}/price` },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (c: Buffer) => {
+          stderr += c.toString();
+        });
+        const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+        for (let i = 0; i < 200 && requests === 0; i++) await new Promise((r) => setTimeout(r, 50));
+        expect(requests).toBeGreaterThan(0);
+        child.kill('SIGTERM');
+        expect(await exited).toBe(0);
+        expect(stderr).toMatch(/SIGTERM: stopping/);
+        expect(stderr).toMatch(/worker stopped runningJobsLeft=0/);
+        const running = await t.db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM jobs WHERE status = 'running'",
+        );
+        expect(running.rows[0]!.n).toBe(0);
+        const row = await t.db.query<{ status: string }>(
+          'SELECT status FROM jobs WHERE id = CAST(:id AS uuid)',
+          { id: job.id },
+        );
+        expect(row.rows[0]!.status).toBe('completed');
+      } finally {
+        feed.closeAllConnections();
+        await new Promise((r) => feed.close(r));
+      }
+    },
+  );
 
   test('the installed bin runs as `jobs`', async () => {
     const { stdout } = await promisify(execFile)('node', ['bin/jobs.js', 'types'], { cwd: process.cwd() });
