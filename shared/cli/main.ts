@@ -36,6 +36,8 @@ Commands:
   show <id>                       a job with its attempt history
   stats                           counts by status and type, queue depth, failure rate (last hour)
   retry <id>                      put a failed or cancelled job back in the queue
+  purge [--older-than 7d] [--type T] [--status failed|cancelled|completed]
+                                  delete finished jobs and their history (default: failed, older than 0s)
   cancel <id>                     stop a pending, retrying or running job
   work [--concurrency N]          run a worker until Ctrl-C
   dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
@@ -175,6 +177,31 @@ const commands: Record<string, Command> = {
     async run(ctx) {
       const job = await ctx.tracker.retry(requirePositional(ctx.args, 0, 'id'));
       print(ctx, `${job.id} is pending again (attempt budget ${job.maxAttempts - job.attempts})`, job);
+      return 0;
+    },
+  },
+  purge: {
+    options: { 'older-than': { type: 'string' }, type: { type: 'string' }, status: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    async run(ctx) {
+      const status = stringOption(ctx.args, 'status') ?? 'failed';
+      if (status !== 'failed' && status !== 'cancelled' && status !== 'completed') {
+        throw new UsageError(`--status must be failed, cancelled or completed (got "${status}")`);
+      }
+      const olderThan = stringOption(ctx.args, 'older-than');
+      const now = ctx.tracker.clock.now() ?? new Date();
+      const before = new Date(now.getTime() - (olderThan === undefined ? 0 : parseDuration(olderThan)));
+      const deleted = await ctx.tracker.pruneFinished({
+        before,
+        statuses: [status],
+        jobType: stringOption(ctx.args, 'type'),
+      });
+      print(ctx, `deleted ${deleted} ${status} job(s) finished before ${before.toISOString()}`, {
+        deleted,
+        status,
+        before,
+      });
       return 0;
     },
   },

@@ -104,6 +104,26 @@ describe('jobs CLI', () => {
     expect(s.counts).toContainEqual({ jobType: 'interest-accrual', status: 'pending', count: 1 });
   });
 
+  test('purge deletes failed jobs with their history; other statuses stay', async () => {
+    const tracker = new JobTracker({ db: t.db, registry: createJobTypeRegistry() });
+    const [failing, keep] = await tracker.enqueueUntyped([
+      { type: 'sync', payload: {}, maxAttempts: 1, priority: -1000 },
+      { type: 'sync', payload: {}, runAt: new Date(Date.now() + 3_600_000) },
+    ]);
+    const [claimed] = await tracker.fetchReady(1);
+    expect(claimed!.id).toBe(failing!.job.id);
+    await tracker.markFailed(claimed!.id, 1, 'boom');
+    const purged = await jobs('purge', '--type', 'sync', '--json');
+    expect(purged.code, purged.stderr).toBe(0);
+    expect(JSON.parse(purged.stdout).deleted).toBe(1);
+    expect(await tracker.getJob(failing!.job.id)).toBeNull();
+    expect(await tracker.getExecutions(failing!.job.id)).toEqual([]);
+    expect((await tracker.getJob(keep!.job.id))!.status).toBe('pending');
+    const bad = await jobs('purge', '--status', 'pending');
+    expect(bad.code).toBe(2);
+    await tracker.cancel(keep!.job.id);
+  });
+
   test('an idempotency key makes a second enqueue a no-op', async () => {
     const first = await jobs('enqueue', 'sync', '--key', 'cli-key-1', '--json');
     const before = await rowCount();
@@ -148,6 +168,7 @@ describe('jobs CLI', () => {
     ['list with an unknown status', ['list', '--status', 'done'], /--status must be one of/],
     ['list with limit 0', ['list', '--limit', '0'], /--limit must be from 1/],
     ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
+    ['purge with a bad age', ['purge', '--older-than', 'a week'], /not a duration/],
   ];
 
   test.each(
