@@ -17,7 +17,7 @@ export async function interestAccrual(
     await db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
        SELECT 'borrower' || g || '@example.com', 100000000, (g * 7919) % 100000000, 0.050000 + (g % 100) / 10000.0,
-              now() - interval '10 days'
+              TIMESTAMPTZ '2020-01-01Z'
        FROM generate_series(1, :n) g`,
       { n: facilities },
     );

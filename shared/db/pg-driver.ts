@@ -124,6 +124,12 @@ export class PgDatabase implements Database {
   async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
+    // The pool only listens for errors on idle clients: a connection lost while checked out (a killed
+    // backend, a failover) would otherwise be an unhandled 'error' event that ends the process.
+    const onError = (err: Error) => {
+      broken = err;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await work(pgQueryable(client));
@@ -137,6 +143,7 @@ export class PgDatabase implements Database {
       }
       throw mapError(err);
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }

@@ -25,6 +25,8 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     attempts_without_one_closed_execution: 0,
     completed_without_effect: 0,
     effect_applied_twice: 0,
+    interest_accrued_twice: 0,
+    accrual_day_missing: 0,
     retry_before_backoff: 0,
     attempts_running_concurrently: 0,
   });

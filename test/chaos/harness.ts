@@ -3,6 +3,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { migrate } from '../../shared/db/migrate.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
+import { createCreditService } from '../../shared/domain/credit.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { PermanentJobError } from '../../shared/jobs/errors.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
@@ -124,11 +125,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const registry = new JobTypeRegistry<Record<never, never>, ChaosServices>().register({
       type: 'chaos-effect',
       description: 'does an idempotent effect, or misbehaves',
-      schema: z.object({ n: z.number().int() }),
+      // Every tenth job also accrues a day of interest through the real domain SQL: several jobs per day,
+      // so duplicates, retries and crashes after the work all hit the accrual's idempotency.
+      schema: z.object({ n: z.number().int(), accrualDay: z.string().optional() }),
       timeoutSeconds: 2,
       // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
       retry: CHAOS_RETRY,
-      execute: async (_payload, ctx) => {
+      execute: async (payload, ctx) => {
         const behaviour = behaviourOf(options.seed, ctx.job.id, ctx.attempt);
         const run: Run = {
           jobId: ctx.job.id,
@@ -148,6 +151,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
               'INSERT INTO chaos_effects (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt) ON CONFLICT (job_id) DO NOTHING',
               { id: ctx.job.id, attempt: ctx.attempt },
             );
+            if (payload.accrualDay)
+              await createCreditService(ctx.services.db).accrueDailyInterest(payload.accrualDay);
           };
           switch (behaviour) {
             case 'ok':
@@ -182,8 +187,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     });
 
     const tracker = new JobTracker({ db: control, registry, clock });
+    await control.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
+       SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, '2020-01-01Z'
+       FROM generate_series(1, 40) g`,
+    );
+    const accrualDay = (n: number) =>
+      new Date(Date.UTC(2026, 0, 1 + ((n / 10) % 15))).toISOString().slice(0, 10);
     await tracker.enqueueMany(
-      Array.from({ length: options.jobs }, (_, n) => ({ type: 'chaos-effect' as const, payload: { n } })),
+      Array.from({ length: options.jobs }, (_, n) => ({
+        type: 'chaos-effect' as const,
+        payload: n % 10 === 0 ? { n, accrualDay: accrualDay(n) } : { n },
+      })),
     );
     log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
 
@@ -199,9 +214,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       const services: ChaosServices = {
         db,
         crash: () => {
-          void worker?.kill().then(() => {
-            setTimeout(() => void startWorker(i, generation + 1), 20);
-          });
+          // A dead process's connections die with it; a new process takes its place.
+          void worker
+            ?.kill()
+            .then(() => db.close())
+            .catch(() => {})
+            .then(() => {
+              setTimeout(() => void startWorker(i, generation + 1), 20);
+            });
         },
       };
       worker = new Worker({
@@ -346,8 +366,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       if (open.rows[0]!.n === 0) break;
       await settler.idle();
       const next = open.rows[0]!.next;
-      if (next && next.getTime() > clock.now().getTime())
+      if (next && next.getTime() > clock.now().getTime()) {
+        // Also a jump past leases: an executor of a killed process that is still finishing (JavaScript
+        // cannot be killed mid-await; a real process would be gone) is then overlapped by the rerun.
+        clockJumps++;
         offsetMs += next.getTime() - clock.now().getTime() + 1000;
+      }
       await tracker.rescueExpiredLeases();
       settler.wake();
       await new Promise((r) => setTimeout(r, 20));
@@ -372,6 +396,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       ),
       effect_applied_twice: await q(
         'SELECT count(*)::int AS n FROM (SELECT job_id FROM chaos_effects GROUP BY job_id HAVING count(*) > 1) d',
+      ),
+      // The real domain effect: each facility's accrued balance equals the sum of its daily rows (a day
+      // accrued twice, or a balance raised twice, would break it), and every day a job completed is accrued.
+      interest_accrued_twice: await q(
+        `SELECT count(*)::int AS n FROM credit_facilities f
+         WHERE f.accrued_interest_cents <>
+               COALESCE((SELECT sum(interest_cents) FROM interest_accruals a WHERE a.facility_id = f.id), 0)`,
+      ),
+      accrual_day_missing: await q(
+        `SELECT count(*)::int AS n FROM (
+           SELECT DISTINCT payload->>'accrualDay' AS day FROM jobs
+           WHERE status = 'completed' AND payload ? 'accrualDay') d
+         WHERE (SELECT count(*) FROM interest_accruals a WHERE a.accrual_date = CAST(d.day AS date)) <> 40`,
       ),
     };
     // Retry times: after a failed attempt n that was retried, the next attempt was claimed no earlier than

@@ -116,7 +116,7 @@ describe('interest accrual', () => {
   test('10,000 facilities accrue in one statement, each to the exact cent', async () => {
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
-       SELECT 'b' || g || '@example.com', 100000000, g * 7919, 0.050000 + (g % 97) / 10000.0, now() - interval '1 day'
+       SELECT 'b' || g || '@example.com', 100000000, g * 7919, 0.050000 + (g % 97) / 10000.0, TIMESTAMPTZ '2020-01-01Z'
        FROM generate_series(1, 10000) g`,
     );
     const { services } = domainHarness(t.db);
@@ -144,7 +144,7 @@ describe('interest accrual', () => {
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
                                       collateral_sats, created_at)
-       SELECT 'b' || g || '@example.com', 10000000, 36500, 0.100000, 1000000, now() - interval '2 days'
+       SELECT 'b' || g || '@example.com', 10000000, 36500, 0.100000, 1000000, TIMESTAMPTZ '2020-01-01Z'
        FROM generate_series(1, 5000) g`,
     );
     const { services } = domainHarness(t.db);
