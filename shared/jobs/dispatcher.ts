@@ -2,6 +2,12 @@ import { errorMessage, JobInputError, PermanentJobError, RetryJobLater } from '.
 import type { ClaimedJob } from './model.js';
 import type { JobTypeMap, JobTypeRegistry } from './registry.js';
 
+/**
+ * After a timeout, how long an executor that ignores its abort signal may take to stop before the failure
+ * is reported anyway. Well inside the lease's grace (LEASE_GRACE_SECONDS), so no other attempt starts first.
+ */
+const TIMEOUT_SETTLE_MS = 30_000;
+
 /** The result of running one attempt, before it is recorded. */
 export type JobResult =
   | { outcome: 'completed'; durationMs: number }
@@ -66,17 +72,17 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
         return controller.signal;
       },
     };
-    const timer = setTimeout(
-      () => abort(new Error(`timed out after ${jobType.timeoutSeconds} s`)),
-      jobType.timeoutSeconds * 1000,
-    );
+    const timedOut = new Error(`timed out after ${jobType.timeoutSeconds} s`);
+    const timer = setTimeout(() => abort(timedOut), jobType.timeoutSeconds * 1000);
     options.onAbortable?.(abort);
+    let work: Promise<undefined | RetryJobLater> | undefined;
     try {
-      // Settles with the executor, or as soon as the run is aborted (an executor ignoring its signal is abandoned).
+      // Settles with the executor, or as soon as the run is aborted.
       const result = await new Promise<undefined | RetryJobLater>((resolve, reject) => {
         rejectRun = reject;
         if (abortReason) reject(abortReason);
-        jobType.execute(payload, ctx).then(resolve, reject);
+        work = jobType.execute(payload, ctx);
+        work.then(resolve, reject);
       });
       if (result instanceof RetryJobLater) {
         return {
@@ -90,6 +96,16 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
     } catch (err) {
       if (err instanceof RetryJobLater) {
         return { outcome: 'retry_later', retryAt: err.retryAt, reason: err.message, durationMs: elapsed() };
+      }
+      if (err === timedOut && work) {
+        // An executor that ignores its signal would otherwise keep running while the failure is recorded
+        // and a retry starts: give it a while to stop before reporting (the lease still covers this).
+        let settle: NodeJS.Timeout | undefined;
+        const gaveUp = new Promise<void>((resolve) => {
+          settle = setTimeout(resolve, TIMEOUT_SETTLE_MS);
+        });
+        await Promise.race([work.catch(() => {}), gaveUp]);
+        clearTimeout(settle);
       }
       const permanent = err instanceof PermanentJobError || err instanceof JobInputError;
       return { outcome: 'failed', error: errorMessage(err), permanent, durationMs: elapsed() };

@@ -26,6 +26,8 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     completed_without_effect: 0,
     effect_applied_twice: 0,
     interest_accrued_twice: 0,
+    disbursal_executed_twice: 0,
+    approval_not_concluded: 0,
     accrual_day_missing: 0,
     retry_before_backoff: 0,
     attempts_running_concurrently: 0,

@@ -3,7 +3,10 @@ import pg from 'pg';
 import { z } from 'zod';
 import { migrate } from '../../shared/db/migrate.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
+import { createApprovalProcess, createApprovalService } from '../../shared/domain/approvals.js';
 import { createCreditService } from '../../shared/domain/credit.js';
+import { createNotificationService } from '../../shared/domain/notifications.js';
+import type { Notifier } from '../../shared/domain/notifier.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { PermanentJobError } from '../../shared/jobs/errors.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
@@ -42,6 +45,11 @@ export interface ChaosReport {
   violations: Record<string, number>;
   /** Effects an executor performed again for a job (absorbed by the idempotent effect table). */
   effectsRerun: number;
+  /**
+   * Reminders delivered twice: a connection killed after the provider accepted the message and before the
+   * outbox row was marked sent. No outbox closes that gap for a provider without idempotency keys.
+   */
+  remindersResentAfterCrash: number;
   /** Attempts that overlapped in real time only because an injected clock jump expired a live lease. */
   overlapsCausedByClockJumps: number;
 }
@@ -103,6 +111,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faults[kind] = (faults[kind] ?? 0) + 1;
   };
   const runs: Run[] = [];
+  // Reminders delivered, by outbox key, across every simulated process.
+  const sends = new Map<string, number>();
+  const countingNotifier: Notifier = {
+    async send(message) {
+      sends.set(message.idempotencyKey, (sends.get(message.idempotencyKey) ?? 0) + 1);
+      return { messageId: `m-${sends.size}` };
+    },
+  };
   let clockJumps = 0;
   // Real time plus an offset that the injected jumps increase: leases and timeouts keep their real-time
   // relationship except across a jump, which is the fault being injected.
@@ -127,7 +143,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       description: 'does an idempotent effect, or misbehaves',
       // Every tenth job also accrues a day of interest through the real domain SQL: several jobs per day,
       // so duplicates, retries and crashes after the work all hit the accrual's idempotency.
-      schema: z.object({ n: z.number().int(), accrualDay: z.string().optional() }),
+      schema: z.object({
+        n: z.number().int(),
+        accrualDay: z.string().optional(),
+        processId: z.string().optional(),
+        remindFacility: z.string().optional(),
+      }),
       timeoutSeconds: 2,
       // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
       retry: CHAOS_RETRY,
@@ -153,6 +174,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             );
             if (payload.accrualDay)
               await createCreditService(ctx.services.db).accrueDailyInterest(payload.accrualDay);
+            if (payload.processId)
+              await createApprovalService(ctx.services.db).processApproval(payload.processId);
+            if (payload.remindFacility) {
+              await createNotificationService(ctx.services.db, countingNotifier).send({
+                kind: 'payment-reminder',
+                facilityId: payload.remindFacility,
+                dueDate: '2026-12-01',
+              });
+            }
           };
           switch (behaviour) {
             case 'ok':
@@ -192,12 +222,40 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
        SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, '2020-01-01Z'
        FROM generate_series(1, 40) g`,
     );
+    const facilities = (
+      await control.query<{ id: string }>('SELECT id FROM credit_facilities ORDER BY drawn_principal_cents')
+    ).rows.map((r) => r.id);
+    await control.query(
+      'CREATE TABLE chaos_opening AS SELECT id, drawn_principal_cents FROM credit_facilities',
+    );
+    // Twenty approval processes whose deciding vote is in: several jobs each, one disbursal each at most.
+    const processes: string[] = [];
+    for (const facilityId of facilities.slice(0, 20)) {
+      const id = await createApprovalProcess(control, {
+        facilityId,
+        amountCents: 1000n,
+        committeeSize: 1,
+        requiredApprovals: 1,
+      });
+      await control.query(
+        "INSERT INTO approval_votes (process_id, voter, approve) VALUES (CAST(:id AS uuid), 'chair', true)",
+        { id },
+      );
+      processes.push(id);
+    }
     const accrualDay = (n: number) =>
       new Date(Date.UTC(2026, 0, 1 + ((n / 10) % 15))).toISOString().slice(0, 10);
     await tracker.enqueueMany(
       Array.from({ length: options.jobs }, (_, n) => ({
         type: 'chaos-effect' as const,
-        payload: n % 10 === 0 ? { n, accrualDay: accrualDay(n) } : { n },
+        payload:
+          n % 10 === 0
+            ? { n, accrualDay: accrualDay(n) }
+            : n % 10 === 3
+              ? { n, processId: processes[Math.floor(n / 10) % processes.length]! }
+              : n % 10 === 6
+                ? { n, remindFacility: facilities[Math.floor(n / 10) % facilities.length]! }
+                : { n },
       })),
     );
     log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
@@ -404,6 +462,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
          WHERE f.accrued_interest_cents <>
                COALESCE((SELECT sum(interest_cents) FROM interest_accruals a WHERE a.facility_id = f.id), 0)`,
       ),
+      // Disbursals: each facility's drawn principal is its opening amount plus its disbursals (a disbursal
+      // executed twice would add twice), and every approval a job completed for is concluded.
+      disbursal_executed_twice: await q(
+        `SELECT count(*)::int AS n FROM credit_facilities f JOIN chaos_opening o ON o.id = f.id
+         WHERE f.drawn_principal_cents <>
+               o.drawn_principal_cents + COALESCE((SELECT sum(amount_cents) FROM disbursals d WHERE d.facility_id = f.id), 0)`,
+      ),
+      approval_not_concluded: await q(
+        `SELECT count(DISTINCT payload->>'processId')::int AS n FROM jobs j
+         WHERE status = 'completed' AND payload ? 'processId'
+           AND EXISTS (SELECT 1 FROM approval_processes p WHERE p.id = CAST(j.payload->>'processId' AS uuid) AND p.status = 'pending')`,
+      ),
       accrual_day_missing: await q(
         `SELECT count(*)::int AS n FROM (
            SELECT DISTINCT payload->>'accrualDay' AS day FROM jobs
@@ -463,6 +533,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     return {
       jobs: options.jobs,
       seed: options.seed,
+      remindersResentAfterCrash: [...sends.values()].filter((n) => n > 1).length,
       failureReasons: Object.fromEntries(reasons.rows.map((r) => [r.reason, r.n])),
       seconds: +((performance.now() - t0) / 1000).toFixed(1),
       faults,

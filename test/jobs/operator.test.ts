@@ -251,8 +251,10 @@ describe('observing the queue', () => {
 
   test('listJobs filters by status and type; getExecutions includes the attempt in progress', async () => {
     const { tracker, clock } = kit;
+    // Jobs due at the same instant are claimed in id order, which is random within a millisecond: make
+    // `a` due first so it is the one claimed.
     const [a, b] = await tracker.enqueueMany([
-      { type: 'noop', payload: { n: 1 } },
+      { type: 'noop', payload: { n: 1 }, runAt: new Date(clock.now().getTime() - 1000) },
       { type: 'always-fails', payload: { reason: 'x' } },
     ]);
     await tracker.fetchReady(1, { startNow: true });
