@@ -113,8 +113,13 @@ export class PgDatabase implements Database {
       // Every session works in UTC, as Aurora's default parameter group does.
       options: '-c TimeZone=UTC',
     });
-    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    // A client that loses its connection (a killed backend, a failover) must not crash the process. The
+    // pool only listens while a client is idle, so every client gets a listener for its whole life: a
+    // statement in flight still fails with the error, and the pool drops the broken client on release.
     this.pool.on('error', () => {});
+    this.pool.on('connect', (client) => {
+      client.on('error', () => {});
+    });
   }
 
   query<R extends Row = Row>(sql: string, params?: SqlParams): Promise<QueryResult<R>> {
