@@ -1,6 +1,6 @@
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
-import { jobForTick, schedules } from '../../shared/schedules/definitions.js';
+import { findSchedule, jobForTick } from '../../shared/schedules/definitions.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import { type JobRuntime, nudgeFromEnv, runtimeFromEnv } from '../lib/runtime.js';
 
@@ -29,7 +29,7 @@ export function createScheduleHandler(deps: {
       });
       throw new Error('malformed schedule event');
     }
-    const schedule = schedules.find((s) => s.name === parsed.data.schedule);
+    const schedule = findSchedule(parsed.data.schedule);
     if (!schedule) {
       deps.o.logger.error('unknown schedule; nothing written', { schedule: parsed.data.schedule });
       throw new Error(`unknown schedule ${parsed.data.schedule}`);

@@ -2,11 +2,6 @@
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed', 'retrying', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
-/** Statuses a job can be claimed from (when due). */
-export const READY_STATUSES: readonly JobStatus[] = ['pending', 'retrying'];
-/** Statuses a job never leaves on its own. */
-export const FINAL_STATUSES: readonly JobStatus[] = ['completed', 'failed', 'cancelled'];
-
 /**
  * What a claim returns and an executor sees: the fields needed to run and report an attempt. Claims
  * return only these (decoding fewer columns matters when a worker drains tens of thousands of jobs/s).

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { type Database, DatabaseError, json, type SqlParams, uuid } from '../db/port.js';
+import { type Database, json, type SqlParams, uuid } from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
 import type { AttemptOutcome, JobMetrics } from './metrics.js';
@@ -578,11 +578,6 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       if (res.rowCount < batch) break;
     }
     return total;
-  }
-
-  /** The database error raised for a duplicate key, recognisable through either driver. */
-  static isUniqueViolation(err: unknown): boolean {
-    return err instanceof DatabaseError && err.isUniqueViolation;
   }
 }
 

@@ -433,6 +433,36 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
     transcript.jobs = byPayload(await tracker.listJobs({ limit: 100 }));
     lifecycleTranscripts[driverName] = normalise(transcript);
   });
+
+  test('uncounted retries (requested, interrupted) and retention run unchanged', async () => {
+    const d = db();
+    await t.db.query('TRUNCATE jobs, job_executions');
+    const clock = new ManualClock('2026-03-01T00:00:00Z');
+    const tracker = new JobTracker({ db: d, registry: createTestRegistry(), clock });
+    const [later, cut, done] = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 1 }, maxAttempts: 1 },
+      { type: 'noop', payload: { n: 2 }, maxAttempts: 1 },
+      { type: 'noop', payload: { n: 3 } },
+    ]);
+    await tracker.fetchReady(3);
+    const at = new Date('2026-03-01T01:00:00Z');
+    expect(await tracker.markFailed(later!.job.id, 1, 'later', { retryAt: at })).toMatchObject({
+      status: 'retrying',
+      scheduledAt: at,
+    });
+    expect(await tracker.markFailed(cut!.job.id, 1, 'interrupted', { interrupted: true })).toMatchObject({
+      status: 'retrying',
+      scheduledAt: clock.now(),
+    });
+    expect(await tracker.getJob(cut!.job.id)).toMatchObject({ attempts: 1, maxAttempts: 2 });
+    expect((await tracker.getExecutions(cut!.job.id)).map((e) => e.outcome)).toEqual(['interrupted']);
+    await tracker.markCompleted(done!.job.id, 1);
+    clock.advanceMinutes(60 * 24 * 31);
+    const before = new Date(clock.now().getTime() - 30 * 86_400_000);
+    expect(await tracker.pruneFinished({ before, statuses: ['completed'], batchSize: 1 })).toBe(1);
+    expect(await tracker.getJob(done!.job.id)).toBeNull();
+    expect(await tracker.getExecutions(done!.job.id)).toEqual([]);
+  });
 });
 
 test('the job lifecycle gives the same results through both drivers', () => {
