@@ -58,6 +58,8 @@ export function createDataApiClient(config: RDSDataClientConfig = {}): RDSDataCl
 
 export class DataApiDatabase implements Database {
   readonly driverName = 'data-api' as const;
+  /** The Data API fails a statement returning a row over 64 KB. */
+  readonly maxRowBytes = 64_000;
   private readonly client: RDSDataClient;
   private readonly ownsClient: boolean;
 

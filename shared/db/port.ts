@@ -55,6 +55,11 @@ export interface Database extends Queryable {
   close(): Promise<void>;
   /** Which driver this is, for logs and for the few places that can use a pg-only capability. */
   readonly driverName: 'pg' | 'data-api';
+  /**
+   * The largest result row the driver can return (the Data API: 64 KB), or undefined for no practical
+   * limit. Statements that fold many rows into one document are only used when there is none.
+   */
+  readonly maxRowBytes?: number;
 }
 
 /** A database error with the SQLSTATE code, whichever driver raised it. */

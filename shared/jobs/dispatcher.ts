@@ -1,6 +1,6 @@
 import { errorMessage, JobInputError, PermanentJobError, RetryJobLater } from './errors.js';
 import type { ClaimedJob } from './model.js';
-import type { JobTypeMap, JobTypeRegistry } from './registry.js';
+import type { JobContext, JobTypeMap, JobTypeRegistry, RegisteredJobType } from './registry.js';
 
 /**
  * After a timeout, how long an executor that ignores its abort signal may take to stop before the failure
@@ -14,6 +14,20 @@ export type JobResult =
   | { outcome: 'failed'; error: string; permanent: boolean; durationMs: number }
   | { outcome: 'retry_later'; retryAt: Date; reason: string; durationMs: number };
 
+/** A run in progress, as its owner sees it: something it can cut short. */
+export interface AbortableRun {
+  readonly job: ClaimedJob;
+  /** Aborts the run: the executor's signal fires and the run settles at once as failed with `reason`. */
+  abort(reason: Error): void;
+  /** Why the run was aborted, if it was. */
+  readonly abortReason: Error | undefined;
+}
+
+export interface DispatchOptions {
+  /** Receives the run as soon as it starts (the worker keeps it to interrupt the run at shutdown). */
+  onStart?: (run: AbortableRun) => void;
+}
+
 /**
  * Runs a job's executor by type. It validates the payload again (the row may predate a schema change, or
  * have been written by hand), enforces the type's timeout through an AbortSignal, and turns whatever the
@@ -26,91 +40,126 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
     readonly services: S,
   ) {}
 
-  /**
-   * Runs the job's executor under the type's timeout. `onAbortable` receives a function that aborts the
-   * run (the worker uses it at shutdown). The AbortSignal an executor sees is created only if it asks for
-   * it: at tens of thousands of runs per second, signals nobody reads are measurable garbage.
-   */
-  async dispatch(
-    job: ClaimedJob,
-    options: { onAbortable?: (abort: (reason: Error) => void) => void } = {},
-  ): Promise<JobResult> {
+  /** Runs the job's executor under the type's timeout; never rejects. */
+  dispatch(job: ClaimedJob, options: DispatchOptions = {}): Promise<JobResult> {
     const started = performance.now();
-    const elapsed = () => performance.now() - started;
     const jobType = this.registry.get(job.jobType);
     if (!jobType) {
       // Retrying cannot make an unknown type known: fail at once, with the reason.
-      return {
-        outcome: 'failed',
-        error: `unknown job type "${job.jobType}"`,
-        permanent: true,
-        durationMs: elapsed(),
-      };
+      return Promise.resolve(failed(`unknown job type "${job.jobType}"`, true, started));
     }
     let payload: unknown;
     try {
       payload = this.registry.parsePayload(job.jobType, job.payload);
     } catch (err) {
-      return { outcome: 'failed', error: errorMessage(err), permanent: true, durationMs: elapsed() };
+      return Promise.resolve(failed(errorMessage(err), true, started));
     }
-    let controller: AbortController | undefined;
-    let abortReason: Error | undefined;
-    let rejectRun: ((reason: Error) => void) | undefined;
-    const abort = (reason: Error) => {
-      if (abortReason) return;
-      abortReason = reason;
-      controller?.abort(reason);
-      rejectRun?.(reason);
-    };
-    const ctx = {
-      job,
-      attempt: job.attempts,
-      services: this.services,
-      get signal(): AbortSignal {
-        controller ??= new AbortController();
-        if (abortReason && !controller.signal.aborted) controller.abort(abortReason);
-        return controller.signal;
-      },
-    };
-    const timedOut = new Error(`timed out after ${jobType.timeoutSeconds} s`);
-    const timer = setTimeout(() => abort(timedOut), jobType.timeoutSeconds * 1000);
-    options.onAbortable?.(abort);
-    let work: Promise<undefined | RetryJobLater> | undefined;
+    return new Promise<JobResult>((resolve) => {
+      const run = new Run(job, this.services, jobType, started, resolve);
+      options.onStart?.(run);
+      run.start(payload);
+    });
+  }
+}
+
+function failed(error: string, permanent: boolean, started: number): JobResult {
+  return { outcome: 'failed', error, permanent, durationMs: performance.now() - started };
+}
+
+function onRunTimeout<S>(run: Run<S>): void {
+  run.timedOut();
+}
+
+/**
+ * One attempt in flight. A class rather than closures: at tens of thousands of runs per second, the
+ * objects a run allocates are measurable, so the AbortSignal is made only if the executor reads it and the
+ * timeout error only if the timeout fires.
+ */
+class Run<S> implements AbortableRun, JobContext<S> {
+  readonly attempt: number;
+  private controller: AbortController | undefined;
+  abortReason: Error | undefined;
+  private settled = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** The executor's own promise, kept to wait for it after a timeout. */
+  private work: Promise<unknown> | undefined;
+
+  constructor(
+    readonly job: ClaimedJob,
+    readonly services: S,
+    private readonly jobType: RegisteredJobType<S>,
+    private readonly started: number,
+    private readonly resolve: (result: JobResult) => void,
+  ) {
+    this.attempt = job.attempts;
+  }
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.abortReason && !this.controller.signal.aborted) this.controller.abort(this.abortReason);
+    return this.controller.signal;
+  }
+
+  start(payload: unknown): void {
+    if (this.abortReason) return; // aborted by `onStart` before it began
+    this.timer = setTimeout(onRunTimeout, this.jobType.timeoutSeconds * 1000, this);
+    let work: Promise<undefined | RetryJobLater>;
     try {
-      // Settles with the executor, or as soon as the run is aborted.
-      const result = await new Promise<undefined | RetryJobLater>((resolve, reject) => {
-        rejectRun = reject;
-        if (abortReason) reject(abortReason);
-        work = jobType.execute(payload, ctx);
-        work.then(resolve, reject);
-      });
-      if (result instanceof RetryJobLater) {
-        return {
-          outcome: 'retry_later',
-          retryAt: result.retryAt,
-          reason: result.message,
-          durationMs: elapsed(),
-        };
-      }
-      return { outcome: 'completed', durationMs: elapsed() };
+      work = this.jobType.execute(payload, this);
     } catch (err) {
-      if (err instanceof RetryJobLater) {
-        return { outcome: 'retry_later', retryAt: err.retryAt, reason: err.message, durationMs: elapsed() };
-      }
-      if (err === timedOut && work) {
-        // An executor that ignores its signal would otherwise keep running while the failure is recorded
-        // and a retry starts: give it a while to stop before reporting (the lease still covers this).
-        let settle: NodeJS.Timeout | undefined;
-        const gaveUp = new Promise<void>((resolve) => {
-          settle = setTimeout(resolve, TIMEOUT_SETTLE_MS);
-        });
-        await Promise.race([work.catch(() => {}), gaveUp]);
-        clearTimeout(settle);
-      }
-      const permanent = err instanceof PermanentJobError || err instanceof JobInputError;
-      return { outcome: 'failed', error: errorMessage(err), permanent, durationMs: elapsed() };
-    } finally {
-      clearTimeout(timer);
+      this.finish(err, false);
+      return;
+    }
+    this.work = work;
+    work.then(
+      (value) => this.finish(value, true),
+      (err: unknown) => this.finish(err, false),
+    );
+  }
+
+  abort(reason: Error): void {
+    if (this.abortReason || this.settled) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    this.finish(reason, false);
+  }
+
+  timedOut(): void {
+    this.timer = undefined;
+    if (this.settled) return;
+    const reason = new Error(`timed out after ${this.jobType.timeoutSeconds} s`);
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    const work = this.work;
+    if (!work) {
+      this.finish(reason, false);
+      return;
+    }
+    // An executor that ignores its signal would otherwise keep running while the failure is recorded and
+    // a retry starts: give it a while to stop before reporting (the lease still covers this).
+    this.settled = true;
+    let settle: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<void>((r) => {
+      settle = setTimeout(r, TIMEOUT_SETTLE_MS);
+    });
+    void Promise.race([work.catch(() => {}), gaveUp]).then(() => {
+      clearTimeout(settle);
+      this.resolve(failed(errorMessage(reason), false, this.started));
+    });
+  }
+
+  private finish(value: unknown, fulfilled: boolean): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.timer) clearTimeout(this.timer);
+    const durationMs = performance.now() - this.started;
+    if (value instanceof RetryJobLater) {
+      this.resolve({ outcome: 'retry_later', retryAt: value.retryAt, reason: value.message, durationMs });
+    } else if (fulfilled) {
+      this.resolve({ outcome: 'completed', durationMs });
+    } else {
+      const permanent = value instanceof PermanentJobError || value instanceof JobInputError;
+      this.resolve({ outcome: 'failed', error: errorMessage(value), permanent, durationMs });
     }
   }
 }

@@ -36,6 +36,40 @@ export function rowToClaimedJob(r: JobRow): ClaimedJob {
   };
 }
 
+/** One element of `claimDueJobsAsDocumentSql`'s document. */
+type ClaimTuple = [
+  id: string,
+  jobType: string,
+  payload: unknown,
+  attempts: number,
+  maxAttempts: number,
+  priority: number,
+  idempotencyKey: string | null,
+  scheduledAtMs: number,
+  leaseExpiresAtMs: number | null,
+];
+
+/** Decodes a claim document (see `claimDueJobsAsDocumentSql`). */
+export function claimedJobsFromDocument(document: string): ClaimedJob[] {
+  const tuples = JSON.parse(document) as ClaimTuple[];
+  const jobs: ClaimedJob[] = new Array(tuples.length);
+  for (let i = 0; i < tuples.length; i++) {
+    const t = tuples[i]!;
+    jobs[i] = {
+      id: t[0],
+      jobType: t[1],
+      payload: t[2],
+      attempts: t[3],
+      maxAttempts: t[4],
+      priority: t[5],
+      idempotencyKey: t[6],
+      scheduledAt: new Date(t[7]),
+      leaseExpiresAt: t[8] === null ? null : new Date(t[8]),
+    };
+  }
+  return jobs;
+}
+
 export interface Job<P = unknown> extends ClaimedJob<P> {
   id: string;
   jobType: string;

@@ -1,4 +1,4 @@
-import type { JobDispatcher, JobResult } from './dispatcher.js';
+import type { DispatchOptions, JobDispatcher, JobResult } from './dispatcher.js';
 import type { ClaimedJob } from './model.js';
 import type { JobTypeMap } from './registry.js';
 import type { FailResult, JobTracker } from './tracker.js';
@@ -40,7 +40,7 @@ export async function runDeliveredAttempt<M extends JobTypeMap, S>(
   tracker: JobTracker<M, S>,
   dispatcher: JobDispatcher<M, S>,
   delivery: { id: string; attempt: number },
-  options: { onAbortable?: (abort: (reason: Error) => void) => void } = {},
+  options: DispatchOptions = {},
 ): Promise<RecordedAttempt | { recorded: 'duplicate' }> {
   const job = await tracker.startAttempt(delivery.id, delivery.attempt);
   if (!job) return { recorded: 'duplicate' };

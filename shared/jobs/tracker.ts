@@ -6,6 +6,7 @@ import type { AttemptOutcome, JobMetrics } from './metrics.js';
 import { noMetrics } from './metrics.js';
 import {
   type ClaimedJob,
+  claimedJobsFromDocument,
   type ExecutionRow,
   JOB_STATUSES,
   type Job,
@@ -33,6 +34,8 @@ export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
 /** Bulk enqueue limit per call (one statement). */
 export const MAX_JOBS_PER_ENQUEUE = 10_000;
+/** Completions per statement under a row limit: 300 × (id, type ≤ 100 chars, duration) stays under 64 KB. */
+const COMPLETE_CHUNK_FOR_ROW_LIMIT = 300;
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -285,10 +288,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
     if (!Number.isInteger(limit) || limit < 1)
       throw new JobInputError('invalid_option', 'limit must be a positive integer');
-    const res = await this.db.query<JobRow>(
-      sql.claimDueJobsSql,
-      this.params({ limit, start_now: options.startNow ?? false }),
-    );
+    const params = this.params({ limit, start_now: options.startNow ?? false });
+    if (this.db.maxRowBytes === undefined) {
+      const doc = await this.db.query<{ jobs: string }>(sql.claimDueJobsAsDocumentSql, params);
+      return claimedJobsFromDocument(doc.rows[0]?.jobs ?? '[]');
+    }
+    const res = await this.db.query<JobRow>(sql.claimDueJobsSql, params);
     return res.rows.map(rowToClaimedJob);
   }
 
@@ -317,14 +322,26 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   /** Completes many attempts in one statement; returns the ids that applied. */
   async completeMany(items: readonly CompletedAttempt[]): Promise<string[]> {
     if (items.length === 0) return [];
-    const res = await this.db.query<{ id: string; job_type: string; duration_ms: number | null }>(
-      sql.completeAttemptsSql,
-      this.params({
-        items: json(items.map((i) => ({ id: i.id, attempt: i.attempt, duration_ms: roundMs(i.durationMs) }))),
-      }),
-    );
-    for (const r of res.rows) this.metrics.attemptFinished(r.job_type, 'completed', r.duration_ms);
-    return res.rows.map((r) => r.id);
+    // The answer lists every applied attempt in one row: keep that row under a driver's row limit.
+    const chunk = this.db.maxRowBytes === undefined ? items.length : COMPLETE_CHUNK_FOR_ROW_LIMIT;
+    const applied: string[] = [];
+    for (let from = 0; from < items.length; from += chunk) {
+      const part = chunk >= items.length ? items : items.slice(from, from + chunk);
+      const res = await this.db.query<{ applied: string }>(
+        sql.completeAttemptsSql,
+        this.params({
+          items: json(
+            part.map((i) => ({ id: i.id, attempt: i.attempt, duration_ms: roundMs(i.durationMs) })),
+          ),
+        }),
+      );
+      const rows = JSON.parse(res.rows[0]?.applied ?? '[]') as [string, string, number | null][];
+      for (const [id, jobType, durationMs] of rows) {
+        this.metrics.attemptFinished(jobType, 'completed', durationMs);
+        applied.push(id);
+      }
+    }
+    return applied;
   }
 
   /**

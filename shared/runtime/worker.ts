@@ -1,4 +1,4 @@
-import type { JobDispatcher, JobResult } from '../jobs/dispatcher.js';
+import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
 import type { JobTypeMap } from '../jobs/registry.js';
@@ -6,8 +6,6 @@ import type { CompletedAttempt, FailedAttempt, JobTracker } from '../jobs/tracke
 import { latestTick } from '../schedules/cron.js';
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { type Logger, silentLogger } from './logger.js';
-
-const noAbortYet = (): void => {};
 
 /** The abort reason of runs interrupted by `stop()`. */
 const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
@@ -58,6 +56,43 @@ interface Finished {
 }
 
 /**
+ * Claimed jobs waiting for a free slot, kept as the claim batches they arrived in: one record per claim
+ * rather than per job, with the claim's time on this process's monotonic clock.
+ */
+class LocalQueue {
+  private batches: { jobs: ClaimedJob[]; next: number; claimedAt: number }[] = [];
+  length = 0;
+
+  push(jobs: ClaimedJob[], claimedAt: number): void {
+    if (jobs.length === 0) return;
+    this.batches.push({ jobs, next: 0, claimedAt });
+    this.length += jobs.length;
+  }
+
+  /** The claim time of the job `shift()` would return next. */
+  get headClaimedAt(): number {
+    return this.batches[0]?.claimedAt ?? 0;
+  }
+
+  shift(): ClaimedJob | undefined {
+    const batch = this.batches[0];
+    if (!batch) return undefined;
+    const job = batch.jobs[batch.next++];
+    if (batch.next >= batch.jobs.length) this.batches.shift();
+    this.length--;
+    return job;
+  }
+
+  /** Empties the queue, returning what it held. */
+  drain(): ClaimedJob[] {
+    const all = this.batches.flatMap((b) => b.jobs.slice(b.next));
+    this.batches = [];
+    this.length = 0;
+    return all;
+  }
+}
+
+/**
  * The local runtime's worker. It claims due jobs in batches into a local queue (one statement per batch),
  * runs them in process with a concurrency limit, and records results in batches (one statement per
  * batch of completions, one per batch of failures) while the next runs proceed. An idle worker wakes on
@@ -79,10 +114,15 @@ export class Worker<M extends JobTypeMap, S> {
   private readonly shutdownGraceMs: number;
   private readonly logger: Logger;
 
-  private readonly queue: ClaimedJob[] = [];
-  private readonly claimedAt = new WeakMap<ClaimedJob, number>();
-  /** Running jobs by id, with the function that interrupts each. */
-  private readonly running = new Map<string, (reason: Error) => void>();
+  private readonly queue = new LocalQueue();
+  /** Running jobs by id, each with the handle that interrupts it. */
+  private readonly running = new Map<string, AbortableRun | null>();
+  /** One options object for every dispatch: the run registers itself as it starts. */
+  private readonly dispatchOptions: DispatchOptions = {
+    onStart: (run) => {
+      this.running.set(run.job.id, run);
+    },
+  };
   private readonly toRecord: Finished[] = [];
   private readonly lastTicks = new Map<string, number>();
   private fetching = false;
@@ -93,6 +133,18 @@ export class Worker<M extends JobTypeMap, S> {
   /** The last claim filled its batch (or a wake-up arrived since): more jobs may be due. */
   private mayHaveMore = true;
   private flushing: Promise<void> | null = null;
+  /**
+   * Claim-ahead: the next claim starts when the local queue falls below this many jobs, so that it returns
+   * before the queue runs dry. It is the number of jobs the slots start during about two claim round
+   * trips (at least `concurrency`, at most `claimBatchSize`): slow jobs claim only what the slots need,
+   * fast ones never wait for a claim.
+   */
+  private lowWater: number;
+  private startedCount = 0;
+  private rateSample = { at: 0, started: 0 };
+  /** Smoothed jobs started per millisecond, and claim round trip in milliseconds. */
+  private startsPerMs = 0;
+  private claimMs = 0;
   private started = false;
   private stopping = false;
   private pollTimer: NodeJS.Timeout | undefined;
@@ -114,6 +166,7 @@ export class Worker<M extends JobTypeMap, S> {
     this.scheduleIntervalMs = options.scheduleIntervalMs ?? 10_000;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
     this.logger = options.logger ?? silentLogger;
+    this.lowWater = this.concurrency;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 1000) {
       throw new Error('concurrency must be an integer from 1 to 1000');
     }
@@ -180,16 +233,18 @@ export class Worker<M extends JobTypeMap, S> {
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
     const room = Math.min(
       this.claimBatchSize,
-      this.concurrency + this.claimBatchSize - this.queue.length - this.running.size,
+      Math.max(this.lowWater, this.concurrency) + this.claimBatchSize - this.queue.length - this.running.size,
     );
     if (room < 1) return;
     this.fetching = true;
     this.wantFetch = false;
     clearTimeout(this.pollTimer);
     let claimed: ClaimedJob[] = [];
+    const claimStart = performance.now();
     try {
       claimed = await this.tracker.fetchReady(room, { startNow: true });
       this.consecutiveErrors = 0;
+      this.adaptLowWater(claimStart, performance.now());
     } catch (err) {
       this.consecutiveErrors++;
       this.logger.error('claim failed', { error: errorMessage(err), retryInMs: this.backoffMs() });
@@ -202,9 +257,7 @@ export class Worker<M extends JobTypeMap, S> {
       this.checkIdle();
       return;
     }
-    const at = performance.now();
-    for (const job of claimed) this.claimedAt.set(job, at);
-    this.queue.push(...claimed);
+    this.queue.push(claimed, performance.now());
     // More may be waiting if the batch came back full, or a wake-up arrived during the claim.
     this.mayHaveMore = this.consecutiveErrors === 0 && (claimed.length === room || this.wantFetch);
     this.fillSlots();
@@ -214,6 +267,19 @@ export class Worker<M extends JobTypeMap, S> {
       this.scheduleNextPoll();
     }
     this.checkIdle();
+  }
+
+  /** Updates the claim-ahead mark from the start rate and claim time just observed. */
+  private adaptLowWater(claimStart: number, claimEnd: number): void {
+    const { at, started } = this.rateSample;
+    const elapsed = claimEnd - at;
+    if (at > 0 && elapsed > 0) {
+      this.startsPerMs = 0.5 * this.startsPerMs + 0.5 * ((this.startedCount - started) / elapsed);
+      this.claimMs = 0.5 * this.claimMs + 0.5 * (claimEnd - claimStart);
+      const wanted = Math.ceil(this.startsPerMs * this.claimMs * 2);
+      this.lowWater = Math.min(this.claimBatchSize, Math.max(this.concurrency, wanted));
+    }
+    this.rateSample = { at: claimEnd, started: this.startedCount };
   }
 
   private backoffMs(): number {
@@ -243,12 +309,14 @@ export class Worker<M extends JobTypeMap, S> {
   private fillSlots(): void {
     const stale: ClaimedJob[] = [];
     while (!this.stopping && this.running.size < this.concurrency && this.queue.length > 0) {
+      const claimedAt = this.queue.headClaimedAt;
       const job = this.queue.shift()!;
-      if (!this.hasLeaseForRun(job)) {
+      if (!this.hasLeaseForRun(job, claimedAt)) {
         stale.push(job);
         continue;
       }
-      this.running.set(job.id, noAbortYet);
+      this.running.set(job.id, null);
+      this.startedCount++;
       void this.run(job);
     }
     if (stale.length > 0) {
@@ -256,7 +324,7 @@ export class Worker<M extends JobTypeMap, S> {
       this.logger.warn('releasing queued jobs whose lease ran short', { count: stale.length });
       void this.releaseUnstarted(stale).finally(() => this.wake());
     }
-    if (!this.stopping && this.mayHaveMore && this.queue.length < this.concurrency && !this.fetching) {
+    if (!this.stopping && this.mayHaveMore && this.queue.length < this.lowWater && !this.fetching) {
       void this.fetch();
     }
   }
@@ -265,23 +333,17 @@ export class Worker<M extends JobTypeMap, S> {
    * A queued job may start only if its lease still covers a full run: the time it has waited here
    * (measured on this process's monotonic clock, immune to clock skew) must fit in lease − timeout.
    */
-  private hasLeaseForRun(job: ClaimedJob): boolean {
+  private hasLeaseForRun(job: ClaimedJob, claimedAt: number): boolean {
     const type = this.tracker.registry.get(job.jobType);
     if (!type) return true; // the dispatcher fails it at once
-    const waitedMs = performance.now() - (this.claimedAt.get(job) ?? 0);
+    const waitedMs = performance.now() - claimedAt;
     return waitedMs <= (type.leaseSeconds - type.timeoutSeconds) * 1000;
   }
 
   private async run(job: ClaimedJob): Promise<void> {
-    let interrupted = false;
-    const result = await this.dispatcher.dispatch(job, {
-      onAbortable: (abort) =>
-        this.running.set(job.id, (reason) => {
-          interrupted = reason === SHUTDOWN;
-          abort(reason);
-        }),
-    });
+    const result = await this.dispatcher.dispatch(job, this.dispatchOptions);
     if (this.killed) return;
+    const interrupted = this.running.get(job.id)?.abortReason === SHUTDOWN;
     this.running.delete(job.id);
     this.toRecord.push({ job, result, interrupted });
     this.scheduleFlush();
@@ -328,11 +390,13 @@ export class Worker<M extends JobTypeMap, S> {
         });
       } else failures.push({ ...ref, error: result.error, permanent: result.permanent });
     }
-    const [completed, failed] = await Promise.all([
-      this.tracker.completeMany(completions),
-      this.tracker.failMany(failures),
-    ]);
+    const [completed, failed] =
+      failures.length === 0
+        ? [await this.tracker.completeMany(completions), []]
+        : await Promise.all([this.tracker.completeMany(completions), this.tracker.failMany(failures)]);
     const onRecorded = this.options.onAttemptRecorded;
+    // The common case: every completion applied, nothing failed, nobody listening. Nothing more to do.
+    if (!onRecorded && failures.length === 0 && completed.length === completions.length) return;
     const completedIds = new Set(completed);
     const failedById = new Map(failed.map((f) => [f.id, f]));
     for (const { job, result } of batch) {
@@ -422,8 +486,8 @@ export class Worker<M extends JobTypeMap, S> {
     clearInterval(this.rescueTimer);
     clearInterval(this.scheduleTimer);
     this.toRecord.length = 0;
-    this.queue.length = 0;
-    for (const interrupt of this.running.values()) interrupt(new Error('process killed'));
+    this.queue.drain();
+    for (const run of this.running.values()) run?.abort(new Error('process killed'));
     this.running.clear();
     this.killed = true;
     await this.unlisten?.().catch(() => {});
@@ -438,7 +502,7 @@ export class Worker<M extends JobTypeMap, S> {
     clearInterval(this.scheduleTimer);
     await this.unlisten?.().catch(() => {});
     while (this.fetching) await new Promise((r) => setTimeout(r, 5));
-    const unstarted = this.queue.splice(0, this.queue.length);
+    const unstarted = this.queue.drain();
     if (unstarted.length > 0) await this.releaseUnstarted(unstarted);
     const deadline = Date.now() + this.shutdownGraceMs;
     while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -446,7 +510,7 @@ export class Worker<M extends JobTypeMap, S> {
       this.logger.warn('interrupting jobs still running after the grace period', {
         count: this.running.size,
       });
-      for (const interrupt of this.running.values()) interrupt(SHUTDOWN);
+      for (const run of this.running.values()) run?.abort(SHUTDOWN);
       while (this.running.size > 0) await new Promise((r) => setTimeout(r, 5));
     }
     while (this.flushing || this.toRecord.length > 0) {

@@ -60,13 +60,16 @@ describe('the claim query and its index', () => {
     const pickerNodes = nodes(picker!);
     expect(pickerNodes.map((n) => n['Node Type'])).toEqual(['Limit', 'LockRows', 'Index Scan']);
     expect(pickerNodes[2]).toMatchObject({ 'Index Name': 'jobs_ready_idx', 'Relation Name': 'jobs' });
-    // The update fetches the picked rows by primary key; nothing scans the table sequentially.
+    // The update fetches the picked (locked) rows by their physical address; nothing scans the table.
     const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
     expect(
       nodes(update)
-        .filter((n) => n['Node Type'] === 'Index Scan')
-        .map((n) => n['Index Name']),
-    ).toEqual(['jobs_ready_idx', 'jobs_pkey']);
+        .filter((n) => n['Node Type'].includes('Scan'))
+        .map((n) => [n['Node Type'], n['Index Name']]),
+    ).toEqual([
+      ['Index Scan', 'jobs_ready_idx'],
+      ['Tid Scan', undefined],
+    ]);
     expect(all.some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
     // The only Sort orders the (at most :limit) rows the claim returns, read from the CTE, never the queue.
     const sorts = all.filter((n) => n['Node Type'] === 'Sort');
