@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { graphileWorker, loadGraphileWorker } from './peers/graphile-worker.js';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
@@ -9,12 +10,16 @@ import { load } from './workloads/load.js';
  * `npm run bench [-- --json] [-- --only W1,W2]`: the benchmark workloads, each on a fresh database of the
  * server named by DATABASE_URL (else an embedded PostgreSQL). Compare figures within one run: the machine
  * is shared and noisy.
+ *
+ * `--peers` also runs W1 and W2 on graphile-worker (tuned) in the same run and prints the ratios; it needs
+ * `npm install --no-save graphile-worker@0.18.0` first.
  */
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 const only = onlyArg ? new Set(onlyArg.split(',')) : null;
 const wanted = (w: string) => !only || only.has(w);
+const peers = args.includes('--peers');
 
 const server = await openBenchServer();
 const results: Record<string, unknown> = {
@@ -43,6 +48,32 @@ try {
     log(
       `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker)`,
     );
+  }
+  if (peers) {
+    const gw = await loadGraphileWorker();
+    if (!gw) {
+      log('PEERS           graphile-worker is not installed: npm install --no-save graphile-worker@0.18.0');
+    } else {
+      const r = await graphileWorker(server, gw);
+      const w1 = results.W1_throughput as Awaited<ReturnType<typeof throughput>> | undefined;
+      const w2 = results.W2_latency as Awaited<ReturnType<typeof latency>> | undefined;
+      const ratios = {
+        drain: w1 ? +(w1.drainJobsPerSecond / r.W1.drainJobsPerSecond).toFixed(2) : null,
+        enqueue: w1 ? +(w1.enqueueRowsPerSecond / r.W1.enqueueRowsPerSecond).toFixed(2) : null,
+        latencyP50: w2 ? +(w2.p50Ms / r.W2.p50Ms).toFixed(2) : null,
+        latencyP99: w2 ? +(w2.p99Ms / r.W2.p99Ms).toFixed(2) : null,
+      };
+      results.PEER_graphile_worker = { ...r, ratios };
+      log(
+        `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s`,
+      );
+      log(
+        `PEER W2         graphile-worker: add-to-start p50 ${r.W2.p50Ms} ms, p99 ${r.W2.p99Ms} ms, max ${r.W2.maxMs} ms`,
+      );
+      log(
+        `RATIOS          lana-jobs / graphile-worker: drain ${ratios.drain ?? '-'}x, enqueue ${ratios.enqueue ?? '-'}x, latency p50 ${ratios.latencyP50 ?? '-'}x, p99 ${ratios.latencyP99 ?? '-'}x (latency: lower is better)`,
+      );
+    }
   }
   if (wanted('W3')) {
     const r = await growth(server);

@@ -9,7 +9,10 @@ export interface BenchServer {
   adminUrl: string;
   description: string;
   /** A fresh, migrated database for one workload. */
-  freshDatabase(poolSize?: number): Promise<{ db: PgDatabase; url: string; drop(): Promise<void> }>;
+  freshDatabase(
+    poolSize?: number,
+    options?: { migrate?: boolean },
+  ): Promise<{ db: PgDatabase; url: string; drop(): Promise<void> }>;
   stop(): Promise<void>;
 }
 
@@ -28,7 +31,7 @@ export async function openBenchServer(): Promise<BenchServer> {
   return {
     adminUrl: admin,
     description: `${embedded ? 'embedded ' : ''}PostgreSQL ${version}`,
-    async freshDatabase(poolSize = 10) {
+    async freshDatabase(poolSize = 10, options = {}) {
       const name = `lana_bench_${randomBytes(4).toString('hex')}`;
       await withClient(admin, (c) => c.query(`CREATE DATABASE ${name}`));
       const url = new URL(admin);
@@ -38,7 +41,7 @@ export async function openBenchServer(): Promise<BenchServer> {
         max: poolSize,
         applicationName: 'lana-bench',
       });
-      await migrate(db);
+      if (options.migrate !== false) await migrate(db);
       return {
         db,
         url: url.toString(),

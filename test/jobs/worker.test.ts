@@ -105,6 +105,43 @@ describe('running jobs', () => {
     expect(executions.every((e) => e.outcome === 'completed' && e.attempt === 1)).toBe(true);
   });
 
+  test('claim-ahead: slow jobs lease only what the slots need, fast jobs are claimed before the queue runs dry', async () => {
+    // Slow: 20 ms jobs. The next claim starts when fewer than `concurrency` jobs wait, so the worker never
+    // holds more than concurrency + claimBatchSize claimed jobs (queued or running).
+    const slow = make({ concurrency: 2, claimBatchSize: 4 });
+    await slow.tracker.enqueueMany(sleepyJobs(24, 20));
+    let mostRunning = 0;
+    const sampler = setInterval(() => {
+      const { queued, running } = slow.worker.stats;
+      mostRunning = Math.max(mostRunning, queued + running);
+    }, 1);
+    await slow.worker.start();
+    await slow.worker.idle();
+    clearInterval(sampler);
+    expect(mostRunning).toBeGreaterThan(0);
+    expect(mostRunning).toBeLessThanOrEqual(2 + 4);
+    await slow.worker.stop();
+
+    // Fast: no-op jobs. Claims are asked for before the local queue empties, so (after the first) most
+    // claims find the slots still busy with the previous batch rather than idle.
+    await t.db.query('TRUNCATE jobs, job_executions');
+    const fast = make({ concurrency: 4, claimBatchSize: 100 });
+    await fast.tracker.enqueueMany(
+      Array.from({ length: 2000 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
+    );
+    const queuedAtClaim: number[] = [];
+    const fetchReady = fast.tracker.fetchReady.bind(fast.tracker);
+    vi.spyOn(fast.tracker, 'fetchReady').mockImplementation((limit, options) => {
+      queuedAtClaim.push(fast.worker.stats.queued);
+      return fetchReady(limit, options);
+    });
+    await fast.worker.start();
+    await fast.worker.idle();
+    expect(await statusCounts(t.db)).toEqual({ completed: 2000 });
+    // Every claim is bounded by the batch size; some started with more than `concurrency` jobs still queued.
+    expect(queuedAtClaim.some((q) => q > 4)).toBe(true);
+  });
+
   test('an idle worker is woken by LISTEN/NOTIFY long before its poll interval', async () => {
     const { tracker, worker, services } = make({
       pollIntervalMs: 120_000,

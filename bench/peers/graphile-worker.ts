@@ -1,0 +1,134 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { type BenchServer, percentile, sleep } from '../support.js';
+
+/**
+ * graphile-worker on the same server and the same workloads as W1 and W2, so the comparison the issue asks
+ * for is made in one run on one machine (figures from another day are not comparable here: this machine is
+ * shared and its speed varies by a factor of three). "Tuned" is what graphile-worker's docs recommend for
+ * throughput: a local queue of 500 and batched completion.
+ *
+ * graphile-worker is not a dependency of the project: install it beside it first, without saving,
+ * `npm install --no-save graphile-worker@0.18.0`. Nothing of it is copied here; it is driven only through
+ * its public API (`run`, `makeWorkerUtils`).
+ */
+export interface PeerResult {
+  package: string;
+  W1: { enqueueRowsPerSecond: number; drainJobsPerSecond: number };
+  W2: { jobs: number; p50Ms: number; p99Ms: number; maxMs: number };
+}
+
+interface GraphileWorkerApi {
+  Logger: new (factory: () => () => void) => unknown;
+  run(options: Record<string, unknown>): Promise<{ stop(): Promise<void> }>;
+  makeWorkerUtils(options: { connectionString: string }): Promise<{
+    migrate(): Promise<void>;
+    addJob(identifier: string, payload: unknown): Promise<unknown>;
+    addJobs(specs: { identifier: string; payload: unknown }[]): Promise<unknown>;
+    release(): Promise<void>;
+  }>;
+}
+
+export async function loadGraphileWorker(): Promise<GraphileWorkerApi | null> {
+  try {
+    const name = 'graphile-worker';
+    return (await import(name)) as GraphileWorkerApi;
+  } catch {
+    return null;
+  }
+}
+
+const TUNED = { concurrentJobs: 10, localQueue: { size: 500 }, completeJobBatchDelay: 0, pollInterval: 2000 };
+const silentLogFactory = () => () => {};
+
+export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi): Promise<PeerResult> {
+  const common = async (url: string) => {
+    const pool = new pg.Pool({ connectionString: url, max: 12 });
+    pool.on('error', () => {});
+    pool.on('connect', (client) => client.on('error', () => {}));
+    return { pool, logger: new gw.Logger(silentLogFactory) };
+  };
+
+  // W1: bulk enqueue 20,000 no-op jobs, then drain with concurrency 10; done when the queue table is empty
+  // (graphile-worker deletes a job when its completion commits).
+  const w1 = await server.freshDatabase(1, { migrate: false });
+  let W1: PeerResult['W1'];
+  try {
+    const utils = await gw.makeWorkerUtils({ connectionString: w1.url });
+    await utils.migrate();
+    const t0 = performance.now();
+    for (let done = 0; done < 20_000; done += 10_000)
+      await utils.addJobs(Array.from({ length: 10_000 }, (_, i) => ({ identifier: 'noop', payload: { i } })));
+    const enqueueSeconds = (performance.now() - t0) / 1000;
+    const { pool, logger } = await common(w1.url);
+    const t1 = performance.now();
+    const runner = await gw.run({
+      pgPool: pool,
+      logger,
+      noHandleSignals: true,
+      events: new EventEmitter(),
+      taskList: { noop: async () => {} },
+      preset: { worker: TUNED },
+    });
+    for (;;) {
+      const r = await pool.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM graphile_worker._private_jobs',
+      );
+      if (r.rows[0]!.n === 0) break;
+      await sleep(2);
+    }
+    const drainSeconds = (performance.now() - t1) / 1000;
+    await runner.stop();
+    await pool.end();
+    await utils.release();
+    W1 = {
+      enqueueRowsPerSecond: Math.round(20_000 / enqueueSeconds),
+      drainJobsPerSecond: Math.round(20_000 / drainSeconds),
+    };
+  } finally {
+    await w1.drop();
+  }
+
+  // W2: an idle worker; 300 jobs added one at a time 20 ms apart; add-to-task-start latency.
+  const w2 = await server.freshDatabase(1, { migrate: false });
+  let W2: PeerResult['W2'];
+  try {
+    const utils = await gw.makeWorkerUtils({ connectionString: w2.url });
+    await utils.migrate();
+    const { pool, logger } = await common(w2.url);
+    const addedAt = new Map<number, number>();
+    const latencies: number[] = [];
+    const runner = await gw.run({
+      pgPool: pool,
+      logger,
+      noHandleSignals: true,
+      events: new EventEmitter(),
+      taskList: {
+        noop: async (payload: { i: number }) => {
+          latencies.push(performance.now() - addedAt.get(payload.i)!);
+        },
+      },
+      preset: { worker: TUNED },
+    });
+    await sleep(200);
+    for (let i = 0; i < 300; i++) {
+      addedAt.set(i, performance.now());
+      await utils.addJob('noop', { i });
+      await sleep(20);
+    }
+    await sleep(300);
+    await runner.stop();
+    await pool.end();
+    await utils.release();
+    latencies.sort((a, b) => a - b);
+    W2 = {
+      jobs: latencies.length,
+      p50Ms: +percentile(latencies, 50).toFixed(2),
+      p99Ms: +percentile(latencies, 99).toFixed(2),
+      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
+    };
+  } finally {
+    await w2.drop();
+  }
+  return { package: 'graphile-worker', W1, W2 };
+}
