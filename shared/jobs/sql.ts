@@ -197,7 +197,8 @@ WITH released AS (
 ), woken AS (
   SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 )
-SELECT id FROM released`;
+-- A SELECT in WITH runs only if referenced: the count makes the notification happen.
+SELECT id FROM released, (SELECT count(*) FROM woken) AS notified`;
 
 /**
  * An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out.
@@ -237,7 +238,8 @@ WITH retried AS (
 ), woken AS (
   SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried) AS any_retried
 )
-SELECT * FROM retried`;
+-- A SELECT in WITH runs only if referenced: the count makes the notification happen.
+SELECT retried.* FROM retried, (SELECT count(*) FROM woken) AS notified`;
 
 export const jobByIdSql = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = CAST(:id AS uuid)`;
 

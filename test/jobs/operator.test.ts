@@ -190,6 +190,32 @@ describe('retry by an operator', () => {
       code: 'job_not_found',
     });
   });
+
+  test('a retry and a release wake listening workers at once (NOTIFY), without waiting for their poll', async () => {
+    const { tracker } = kit;
+    const [a, b] = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 1 } },
+      { type: 'noop', payload: { n: 2 } },
+    ]);
+    await tracker.fetchReady(2);
+    await tracker.markFailed(a!.job.id, 1, 'broken', { permanent: true });
+    let notifications = 0;
+    const unlisten = await t.db.listen('lana_jobs', () => {
+      notifications++;
+    });
+    try {
+      await tracker.retry(a!.job.id);
+      await waitFor(() => notifications === 1, { timeoutMs: 2000 });
+      expect(await tracker.release([{ id: b!.job.id, attempt: 1 }])).toEqual([b!.job.id]);
+      await waitFor(() => notifications === 2, { timeoutMs: 2000 });
+      // Nothing released: no notification.
+      expect(await tracker.release([{ id: b!.job.id, attempt: 1 }])).toEqual([]);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(notifications).toBe(2);
+    } finally {
+      await unlisten();
+    }
+  });
 });
 
 describe('observing the queue', () => {
