@@ -3,7 +3,7 @@ import { graphileWorker, loadGraphileWorker } from './peers/graphile-worker.js';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
-import { growth, latency, throughput } from './workloads/core.js';
+import { growth, latency, latencyFloor, throughput } from './workloads/core.js';
 import { load } from './workloads/load.js';
 
 /**
@@ -47,6 +47,11 @@ try {
     results.W2_latency = r;
     log(
       `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker)`,
+    );
+    const floor = await latencyFloor(server);
+    results.W2_floor = floor;
+    log(
+      `W2 floor        bare INSERT+NOTIFY, LISTEN, bare claim (no job system): p50 ${floor.p50Ms} ms, p99 ${floor.p99Ms} ms, max ${floor.maxMs} ms`,
     );
   }
   if (peers) {

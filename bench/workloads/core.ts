@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { z } from 'zod';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
@@ -107,6 +108,56 @@ export async function latency(server: BenchServer, jobs = 300): Promise<LatencyR
       maxMs: +latencies[latencies.length - 1]!.toFixed(2),
     };
   } finally {
+    await drop();
+  }
+}
+
+/**
+ * W2's floor on this machine today: the same pattern with no job system at all. A bare INSERT whose
+ * statement sends a NOTIFY, a LISTEN connection receiving it, then a bare one-row claim (UPDATE ...
+ * FOR UPDATE SKIP LOCKED, committed). Two synchronous commits on an otherwise idle machine: no queue
+ * built on PostgreSQL's durable commits picks a job up faster than this here.
+ */
+export async function latencyFloor(server: BenchServer, jobs = 300): Promise<LatencyResult> {
+  const { url, drop } = await server.freshDatabase(1, { migrate: false });
+  const connect = async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    return c;
+  };
+  const [enqueuer, claimer, listener] = await Promise.all([connect(), connect(), connect()]);
+  try {
+    await enqueuer.query('CREATE TABLE floor_jobs (id bigserial PRIMARY KEY, state text NOT NULL)');
+    await listener.query('LISTEN floor_jobs');
+    const latencies: number[] = [];
+    for (let i = 0; i < jobs; i++) {
+      await sleep(20);
+      const notified = new Promise<void>((resolve) => listener.once('notification', () => resolve()));
+      const t0 = performance.now();
+      const inserted = enqueuer.query({
+        name: 'enqueue',
+        text: `WITH j AS (INSERT INTO floor_jobs (state) VALUES ('ready') RETURNING id)
+               SELECT pg_notify('floor_jobs', '') FROM j`,
+      });
+      await notified;
+      await claimer.query({
+        name: 'claim',
+        text: `UPDATE floor_jobs SET state = 'running' WHERE id = (
+                 SELECT id FROM floor_jobs WHERE state = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+               RETURNING id`,
+      });
+      latencies.push(performance.now() - t0);
+      await inserted;
+    }
+    latencies.sort((a, b) => a - b);
+    return {
+      jobs,
+      p50Ms: +percentile(latencies, 50).toFixed(2),
+      p99Ms: +percentile(latencies, 99).toFixed(2),
+      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
+    };
+  } finally {
+    await Promise.all([enqueuer.end(), claimer.end(), listener.end()]);
     await drop();
   }
 }
