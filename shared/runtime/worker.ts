@@ -17,7 +17,8 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
   concurrency?: number;
   /**
    * Jobs claimed per statement into the local queue. Claiming ahead lets one statement feed many runs;
-   * jobs wait in the local queue only while every slot is busy. Default 500.
+   * jobs wait in the local queue only while every slot is busy. For fast jobs the next claim starts before
+   * the queue runs dry, so up to about twice this many may be held at once. Default 500.
    */
   claimBatchSize?: number;
   /**
