@@ -39,7 +39,7 @@ try {
     const r = await throughput(server);
     results.W1_throughput = r;
     log(
-      `W1 throughput   enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms per 1,000 jobs`,
+      `W1 throughput   enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms and server CPU ${r.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.walBytesPerJob} B per job`,
     );
   }
   if (wanted('W2')) {
@@ -70,7 +70,7 @@ try {
       };
       results.PEER_graphile_worker = { ...r, ratios };
       log(
-        `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s`,
+        `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s, its CPU ${r.W1.processCpuMsPer1000Jobs} ms and server CPU ${r.W1.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.W1.walBytesPerJob} B per job`,
       );
       log(
         `PEER W2         graphile-worker: add-to-start p50 ${r.W2.p50Ms} ms, p99 ${r.W2.p99Ms} ms, max ${r.W2.maxMs} ms`,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { migrate } from '../shared/db/migrate.js';
 import { PgDatabase } from '../shared/db/pg-driver.js';
@@ -74,3 +75,47 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * CPU time used so far by every `postgres` process on this machine (live ones, plus exited backends
+ * through their parent's children counters), in milliseconds; null when /proc is not readable. Only
+ * meaningful when the server runs here and nothing else uses it during the measurement.
+ */
+export function localPostgresCpuMs(): number | null {
+  let ticks = 0;
+  let found = false;
+  try {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      } catch {
+        continue; // exited meanwhile
+      }
+      if (!stat.includes('(postgres)')) continue;
+      found = true;
+      // Fields after the command: state is [0]; utime, stime, cutime, cstime are [11] to [14].
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    }
+  } catch {
+    return null;
+  }
+  // Linux reports these in USER_HZ, 100 per second on every common configuration.
+  return found ? ticks * 10 : null;
+}
+
+/** The server's current WAL position, to measure the WAL a workload writes. */
+export async function walPosition(db: { query: PgDatabase['query'] }): Promise<string> {
+  const res = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  return res.rows[0]!.lsn;
+}
+
+export async function walBytesSince(db: { query: PgDatabase['query'] }, from: string): Promise<number> {
+  const res = await db.query<{ bytes: string }>(
+    'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
+    { from },
+  );
+  return Number(res.rows[0]!.bytes);
+}

@@ -1,6 +1,13 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { type BenchServer, percentile, sleep } from '../support.js';
+import {
+  type BenchServer,
+  localPostgresCpuMs,
+  percentile,
+  sleep,
+  walBytesSince,
+  walPosition,
+} from '../support.js';
 
 /**
  * graphile-worker on the same server and the same workloads as W1 and W2, so the comparison the issue asks
@@ -14,7 +21,13 @@ import { type BenchServer, percentile, sleep } from '../support.js';
  */
 export interface PeerResult {
   package: string;
-  W1: { enqueueRowsPerSecond: number; drainJobsPerSecond: number };
+  W1: {
+    enqueueRowsPerSecond: number;
+    drainJobsPerSecond: number;
+    processCpuMsPer1000Jobs: number;
+    serverCpuMsPer1000Jobs: number | null;
+    walBytesPerJob: number;
+  };
   W2: { jobs: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
@@ -61,6 +74,9 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
       await utils.addJobs(Array.from({ length: 10_000 }, (_, i) => ({ identifier: 'noop', payload: { i } })));
     const enqueueSeconds = (performance.now() - t0) / 1000;
     const { pool, logger } = await common(w1.url);
+    const wal0 = await walPosition(w1.db);
+    const serverCpu0 = localPostgresCpuMs();
+    const cpu0 = process.cpuUsage();
     const t1 = performance.now();
     const runner = await gw.run({
       pgPool: pool,
@@ -78,12 +94,20 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
       await sleep(2);
     }
     const drainSeconds = (performance.now() - t1) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const serverCpu1 = localPostgresCpuMs();
+    const walBytes = await walBytesSince(w1.db, wal0);
     await runner.stop();
     await pool.end();
     await utils.release();
     W1 = {
       enqueueRowsPerSecond: Math.round(20_000 / enqueueSeconds),
       drainJobsPerSecond: Math.round(20_000 / drainSeconds),
+      // Includes the completion poll's own small queries.
+      processCpuMsPer1000Jobs: +((cpu.user + cpu.system) / 1000 / 20).toFixed(1),
+      serverCpuMsPer1000Jobs:
+        serverCpu0 === null || serverCpu1 === null ? null : Math.round((serverCpu1 - serverCpu0) / 20),
+      walBytesPerJob: Math.round(walBytes / 20_000),
     };
   } finally {
     await w1.drop();

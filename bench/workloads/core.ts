@@ -4,7 +4,14 @@ import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
-import { type BenchServer, percentile, sleep } from '../support.js';
+import {
+  type BenchServer,
+  localPostgresCpuMs,
+  percentile,
+  sleep,
+  walBytesSince,
+  walPosition,
+} from '../support.js';
 
 /** A no-op job type: the benchmark measures the queue, not the work. */
 function noopRegistry(onStart?: (payload: { i: number }) => void) {
@@ -24,6 +31,9 @@ export interface ThroughputResult {
   enqueueRowsPerSecond: number;
   drainJobsPerSecond: number;
   workerCpuMsPer1000Jobs: number;
+  /** All local postgres processes during the drain (null when the server is not local). */
+  serverCpuMsPer1000Jobs: number | null;
+  walBytesPerJob: number;
   executionRows: number;
 }
 
@@ -41,12 +51,16 @@ export async function throughput(server: BenchServer, jobs = 20_000): Promise<Th
 
     // Default configuration: only what `jobs work` sets.
     const worker = new Worker({ tracker, dispatcher: new JobDispatcher(registry, {}) });
+    const wal0 = await walPosition(db);
+    const serverCpu0 = localPostgresCpuMs();
     const cpu0 = process.cpuUsage();
     const t1 = performance.now();
     await worker.start();
     await worker.idle(); // resolves once every result is committed
     const drainSeconds = (performance.now() - t1) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    const serverCpu1 = localPostgresCpuMs();
+    const walBytes = await walBytesSince(db, wal0);
     await worker.stop();
     const check = await db.query<{ completed: number; executions: number }>(
       `SELECT (SELECT count(*) FROM jobs WHERE status = 'completed')::int AS completed,
@@ -59,6 +73,11 @@ export async function throughput(server: BenchServer, jobs = 20_000): Promise<Th
       enqueueRowsPerSecond: Math.round(jobs / enqueueSeconds),
       drainJobsPerSecond: Math.round(jobs / drainSeconds),
       workerCpuMsPer1000Jobs: +(((cpu.user + cpu.system) / 1000 / jobs) * 1000).toFixed(1),
+      serverCpuMsPer1000Jobs:
+        serverCpu0 === null || serverCpu1 === null
+          ? null
+          : Math.round(((serverCpu1 - serverCpu0) / jobs) * 1000),
+      walBytesPerJob: Math.round(walBytes / jobs),
       executionRows: executions,
     };
   } finally {
