@@ -114,58 +114,6 @@ export interface JobExecution {
 export const JOB_COLUMNS = `id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
   scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at`;
 
-/** One job as a JSON array, in the order `jobsFromDocument` reads: for statements answering with a document. */
-export const JOB_TUPLE = `json_build_array(id, job_type, payload, status, attempts, max_attempts, priority,
-  idempotency_key, scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at)`;
-
-type JobTuple = [
-  id: string,
-  jobType: string,
-  payload: unknown,
-  status: JobStatus,
-  attempts: number,
-  maxAttempts: number,
-  priority: number,
-  idempotencyKey: string | null,
-  // Timestamps arrive in JSON's ISO form, e.g. 2026-11-29T01:40:00.123456+00:00.
-  scheduledAt: string,
-  startedAt: string | null,
-  completedAt: string | null,
-  leaseExpiresAt: string | null,
-  lastError: string | null,
-  createdAt: string,
-  updatedAt: string,
-];
-
-const dateOrNull = (value: string | null) => (value === null ? null : new Date(value));
-
-/** Decodes a JSON array of `JOB_TUPLE`s. */
-export function jobsFromDocument(document: string): Job[] {
-  const tuples = JSON.parse(document) as JobTuple[];
-  const jobs: Job[] = new Array(tuples.length);
-  for (let i = 0; i < tuples.length; i++) {
-    const t = tuples[i]!;
-    jobs[i] = {
-      id: t[0],
-      jobType: t[1],
-      payload: t[2],
-      status: t[3],
-      attempts: t[4],
-      maxAttempts: t[5],
-      priority: t[6],
-      idempotencyKey: t[7],
-      scheduledAt: new Date(t[8]),
-      startedAt: dateOrNull(t[9]),
-      completedAt: dateOrNull(t[10]),
-      leaseExpiresAt: dateOrNull(t[11]),
-      lastError: t[12],
-      createdAt: new Date(t[13]),
-      updatedAt: new Date(t[14]),
-    };
-  }
-  return jobs;
-}
-
 export interface JobRow {
   [column: string]: unknown;
   id: string;

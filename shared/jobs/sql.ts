@@ -5,7 +5,7 @@
  *
  * `:now` is the injectable clock: NULL means the database's own `now()`.
  */
-import { CLAIM_COLUMNS, JOB_COLUMNS, JOB_TUPLE } from './model.js';
+import { CLAIM_COLUMNS, JOB_COLUMNS } from './model.js';
 
 const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
@@ -15,21 +15,13 @@ INSERT INTO jobs (job_type, payload, scheduled_at, max_attempts, backoff_base_se
                   lease_seconds, priority, idempotency_key, created_at, updated_at)
 SELECT r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts, r.backoff_base_seconds,
        r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+FROM json_to_recordset(CAST(:rows AS json)) AS r(
   ord integer, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
   backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
   idempotency_key text)
 ORDER BY r.ord
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING ${JOB_COLUMNS}`;
-
-/**
- * The same insert answering with ONE JSON document of the inserted jobs (in insertion order): a bulk
- * enqueue decodes one value instead of fifteen columns per row. Not for drivers with a per-row size limit.
- */
-export const insertJobsAsDocumentSql = `
-WITH inserted AS (${insertJobsSql})
-SELECT COALESCE(json_agg(${JOB_TUPLE}), '[]')::text AS jobs FROM inserted`;
 
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `
@@ -112,7 +104,7 @@ export const completeAttemptsSql = `
 WITH done AS (
   UPDATE jobs j
   SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}
-  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer, duration_ms integer)
+  FROM json_to_recordset(CAST(:items AS json)) AS x(id uuid, attempt integer, duration_ms integer)
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
   RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { type Database, json, type Queryable, type SqlParams, uuid } from '../db/port.js';
+import { type Database, json, type SqlParams, uuid } from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
 import type { AttemptOutcome, JobMetrics } from './metrics.js';
@@ -13,7 +13,6 @@ import {
   type JobExecution,
   type JobRow,
   type JobStatus,
-  jobsFromDocument,
   rowToClaimedJob,
   rowToExecution,
   rowToJob,
@@ -185,7 +184,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     const now = this.clock.now() ?? new Date();
     const rows = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
     const db = options.db ?? this.db;
-    const insertedInOrder = await this.insertRows(db, rows);
+    const inserted = await db.query<JobRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
+    const insertedInOrder = inserted.rows.map(rowToJob);
     const byKey = new Map<string, Job>();
     const created = new Set<string>();
     for (const job of insertedInOrder) {
@@ -216,18 +216,6 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
-  }
-
-  /** Inserts validated rows; returns the jobs created, in insertion order. */
-  private async insertRows(db: Queryable, rows: ReturnType<JobTracker<M, S>['validateNewJob']>[]) {
-    const params = this.params({ rows: json(rows) });
-    // The driver of an open transaction is the tracker's own.
-    if (this.db.maxRowBytes === undefined) {
-      const res = await db.query<{ jobs: string }>(sql.insertJobsAsDocumentSql, params);
-      return jobsFromDocument(res.rows[0]?.jobs ?? '[]');
-    }
-    const res = await db.query<JobRow>(sql.insertJobsSql, params);
-    return res.rows.map(rowToJob);
   }
 
   private validateNewJob(job: UntypedNewJob, ord: number, now: Date) {

@@ -29,7 +29,7 @@ function withRowLimit(db: Database): Database {
 }
 
 describe('document and row answers', () => {
-  test('enqueue returns the same jobs as reading them back, to the millisecond, in either form', async () => {
+  test('enqueue returns the jobs as stored, to the millisecond, with or without a row limit', async () => {
     const documentKit = coreKit(t.db);
     const rowsTracker = new JobTracker({
       db: withRowLimit(t.db),
