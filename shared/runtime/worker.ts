@@ -7,6 +7,9 @@ import { latestTick } from '../schedules/cron.js';
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { type Logger, silentLogger } from './logger.js';
 
+/** A claim asks for about what the slots get through within this time (see `claimTarget`). */
+const CLAIM_HORIZON_MS = 1000;
+
 /** The abort reason of runs interrupted by `stop()`. */
 const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
 
@@ -16,9 +19,10 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
   /** Jobs run at once. Default 10. */
   concurrency?: number;
   /**
-   * Jobs claimed per statement into the local queue. Claiming ahead lets one statement feed many runs;
-   * jobs wait in the local queue only while every slot is busy. For fast jobs the next claim starts before
-   * the queue runs dry, so up to about twice this many may be held at once. Default 500.
+   * The most jobs one claim statement takes into the local queue. A claim asks for what the slots finish
+   * in about a second at the observed rate, between `concurrency` and this: slow jobs are claimed a few at
+   * a time, fast ones in batches of this size. For fast jobs the next claim starts before the queue runs
+   * dry, so up to about twice this many may be held at once. Default 1000.
    */
   claimBatchSize?: number;
   /**
@@ -136,15 +140,23 @@ export class Worker<M extends JobTypeMap, S> {
   private flushing: Promise<void> | null = null;
   /**
    * Claim-ahead: the next claim starts when the local queue falls below this many jobs, so that it returns
-   * before the queue runs dry. It is the number of jobs the slots start during about two claim round
-   * trips (at least `concurrency`, at most `claimBatchSize`): slow jobs claim only what the slots need,
+   * before the queue runs dry. It is the number of jobs the slots get through during about two claim
+   * round trips (at least `concurrency`, at most `claimBatchSize`): slow jobs claim only what the slots need,
    * fast ones never wait for a claim.
    */
   private lowWater: number;
-  private startedCount = 0;
-  private rateSample = { at: 0, started: 0 };
-  /** Smoothed jobs started per millisecond, and claim round trip in milliseconds. */
-  private startsPerMs = 0;
+  /**
+   * How many jobs one claim asks for: what the slots get through in about `CLAIM_HORIZON_MS` at the
+   * rate runs finish (at least `concurrency`, at most `claimBatchSize`). A worker starts small and grows within a few
+   * claims when jobs are fast, while a worker of slow jobs never takes more than its slots can start soon,
+   * leaving the rest to other workers instead of letting their leases run down in its queue.
+   */
+  private claimTarget: number;
+  /** Runs finished so far: the rate they finish at is what the slots can take (starts come in bursts). */
+  private finishedCount = 0;
+  private rateSample = { at: 0, finished: 0 };
+  /** Smoothed runs finished per millisecond, and claim round trip in milliseconds. */
+  private finishesPerMs = 0;
   private claimMs = 0;
   private started = false;
   private stopping = false;
@@ -161,13 +173,14 @@ export class Worker<M extends JobTypeMap, S> {
     this.tracker = options.tracker;
     this.dispatcher = options.dispatcher;
     this.concurrency = options.concurrency ?? 10;
-    this.claimBatchSize = options.claimBatchSize ?? 500;
+    this.claimBatchSize = options.claimBatchSize ?? 1000;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
     this.rescueIntervalMs = options.rescueIntervalMs ?? 15_000;
     this.scheduleIntervalMs = options.scheduleIntervalMs ?? 10_000;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
     this.logger = options.logger ?? silentLogger;
     this.lowWater = this.concurrency;
+    this.claimTarget = this.concurrency;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 1000) {
       throw new Error('concurrency must be an integer from 1 to 1000');
     }
@@ -233,8 +246,8 @@ export class Worker<M extends JobTypeMap, S> {
     if (this.stopping || this.fetching) return;
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
     const room = Math.min(
-      this.claimBatchSize,
-      Math.max(this.lowWater, this.concurrency) + this.claimBatchSize - this.queue.length - this.running.size,
+      this.claimTarget,
+      this.lowWater + this.claimTarget - this.queue.length - this.running.size,
     );
     if (room < 1) return;
     this.fetching = true;
@@ -270,17 +283,18 @@ export class Worker<M extends JobTypeMap, S> {
     this.checkIdle();
   }
 
-  /** Updates the claim-ahead mark from the start rate and claim time just observed. */
+  /** Updates the claim size and the claim-ahead mark from the start rate and claim time just observed. */
   private adaptLowWater(claimStart: number, claimEnd: number): void {
-    const { at, started } = this.rateSample;
+    const { at, finished } = this.rateSample;
     const elapsed = claimEnd - at;
     if (at > 0 && elapsed > 0) {
-      this.startsPerMs = 0.5 * this.startsPerMs + 0.5 * ((this.startedCount - started) / elapsed);
+      this.finishesPerMs = 0.5 * this.finishesPerMs + 0.5 * ((this.finishedCount - finished) / elapsed);
       this.claimMs = 0.5 * this.claimMs + 0.5 * (claimEnd - claimStart);
-      const wanted = Math.ceil(this.startsPerMs * this.claimMs * 2);
-      this.lowWater = Math.min(this.claimBatchSize, Math.max(this.concurrency, wanted));
+      const clamp = (n: number) => Math.min(this.claimBatchSize, Math.max(this.concurrency, Math.ceil(n)));
+      this.lowWater = clamp(this.finishesPerMs * this.claimMs * 2);
+      this.claimTarget = clamp(this.finishesPerMs * CLAIM_HORIZON_MS);
     }
-    this.rateSample = { at: claimEnd, started: this.startedCount };
+    this.rateSample = { at: claimEnd, finished: this.finishedCount };
   }
 
   private backoffMs(): number {
@@ -317,7 +331,6 @@ export class Worker<M extends JobTypeMap, S> {
         continue;
       }
       this.running.set(job.id, null);
-      this.startedCount++;
       void this.run(job);
     }
     if (stale.length > 0) {
@@ -344,6 +357,7 @@ export class Worker<M extends JobTypeMap, S> {
   private async run(job: ClaimedJob): Promise<void> {
     const result = await this.dispatcher.dispatch(job, this.dispatchOptions);
     if (this.killed) return;
+    this.finishedCount++;
     const interrupted = this.running.get(job.id)?.abortReason === SHUTDOWN;
     this.running.delete(job.id);
     this.toRecord.push({ job, result, interrupted });

@@ -142,6 +142,21 @@ describe('running jobs', () => {
     expect(queuedAtClaim.some((q) => q > 4)).toBe(true);
   });
 
+  test('slow jobs are shared between workers: neither claims the backlog its slots cannot start soon', async () => {
+    const a = make({ concurrency: 2, claimBatchSize: 100 });
+    const b = make({ concurrency: 2, claimBatchSize: 100 });
+    // 250 ms jobs on two slots: a worker gets through about 8 a second, so it claims about that many.
+    await a.tracker.enqueueMany(sleepyJobs(20, 250));
+    await a.worker.start();
+    await sleep(30); // a has claimed and started first
+    await b.worker.start();
+    await waitFor(async () => (await statusCounts(t.db)).completed === 20, { timeoutMs: 15_000 });
+    // With a fixed batch of 100, `a` would have taken all 20 at once and `b` run none.
+    expect(a.services.runs.length).toBeGreaterThanOrEqual(5);
+    expect(b.services.runs.length).toBeGreaterThanOrEqual(5);
+    expect(a.services.runs.length + b.services.runs.length).toBe(20);
+  });
+
   test('an idle worker is woken by LISTEN/NOTIFY long before its poll interval', async () => {
     const { tracker, worker, services } = make({
       pollIntervalMs: 120_000,
@@ -241,17 +256,21 @@ describe('graceful stop', () => {
     const { tracker, worker, services } = make({ concurrency: 2, claimBatchSize: 10, shutdownGraceMs: 5000 });
     await tracker.enqueueMany(sleepyJobs(6, 300));
     await worker.start();
-    await waitFor(() => services.runs.length === 2, { what: 'two jobs to start' });
-    expect(worker.stats).toMatchObject({ running: 2, queued: 4 });
+    // The worker claims what its slots will start soon: two running, at least one more queued.
+    await waitFor(() => services.runs.length === 2 && worker.stats.queued > 0, {
+      what: 'two jobs running, more queued',
+    });
+    const queued = worker.stats.queued;
+    expect(worker.stats.running).toBe(2);
     await worker.stop();
     expect(await statusCounts(t.db)).toEqual({ completed: 2, pending: 4 });
     expect(services.runs).toHaveLength(2); // stop started nothing new
     const executions = await executionRows(t.db);
     expect(executions.filter((e) => e.outcome === 'completed')).toHaveLength(2);
-    expect(executions.filter((e) => e.outcome === 'released')).toHaveLength(4);
+    expect(executions.filter((e) => e.outcome === 'released')).toHaveLength(queued);
     // The released attempt does not count: each keeps a full budget of 6 real attempts.
     const released = await t.db.query<{ attempts: number; max_attempts: number; attempt_offset: number }>(
-      "SELECT DISTINCT attempts, max_attempts, attempt_offset FROM jobs WHERE status = 'pending'",
+      "SELECT DISTINCT attempts, max_attempts, attempt_offset FROM jobs WHERE status = 'pending' AND attempts > 0",
     );
     expect(released.rows).toEqual([{ attempts: 1, max_attempts: 7, attempt_offset: 1 }]);
     // And they are claimable at once.
@@ -294,7 +313,8 @@ describe('graceful stop', () => {
   });
 
   test('a claim in flight when stop() is called is handed back before stop() returns', async () => {
-    const { tracker, worker, services } = make({ concurrency: 1, claimBatchSize: 5, pollIntervalMs: 60_000 });
+    // A claim asks for at least `concurrency` jobs: three slots, so the claim takes all three.
+    const { tracker, worker, services } = make({ concurrency: 3, claimBatchSize: 5, pollIntervalMs: 60_000 });
     await worker.start();
     await worker.idle();
     // The next claim commits, then its answer is slow to arrive; releasing is slow too.
