@@ -9,7 +9,11 @@ import { CLAIM_COLUMNS, JOB_COLUMNS } from './model.js';
 
 const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
-/** Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. */
+/**
+ * Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. It returns
+ * only what the caller does not already know (the rest of each new job is its input, `pending`, attempt
+ * 0): fifteen columns a row would cost a bulk enqueue a third of its time on both ends.
+ */
 export const insertJobsSql = `
 INSERT INTO jobs (job_type, payload, scheduled_at, max_attempts, backoff_base_seconds, backoff_cap_seconds,
                   lease_seconds, priority, idempotency_key, created_at, updated_at)
@@ -21,7 +25,7 @@ FROM json_to_recordset(CAST(:rows AS json)) AS r(
   idempotency_key text)
 ORDER BY r.ord
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING ${JOB_COLUMNS}`;
+RETURNING id, job_type, idempotency_key, created_at`;
 
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `

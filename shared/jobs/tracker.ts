@@ -184,13 +184,23 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     const now = this.clock.now() ?? new Date();
     const rows = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
     const db = options.db ?? this.db;
-    const inserted = await db.query<JobRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
-    const insertedInOrder = inserted.rows.map(rowToJob);
+    const inserted = await db.query<InsertedRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
     const byKey = new Map<string, Job>();
     const created = new Set<string>();
-    for (const job of insertedInOrder) {
+    // Unkeyed rows are never skipped, and rows come back in insertion order, which follows `ord`.
+    const unkeyedRows = rows.filter((r) => r.idempotency_key === null);
+    const unkeyed: Job[] = [];
+    const firstByKey = new Map<string, NewJobRow>();
+    for (const r of rows)
+      if (r.idempotency_key !== null && !firstByKey.has(keyOf(r))) firstByKey.set(keyOf(r), r);
+    for (const ins of inserted.rows) {
+      const input = ins.idempotency_key === null ? unkeyedRows[unkeyed.length] : firstByKey.get(keyOf(ins));
+      if (!input)
+        throw new Error(`enqueue could not match inserted job ${ins.id} to its input; this is a bug`);
+      const job = newJobFromInput(ins, input);
       created.add(job.id);
-      if (job.idempotencyKey !== null) byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
+      if (job.idempotencyKey === null) unkeyed.push(job);
+      else byKey.set(keyOf(ins), job);
     }
     // Keyed rows that were not inserted already exist (possibly committed a moment ago by a concurrent
     // enqueue: ON CONFLICT waited for it, and this second statement sees it).
@@ -202,9 +212,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       for (const job of existing.rows.map(rowToJob))
         byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
     }
-    // Unkeyed rows come back in insertion order, which follows `ord`.
     let nextUnkeyed = 0;
-    const unkeyed = insertedInOrder.filter((j) => j.idempotencyKey === null);
     const results = rows.map((r): EnqueueResult => {
       const job = r.idempotency_key === null ? unkeyed[nextUnkeyed++] : byKey.get(keyOf(r));
       if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
@@ -606,6 +614,40 @@ interface FailRow {
   status: 'retrying' | 'failed';
   scheduled_at: Date;
   duration_ms: number | null;
+}
+
+/** What the insert returns of each new job. */
+interface InsertedRow {
+  [column: string]: unknown;
+  id: string;
+  job_type: string;
+  idempotency_key: string | null;
+  created_at: Date;
+}
+
+type NewJobRow = ReturnType<JobTracker['validateNewJob']>;
+
+/** A new job as stored: its input, pending, no attempt yet; due at its runAt or when it was created. */
+function newJobFromInput(inserted: InsertedRow, input: NewJobRow): Job {
+  const createdAt = inserted.created_at;
+  return {
+    id: inserted.id,
+    jobType: inserted.job_type,
+    // As stored: JSON, not the caller's object.
+    payload: JSON.parse(JSON.stringify(input.payload)),
+    status: 'pending',
+    attempts: 0,
+    maxAttempts: input.max_attempts,
+    priority: input.priority,
+    idempotencyKey: inserted.idempotency_key,
+    scheduledAt: input.scheduled_at === null ? createdAt : new Date(input.scheduled_at),
+    startedAt: null,
+    completedAt: null,
+    leaseExpiresAt: null,
+    lastError: null,
+    createdAt,
+    updatedAt: createdAt,
+  };
 }
 
 function keyOf(r: { job_type: string; idempotency_key: string | null }): string {
