@@ -15,12 +15,12 @@ const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
  * 0): fifteen columns a row would cost a bulk enqueue a third of its time on both ends.
  */
 export const insertJobsSql = `
-INSERT INTO jobs (job_type, payload, scheduled_at, max_attempts, backoff_base_seconds, backoff_cap_seconds,
-                  lease_seconds, priority, idempotency_key, created_at, updated_at)
-SELECT r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts, r.backoff_base_seconds,
+INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+SELECT r.id, r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts, r.backoff_base_seconds,
        r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}
 FROM json_to_recordset(CAST(:rows AS json)) AS r(
-  ord integer, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
+  ord integer, id uuid, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
   backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
   idempotency_key text)
 ORDER BY r.ord

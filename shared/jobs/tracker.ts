@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { type Database, json, type SqlParams, uuid } from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
+import { newJobId } from './ids.js';
 import type { AttemptOutcome, JobMetrics } from './metrics.js';
 import { noMetrics } from './metrics.js';
 import {
@@ -276,6 +277,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     }
     return {
       ord,
+      id: newJobId(),
       job_type: jobType.type,
       payload,
       scheduled_at: scheduledAt,

@@ -99,6 +99,22 @@ describe('enqueue many', () => {
     expect(await count()).toBe(10_000);
   });
 
+  test('jobs due at the same time are claimed in the order they were enqueued, within and across calls', async () => {
+    // Ids are time-ordered and count up within a millisecond, and the claim breaks ties by id.
+    const first = await tracker.enqueueMany(
+      Array.from({ length: 300 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
+    );
+    const second = await tracker.enqueue({ type: 'noop', payload: { n: 300 } });
+    const ids = [...first.map((r) => r.job.id), second.job.id];
+    expect([...ids].sort()).toEqual(ids);
+    // The kit's clock is frozen: every job is due at the same instant.
+    expect(new Set([...first, second].map((r) => r.job.scheduledAt.getTime())).size).toBe(1);
+    const claimed = await tracker.fetchReady(301);
+    expect(claimed.map((j) => (j.payload as { n: number }).n)).toEqual(
+      Array.from({ length: 301 }, (_, n) => n),
+    );
+  });
+
   test('more than 10,000 in one call is refused and nothing is written', async () => {
     const jobs = Array.from({ length: 10_001 }, () => ({ type: 'noop' as const, payload: {} }));
     await expect(tracker.enqueueMany(jobs)).rejects.toMatchObject({ code: 'invalid_option' });
