@@ -2,7 +2,7 @@ import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '..
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
 import type { JobTypeMap } from '../jobs/registry.js';
-import type { CompletedAttempt, FailedAttempt, JobTracker } from '../jobs/tracker.js';
+import type { CompletedAttempt, FailedAttempt, FailResult, JobTracker } from '../jobs/tracker.js';
 import { latestTick } from '../schedules/cron.js';
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { type Logger, silentLogger } from './logger.js';
@@ -301,6 +301,18 @@ export class Worker<M extends JobTypeMap, S> {
     return Math.min(30_000, 250 * 2 ** Math.min(this.consecutiveErrors, 7));
   }
 
+  /**
+   * A failure just recorded may be due again before the next poll (a short backoff, a retry the executor
+   * asked for in a moment): if the worker is asleep, re-plan its sleep so the retry runs on time.
+   */
+  private wakeForSoonRetries(failed: readonly FailResult[]): void {
+    if (this.stopping || this.fetching || this.mayHaveMore) return; // a claim is coming anyway
+    const now = (this.tracker.clock.now() ?? new Date()).getTime();
+    if (failed.some((f) => f.status === 'retrying' && f.scheduledAt.getTime() - now < this.pollIntervalMs)) {
+      this.scheduleNextPoll();
+    }
+  }
+
   /** With nothing due, sleep until the next scheduled job (or the poll interval, whichever is sooner). */
   private scheduleNextPoll(): void {
     clearTimeout(this.pollTimer);
@@ -412,6 +424,7 @@ export class Worker<M extends JobTypeMap, S> {
     const onRecorded = this.options.onAttemptRecorded;
     // The common case: every completion applied, nothing failed, nobody listening. Nothing more to do.
     if (!onRecorded && failures.length === 0 && completed.length === completions.length) return;
+    this.wakeForSoonRetries(failed);
     const completedIds = new Set(completed);
     const failedById = new Map(failed.map((f) => [f.id, f]));
     for (const { job, result } of batch) {

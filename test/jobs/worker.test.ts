@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi 
 import { z } from 'zod';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { RetryJobLater } from '../../shared/jobs/errors.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type AttemptEvent, Worker, type WorkerOptions } from '../../shared/runtime/worker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -32,29 +33,41 @@ const gauge = { now: 0, max: 0 };
 
 /** The core test types plus `sleepy`: sleeps `ms`, honouring its abort signal. */
 function registry() {
-  return createCoreRegistry().register({
-    type: 'sleepy',
-    description: 'sleeps ms, honouring its abort signal',
-    schema: z.object({ ms: z.number().int(), n: z.number().int().optional() }),
-    timeoutSeconds: 30,
-    execute: async (payload, ctx) => {
-      ctx.services.runs.push({ type: 'sleepy', payload, attempt: ctx.attempt });
-      gauge.now++;
-      gauge.max = Math.max(gauge.max, gauge.now);
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, payload.ms);
-          ctx.signal.addEventListener('abort', () => {
-            clearTimeout(timer);
-            reject(ctx.signal.reason);
+  return createCoreRegistry()
+    .register({
+      type: 'sleepy',
+      description: 'sleeps ms, honouring its abort signal',
+      schema: z.object({ ms: z.number().int(), n: z.number().int().optional() }),
+      timeoutSeconds: 30,
+      execute: async (payload, ctx) => {
+        ctx.services.runs.push({ type: 'sleepy', payload, attempt: ctx.attempt });
+        gauge.now++;
+        gauge.max = Math.max(gauge.max, gauge.now);
+        try {
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(resolve, payload.ms);
+            ctx.signal.addEventListener('abort', () => {
+              clearTimeout(timer);
+              reject(ctx.signal.reason);
+            });
           });
-        });
-      } finally {
-        gauge.now--;
-      }
-      return undefined;
-    },
-  });
+        } finally {
+          gauge.now--;
+        }
+        return undefined;
+      },
+    })
+    .register({
+      type: 'later-once',
+      description: 'asks to be run again in `ms` on its first attempt, then succeeds',
+      schema: z.object({ ms: z.number().int() }),
+      execute: async (payload, ctx) => {
+        ctx.services.runs.push({ type: 'later-once', payload, attempt: ctx.attempt });
+        return ctx.attempt === 1
+          ? new RetryJobLater(new Date(Date.now() + payload.ms), 'not yet')
+          : undefined;
+      },
+    });
 }
 
 type Reg = ReturnType<typeof registry>;
@@ -170,6 +183,31 @@ describe('running jobs', () => {
     // Well before the poll interval (a generous bound, not a performance assertion).
     await waitFor(() => services.runs.length === 1, { timeoutMs: 20_000, what: 'the notified job to run' });
     expect(Date.now() - enqueuedAt).toBeLessThan(60_000);
+    await worker.idle();
+    expect(await statusCounts(t.db)).toEqual({ completed: 1 });
+  });
+
+  test('a job enqueued to run in a moment starts on time, not at the next poll', async () => {
+    const { tracker, worker, services } = make({
+      pollIntervalMs: 120_000,
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+    });
+    await worker.start();
+    await worker.idle();
+    await sleep(50); // asleep: the next poll is two minutes away
+    const runAt = new Date(Date.now() + 400);
+    await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 }, runAt });
+    await waitFor(() => services.runs.length === 1, { timeoutMs: 20_000, what: 'the job to run' });
+    const startedAt = Date.now();
+    expect(startedAt).toBeGreaterThanOrEqual(runAt.getTime());
+    expect(startedAt - runAt.getTime()).toBeLessThan(60_000); // generous: well before the poll
+  });
+
+  test('a retry the executor asks for in a moment runs then, not at the next poll', async () => {
+    const { tracker, worker, services } = make({ pollIntervalMs: 120_000 });
+    await tracker.enqueue({ type: 'later-once', payload: { ms: 300 } });
+    await worker.start();
+    await waitFor(() => services.runs.length === 2, { timeoutMs: 20_000, what: 'the second attempt' });
     await worker.idle();
     expect(await statusCounts(t.db)).toEqual({ completed: 1 });
   });
