@@ -258,7 +258,7 @@ export class Worker<M extends JobTypeMap, S> {
     try {
       claimed = await this.tracker.fetchReady(room, { startNow: true });
       this.consecutiveErrors = 0;
-      this.adaptLowWater(claimStart, performance.now());
+      this.adaptClaimSizes(claimStart, performance.now());
     } catch (err) {
       this.consecutiveErrors++;
       this.logger.error('claim failed', { error: errorMessage(err), retryInMs: this.backoffMs() });
@@ -284,7 +284,7 @@ export class Worker<M extends JobTypeMap, S> {
   }
 
   /** Updates the claim size and the claim-ahead mark from the start rate and claim time just observed. */
-  private adaptLowWater(claimStart: number, claimEnd: number): void {
+  private adaptClaimSizes(claimStart: number, claimEnd: number): void {
     const { at, finished } = this.rateSample;
     const elapsed = claimEnd - at;
     if (at > 0 && elapsed > 0) {
