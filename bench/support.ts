@@ -74,6 +74,22 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[i]!;
 }
 
+/** p50, p99 and max of a set of latencies in milliseconds (the W2 shape, shared with its floor and peer). */
+export function latencySummary(latencies: number[]): {
+  jobs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+} {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return {
+    jobs: sorted.length,
+    p50Ms: +percentile(sorted, 50).toFixed(2),
+    p99Ms: +percentile(sorted, 99).toFixed(2),
+    maxMs: +(sorted[sorted.length - 1] ?? Number.NaN).toFixed(2),
+  };
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**

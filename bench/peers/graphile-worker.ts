@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import {
   type BenchServer,
+  latencySummary,
   localPostgresCpuMs,
-  percentile,
   sleep,
   walBytesSince,
   walPosition,
@@ -144,13 +144,7 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     await runner.stop();
     await pool.end();
     await utils.release();
-    latencies.sort((a, b) => a - b);
-    W2 = {
-      jobs: latencies.length,
-      p50Ms: +percentile(latencies, 50).toFixed(2),
-      p99Ms: +percentile(latencies, 99).toFixed(2),
-      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
-    };
+    W2 = latencySummary(latencies);
   } finally {
     await w2.drop();
   }

@@ -6,8 +6,8 @@ import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
 import {
   type BenchServer,
+  latencySummary,
   localPostgresCpuMs,
-  percentile,
   sleep,
   walBytesSince,
   walPosition,
@@ -119,13 +119,7 @@ export async function latency(server: BenchServer, jobs = 300): Promise<LatencyR
     await worker.idle();
     await worker.stop();
     if (latencies.length !== jobs) throw new Error(`W2: ${latencies.length} of ${jobs} jobs started`);
-    latencies.sort((a, b) => a - b);
-    return {
-      jobs,
-      p50Ms: +percentile(latencies, 50).toFixed(2),
-      p99Ms: +percentile(latencies, 99).toFixed(2),
-      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
-    };
+    return latencySummary(latencies);
   } finally {
     await drop();
   }
@@ -168,13 +162,7 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
       latencies.push(performance.now() - t0);
       await inserted;
     }
-    latencies.sort((a, b) => a - b);
-    return {
-      jobs,
-      p50Ms: +percentile(latencies, 50).toFixed(2),
-      p99Ms: +percentile(latencies, 99).toFixed(2),
-      maxMs: +latencies[latencies.length - 1]!.toFixed(2),
-    };
+    return latencySummary(latencies);
   } finally {
     await Promise.all([enqueuer.end(), claimer.end(), listener.end()]);
     await drop();

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import type { Database } from '../../shared/db/port.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { coreKit, countingQueryable } from '../support/lifecycle.js';
+import { asDatabase, coreKit, countingQueryable } from '../support/lifecycle.js';
 
 /**
  * Hot statements answer with one JSON document when the driver has no per-row size limit (node-postgres),
@@ -66,11 +66,7 @@ describe('document and row answers', () => {
       })),
     );
     const counting = countingQueryable(t.db);
-    const documentTracker = new JobTracker({
-      db: { ...withRowLimit(t.db), maxRowBytes: undefined, driverName: 'pg', query: counting.query },
-      registry,
-      clock,
-    });
+    const documentTracker = new JobTracker({ db: asDatabase(counting), registry, clock });
     const rowsTracker = new JobTracker({ db: withRowLimit(t.db), registry, clock });
     const first = await documentTracker.fetchReady(3, { startNow: true });
     const second = await rowsTracker.fetchReady(3, { startNow: true });
