@@ -43,15 +43,20 @@ try {
     );
   }
   if (wanted('W2')) {
-    const r = await latency(server);
+    const r = await latency(server, 'same-process');
     results.W2_latency = r;
     log(
-      `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker)`,
+      `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker, enqueued in its process: eager start)`,
+    );
+    const other = await latency(server, 'another-process');
+    results.W2_latency_from_another_process = other;
+    log(
+      `W2 other proc.  enqueue-to-start p50 ${other.p50Ms} ms, p99 ${other.p99Ms} ms, max ${other.maxMs} ms (enqueued through another connection pool: NOTIFY and claim)`,
     );
     const floor = await latencyFloor(server);
     results.W2_floor = floor;
     log(
-      `W2 floor        bare INSERT+NOTIFY, LISTEN, bare claim (no job system): p50 ${floor.p50Ms} ms, p99 ${floor.p99Ms} ms, max ${floor.maxMs} ms`,
+      `W2 floor        no job system: bare INSERT+NOTIFY, LISTEN, bare claim p50 ${floor.insertNotifyClaim.p50Ms} ms, p99 ${floor.insertNotifyClaim.p99Ms} ms; bare INSERT p50 ${floor.insertOnly.p50Ms} ms, p99 ${floor.insertOnly.p99Ms} ms`,
     );
   }
   if (peers) {
@@ -62,11 +67,16 @@ try {
       const r = await graphileWorker(server, gw);
       const w1 = results.W1_throughput as Awaited<ReturnType<typeof throughput>> | undefined;
       const w2 = results.W2_latency as Awaited<ReturnType<typeof latency>> | undefined;
+      const w2other = results.W2_latency_from_another_process as
+        | Awaited<ReturnType<typeof latency>>
+        | undefined;
       const ratios = {
         drain: w1 ? +(w1.drainJobsPerSecond / r.W1.drainJobsPerSecond).toFixed(2) : null,
         enqueue: w1 ? +(w1.enqueueRowsPerSecond / r.W1.enqueueRowsPerSecond).toFixed(2) : null,
         latencyP50: w2 ? +(w2.p50Ms / r.W2.p50Ms).toFixed(2) : null,
         latencyP99: w2 ? +(w2.p99Ms / r.W2.p99Ms).toFixed(2) : null,
+        latencyFromAnotherProcessP50: w2other ? +(w2other.p50Ms / r.W2.p50Ms).toFixed(2) : null,
+        latencyFromAnotherProcessP99: w2other ? +(w2other.p99Ms / r.W2.p99Ms).toFixed(2) : null,
       };
       results.PEER_graphile_worker = { ...r, ratios };
       log(
@@ -76,7 +86,7 @@ try {
         `PEER W2         graphile-worker: add-to-start p50 ${r.W2.p50Ms} ms, p99 ${r.W2.p99Ms} ms, max ${r.W2.maxMs} ms`,
       );
       log(
-        `RATIOS          lana-jobs / graphile-worker: drain ${ratios.drain ?? '-'}x, enqueue ${ratios.enqueue ?? '-'}x, latency p50 ${ratios.latencyP50 ?? '-'}x, p99 ${ratios.latencyP99 ?? '-'}x (latency: lower is better)`,
+        `RATIOS          lana-jobs / graphile-worker: drain ${ratios.drain ?? '-'}x, enqueue ${ratios.enqueue ?? '-'}x, latency p50 ${ratios.latencyP50 ?? '-'}x, p99 ${ratios.latencyP99 ?? '-'}x (same process), p50 ${ratios.latencyFromAnotherProcessP50 ?? '-'}x, p99 ${ratios.latencyFromAnotherProcessP99 ?? '-'}x (another process) (latency: lower is better)`,
       );
     }
   }

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
+import { PgDatabase } from '../../shared/db/pg-driver.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
@@ -92,9 +93,21 @@ export interface LatencyResult {
   maxMs: number;
 }
 
-/** W2: an idle worker; 300 jobs enqueued one at a time 20 ms apart; enqueue-to-executor-start latency. */
-export async function latency(server: BenchServer, jobs = 300): Promise<LatencyResult> {
-  const { db, drop } = await server.freshDatabase();
+/**
+ * W2: an idle worker; 300 jobs enqueued one at a time 20 ms apart; enqueue-to-executor-start latency.
+ *
+ * `from: 'same-process'` enqueues through the worker's own tracker, default configuration: each job takes
+ * the eager start (inserted already claimed, one commit). `'another-process'` enqueues through a second
+ * tracker on its own connection pool, as a web process beside the worker would: each job takes the queue
+ * path (insert, NOTIFY, LISTEN, claim: two commits).
+ */
+export async function latency(
+  server: BenchServer,
+  from: 'same-process' | 'another-process',
+  jobs = 300,
+): Promise<LatencyResult> {
+  const { db, url, drop } = await server.freshDatabase();
+  const otherDb = from === 'another-process' ? new PgDatabase({ connectionString: url, max: 2 }) : undefined;
   try {
     const enqueuedAt = new Map<number, number>();
     const latencies: number[] = [];
@@ -103,6 +116,7 @@ export async function latency(server: BenchServer, jobs = 300): Promise<LatencyR
       if (t !== undefined) latencies.push(performance.now() - t);
     });
     const tracker = new JobTracker({ db, registry });
+    const enqueuer = otherDb ? new JobTracker({ db: otherDb, registry }) : tracker;
     const worker = new Worker({
       tracker,
       dispatcher: new JobDispatcher(registry, {}),
@@ -112,7 +126,7 @@ export async function latency(server: BenchServer, jobs = 300): Promise<LatencyR
     await sleep(200);
     for (let i = 0; i < jobs; i++) {
       enqueuedAt.set(i, performance.now());
-      await tracker.enqueue({ type: 'noop', payload: { i } });
+      await enqueuer.enqueue({ type: 'noop', payload: { i } });
       await sleep(20);
     }
     await sleep(100);
@@ -121,17 +135,25 @@ export async function latency(server: BenchServer, jobs = 300): Promise<LatencyR
     if (latencies.length !== jobs) throw new Error(`W2: ${latencies.length} of ${jobs} jobs started`);
     return latencySummary(latencies);
   } finally {
+    await otherDb?.close();
     await drop();
   }
 }
 
+export interface LatencyFloor {
+  /** A bare INSERT whose statement sends a NOTIFY, a LISTEN connection receiving it, a bare claim. */
+  insertNotifyClaim: LatencyResult;
+  /** A bare INSERT of a row already marked taken, committed: what the eager start cannot go below. */
+  insertOnly: LatencyResult;
+}
+
 /**
- * W2's floor on this machine today: the same pattern with no job system at all. A bare INSERT whose
- * statement sends a NOTIFY, a LISTEN connection receiving it, then a bare one-row claim (UPDATE ...
- * FOR UPDATE SKIP LOCKED, committed). Two synchronous commits on an otherwise idle machine: no queue
- * built on PostgreSQL's durable commits picks a job up faster than this here.
+ * W2's floor on this machine today: the same pattern with no job system at all. The queue path is two
+ * synchronous commits and a notification (INSERT ... NOTIFY, LISTEN, a one-row UPDATE ... FOR UPDATE SKIP
+ * LOCKED); the eager start is one commit (a bare INSERT). The two are measured alternately, so they see the
+ * same machine. No queue built on PostgreSQL's durable commits picks a job up faster than these here.
  */
-export async function latencyFloor(server: BenchServer, jobs = 300): Promise<LatencyResult> {
+export async function latencyFloor(server: BenchServer, jobs = 300): Promise<LatencyFloor> {
   const { url, drop } = await server.freshDatabase(1, { migrate: false });
   const connect = async () => {
     const c = new pg.Client({ connectionString: url });
@@ -142,7 +164,8 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
   try {
     await enqueuer.query('CREATE TABLE floor_jobs (id bigserial PRIMARY KEY, state text NOT NULL)');
     await listener.query('LISTEN floor_jobs');
-    const latencies: number[] = [];
+    const twoCommits: number[] = [];
+    const oneCommit: number[] = [];
     for (let i = 0; i < jobs; i++) {
       await sleep(20);
       const notified = new Promise<void>((resolve) => listener.once('notification', () => resolve()));
@@ -159,10 +182,18 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
                  SELECT id FROM floor_jobs WHERE state = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                RETURNING id`,
       });
-      latencies.push(performance.now() - t0);
+      twoCommits.push(performance.now() - t0);
       await inserted;
+
+      await sleep(20);
+      const t1 = performance.now();
+      await enqueuer.query({
+        name: 'insert-taken',
+        text: `INSERT INTO floor_jobs (state) VALUES ('running') RETURNING id`,
+      });
+      oneCommit.push(performance.now() - t1);
     }
-    return latencySummary(latencies);
+    return { insertNotifyClaim: latencySummary(twoCommits), insertOnly: latencySummary(oneCommit) };
   } finally {
     await Promise.all([enqueuer.end(), claimer.end(), listener.end()]);
     await drop();

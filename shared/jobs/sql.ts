@@ -9,23 +9,42 @@ import { CLAIM_COLUMNS, JOB_COLUMNS } from './model.js';
 
 const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
+const insertColumns = `id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at`;
+const insertValues = `r.id, r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts,
+  r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}`;
+const insertInput = `json_to_recordset(CAST(:rows AS json)) AS r(
+  ord integer, id uuid, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
+  backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
+  idempotency_key text)`;
+const onKeyConflict = 'ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING';
+
 /**
  * Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. It returns
  * only what the caller does not already know (the rest of each new job is its input, `pending`, attempt
  * 0): fifteen columns a row would cost a bulk enqueue a third of its time on both ends.
  */
 export const insertJobsSql = `
-INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
-SELECT r.id, r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts, r.backoff_base_seconds,
-       r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}
-FROM json_to_recordset(CAST(:rows AS json)) AS r(
-  ord integer, id uuid, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
-  backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
-  idempotency_key text)
+INSERT INTO jobs (${insertColumns})
+SELECT ${insertValues}
+FROM ${insertInput}
 ORDER BY r.ord
-ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+${onKeyConflict}
 RETURNING id, job_type, idempotency_key, created_at`;
+
+/**
+ * Inserts jobs already claimed and begun (attempt 1, running, leased from now): a local worker's eager
+ * start, where the process that enqueues a due job has a free slot and runs it as soon as this commits.
+ * One commit instead of an insert and a claim, and none of the other workers is woken for it (the insert
+ * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert.
+ */
+export const insertStartedJobsSql = `
+INSERT INTO jobs (${insertColumns}, status, attempts, started_at, lease_expires_at)
+SELECT ${insertValues}, 'running', 1, ${NOW}, ${NOW} + make_interval(secs => r.lease_seconds)
+FROM ${insertInput}
+ORDER BY r.ord
+${onKeyConflict}
+RETURNING id, job_type, idempotency_key, created_at, scheduled_at, lease_expires_at`;
 
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `

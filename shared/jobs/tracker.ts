@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { type Database, json, type SqlParams, uuid } from '../db/port.js';
+import { type Database, json, type QueryResult, type SqlParams, uuid } from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
@@ -130,6 +130,24 @@ export interface JobStats {
   }[];
 }
 
+/**
+ * A worker in this process that can start a job the moment its enqueue commits (eager start). The tracker
+ * asks for a slot before inserting a single due job outside a caller's transaction; with one, it inserts
+ * the job already claimed by that worker and hands it over, so the job starts after one commit instead of
+ * an insert, a notification and a claim.
+ */
+export interface EagerStarter {
+  /** A free slot for a job of this type, held until `start` or `cancel`; undefined when busy or stopping. */
+  reserve(jobType: string): EagerSlot | undefined;
+}
+
+export interface EagerSlot {
+  /** The job is committed as running with this attempt: run it (or hand it back if no longer able). */
+  start(job: ClaimedJob): void;
+  /** The insert did not happen (or found the key taken): free the slot. */
+  cancel(): void;
+}
+
 export interface JobTrackerOptions<M extends JobTypeMap, S> {
   db: Database;
   registry: JobTypeRegistry<M, S>;
@@ -147,6 +165,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly registry: JobTypeRegistry<M, S>;
   readonly clock: Clock;
   readonly metrics: JobMetrics;
+  private readonly eagerStarters = new Set<EagerStarter>();
 
   constructor(options: JobTrackerOptions<M, S>) {
     this.db = options.db;
@@ -184,6 +203,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     }
     const now = this.clock.now() ?? new Date();
     const rows = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    if (rows.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
+      const started = await this.enqueueStarted(rows[0]!, now);
+      if (started) return [started];
+    }
     const db = options.db ?? this.db;
     const inserted = await db.query<InsertedRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
     const byKey = new Map<string, Job>();
@@ -225,6 +248,68 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
+  }
+
+  /**
+   * Lets `starter` take single due jobs enqueued through this tracker (eager start); returns the detach.
+   * Jobs enqueued inside a caller's transaction, scheduled ahead, or in batches always go through the queue.
+   */
+  attachEagerStarter(starter: EagerStarter): () => void {
+    this.eagerStarters.add(starter);
+    return () => {
+      this.eagerStarters.delete(starter);
+    };
+  }
+
+  /**
+   * Eager start: inserts a due job already claimed by a local worker with a free slot, and hands it over.
+   * Undefined when no worker has a slot, or the (type, key) already exists (the caller then enqueues
+   * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
+   */
+  private async enqueueStarted(row: NewJobRow, now: Date): Promise<EnqueueResult | undefined> {
+    if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
+    let slot: EagerSlot | undefined;
+    for (const starter of this.eagerStarters) {
+      slot = starter.reserve(row.job_type);
+      if (slot) break;
+    }
+    if (!slot) return undefined;
+    let inserted: QueryResult<StartedRow>;
+    try {
+      inserted = await this.db.query<StartedRow>(
+        sql.insertStartedJobsSql,
+        this.params({ rows: json([row]) }),
+      );
+    } catch (err) {
+      slot.cancel();
+      throw err;
+    }
+    const ins = inserted.rows[0];
+    if (!ins) {
+      slot.cancel();
+      return undefined;
+    }
+    const job: Job = {
+      ...newJobFromInput(ins, row),
+      status: 'running',
+      attempts: 1,
+      scheduledAt: ins.scheduled_at,
+      startedAt: ins.created_at,
+      leaseExpiresAt: ins.lease_expires_at,
+    };
+    this.metrics.jobsEnqueued(job.jobType, 1);
+    slot.start({
+      id: job.id,
+      jobType: job.jobType,
+      payload: job.payload,
+      attempts: 1,
+      maxAttempts: job.maxAttempts,
+      priority: job.priority,
+      idempotencyKey: job.idempotencyKey,
+      scheduledAt: job.scheduledAt,
+      leaseExpiresAt: job.leaseExpiresAt,
+    });
+    return { job, created: true };
   }
 
   private validateNewJob(job: UntypedNewJob, ord: number, now: Date) {
@@ -625,6 +710,12 @@ interface InsertedRow {
   job_type: string;
   idempotency_key: string | null;
   created_at: Date;
+}
+
+/** What the eager insert returns: the claim's times too. */
+interface StartedRow extends InsertedRow {
+  scheduled_at: Date;
+  lease_expires_at: Date;
 }
 
 type NewJobRow = ReturnType<JobTracker['validateNewJob']>;

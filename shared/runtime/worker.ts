@@ -2,7 +2,14 @@ import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '..
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
 import type { JobTypeMap } from '../jobs/registry.js';
-import type { CompletedAttempt, FailedAttempt, FailResult, JobTracker } from '../jobs/tracker.js';
+import type {
+  CompletedAttempt,
+  EagerSlot,
+  EagerStarter,
+  FailedAttempt,
+  FailResult,
+  JobTracker,
+} from '../jobs/tracker.js';
 import { latestTick } from '../schedules/cron.js';
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { type Logger, silentLogger } from './logger.js';
@@ -30,6 +37,13 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
    * Without it the worker polls.
    */
   listen?: (onNotify: () => void) => Promise<() => Promise<void>>;
+  /**
+   * Eager start (default on): a single job enqueued through this worker's tracker, due now and outside a
+   * caller's transaction, while this worker has a free slot and no known backlog, is inserted already
+   * claimed by this worker and starts when that insert commits: one commit instead of two, no wake-up.
+   * Jobs enqueued by other processes, in batches, or while busy go through the queue as usual.
+   */
+  eagerStart?: boolean;
   /** Fallback poll when nothing wakes the worker. Default 2000 ms. */
   pollIntervalMs?: number;
   /** How often expired leases are rescued. Default 15 s. */
@@ -129,6 +143,9 @@ export class Worker<M extends JobTypeMap, S> {
     },
   };
   private readonly toRecord: Finished[] = [];
+  /** Slots promised to eager enqueues whose insert has not answered yet. */
+  private reserved = 0;
+  private detachEager: (() => void) | undefined;
   private readonly lastTicks = new Map<string, number>();
   private fetching = false;
   /** Releases in flight; `stop()` waits for them, so no claim it hands back is still `running` after it. */
@@ -194,6 +211,8 @@ export class Worker<M extends JobTypeMap, S> {
     if (this.started) throw new Error('worker already started');
     this.started = true;
     if (this.options.listen) this.unlisten = await this.options.listen(() => this.wake());
+    if (this.options.eagerStart ?? true)
+      this.detachEager = this.tracker.attachEagerStarter(this.eagerStarter);
     await this.fireSchedules();
     await this.rescue();
     this.rescueTimer = setInterval(() => void this.rescue(), this.rescueIntervalMs);
@@ -229,6 +248,7 @@ export class Worker<M extends JobTypeMap, S> {
       !this.fetching &&
       this.queue.length === 0 &&
       this.running.size === 0 &&
+      this.reserved === 0 &&
       this.toRecord.length === 0 &&
       !this.flushing
     );
@@ -247,7 +267,7 @@ export class Worker<M extends JobTypeMap, S> {
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
     const room = Math.min(
       this.claimTarget,
-      this.lowWater + this.claimTarget - this.queue.length - this.running.size,
+      this.lowWater + this.claimTarget - this.queue.length - this.running.size - this.reserved,
     );
     if (room < 1) return;
     this.fetching = true;
@@ -333,9 +353,45 @@ export class Worker<M extends JobTypeMap, S> {
     );
   }
 
+  /**
+   * Eager start: a slot for a job being enqueued in this process, only when this worker would otherwise
+   * sit idle on it: running, a slot free, nothing queued locally, no claim in flight, and the last claim
+   * found no more due jobs (so the new job jumps no known backlog).
+   */
+  private readonly eagerStarter: EagerStarter = {
+    reserve: (): EagerSlot | undefined => {
+      if (this.stopping || this.fetching || this.mayHaveMore || this.queue.length > 0) return undefined;
+      if (this.running.size + this.reserved >= this.concurrency) return undefined;
+      this.reserved++;
+      let settled = false;
+      const settle = () => {
+        if (settled) throw new Error('an eager slot was settled twice; this is a bug');
+        settled = true;
+        this.reserved--;
+      };
+      return {
+        start: (job) => {
+          settle();
+          if (this.killed) return; // a dead process runs nothing: the lease expires and the rescuer acts
+          if (this.stopping) {
+            void this.releaseUnstarted([job]).finally(() => this.checkIdle());
+            return;
+          }
+          this.running.set(job.id, null);
+          void this.run(job);
+        },
+        cancel: () => {
+          settle();
+          this.fillSlots();
+          this.checkIdle();
+        },
+      };
+    },
+  };
+
   private fillSlots(): void {
     const stale: ClaimedJob[] = [];
-    while (!this.stopping && this.running.size < this.concurrency && this.queue.length > 0) {
+    while (!this.stopping && this.running.size + this.reserved < this.concurrency && this.queue.length > 0) {
       const claimedAt = this.queue.headClaimedAt;
       const job = this.queue.shift()!;
       if (!this.hasLeaseForRun(job, claimedAt)) {
@@ -510,6 +566,7 @@ export class Worker<M extends JobTypeMap, S> {
    */
   async kill(): Promise<void> {
     this.stopping = true;
+    this.detachEager?.();
     clearTimeout(this.pollTimer);
     clearInterval(this.rescueTimer);
     clearInterval(this.scheduleTimer);
@@ -525,11 +582,13 @@ export class Worker<M extends JobTypeMap, S> {
   async stop(): Promise<void> {
     if (!this.started || this.stopping) return;
     this.stopping = true;
+    this.detachEager?.();
     clearTimeout(this.pollTimer);
     clearInterval(this.rescueTimer);
     clearInterval(this.scheduleTimer);
     await this.unlisten?.().catch(() => {});
-    while (this.fetching) await new Promise((r) => setTimeout(r, 5));
+    // A claim, or an eager enqueue, in flight when stop began: its jobs are released once it answers.
+    while (this.fetching || this.reserved > 0) await new Promise((r) => setTimeout(r, 5));
     const unstarted = this.queue.drain();
     if (unstarted.length > 0) await this.releaseUnstarted(unstarted);
     const deadline = Date.now() + this.shutdownGraceMs;

@@ -6,7 +6,7 @@ import { runChaos } from './harness.js';
  * The fault-injection run at a small size (`npm run chaos` runs it big): executors that throw, hang past
  * their lease and crash between work and report; duplicate, out-of-order and stale deliveries; a
  * fetch-ready that dies after claiming, partial publish failures; connections killed mid-statement;
- * clock jumps. Every invariant must hold.
+ * clock jumps; follow-up jobs enqueued by running jobs (in a worker, eagerly started). Every invariant must hold.
  */
 test('no job is lost, stuck, or run twice under injected faults', { timeout: 240_000 }, async () => {
   const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -28,6 +28,7 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     interest_accrued_twice: 0,
     disbursal_executed_twice: 0,
     approval_not_concluded: 0,
+    follow_up_missing: 0,
     accrual_day_missing: 0,
     retry_before_backoff: 0,
     attempts_running_concurrently: 0,
@@ -40,5 +41,6 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
   ]) {
     expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0);
   }
-  expect((report.outcomes.completed ?? 0) + (report.outcomes.failed ?? 0)).toBe(150);
+  expect(report.followUps).toBeGreaterThan(0);
+  expect((report.outcomes.completed ?? 0) + (report.outcomes.failed ?? 0)).toBe(150 + report.followUps);
 });

@@ -52,6 +52,10 @@ export interface ChaosReport {
   remindersResentAfterCrash: number;
   /** Attempts that overlapped in real time only because an injected clock jump expired a live lease. */
   overlapsCausedByClockJumps: number;
+  /** Jobs enqueued by executors (a worker's follow-ups take its eager start when it has a free slot). */
+  followUps: number;
+  /** Of those, the ones a worker started eagerly (inserted already claimed). */
+  followUpsStartedEagerly: number;
 }
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
@@ -93,7 +97,17 @@ interface ChaosServices {
   db: PgDatabase;
   /** Kills the process the attempt runs in, after its work: the result is never reported. */
   crash: () => void;
+  /** Enqueues job `n`'s follow-up through the tracker of the process the attempt runs in. */
+  enqueueFollowUp: (n: number) => Promise<void>;
 }
+
+/** Follow-up jobs are numbered from here; their idempotency key names the parent, so reruns add none. */
+const FOLLOW_UP_BASE = 1_000_000;
+const followUpEnqueuer = (tracker: Pick<JobTracker, 'enqueueUntyped'>) => async (n: number) => {
+  await tracker.enqueueUntyped([
+    { type: 'chaos-effect', payload: { n: FOLLOW_UP_BASE + n }, idempotencyKey: `follow-up-of-${n}` },
+  ]);
+};
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? (() => {});
@@ -148,6 +162,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         accrualDay: z.string().optional(),
         processId: z.string().optional(),
         remindFacility: z.string().optional(),
+        followUp: z.boolean().optional(),
       }),
       timeoutSeconds: 2,
       // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
@@ -176,6 +191,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
               await createCreditService(ctx.services.db).accrueDailyInterest(payload.accrualDay);
             if (payload.processId)
               await createApprovalService(ctx.services.db).processApproval(payload.processId);
+            // Enqueued from inside a running job, as the domain's follow-ups are: in a local worker with a
+            // free slot it starts eagerly, and it must survive the same crashes as a claimed job.
+            if (payload.followUp) await ctx.services.enqueueFollowUp(payload.n);
             if (payload.remindFacility) {
               await createNotificationService(ctx.services.db, countingNotifier).send({
                 kind: 'payment-reminder',
@@ -255,7 +273,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
               ? { n, processId: processes[Math.floor(n / 10) % processes.length]! }
               : n % 10 === 6
                 ? { n, remindFacility: facilities[Math.floor(n / 10) % facilities.length]! }
-                : { n },
+                : n % 10 === 9
+                  ? { n, followUp: true }
+                  : { n },
       })),
     );
     log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
@@ -271,6 +291,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       let worker: Worker<typeof registry.schemas, ChaosServices> | undefined;
       const services: ChaosServices = {
         db,
+        enqueueFollowUp: followUpEnqueuer(workerTracker),
         crash: () => {
           // A dead process's connections die with it; a new process takes its place.
           void worker
@@ -306,6 +327,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       let crashed = false;
       const services: ChaosServices = {
         db,
+        enqueueFollowUp: followUpEnqueuer(lambdaTracker),
         crash: () => {
           crashed = true;
         },
@@ -405,7 +427,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     stopping = true;
     await Promise.all(tasks);
     for (const w of workers) await w.stop().catch(() => {});
-    const healthy = new JobDispatcher(registry, { db: control, crash: () => {} });
+    const healthy = new JobDispatcher(registry, {
+      db: control,
+      crash: () => {},
+      enqueueFollowUp: followUpEnqueuer(tracker),
+    });
     const settler = new Worker({
       tracker,
       dispatcher: healthy,
@@ -474,6 +500,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
          WHERE status = 'completed' AND payload ? 'processId'
            AND EXISTS (SELECT 1 FROM approval_processes p WHERE p.id = CAST(j.payload->>'processId' AS uuid) AND p.status = 'pending')`,
       ),
+      // A completed job that was to enqueue a follow-up did so (the enqueue is part of its work).
+      follow_up_missing: await q(
+        `SELECT count(*)::int AS n FROM jobs p
+         WHERE p.status = 'completed' AND p.payload ? 'followUp'
+           AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.idempotency_key = 'follow-up-of-' || (p.payload->>'n'))`,
+      ),
       accrual_day_missing: await q(
         `SELECT count(*)::int AS n FROM (
            SELECT DISTINCT payload->>'accrualDay' AS day FROM jobs
@@ -502,6 +534,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // Real-time overlap of two attempts of one job: a violation unless a clock jump expired the live lease.
     let overlapsCausedByClockJumps = 0;
     let overlaps = 0;
+    const overlapping: { prev: Run; cur: Run }[] = [];
     const byJob = new Map<string, Run[]>();
     for (const r of runs) byJob.set(r.jobId, [...(byJob.get(r.jobId) ?? []), r]);
     for (const list of byJob.values()) {
@@ -511,9 +544,25 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         const cur = list[i]!;
         if (cur.attempt !== prev.attempt && cur.start < prev.end) {
           if (cur.jumpsAtStart > prev.jumpsAtStart) overlapsCausedByClockJumps++;
-          else overlaps++;
+          else {
+            overlaps++;
+            overlapping.push({ prev, cur });
+          }
         }
       }
+    }
+    // Enough to diagnose a violation from the log alone (the database is dropped at the end).
+    for (const { prev, cur } of overlapping.slice(0, 3)) {
+      const history = await control.query(
+        `SELECT attempt, outcome, claimed_at, started_at, finished_at, error FROM job_executions
+         WHERE job_id = CAST(:id AS uuid) ORDER BY attempt`,
+        { id: cur.jobId },
+      );
+      const job = await control.query(
+        'SELECT payload, idempotency_key, created_at FROM jobs WHERE id = CAST(:id AS uuid)',
+        { id: cur.jobId },
+      );
+      log(`overlap: ${JSON.stringify({ prev, cur, job: job.rows[0], history: history.rows })}`);
     }
     violations.attempts_running_concurrently = overlaps;
     const effectsRerun = await q(
@@ -541,6 +590,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       violations,
       effectsRerun,
       overlapsCausedByClockJumps,
+      followUps: await q("SELECT count(*)::int AS n FROM jobs WHERE idempotency_key LIKE 'follow-up-of-%'"),
+      // Claimed by the statement that inserted them: their first attempt's claim time is their creation time.
+      followUpsStartedEagerly: await q(
+        `SELECT count(*)::int AS n FROM jobs j JOIN job_executions e ON e.job_id = j.id AND e.attempt = 1
+         WHERE j.idempotency_key LIKE 'follow-up-of-%' AND e.claimed_at = j.created_at`,
+      ),
     };
   } finally {
     for (const p of pools) await p.close().catch(() => {});

@@ -90,6 +90,12 @@ function make(
   return { tracker, worker, services };
 }
 
+/**
+ * A tracker of "another process": same database and types, no worker attached, so what it enqueues goes
+ * through the queue (NOTIFY, claim) rather than a worker's eager start.
+ */
+const otherProcess = () => new JobTracker({ db: t.db, registry: registry() });
+
 const sleepyJobs = (count: number, ms: number) =>
   Array.from({ length: count }, (_, n) => ({ type: 'sleepy' as const, payload: { ms, n } }));
 
@@ -171,7 +177,8 @@ describe('running jobs', () => {
   });
 
   test('an idle worker is woken by LISTEN/NOTIFY long before its poll interval', async () => {
-    const { tracker, worker, services } = make({
+    const tracker = otherProcess();
+    const { worker, services } = make({
       pollIntervalMs: 120_000,
       listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
     });
@@ -213,7 +220,8 @@ describe('running jobs', () => {
   });
 
   test('without LISTEN, the poll picks new jobs up', async () => {
-    const { tracker, worker, services } = make({ pollIntervalMs: 100 });
+    const tracker = otherProcess();
+    const { worker, services } = make({ pollIntervalMs: 100 });
     await worker.start();
     await worker.idle();
     await tracker.enqueue({ type: 'sleepy', payload: { ms: 0 } });
@@ -286,6 +294,132 @@ describe('running jobs', () => {
     await worker.idle();
     expect(await tracker.getJob(job.id)).toMatchObject({ status: 'completed', attempts: 2 });
     expect((await executionRows(t.db, job.id)).map((e) => e.outcome)).toEqual(['lease_expired', 'completed']);
+  });
+});
+
+describe("eager start: a job enqueued in the worker's own process", () => {
+  const idleWorker = async (options: Parameters<typeof make>[0] = {}) => {
+    const kit = make({ pollIntervalMs: 120_000, ...options });
+    await kit.worker.start();
+    await kit.worker.idle();
+    return kit;
+  };
+
+  test('is inserted already claimed and starts when that insert commits: no notification, no claim', async () => {
+    const { tracker, worker, services } = await idleWorker();
+    const claims = vi.spyOn(tracker, 'fetchReady');
+    const notifications: string[] = [];
+    const unlisten = await t.db.listen('lana_jobs', () => notifications.push('woken'));
+    try {
+      const { job, created } = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
+      expect(created).toBe(true);
+      expect(job).toMatchObject({ status: 'running', attempts: 1 });
+      expect(job.leaseExpiresAt!.getTime()).toBeGreaterThan(job.createdAt.getTime());
+      expect(job.startedAt).toEqual(job.createdAt);
+      await waitFor(() => services.runs.length === 1, { what: 'the eager job to run' });
+      await worker.idle();
+      expect(await statusCounts(t.db)).toEqual({ completed: 1 });
+      const [execution] = await executionRows(t.db, job.id);
+      expect(execution).toMatchObject({ attempt: 1, outcome: 'completed', claimed_at: job.createdAt });
+      expect(claims).not.toHaveBeenCalled();
+      // Another process's enqueue of a due job still wakes listeners; the eager one woke nobody.
+      await sleep(100);
+      expect(notifications).toEqual([]);
+      await otherProcess().enqueue({ type: 'noop', payload: {} });
+      await waitFor(() => notifications.length === 1, { what: 'the notification of a queued job' });
+    } finally {
+      await unlisten();
+    }
+  });
+
+  test('goes through the queue when scheduled ahead, in a transaction, in a batch, with slots busy, or with eagerStart off', async () => {
+    // LISTEN on: the jobs that go through the queue are claimed when their insert notifies.
+    const { tracker, worker, services } = await idleWorker({
+      concurrency: 1,
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+    });
+    const ahead = await tracker.enqueue({
+      type: 'noop',
+      payload: {},
+      runAt: new Date(Date.now() + 3_600_000),
+    });
+    const inTransaction = await t.db.transaction((tx) =>
+      tracker.enqueue({ type: 'noop', payload: {} }, { db: tx }),
+    );
+    const batch = await tracker.enqueueMany([
+      { type: 'noop', payload: {} },
+      { type: 'noop', payload: {} },
+    ]);
+    for (const r of [ahead, inTransaction, ...batch])
+      expect(r.job).toMatchObject({ status: 'pending', attempts: 0 });
+    await worker.idle();
+    // One slot: a slow job takes it eagerly, the next enqueue finds it busy and queues.
+    const slow = await tracker.enqueue({ type: 'sleepy', payload: { ms: 300, n: 1 } });
+    expect(slow.job.status).toBe('running');
+    const queued = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } });
+    expect(queued.job.status).toBe('pending');
+    await waitFor(() => services.runs.length === 5, { timeoutMs: 20_000, what: 'every due job to run' });
+    await worker.idle();
+    expect(await statusCounts(t.db)).toEqual({ completed: 5, pending: 1 });
+
+    await worker.stop();
+    const off = await idleWorker({ eagerStart: false });
+    expect((await off.tracker.enqueue({ type: 'noop', payload: {} })).job.status).toBe('pending');
+  });
+
+  test('a key already taken returns the existing job and starts nothing', async () => {
+    const { tracker, worker, services } = await idleWorker();
+    const first = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 }, idempotencyKey: 'k' });
+    expect(first).toMatchObject({ created: true, job: { status: 'running' } });
+    await worker.idle();
+    const again = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 }, idempotencyKey: 'k' });
+    expect(again).toMatchObject({ created: false, job: { id: first.job.id, status: 'completed' } });
+    await worker.idle();
+    expect(services.runs).toHaveLength(1);
+    expect(worker.stats).toEqual({ queued: 0, running: 0, unrecorded: 0 });
+  });
+
+  test('an insert that fails frees the slot and writes nothing', async () => {
+    const { tracker, worker, services } = await idleWorker({ concurrency: 1 });
+    const realQuery = t.db.query.bind(t.db);
+    vi.spyOn(t.db, 'query').mockImplementationOnce(async () => {
+      throw new Error('connection lost');
+    });
+    await expect(tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } })).rejects.toThrow(
+      /connection lost/,
+    );
+    vi.mocked(t.db.query).mockImplementation(realQuery);
+    expect(await statusCounts(t.db)).toEqual({});
+    // The one slot is free again: the next enqueue starts eagerly.
+    expect((await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } })).job.status).toBe('running');
+    await worker.idle();
+    expect(services.runs).toHaveLength(1);
+  });
+
+  test('stop() while an eager insert is in flight hands the job back before it returns', async () => {
+    const { tracker, worker, services } = await idleWorker();
+    const committed = deferred();
+    const answer = deferred();
+    const realQuery = t.db.query.bind(t.db);
+    vi.spyOn(t.db, 'query').mockImplementation(async (text, params) => {
+      const res = await realQuery(text, params);
+      if (text.includes("'running', 1")) {
+        committed.resolve();
+        await answer.promise;
+      }
+      return res as never;
+    });
+    const enqueued = tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
+    await committed.promise;
+    expect(await statusCounts(t.db)).toEqual({ running: 1 });
+    const stopping = worker.stop();
+    await sleep(20);
+    answer.resolve();
+    await enqueued;
+    await stopping;
+    expect(await statusCounts(t.db)).toEqual({ pending: 1 });
+    expect(services.runs).toEqual([]);
+    expect(await executionRows(t.db)).toMatchObject([{ attempt: 1, outcome: 'released' }]);
   });
 });
 
