@@ -438,12 +438,14 @@ export class Worker<M extends JobTypeMap, S> {
     this.flushing = (async () => {
       // Let results that finish in the same turn join this batch.
       await new Promise((r) => setImmediate(r));
-      while (this.toRecord.length > 0) {
+      // A killed worker stops retrying: a dead process records nothing (its leases expire instead).
+      while (this.toRecord.length > 0 && !this.killed) {
         const batch = this.toRecord.splice(0, this.toRecord.length);
         try {
           await this.record(batch);
           this.consecutiveErrors = 0;
         } catch (err) {
+          if (this.killed) break;
           // Keep the results and try again: losing them would re-run completed work after the lease expires.
           this.toRecord.unshift(...batch);
           this.consecutiveErrors++;

@@ -516,6 +516,26 @@ describe('graceful stop', () => {
     expect(services.runs).toEqual([]);
   });
 
+  test('kill() during a recording that then fails: a dead process retries nothing, its lease expires', async () => {
+    const { tracker, worker, services } = make({ pollIntervalMs: 120_000 });
+    const inFlight = deferred();
+    const fail = deferred();
+    const recordings = vi.spyOn(tracker, 'completeMany').mockImplementation(async () => {
+      inFlight.resolve();
+      await fail.promise;
+      throw new Error('database unreachable');
+    });
+    await tracker.enqueueMany(sleepyJobs(1, 0));
+    await worker.start();
+    await inFlight.promise;
+    await worker.kill();
+    fail.resolve();
+    await sleep(800); // longer than the first retry backoff (250 ms)
+    expect(recordings).toHaveBeenCalledTimes(1);
+    expect(services.runs).toHaveLength(1);
+    expect(await statusCounts(t.db)).toEqual({ running: 1 });
+  });
+
   test('stop() before start() and a second stop() are harmless', async () => {
     const { tracker, worker } = make();
     await worker.stop();
