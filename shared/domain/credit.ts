@@ -23,14 +23,21 @@ export interface AccrualResult {
  * cron tick, or a second job for the same day accrues nothing twice; the balance update only sees the rows
  * this statement inserted, so it never double-counts either. Closed facilities and facilities opened after
  * the (UTC) day accrue nothing; an active facility with nothing drawn gets a zero row (it was considered).
- * The principal is the facility's current one: the job runs right after midnight for the day just ended.
+ * The principal is the one drawn at the end of the (UTC) day: the current drawn principal less the
+ * disbursals executed after the day (here principal changes only by disbursals). The nightly run for the
+ * day just ended sees none of those; a back-filled or late day accrues on what was drawn then, not on today's.
  */
 export const accrueDailyInterestSql = `
-WITH accrued AS (
+WITH later AS (
+  SELECT facility_id, sum(amount_cents) AS cents FROM disbursals
+  WHERE executed_at >= (CAST(:day AS date) + 1)::timestamp AT TIME ZONE 'UTC'
+  GROUP BY facility_id
+), accrued AS (
   INSERT INTO interest_accruals (facility_id, accrual_date, principal_cents, annual_rate, interest_cents)
-  SELECT f.id, CAST(:day AS date), f.drawn_principal_cents, f.annual_rate,
-         div(2 * f.drawn_principal_cents * f.annual_rate + 365, 730)::bigint
+  SELECT f.id, CAST(:day AS date), p.cents, f.annual_rate, div(2 * p.cents * f.annual_rate + 365, 730)::bigint
   FROM credit_facilities f
+  LEFT JOIN later l ON l.facility_id = f.id
+  CROSS JOIN LATERAL (SELECT (f.drawn_principal_cents - COALESCE(l.cents, 0))::bigint AS cents) p
   WHERE f.status = 'active'
     AND f.created_at < (CAST(:day AS date) + 1)::timestamp AT TIME ZONE 'UTC'
   ON CONFLICT (facility_id, accrual_date) DO NOTHING

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { createApprovalProcess, createApprovalService } from '../../shared/domain/approvals.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { domainHarness, insertFacility } from './support.js';
 
@@ -52,6 +53,36 @@ describe('interest accrual', () => {
       { id: a },
     );
     expect(balance.rows[0]!.accrued_interest_cents).toBe(27_397n);
+  });
+
+  test('a back-filled day accrues on the principal drawn that day, not on disbursals executed since', async () => {
+    // 365.00 at 5 %: 5 cents a day; a disbursal today doubles the principal.
+    const a = await insertFacility(t.db, { principalCents: 36_500n, rate: '0.050000' });
+    const processId = await createApprovalProcess(t.db, {
+      facilityId: a,
+      amountCents: 36_500n,
+      committeeSize: 1,
+      requiredApprovals: 1,
+    });
+    await t.db.query(
+      "INSERT INTO approval_votes (process_id, voter, approve) VALUES (CAST(:id AS uuid), 'chair', true)",
+      { id: processId },
+    );
+    await createApprovalService(t.db).processApproval(processId);
+    const today = new Date().toISOString().slice(0, 10);
+    const { tracker, drain } = domainHarness(t.db);
+    await tracker.enqueueMany([
+      { type: 'interest-accrual', payload: { date: '2026-06-01' } },
+      { type: 'interest-accrual', payload: { date: today } },
+    ]);
+    await drain();
+    const rows = await t.db.query<{ accrual_date: string; principal_cents: bigint; interest_cents: bigint }>(
+      'SELECT accrual_date, principal_cents, interest_cents FROM interest_accruals ORDER BY accrual_date',
+    );
+    expect(rows.rows).toEqual([
+      { accrual_date: '2026-06-01', principal_cents: 36_500n, interest_cents: 5n },
+      { accrual_date: today, principal_cents: 73_000n, interest_cents: 10n },
+    ]);
   });
 
   test('a duplicate tick, a second job or a retry for the same day accrues nothing twice', async () => {
