@@ -35,6 +35,11 @@ export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
 /** Bulk enqueue limit per call (one statement). */
 export const MAX_JOBS_PER_ENQUEUE = 10_000;
+/**
+ * Existing jobs looked up per statement under a row limit: 30 whole rows with 16 KiB payloads, every
+ * character escaped, stay under the Data API's 1 MiB answer (the same bound as its claims).
+ */
+const LOOKUP_CHUNK_FOR_ROW_LIMIT = 30;
 /** Completions per statement under a row limit: 300 × (id, type ≤ 100 chars, duration) stays under 64 KB. */
 const COMPLETE_CHUNK_FOR_ROW_LIMIT = 300;
 
@@ -202,47 +207,43 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       throw new JobInputError('invalid_option', `at most ${MAX_JOBS_PER_ENQUEUE} jobs per enqueue call`);
     }
     const now = this.clock.now() ?? new Date();
-    const rows = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    const validated = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    const rows = validated.map((v) => v.row);
     if (rows.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
-      const started = await this.enqueueStarted(rows[0]!, now);
+      const started = await this.enqueueStarted(validated[0]!, now);
       if (started) return [started];
     }
     const db = options.db ?? this.db;
-    const inserted = await db.query<InsertedRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
-    const byKey = new Map<string, Job>();
-    const created = new Set<string>();
-    // Unkeyed rows are never skipped, and rows come back in insertion order, which follows `ord`.
-    const unkeyedRows = rows.filter((r) => r.idempotency_key === null);
-    const unkeyed: Job[] = [];
-    const firstByKey = new Map<string, NewJobRow>();
-    for (const r of rows)
-      if (r.idempotency_key !== null && !firstByKey.has(keyOf(r))) firstByKey.set(keyOf(r), r);
-    for (const ins of inserted.rows) {
-      const input = ins.idempotency_key === null ? unkeyedRows[unkeyed.length] : firstByKey.get(keyOf(ins));
-      if (!input)
-        throw new Error(`enqueue could not match inserted job ${ins.id} to its input; this is a bug`);
-      const job = newJobFromInput(ins, input);
-      created.add(job.id);
-      if (job.idempotencyKey === null) unkeyed.push(job);
-      else byKey.set(keyOf(ins), job);
+    const answer = await db.query<InsertAnswerRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
+    const summary = answer.rows[0];
+    const insertedKeyed = new Set<string>();
+    for (const part of answer.rows.slice(1))
+      for (const id of JSON.parse(part.keyed_ids!)) insertedKeyed.add(id);
+    const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
+    if (!summary || summary.inserted !== unkeyedCount + insertedKeyed.size) {
+      throw new Error(`enqueue could not account for the rows it inserted; this is a bug`);
     }
     // Keyed rows that were not inserted already exist (possibly committed a moment ago by a concurrent
-    // enqueue: ON CONFLICT waited for it, and this second statement sees it).
-    const missing = rows.filter((r) => r.idempotency_key !== null && !byKey.has(keyOf(r)));
-    if (missing.length > 0) {
+    // enqueue: ON CONFLICT waited for it, and this second statement sees it), or repeat a key of this call.
+    const byKey = new Map<string, Job>();
+    const missing = rows.filter((r) => r.idempotency_key !== null && !insertedKeyed.has(r.id));
+    // Whole job rows: under a per-answer limit (the Data API's 1 MiB) a few at a time.
+    const lookupChunk = this.db.maxRowBytes === undefined ? missing.length : LOOKUP_CHUNK_FOR_ROW_LIMIT;
+    for (let from = 0; from < missing.length; from += lookupChunk) {
+      const keys = missing.slice(from, from + lookupChunk);
       const existing = await db.query<JobRow>(sql.jobsByIdempotencyKeySql, {
-        keys: json(missing.map((r) => ({ job_type: r.job_type, idempotency_key: r.idempotency_key }))),
+        keys: json(keys.map((r) => ({ job_type: r.job_type, idempotency_key: r.idempotency_key }))),
       });
       for (const job of existing.rows.map(rowToJob))
-        byKey.set(`${job.jobType}\u0000${job.idempotencyKey}`, job);
+        byKey.set(keyOf({ job_type: job.jobType, idempotency_key: job.idempotencyKey }), job);
     }
-    let nextUnkeyed = 0;
     const results = rows.map((r): EnqueueResult => {
-      const job = r.idempotency_key === null ? unkeyed[nextUnkeyed++] : byKey.get(keyOf(r));
+      if (r.idempotency_key === null || insertedKeyed.has(r.id)) {
+        return { job: newJobFromInput(validated[r.ord]!, summary.created_at!), created: true };
+      }
+      const job = byKey.get(keyOf(r));
       if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
-      // The same key twice in one call: the first occurrence created the job, the second found it.
-      const isNew = created.delete(job.id);
-      return { job, created: isNew };
+      return { job, created: false };
     });
     const perType = new Map<string, number>();
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
@@ -266,7 +267,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * Undefined when no worker has a slot, or the (type, key) already exists (the caller then enqueues
    * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
    */
-  private async enqueueStarted(row: NewJobRow, now: Date): Promise<EnqueueResult | undefined> {
+  private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
+    const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
@@ -290,7 +292,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       return undefined;
     }
     const job: Job = {
-      ...newJobFromInput(ins, row),
+      ...newJobFromInput(input, ins.created_at),
       status: 'running',
       attempts: 1,
       scheduledAt: ins.scheduled_at,
@@ -312,12 +314,13 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return { job, created: true };
   }
 
-  private validateNewJob(job: UntypedNewJob, ord: number, now: Date) {
+  private validateNewJob(job: UntypedNewJob, ord: number, now: Date): ValidatedJob {
     if (typeof job !== 'object' || job === null)
       throw new JobInputError('invalid_option', 'a job must be an object');
     const jobType = this.registry.require(String(job.type));
     const payload = this.registry.parsePayload(jobType.type, job.payload ?? {});
-    const bytes = Buffer.byteLength(JSON.stringify(payload), 'utf8');
+    const payloadJson = JSON.stringify(payload);
+    const bytes = Buffer.byteLength(payloadJson, 'utf8');
     if (bytes > MAX_PAYLOAD_BYTES) {
       throw new JobInputError(
         'payload_too_large',
@@ -360,7 +363,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       // A time in the past simply means "due now": it keeps its place in due-time order.
       scheduledAt = job.runAt.toISOString();
     }
-    return {
+    const row = {
       ord,
       id: newJobId(),
       job_type: jobType.type,
@@ -373,6 +376,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       priority,
       idempotency_key: key ?? null,
     };
+    return { row, payloadJson };
   }
 
   /**
@@ -703,36 +707,57 @@ interface FailRow {
   duration_ms: number | null;
 }
 
-/** What the insert returns of each new job. */
-interface InsertedRow {
+/** The insert's answer: a summary row (part 0), then the ids of inserted keyed rows in chunks. */
+interface InsertAnswerRow {
   [column: string]: unknown;
-  id: string;
-  job_type: string;
-  idempotency_key: string | null;
-  created_at: Date;
+  part: number;
+  inserted: number | null;
+  created_at: Date | null;
+  keyed_ids: string | null;
 }
 
-/** What the eager insert returns: the claim's times too. */
-interface StartedRow extends InsertedRow {
+/** What the eager insert returns of its job: the claim's times too. */
+interface StartedRow {
+  [column: string]: unknown;
+  id: string;
+  created_at: Date;
   scheduled_at: Date;
   lease_expires_at: Date;
 }
 
-type NewJobRow = ReturnType<JobTracker['validateNewJob']>;
+/** A job's row as the insert takes it (one element of its JSON array). */
+interface NewJobRow {
+  ord: number;
+  id: string;
+  job_type: string;
+  payload: unknown;
+  scheduled_at: string | null;
+  max_attempts: number;
+  backoff_base_seconds: number;
+  backoff_cap_seconds: number;
+  lease_seconds: number;
+  priority: number;
+  idempotency_key: string | null;
+}
+
+/** A validated job: its row, and its payload's JSON text (measured for the size limit, parsed for the result). */
+interface ValidatedJob {
+  row: NewJobRow;
+  payloadJson: string;
+}
 
 /** A new job as stored: its input, pending, no attempt yet; due at its runAt or when it was created. */
-function newJobFromInput(inserted: InsertedRow, input: NewJobRow): Job {
-  const createdAt = inserted.created_at;
+function newJobFromInput({ row: input, payloadJson }: ValidatedJob, createdAt: Date): Job {
   return {
-    id: inserted.id,
-    jobType: inserted.job_type,
+    id: input.id,
+    jobType: input.job_type,
     // As stored: JSON, not the caller's object.
-    payload: JSON.parse(JSON.stringify(input.payload)),
+    payload: JSON.parse(payloadJson),
     status: 'pending',
     attempts: 0,
     maxAttempts: input.max_attempts,
     priority: input.priority,
-    idempotencyKey: inserted.idempotency_key,
+    idempotencyKey: input.idempotency_key,
     scheduledAt: input.scheduled_at === null ? createdAt : new Date(input.scheduled_at),
     startedAt: null,
     completedAt: null,

@@ -7,6 +7,7 @@ import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { countJobs } from '../support/lifecycle.js';
 import { createTestRegistry } from '../support/test-job-types.js';
 
 /**
@@ -561,6 +562,26 @@ describe('Data API driver specifics', () => {
     // Just under the limit still comes back.
     const res = await dataApi(t.name).query<{ big: string }>("SELECT repeat('x', 1000000) AS big");
     expect(res.rows[0]!.big).toHaveLength(1_000_000);
+  });
+
+  test('the largest enqueue answers within the Data API limits: 10,000 keyed jobs, then 100 of their keys again', async () => {
+    await t.db.query('TRUNCATE jobs, job_executions');
+    const tracker = new JobTracker({ db: dataApi(t.name), registry: createTestRegistry() });
+    const jobs = Array.from({ length: 10_000 }, (_, n) => ({
+      type: 'noop' as const,
+      payload: { n },
+      idempotencyKey: `bulk-${n}`,
+    }));
+    const first = await tracker.enqueueMany(jobs);
+    expect(first.every((r) => r.created && r.job.status === 'pending')).toBe(true);
+    expect(new Set(first.map((r) => r.job.id)).size).toBe(10_000);
+    // Re-enqueued keys come back as the existing jobs (looked up a few at a time under the 1 MiB answer).
+    const again = await tracker.enqueueMany([...jobs.slice(0, 100), { type: 'noop', payload: { n: -1 } }]);
+    expect(again.slice(0, 100).map((r) => [r.created, r.job.id])).toEqual(
+      first.slice(0, 100).map((r) => [false, r.job.id]),
+    );
+    expect(again[100]!.created).toBe(true);
+    expect(await countJobs(t.db)).toBe(10_001);
   });
 
   test('a string sent without a type hint is varchar, as on AWS: the SQL must cast it', async () => {
