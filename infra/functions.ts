@@ -17,6 +17,7 @@ import {
   JOB_EVENT_SOURCE,
   JOBS_ENQUEUED_DETAIL_TYPE,
 } from '../shared/aws/eventbridge-publisher.js';
+import { SETTING_NAMES } from '../shared/domain/settings.js';
 import { toEventBridgeExpression } from '../shared/schedules/cron.js';
 import type { RecurringSchedule } from '../shared/schedules/definitions.js';
 import {
@@ -154,8 +155,9 @@ export class JobFunctions extends Construct {
         reservedConcurrency: props.executorReservedConcurrency,
         environment: {
           JOB_TYPE: jobType.type,
-          NOTIFICATION_FROM_ADDRESS: props.notificationFromAddress,
-          PRICE_SOURCE_URL: props.priceSourceUrl,
+          // The same names the local runtime reads (shared/domain/settings.ts).
+          [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
+          [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
         },
       });
       if (jobType.type === 'notification') this.grantSendEmail(fn, props.notificationFromAddress);

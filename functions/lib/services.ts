@@ -1,20 +1,24 @@
 import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
+import { lendingSettingsFromEnv, SETTING_NAMES } from '../../shared/domain/settings.js';
 import type { JobServices } from '../../shared/job-types/index.js';
-import { type JobRuntime, required } from './runtime.js';
+import type { JobRuntime } from './runtime.js';
 
 /**
  * The lending services the executors run against on AWS: e-mail through SES, prices from the configured
  * HTTP source. The one place that wires the domain into the Lambda functions.
  */
 export function servicesFromEnv(runtime: JobRuntime, env: NodeJS.ProcessEnv = process.env): JobServices {
+  const settings = lendingSettingsFromEnv(env);
+  // On AWS there is no simulated feed and no outbox file: both must be configured.
+  const { priceUrl, notificationFromAddress } = settings;
+  if (!priceUrl) throw new Error(`environment variable ${SETTING_NAMES.priceUrl} is not set`);
+  if (!notificationFromAddress)
+    throw new Error(`environment variable ${SETTING_NAMES.notificationFromAddress} is not set`);
   return createJobServices({
     db: runtime.db,
     tracker: runtime.tracker,
-    notifier: createSesNotifier({ fromAddress: required(env, 'NOTIFICATION_FROM_ADDRESS') }),
-    priceSource: createHttpPriceSource({
-      url: required(env, 'PRICE_SOURCE_URL'),
-      timeoutMs: Number(env.PRICE_SOURCE_TIMEOUT_MS ?? 5000),
-    }),
-    retentionDays: env.JOB_RETENTION_DAYS ? Number(env.JOB_RETENTION_DAYS) : undefined,
+    notifier: createSesNotifier({ fromAddress: notificationFromAddress }),
+    priceSource: createHttpPriceSource({ url: priceUrl, timeoutMs: settings.priceTimeoutMs }),
+    retentionDays: settings.retentionDays,
   });
 }

@@ -5,6 +5,7 @@ import {
   createJobServices,
   type Notifier,
 } from '../domain/index.js';
+import { lendingSettingsFromEnv } from '../domain/settings.js';
 import type { JobServices } from '../job-types/services.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import { startDemoPriceFeed } from './demo-price-feed.js';
@@ -41,7 +42,8 @@ export async function createLocalServices(deps: {
       return sent;
     },
   };
-  let priceUrl = process.env.LANA_PRICE_URL;
+  const settings = lendingSettingsFromEnv();
+  let priceUrl = settings.priceUrl;
   let closeFeed = async () => {};
   if (!priceUrl) {
     const feed = await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests });
@@ -55,8 +57,9 @@ export async function createLocalServices(deps: {
     notifier,
     priceSource: createHttpPriceSource({
       url: priceUrl,
-      timeoutMs: Number(process.env.LANA_PRICE_TIMEOUT_MS ?? 5000),
+      timeoutMs: settings.priceTimeoutMs,
     }),
+    retentionDays: settings.retentionDays,
   });
   return { services, outboxFile: fileNotifier.file, priceUrl, close: closeFeed };
 }

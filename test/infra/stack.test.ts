@@ -124,7 +124,14 @@ describe('one rule and one executor per job type', () => {
       Timeout: Math.min(900, jobType.timeoutSeconds + 30),
       TracingConfig: { Mode: 'Active' },
       ReservedConcurrentExecutions: 5,
-      Environment: { Variables: Match.objectLike({ JOB_TYPE: type }) },
+      // The lending settings under the names the local runtime reads too (shared/domain/settings.ts).
+      Environment: {
+        Variables: Match.objectLike({
+          JOB_TYPE: type,
+          LANA_PRICE_URL: Match.stringLikeRegexp('^https://'),
+          LANA_NOTIFICATION_FROM_ADDRESS: Match.stringLikeRegexp('@'),
+        }),
+      },
     });
     template.hasResourceProperties('AWS::Events::Rule', {
       EventBusName: { Ref: Match.stringLikeRegexp('^JobsBus') },

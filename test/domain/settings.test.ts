@@ -1,0 +1,62 @@
+import { expect, test } from 'vitest';
+import { servicesFromEnv } from '../../functions/lib/services.js';
+import { lendingSettingsFromEnv } from '../../shared/domain/settings.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import { createTestDatabase } from '../support/database.js';
+
+test('one set of names for the local runtime and the Lambda functions, with defaults', () => {
+  expect(lendingSettingsFromEnv({})).toEqual({
+    priceUrl: undefined,
+    priceTimeoutMs: 5000,
+    notificationFromAddress: undefined,
+    retentionDays: undefined,
+  });
+  expect(
+    lendingSettingsFromEnv({
+      LANA_PRICE_URL: 'https://prices.example/btc?vs=usd',
+      LANA_PRICE_TIMEOUT_MS: '2500',
+      LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example',
+      LANA_JOB_RETENTION_DAYS: '90',
+    }),
+  ).toEqual({
+    priceUrl: 'https://prices.example/btc?vs=usd',
+    priceTimeoutMs: 2500,
+    notificationFromAddress: 'loans@bank.example',
+    retentionDays: 90,
+  });
+  // An empty variable is an unset one.
+  expect(lendingSettingsFromEnv({ LANA_PRICE_TIMEOUT_MS: '' }).priceTimeoutMs).toBe(5000);
+});
+
+test('a malformed value stops start-up with an error naming the variable and the value', () => {
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_TIMEOUT_MS: '5s' })).toThrow(/LANA_PRICE_TIMEOUT_MS="5s"/);
+  expect(() => lendingSettingsFromEnv({ LANA_JOB_RETENTION_DAYS: '0' })).toThrow(
+    /LANA_JOB_RETENTION_DAYS="0"/,
+  );
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_URL: 'ftp://prices.example' })).toThrow(/LANA_PRICE_URL/);
+  expect(() => lendingSettingsFromEnv({ LANA_NOTIFICATION_FROM_ADDRESS: 'loans' })).toThrow(
+    /LANA_NOTIFICATION_FROM_ADDRESS="loans"/,
+  );
+});
+
+test('on AWS the price source and the sender must be set: the executors say which is missing', async () => {
+  const t = await createTestDatabase();
+  try {
+    const registry = createJobTypeRegistry();
+    const runtime = { db: t.db, registry, tracker: new JobTracker({ db: t.db, registry }) };
+    expect(() => servicesFromEnv(runtime, { LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example' })).toThrow(
+      /LANA_PRICE_URL is not set/,
+    );
+    expect(() => servicesFromEnv(runtime, { LANA_PRICE_URL: 'https://prices.example' })).toThrow(
+      /LANA_NOTIFICATION_FROM_ADDRESS is not set/,
+    );
+    const services = servicesFromEnv(runtime, {
+      LANA_PRICE_URL: 'https://prices.example',
+      LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example',
+    });
+    expect(Object.keys(services).sort()).toEqual(expect.arrayContaining(['credit', 'notifications']));
+  } finally {
+    await t.drop();
+  }
+});
