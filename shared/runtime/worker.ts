@@ -116,7 +116,8 @@ class LocalQueue {
  * runs them in process with a concurrency limit, and records results in batches (one statement per
  * batch of completions, one per batch of failures) while the next runs proceed. An idle worker wakes on
  * LISTEN/NOTIFY within milliseconds and polls as a fallback; it also rescues expired leases and fires
- * recurring schedules.
+ * recurring schedules. A job enqueued in its own process while it idles skips the queue: it is inserted
+ * already claimed by this worker and starts when that insert commits (eager start, `eagerStart`).
  *
  * `stop()` stops claiming, hands back the queued jobs that never started, lets running jobs finish within
  * the grace period, interrupts the rest (recorded as failed attempts due again at once) and flushes every
