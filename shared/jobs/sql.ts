@@ -109,6 +109,21 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
 FROM claimed`;
 
 /**
+ * The local worker's claim: the document above, and for a claim that came back short (fewer than :limit)
+ * the due time of the earliest ready job it left (NULL when none), so an idle worker knows how long it may
+ * sleep without asking in a second statement. The claimed rows still look ready to this statement's
+ * snapshot, so they are excluded by id.
+ */
+export const claimDueJobsForWorkerSql = `${claimedCte}
+SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts, priority,
+  idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id), '[]')::text AS jobs,
+  count(*) < :limit AS short,
+  CASE WHEN count(*) < :limit THEN (
+    SELECT min(scheduled_at) FROM jobs
+    WHERE status IN ('pending', 'retrying') AND id NOT IN (SELECT id FROM claimed)) END AS next_due_at
+FROM claimed`;
+
+/**
  * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
  * current attempt; a duplicate, or a stale attempt (the lease expired and the job moved on), gets no row.
  */

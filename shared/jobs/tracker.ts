@@ -396,6 +396,30 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return res.rows.map(rowToClaimedJob);
   }
 
+  /**
+   * The local worker's claim (attempts begun at once): the claimed jobs and, when the claim came back
+   * short, when the earliest job left waiting is due (`null`: none), in the same statement. `undefined` when
+   * the claim was full (more may be due now).
+   */
+  async claimForWorker(limit: number): Promise<WorkerClaim> {
+    if (this.db.maxRowBytes !== undefined) {
+      // Rows under a row limit; the next due time, only if needed, in a second statement.
+      const jobs = await this.fetchReady(limit, { startNow: true });
+      return { jobs, nextDueAt: jobs.length < limit ? await this.nextDueAt() : undefined };
+    }
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new JobInputError('invalid_option', 'limit must be a positive integer');
+    const res = await this.db.query<{ jobs: string; short: boolean; next_due_at: Date | null }>(
+      sql.claimDueJobsForWorkerSql,
+      this.params({ limit, start_now: true }),
+    );
+    const row = res.rows[0];
+    return {
+      jobs: claimedJobsFromDocument(row?.jobs ?? '[]'),
+      nextDueAt: row?.short === false ? undefined : (row?.next_due_at ?? null),
+    };
+  }
+
   /** The seed's name for `fetchReady`. */
   claimDueJobs(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
     return this.fetchReady(limit, options);
@@ -705,6 +729,13 @@ interface FailRow {
   status: 'retrying' | 'failed';
   scheduled_at: Date;
   duration_ms: number | null;
+}
+
+/** A local worker's claim: the jobs, and for a short claim when the next waiting job is due. */
+export interface WorkerClaim {
+  jobs: ClaimedJob[];
+  /** Due time of the earliest job left waiting (`null`: none); `undefined` when the claim was full. */
+  nextDueAt: Date | null | undefined;
 }
 
 /** The insert's answer: a summary row (part 0), then the ids of inserted keyed rows in chunks. */

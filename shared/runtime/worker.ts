@@ -275,9 +275,10 @@ export class Worker<M extends JobTypeMap, S> {
     this.wantFetch = false;
     clearTimeout(this.pollTimer);
     let claimed: ClaimedJob[] = [];
+    let nextDueAt: Date | null | undefined;
     const claimStart = performance.now();
     try {
-      claimed = await this.tracker.fetchReady(room, { startNow: true });
+      ({ jobs: claimed, nextDueAt } = await this.tracker.claimForWorker(room));
       this.consecutiveErrors = 0;
       this.adaptClaimSizes(claimStart, performance.now());
     } catch (err) {
@@ -299,7 +300,7 @@ export class Worker<M extends JobTypeMap, S> {
     if (this.consecutiveErrors > 0) {
       this.pollTimer = setTimeout(() => this.wake(), this.backoffMs());
     } else if (!this.mayHaveMore) {
-      this.scheduleNextPoll();
+      this.scheduleNextPoll(nextDueAt);
     }
     this.checkIdle();
   }
@@ -334,11 +335,15 @@ export class Worker<M extends JobTypeMap, S> {
     }
   }
 
-  /** With nothing due, sleep until the next scheduled job (or the poll interval, whichever is sooner). */
-  private scheduleNextPoll(): void {
+  /**
+   * With nothing due, sleep until the next scheduled job (or the poll interval, whichever is sooner). A
+   * short claim already says when that is; otherwise it is asked for.
+   */
+  private scheduleNextPoll(known?: Date | null): void {
     clearTimeout(this.pollTimer);
     let delay = this.pollIntervalMs;
-    this.tracker.nextDueAt().then(
+    const nextDueAt = known === undefined ? this.tracker.nextDueAt() : Promise.resolve(known);
+    nextDueAt.then(
       (next) => {
         if (this.stopping || this.fetching) return;
         if (next) {

@@ -203,3 +203,53 @@ describe('fetchReady', () => {
     }
   });
 });
+
+describe('claimForWorker', () => {
+  test('a short claim also says when the next waiting job is due, in the same statement', async () => {
+    const { tracker, registry, clock } = kit;
+    const inFiveMinutes = new Date(clock.now().getTime() + 5 * 60_000);
+    const due = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 1 } },
+      { type: 'noop', payload: { n: 2 } },
+    ]);
+    const later = await tracker.enqueue({ type: 'noop', payload: { n: 3 }, runAt: inFiveMinutes });
+    const counting = countingQueryable(t.db);
+    const viaCounter = new JobTracker({ db: asDatabase(counting), registry, clock });
+
+    // Full: more may be due, so no next time.
+    const full = await viaCounter.claimForWorker(1);
+    expect(full.jobs.map((j) => j.id)).toEqual([due[0]!.job.id]);
+    expect(full.nextDueAt).toBeUndefined();
+    // Short: the job it claimed does not count as waiting; the one due in five minutes does.
+    const short = await viaCounter.claimForWorker(10);
+    expect(short.jobs.map((j) => j.id)).toEqual([due[1]!.job.id]);
+    expect(short.jobs[0]).toMatchObject({ attempts: 1, leaseExpiresAt: expect.any(Date) });
+    expect(short.nextDueAt).toEqual(later.job.scheduledAt);
+    expect(counting.statements).toHaveLength(2);
+    // Nothing claimed and nothing waiting once the last job runs.
+    clock.advance(5 * 60_000);
+    expect((await viaCounter.claimForWorker(10)).jobs).toHaveLength(1);
+    expect(await viaCounter.claimForWorker(10)).toEqual({ jobs: [], nextDueAt: null });
+    expect(await statusCounts(t.db)).toEqual({ running: 3 });
+  });
+
+  test('under a per-row limit (the Data API) it claims rows and asks for the next due time separately', async () => {
+    const { tracker, registry, clock } = kit;
+    await tracker.enqueue({ type: 'noop', payload: { n: 1 } });
+    const later = await tracker.enqueue({
+      type: 'noop',
+      payload: { n: 2 },
+      runAt: new Date(clock.now().getTime() + 60_000),
+    });
+    const counting = countingQueryable(t.db);
+    const rowLimited = new JobTracker({
+      db: { ...asDatabase(counting), maxRowBytes: 64_000 },
+      registry,
+      clock,
+    });
+    const claim = await rowLimited.claimForWorker(5);
+    expect(claim.jobs).toHaveLength(1);
+    expect(claim.nextDueAt).toEqual(later.job.scheduledAt);
+    expect(counting.statements).toHaveLength(2);
+  });
+});

@@ -102,7 +102,7 @@ const sleepyJobs = (count: number, ms: number) =>
 describe('running jobs', () => {
   test('drains a backlog: claims in batches, runs within the concurrency limit, completes in batches', async () => {
     const { tracker, worker } = make({ concurrency: 4, claimBatchSize: 25 });
-    const claims = vi.spyOn(tracker, 'fetchReady');
+    const claims = vi.spyOn(tracker, 'claimForWorker');
     const completions = vi.spyOn(tracker, 'completeMany');
     await tracker.enqueueMany(sleepyJobs(300, 2));
     await worker.start();
@@ -151,10 +151,10 @@ describe('running jobs', () => {
       Array.from({ length: 2000 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
     );
     const queuedAtClaim: number[] = [];
-    const fetchReady = fast.tracker.fetchReady.bind(fast.tracker);
-    vi.spyOn(fast.tracker, 'fetchReady').mockImplementation((limit, options) => {
+    const claimForWorker = fast.tracker.claimForWorker.bind(fast.tracker);
+    vi.spyOn(fast.tracker, 'claimForWorker').mockImplementation((limit) => {
       queuedAtClaim.push(fast.worker.stats.queued);
-      return fetchReady(limit, options);
+      return claimForWorker(limit);
     });
     await fast.worker.start();
     await fast.worker.idle();
@@ -180,10 +180,16 @@ describe('running jobs', () => {
 
   test('an idle worker is woken by LISTEN/NOTIFY long before its poll interval', async () => {
     const tracker = otherProcess();
-    const { worker, services } = make({
+    const {
+      worker,
+      services,
+      tracker: workerTracker,
+    } = make({
       pollIntervalMs: 120_000,
       listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
     });
+    const claims = vi.spyOn(workerTracker, 'claimForWorker');
+    const asksWhenDue = vi.spyOn(workerTracker, 'nextDueAt');
     await worker.start();
     await worker.idle();
     await sleep(50); // asleep: the next poll is two minutes away
@@ -194,6 +200,9 @@ describe('running jobs', () => {
     expect(Date.now() - enqueuedAt).toBeLessThan(60_000);
     await worker.idle();
     expect(await statusCounts(t.db)).toEqual({ completed: 1 });
+    // Each short claim said how long the worker may sleep: no second statement to ask.
+    expect(claims.mock.calls.length).toBeGreaterThanOrEqual(2);
+    expect(asksWhenDue).not.toHaveBeenCalled();
   });
 
   test('a job enqueued to run in a moment starts on time, not at the next poll', async () => {
@@ -309,7 +318,7 @@ describe("eager start: a job enqueued in the worker's own process", () => {
 
   test('is inserted already claimed and starts when that insert commits: no notification, no claim', async () => {
     const { tracker, worker, services } = await idleWorker();
-    const claims = vi.spyOn(tracker, 'fetchReady');
+    const claims = vi.spyOn(tracker, 'claimForWorker');
     const notifications: string[] = [];
     const unlisten = await t.db.listen('lana_jobs', () => notifications.push('woken'));
     try {
@@ -494,9 +503,9 @@ describe('graceful stop', () => {
     // The next claim commits, then its answer is slow to arrive; releasing is slow too.
     const claimCommitted = deferred();
     const answer = deferred();
-    const realFetch = tracker.fetchReady.bind(tracker);
-    vi.spyOn(tracker, 'fetchReady').mockImplementation(async (limit, options) => {
-      const claimed = await realFetch(limit, options);
+    const realClaim = tracker.claimForWorker.bind(tracker);
+    vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
+      const claimed = await realClaim(limit);
       claimCommitted.resolve();
       await answer.promise;
       return claimed;
