@@ -1,7 +1,8 @@
 import { type Database, type Queryable, uuid } from '../db/port.js';
 import type { ApprovalService } from '../job-types/services.js';
-import { JobInputError, PermanentJobError } from '../jobs/errors.js';
+import { PermanentJobError } from '../jobs/errors.js';
 import type { JobTracker } from '../jobs/tracker.js';
+import { LendingInputError } from './errors.js';
 
 export type ApprovalOutcome = 'approved' | 'denied';
 
@@ -74,10 +75,11 @@ export async function castVote(
       'SELECT status FROM approval_processes WHERE id = CAST(:id AS uuid) FOR UPDATE',
       { id: uuid(vote.processId) },
     );
-    if (!locked.rows[0]) throw new JobInputError('job_not_found', `no approval process ${vote.processId}`);
+    if (!locked.rows[0])
+      throw new LendingInputError('approval_process_not_found', `no approval process ${vote.processId}`);
     if (locked.rows[0].status !== 'pending') {
-      throw new JobInputError(
-        'invalid_state',
+      throw new LendingInputError(
+        'approval_process_concluded',
         `approval process ${vote.processId} is already ${locked.rows[0].status}`,
       );
     }
@@ -86,7 +88,8 @@ export async function castVote(
        ON CONFLICT (process_id, voter) DO NOTHING`,
       { id: uuid(vote.processId), voter: vote.voter, approve: vote.approve },
     );
-    if (inserted.rowCount === 0) throw new JobInputError('invalid_state', `${vote.voter} has already voted`);
+    if (inserted.rowCount === 0)
+      throw new LendingInputError('already_voted', `${vote.voter} has already voted`);
     const process = (await tx.query<ProcessRow>(PROCESS_WITH_VOTES, { id: uuid(vote.processId) })).rows[0]!;
     const decided = decision(process);
     if (!decided) return { decided: null, jobId: null };

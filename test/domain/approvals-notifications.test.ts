@@ -59,9 +59,36 @@ describe('approval processing', () => {
     });
     expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM disbursals')).toEqual({ n: 1 });
     // Voting on a concluded process is refused.
-    await expect(castVote(t.db, tracker, { processId, voter: 'cat', approve: true })).rejects.toThrow(
-      /already approved/,
-    );
+    await expect(castVote(t.db, tracker, { processId, voter: 'cat', approve: true })).rejects.toMatchObject({
+      name: 'LendingInputError',
+      code: 'approval_process_concluded',
+      message: expect.stringMatching(/already approved/),
+    });
+  });
+
+  test('a vote on an unknown process, or a second vote by the same member, is refused and writes nothing', async () => {
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
+    const processId = await createApprovalProcess(t.db, {
+      facilityId: facility,
+      amountCents: 100n,
+      committeeSize: 3,
+      requiredApprovals: 2,
+    });
+    const { tracker } = domainHarness(t.db);
+    const unknown = '01a22552-d933-7bfb-890b-3d5e0b6d0892';
+    await expect(
+      castVote(t.db, tracker, { processId: unknown, voter: 'ann', approve: true }),
+    ).rejects.toMatchObject({
+      name: 'LendingInputError',
+      code: 'approval_process_not_found',
+    });
+    await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
+    await expect(castVote(t.db, tracker, { processId, voter: 'ann', approve: false })).rejects.toMatchObject({
+      name: 'LendingInputError',
+      code: 'already_voted',
+    });
+    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM approval_votes')).toEqual({ n: 1 });
+    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).toEqual({ n: 0 });
   });
 
   test('a vote that rolls back after enqueueing takes its job with it', async () => {
