@@ -35,6 +35,8 @@ export interface JobTypeSpec {
   type: string;
   timeoutSeconds: number;
   leaseSeconds: number;
+  /** The types its jobs enqueue as follow-ups: its executor may nudge fetch-ready (PutEvents). */
+  enqueues: readonly string[];
 }
 
 export interface JobFunctionsProps {
@@ -161,6 +163,8 @@ export class JobFunctions extends Construct {
         },
       });
       if (jobType.type === 'notification') this.grantSendEmail(fn, props.notificationFromAddress);
+      // Executors whose jobs enqueue follow-ups nudge fetch-ready after a run (functions/lib/follow-up-nudge.ts).
+      if (jobType.enqueues.length > 0) props.bus.grantPutEventsTo(fn);
       new events.Rule(this, `${fnId}Rule`, {
         description: `Routes ${jobType.type} jobs to their executor`,
         eventBus: props.bus,

@@ -62,7 +62,12 @@ export class JobsStack extends Stack {
 
     const jobTypes = createJobTypeRegistry()
       .list()
-      .map(({ type, timeoutSeconds, leaseSeconds }) => ({ type, timeoutSeconds, leaseSeconds }));
+      .map(({ type, timeoutSeconds, leaseSeconds, enqueues }) => ({
+        type,
+        timeoutSeconds,
+        leaseSeconds,
+        enqueues,
+      }));
     this.functions = new JobFunctions(this, 'Functions', {
       database: this.database,
       bus: this.bus,

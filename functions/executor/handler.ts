@@ -2,8 +2,15 @@ import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
 import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
-import { dispatcherFor, type JobRuntime, runtimeFromEnv, type SeedDispatcher } from '../lib/runtime.js';
+import {
+  dispatcherFor,
+  type JobRuntime,
+  nudgeFromEnv,
+  runtimeFromEnv,
+  type SeedDispatcher,
+} from '../lib/runtime.js';
 import { servicesFromEnv } from '../lib/services.js';
 
 /** The EventBridge event fetch-ready publishes for one attempt. */
@@ -32,6 +39,8 @@ export function createExecutorHandler(deps: {
   dispatcher: SeedDispatcher;
   jobType: string;
   o: Observability;
+  /** Wakes fetch-ready after a run that enqueued due follow-ups (types that declare `enqueues`). */
+  followUps?: FollowUpNudge;
 }) {
   return async (event: unknown, _context?: Context): Promise<{ outcome: ExecutorOutcome }> => {
     const parsed = jobReadyEventSchema.safeParse(event);
@@ -51,6 +60,13 @@ export function createExecutorHandler(deps: {
     }
     deps.o.logger.appendKeys({ jobId, jobType, attempt });
     const recorded = await runDeliveredAttempt(deps.runtime.tracker, deps.dispatcher, { id: jobId, attempt });
+    // After the run: its transactions (and the follow-ups they enqueued) have committed.
+    if (
+      await deps.followUps?.afterRun((err) =>
+        deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }),
+      )
+    )
+      deps.o.logger.info('follow-up jobs enqueued: fetch-ready nudged');
     if (recorded.recorded === 'duplicate') {
       deps.o.logger.info('duplicate or stale delivery ignored');
       return { outcome: 'duplicate' };
@@ -79,11 +95,15 @@ export const handler = withObservability((event: unknown, context: Context) => {
     const runtime = runtimeFromEnv(o);
     const jobType = process.env.JOB_TYPE;
     if (!jobType) throw new Error('environment variable JOB_TYPE is not set');
+    const followUps = runtime.registry.require(jobType).enqueues.length
+      ? new FollowUpNudge(runtime.tracker, nudgeFromEnv())
+      : undefined;
     lazy = createExecutorHandler({
       runtime,
-      dispatcher: dispatcherFor(runtime, servicesFromEnv(runtime)),
+      dispatcher: dispatcherFor(runtime, servicesFromEnv(runtime, process.env, followUps?.tracker)),
       jobType,
       o,
+      followUps,
     });
   }
   return lazy(event, context);

@@ -1,13 +1,19 @@
 import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
 import { lendingSettingsFromEnv, SETTING_NAMES } from '../../shared/domain/settings.js';
 import type { JobServices } from '../../shared/job-types/index.js';
+import type { ServiceTracker } from './follow-up-nudge.js';
 import type { JobRuntime } from './runtime.js';
 
 /**
  * The lending services the executors run against on AWS: e-mail through SES, prices from the configured
  * HTTP source. The one place that wires the domain into the Lambda functions.
  */
-export function servicesFromEnv(runtime: JobRuntime, env: NodeJS.ProcessEnv = process.env): JobServices {
+export function servicesFromEnv(
+  runtime: JobRuntime,
+  env: NodeJS.ProcessEnv = process.env,
+  /** The tracker the services enqueue through (a `FollowUpNudge`'s, for executors with follow-ups). */
+  tracker: ServiceTracker = runtime.tracker,
+): JobServices {
   const settings = lendingSettingsFromEnv(env);
   // On AWS there is no simulated feed and no outbox file: both must be configured.
   const { priceUrl, notificationFromAddress } = settings;
@@ -16,7 +22,7 @@ export function servicesFromEnv(runtime: JobRuntime, env: NodeJS.ProcessEnv = pr
     throw new Error(`environment variable ${SETTING_NAMES.notificationFromAddress} is not set`);
   return createJobServices({
     db: runtime.db,
-    tracker: runtime.tracker,
+    tracker,
     notifier: createSesNotifier({ fromAddress: notificationFromAddress }),
     priceSource: createHttpPriceSource({ url: priceUrl, timeoutMs: settings.priceTimeoutMs }),
     retentionDays: settings.retentionDays,

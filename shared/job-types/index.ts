@@ -57,6 +57,7 @@ export function createJobTypeRegistry() {
       description: 'Revalues collateral from the BTC/USD price source (portfolio valuation)',
       schema: syncPayload,
       timeoutSeconds: 60,
+      enqueues: ['notification'], // margin calls
       // A stale price is soon replaced by the next scheduled run: retry quickly, give up sooner.
       retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
       execute: async (_payload, ctx) => {
@@ -69,6 +70,7 @@ export function createJobTypeRegistry() {
       description: 'Enqueues a payment-reminder notification for each payment due in a few days',
       schema: paymentRemindersPayload,
       timeoutSeconds: 120,
+      enqueues: ['notification'],
       execute: async ({ date }, ctx) => {
         await ctx.services.reminders.enqueueDueReminders(
           date ?? new Date().toISOString().slice(0, 10),

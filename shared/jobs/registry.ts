@@ -43,6 +43,12 @@ export interface JobTypeDefinition<
   timeoutSeconds?: number;
   /** Default priority of this type's jobs (lower runs first). Default 0. */
   priority?: number;
+  /**
+   * The job types this type's executor enqueues as follow-ups (a reminder sweep enqueuing notifications).
+   * On AWS such an executor wakes fetch-ready after its run, so the follow-ups start at once instead of at
+   * the next minute; the stack gives only these executors PutEvents on the jobs bus. Default none.
+   */
+  enqueues?: readonly string[];
 }
 
 /** A job type with every setting resolved. */
@@ -55,6 +61,7 @@ export interface RegisteredJobType<S = unknown> {
   timeoutSeconds: number;
   leaseSeconds: number;
   priority: number;
+  enqueues: readonly string[];
 }
 
 /** Extra time beyond the timeout before a running job counts as lost: covers event delivery and reporting. */
@@ -99,6 +106,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       timeoutSeconds,
       leaseSeconds: timeoutSeconds + LEASE_GRACE_SECONDS,
       priority: def.priority ?? 0,
+      enqueues: [...(def.enqueues ?? [])],
     });
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
   }

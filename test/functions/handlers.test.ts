@@ -3,11 +3,16 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
+import { FollowUpNudge } from '../../functions/lib/follow-up-nudge.js';
 import { createObservability } from '../../functions/lib/powertools.js';
 import { dispatcherFor, type JobRuntime } from '../../functions/lib/runtime.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
-import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
+import {
+  createEnqueuedNudge,
+  createEventBridgePublisher,
+  JOBS_ENQUEUED_DETAIL_TYPE,
+} from '../../shared/aws/eventbridge-publisher.js';
 import { loadMigrations } from '../../shared/db/migrate.js';
 import { createJobServices } from '../../shared/domain/index.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
@@ -270,6 +275,75 @@ describe('executor', () => {
       logged.mockRestore();
     }
     expect(await runtime.tracker.getJob(job.id)).toEqual(before);
+  });
+});
+
+describe('executor with follow-ups', () => {
+  /** The payment-reminder sweep's executor, wired as the Lambda wires it: its services enqueue through a nudge. */
+  const remindersExecutor = () => {
+    const followUps = new FollowUpNudge(
+      runtime.tracker,
+      createEnqueuedNudge({ busName: 'lana-jobs', client: new EventBridgeClient({ region: 'us-east-1' }) }),
+    );
+    const services = createJobServices({
+      db: t.db,
+      tracker: followUps.tracker,
+      notifier: recordingNotifier().notifier,
+      priceSource: fixedPrice(10_000_000n),
+    });
+    return createExecutorHandler({
+      runtime,
+      dispatcher: dispatcherFor(runtime, services),
+      jobType: 'payment-reminders',
+      o,
+      followUps,
+    });
+  };
+  const runSweep = async (handler: ReturnType<typeof remindersExecutor>, date: string) => {
+    const { job } = await runtime.tracker.enqueue({ type: 'payment-reminders', payload: { date } });
+    const [claimed] = await runtime.tracker.fetchReady(1);
+    return handler(
+      eventFor({
+        jobId: job.id,
+        jobType: 'payment-reminders',
+        attempt: claimed!.attempts,
+        payload: claimed!.payload,
+      }),
+    );
+  };
+  const nudges = () =>
+    eventBridge
+      .commandCalls(PutEventsCommand)
+      .flatMap((c) => (c.args[0].input as PutEventsCommandInput).Entries ?? [])
+      .filter((e) => e.DetailType === JOBS_ENQUEUED_DETAIL_TYPE);
+
+  test('a run that enqueued due follow-ups wakes fetch-ready once, after the run; one that enqueued none does not', async () => {
+    eventBridge.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'x' }] });
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-06-04' });
+    await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      email: 'b@example.com',
+      nextPaymentDue: '2026-06-04',
+    });
+    const handler = remindersExecutor();
+    expect(await runSweep(handler, '2026-06-01')).toEqual({ outcome: 'completed' });
+    expect(await counts()).toEqual({ completed: 1, pending: 2 });
+    expect(nudges()).toEqual([
+      { EventBusName: 'lana-jobs', Source: 'lana.jobs', DetailType: JOBS_ENQUEUED_DETAIL_TYPE, Detail: '{}' },
+    ]);
+    // No payment due three days after this day: nothing enqueued, no nudge.
+    await t.db.query('TRUNCATE jobs, job_executions');
+    expect(await runSweep(handler, '2026-07-01')).toEqual({ outcome: 'completed' });
+    expect(nudges()).toHaveLength(1);
+  });
+
+  test('a nudge that fails is logged; the run stays recorded and the follow-ups wait for the next minute', async () => {
+    eventBridge.on(PutEventsCommand).rejects(new Error('throttled'));
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-06-04' });
+    expect(await runSweep(remindersExecutor(), '2026-06-01')).toEqual({ outcome: 'completed' });
+    expect(await counts()).toEqual({ completed: 1, pending: 1 });
+    expect(eventBridge.commandCalls(PutEventsCommand)).toHaveLength(1);
   });
 });
 

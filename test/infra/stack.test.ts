@@ -254,9 +254,20 @@ describe('least privilege', () => {
       expect(s.resource).toEqual({ Ref: expect.stringMatching(/^DatabaseClusterSecret/) });
   });
 
-  test('PutEvents only on the jobs bus, only for fetch-ready and schedule; SES only for notifications', () => {
+  test('the follow-ups a job type declares are registered types, and match what its executor enqueues', () => {
+    const names = new Set(jobTypes.map((t) => t.type));
+    const declared = Object.fromEntries(
+      jobTypes.filter((t) => t.enqueues.length).map((t) => [t.type, t.enqueues]),
+    );
+    expect(declared).toEqual({ sync: ['notification'], 'payment-reminders': ['notification'] });
+    for (const follow of Object.values(declared).flat()) expect(names.has(follow)).toBe(true);
+  });
+
+  test('PutEvents only on the jobs bus, only for fetch-ready, schedule and executors that enqueue follow-ups; SES only for notifications', () => {
     const putEvents = statements().filter((s) => s.actions.includes('events:PutEvents'));
     expect(putEvents.map((s) => s.policy).sort()).toEqual([
+      expect.stringMatching(/^FunctionsExecutorPaymentRemindersRole/),
+      expect.stringMatching(/^FunctionsExecutorSyncRole/),
       expect.stringMatching(/^FunctionsFetchReadyRole/),
       expect.stringMatching(/^FunctionsScheduleRole/),
     ]);
