@@ -46,7 +46,8 @@ Options:
   --json                          machine-readable output
   --database-url URL              PostgreSQL to use (default: DATABASE_URL, else the embedded server)
   --data-api                      use the deployed database through the RDS Data API
-                                  (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE)
+                                  (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE;
+                                  with JOBS_BUS_NAME, enqueue and retry wake fetch-ready at once)
 `;
 
 interface Command {
@@ -69,6 +70,19 @@ interface CommandContext {
 
 function print(ctx: CommandContext, human: string, data: unknown): void {
   ctx.io.stdout.write(`${ctx.json ? toJson(data) : human}\n`);
+}
+
+/** After a write that made a job due now (see `OpenedDatabase.wakeWorkers`). Best effort: it only warns. */
+async function wakeWorkers(ctx: CommandContext): Promise<void> {
+  const wake = ctx.opened?.wakeWorkers;
+  if (!wake) return;
+  try {
+    await wake();
+  } catch (err) {
+    ctx.io.stderr.write(
+      `warning: could not wake fetch-ready (${errorMessage(err)}); the job runs at its next minute\n`,
+    );
+  }
 }
 
 const commands: Record<string, Command> = {
@@ -127,6 +141,8 @@ const commands: Record<string, Command> = {
           : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
         { created, job },
       );
+      const now = ctx.tracker.clock.now() ?? new Date();
+      if (created && job.scheduledAt.getTime() <= now.getTime()) await wakeWorkers(ctx);
       return 0;
     },
   },
@@ -177,6 +193,7 @@ const commands: Record<string, Command> = {
     async run(ctx) {
       const job = await ctx.tracker.retry(requirePositional(ctx.args, 0, 'id'));
       print(ctx, `${job.id} is pending again (attempt budget ${job.maxAttempts - job.attempts})`, job);
+      await wakeWorkers(ctx);
       return 0;
     },
   },

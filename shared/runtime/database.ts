@@ -13,6 +13,12 @@ export interface OpenedDatabase {
   pg?: PgDatabase;
   /** Where it points, without a password, for logs. */
   description: string;
+  /**
+   * Wakes the workers after a write that made jobs due now. On AWS (with JOBS_BUS_NAME set) a
+   * `jobs.enqueued` nudge, so fetch-ready runs at once instead of at its next minute; locally unneeded (the
+   * insert trigger's NOTIFY wakes workers).
+   */
+  wakeWorkers?: () => Promise<void>;
   close(): Promise<void>;
 }
 

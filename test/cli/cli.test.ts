@@ -2,6 +2,8 @@ import { execFile, spawn } from 'node:child_process';
 import http from 'node:http';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from '../../shared/cli/main.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
@@ -185,6 +187,7 @@ describe('jobs CLI', () => {
 
   test('--data-api runs commands through the RDS Data API (the local Data API fixture)', async () => {
     const fixture = await startDataApiFixture(t.url);
+    const eventBridge = mockClient(EventBridgeClient);
     const env = {
       DATA_API_RESOURCE_ARN: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
       DATA_API_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
@@ -222,6 +225,56 @@ describe('jobs CLI', () => {
         payload: { date: '2026-11-20' },
       });
       expect(fixture.counts.Execute).toBeGreaterThan(0);
+      // Without JOBS_BUS_NAME nothing is sent to EventBridge.
+      expect(eventBridge.commandCalls(PutEventsCommand)).toHaveLength(0);
+
+      // With the stack's bus name, a job due now wakes fetch-ready at once; one scheduled ahead does not.
+      process.env.JOBS_BUS_NAME = 'lana-jobs';
+      eventBridge.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '1' }] });
+      const due = await cli(
+        'enqueue',
+        'interest-accrual',
+        '--payload',
+        '{"date":"2026-11-21"}',
+        '--data-api',
+      );
+      expect(due.code, due.stderr).toBe(0);
+      const ahead = await cli(
+        'enqueue',
+        'interest-accrual',
+        '--payload',
+        '{"date":"2026-11-22"}',
+        '--in',
+        '1h',
+        '--data-api',
+      );
+      expect(ahead.code, ahead.stderr).toBe(0);
+      const nudges = eventBridge.commandCalls(PutEventsCommand).map((c) => c.args[0].input.Entries?.[0]);
+      expect(nudges).toEqual([
+        expect.objectContaining({ EventBusName: 'lana-jobs', DetailType: 'jobs.enqueued' }),
+      ]);
+      // A nudge that fails only warns: the job is enqueued and runs at fetch-ready's next minute.
+      eventBridge.on(PutEventsCommand).rejects(new Error('throttled'));
+      const warned = await cli(
+        'enqueue',
+        'interest-accrual',
+        '--payload',
+        '{"date":"2026-11-23"}',
+        '--data-api',
+      );
+      expect(warned.code).toBe(0);
+      expect(warned.stderr).toMatch(/could not wake fetch-ready \(throttled\)/);
+      // An operator retry puts a job back due now: it wakes fetch-ready too.
+      eventBridge.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '2' }] });
+      const aheadId = JSON.parse(
+        (await cli('list', '--status', 'pending', '--json', '--data-api')).stdout,
+      ).find((j: { payload: { date: string } }) => j.payload.date === '2026-11-22').id as string;
+      expect((await cli('cancel', aheadId, '--data-api')).code).toBe(0);
+      const calls = eventBridge.commandCalls(PutEventsCommand).length;
+      expect((await cli('retry', aheadId, '--data-api')).code).toBe(0);
+      expect(eventBridge.commandCalls(PutEventsCommand)).toHaveLength(calls + 1);
+      delete process.env.JOBS_BUS_NAME;
+
       const both = await cli('list', '--data-api', '--database-url', t.url);
       expect(both.code).toBe(2);
       delete process.env.DATA_API_SECRET_ARN;
@@ -229,6 +282,7 @@ describe('jobs CLI', () => {
       expect(missing.code).toBe(1);
       expect(missing.stderr).toMatch(/needs DATA_API_SECRET_ARN/);
     } finally {
+      eventBridge.restore();
       process.env = saved;
       await fixture.close();
     }
