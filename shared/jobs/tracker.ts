@@ -162,8 +162,8 @@ export interface JobTrackerOptions<M extends JobTypeMap, S> {
 
 /**
  * The job lifecycle: enqueue, claim, start, complete, fail (with the retry rule), release, rescue, and the
- * operator's cancel and retry. Every method is one statement (or two for a keyed enqueue that lost a race),
- * usable through either database driver.
+ * operator's cancel and retry. Every method is one statement (a keyed enqueue that found its key taken adds
+ * a lookup, split under the Data API's answer limit), usable through either database driver.
  */
 export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly db: Database;
