@@ -40,6 +40,7 @@ new JobsStack(app, context('stackName') ?? 'LanaJobs', {
   alarmEmail: context('alarmEmail'),
   notificationFromAddress: context('notificationFromAddress'),
   priceSourceUrl: context('priceSourceUrl'),
+  jobRetentionDays: numberContext('jobRetentionDays'),
 });
 
 Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));

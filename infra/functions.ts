@@ -54,6 +54,8 @@ export interface JobFunctionsProps {
   maxClaimsPerRun: number;
   notificationFromAddress: string;
   priceSourceUrl: string;
+  /** Set on the executors when given; otherwise the maintenance job keeps 30 days. */
+  jobRetentionDays?: number;
 }
 
 /** Lambda's maximum timeout. */
@@ -160,6 +162,9 @@ export class JobFunctions extends Construct {
           // The same names the local runtime reads (shared/domain/settings.ts).
           [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
           [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
+          ...(props.jobRetentionDays === undefined
+            ? {}
+            : { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }),
         },
       });
       if (jobType.type === 'notification') this.grantSendEmail(fn, props.notificationFromAddress);

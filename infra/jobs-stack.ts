@@ -30,6 +30,8 @@ export interface JobsStackProps extends StackProps {
   notificationFromAddress?: string;
   /** Where portfolio valuation reads the BTC/USD price. */
   priceSourceUrl?: string;
+  /** Days finished jobs are kept before the maintenance job prunes them. Default 30 (the code's default). */
+  jobRetentionDays?: number;
   thresholds?: Partial<AlarmThresholds>;
 }
 
@@ -82,6 +84,7 @@ export class JobsStack extends Stack {
       notificationFromAddress: props.notificationFromAddress ?? 'no-reply@example.com',
       priceSourceUrl:
         props.priceSourceUrl ?? 'https://api.coingecko.com/api/v3/simple/price?ids=bitcoin&vs_currencies=usd',
+      jobRetentionDays: props.jobRetentionDays,
     });
     this.monitoring = new JobMonitoring(this, 'Monitoring', {
       namespace: METRICS_NAMESPACE,

@@ -254,6 +254,18 @@ describe('least privilege', () => {
       expect(s.resource).toEqual({ Ref: expect.stringMatching(/^DatabaseClusterSecret/) });
   });
 
+  test('jobRetentionDays reaches the executors under the name the code reads; unset, the code default applies', () => {
+    const executors = (template: Template) =>
+      Object.values(template.findResources('AWS::Lambda::Function')).filter(
+        (r) => (r.Properties?.Environment?.Variables as Record<string, string> | undefined)?.JOB_TYPE,
+      );
+    const withRetention = Template.fromStack(synthStack({ jobRetentionDays: 90 }));
+    for (const fn of executors(withRetention))
+      expect(fn.Properties.Environment.Variables.LANA_JOB_RETENTION_DAYS).toBe('90');
+    for (const fn of executors(template))
+      expect(fn.Properties.Environment.Variables.LANA_JOB_RETENTION_DAYS).toBeUndefined();
+  });
+
   test('the follow-ups a job type declares are registered types, and match what its executor enqueues', () => {
     const names = new Set(jobTypes.map((t) => t.type));
     const declared = Object.fromEntries(
