@@ -98,26 +98,26 @@ RETURNING ${CLAIM_COLUMNS}
 export const claimDueJobsSql = `${claimedCte}
 SELECT * FROM claimed ORDER BY priority, scheduled_at, id`;
 
+/** The claimed rows as ONE JSON document in claim order (see `claimDueJobsAsDocumentSql`). */
+const claimedDocument = `COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
+  priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id), '[]')::text`;
+
 /**
  * The claim as ONE JSON document, `[[id, type, payload, attempts, max_attempts, priority, key,
  * scheduled_at, lease_expires_at], ...]` in claim order: decoding one document costs a worker a
  * third of decoding nine columns per row. Not for drivers with a per-row size limit (the Data API's 64 KB).
  */
 export const claimDueJobsAsDocumentSql = `${claimedCte}
-SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts, priority,
-  idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id), '[]')::text AS jobs
-FROM claimed`;
+SELECT ${claimedDocument} AS jobs FROM claimed`;
 
 /**
- * The local worker's claim: the document above, and for a claim that came back short (fewer than :limit)
+ * The local worker's claim: the document above and, for a claim that came back short (fewer than :limit),
  * the due time of the earliest ready job it left (NULL when none), so an idle worker knows how long it may
  * sleep without asking in a second statement. The claimed rows still look ready to this statement's
  * snapshot, so they are excluded by id.
  */
 export const claimDueJobsForWorkerSql = `${claimedCte}
-SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts, priority,
-  idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id), '[]')::text AS jobs,
-  count(*) < :limit AS short,
+SELECT ${claimedDocument} AS jobs,
   CASE WHEN count(*) < :limit THEN (
     SELECT min(scheduled_at) FROM jobs
     WHERE status IN ('pending', 'retrying') AND id NOT IN (SELECT id FROM claimed)) END AS next_due_at

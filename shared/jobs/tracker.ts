@@ -300,17 +300,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       leaseExpiresAt: ins.lease_expires_at,
     };
     this.metrics.jobsEnqueued(job.jobType, 1);
-    slot.start({
-      id: job.id,
-      jobType: job.jobType,
-      payload: job.payload,
-      attempts: 1,
-      maxAttempts: job.maxAttempts,
-      priority: job.priority,
-      idempotencyKey: job.idempotencyKey,
-      scheduledAt: job.scheduledAt,
-      leaseExpiresAt: job.leaseExpiresAt,
-    });
+    slot.start(job); // a Job is a ClaimedJob, as startAttempt's answer is for an executor
+
     return { job, created: true };
   }
 
@@ -385,8 +376,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
    */
   async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
-    if (!Number.isInteger(limit) || limit < 1)
-      throw new JobInputError('invalid_option', 'limit must be a positive integer');
+    assertClaimLimit(limit);
     const params = this.params({ limit, start_now: options.startNow ?? false });
     if (this.db.maxRowBytes === undefined) {
       const doc = await this.db.query<{ jobs: string }>(sql.claimDueJobsAsDocumentSql, params);
@@ -407,17 +397,13 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       const jobs = await this.fetchReady(limit, { startNow: true });
       return { jobs, nextDueAt: jobs.length < limit ? await this.nextDueAt() : undefined };
     }
-    if (!Number.isInteger(limit) || limit < 1)
-      throw new JobInputError('invalid_option', 'limit must be a positive integer');
-    const res = await this.db.query<{ jobs: string; short: boolean; next_due_at: Date | null }>(
+    assertClaimLimit(limit);
+    const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,
       this.params({ limit, start_now: true }),
     );
-    const row = res.rows[0];
-    return {
-      jobs: claimedJobsFromDocument(row?.jobs ?? '[]'),
-      nextDueAt: row?.short === false ? undefined : (row?.next_due_at ?? null),
-    };
+    const jobs = claimedJobsFromDocument(res.rows[0]?.jobs ?? '[]');
+    return { jobs, nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined };
   }
 
   /** The seed's name for `fetchReady`. */
@@ -805,6 +791,11 @@ function keyOf(r: { job_type: string; idempotency_key: string | null }): string 
 
 function roundMs(ms: number | undefined): number | null {
   return ms === undefined ? null : Math.max(0, Math.round(ms));
+}
+
+function assertClaimLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new JobInputError('invalid_option', 'limit must be a positive integer');
 }
 
 /** Job ids are UUIDs; anything else is rejected before it reaches SQL. */

@@ -4,11 +4,13 @@ import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import { loadMigrations, migrate } from '../../shared/db/migrate.js';
 import { type Database, DatabaseError, date, decimal, json, uuid } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
+import { Worker } from '../../shared/runtime/worker.js';
 import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { countJobs } from '../support/lifecycle.js';
-import { createTestRegistry } from '../support/test-job-types.js';
+import { createTestRegistry, type TestServices } from '../support/test-job-types.js';
 
 /**
  * One contract, two drivers: every statement shape the job system uses must behave identically through
@@ -463,6 +465,37 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
     expect(await tracker.pruneFinished({ before, statuses: ['completed'], batchSize: 1 })).toBe(1);
     expect(await tracker.getJob(done!.job.id)).toBeNull();
     expect(await tracker.getExecutions(done!.job.id)).toEqual([]);
+  });
+
+  test("a local worker's statements run unchanged: eager start, and a claim that says when the next job is due", async () => {
+    const d = db();
+    await t.db.query('TRUNCATE jobs, job_executions');
+    const registry = createTestRegistry();
+    const tracker = new JobTracker({ db: d, registry });
+    const services: TestServices = { runs: [] };
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(registry, services),
+      pollIntervalMs: 60_000,
+    });
+    await worker.start();
+    await worker.idle();
+    // Enqueued in the worker's process while it idles: inserted already claimed, run, completed.
+    const eager = await tracker.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(eager.job).toMatchObject({ status: 'running', attempts: 1, leaseExpiresAt: expect.any(Date) });
+    await worker.idle();
+    await worker.stop();
+    expect(services.runs).toEqual([{ type: 'noop', payload: { n: 1 }, attempt: 1 }]);
+    expect(await tracker.getJob(eager.job.id)).toMatchObject({ status: 'completed' });
+    // The worker's claim: a short one also answers when the next waiting job is due.
+    const inAnHour = new Date(Date.now() + 3_600_000);
+    const [, later] = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 2 } },
+      { type: 'noop', payload: { n: 3 }, runAt: inAnHour },
+    ]);
+    const claim = await tracker.claimForWorker(5);
+    expect(claim.jobs.map((j) => j.payload)).toEqual([{ n: 2 }]);
+    expect(claim.nextDueAt).toEqual(later!.job.scheduledAt);
   });
 });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { createApprovalProcess, createApprovalService } from '../../shared/domain/approvals.js';
+import { castVote, createApprovalProcess } from '../../shared/domain/approvals.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { domainHarness, insertFacility } from './support.js';
 
@@ -64,13 +64,11 @@ describe('interest accrual', () => {
       committeeSize: 1,
       requiredApprovals: 1,
     });
-    await t.db.query(
-      "INSERT INTO approval_votes (process_id, voter, approve) VALUES (CAST(:id AS uuid), 'chair', true)",
-      { id: processId },
-    );
-    await createApprovalService(t.db).processApproval(processId);
-    const today = new Date().toISOString().slice(0, 10);
     const { tracker, drain } = domainHarness(t.db);
+    // The deciding vote enqueues the approval, whose job disburses today.
+    await castVote(t.db, tracker, { processId, voter: 'chair', approve: true });
+    await drain();
+    const today = new Date().toISOString().slice(0, 10);
     await tracker.enqueueMany([
       { type: 'interest-accrual', payload: { date: '2026-06-01' } },
       { type: 'interest-accrual', payload: { date: today } },
