@@ -268,7 +268,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
    */
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
-    const { row } = input;
+    const { row, payloadJson } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
@@ -279,8 +279,19 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     let inserted: QueryResult<StartedRow>;
     try {
       inserted = await this.db.query<StartedRow>(
-        sql.insertStartedJobsSql,
-        this.params({ rows: json([row]) }),
+        sql.insertStartedJobSql,
+        this.params({
+          id: row.id,
+          job_type: row.job_type,
+          payload: payloadJson,
+          scheduled_at: row.scheduled_at,
+          max_attempts: row.max_attempts,
+          backoff_base_seconds: row.backoff_base_seconds,
+          backoff_cap_seconds: row.backoff_cap_seconds,
+          lease_seconds: row.lease_seconds,
+          priority: row.priority,
+          idempotency_key: row.idempotency_key,
+        }),
       );
     } catch (err) {
       slot.cancel();
@@ -736,7 +747,6 @@ interface InsertAnswerRow {
 /** What the eager insert returns of its job: the claim's times too. */
 interface StartedRow {
   [column: string]: unknown;
-  id: string;
   created_at: Date;
   scheduled_at: Date;
   lease_expires_at: Date;

@@ -484,9 +484,36 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
     const eager = await tracker.enqueue({ type: 'noop', payload: { n: 1 } });
     expect(eager.job).toMatchObject({ status: 'running', attempts: 1, leaseExpiresAt: expect.any(Date) });
     await worker.idle();
+    // Every column of the one-row eager insert travels: a key, a due time in the past, a priority.
+    const anHourAgo = new Date(Date.now() - 3_600_000);
+    const keyed = await tracker.enqueue({
+      type: 'noop',
+      payload: { n: 4 },
+      idempotencyKey: 'eager-key',
+      runAt: anHourAgo,
+      priority: 7,
+      maxAttempts: 3,
+    });
+    expect(keyed).toMatchObject({ created: true, job: { status: 'running', scheduledAt: anHourAgo } });
+    await worker.idle();
+    // The key is taken: the eager insert skips it and the enqueue answers with the existing job.
+    const again = await tracker.enqueue({ type: 'noop', payload: { n: 5 }, idempotencyKey: 'eager-key' });
+    expect(again).toMatchObject({ created: false, job: { id: keyed.job.id } });
+    await worker.idle();
     await worker.stop();
-    expect(services.runs).toEqual([{ type: 'noop', payload: { n: 1 }, attempt: 1 }]);
+    expect(services.runs).toEqual([
+      { type: 'noop', payload: { n: 1 }, attempt: 1 },
+      { type: 'noop', payload: { n: 4 }, attempt: 1 },
+    ]);
     expect(await tracker.getJob(eager.job.id)).toMatchObject({ status: 'completed' });
+    expect(await tracker.getJob(keyed.job.id)).toMatchObject({
+      status: 'completed',
+      idempotencyKey: 'eager-key',
+      priority: 7,
+      maxAttempts: 3,
+      scheduledAt: anHourAgo,
+      payload: { n: 4 },
+    });
     // The worker's claim: a short one also answers when the next waiting job is due.
     const inAnHour = new Date(Date.now() + 3_600_000);
     const [, later] = await tracker.enqueueMany([
