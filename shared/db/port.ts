@@ -60,6 +60,12 @@ export interface Database extends Queryable {
    * limit. Statements that fold many rows into one document are only used when there is none.
    */
   readonly maxRowBytes?: number;
+  /**
+   * The largest request the driver can send, statement and parameters together (the Data API: 4 MiB),
+   * or undefined for no practical limit. A bulk enqueue over it is split into several statements run in
+   * one transaction.
+   */
+  readonly maxRequestBytes?: number;
 }
 
 /** A database error with the SQLSTATE code, whichever driver raised it. */

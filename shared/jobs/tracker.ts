@@ -1,5 +1,13 @@
 import type { z } from 'zod';
-import { type Database, json, type QueryResult, type SqlParams, uuid } from '../db/port.js';
+import {
+  type Database,
+  json,
+  type Queryable,
+  type QueryResult,
+  type SqlParams,
+  type TypedValue,
+  uuid,
+} from '../db/port.js';
 import { type Clock, databaseClock } from './clock.js';
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
@@ -40,6 +48,17 @@ export const MAX_JOBS_PER_ENQUEUE = 10_000;
  * character escaped, stay under the Data API's 1 MiB answer (the same bound as its claims).
  */
 const LOOKUP_CHUNK_FOR_ROW_LIMIT = 30;
+/**
+ * Room kept in a size-limited request for everything but the jobs' document: the statement's text, the
+ * other parameters and the request's own envelope.
+ */
+const REQUEST_OVERHEAD_BYTES = 64 * 1024;
+
+/** Bytes of `text` once written as a JSON string inside a request body (quotes and escapes included). */
+function escapedBytes(text: string): number {
+  return Buffer.byteLength(JSON.stringify(text), 'utf8');
+}
+
 /** Completions per statement under a row limit: 300 × (id, type ≤ 100 chars, duration) stays under 64 KB. */
 const COMPLETE_CHUNK_FOR_ROW_LIMIT = 300;
 
@@ -163,7 +182,8 @@ export interface JobTrackerOptions<M extends JobTypeMap, S> {
 /**
  * The job lifecycle: enqueue, claim, start, complete, fail (with the retry rule), release, rescue, and the
  * operator's cancel and retry. Every method is one statement (a keyed enqueue that found its key taken adds
- * a lookup, split under the Data API's answer limit), usable through either database driver.
+ * a lookup, split under the Data API's answer limit; a bulk enqueue over the Data API's request limit is
+ * split into statements in one transaction), usable through either database driver.
  */
 export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly db: Database;
@@ -192,7 +212,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return result!;
   }
 
-  /** Enqueues many jobs in one statement; results are in input order. Validates all before writing any. */
+  /**
+   * Enqueues many jobs in one statement (one transaction when a size-limited driver needs several), all or
+   * nothing; results are in input order. Validates all before writing any.
+   */
   enqueueMany(jobs: readonly NewJob<M>[], options: InTransaction = {}): Promise<EnqueueResult[]> {
     return this.enqueueUntyped(jobs as readonly UntypedNewJob[], options);
   }
@@ -214,13 +237,26 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       if (started) return [started];
     }
     const db = options.db ?? this.db;
-    const answer = await db.query<InsertAnswerRow>(sql.insertJobsSql, this.params({ rows: json(rows) }));
-    const summary = answer.rows[0];
+    const requests = this.rowsPerRequest(rows);
     const insertedKeyed = new Set<string>();
-    for (const part of answer.rows.slice(1))
-      for (const id of JSON.parse(part.keyed_ids!)) insertedKeyed.add(id);
+    let inserted = 0;
+    let createdAt: Date | null = null;
+    const insert = async (q: Queryable) => {
+      for (const rowsJson of requests) {
+        const answer = await q.query<InsertAnswerRow>(sql.insertJobsSql, this.params({ rows: rowsJson }));
+        const summary = answer.rows[0];
+        if (summary?.inserted == null) throw new Error('enqueue got no count from its insert; this is a bug');
+        inserted += summary.inserted;
+        createdAt ??= summary.created_at;
+        for (const part of answer.rows.slice(1))
+          for (const id of JSON.parse(part.keyed_ids!)) insertedKeyed.add(id);
+      }
+    };
+    // Several requests are one transaction (the caller's, else one of ours): a batch is all or nothing.
+    if (requests.length === 1 || options.db) await insert(db);
+    else await this.db.transaction(insert);
     const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
-    if (!summary || summary.inserted !== unkeyedCount + insertedKeyed.size) {
+    if (inserted !== unkeyedCount + insertedKeyed.size) {
       throw new Error(`enqueue could not account for the rows it inserted; this is a bug`);
     }
     // Keyed rows that were not inserted already exist (possibly committed a moment ago by a concurrent
@@ -239,7 +275,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     }
     const results = rows.map((r): EnqueueResult => {
       if (r.idempotency_key === null || insertedKeyed.has(r.id)) {
-        return { job: newJobFromInput(validated[r.ord]!, summary.created_at!), created: true };
+        return { job: newJobFromInput(validated[r.ord]!, createdAt!), created: true };
       }
       const job = byKey.get(keyOf(r));
       if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
@@ -249,6 +285,35 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
+  }
+
+  /**
+   * The rows as the JSON documents of one insert each: one document, unless the driver limits its
+   * request size (the Data API: 4 MiB, in which the document travels as an escaped JSON string; 10,000
+   * jobs with large payloads can need 40 MiB). Then each document fits one request, whole rows only.
+   */
+  private rowsPerRequest(rows: readonly NewJobRow[]): TypedValue[] {
+    const limit = this.db.maxRequestBytes;
+    if (limit === undefined) return [json(rows)];
+    const budget = limit - REQUEST_OVERHEAD_BYTES;
+    const whole = JSON.stringify(rows);
+    if (escapedBytes(whole) <= budget) return [{ sqlType: 'json', text: whole }];
+    const documents: TypedValue[] = [];
+    let current: string[] = [];
+    let bytes = 2; // the brackets
+    for (const row of rows) {
+      const text = JSON.stringify(row);
+      const rowBytes = escapedBytes(text) + 1; // and its comma
+      if (current.length > 0 && bytes + rowBytes > budget) {
+        documents.push({ sqlType: 'json', text: `[${current.join(',')}]` });
+        current = [];
+        bytes = 2;
+      }
+      current.push(text);
+      bytes += rowBytes;
+    }
+    documents.push({ sqlType: 'json', text: `[${current.join(',')}]` });
+    return documents;
   }
 
   /**

@@ -644,6 +644,59 @@ describe('Data API driver specifics', () => {
     expect(await countJobs(t.db)).toBe(10_001);
   });
 
+  test('an enqueue over the 4 MiB request limit is split into several statements in one transaction', async () => {
+    await t.db.query('TRUNCATE jobs, job_executions');
+    const tracker = new JobTracker({ db: dataApi(t.name), registry: createTestRegistry() });
+    // Quotes are escaped twice on the way (in the jobs' document, then in the request's JSON): ~4.4 KB each.
+    const reason = `"quoted" ${'"'.repeat(1000)}`;
+    const jobs = Array.from({ length: 2_000 }, (_, n) => ({
+      type: 'always-fails' as const,
+      payload: { reason: `${n} ${reason}` },
+      // The same key at both ends of the batch: the second, in a later statement, finds the first.
+      ...(n === 0 || n === 1_999 ? { idempotencyKey: 'both-ends' } : {}),
+    }));
+    fixture.resetCounts();
+    const results = await tracker.enqueueMany(jobs);
+    expect(fixture.counts.BeginTransaction).toBe(1);
+    expect(fixture.counts.Execute).toBeGreaterThanOrEqual(3); // ~8.8 MB in at most 4 MiB each
+    expect(fixture.counts.CommitTransaction).toBe(1);
+    expect(results.filter((r) => r.created)).toHaveLength(1_999);
+    expect(results[1_999]).toMatchObject({ created: false, job: { id: results[0]!.job.id } });
+    expect(await countJobs(t.db)).toBe(1_999);
+    const stored = await t.db.query<{ payload: { reason: string } }>(
+      'SELECT payload FROM jobs WHERE id = CAST(:id AS uuid)',
+      { id: results[1_998]!.job.id },
+    );
+    expect(stored.rows[0]!.payload.reason).toBe(`1998 ${reason}`);
+  });
+
+  test('a split enqueue is all or nothing: a failure in its last statement writes none of the batch', async () => {
+    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query(`CREATE FUNCTION contract_refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.payload->>'reason' = 'boom' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+        RETURN NEW;
+      END $$`);
+    await t.db.query(
+      'CREATE TRIGGER contract_refuse_boom BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION contract_refuse_boom()',
+    );
+    try {
+      const tracker = new JobTracker({ db: dataApi(t.name), registry: createTestRegistry() });
+      const jobs = Array.from({ length: 1_500 }, (_, n) => ({
+        type: 'always-fails' as const,
+        payload: { reason: n === 1_499 ? 'boom' : '"'.repeat(1000) },
+      }));
+      fixture.resetCounts();
+      await expect(tracker.enqueueMany(jobs)).rejects.toThrow(/refused by the test/);
+      expect(fixture.counts.Execute).toBeGreaterThanOrEqual(2);
+      expect(fixture.counts.RollbackTransaction).toBe(1);
+      expect(await countJobs(t.db)).toBe(0);
+    } finally {
+      await t.db.query('DROP TRIGGER contract_refuse_boom ON jobs');
+      await t.db.query('DROP FUNCTION contract_refuse_boom()');
+    }
+  });
+
   test('a string sent without a type hint is varchar, as on AWS: the SQL must cast it', async () => {
     await t.db.query('DELETE FROM contract');
     // pg lets PostgreSQL infer the type; the Data API binds an unhinted stringValue as varchar.
