@@ -11,10 +11,12 @@ const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
 const insertColumns = `id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
   backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at`;
-const insertValues = `r.id, r.job_type, r.payload, COALESCE(r.scheduled_at, ${NOW}), r.max_attempts,
+const insertValues = `r.id, r.job_type, CAST(r.payload AS jsonb), COALESCE(r.scheduled_at, ${NOW}), r.max_attempts,
   r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}`;
+// The payload is taken as json and cast after: json_to_recordset building jsonb values itself costs twice as
+// much, which is most of a bulk enqueue's server time.
 const insertInput = `json_to_recordset(CAST(:rows AS json)) AS r(
-  ord integer, id uuid, job_type text, payload jsonb, scheduled_at timestamptz, max_attempts integer,
+  ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
   backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
   idempotency_key text)`;
 const onKeyConflict = 'ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING';
