@@ -1,4 +1,4 @@
-import type { JobTracker } from '../../shared/jobs/tracker.js';
+import { createdJobDueNow, type JobTracker } from '../../shared/jobs/tracker.js';
 
 /** What the lending services use of the tracker. */
 export type ServiceTracker = Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
@@ -25,8 +25,7 @@ export class FollowUpNudge {
       },
       enqueueUntyped: async (jobs, options) => {
         const results = await inner.enqueueUntyped(jobs, options);
-        const now = (inner.clock.now() ?? new Date()).getTime();
-        if (results.some((r) => r.created && r.job.scheduledAt.getTime() <= now)) this.createdDueJob = true;
+        if (createdJobDueNow(results, inner.clock.now() ?? new Date())) this.createdDueJob = true;
         return results;
       },
       pruneFinished: (options) => inner.pruneFinished(options),

@@ -2,7 +2,7 @@ import { migrate } from '../db/migrate.js';
 import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
-import { JobTracker } from '../jobs/tracker.js';
+import { createdJobDueNow, JobTracker } from '../jobs/tracker.js';
 import { type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import {
@@ -141,8 +141,7 @@ const commands: Record<string, Command> = {
           : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
         { created, job },
       );
-      const now = ctx.tracker.clock.now() ?? new Date();
-      if (created && job.scheduledAt.getTime() <= now.getTime()) await wakeWorkers(ctx);
+      if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date())) await wakeWorkers(ctx);
       return 0;
     },
   },

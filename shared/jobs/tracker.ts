@@ -93,6 +93,14 @@ export interface EnqueueResult {
   created: boolean;
 }
 
+/**
+ * Whether an enqueue created a job that is due now: what a process without a listening worker (on AWS)
+ * checks before waking fetch-ready.
+ */
+export function createdJobDueNow(results: readonly EnqueueResult[], now: Date): boolean {
+  return results.some((r) => r.created && r.job.scheduledAt.getTime() <= now.getTime());
+}
+
 export interface FailOptions {
   /** Fail at once, whatever attempts remain (unknown type, invalid payload, permanent errors). */
   permanent?: boolean;

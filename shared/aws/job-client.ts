@@ -1,0 +1,99 @@
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
+import type { Database } from '../db/port.js';
+import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
+import {
+  createdJobDueNow,
+  type EnqueueResult,
+  JobTracker,
+  type NewJob,
+  type UntypedNewJob,
+} from '../jobs/tracker.js';
+import { createEnqueuedNudge } from './eventbridge-publisher.js';
+
+export interface AwsJobClientOptions<M extends JobTypeMap, S> {
+  registry: JobTypeRegistry<M, S>;
+  /** Default: the RDS Data API named by DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE. */
+  db?: Database;
+  /** The jobs bus (the stack's `JobsBusName` output). Default: JOBS_BUS_NAME; unset, nothing is nudged. */
+  busName?: string;
+  eventBridge?: EventBridgeClient;
+  /** A nudge that failed (the job is enqueued all the same and starts at fetch-ready's next minute). */
+  onNudgeError?: (error: unknown) => void;
+  env?: Record<string, string | undefined>;
+}
+
+/**
+ * Enqueuing from application code on AWS (an API's Lambda, a container beside the stack). On AWS nothing
+ * listens for the insert's NOTIFY: fetch-ready runs every minute, and at once on a `jobs.enqueued` event.
+ * This client enqueues through the same tracker as everything else and, after an enqueue that created a
+ * job due now, sends that event, so the job starts within about a second instead of within a minute.
+ *
+ * Inside your own transaction (`{ db: tx }`) the job is not visible until you commit, so nothing is sent:
+ * call `wakeWorkers()` after the commit. A failed nudge never fails the enqueue (it is reported to
+ * `onNudgeError`): the job is committed and the next minute's run takes it.
+ */
+export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
+  readonly tracker: JobTracker<M, S>;
+  private readonly nudge: (() => Promise<void>) | undefined;
+  private readonly onNudgeError: (error: unknown) => void;
+  private readonly ownsDb: boolean;
+
+  constructor(options: AwsJobClientOptions<M, S>) {
+    const env = options.env ?? process.env;
+    this.ownsDb = options.db === undefined;
+    this.tracker = new JobTracker({
+      db: options.db ?? dataApiDatabaseFromEnv(env),
+      registry: options.registry,
+    });
+    const busName = options.busName ?? env.JOBS_BUS_NAME;
+    this.nudge = busName
+      ? createEnqueuedNudge({ busName, client: options.eventBridge ?? new EventBridgeClient({}) })
+      : undefined;
+    this.onNudgeError =
+      options.onNudgeError ??
+      ((error) =>
+        console.warn('lana-jobs: could not wake fetch-ready; the job starts at its next minute', error));
+  }
+
+  async enqueue(job: NewJob<M>, options: InTransaction = {}): Promise<EnqueueResult> {
+    const [result] = await this.enqueueMany([job], options);
+    return result!;
+  }
+
+  /** Many jobs in one statement (all or nothing), then at most one nudge. */
+  async enqueueMany(jobs: readonly NewJob<M>[], options: InTransaction = {}): Promise<EnqueueResult[]> {
+    return this.afterEnqueue(await this.tracker.enqueueMany(jobs, options), options);
+  }
+
+  /** Untyped input (a queue message, a webhook): validated against the registry at run time. */
+  async enqueueUntyped(
+    jobs: readonly UntypedNewJob[],
+    options: InTransaction = {},
+  ): Promise<EnqueueResult[]> {
+    return this.afterEnqueue(await this.tracker.enqueueUntyped(jobs, options), options);
+  }
+
+  /** Wakes fetch-ready now (after committing a transaction that enqueued due jobs). Never throws. */
+  async wakeWorkers(): Promise<boolean> {
+    if (!this.nudge) return false;
+    try {
+      await this.nudge();
+      return true;
+    } catch (error) {
+      this.onNudgeError(error);
+      return false;
+    }
+  }
+
+  /** Closes the database client if this client opened it (one passed in is the caller's to close). */
+  async close(): Promise<void> {
+    if (this.ownsDb) await this.tracker.db.close();
+  }
+
+  private async afterEnqueue(results: EnqueueResult[], options: InTransaction): Promise<EnqueueResult[]> {
+    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date()))
+      await this.wakeWorkers();
+    return results;
+  }
+}

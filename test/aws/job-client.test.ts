@@ -1,0 +1,139 @@
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { AwsJobClient } from '../../shared/aws/job-client.js';
+import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestRegistry } from '../support/test-job-types.js';
+
+let t: TestDatabase;
+let fixture: DataApiFixture;
+const saved = { ...process.env };
+const eventBridge = new EventBridgeClient({ region: 'us-east-1' });
+const bus = mockClient(eventBridge);
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  fixture = await startDataApiFixture(t.url);
+  // The SDK's own settings, for the Data API client the job client makes from the environment.
+  Object.assign(process.env, {
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+  });
+});
+afterAll(async () => {
+  process.env = saved;
+  bus.restore();
+  await fixture.close();
+  await t.drop();
+});
+beforeEach(async () => {
+  bus.reset();
+  bus.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '1' }] });
+  await t.db.query('TRUNCATE jobs, job_executions');
+});
+
+const env = () => ({
+  DATA_API_RESOURCE_ARN: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+  DATA_API_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+  DATA_API_DATABASE: t.name,
+  DATA_API_ENDPOINT: fixture.endpoint,
+  JOBS_BUS_NAME: 'lana-jobs-bus',
+});
+const nudges = () => bus.commandCalls(PutEventsCommand).map((c) => c.args[0].input.Entries);
+
+describe('AwsJobClient: enqueue from application code on AWS', () => {
+  test('a job due now is written through the Data API, then fetch-ready is woken once', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    fixture.resetCounts();
+    const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(created).toBe(true);
+    expect(fixture.counts.Execute).toBe(1);
+    const stored = await t.db.query<{ status: string }>(
+      'SELECT status FROM jobs WHERE id = CAST(:id AS uuid)',
+      {
+        id: job.id,
+      },
+    );
+    expect(stored.rows).toEqual([{ status: 'pending' }]);
+    expect(nudges()).toEqual([
+      [{ EventBusName: 'lana-jobs-bus', Source: 'lana.jobs', DetailType: 'jobs.enqueued', Detail: '{}' }],
+    ]);
+    // A batch of several due jobs: still one nudge.
+    await client.enqueueMany([
+      { type: 'noop', payload: { n: 2 } },
+      { type: 'noop', payload: { n: 3 } },
+    ]);
+    expect(nudges()).toHaveLength(2);
+    await client.close();
+  });
+
+  test('no nudge for a job scheduled ahead, a key already taken, or an enqueue inside a transaction', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    await client.enqueue({ type: 'noop', payload: { n: 1 }, runAt: new Date(Date.now() + 3_600_000) });
+    expect(nudges()).toHaveLength(0);
+    const first = await client.enqueue({ type: 'noop', payload: { n: 2 }, idempotencyKey: 'k' });
+    expect(nudges()).toHaveLength(1);
+    const again = await client.enqueue({ type: 'noop', payload: { n: 2 }, idempotencyKey: 'k' });
+    expect(again).toMatchObject({ created: false, job: { id: first.job.id } });
+    expect(nudges()).toHaveLength(1);
+    // In the caller's transaction the job is invisible until the commit: the caller wakes the workers after.
+    const inTx = await client.tracker.db.transaction((tx) =>
+      client.enqueueUntyped([{ type: 'noop', payload: { n: 3 } }], { db: tx }),
+    );
+    expect(inTx[0]!.created).toBe(true);
+    expect(nudges()).toHaveLength(1);
+    expect(await client.wakeWorkers()).toBe(true);
+    expect(nudges()).toHaveLength(2);
+    await client.close();
+  });
+
+  test('a failed nudge does not fail the enqueue: the job is committed and the error reported', async () => {
+    bus.on(PutEventsCommand).rejects(new Error('throttled'));
+    const errors: unknown[] = [];
+    const client = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      onNudgeError: (e) => errors.push(e),
+    });
+    const { job } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(errors).toEqual([expect.objectContaining({ message: 'throttled' })]);
+    expect((await client.tracker.getJob(job.id))?.status).toBe('pending');
+    await client.close();
+  });
+
+  test('bad input is refused before anything is written or sent', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    await expect(client.enqueueUntyped([{ type: 'no-such-type', payload: {} }])).rejects.toThrow(
+      /no-such-type/,
+    );
+    await expect(client.enqueueUntyped([{ type: 'noop', payload: { n: 'one' } }])).rejects.toThrow(
+      /invalid payload for noop: payload.n/,
+    );
+    expect((await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).rows[0]!.n).toBe(0);
+    expect(nudges()).toHaveLength(0);
+    await client.close();
+  });
+
+  test('without a bus name nothing is sent; without the Data API settings it says which are missing', async () => {
+    const { JOBS_BUS_NAME: _, ...noBus } = env();
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: noBus, eventBridge });
+    await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(await client.wakeWorkers()).toBe(false);
+    expect(nudges()).toHaveLength(0);
+    await client.close();
+    expect(() => new AwsJobClient({ registry: createTestRegistry(), env: {} })).toThrow(
+      /needs DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE/,
+    );
+  });
+
+  test('a database passed in is used as is and left open for its owner', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), db: t.db, busName: 'b', eventBridge });
+    await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    await client.close();
+    expect((await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).rows[0]!.n).toBe(1);
+    expect(nudges()).toEqual([[expect.objectContaining({ EventBusName: 'b' })]]);
+  });
+});
