@@ -83,8 +83,7 @@ const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)'
  * their locks, and a TID lookup skips one primary-key descent per job. The status test is a belt: a row
  * that is not ready is never claimed, whatever its address says.
  */
-const claimedCte = `
-WITH claimed AS (
+const claimed = `claimed AS (
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1,
     started_at = CASE WHEN :start_now THEN ${NOW} END,
@@ -99,6 +98,7 @@ WHERE j.ctid = ANY(ARRAY(
   AND j.status IN ('pending', 'retrying')
 RETURNING ${CLAIM_COLUMNS}
 )`;
+const claimedCte = `WITH ${claimed}`;
 
 /** The claim, one row per job (an UPDATE returns rows in physical order: hand them out in claim order). */
 export const claimDueJobsSql = `${claimedCte}
@@ -117,16 +117,32 @@ export const claimDueJobsAsDocumentSql = `${claimedCte}
 SELECT ${claimedDocument} AS jobs FROM claimed`;
 
 /**
+ * The earliest ready job of each priority, lowest priority first: one index descent per distinct priority
+ * (a loose scan of `jobs_ready_idx`), so finding the next due time costs the same with a million jobs
+ * scheduled ahead as with none. `min(scheduled_at)` over the ready rows would read all of them: the index
+ * leads with priority. Rows matching `exclude` are skipped.
+ */
+function earliestReadyPerPrioritySql(exclude: string): string {
+  const ready = `status IN ('pending', 'retrying') AND ${exclude}`;
+  return `earliest AS (
+  (SELECT priority, scheduled_at FROM jobs WHERE ${ready} ORDER BY priority, scheduled_at LIMIT 1)
+  UNION ALL
+  SELECT n.priority, n.scheduled_at FROM earliest e CROSS JOIN LATERAL (
+    SELECT priority, scheduled_at FROM jobs WHERE ${ready} AND priority > e.priority
+    ORDER BY priority, scheduled_at LIMIT 1) n
+)`;
+}
+
+/**
  * The local worker's claim: the document above and, for a claim that came back short (fewer than :limit),
  * the due time of the earliest ready job it left (NULL when none), so an idle worker knows how long it may
  * sleep without asking in a second statement. The claimed rows still look ready to this statement's
  * snapshot, so they are excluded by id.
  */
-export const claimDueJobsForWorkerSql = `${claimedCte}
+export const claimDueJobsForWorkerSql = `
+WITH RECURSIVE ${claimed}, ${earliestReadyPerPrioritySql('id NOT IN (SELECT id FROM claimed)')}
 SELECT ${claimedDocument} AS jobs,
-  CASE WHEN count(*) < :limit THEN (
-    SELECT min(scheduled_at) FROM jobs
-    WHERE status IN ('pending', 'retrying') AND id NOT IN (SELECT id FROM claimed)) END AS next_due_at
+  CASE WHEN count(*) < :limit THEN (SELECT min(scheduled_at) FROM earliest) END AS next_due_at
 FROM claimed`;
 
 /**
@@ -316,7 +332,8 @@ WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}`;
 
 /** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
 export const nextDueAtSql = `
-SELECT min(scheduled_at) AS next_due_at FROM jobs WHERE status IN ('pending', 'retrying')`;
+WITH RECURSIVE ${earliestReadyPerPrioritySql('true')}
+SELECT min(scheduled_at) AS next_due_at FROM earliest`;
 
 export const countsByStatusAndTypeSql = `
 SELECT job_type, status, count(*)::integer AS count FROM jobs GROUP BY job_type, status ORDER BY job_type, status`;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { claimDueJobsSql } from '../../shared/jobs/sql.js';
+import { claimDueJobsForWorkerSql, claimDueJobsSql, nextDueAtSql } from '../../shared/jobs/sql.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /**
@@ -10,6 +10,9 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
  */
 interface PlanNode {
   'Node Type': string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
+  'Rows Removed by Filter'?: number;
   'Index Name'?: string;
   'Relation Name'?: string;
   'Subplan Name'?: string;
@@ -100,6 +103,72 @@ describe('the claim query and its index', () => {
     expect(text).toMatch(/Index Scan using jobs_ready_idx on jobs/);
     expect(text).not.toMatch(/Sort/);
     expect(text).not.toMatch(/Seq Scan|Bitmap/);
+  });
+
+  test('the next due time reads one index entry per priority, however many jobs wait ahead', async () => {
+    // Index entries read (returned or filtered out) by scans of jobs_ready_idx.
+    const entriesRead = (plan: PlanNode) =>
+      nodes(plan)
+        .filter((n) => n['Index Name'] === 'jobs_ready_idx')
+        .reduce(
+          (sum, n) =>
+            sum + ((n['Actual Rows'] ?? 0) + (n['Rows Removed by Filter'] ?? 0)) * (n['Actual Loops'] ?? 1),
+          0,
+        );
+    const readyMin = async (q: { query: typeof t.db.query }) =>
+      (
+        await q.query<{ at: Date }>(
+          "SELECT min(scheduled_at) AS at FROM jobs WHERE status IN ('pending', 'retrying')",
+        )
+      ).rows[0]!.at;
+
+    const plain = await t.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${nextDueAtSql}`,
+    );
+    // 6,000 ready jobs in three priorities: three entries, and one descent that finds no fourth priority.
+    const plainPlan = plain.rows[0]!['QUERY PLAN'][0]!.Plan;
+    expect(nodes(plainPlan).some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
+    expect(entriesRead(plainPlan)).toBeGreaterThanOrEqual(3);
+    expect(entriesRead(plainPlan)).toBeLessThanOrEqual(4);
+    expect((await t.db.query<{ next_due_at: Date }>(nextDueAtSql)).rows[0]!.next_due_at).toEqual(
+      await readyMin(t.db),
+    );
+
+    // The worker's short claim: it takes every due job and answers the earliest of those scheduled ahead.
+    // Besides the claim's own scan, the loose scan passes over the rows just claimed, and nothing else.
+    const dueNow = (
+      await t.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM jobs WHERE status IN ('pending', 'retrying') AND scheduled_at <= now()",
+      )
+    ).rows[0]!.n;
+    expect(dueNow).toBeGreaterThan(1_000);
+    expect(dueNow).toBeLessThan(6_000);
+    const check = t.db.transaction(async (tx) => {
+      const res = await tx.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) ${claimDueJobsForWorkerSql}`,
+        { now: null, limit: 6_000, start_now: true },
+      );
+      const all = nodes(res.rows[0]!['QUERY PLAN'][0]!.Plan);
+      const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
+      const claimed = update['Actual Rows']!;
+      expect(claimed).toBe(dueNow);
+      expect(all.some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
+      expect(entriesRead(res.rows[0]!['QUERY PLAN'][0]!.Plan) - entriesRead(update)).toBeLessThanOrEqual(
+        claimed + 4,
+      );
+      throw new Error('roll back');
+    });
+    await expect(check).rejects.toThrow('roll back');
+    const answer = t.db.transaction(async (tx) => {
+      const res = await tx.query<{ next_due_at: Date }>(claimDueJobsForWorkerSql, {
+        now: null,
+        limit: 6_000,
+        start_now: true,
+      });
+      expect(res.rows[0]!.next_due_at).toEqual(await readyMin(tx));
+      throw new Error('roll back');
+    });
+    await expect(answer).rejects.toThrow('roll back');
   });
 
   test('the index is exactly the claim’s shape: partial on the ready statuses, keyed by the ORDER BY', async () => {
