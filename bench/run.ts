@@ -3,7 +3,7 @@ import { graphileWorker, loadGraphileWorker } from './peers/graphile-worker.js';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
-import { growth, latency, latencyFloor, throughput } from './workloads/core.js';
+import { growth, latency, latencyFloor, throughput, waitingGrowth } from './workloads/core.js';
 import { load } from './workloads/load.js';
 
 /**
@@ -95,6 +95,11 @@ try {
     results.W3_growth = r;
     log(
       `W3 growth       claim+complete ${r.small.claimCompleteMsPer1000} ms/1000 jobs with ${r.small.history} in history, ${r.large.claimCompleteMsPer1000} with ${r.large.history}: ratio ${r.ratio}`,
+    );
+    const w = await waitingGrowth(server);
+    results.W3_waiting = w;
+    log(
+      `W3 waiting      idle worker's claim ${w.idleClaimMs.empty} ms with no job waiting, ${w.idleClaimMs.waiting} ms with ${w.waiting} scheduled ahead: ratio ${w.ratio}`,
     );
   }
   if (wanted('W4')) {

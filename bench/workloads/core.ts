@@ -274,3 +274,58 @@ export async function growth(
     await largeDb.drop();
   }
 }
+
+export interface WaitingResult {
+  waiting: number;
+  idleClaimMs: { empty: number; waiting: number };
+  ratio: number;
+}
+
+/**
+ * W3, the other way a queue grows: an idle worker's claim (nothing due, so it also asks when the next job
+ * is due) on an empty queue versus one with `waiting` jobs scheduled ahead in three priorities, as an
+ * outage's retries or tomorrow's reminders would leave it. Medians of claims alternating between the two.
+ */
+export async function waitingGrowth(
+  server: BenchServer,
+  waiting = 300_000,
+  claims = 60,
+): Promise<WaitingResult> {
+  const prepare = async (n: number) => {
+    const fresh = await server.freshDatabase();
+    if (n > 0)
+      await fresh.db.query(
+        `INSERT INTO jobs (job_type, payload, priority, scheduled_at)
+         SELECT 'noop', jsonb_build_object('i', g), g % 3, now() + interval '1 day' + g * interval '1 ms'
+         FROM generate_series(1, :n) g`,
+        { n },
+      );
+    await fresh.db.query('VACUUM ANALYZE jobs');
+    return { ...fresh, tracker: new JobTracker({ db: fresh.db, registry: noopRegistry() }) };
+  };
+  const empty = await prepare(0);
+  const full = await prepare(waiting);
+  try {
+    const claimMs = async (tracker: (typeof empty)['tracker']) => {
+      const t = performance.now();
+      const claim = await tracker.claimForWorker(10);
+      if (claim.jobs.length > 0) throw new Error('W3 waiting: a job was due');
+      return performance.now() - t;
+    };
+    const emptyMs: number[] = [];
+    const waitingMs: number[] = [];
+    for (let i = 0; i < claims; i++) {
+      emptyMs.push(await claimMs(empty.tracker));
+      waitingMs.push(await claimMs(full.tracker));
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    return {
+      waiting,
+      idleClaimMs: { empty: +median(emptyMs).toFixed(2), waiting: +median(waitingMs).toFixed(2) },
+      ratio: +(median(waitingMs) / median(emptyMs)).toFixed(2),
+    };
+  } finally {
+    await empty.drop();
+    await full.drop();
+  }
+}

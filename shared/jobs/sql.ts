@@ -79,10 +79,25 @@ const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)'
  * With :start_now the attempt also counts as begun (an in-process worker runs it at once); otherwise the
  * executor marks the start itself (`startAttemptSql`), which is how duplicate deliveries are recognised.
  *
+ * The ready index leads with priority, so one scan for `scheduled_at <= now` in (priority, scheduled_at)
+ * order would read every job scheduled ahead of a priority before reaching the next: a claim that comes
+ * back short (an idle worker, an outage filling the queue with retries) would cost as much as the whole
+ * waiting queue. Instead the claim walks the priorities that have ready jobs (one index descent each,
+ * lowest first) and reads each one's due jobs as a range that ends at its first job scheduled ahead. The
+ * ranges are taken in the walk's order and only as far as :limit, so rows are locked in claim order and no
+ * more than the claim keeps.
+ *
  * The locked rows are updated by physical address (ctid): they cannot move while this statement holds
  * their locks, and a TID lookup skips one primary-key descent per job. The status test is a belt: a row
  * that is not ready is never claimed, whatever its address says.
  */
+const readyPriorities = `ready_priorities AS (
+  (SELECT priority FROM jobs WHERE status IN ('pending', 'retrying') ORDER BY priority LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.priority FROM jobs n WHERE n.status IN ('pending', 'retrying') AND n.priority > r.priority
+          ORDER BY n.priority LIMIT 1)
+  FROM ready_priorities r WHERE r.priority IS NOT NULL
+)`;
 const claimed = `claimed AS (
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1,
@@ -90,15 +105,17 @@ SET status = 'running', attempts = j.attempts + 1,
     lease_expires_at = ${NOW} + make_interval(secs => j.lease_seconds),
     updated_at = ${NOW}
 WHERE j.ctid = ANY(ARRAY(
-  SELECT ctid FROM jobs
-  WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}
-  ORDER BY priority, scheduled_at, id
-  LIMIT :limit
-  FOR UPDATE SKIP LOCKED))
+  SELECT due.ctid FROM ready_priorities r CROSS JOIN LATERAL (
+    SELECT ctid FROM jobs
+    WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}
+    ORDER BY scheduled_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED) due
+  LIMIT :limit))
   AND j.status IN ('pending', 'retrying')
 RETURNING ${CLAIM_COLUMNS}
 )`;
-const claimedCte = `WITH ${claimed}`;
+const claimedCte = `WITH RECURSIVE ${readyPriorities}, ${claimed}`;
 
 /** The claim, one row per job (an UPDATE returns rows in physical order: hand them out in claim order). */
 export const claimDueJobsSql = `${claimedCte}
@@ -140,7 +157,7 @@ function earliestReadyPerPrioritySql(exclude: string): string {
  * snapshot, so they are excluded by id.
  */
 export const claimDueJobsForWorkerSql = `
-WITH RECURSIVE ${claimed}, ${earliestReadyPerPrioritySql('id NOT IN (SELECT id FROM claimed)')}
+WITH RECURSIVE ${readyPriorities}, ${claimed}, ${earliestReadyPerPrioritySql('id NOT IN (SELECT id FROM claimed)')}
 SELECT ${claimedDocument} AS jobs,
   CASE WHEN count(*) < :limit THEN (SELECT min(scheduled_at) FROM earliest) END AS next_due_at
 FROM claimed`;

@@ -13,6 +13,7 @@ interface PlanNode {
   'Actual Rows'?: number;
   'Actual Loops'?: number;
   'Rows Removed by Filter'?: number;
+  'Index Cond'?: string;
   'Index Name'?: string;
   'Relation Name'?: string;
   'Subplan Name'?: string;
@@ -46,7 +47,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 
 describe('the claim query and its index', () => {
-  test('the real claim statement: the locked SELECT is an Index Scan on jobs_ready_idx, with no Sort', async () => {
+  test('the real claim statement: a loose scan finds the priorities, each one’s due jobs are one Index Scan range, no Sort', async () => {
     const res = await t.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
       `EXPLAIN (FORMAT JSON) ${claimDueJobsSql}`,
       {
@@ -57,39 +58,35 @@ describe('the claim query and its index', () => {
     );
     const root = res.rows[0]!['QUERY PLAN'][0]!.Plan;
     const all = nodes(root);
-    // The subplan that picks and locks the rows: Limit → LockRows → Index Scan using jobs_ready_idx.
-    const picker = all.find((n) => n['Node Type'] === 'Limit' && n['Subplan Name']?.startsWith('InitPlan'));
-    expect(picker).toBeDefined();
-    const pickerNodes = nodes(picker!);
-    expect(pickerNodes.map((n) => n['Node Type'])).toEqual(['Limit', 'LockRows', 'Index Scan']);
-    expect(pickerNodes[2]).toMatchObject({ 'Index Name': 'jobs_ready_idx', 'Relation Name': 'jobs' });
+    const jobsScans = (plan: PlanNode) =>
+      nodes(plan)
+        .filter((n) => n['Node Type'].includes('Scan') && n['Relation Name'] === 'jobs')
+        .map((n) => [n['Node Type'].replace('Index Only Scan', 'Index Scan'), n['Index Name']]);
+    // The priorities that have ready jobs: read from jobs_ready_idx, one descent each (counted in the next test).
+    const priorities = jobsScans(all.find((n) => n['Subplan Name'] === 'CTE ready_priorities')!);
+    expect(priorities.length).toBeGreaterThan(0);
+    for (const scan of priorities) expect(scan).toEqual(['Index Scan', 'jobs_ready_idx']);
+    // The rows it picks and locks, priority by priority: LockRows over an Index Scan of jobs_ready_idx whose
+    // condition is the range (this priority, due by now), so it stops at the first job scheduled ahead.
+    const picker = all.find((n) => n['Node Type'] === 'Limit' && n['Subplan Name']?.startsWith('InitPlan'))!;
+    const lock = nodes(picker).find((n) => n['Node Type'] === 'LockRows')!;
+    const lockNodes = nodes(lock);
+    expect(lockNodes.map((n) => n['Node Type'])).toEqual(['LockRows', 'Index Scan']);
+    expect(lockNodes[1]).toMatchObject({ 'Index Name': 'jobs_ready_idx', 'Relation Name': 'jobs' });
+    expect(lockNodes[1]!['Index Cond']).toMatch(/^\(\(priority = r_1\.priority\) AND \(scheduled_at <= /);
     // The update fetches the picked (locked) rows by their physical address; nothing scans the table.
     const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
-    expect(
-      nodes(update)
-        .filter((n) => n['Node Type'].includes('Scan'))
-        .map((n) => [n['Node Type'], n['Index Name']]),
-    ).toEqual([
+    expect(jobsScans(update)).toEqual([
       ['Index Scan', 'jobs_ready_idx'],
       ['Tid Scan', undefined],
     ]);
-    expect(all.some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
+    expect(all.some((n) => n['Node Type'] === 'Seq Scan' || n['Node Type'].startsWith('Bitmap'))).toBe(false);
     // The only Sort orders the (at most :limit) rows the claim returns, read from the CTE, never the queue.
-    const sorts = all.filter((n) => n['Node Type'] === 'Sort');
-    for (const sort of sorts) {
+    for (const sort of all.filter((n) => n['Node Type'] === 'Sort')) {
       expect(sort).toBe(root);
-      expect(
-        nodes(sort)
-          .filter((n) => n['Node Type'] === 'CTE Scan')
-          .map((n) => n['CTE Name']),
-      ).toEqual(['claimed']);
-      expect(
-        nodes(sort).filter((n) => n['Node Type'].includes('Scan') && n['Relation Name'] === 'jobs'),
-      ).toHaveLength(
-        2, // the two index scans above, inside the CTE
-      );
+      expect(sort.Plans?.map((n) => [n['Node Type'], n['CTE Name']])).toContainEqual(['CTE Scan', 'claimed']);
     }
-    expect(pickerNodes.some((n) => n['Node Type'] === 'Sort')).toBe(false);
+    expect(nodes(picker).some((n) => n['Node Type'] === 'Sort')).toBe(false);
   });
 
   test('the claim’s WHERE and ORDER BY alone: Index Scan on jobs_ready_idx, no Sort node at all', async () => {
@@ -135,7 +132,6 @@ describe('the claim query and its index', () => {
     );
 
     // The worker's short claim: it takes every due job and answers the earliest of those scheduled ahead.
-    // Besides the claim's own scan, the loose scan passes over the rows just claimed, and nothing else.
     const dueNow = (
       await t.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM jobs WHERE status IN ('pending', 'retrying') AND scheduled_at <= now()",
@@ -153,9 +149,13 @@ describe('the claim query and its index', () => {
       const claimed = update['Actual Rows']!;
       expect(claimed).toBe(dueNow);
       expect(all.some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
-      expect(entriesRead(res.rows[0]!['QUERY PLAN'][0]!.Plan) - entriesRead(update)).toBeLessThanOrEqual(
-        claimed + 4,
-      );
+      const readIn = (cte: string) => entriesRead(all.find((n) => n['Subplan Name'] === `CTE ${cte}`)!);
+      // The priorities: three, and a descent that finds no fourth.
+      expect(readIn('ready_priorities')).toBeLessThanOrEqual(4);
+      // The claim: each priority's due jobs and the first job it has scheduled ahead, nothing more.
+      expect(entriesRead(update)).toBeLessThanOrEqual(claimed + 3);
+      // The next due time: the rows just claimed (they still look ready to this statement), then one each.
+      expect(readIn('earliest')).toBeLessThanOrEqual(claimed + 4);
       throw new Error('roll back');
     });
     await expect(check).rejects.toThrow('roll back');
