@@ -9,6 +9,7 @@ import {
   type BenchServer,
   latencySummary,
   localPostgresCpuMs,
+  median,
   sleep,
   walBytesSince,
   walPosition,
@@ -262,7 +263,6 @@ export async function growth(
       smallMs.push(await round(smallDb.tracker));
       largeMs.push(await round(largeDb.tracker));
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     return {
       jobsPerRound: Math.ceil(jobs / rounds),
       small: { history: small, claimCompleteMsPer1000: +median(smallMs).toFixed(1) },
@@ -318,7 +318,6 @@ export async function waitingGrowth(
       emptyMs.push(await claimMs(empty.tracker));
       waitingMs.push(await claimMs(full.tracker));
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     return {
       waiting,
       idleClaimMs: { empty: +median(emptyMs).toFixed(2), waiting: +median(waitingMs).toFixed(2) },
