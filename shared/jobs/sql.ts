@@ -340,12 +340,20 @@ WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit`;
 
-/** Ready jobs that are due, and the age of the oldest: the queue-backup signals. */
+/**
+ * Ready jobs that are due, and the age of the oldest: the queue-backup signals, read on every fetch-ready
+ * run. Counted priority by priority over the due range only, as the claim reads it, so the jobs scheduled
+ * ahead cost nothing.
+ */
 export const queueStateSql = `
-SELECT count(*)::integer AS depth,
-       COALESCE(extract(epoch FROM ${NOW} - min(scheduled_at)), 0)::float8 AS oldest_ready_age_seconds
-FROM jobs
-WHERE status IN ('pending', 'retrying') AND scheduled_at <= ${NOW}`;
+WITH RECURSIVE ${readyPriorities}, due AS (
+  SELECT d.n, d.oldest FROM ready_priorities r CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(scheduled_at) AS oldest FROM jobs
+    WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}) d
+)
+SELECT COALESCE(sum(n), 0)::integer AS depth,
+       COALESCE(extract(epoch FROM ${NOW} - min(oldest)), 0)::float8 AS oldest_ready_age_seconds
+FROM due`;
 
 /** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
 export const nextDueAtSql = `

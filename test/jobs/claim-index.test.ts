@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { claimDueJobsForWorkerSql, claimDueJobsSql, nextDueAtSql } from '../../shared/jobs/sql.js';
+import {
+  claimDueJobsForWorkerSql,
+  claimDueJobsSql,
+  nextDueAtSql,
+  queueStateSql,
+} from '../../shared/jobs/sql.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /**
@@ -139,6 +144,18 @@ describe('the claim query and its index', () => {
     ).rows[0]!.n;
     expect(dueNow).toBeGreaterThan(1_000);
     expect(dueNow).toBeLessThan(6_000);
+    // The queue depth (read on every fetch-ready run) counts the due jobs and passes over no other.
+    const depth = await t.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${queueStateSql}`,
+      { now: null },
+    );
+    const depthPlan = depth.rows[0]!['QUERY PLAN'][0]!.Plan;
+    expect(nodes(depthPlan).some((n) => n['Node Type'] === 'Seq Scan')).toBe(false);
+    const counted = nodes(depthPlan).filter((n) => n['Index Cond']?.includes('scheduled_at'));
+    expect(counted.length).toBeGreaterThan(0);
+    for (const n of counted)
+      expect(n['Index Cond']).toMatch(/^\(\(priority = r\.priority\) AND \(scheduled_at <= /);
+    expect((await t.db.query<{ depth: number }>(queueStateSql, { now: null })).rows[0]!.depth).toBe(dueNow);
     const check = t.db.transaction(async (tx) => {
       const res = await tx.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
         `EXPLAIN (ANALYZE, FORMAT JSON) ${claimDueJobsForWorkerSql}`,
