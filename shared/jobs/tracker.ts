@@ -95,10 +95,17 @@ export interface EnqueueResult {
 
 /**
  * Whether an enqueue created a job that is due now: what a process without a listening worker (on AWS)
- * checks before waking fetch-ready.
+ * checks before waking fetch-ready. A job enqueued without a run time is due when it was created, by the
+ * database's clock on both sides: comparing with this process's clock alone would miss it whenever that
+ * clock runs a few milliseconds behind the database's.
  */
 export function createdJobDueNow(results: readonly EnqueueResult[], now: Date): boolean {
-  return results.some((r) => r.created && r.job.scheduledAt.getTime() <= now.getTime());
+  return results.some(
+    (r) =>
+      r.created &&
+      (r.job.scheduledAt.getTime() <= r.job.createdAt.getTime() ||
+        r.job.scheduledAt.getTime() <= now.getTime()),
+  );
 }
 
 export interface FailOptions {

@@ -2,6 +2,8 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
+import { ManualClock } from '../../shared/jobs/clock.js';
+import { createdJobDueNow, JobTracker } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { createTestRegistry } from '../support/test-job-types.js';
@@ -127,6 +129,21 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     expect(() => new AwsJobClient({ registry: createTestRegistry(), env: {} })).toThrow(
       /needs DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE/,
     );
+  });
+
+  test('a job due at its creation counts as due though this process’s clock runs behind the database’s', async () => {
+    // The database's clock (here injected) is 5 s ahead of this process's.
+    const dbClock = new ManualClock(new Date(Date.now() + 5_000));
+    const tracker = new JobTracker({ db: t.db, registry: createTestRegistry(), clock: dbClock });
+    const [dueNow, ahead] = await tracker.enqueueMany([
+      { type: 'noop', payload: { n: 1 } },
+      { type: 'noop', payload: { n: 2 }, runAt: new Date(dbClock.now().getTime() + 60_000) },
+    ]);
+    expect(createdJobDueNow([dueNow!], new Date())).toBe(true);
+    expect(createdJobDueNow([ahead!], new Date())).toBe(false);
+    expect(createdJobDueNow([{ ...dueNow!, created: false }], new Date())).toBe(false);
+    // A run time this process already sees as past is due too.
+    expect(createdJobDueNow([ahead!], new Date(Date.now() + 120_000))).toBe(true);
   });
 
   test('a database passed in is used as is and left open for its owner', async () => {
