@@ -53,7 +53,7 @@ export function createEnqueuedNudge(options: {
 }): () => Promise<void> {
   const client = options.client ?? new EventBridgeClient({});
   return async () => {
-    await client.send(
+    const out = await client.send(
       new PutEventsCommand({
         Entries: [
           {
@@ -65,5 +65,13 @@ export function createEnqueuedNudge(options: {
         ],
       }),
     );
+    // PutEvents answers 200 with the entry rejected (throttled, an internal error): that is a failed nudge.
+    // (A bus name that does not exist is not reported at all: EventBridge accepts the event and drops it.)
+    const entry = out.Entries?.[0];
+    if ((out.FailedEntryCount ?? 0) > 0 || !entry?.EventId) {
+      throw new Error(
+        `the jobs.enqueued event was not accepted (${entry?.ErrorCode ?? 'no entry'}: ${entry?.ErrorMessage ?? 'no result'})`,
+      );
+    }
   };
 }

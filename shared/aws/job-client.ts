@@ -11,11 +11,17 @@ import {
 } from '../jobs/tracker.js';
 import { createEnqueuedNudge } from './eventbridge-publisher.js';
 
+/** How long an enqueue waits for its nudge to be accepted before it reports it failed. */
+const NUDGE_TIMEOUT_MS = 3_000;
+
 export interface AwsJobClientOptions<M extends JobTypeMap, S> {
   registry: JobTypeRegistry<M, S>;
   /** Default: the RDS Data API named by DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE. */
   db?: Database;
-  /** The jobs bus (the stack's `JobsBusName` output). Default: JOBS_BUS_NAME; unset, nothing is nudged. */
+  /**
+   * The jobs bus (the stack's `BusName` output). Default: JOBS_BUS_NAME; unset, nothing is nudged. A name
+   * that does not exist is not reported by EventBridge: jobs then start at fetch-ready's next minute.
+   */
   busName?: string;
   eventBridge?: EventBridgeClient;
   /** A nudge that failed (the job is enqueued all the same and starts at fetch-ready's next minute). */
@@ -38,6 +44,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   private readonly nudge: (() => Promise<void>) | undefined;
   private readonly onNudgeError: (error: unknown) => void;
   private readonly ownsDb: boolean;
+  private readonly ownEventBridge: EventBridgeClient | undefined;
 
   constructor(options: AwsJobClientOptions<M, S>) {
     const env = options.env ?? process.env;
@@ -47,9 +54,13 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
       registry: options.registry,
     });
     const busName = options.busName ?? env.JOBS_BUS_NAME;
-    this.nudge = busName
-      ? createEnqueuedNudge({ busName, client: options.eventBridge ?? new EventBridgeClient({}) })
-      : undefined;
+    // A nudge only saves waiting for the next minute: it must not hold the caller's enqueue for long.
+    this.ownEventBridge =
+      busName && !options.eventBridge
+        ? new EventBridgeClient({ requestHandler: { requestTimeout: NUDGE_TIMEOUT_MS } })
+        : undefined;
+    const eventBridge = options.eventBridge ?? this.ownEventBridge;
+    this.nudge = busName && eventBridge ? createEnqueuedNudge({ busName, client: eventBridge }) : undefined;
     this.onNudgeError =
       options.onNudgeError ??
       ((error) =>
@@ -81,13 +92,18 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
       await this.nudge();
       return true;
     } catch (error) {
-      this.onNudgeError(error);
+      try {
+        this.onNudgeError(error);
+      } catch {
+        // A reporter that throws must not turn a committed enqueue into a failed one (a retry would enqueue twice).
+      }
       return false;
     }
   }
 
-  /** Closes the database client if this client opened it (one passed in is the caller's to close). */
+  /** Closes the clients this client made (a database or EventBridge client passed in is the caller's). */
   async close(): Promise<void> {
+    this.ownEventBridge?.destroy();
     if (this.ownsDb) await this.tracker.db.close();
   }
 

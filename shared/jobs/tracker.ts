@@ -312,7 +312,9 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     if (limit === undefined) return [json(rows)];
     const budget = limit - REQUEST_OVERHEAD_BYTES;
     const whole = JSON.stringify(rows);
-    if (escapedBytes(whole) <= budget) return [{ sqlType: 'json', text: whole }];
+    // Escaping never shortens a text, and UTF-8 has at least a byte per UTF-16 unit: a document longer than
+    // the budget must be split, without escaping the whole of it first (10,000 large payloads: ~1 GB).
+    if (whole.length <= budget && escapedBytes(whole) <= budget) return [{ sqlType: 'json', text: whole }];
     const documents: TypedValue[] = [];
     let current: string[] = [];
     let bytes = 2; // the brackets

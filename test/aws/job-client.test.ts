@@ -106,6 +106,38 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     await client.close();
   });
 
+  test('an event PutEvents answers but rejects is a failed nudge; a reporter that throws fails nothing', async () => {
+    bus.on(PutEventsCommand).resolves({
+      FailedEntryCount: 1,
+      Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'Rate exceeded' }],
+    });
+    const errors: unknown[] = [];
+    const reporting = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      onNudgeError: (e) => errors.push(e),
+    });
+    expect(await reporting.wakeWorkers()).toBe(false);
+    expect(errors).toEqual([
+      expect.objectContaining({ message: expect.stringMatching(/ThrottlingException: Rate exceeded/) }),
+    ]);
+    await reporting.close();
+    // The job is committed before the nudge: an error from the reporter must not make the caller retry it.
+    const throwing = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      onNudgeError: () => {
+        throw new Error('reporter broke');
+      },
+    });
+    const { job, created } = await throwing.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(created).toBe(true);
+    expect((await throwing.tracker.getJob(job.id))?.status).toBe('pending');
+    await throwing.close();
+  });
+
   test('bad input is refused before anything is written or sent', async () => {
     const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
     await expect(client.enqueueUntyped([{ type: 'no-such-type', payload: {} }])).rejects.toThrow(
