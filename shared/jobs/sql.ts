@@ -332,12 +332,17 @@ SELECT j.id, j.attempts, ${CLAIMED_AT}, j.started_at, NULL, NULL, NULL, NULL
 FROM jobs j WHERE j.id = CAST(:id AS uuid) AND j.status = 'running'
 ORDER BY attempt`;
 
-/** Newest first, optionally filtered by status and type. */
+/**
+ * Newest first, optionally filtered by status and type. Ids are UUID v7 that begin with their creation
+ * time (the enqueuing process's clock, to the millisecond), so the primary key (or, for failed jobs,
+ * `jobs_failed_idx`) read backwards gives the order: a listing reads the rows it shows and those its filter
+ * skips, not the whole history sorted by `created_at`.
+ */
 export const listJobsSql = `
 SELECT ${JOB_COLUMNS} FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
-ORDER BY created_at DESC, id DESC
+ORDER BY id DESC
 LIMIT :limit`;
 
 /**

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   claimDueJobsForWorkerSql,
   claimDueJobsSql,
+  listJobsSql,
   nextDueAtSql,
   queueStateSql,
 } from '../../shared/jobs/sql.js';
@@ -19,6 +20,7 @@ interface PlanNode {
   'Actual Loops'?: number;
   'Rows Removed by Filter'?: number;
   'Index Cond'?: string;
+  'Scan Direction'?: string;
   'Index Name'?: string;
   'Relation Name'?: string;
   'Subplan Name'?: string;
@@ -186,6 +188,41 @@ describe('the claim query and its index', () => {
       throw new Error('roll back');
     });
     await expect(answer).rejects.toThrow('roll back');
+  });
+
+  test('jobs list reads newest first from an index, never sorting the history', async () => {
+    const plan = async (status: string | null) =>
+      nodes(
+        (
+          await t.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(`EXPLAIN (FORMAT JSON) ${listJobsSql}`, {
+            status,
+            job_type: null,
+            limit: 50,
+          })
+        ).rows[0]!['QUERY PLAN'][0]!.Plan,
+      );
+    for (const [status, index] of [
+      [null, 'jobs_pkey'],
+      ['failed', 'jobs_failed_idx'],
+    ] as const) {
+      const all = await plan(status);
+      expect(all.some((n) => n['Node Type'] === 'Sort' || n['Node Type'] === 'Seq Scan')).toBe(false);
+      expect(all.find((n) => n['Node Type'].startsWith('Index'))).toMatchObject({
+        'Index Name': index,
+        'Scan Direction': 'Backward',
+      });
+    }
+    // The same order as sorting by creation time (ties, one statement's rows, by id).
+    const listed = await t.db.query<{ id: string }>(listJobsSql, {
+      status: 'failed',
+      job_type: null,
+      limit: 3_000,
+    });
+    const sorted = await t.db.query<{ id: string }>(
+      "SELECT id FROM jobs WHERE status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 3000",
+    );
+    expect(listed.rows).toHaveLength(3_000);
+    expect(listed.rows.map((r) => r.id)).toEqual(sorted.rows.map((r) => r.id));
   });
 
   test('the index is exactly the claim’s shape: partial on the ready statuses, keyed by the ORDER BY', async () => {
