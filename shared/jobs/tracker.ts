@@ -252,11 +252,22 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       if (started) return [started];
     }
     const db = options.db ?? this.db;
-    const requests = this.rowsPerRequest(rows);
+    const requests = rows.length === 1 ? [] : this.rowsPerRequest(rows);
     const insertedKeyed = new Set<string>();
     let inserted = 0;
     let createdAt: Date | null = null;
+    // One job: a one-row statement. Many: one JSON document per statement (several under a request limit).
     const insert = async (q: Queryable) => {
+      if (rows.length === 1) {
+        const row = rows[0]!;
+        const one = await q.query<{ created_at: Date }>(sql.insertJobSql, this.oneRowParams(validated[0]!));
+        if (one.rows[0]) {
+          inserted = 1;
+          createdAt = one.rows[0].created_at;
+          if (row.idempotency_key !== null) insertedKeyed.add(row.id);
+        }
+        return;
+      }
       for (const rowsJson of requests) {
         const answer = await q.query<InsertAnswerRow>(sql.insertJobsSql, this.params({ rows: rowsJson }));
         const summary = answer.rows[0];
@@ -268,7 +279,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       }
     };
     // Several requests are one transaction (the caller's, else one of ours): a batch is all or nothing.
-    if (requests.length === 1 || options.db) await insert(db);
+    if (requests.length <= 1 || options.db) await insert(db);
     else await this.db.transaction(insert);
     const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
     if (inserted !== unkeyedCount + insertedKeyed.size) {
@@ -350,7 +361,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
    */
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
-    const { row, payloadJson } = input;
+    const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
@@ -360,21 +371,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     if (!slot) return undefined;
     let inserted: QueryResult<StartedRow>;
     try {
-      inserted = await this.db.query<StartedRow>(
-        sql.insertStartedJobSql,
-        this.params({
-          id: row.id,
-          job_type: row.job_type,
-          payload: payloadJson,
-          scheduled_at: row.scheduled_at,
-          max_attempts: row.max_attempts,
-          backoff_base_seconds: row.backoff_base_seconds,
-          backoff_cap_seconds: row.backoff_cap_seconds,
-          lease_seconds: row.lease_seconds,
-          priority: row.priority,
-          idempotency_key: row.idempotency_key,
-        }),
-      );
+      inserted = await this.db.query<StartedRow>(sql.insertStartedJobSql, this.oneRowParams(input));
     } catch (err) {
       slot.cancel();
       throw err;
@@ -396,6 +393,22 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     slot.start(job); // a Job is a ClaimedJob, as startAttempt's answer is for an executor
 
     return { job, created: true };
+  }
+
+  /** One validated job as the parameters of the one-row inserts (its payload's JSON text as made). */
+  private oneRowParams({ row, payloadJson }: ValidatedJob): SqlParams {
+    return this.params({
+      id: row.id,
+      job_type: row.job_type,
+      payload: payloadJson,
+      scheduled_at: row.scheduled_at,
+      max_attempts: row.max_attempts,
+      backoff_base_seconds: row.backoff_base_seconds,
+      backoff_cap_seconds: row.backoff_cap_seconds,
+      lease_seconds: row.lease_seconds,
+      priority: row.priority,
+      idempotency_key: row.idempotency_key,
+    });
   }
 
   private validateNewJob(job: UntypedNewJob, ord: number, now: Date): ValidatedJob {
