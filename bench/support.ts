@@ -68,6 +68,16 @@ async function withClient<T>(url: string, work: (c: pg.Client) => Promise<T>): P
   }
 }
 
+/**
+ * Before a latency workload: flush what earlier workloads left dirty (W1 writes some 20 MB of WAL), so
+ * that checkpoint's writes do not land in the middle of the measurement, for ours and the peer's alike.
+ * CHECKPOINT needs a superuser (or pg_checkpoint); without one the workload just starts.
+ */
+export async function settle(url: string): Promise<void> {
+  await withClient(url, (c) => c.query('CHECKPOINT')).catch(() => {});
+  await sleep(500);
+}
+
 /** The middle value (the upper one of an even count): medians of alternating rounds compare two setups. */
 export function median(xs: readonly number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

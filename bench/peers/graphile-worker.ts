@@ -4,6 +4,7 @@ import {
   type BenchServer,
   latencySummary,
   localPostgresCpuMs,
+  settle,
   sleep,
   walBytesSince,
   walPosition,
@@ -119,6 +120,7 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
   try {
     const utils = await gw.makeWorkerUtils({ connectionString: w2.url });
     await utils.migrate();
+    await settle(w2.url);
     const { pool, logger } = await common(w2.url);
     const addedAt = new Map<number, number>();
     const latencies: number[] = [];

@@ -10,6 +10,7 @@ import {
   latencySummary,
   localPostgresCpuMs,
   median,
+  settle,
   sleep,
   walBytesSince,
   walPosition,
@@ -109,6 +110,7 @@ export async function latency(
 ): Promise<LatencyResult> {
   const { db, url, drop } = await server.freshDatabase();
   const otherDb = from === 'another-process' ? new PgDatabase({ connectionString: url, max: 2 }) : undefined;
+  await settle(url);
   try {
     const enqueuedAt = new Map<number, number>();
     const latencies: number[] = [];
@@ -162,6 +164,7 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
     return c;
   };
   const [enqueuer, claimer, listener] = await Promise.all([connect(), connect(), connect()]);
+  await settle(url);
   try {
     await enqueuer.query('CREATE TABLE floor_jobs (id bigserial PRIMARY KEY, state text NOT NULL)');
     await listener.query('LISTEN floor_jobs');
