@@ -95,7 +95,8 @@ const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)'
  * order would read every job scheduled ahead of a priority before reaching the next: a claim that comes
  * back short (an idle worker, an outage filling the queue with retries) would cost as much as the whole
  * waiting queue. Instead the claim walks the priorities that have ready jobs (one index descent each,
- * lowest first) and reads each one's due jobs as a range that ends at its first job scheduled ahead. The
+ * lowest first, giving each one's earliest job) and, for those whose earliest job is due, reads the due
+ * jobs as a range that ends at the first job scheduled ahead. The
  * ranges are taken in the walk's order and only as far as :limit, so rows are locked in claim order and no
  * more than the claim keeps.
  *
@@ -103,13 +104,23 @@ const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)'
  * their locks, and a TID lookup skips one primary-key descent per job. The status test is a belt: a row
  * that is not ready is never claimed, whatever its address says.
  */
-const readyPriorities = `ready_priorities AS (
-  (SELECT priority FROM jobs WHERE status IN ('pending', 'retrying') ORDER BY priority LIMIT 1)
+/**
+ * The earliest ready job of each priority, lowest priority first, as a CTE named `name`: one index descent
+ * per distinct priority (a loose scan of `jobs_ready_idx`), so it costs the same with a million jobs
+ * scheduled ahead as with none; `min(scheduled_at)` over the ready rows would read all of them, the index
+ * leading with priority. Rows matching `exclude` are skipped.
+ */
+function earliestPerPrioritySql(name: string, exclude = 'true'): string {
+  const ready = `status IN ('pending', 'retrying') AND ${exclude}`;
+  return `${name} AS (
+  (SELECT priority, scheduled_at FROM jobs WHERE ${ready} ORDER BY priority, scheduled_at LIMIT 1)
   UNION ALL
-  SELECT (SELECT n.priority FROM jobs n WHERE n.status IN ('pending', 'retrying') AND n.priority > r.priority
-          ORDER BY n.priority LIMIT 1)
-  FROM ready_priorities r WHERE r.priority IS NOT NULL
+  SELECT n.priority, n.scheduled_at FROM ${name} e CROSS JOIN LATERAL (
+    SELECT priority, scheduled_at FROM jobs WHERE ${ready} AND priority > e.priority
+    ORDER BY priority, scheduled_at LIMIT 1) n
 )`;
+}
+const readyPriorities = earliestPerPrioritySql('ready_priorities');
 const claimed = `claimed AS (
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1,
@@ -123,6 +134,7 @@ WHERE j.ctid = ANY(ARRAY(
     ORDER BY scheduled_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED) due
+  WHERE r.scheduled_at <= ${NOW}
   LIMIT :limit))
   AND j.status IN ('pending', 'retrying')
 RETURNING ${CLAIM_COLUMNS}
@@ -146,30 +158,14 @@ export const claimDueJobsAsDocumentSql = `${claimedCte}
 SELECT ${claimedDocument} AS jobs FROM claimed`;
 
 /**
- * The earliest ready job of each priority, lowest priority first: one index descent per distinct priority
- * (a loose scan of `jobs_ready_idx`), so finding the next due time costs the same with a million jobs
- * scheduled ahead as with none. `min(scheduled_at)` over the ready rows would read all of them: the index
- * leads with priority. Rows matching `exclude` are skipped.
- */
-function earliestReadyPerPrioritySql(exclude: string): string {
-  const ready = `status IN ('pending', 'retrying') AND ${exclude}`;
-  return `earliest AS (
-  (SELECT priority, scheduled_at FROM jobs WHERE ${ready} ORDER BY priority, scheduled_at LIMIT 1)
-  UNION ALL
-  SELECT n.priority, n.scheduled_at FROM earliest e CROSS JOIN LATERAL (
-    SELECT priority, scheduled_at FROM jobs WHERE ${ready} AND priority > e.priority
-    ORDER BY priority, scheduled_at LIMIT 1) n
-)`;
-}
-
-/**
  * The local worker's claim: the document above and, for a claim that came back short (fewer than :limit),
  * the due time of the earliest ready job it left (NULL when none), so an idle worker knows how long it may
  * sleep without asking in a second statement. The claimed rows still look ready to this statement's
  * snapshot, so they are excluded by id.
  */
 export const claimDueJobsForWorkerSql = `
-WITH RECURSIVE ${readyPriorities}, ${claimed}, ${earliestReadyPerPrioritySql('id NOT IN (SELECT id FROM claimed)')}
+WITH RECURSIVE ${readyPriorities}, ${claimed},
+  ${earliestPerPrioritySql('earliest', 'id NOT IN (SELECT id FROM claimed)')}
 SELECT ${claimedDocument} AS jobs,
   CASE WHEN count(*) < :limit THEN (SELECT min(scheduled_at) FROM earliest) END AS next_due_at
 FROM claimed`;
@@ -364,9 +360,10 @@ LIMIT :limit`;
  */
 export const queueStateSql = `
 WITH RECURSIVE ${readyPriorities}, due AS (
-  SELECT d.n, d.oldest FROM ready_priorities r CROSS JOIN LATERAL (
-    SELECT count(*) AS n, min(scheduled_at) AS oldest FROM jobs
+  SELECT r.scheduled_at AS oldest, d.n FROM ready_priorities r CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM jobs
     WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}) d
+  WHERE r.scheduled_at <= ${NOW}
 )
 SELECT COALESCE(sum(n), 0)::integer AS depth,
        COALESCE(extract(epoch FROM ${NOW} - min(oldest)), 0)::float8 AS oldest_ready_age_seconds
@@ -374,7 +371,7 @@ FROM due`;
 
 /** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
 export const nextDueAtSql = `
-WITH RECURSIVE ${earliestReadyPerPrioritySql('true')}
+WITH RECURSIVE ${earliestPerPrioritySql('earliest')}
 SELECT min(scheduled_at) AS next_due_at FROM earliest`;
 
 export const countsByStatusAndTypeSql = `

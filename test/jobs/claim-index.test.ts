@@ -80,7 +80,7 @@ describe('the claim query and its index', () => {
     const lockNodes = nodes(lock);
     expect(lockNodes.map((n) => n['Node Type'])).toEqual(['LockRows', 'Index Scan']);
     expect(lockNodes[1]).toMatchObject({ 'Index Name': 'jobs_ready_idx', 'Relation Name': 'jobs' });
-    expect(lockNodes[1]!['Index Cond']).toMatch(/^\(\(priority = r_1\.priority\) AND \(scheduled_at <= /);
+    expect(lockNodes[1]!['Index Cond']).toMatch(/^\(\(priority = r\.priority\) AND \(scheduled_at <= /);
     // The update fetches the picked (locked) rows by their physical address; nothing scans the table.
     const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
     expect(jobsScans(update)).toEqual([
