@@ -3,7 +3,14 @@ import { graphileWorker, loadGraphileWorker } from './peers/graphile-worker.js';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
-import { growth, latency, latencyFloor, throughput, waitingGrowth } from './workloads/core.js';
+import {
+  burstAfterIdle,
+  growth,
+  latency,
+  latencyFloor,
+  throughput,
+  waitingGrowth,
+} from './workloads/core.js';
 import { load } from './workloads/load.js';
 
 /**
@@ -100,6 +107,11 @@ try {
     results.W3_waiting = w;
     log(
       `W3 waiting      idle worker's claim ${w.idleClaimMs.empty} ms with no job waiting, ${w.idleClaimMs.waiting} ms with ${w.waiting} scheduled ahead: ratio ${w.ratio}`,
+    );
+    const b = await burstAfterIdle(server);
+    results.W3_burst = b;
+    log(
+      `W3 burst        claim+complete ${b.claimCompleteMsPer1000.dueOnly} ms/1000 jobs draining ${b.burst.due} due jobs, ${b.claimCompleteMsPer1000.withTheRest} with ${b.burst.scheduledAhead} more scheduled ahead and ${b.burst.runningElsewhere} running elsewhere (plans made on an idle queue): ratio ${b.ratio}`,
     );
   }
   if (wanted('W4')) {

@@ -331,3 +331,89 @@ export async function waitingGrowth(
     await full.drop();
   }
 }
+
+export interface BurstResult {
+  burst: { due: number; scheduledAhead: number; runningElsewhere: number };
+  claimCompleteMsPer1000: { dueOnly: number; withTheRest: number };
+  ratio: number;
+}
+
+/**
+ * W3, a third way the queue grows: in a burst, under a worker that has been idle. Prepared statements
+ * settle on a generic plan per connection, kept until the table's statistics change, so the plans a worker
+ * made on an idle queue are the ones that meet the burst. Two databases with 100,000 jobs of history and a
+ * worker connection that made its plans on the idle queue; then 10,000 jobs fall due in both, and in the
+ * second 20,000 more are scheduled ahead and 2,000 run elsewhere (other workers, executors on AWS). Each
+ * drains its due jobs by claims of 100 and batch completions, alternating; the ratio says what the waiting
+ * and running jobs cost the drain. Autovacuum is off for `jobs` in both, as between two of its visits: its
+ * ANALYZE makes PostgreSQL plan again, a minute or more after the burst.
+ */
+export async function burstAfterIdle(
+  server: BenchServer,
+  due = 10_000,
+  claimSize = 100,
+): Promise<BurstResult> {
+  const burst = { due, scheduledAhead: 2 * due, runningElsewhere: due / 5 };
+  const registry = noopRegistry();
+  const insert = (n: number, status: string, scheduledAt: string) =>
+    `INSERT INTO jobs (job_type, payload, status, attempts, priority, scheduled_at, completed_at, lease_expires_at)
+     SELECT 'noop', jsonb_build_object('i', g), '${status}', ${status === 'pending' ? 0 : 1}, g % 3, ${scheduledAt},
+            ${status === 'completed' ? "now() - interval '1 hour'" : 'NULL'},
+            ${status === 'pending' ? 'NULL' : "now() + interval '1 hour'"}
+     FROM generate_series(1, ${n}) g`;
+  const prepare = async (withTheRest: boolean) => {
+    const fresh = await server.freshDatabase(1);
+    await fresh.db.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    await fresh.db.query(insert(100_000, 'completed', "now() - interval '2 hours'"));
+    await fresh.db.query('VACUUM ANALYZE jobs');
+    const tracker = new JobTracker({ db: fresh.db, registry });
+    const cycle = async () => {
+      const claim = await tracker.claimForWorker(claimSize);
+      await tracker.completeMany(claim.jobs.map((j) => ({ id: j.id, attempt: j.attempts })));
+      return claim.jobs.length;
+    };
+    // The worker's everyday life on an idle queue: a job now and then, claimed and completed.
+    for (let i = 0; i < 10; i++) {
+      await tracker.enqueue({ type: 'noop', payload: { i } });
+      await cycle();
+    }
+    // The burst, written through another connection, as other processes would.
+    const admin = new pg.Client({ connectionString: fresh.url });
+    await admin.connect();
+    await admin.query(insert(burst.due, 'pending', "now() - interval '1 second'"));
+    if (withTheRest) {
+      await admin.query(insert(burst.scheduledAhead, 'retrying', "now() + interval '1 hour'"));
+      await admin.query(insert(burst.runningElsewhere, 'running', "now() - interval '1 minute'"));
+    }
+    await admin.end();
+    return { ...fresh, cycle };
+  };
+  const quiet = await prepare(false);
+  const busy = await prepare(true);
+  try {
+    const ms = { quiet: 0, busy: 0 };
+    const done = { quiet: 0, busy: 0 };
+    while (done.quiet < due || done.busy < due) {
+      for (const [name, db] of [
+        ['quiet', quiet],
+        ['busy', busy],
+      ] as const) {
+        if (done[name] >= due) continue;
+        const t = performance.now();
+        const n = await db.cycle();
+        ms[name] += performance.now() - t;
+        if (n === 0) throw new Error(`W3 burst: ${name} found nothing due after ${done[name]} jobs`);
+        done[name] += n;
+      }
+    }
+    const per1000 = (name: 'quiet' | 'busy') => +((ms[name] / done[name]) * 1000).toFixed(1);
+    return {
+      burst,
+      claimCompleteMsPer1000: { dueOnly: per1000('quiet'), withTheRest: per1000('busy') },
+      ratio: +(per1000('busy') / per1000('quiet')).toFixed(2),
+    };
+  } finally {
+    await quiet.drop();
+    await busy.drop();
+  }
+}

@@ -1,0 +1,185 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parseNamedParams } from '../../shared/db/named-params.js';
+import * as sql from '../../shared/jobs/sql.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+/**
+ * The worker runs its statements as prepared statements, and PostgreSQL soon settles each on a generic plan
+ * that it keeps for the session until the table's statistics change. So a plan chosen while the queue was
+ * nearly empty is the plan that runs when an outage or a month-end batch leaves 30,000 jobs waiting: if it
+ * found its rows by reading a partial index (ready or running jobs) whole, because that index was tiny
+ * then, every claim and every completion would now read all of it.
+ *
+ * Here each hot statement gets its generic plan on a table with a history but an empty queue, then the
+ * queue grows (with no ANALYZE in between) and the cached plan runs: it must read about as many index
+ * entries and rows as the statement's own work, not the queue.
+ */
+interface PlanNode {
+  'Node Type': string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
+  'Rows Removed by Filter'?: number;
+  'Rows Removed by Index Recheck'?: number;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  Plans?: PlanNode[];
+}
+
+const nodes = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+
+/** Rows and index entries the scans of `jobs` (and its indexes) read, kept or filtered out. */
+function jobsRowsRead(plan: PlanNode): { read: number; scans: string[] } {
+  const scans = nodes(plan).filter(
+    (n) =>
+      n['Node Type'].includes('Scan') &&
+      (n['Relation Name'] === 'jobs' || n['Index Name']?.startsWith('jobs_')),
+  );
+  const read = scans.reduce(
+    (sum, n) =>
+      sum +
+      ((n['Actual Rows'] ?? 0) +
+        (n['Rows Removed by Filter'] ?? 0) +
+        (n['Rows Removed by Index Recheck'] ?? 0)) *
+        (n['Actual Loops'] ?? 1),
+    0,
+  );
+  return { read, scans: scans.map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`.trim()) };
+}
+
+let t: TestDatabase;
+let session: pg.Client;
+const prepared = new Map<string, unknown[]>();
+let running: { id: string; attempts: number };
+
+const jobsInsert = (n: number, status: string, scheduledAt: string, priority = 0) =>
+  `INSERT INTO jobs (job_type, status, attempts, priority, scheduled_at, started_at, completed_at, lease_expires_at)
+   SELECT 'noop', '${status}', ${status === 'pending' ? 0 : 1}, ${priority} + g % 2, ${scheduledAt},
+          ${status === 'pending' ? 'NULL' : "now() - interval '1 minute'"},
+          ${status === 'completed' ? "now() - interval '1 minute'" : 'NULL'},
+          ${status === 'pending' ? 'NULL' : "now() + interval '1 hour'"}
+   FROM generate_series(1, ${n}) g`;
+
+/** Prepares `sql` in the session under `name` and runs it once (rolled back), so its generic plan is cached. */
+async function cachePlan(name: string, text: string, params: Record<string, unknown>): Promise<void> {
+  const { positional, names } = parseNamedParams(text);
+  const values = names.map((n) => {
+    if (!(n in params)) throw new Error(`${name}: no value for :${n}`);
+    return params[n];
+  });
+  prepared.set(name, values);
+  await session.query('BEGIN');
+  try {
+    await session.query({ name, text: positional, values });
+  } finally {
+    await session.query('ROLLBACK');
+  }
+}
+
+/** EXPLAIN ANALYZE of the cached plan, rolled back. */
+async function runCached(name: string): Promise<PlanNode> {
+  const values = prepared.get(name)!;
+  const literal = (v: unknown) => (v === null ? 'NULL' : pg.escapeLiteral(String(v)));
+  const args = values.length ? `(${values.map(literal).join(', ')})` : '';
+  await session.query('BEGIN');
+  try {
+    const res = await session.query(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE ${name}${args}`);
+    return res.rows[0]['QUERY PLAN'][0].Plan as PlanNode;
+  } finally {
+    await session.query('ROLLBACK');
+  }
+}
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  // Statistics change only where this test says (autovacuum would re-plan, and hide what it checks).
+  await t.db.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+  // A system that has run for a while (20,000 finished jobs), its queue empty but for a few jobs.
+  await t.db.query(jobsInsert(20_000, 'completed', "now() - interval '1 hour'"));
+  await t.db.query(jobsInsert(4, 'pending', "now() - interval '1 second'"));
+  await t.db.query(jobsInsert(4, 'running', "now() - interval '1 minute'"));
+  await t.db.query('VACUUM ANALYZE jobs');
+  running = (
+    await t.db.query<{ id: string; attempts: number }>(
+      "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY id LIMIT 1",
+    )
+  ).rows[0]!;
+
+  session = new pg.Client({ connectionString: t.url });
+  await session.connect();
+  await session.query('SET plan_cache_mode = force_generic_plan');
+  const now = null;
+  const one = (extra: Record<string, unknown> = {}) =>
+    JSON.stringify([{ id: running.id, attempt: running.attempts, ...extra }]);
+  await cachePlan('claim_full', sql.claimDueJobsForWorkerSql, { now, limit: 10, start_now: true });
+  await cachePlan('claim_short', sql.claimDueJobsForWorkerSql, { now, limit: 500, start_now: true });
+  await cachePlan('claim_rows', sql.claimDueJobsSql, { now, limit: 10, start_now: false });
+  await cachePlan('start', sql.startAttemptSql, { now, id: running.id, attempt: running.attempts });
+  await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }) });
+  await cachePlan('fail', sql.failAttemptsFromInputSql, { now, items: one({ error: 'boom' }) });
+  await cachePlan('release', sql.releaseClaimsSql, { now, items: one(), require_unstarted: false });
+  await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100 });
+  await cachePlan('queue_state', sql.queueStateSql, { now });
+  await cachePlan('next_due', sql.nextDueAtSql, {});
+  await cachePlan('overdue', sql.overdueRunningSql, { now });
+  await cachePlan('by_key', sql.jobsByIdempotencyKeySql, {
+    keys: JSON.stringify([{ job_type: 'noop', idempotency_key: 'order-1' }]),
+  });
+  await cachePlan('cancel', sql.cancelJobSql, { now, id: running.id, reason: null });
+  await cachePlan('retry', sql.retryJobSql, { now, id: running.id, budget: 1 });
+
+  // Then the queue fills: 100 jobs due now, 30,000 scheduled ahead (an outage's retries, tomorrow's
+  // reminders), 3,000 running, and more history. No ANALYZE: the cached plans stay.
+  await t.db.query(jobsInsert(96, 'pending', "now() - interval '1 second'"));
+  await t.db.query(jobsInsert(30_000, 'retrying', "now() + interval '1 hour'"));
+  await t.db.query(jobsInsert(3_000, 'running', "now() - interval '1 minute'"));
+  await t.db.query(jobsInsert(20_000, 'completed', "now() - interval '1 hour'"));
+});
+
+afterAll(async () => {
+  await session?.end();
+  await t?.drop();
+});
+
+describe('plans cached while the queue was empty, run when it is full', () => {
+  test.each([
+    // [statement, what it does, bound on rows and index entries it may read]
+    // A claim reads each job twice (the locking read, the update by address) and walks the priorities.
+    ['claim_full', 'claims 10 of the 100 due jobs', 2 * 10 + 10],
+    ['claim_short', 'claims all 100 due jobs and finds the next one scheduled ahead', 2 * 100 + 10],
+    ['claim_rows', 'claims 10 jobs as rows', 2 * 10 + 10],
+    ['start', 'marks one attempt begun', 5],
+    ['complete', 'completes one attempt', 5],
+    ['fail', 'fails one attempt', 5],
+    ['release', 'releases one claim', 5],
+    ['rescue', 'finds no expired lease', 5],
+    ['queue_state', 'counts the 100 due jobs', 100 + 10],
+    ['next_due', 'finds the earliest ready job', 10],
+    ['overdue', 'counts no overdue job', 5],
+    ['by_key', 'looks up one idempotency key', 5],
+    ['cancel', 'cancels one job', 5],
+    ['retry', 'retries one job (not failed: no change)', 5],
+  ] as const)('%s (%s) reads at most %i rows and index entries of jobs', async (name, _what, bound) => {
+    const plan = await runCached(name);
+    const { read, scans } = jobsRowsRead(plan);
+    expect(scans.length, `${name} reads jobs`).toBeGreaterThan(0);
+    expect(read, `${name}: ${scans.join(', ')}`).toBeLessThanOrEqual(bound);
+  });
+
+  test('the short claim takes every due job and answers when the first job scheduled ahead is due', async () => {
+    const { positional, names } = parseNamedParams(sql.claimDueJobsForWorkerSql);
+    const values = names.map((n) => ({ now: null, limit: 500, start_now: true })[n as 'now']);
+    await session.query('BEGIN');
+    try {
+      const res = await session.query({ name: 'claim_short', text: positional, values });
+      const claimed = JSON.parse(res.rows[0].jobs) as unknown[];
+      expect(claimed).toHaveLength(100);
+      const ahead = await session.query(
+        "SELECT min(scheduled_at) AS at FROM jobs WHERE status IN ('pending', 'retrying') AND scheduled_at > now()",
+      );
+      expect(res.rows[0].next_due_at).toEqual(ahead.rows[0].at);
+    } finally {
+      await session.query('ROLLBACK');
+    }
+  });
+});
