@@ -67,14 +67,19 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
   // (graphile-worker deletes a job when its completion commits).
   const w1 = await server.freshDatabase(1, { migrate: false });
   let W1: PeerResult['W1'];
+  // Released in `finally` too: dropping the database under a live pool would end the process.
+  let utils1: Awaited<ReturnType<GraphileWorkerApi['makeWorkerUtils']>> | undefined;
+  let pool1: pg.Pool | undefined;
   try {
     const utils = await gw.makeWorkerUtils({ connectionString: w1.url });
+    utils1 = utils;
     await utils.migrate();
     const t0 = performance.now();
     for (let done = 0; done < 20_000; done += 10_000)
       await utils.addJobs(Array.from({ length: 10_000 }, (_, i) => ({ identifier: 'noop', payload: { i } })));
     const enqueueSeconds = (performance.now() - t0) / 1000;
     const { pool, logger } = await common(w1.url);
+    pool1 = pool;
     const wal0 = await walPosition(w1.db);
     const serverCpu0 = localPostgresCpuMs();
     const cpu0 = process.cpuUsage();
@@ -99,8 +104,6 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     const serverCpu1 = localPostgresCpuMs();
     const walBytes = await walBytesSince(w1.db, wal0);
     await runner.stop();
-    await pool.end();
-    await utils.release();
     W1 = {
       enqueueRowsPerSecond: Math.round(20_000 / enqueueSeconds),
       drainJobsPerSecond: Math.round(20_000 / drainSeconds),
@@ -111,17 +114,23 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
       walBytesPerJob: Math.round(walBytes / 20_000),
     };
   } finally {
+    await pool1?.end().catch(() => {});
+    await utils1?.release().catch(() => {});
     await w1.drop();
   }
 
   // W2: an idle worker; 300 jobs added one at a time 20 ms apart; add-to-task-start latency.
   const w2 = await server.freshDatabase(1, { migrate: false });
   let W2: PeerResult['W2'];
+  let utils2: Awaited<ReturnType<GraphileWorkerApi['makeWorkerUtils']>> | undefined;
+  let pool2: pg.Pool | undefined;
   try {
     const utils = await gw.makeWorkerUtils({ connectionString: w2.url });
+    utils2 = utils;
     await utils.migrate();
     await settle(w2.url);
     const { pool, logger } = await common(w2.url);
+    pool2 = pool;
     const addedAt = new Map<number, number>();
     const latencies: number[] = [];
     const runner = await gw.run({
@@ -144,10 +153,10 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     }
     await sleep(300);
     await runner.stop();
-    await pool.end();
-    await utils.release();
     W2 = latencySummary(latencies);
   } finally {
+    await pool2?.end().catch(() => {});
+    await utils2?.release().catch(() => {});
     await w2.drop();
   }
   return { package: 'graphile-worker', W1, W2 };

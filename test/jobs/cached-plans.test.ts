@@ -13,7 +13,8 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
  *
  * Here each hot statement gets its generic plan on a table with a history but an empty queue, then the
  * queue grows (with no ANALYZE in between) and the cached plan runs: it must read about as many index
- * entries and rows as the statement's own work, not the queue.
+ * entries and rows as the statement's own work, not the queue. (A plan made on a nearly empty *table*
+ * reads the table whole instead, until autovacuum's first ANALYZE of it; the README says more.)
  */
 interface PlanNode {
   'Node Type': string;
