@@ -389,8 +389,9 @@ export async function burstAfterIdle(
     return { ...fresh, cycle };
   };
   const quiet = await prepare(false);
-  const busy = await prepare(true);
+  let busy: Awaited<ReturnType<typeof prepare>> | undefined;
   try {
+    busy = await prepare(true);
     const ms = { quiet: 0, busy: 0 };
     const done = { quiet: 0, busy: 0 };
     while (done.quiet < due || done.busy < due) {
@@ -414,6 +415,6 @@ export async function burstAfterIdle(
     };
   } finally {
     await quiet.drop();
-    await busy.drop();
+    await busy?.drop();
   }
 }
