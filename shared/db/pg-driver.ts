@@ -97,7 +97,17 @@ export interface PgDatabaseOptions {
   max?: number;
   /** Name shown in pg_stat_activity. */
   applicationName?: string;
+  /**
+   * Seconds after which a pooled connection is closed once idle and replaced by a new one. Default 600.
+   * Each connection keeps its prepared statements' generic plans until the table's statistics change, and
+   * autovacuum's ANALYZE is what changes them: where it is off, or slow to come, a plan made on a nearly
+   * empty `jobs` table would read the whole table as it grows. Replacing connections bounds that to
+   * minutes. 0 keeps connections for as long as they are used.
+   */
+  maxConnectionLifetimeSeconds?: number;
 }
+
+const DEFAULT_CONNECTION_LIFETIME_SECONDS = 600;
 
 export class PgDatabase implements Database {
   readonly driverName = 'pg' as const;
@@ -108,6 +118,7 @@ export class PgDatabase implements Database {
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.max ?? 10,
+      maxLifetimeSeconds: options.maxConnectionLifetimeSeconds ?? DEFAULT_CONNECTION_LIFETIME_SECONDS,
       application_name: options.applicationName ?? 'lana-jobs',
       types: typeParsers,
       // Every session works in UTC, as Aurora's default parameter group does.

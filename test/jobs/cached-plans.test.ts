@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseNamedParams } from '../../shared/db/named-params.js';
+import { PgDatabase } from '../../shared/db/pg-driver.js';
 import * as sql from '../../shared/jobs/sql.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
@@ -181,6 +182,32 @@ describe('plans cached while the queue was empty, run when it is full', () => {
       expect(res.rows[0].next_due_at).toEqual(ahead.rows[0].at);
     } finally {
       await session.query('ROLLBACK');
+    }
+  });
+});
+
+describe('pooled connections are replaced after their lifetime, and their plans made again', () => {
+  test('an idle connection past its lifetime is closed; the next query gets a new session', async () => {
+    const db = new PgDatabase({ connectionString: t.url, max: 1, maxConnectionLifetimeSeconds: 1 });
+    const backend = async () =>
+      (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    try {
+      const first = await backend();
+      expect(await backend()).toBe(first);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const second = await backend();
+      expect(second).not.toBe(first);
+      // The old session ends (its backend exits a moment after the client says goodbye).
+      const alive = async () =>
+        (
+          await db.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = :pid', {
+            pid: first,
+          })
+        ).rows[0]!.n;
+      for (let i = 0; i < 50 && (await alive()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await alive()).toBe(0);
+    } finally {
+      await db.close();
     }
   });
 });
