@@ -105,9 +105,17 @@ export interface PgDatabaseOptions {
    * minutes. 0 keeps connections for as long as they are used.
    */
   maxConnectionLifetimeSeconds?: number;
+  /**
+   * Connections the pool keeps open while idle (default 2, at most `max`); idle ones above it close after
+   * 10 seconds, and every one is still replaced at its lifetime. An idle worker's poll holds one
+   * connection: a second lets an enqueue, an eager start or a completion run beside it instead of first
+   * opening a connection (10 to 30 ms on this project's machine) and preparing its statements again.
+   */
+  minConnections?: number;
 }
 
 const DEFAULT_CONNECTION_LIFETIME_SECONDS = 600;
+const DEFAULT_MIN_CONNECTIONS = 2;
 
 export class PgDatabase implements Database {
   readonly driverName = 'pg' as const;
@@ -115,9 +123,14 @@ export class PgDatabase implements Database {
   private readonly listeners = new Set<pg.Client>();
 
   constructor(readonly options: PgDatabaseOptions) {
+    const max = options.max ?? 10;
+    const min = Math.min(max, options.minConnections ?? DEFAULT_MIN_CONNECTIONS);
+    if (!Number.isInteger(min) || min < 0)
+      throw new Error('minConnections must be a whole number, 0 or more');
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
-      max: options.max ?? 10,
+      max,
+      min,
       maxLifetimeSeconds: options.maxConnectionLifetimeSeconds ?? DEFAULT_CONNECTION_LIFETIME_SECONDS,
       application_name: options.applicationName ?? 'lana-jobs',
       types: typeParsers,

@@ -75,6 +75,18 @@ VALUES (${oneRowValues},
 ${onKeyConflict}
 RETURNING created_at, scheduled_at, lease_expires_at`;
 
+/**
+ * An insert of no rows, which writes nothing (no transaction id, no WAL). A session's first insert into
+ * `jobs` plans against every index, compiles the insert trigger and plans its check of the inserted rows:
+ * about 8 ms on this project's machine, against 1 to 2 ms afterwards. Run once per session ahead of time
+ * (`JobTracker.warmUp`), it spares the first job a worker starts that cost. Statement triggers fire for no
+ * rows too.
+ */
+export const warmUpInsertSql = `
+INSERT INTO jobs (id, job_type, payload)
+SELECT CAST(NULL AS uuid), CAST(NULL AS text), CAST(NULL AS jsonb) WHERE false
+${onKeyConflict}`;
+
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `
 SELECT ${JOB_COLUMNS} FROM jobs

@@ -345,6 +345,20 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   /**
+   * Has `connections` database sessions (opened if need be) pay ahead what a session's first job insert
+   * costs, so the first jobs this process enqueues or starts do not (`warmUpInsertSql`). Writes nothing.
+   * node-postgres only: the Data API keeps its sessions to itself. Best effort: a failure here is met
+   * again, and reported, by the next real statement.
+   */
+  async warmUp(connections: number): Promise<void> {
+    if (this.db.driverName !== 'pg') return;
+    // Statements issued together run on different pooled sessions.
+    await Promise.all(
+      Array.from({ length: connections }, () => this.db.query(sql.warmUpInsertSql).catch(() => undefined)),
+    );
+  }
+
+  /**
    * Lets `starter` take single due jobs enqueued through this tracker (eager start); returns the detach.
    * Jobs enqueued inside a caller's transaction, scheduled ahead, or in batches always go through the queue.
    */

@@ -155,6 +155,11 @@ export class Worker<M extends JobTypeMap, S> {
   private wantFetch = false;
   /** The last claim filled its batch (or a wake-up arrived since): more jobs may be due. */
   private mayHaveMore = true;
+  /**
+   * The last claim that answered came back short: the worker had taken every job due then. A claim in
+   * flight (a poll, a wake-up) does not change it; a full claim, or a failed one, clears it.
+   */
+  private caughtUp = false;
   private flushing: Promise<void> | null = null;
   /**
    * Claim-ahead: the next claim starts when the local queue falls below this many jobs, so that it returns
@@ -212,6 +217,8 @@ export class Worker<M extends JobTypeMap, S> {
     if (this.started) throw new Error('worker already started');
     this.started = true;
     if (this.options.listen) this.unlisten = await this.options.listen(() => this.wake());
+    // Two sessions: the one an idle worker's poll holds, and one for an enqueue or an eager start beside it.
+    await this.tracker.warmUp(2);
     if (this.options.eagerStart ?? true)
       this.detachEager = this.tracker.attachEagerStarter(this.eagerStarter);
     await this.fireSchedules();
@@ -294,6 +301,7 @@ export class Worker<M extends JobTypeMap, S> {
       return;
     }
     this.queue.push(claimed, performance.now());
+    this.caughtUp = this.consecutiveErrors === 0 && claimed.length < room;
     // More may be waiting if the batch came back full, or a wake-up arrived during the claim.
     this.mayHaveMore = this.consecutiveErrors === 0 && (claimed.length === room || this.wantFetch);
     this.fillSlots();
@@ -361,12 +369,17 @@ export class Worker<M extends JobTypeMap, S> {
 
   /**
    * Eager start: a slot for a job being enqueued in this process, only when this worker would otherwise
-   * sit idle on it: running, a slot free, nothing queued locally, no claim in flight, and the last claim
-   * found no more due jobs (so the new job jumps no known backlog).
+   * sit idle on it: running, a slot free, nothing queued locally, and the last claim found no more due jobs
+   * (so the new job jumps no known backlog).
+   *
+   * A claim in flight does not stop it. An idle worker polls every couple of seconds, and a job enqueued
+   * during that poll would otherwise wait for the poll, then its own notification and a second claim: two
+   * commits instead of one. What the poll brings back takes the other free slots; should it fill them, one
+   * of its jobs waits for the eager job, exactly as if the enqueue had come a moment before the poll.
    */
   private readonly eagerStarter: EagerStarter = {
     reserve: (): EagerSlot | undefined => {
-      if (this.stopping || this.fetching || this.mayHaveMore || this.queue.length > 0) return undefined;
+      if (this.stopping || !this.caughtUp || this.queue.length > 0) return undefined;
       if (this.running.size + this.reserved >= this.concurrency) return undefined;
       this.reserved++;
       let settled = false;

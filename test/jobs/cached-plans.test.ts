@@ -211,3 +211,21 @@ describe('pooled connections are replaced after their lifetime, and their plans 
     }
   });
 });
+
+describe('idle pooled connections', () => {
+  test('the pool keeps minConnections (default 2) open past the 10 s idle timeout, and closes the rest', async () => {
+    const byDefault = new PgDatabase({ connectionString: t.url });
+    const none = new PgDatabase({ connectionString: t.url, minConnections: 0 });
+    try {
+      // Four statements at once: four sessions each.
+      const four = (db: PgDatabase) => Promise.all([1, 2, 3, 4].map(() => db.query('SELECT pg_sleep(0.05)')));
+      await Promise.all([four(byDefault), four(none)]);
+      expect([byDefault.pool.totalCount, none.pool.totalCount]).toEqual([4, 4]);
+      await new Promise((resolve) => setTimeout(resolve, 10_500));
+      expect([byDefault.pool.totalCount, none.pool.totalCount]).toEqual([2, 0]);
+    } finally {
+      await byDefault.close();
+      await none.close();
+    }
+  });
+});

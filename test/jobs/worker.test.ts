@@ -1,8 +1,10 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { z } from 'zod';
+import { PgDatabase } from '../../shared/db/pg-driver.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { RetryJobLater } from '../../shared/jobs/errors.js';
+import { warmUpInsertSql } from '../../shared/jobs/sql.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type AttemptEvent, Worker, type WorkerOptions } from '../../shared/runtime/worker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -376,6 +378,95 @@ describe("eager start: a job enqueued in the worker's own process", () => {
     await worker.stop();
     const off = await idleWorker({ eagerStart: false });
     expect((await off.tracker.enqueue({ type: 'noop', payload: {} })).job.status).toBe('pending');
+  });
+
+  test("starts while an idle worker's poll is in flight; the poll's jobs take the other slots", async () => {
+    const { tracker, worker, services } = await idleWorker({ concurrency: 2 });
+    // Due, and unseen by the worker (it does not listen): its next poll finds it.
+    const polled = await otherProcess().enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
+    const pollAnswer = deferred();
+    const realClaim = tracker.claimForWorker.bind(tracker);
+    const claims = vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
+      await pollAnswer.promise;
+      return realClaim(limit);
+    });
+    worker.wake(); // the poll
+    try {
+      await waitFor(() => claims.mock.calls.length === 1, { what: 'the poll to be in flight' });
+      // Before, this job waited for the poll, then for its own notification and a second claim.
+      const eager = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } });
+      expect(eager.job).toMatchObject({ status: 'running', attempts: 1 });
+      await waitFor(() => services.runs.length === 1, { what: 'the eager job to run' });
+    } finally {
+      pollAnswer.resolve();
+    }
+    await waitFor(() => services.runs.length === 2, { what: 'the polled job to run' });
+    await worker.idle();
+    expect(services.runs.map((r) => r.payload)).toEqual([
+      { ms: 0, n: 2 },
+      { ms: 0, n: 1 },
+    ]);
+    expect(await tracker.getJob(polled.job.id)).toMatchObject({ status: 'completed', attempts: 1 });
+    expect(await statusCounts(t.db)).toEqual({ completed: 2 });
+  });
+
+  test('a starting worker takes no eager job before its first claim answers: it may have a backlog', async () => {
+    const { tracker, worker, services } = make({ pollIntervalMs: 120_000 });
+    const firstAnswer = deferred();
+    const realClaim = tracker.claimForWorker.bind(tracker);
+    const claims = vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
+      await firstAnswer.promise;
+      return realClaim(limit);
+    });
+    await worker.start();
+    try {
+      await waitFor(() => claims.mock.calls.length === 1, { what: 'the first claim to be in flight' });
+      const queued = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
+      expect(queued.job).toMatchObject({ status: 'pending', attempts: 0 });
+    } finally {
+      firstAnswer.resolve();
+    }
+    await worker.idle();
+    expect(services.runs).toHaveLength(1);
+    // Caught up now: the next one starts eagerly.
+    expect((await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } })).job.status).toBe('running');
+    await worker.idle();
+    expect(services.runs).toHaveLength(2);
+  });
+
+  test('start() readies two sessions for the insert path, writing nothing and waking nobody', async () => {
+    const db = new PgDatabase({ connectionString: t.url });
+    const notifications: string[] = [];
+    const unlisten = await t.db.listen('lana_jobs', () => notifications.push('woken'));
+    try {
+      const reg = registry();
+      const tracker = new JobTracker({ db, registry: reg });
+      const statements = vi.spyOn(db, 'query');
+      const worker = new Worker({
+        tracker,
+        dispatcher: new JobDispatcher(reg, { runs: [] } as TestServices),
+      });
+      workers.push(worker);
+      await worker.start();
+      await worker.idle();
+      expect(statements.mock.calls.filter(([text]) => text === warmUpInsertSql)).toHaveLength(2);
+      expect(db.pool.totalCount).toBe(2); // issued together: one on each of two sessions
+      await worker.stop();
+      // The warm-up takes no transaction id: no row, no WAL, nothing for a listener.
+      const xid = await db.transaction(async (tx) => {
+        await tx.query(warmUpInsertSql);
+        return (
+          await tx.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid')
+        ).rows[0]!.xid;
+      });
+      expect(xid).toBeNull();
+      await sleep(100);
+      expect(notifications).toEqual([]);
+      expect(await statusCounts(t.db)).toEqual({});
+    } finally {
+      await unlisten();
+      await db.close();
+    }
   });
 
   test('a key already taken returns the existing job and starts nothing', async () => {
