@@ -8,6 +8,7 @@ import {
   growth,
   latency,
   latencyFloor,
+  latencyOverFloor,
   throughput,
   waitingGrowth,
 } from './workloads/core.js';
@@ -64,6 +65,11 @@ try {
     results.W2_floor = floor;
     log(
       `W2 floor        no job system: bare INSERT+NOTIFY, LISTEN, bare claim p50 ${floor.insertNotifyClaim.p50Ms} ms, p99 ${floor.insertNotifyClaim.p99Ms} ms; bare INSERT p50 ${floor.insertOnly.p50Ms} ms, p99 ${floor.insertOnly.p99Ms} ms`,
+    );
+    const over = await latencyOverFloor(server);
+    results.W2_over_floor = over;
+    log(
+      `W2 alternating  eager start p50 ${over.eagerStart.p50Ms} ms, p99 ${over.eagerStart.p99Ms} ms; bare INSERT on the same pool p50 ${over.bareInsert.p50Ms} ms, p99 ${over.bareInsert.p99Ms} ms (alternately, each after 20 ms idle: what the job system adds to the commit)`,
     );
   }
   if (peers) {

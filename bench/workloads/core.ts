@@ -204,6 +204,56 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
   }
 }
 
+export interface LatencyOverFloor {
+  /** Enqueue-to-start of an eager job, as in W2. */
+  eagerStart: LatencyResult;
+  /** A bare INSERT of a row already marked taken, on the same pool, between those jobs. */
+  bareInsert: LatencyResult;
+}
+
+/**
+ * W2 and its one-commit floor in the same minutes: an idle worker's eager start and a bare INSERT on the
+ * same pool, alternately, each after 20 ms idle. W2 and the floor are measured a minute apart, and this
+ * machine's commit latency moves between minutes; alternating shows what the job system itself adds.
+ */
+export async function latencyOverFloor(server: BenchServer, rounds = 300): Promise<LatencyOverFloor> {
+  const { db, url, drop } = await server.freshDatabase();
+  try {
+    await db.query('CREATE TABLE floor_jobs (id bigserial PRIMARY KEY, state text NOT NULL)');
+    await settle(url);
+    let startedAt = 0;
+    const registry = noopRegistry(() => {
+      startedAt = performance.now();
+    });
+    const tracker = new JobTracker({ db, registry });
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(registry, {}),
+      listen: (onNotify) => db.listen('lana_jobs', onNotify),
+    });
+    await worker.start();
+    await sleep(200);
+    const eager: number[] = [];
+    const bare: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      await sleep(20);
+      const t0 = performance.now();
+      const { job } = await tracker.enqueue({ type: 'noop', payload: { i } });
+      if (job.status !== 'running') throw new Error(`W2 over floor: job ${i} did not take the eager start`);
+      eager.push(startedAt - t0); // the eager start runs the executor before enqueue returns
+      await sleep(20);
+      const t1 = performance.now();
+      await db.query(`INSERT INTO floor_jobs (state) VALUES ('running') RETURNING id`);
+      bare.push(performance.now() - t1);
+    }
+    await worker.idle();
+    await worker.stop();
+    return { eagerStart: latencySummary(eager), bareInsert: latencySummary(bare) };
+  } finally {
+    await drop();
+  }
+}
+
 export interface GrowthResult {
   jobsPerRound: number;
   small: { history: number; claimCompleteMsPer1000: number };
