@@ -88,6 +88,19 @@ export async function throughput(server: BenchServer, jobs = 20_000): Promise<Th
   }
 }
 
+/** W2's worker: default configuration, LISTEN on, started and left idle a moment before the first job. */
+async function startIdleWorker(db: PgDatabase, registry: ReturnType<typeof noopRegistry>) {
+  const tracker = new JobTracker({ db, registry });
+  const worker = new Worker({
+    tracker,
+    dispatcher: new JobDispatcher(registry, {}),
+    listen: (onNotify) => db.listen('lana_jobs', onNotify),
+  });
+  await worker.start();
+  await sleep(200);
+  return { tracker, worker };
+}
+
 export interface LatencyResult {
   jobs: number;
   p50Ms: number;
@@ -118,15 +131,8 @@ export async function latency(
       const t = enqueuedAt.get(i);
       if (t !== undefined) latencies.push(performance.now() - t);
     });
-    const tracker = new JobTracker({ db, registry });
+    const { tracker, worker } = await startIdleWorker(db, registry);
     const enqueuer = otherDb ? new JobTracker({ db: otherDb, registry }) : tracker;
-    const worker = new Worker({
-      tracker,
-      dispatcher: new JobDispatcher(registry, {}),
-      listen: (onNotify) => db.listen('lana_jobs', onNotify),
-    });
-    await worker.start();
-    await sleep(200);
     for (let i = 0; i < jobs; i++) {
       enqueuedAt.set(i, performance.now());
       await enqueuer.enqueue({ type: 'noop', payload: { i } });
@@ -225,14 +231,7 @@ export async function latencyOverFloor(server: BenchServer, rounds = 300): Promi
     const registry = noopRegistry(() => {
       startedAt = performance.now();
     });
-    const tracker = new JobTracker({ db, registry });
-    const worker = new Worker({
-      tracker,
-      dispatcher: new JobDispatcher(registry, {}),
-      listen: (onNotify) => db.listen('lana_jobs', onNotify),
-    });
-    await worker.start();
-    await sleep(200);
+    const { tracker, worker } = await startIdleWorker(db, registry);
     const eager: number[] = [];
     const bare: number[] = [];
     for (let i = 0; i < rounds; i++) {

@@ -98,6 +98,17 @@ function make(
  */
 const otherProcess = () => new JobTracker({ db: t.db, registry: registry() });
 
+/** Holds the worker's claims until `release()`: a claim in flight, as a poll or a first claim is. */
+function holdClaims(tracker: JobTracker<Reg['schemas'], TestServices>) {
+  const answer = deferred();
+  const realClaim = tracker.claimForWorker.bind(tracker);
+  const claims = vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
+    await answer.promise;
+    return realClaim(limit);
+  });
+  return { claims, release: answer.resolve };
+}
+
 const sleepyJobs = (count: number, ms: number) =>
   Array.from({ length: count }, (_, n) => ({ type: 'sleepy' as const, payload: { ms, n } }));
 
@@ -384,21 +395,16 @@ describe("eager start: a job enqueued in the worker's own process", () => {
     const { tracker, worker, services } = await idleWorker({ concurrency: 2 });
     // Due, and unseen by the worker (it does not listen): its next poll finds it.
     const polled = await otherProcess().enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
-    const pollAnswer = deferred();
-    const realClaim = tracker.claimForWorker.bind(tracker);
-    const claims = vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
-      await pollAnswer.promise;
-      return realClaim(limit);
-    });
+    const poll = holdClaims(tracker);
     worker.wake(); // the poll
     try {
-      await waitFor(() => claims.mock.calls.length === 1, { what: 'the poll to be in flight' });
+      await waitFor(() => poll.claims.mock.calls.length === 1, { what: 'the poll to be in flight' });
       // Before, this job waited for the poll, then for its own notification and a second claim.
       const eager = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } });
       expect(eager.job).toMatchObject({ status: 'running', attempts: 1 });
       await waitFor(() => services.runs.length === 1, { what: 'the eager job to run' });
     } finally {
-      pollAnswer.resolve();
+      poll.release();
     }
     await waitFor(() => services.runs.length === 2, { what: 'the polled job to run' });
     await worker.idle();
@@ -412,19 +418,16 @@ describe("eager start: a job enqueued in the worker's own process", () => {
 
   test('a starting worker takes no eager job before its first claim answers: it may have a backlog', async () => {
     const { tracker, worker, services } = make({ pollIntervalMs: 120_000 });
-    const firstAnswer = deferred();
-    const realClaim = tracker.claimForWorker.bind(tracker);
-    const claims = vi.spyOn(tracker, 'claimForWorker').mockImplementation(async (limit) => {
-      await firstAnswer.promise;
-      return realClaim(limit);
-    });
+    const first = holdClaims(tracker);
     await worker.start();
     try {
-      await waitFor(() => claims.mock.calls.length === 1, { what: 'the first claim to be in flight' });
+      await waitFor(() => first.claims.mock.calls.length === 1, {
+        what: 'the first claim to be in flight',
+      });
       const queued = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 } });
       expect(queued.job).toMatchObject({ status: 'pending', attempts: 0 });
     } finally {
-      firstAnswer.resolve();
+      first.release();
     }
     await worker.idle();
     expect(services.runs).toHaveLength(1);
