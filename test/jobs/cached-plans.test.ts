@@ -223,6 +223,10 @@ describe('idle pooled connections', () => {
       expect([byDefault.pool.totalCount, none.pool.totalCount]).toEqual([4, 4]);
       await new Promise((resolve) => setTimeout(resolve, 10_500));
       expect([byDefault.pool.totalCount, none.pool.totalCount]).toEqual([2, 0]);
+      for (const bad of [-1, 1.5, Number.NaN])
+        expect(() => new PgDatabase({ connectionString: t.url, minConnections: bad })).toThrow(
+          /minConnections must be a whole number/,
+        );
     } finally {
       await byDefault.close();
       await none.close();
