@@ -395,13 +395,13 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       slot.cancel();
       return undefined;
     }
+    // Created, started and leased at the statement's one instant; scheduled when given (never ahead), else then.
     const job: Job = {
       ...newJobFromInput(input, ins.created_at),
       status: 'running',
       attempts: 1,
-      scheduledAt: ins.scheduled_at,
       startedAt: ins.created_at,
-      leaseExpiresAt: ins.lease_expires_at,
+      leaseExpiresAt: new Date(ins.created_at.getTime() + row.lease_seconds * 1000),
     };
     this.metrics.jobsEnqueued(job.jobType, 1);
     slot.start(job); // a Job is a ClaimedJob, as startAttempt's answer is for an executor
@@ -853,12 +853,10 @@ interface InsertAnswerRow {
   keyed_ids: string | null;
 }
 
-/** What the eager insert returns of its job: the claim's times too. */
+/** What the eager insert returns of its job: the statement's time, from which its start and lease follow. */
 interface StartedRow {
   [column: string]: unknown;
   created_at: Date;
-  scheduled_at: Date;
-  lease_expires_at: Date;
 }
 
 /** A job's row as the insert takes it (one element of its JSON array). */

@@ -356,6 +356,26 @@ describe("eager start: a job enqueued in the worker's own process", () => {
     }
   });
 
+  test('answers with the job as stored: its start, lease and due time, given or not', async () => {
+    const { tracker, worker } = await idleWorker();
+    const runAt = new Date(Date.now() - 60_000); // in the past: due now, and keeps its place
+    const given = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 1 }, runAt });
+    const defaulted = await tracker.enqueue({ type: 'sleepy', payload: { ms: 0, n: 2 } });
+    await worker.idle();
+    for (const { job } of [given, defaulted]) {
+      expect(job.status).toBe('running');
+      const stored = await tracker.getJob(job.id);
+      expect(stored).toMatchObject({ createdAt: job.createdAt, scheduledAt: job.scheduledAt });
+      // The executor has finished since: the lease it ran under is kept on the row.
+      expect(stored!.leaseExpiresAt).toEqual(job.leaseExpiresAt);
+      expect(job.leaseExpiresAt!.getTime() - job.startedAt!.getTime()).toBe(
+        registry().get('sleepy')!.leaseSeconds * 1000,
+      );
+    }
+    expect(given.job.scheduledAt).toEqual(runAt);
+    expect(defaulted.job.scheduledAt).toEqual(defaulted.job.createdAt);
+  });
+
   test('goes through the queue when scheduled ahead, in a transaction, in a batch, with slots busy, or with eagerStart off', async () => {
     // LISTEN on: the jobs that go through the queue are claimed when their insert notifies.
     const { tracker, worker, services } = await idleWorker({
