@@ -64,7 +64,7 @@ try {
     const floor = await latencyFloor(server);
     results.W2_floor = floor;
     log(
-      `W2 floor        no job system: bare INSERT+NOTIFY, LISTEN, bare claim p50 ${floor.insertNotifyClaim.p50Ms} ms, p99 ${floor.insertNotifyClaim.p99Ms} ms; bare INSERT p50 ${floor.insertOnly.p50Ms} ms, p99 ${floor.insertOnly.p99Ms} ms`,
+      `W2 floor        no job system: bare INSERT+NOTIFY, LISTEN, bare claim p50 ${floor.insertNotifyClaim.p50Ms} ms, p99 ${floor.insertNotifyClaim.p99Ms} ms; bare INSERT p50 ${floor.insertOnly.p50Ms} ms, p99 ${floor.insertOnly.p99Ms} ms; the same with no idle before it p50 ${floor.insertOnlyBackToBack.p50Ms} ms, p99 ${floor.insertOnlyBackToBack.p99Ms} ms`,
     );
     const over = await latencyOverFloor(server);
     results.W2_over_floor = over;

@@ -154,6 +154,12 @@ export interface LatencyFloor {
   insertNotifyClaim: LatencyResult;
   /** A bare INSERT of a row already marked taken, committed: what the eager start cannot go below. */
   insertOnly: LatencyResult;
+  /**
+   * The same INSERT again at once, with no idle before it: the difference from `insertOnly` is what waking
+   * from 20 ms of idle costs one commit on this machine (the client, the server process and the disk's
+   * completion each wake), which no job system can take out of W2.
+   */
+  insertOnlyBackToBack: LatencyResult;
 }
 
 /**
@@ -161,6 +167,7 @@ export interface LatencyFloor {
  * synchronous commits and a notification (INSERT ... NOTIFY, LISTEN, a one-row UPDATE ... FOR UPDATE SKIP
  * LOCKED); the eager start is one commit (a bare INSERT). The two are measured alternately, so they see the
  * same machine. No queue built on PostgreSQL's durable commits picks a job up faster than these here.
+ * The bare INSERT is also repeated at once, to show what the 20 ms of idle before each job costs.
  */
 export async function latencyFloor(server: BenchServer, jobs = 300): Promise<LatencyFloor> {
   const { url, drop } = await server.freshDatabase(1, { migrate: false });
@@ -176,6 +183,11 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
     await listener.query('LISTEN floor_jobs');
     const twoCommits: number[] = [];
     const oneCommit: number[] = [];
+    const oneCommitBackToBack: number[] = [];
+    const insertTaken = {
+      name: 'insert-taken',
+      text: `INSERT INTO floor_jobs (state) VALUES ('running') RETURNING id`,
+    };
     for (let i = 0; i < jobs; i++) {
       await sleep(20);
       const notified = new Promise<void>((resolve) => listener.once('notification', () => resolve()));
@@ -197,13 +209,17 @@ export async function latencyFloor(server: BenchServer, jobs = 300): Promise<Lat
 
       await sleep(20);
       const t1 = performance.now();
-      await enqueuer.query({
-        name: 'insert-taken',
-        text: `INSERT INTO floor_jobs (state) VALUES ('running') RETURNING id`,
-      });
-      oneCommit.push(performance.now() - t1);
+      await enqueuer.query(insertTaken);
+      const t2 = performance.now();
+      oneCommit.push(t2 - t1);
+      await enqueuer.query(insertTaken);
+      oneCommitBackToBack.push(performance.now() - t2);
     }
-    return { insertNotifyClaim: latencySummary(twoCommits), insertOnly: latencySummary(oneCommit) };
+    return {
+      insertNotifyClaim: latencySummary(twoCommits),
+      insertOnly: latencySummary(oneCommit),
+      insertOnlyBackToBack: latencySummary(oneCommitBackToBack),
+    };
   } finally {
     await Promise.all([enqueuer.end(), claimer.end(), listener.end()]);
     await drop();
