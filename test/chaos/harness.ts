@@ -85,13 +85,43 @@ function behaviourOf(seed: number, jobId: string, attempt: number) {
 
 const CHAOS_RETRY = { maxAttempts: 6, backoffBaseSeconds: 1, backoffCapSeconds: 32 };
 
-interface Run {
+export interface Run {
   jobId: string;
   attempt: number;
   start: number;
   end: number;
   /** The attempt's lease expiry on the database's (injected) clock; its claim was one lease length before. */
   leaseExpiresAt: number;
+}
+
+/**
+ * Real-time overlaps of two attempts of one job. Each is a violation unless the later attempt (by number,
+ * that is by claim) was claimed after the earlier one's lease had expired on the database's clock. Leases
+ * last minutes and runs seconds, so only an injected clock jump expires one: the documented limit (a jump
+ * past a live lease). The jump may come before the earlier attempt even started: it waited in a worker's
+ * queue or on the bus meanwhile, and may then start after the later attempt did (a worker judges a queued
+ * job's lease on its own monotonic clock, which the injected jump does not move).
+ */
+export function classifyOverlaps(
+  runs: readonly Run[],
+  leaseMs: number,
+): { overlapping: { prev: Run; cur: Run }[]; overlapsCausedByClockJumps: number } {
+  let overlapsCausedByClockJumps = 0;
+  const overlapping: { prev: Run; cur: Run }[] = [];
+  const byJob = new Map<string, Run[]>();
+  for (const r of runs) byJob.set(r.jobId, [...(byJob.get(r.jobId) ?? []), r]);
+  for (const list of byJob.values()) {
+    for (let i = 0; i < list.length; i++) {
+      for (let k = i + 1; k < list.length; k++) {
+        const [prev, cur] = [list[i]!, list[k]!].sort((a, b) => a.attempt - b.attempt) as [Run, Run];
+        if (prev.attempt === cur.attempt || prev.start >= cur.end || cur.start >= prev.end) continue;
+        // The later attempt's claim time: its lease was set one lease length after it.
+        if (cur.leaseExpiresAt - leaseMs >= prev.leaseExpiresAt) overlapsCausedByClockJumps++;
+        else overlapping.push({ prev, cur });
+      }
+    }
+  }
+  return { overlapping, overlapsCausedByClockJumps };
 }
 
 interface ChaosServices {
@@ -529,30 +559,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         r.next_claimed.getTime() <
         r.finished_at.getTime() + backoffSeconds(r.attempt - r.offset, CHAOS_RETRY) * 1000 - 1,
     ).length;
-    // Real-time overlap of two attempts of one job: a violation unless the later attempt was claimed after
-    // the earlier one's lease had expired on the database's clock. Leases last minutes and the run seconds,
-    // so only an injected clock jump expires one: the documented limit (a jump past a live lease). The jump
-    // may come before the earlier attempt even started (it waited in a queue or on the bus meanwhile).
-    const leaseMs = registry.require('chaos-effect').leaseSeconds * 1000;
-    let overlapsCausedByClockJumps = 0;
-    let overlaps = 0;
-    const overlapping: { prev: Run; cur: Run }[] = [];
-    const byJob = new Map<string, Run[]>();
-    for (const r of runs) byJob.set(r.jobId, [...(byJob.get(r.jobId) ?? []), r]);
-    for (const list of byJob.values()) {
-      list.sort((a, b) => a.start - b.start);
-      for (let i = 1; i < list.length; i++) {
-        const cur = list[i]!;
-        for (const prev of list.slice(0, i)) {
-          if (cur.attempt === prev.attempt || cur.start >= prev.end) continue;
-          if (cur.leaseExpiresAt - leaseMs >= prev.leaseExpiresAt) overlapsCausedByClockJumps++;
-          else {
-            overlaps++;
-            overlapping.push({ prev, cur });
-          }
-        }
-      }
-    }
+    const { overlapping, overlapsCausedByClockJumps } = classifyOverlaps(
+      runs,
+      registry.require('chaos-effect').leaseSeconds * 1000,
+    );
+    const overlaps = overlapping.length;
     // Enough to diagnose a violation from the log alone (the database is dropped at the end).
     for (const { prev, cur } of overlapping.slice(0, 3)) {
       const history = await control.query(
