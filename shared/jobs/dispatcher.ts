@@ -21,6 +21,12 @@ export interface AbortableRun {
   abort(reason: Error): void;
   /** Why the run was aborted, if it was. */
   readonly abortReason: Error | undefined;
+  /**
+   * Settles once the executor itself has returned or thrown (at once if it never began). An aborted run
+   * settles before its executor stops, if it stops at all: a caller about to make the job due again waits
+   * on this first, so that no other attempt starts beside an executor that ignored its signal.
+   */
+  readonly executorStopped: Promise<void>;
 }
 
 export interface DispatchOptions {
@@ -62,6 +68,8 @@ export class JobDispatcher<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 }
 
+function ignore(): void {}
+
 function failed(error: string, permanent: boolean, started: number): JobResult {
   return { outcome: 'failed', error, permanent, durationMs: performance.now() - started };
 }
@@ -92,6 +100,10 @@ class Run<S> implements AbortableRun, JobContext<S> {
     private readonly resolve: (result: JobResult) => void,
   ) {
     this.attempt = job.attempts;
+  }
+
+  get executorStopped(): Promise<void> {
+    return this.work ? this.work.then(ignore, ignore) : Promise.resolve();
   }
 
   get signal(): AbortSignal {

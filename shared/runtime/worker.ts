@@ -20,6 +20,15 @@ const CLAIM_HORIZON_MS = 1000;
 /** The abort reason of runs interrupted by `stop()`. */
 const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
 
+/** True if `promise` settles within `ms`. */
+function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return Promise.race([promise.then(() => true), timeout]).finally(() => clearTimeout(timer));
+}
+
 export interface WorkerOptions<M extends JobTypeMap, S> {
   tracker: JobTracker<M, S>;
   dispatcher: JobDispatcher<M, S>;
@@ -52,7 +61,10 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
   schedules?: readonly RecurringSchedule[];
   /** How often schedules are checked. Default 10 s. */
   scheduleIntervalMs?: number;
-  /** On stop, how long running jobs may take to finish before they are interrupted. Default 10 s. */
+  /**
+   * On stop, how long running jobs may take to finish before they are interrupted (their abort signal
+   * fires), and then how long each interrupted executor may take to stop. Default 10 s.
+   */
   shutdownGraceMs?: number;
   logger?: Logger;
   /** Called after each attempt is recorded (the demo and tests watch progress through it). */
@@ -120,8 +132,10 @@ class LocalQueue {
  * already claimed by this worker and starts when that insert commits (eager start, `eagerStart`).
  *
  * `stop()` stops claiming, hands back the queued jobs that never started, lets running jobs finish within
- * the grace period, interrupts the rest (recorded as failed attempts due again at once) and flushes every
- * result: no job is left running.
+ * the grace period, interrupts the rest (recorded as interrupted attempts, due again at once, once their
+ * executors stop) and flushes every result: no job is left running. Except one whose executor ignores
+ * its abort signal for another grace period: that job is left `running` and nothing is recorded for it,
+ * so its lease expires and the rescuer runs it again, rather than another worker at once, beside it.
  */
 export class Worker<M extends JobTypeMap, S> {
   private readonly tracker: JobTracker<M, S>;
@@ -444,8 +458,22 @@ export class Worker<M extends JobTypeMap, S> {
   private async run(job: ClaimedJob): Promise<void> {
     const result = await this.dispatcher.dispatch(job, this.dispatchOptions);
     if (this.killed) return;
+    const handle = this.running.get(job.id);
+    const interrupted = handle?.abortReason === SHUTDOWN;
+    // An interrupted run settles as soon as it is aborted, but recording it makes the job due at once:
+    // first its executor must actually have stopped.
+    if (interrupted && !(await settlesWithin(handle.executorStopped, this.shutdownGraceMs))) {
+      this.running.delete(job.id);
+      this.logger.error('an interrupted executor ignored its abort signal; leaving its job to the rescuer', {
+        type: job.jobType,
+        id: job.id,
+        attempt: job.attempts,
+        leaseExpiresAt: job.leaseExpiresAt?.toISOString(),
+      });
+      return;
+    }
+    if (this.killed) return;
     this.finishedCount++;
-    const interrupted = this.running.get(job.id)?.abortReason === SHUTDOWN;
     this.running.delete(job.id);
     this.toRecord.push({ job, result, interrupted });
     this.scheduleFlush();

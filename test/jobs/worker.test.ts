@@ -30,6 +30,9 @@ beforeEach(async () => {
   gauge.max = 0;
 });
 
+/** When each `stubborn` executor returned, had it returned (ms since the epoch). */
+const stubbornStopped: number[] = [];
+
 /** How many `sleepy` executors run at once, and the most seen. */
 const gauge = { now: 0, max: 0 };
 
@@ -55,6 +58,26 @@ function registry() {
           });
         } finally {
           gauge.now--;
+        }
+        return undefined;
+      },
+    })
+    .register({
+      type: 'stubborn',
+      description: 'sleeps ms; on its abort signal stops after stopMs, or never if not given',
+      schema: z.object({ ms: z.number().int(), stopMs: z.number().int().optional() }),
+      timeoutSeconds: 30,
+      execute: async (payload, ctx) => {
+        ctx.services.runs.push({ type: 'stubborn', payload, attempt: ctx.attempt });
+        try {
+          await new Promise<void>((resolve, reject) => {
+            setTimeout(resolve, payload.ms);
+            const { stopMs } = payload;
+            if (stopMs !== undefined)
+              ctx.signal.addEventListener('abort', () => setTimeout(() => reject(ctx.signal.reason), stopMs));
+          });
+        } finally {
+          stubbornStopped.push(Date.now());
         }
         return undefined;
       },
@@ -598,6 +621,49 @@ describe('graceful stop', () => {
       }),
     ]);
     expect((await tracker.fetchReady(1)).map((j) => j.id)).toEqual([job.id]);
+  });
+
+  test('an interrupted job is due again only once its executor has stopped', async () => {
+    const { tracker, worker } = make({ shutdownGraceMs: 100 });
+    stubbornStopped.length = 0;
+    const { job } = await tracker.enqueue({ type: 'stubborn', payload: { ms: 30_000, stopMs: 60 } });
+    await worker.start();
+    await waitFor(() => worker.stats.running === 1, { what: 'the job to start' });
+    await worker.stop();
+    expect(stubbornStopped).toHaveLength(1);
+    const [execution] = await executionRows(t.db, job.id);
+    expect(execution).toMatchObject({ attempt: 1, outcome: 'interrupted' });
+    expect(execution!.finished_at.getTime()).toBeGreaterThanOrEqual(stubbornStopped[0]!);
+    expect(await tracker.getJob(job.id)).toMatchObject({ status: 'retrying', attempts: 1 });
+  });
+
+  test('an executor that ignores its abort signal leaves its job running for the rescuer, not due at once', async () => {
+    const { tracker, worker } = make({ shutdownGraceMs: 100 });
+    stubbornStopped.length = 0;
+    const { job } = await tracker.enqueue({ type: 'stubborn', payload: { ms: 700 } });
+    await worker.start();
+    await waitFor(() => worker.stats.running === 1, { what: 'the job to start' });
+    const claimed = await tracker.getJob(job.id);
+    await worker.stop(); // the grace, then as long again for the interrupted executor to stop
+    expect(stubbornStopped).toEqual([]); // it is still running
+    const left = await tracker.getJob(job.id);
+    expect(left).toMatchObject({ status: 'running', attempts: 1, leaseExpiresAt: claimed!.leaseExpiresAt });
+    expect(left!.leaseExpiresAt!.getTime()).toBeGreaterThan(Date.now());
+    expect(await executionRows(t.db, job.id)).toEqual([]);
+    // No other worker can take it beside the executor that is still running.
+    expect(await tracker.fetchReady(10)).toEqual([]);
+    // When that executor does return, the stopped worker records nothing: the job waits for its lease.
+    await waitFor(() => stubbornStopped.length === 1, { what: 'the stubborn executor to return' });
+    await sleep(100);
+    expect(await tracker.getJob(job.id)).toMatchObject({ status: 'running', attempts: 1 });
+    expect(await executionRows(t.db, job.id)).toEqual([]);
+    // Once the lease has expired, the rescuer hands it out again, counting the lost attempt.
+    const later = new ManualClock(new Date(left!.leaseExpiresAt!.getTime() + 1000));
+    const rescuer = new JobTracker({ db: t.db, registry: registry(), clock: later });
+    expect(await rescuer.rescueExpiredLeases()).toHaveLength(1);
+    expect(await executionRows(t.db, job.id)).toEqual([
+      expect.objectContaining({ attempt: 1, outcome: 'lease_expired' }),
+    ]);
   });
 
   test('a job interrupted on its last attempt is not failed by the shutdown', async () => {
