@@ -107,9 +107,10 @@ export interface PgDatabaseOptions {
   maxConnectionLifetimeSeconds?: number;
   /**
    * Connections the pool keeps open while idle (default 2, at most `max`); idle ones above it close after
-   * 10 seconds, and every one is still replaced at its lifetime. An idle worker's poll holds one
-   * connection: a second lets an enqueue, an eager start or a completion run beside it instead of first
-   * opening a connection (10 to 30 ms on this project's machine) and preparing its statements again.
+   * 10 seconds. One that reaches its lifetime (or breaks) is replaced at once, in the background, while
+   * the pool holds fewer than this. An idle worker's poll holds one connection: a second lets an enqueue,
+   * an eager start or a completion run beside it instead of first opening a connection (10 to 30 ms on
+   * this project's machine) and paying its first statements' planning again.
    */
   minConnections?: number;
 }
@@ -121,12 +122,17 @@ export class PgDatabase implements Database {
   readonly driverName = 'pg' as const;
   readonly pool: pg.Pool;
   private readonly listeners = new Set<pg.Client>();
+  private readonly minConnections: number;
+  /** Statements every new pooled session runs before its first use (`warmSessionsWith`). */
+  private readonly sessionWarmUps = new Set<string>();
+  private closing = false;
 
   constructor(readonly options: PgDatabaseOptions) {
     const max = options.max ?? 10;
     const min = Math.min(max, options.minConnections ?? DEFAULT_MIN_CONNECTIONS);
     if (!Number.isInteger(min) || min < 0)
       throw new Error('minConnections must be a whole number, 0 or more');
+    this.minConnections = min;
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
       max,
@@ -136,6 +142,8 @@ export class PgDatabase implements Database {
       types: typeParsers,
       // Every session works in UTC, as Aurora's default parameter group does.
       options: '-c TimeZone=UTC',
+      // Awaited by the pool before it hands the new session out.
+      onConnect: (client) => this.warmSession(client),
     });
     // A client that loses its connection (a killed backend, a failover) must not crash the process. The
     // pool only listens while a client is idle, so every client gets a listener for its whole life: a
@@ -144,6 +152,32 @@ export class PgDatabase implements Database {
     this.pool.on('connect', (client) => {
       client.on('error', () => {});
     });
+    // The pool closes a session at its lifetime but opens the next only when a statement needs one, which
+    // would then wait for the connection and pay the session's first-use costs: replace it ahead instead.
+    this.pool.on('remove', () => this.replenish());
+  }
+
+  warmSessionsWith(sql: string): void {
+    this.sessionWarmUps.add(sql);
+  }
+
+  private async warmSession(client: pg.ClientBase): Promise<void> {
+    // Best effort: before migrations, say, a warm-up statement may name a table that does not exist yet.
+    for (const sql of this.sessionWarmUps) await client.query(sql).catch(() => {});
+  }
+
+  /** Opens sessions, in the background, until the pool holds `minConnections` again. */
+  private replenish(): void {
+    const missing = this.minConnections - this.pool.totalCount;
+    if (this.closing || missing <= 0) return;
+    // The pool hands out idle sessions before it opens one: ask for those too, and give each back at once.
+    const asks = this.pool.idleCount + missing;
+    for (let i = 0; i < asks; i++) {
+      this.pool.connect().then(
+        (client) => client.release(),
+        () => {}, // the next statement meets the failure, and reports it
+      );
+    }
   }
 
   query<R extends Row = Row>(sql: string, params?: SqlParams): Promise<QueryResult<R>> {
@@ -220,6 +254,7 @@ export class PgDatabase implements Database {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     for (const c of this.listeners) await c.end().catch(() => {});
     this.listeners.clear();
     await this.pool.end();

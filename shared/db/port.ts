@@ -66,6 +66,12 @@ export interface Database extends Queryable {
    * one transaction.
    */
   readonly maxRequestBytes?: number;
+  /**
+   * Has every session the driver opens from now on run `sql` once before its first use, its errors
+   * ignored: a statement that pays ahead what a session's first real use would (planning against every
+   * index, compiling a trigger). Drivers without sessions of their own (the Data API) have no such method.
+   */
+  warmSessionsWith?(sql: string): void;
 }
 
 /** A database error with the SQLSTATE code, whichever driver raised it. */

@@ -212,6 +212,9 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     this.registry = options.registry;
     this.clock = options.clock ?? databaseClock;
     this.metrics = options.metrics ?? noMetrics;
+    // Each session's first job insert otherwise costs ~8 ms more than the next (see warmUpInsertSql),
+    // including the sessions a pool opens to replace those that reach their lifetime.
+    this.db.warmSessionsWith?.(sql.warmUpInsertSql);
   }
 
   private params(extra: SqlParams): SqlParams {

@@ -1,9 +1,11 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { parseNamedParams } from '../../shared/db/named-params.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
 import * as sql from '../../shared/jobs/sql.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createCoreRegistry, waitFor } from '../support/lifecycle.js';
 
 /**
  * The worker runs its statements as prepared statements, and PostgreSQL soon settles each on a generic plan
@@ -231,5 +233,78 @@ describe('idle pooled connections', () => {
       await byDefault.close();
       await none.close();
     }
+  });
+
+  test('a session that reaches its lifetime is replaced at once, and each new session is warmed first', async () => {
+    const app = 'lana-lifetime-test';
+    const db = new PgDatabase({
+      connectionString: t.url,
+      applicationName: app,
+      maxConnectionLifetimeSeconds: 1,
+      minConnections: 2,
+    });
+    // A session setting, visible to later statements of the same session only.
+    db.warmSessionsWith(`SELECT set_config('lana.warmed', 'yes', false)`);
+    const sessions = async () =>
+      (
+        await t.db.query<{ pid: number }>(
+          'SELECT pid FROM pg_stat_activity WHERE application_name = :app ORDER BY pid',
+          { app },
+        )
+      ).rows.map((r) => r.pid);
+    try {
+      const both = () =>
+        Promise.all(
+          [1, 2].map(() =>
+            db.query<{ pid: number; warmed: string | null }>(
+              `SELECT pg_backend_pid() AS pid, current_setting('lana.warmed', true) AS warmed
+               FROM pg_sleep(0.05)`,
+            ),
+          ),
+        );
+      const first = (await both()).map((r) => r.rows[0]!);
+      expect(first.map((r) => r.warmed)).toEqual(['yes', 'yes']);
+      const firstPids = first.map((r) => r.pid).sort((a, b) => a - b);
+      expect(await sessions()).toEqual(firstPids);
+      // Past the lifetime, with no statement asking for one, two new sessions are open (and warmed: the
+      // pool counts a session idle once its warm-up is done).
+      await waitFor(
+        async () => {
+          const now = await sessions();
+          const renewed = now.length === 2 && now.every((pid) => !firstPids.includes(pid));
+          return renewed && db.pool.idleCount === 2;
+        },
+        { what: 'both sessions replaced', timeoutMs: 5_000 },
+      );
+      const replaced = await sessions();
+      // Their warm-up ran before anything else used them.
+      const second = (await both()).map((r) => r.rows[0]!);
+      expect(second.map((r) => r.pid).sort((a, b) => a - b)).toEqual(replaced);
+      expect(second.map((r) => r.warmed)).toEqual(['yes', 'yes']);
+    } finally {
+      await db.close();
+    }
+    // Once the pool is closed, none is reopened.
+    await waitFor(async () => (await sessions()).length === 0, { what: 'the sessions to close' });
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    expect(await sessions()).toEqual([]);
+  });
+
+  test('a warm-up statement that fails leaves the session usable', async () => {
+    const db = new PgDatabase({ connectionString: t.url });
+    try {
+      db.warmSessionsWith('SELECT * FROM no_such_table');
+      expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('a job tracker has its database warm each new session for the first job insert', () => {
+    const db = new PgDatabase({ connectionString: t.url });
+    const warm = vi.spyOn(db, 'warmSessionsWith');
+    new JobTracker({ db, registry: createCoreRegistry() });
+    expect(warm).toHaveBeenCalledWith(sql.warmUpInsertSql);
+    return db.close();
   });
 });
