@@ -89,6 +89,11 @@ INSERT INTO jobs (id, job_type, payload)
 SELECT CAST(NULL AS uuid), CAST(NULL AS text), CAST(NULL AS jsonb) WHERE false
 ${onKeyConflict}`;
 
+/** The creation time of each of the given job ids that exists (:ids, one JSON array). */
+export const jobsCreatedByIdSql = `
+SELECT id::text AS id, created_at FROM jobs
+WHERE id IN (SELECT CAST(value AS uuid) FROM json_array_elements_text(CAST(:ids AS json)))`;
+
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `
 SELECT ${JOB_COLUMNS} FROM jobs

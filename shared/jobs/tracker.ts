@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import {
   type Database,
+  DatabaseError,
   json,
   type Queryable,
   type QueryResult,
@@ -282,8 +283,21 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       }
     };
     // Several requests are one transaction (the caller's, else one of ours): a batch is all or nothing.
-    if (requests.length <= 1 || options.db) await insert(db);
-    else await this.db.transaction(insert);
+    if (requests.length > 1 && !options.db) await this.db.transaction(insert);
+    else {
+      try {
+        await insert(db);
+      } catch (err) {
+        // One statement on its own commits by itself. A driver that sends it again after its answer was
+        // lost (the Data API's client retries a reset connection or a 5xx) meets the rows it wrote: the
+        // ids are this call's own. Inside a caller's transaction the error aborts it, and nothing stays.
+        if (options.db || !isDuplicateJobId(err)) throw err;
+        const written = await this.alreadyInserted(rows);
+        if (!written) throw err;
+        ({ inserted, createdAt } = written);
+        for (const id of written.keyedIds) insertedKeyed.add(id);
+      }
+    }
     const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
     if (inserted !== unkeyedCount + insertedKeyed.size) {
       throw new Error(`enqueue could not account for the rows it inserted; this is a bug`);
@@ -308,12 +322,37 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       }
       const job = byKey.get(keyOf(r));
       if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
-      return { job, created: false };
+      // The job holding the key has the id made for this row: this call's own earlier send of the insert
+      // wrote it, and its answer was lost (see the retry above; the key, not the id, stopped the resend).
+      return { job, created: job.id === r.id };
     });
     const perType = new Map<string, number>();
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
+  }
+
+  /**
+   * After an insert statement failed on a job id that exists: whether that statement had in fact been
+   * applied, by an earlier send whose answer was lost. It had if every row without a key is there (rows
+   * with a key may have been skipped for a job already holding it); then the rows it wrote, which share
+   * the statement's creation time. Undefined if not: the error stands.
+   */
+  private async alreadyInserted(
+    rows: readonly NewJobRow[],
+  ): Promise<{ inserted: number; createdAt: Date; keyedIds: string[] } | undefined> {
+    const found = await this.db.query<{ id: string; created_at: Date }>(sql.jobsCreatedByIdSql, {
+      ids: json(rows.map((r) => r.id)),
+    });
+    const createdAt = new Map(found.rows.map((r) => [r.id, r.created_at]));
+    if (rows.some((r) => r.idempotency_key === null && !createdAt.has(r.id))) return undefined;
+    const first = found.rows[0];
+    if (!first) return undefined;
+    return {
+      inserted: found.rows.length,
+      createdAt: first.created_at,
+      keyedIds: rows.filter((r) => r.idempotency_key !== null && createdAt.has(r.id)).map((r) => r.id),
+    };
   }
 
   /**
@@ -903,6 +942,11 @@ function newJobFromInput({ row: input, payloadJson }: ValidatedJob, createdAt: D
     createdAt,
     updatedAt: createdAt,
   };
+}
+
+/** A unique violation of the jobs' primary key: an insert met a job id that already exists. */
+function isDuplicateJobId(err: unknown): boolean {
+  return err instanceof DatabaseError && err.code === '23505' && err.message.includes('"jobs_pkey"');
 }
 
 function keyOf(r: { job_type: string; idempotency_key: string | null }): string {

@@ -71,6 +71,47 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     await client.close();
   });
 
+  test('an enqueue whose answer is lost after it committed, and which the SDK sends again, succeeds once', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    const existing = await client.enqueue({ type: 'noop', payload: { n: 0 }, idempotencyKey: 'taken' });
+    const batches: { type: 'noop'; payload: { n: number }; idempotencyKey?: string }[][] = [
+      [{ type: 'noop', payload: { n: 1 } }],
+      [{ type: 'noop', payload: { n: 1 }, idempotencyKey: 'k1' }],
+      [
+        { type: 'noop', payload: { n: 2 } },
+        { type: 'noop', payload: { n: 3 }, idempotencyKey: 'k3' },
+        { type: 'noop', payload: { n: 0 }, idempotencyKey: 'taken' },
+      ],
+    ];
+    for (const batch of batches) {
+      // The statement runs and commits, then its answer is lost (a 5xx): the SDK retries it by itself.
+      fixture.injectFault({
+        error: 'InternalServerErrorException',
+        status: 500,
+        operation: 'Execute',
+        afterRunning: true,
+      });
+      fixture.resetCounts();
+      const results = await client.enqueueMany(batch);
+      expect(fixture.counts.Execute).toBeGreaterThanOrEqual(2);
+      expect(results.map((r) => r.created)).toEqual(batch.map((j) => j.idempotencyKey !== 'taken'));
+      for (const [i, j] of batch.entries())
+        if (j.idempotencyKey === 'taken') expect(results[i]!.job.id).toBe(existing.job.id);
+      for (const [i, { job }] of results.entries()) {
+        expect(job).toMatchObject({ jobType: 'noop', payload: batch[i]!.payload, status: 'pending' });
+        const stored = await t.db.query<{ created_at: Date }>(
+          'SELECT created_at FROM jobs WHERE id = CAST(:id AS uuid)',
+          { id: job.id },
+        );
+        expect(stored.rows).toEqual([{ created_at: job.createdAt }]);
+      }
+    }
+    // One row per job asked for: nothing written twice, nothing lost.
+    const count = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs');
+    expect(count.rows[0]!.n).toBe(1 + 1 + 1 + 2);
+    await client.close();
+  });
+
   test('no nudge for a job scheduled ahead, a key already taken, or an enqueue inside a transaction', async () => {
     const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
     await client.enqueue({ type: 'noop', payload: { n: 1 }, runAt: new Date(Date.now() + 3_600_000) });

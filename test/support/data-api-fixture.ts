@@ -45,6 +45,11 @@ export interface DataApiFault {
   operation?: DataApiOperation;
   /** HTTP status (default 400; a 5xx is retried by the SDK itself). */
   status?: number;
+  /**
+   * The call runs (and, outside a transaction, commits) before it fails: its answer is lost on the way
+   * back, as with a connection reset. Default false: the call fails without running.
+   */
+  afterRunning?: boolean;
 }
 
 export interface DataApiFixtureOptions {
@@ -62,7 +67,7 @@ export interface DataApiFixture {
   endpoint: string;
   /** Calls received, by operation (faulted calls included): the benchmark's "Data API calls". */
   readonly counts: Record<DataApiOperation, number>;
-  /** The next `times` calls (of `operation`, if given) fail with this error, without running. */
+  /** The next `times` calls (of `operation`, if given) fail with this error (see `afterRunning`). */
   injectFault(fault: DataApiFault): void;
   clearFaults(): void;
   resetCounts(): void;
@@ -481,10 +486,8 @@ export async function startDataApiFixture(
         if (!route) throw new ApiError('UnknownOperationException', `unknown operation ${req.url}`, 404);
         counts[operation]++;
         const fault = faults.find((f) => !f.operation || f.operation === operation);
-        if (fault) {
-          if (--fault.times <= 0) faults.splice(faults.indexOf(fault), 1);
-          throw new ApiError(fault.error, fault.message, fault.status);
-        }
+        if (fault && --fault.times <= 0) faults.splice(faults.indexOf(fault), 1);
+        if (fault && !fault.afterRunning) throw new ApiError(fault.error, fault.message, fault.status);
         const raw = Buffer.concat(chunks);
         if (raw.length > MAX_REQUEST_BYTES)
           throw new ApiError('ValidationException', 'The request exceeds the 4 MiB size limit');
@@ -494,7 +497,9 @@ export async function startDataApiFixture(
         } catch {
           throw new ApiError('SerializationException', 'the request body is not JSON');
         }
-        send(200, await route(body));
+        const answer = await route(body);
+        if (fault) throw new ApiError(fault.error, fault.message, fault.status);
+        send(200, answer);
       } catch (err) {
         if (err instanceof ApiError) send(err.status, { message: err.message }, err.type);
         else send(500, { message: (err as Error).message }, 'InternalServerErrorException');
@@ -515,6 +520,7 @@ export async function startDataApiFixture(
         times: f.times ?? 1,
         operation: f.operation,
         status: f.status ?? 400,
+        afterRunning: f.afterRunning ?? false,
       }),
     clearFaults: () => {
       faults.length = 0;
