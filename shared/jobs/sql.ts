@@ -200,10 +200,13 @@ FROM claimed`;
 /**
  * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
  * current attempt; a duplicate, or a stale attempt (the lease expired and the job moved on), gets no row.
+ * :token is made per call: the same statement sent again by its driver (an answer lost after the commit)
+ * finds its own token and gets the job again; another delivery brings another token.
  */
 export const startAttemptSql = `
-UPDATE jobs SET started_at = ${NOW}, updated_at = ${NOW}
-WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running' AND started_at IS NULL
+UPDATE jobs SET started_at = COALESCE(started_at, ${NOW}), start_token = CAST(:token AS uuid), updated_at = ${NOW}
+WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
+  AND (started_at IS NULL OR start_token = CAST(:token AS uuid))
 RETURNING ${JOB_COLUMNS}`;
 
 /**

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import {
   type Database,
@@ -579,7 +580,10 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    */
   async startAttempt(id: string, attempt: number): Promise<Job | null> {
     assertUuid(id);
-    const res = await this.db.query<JobRow>(sql.startAttemptSql, this.params({ id: uuid(id), attempt }));
+    const res = await this.db.query<JobRow>(
+      sql.startAttemptSql,
+      this.params({ id: uuid(id), attempt, token: uuid(randomUUID()) }),
+    );
     return res.rows[0] ? rowToJob(res.rows[0]) : null;
   }
 

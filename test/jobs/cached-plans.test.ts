@@ -118,7 +118,12 @@ beforeAll(async () => {
   await cachePlan('claim_full', sql.claimDueJobsForWorkerSql, { now, limit: 10, start_now: true });
   await cachePlan('claim_short', sql.claimDueJobsForWorkerSql, { now, limit: 500, start_now: true });
   await cachePlan('claim_rows', sql.claimDueJobsSql, { now, limit: 10, start_now: false });
-  await cachePlan('start', sql.startAttemptSql, { now, id: running.id, attempt: running.attempts });
+  await cachePlan('start', sql.startAttemptSql, {
+    now,
+    id: running.id,
+    attempt: running.attempts,
+    token: '00000000-0000-4000-8000-000000000001',
+  });
   await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }) });
   await cachePlan('fail', sql.failAttemptsFromInputSql, { now, items: one({ error: 'boom' }) });
   await cachePlan('release', sql.releaseClaimsSql, { now, items: one(), require_unstarted: false });
