@@ -23,7 +23,9 @@ import { splitSqlScript } from '../../shared/db/sql-script.js';
  *   error, a timeout or an oversized result, a concurrent call rejected with "Transaction is still running
  *   a query", commit/rollback status strings;
  * - the 45 s statement timeout (StatementTimeoutException), the 1 MiB response cap, SQL errors as
- *   DatabaseErrorException whose message ends in `SQLState: XXXXX`; sessions in UTC.
+ *   DatabaseErrorException whose message ends in `SQLState: XXXXX`; sessions in UTC;
+ * - injected faults (`injectFault`): a call that fails without running, or one that runs and then loses
+ *   its answer (`afterRunning`), which the SDK's own retries then send again, as on a reset connection.
  * Not modelled: `formatRecordsAs: 'JSON'` (rejected, so nothing silently relies on it), `continueAfterTimeout`,
  * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given), SigV4 (ignored), auto-pause
  * (inject DatabaseResumingException instead).
