@@ -142,8 +142,7 @@ class Run<S> implements AbortableRun, JobContext<S> {
     const reason = new Error(`timed out after ${this.jobType.timeoutSeconds} s`);
     this.abortReason = reason;
     this.controller?.abort(reason);
-    const work = this.work;
-    if (!work) {
+    if (!this.work) {
       this.finish(reason, false);
       return;
     }
@@ -154,7 +153,7 @@ class Run<S> implements AbortableRun, JobContext<S> {
     const gaveUp = new Promise<void>((r) => {
       settle = setTimeout(r, TIMEOUT_SETTLE_MS);
     });
-    void Promise.race([work.catch(() => {}), gaveUp]).then(() => {
+    void Promise.race([this.executorStopped, gaveUp]).then(() => {
       clearTimeout(settle);
       this.resolve(failed(errorMessage(reason), false, this.started));
     });

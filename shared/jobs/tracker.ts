@@ -292,11 +292,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
         // One statement on its own commits by itself. A driver that sends it again after its answer was
         // lost (the Data API's client retries a reset connection or a 5xx) meets the rows it wrote: the
         // ids are this call's own. Inside a caller's transaction the error aborts it, and nothing stays.
+        // Only an unkeyed row can meet its id: a keyed one meets its key first, and is skipped (below).
         if (options.db || !isDuplicateJobId(err)) throw err;
-        const written = await this.alreadyInserted(rows);
+        const written = await this.unkeyedAlreadyInserted(rows);
         if (!written) throw err;
-        ({ inserted, createdAt } = written);
-        for (const id of written.keyedIds) insertedKeyed.add(id);
+        inserted = written.count;
+        createdAt = written.createdAt;
       }
     }
     const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
@@ -324,7 +325,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       const job = byKey.get(keyOf(r));
       if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
       // The job holding the key has the id made for this row: this call's own earlier send of the insert
-      // wrote it, and its answer was lost (see the retry above; the key, not the id, stopped the resend).
+      // wrote it, and its answer was lost (the resend met the key, or another row's id, above).
       return { job, created: job.id === r.id };
     });
     const perType = new Map<string, number>();
@@ -335,25 +336,20 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   /**
    * After an insert statement failed on a job id that exists: whether that statement had in fact been
-   * applied, by an earlier send whose answer was lost. It had if every row without a key is there (rows
-   * with a key may have been skipped for a job already holding it); then the rows it wrote, which share
-   * the statement's creation time. Undefined if not: the error stands.
+   * applied, by an earlier send whose answer was lost. It had if every row without a key is there; then
+   * their count and creation time (one instant: the statement's). Keyed rows are left to the lookup by
+   * key, which finds this call's own ids. Undefined if not: the error stands.
    */
-  private async alreadyInserted(
+  private async unkeyedAlreadyInserted(
     rows: readonly NewJobRow[],
-  ): Promise<{ inserted: number; createdAt: Date; keyedIds: string[] } | undefined> {
+  ): Promise<{ count: number; createdAt: Date } | undefined> {
+    const unkeyed = rows.filter((r) => r.idempotency_key === null);
     const found = await this.db.query<{ id: string; created_at: Date }>(sql.jobsCreatedByIdSql, {
-      ids: json(rows.map((r) => r.id)),
+      ids: json(unkeyed.map((r) => r.id)),
     });
-    const createdAt = new Map(found.rows.map((r) => [r.id, r.created_at]));
-    if (rows.some((r) => r.idempotency_key === null && !createdAt.has(r.id))) return undefined;
     const first = found.rows[0];
-    if (!first) return undefined;
-    return {
-      inserted: found.rows.length,
-      createdAt: first.created_at,
-      keyedIds: rows.filter((r) => r.idempotency_key !== null && createdAt.has(r.id)).map((r) => r.id),
-    };
+    if (!first || found.rows.length !== unkeyed.length) return undefined;
+    return { count: found.rows.length, createdAt: first.created_at };
   }
 
   /**
