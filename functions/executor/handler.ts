@@ -1,7 +1,8 @@
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+import { DEFAULT_TIMEOUT_SECONDS } from '../../shared/jobs/registry.js';
+import { type RecordedAttempt, recordResult, runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import {
@@ -27,12 +28,20 @@ export const jobReadyEventSchema = z.object({
 
 export type ExecutorOutcome = 'completed' | 'retrying' | 'failed' | 'fenced_out' | 'duplicate';
 
+/** Time kept beyond a job's own timeout before an invocation takes another job: reporting it, and margin. */
+export const NEXT_JOB_MARGIN_SECONDS = 30;
+
 /**
  * One executor function per job type (the rule routes by `detail.jobType`). It starts the attempt (a
  * duplicate delivery, or an attempt the table has moved past, stops here), runs the type's executor through
  * the dispatcher, and records the result fenced by the attempt number. Lambda's own retries are off: the
  * job table owns retries. A malformed event, or one for another type, is logged and thrown without
  * touching the table, so the function's on-failure destination (a dead-letter queue) keeps it.
+ *
+ * Then, while the invocation has time left for a whole attempt, it claims its type's next due job (within
+ * the type's concurrency limit, begun at once) and runs it too: a slot that frees is refilled by the
+ * statement that would otherwise only have reported, so a backlog drains at the executors' capacity
+ * without waiting for fetch-ready and an event per job.
  */
 export function createExecutorHandler(deps: {
   runtime: JobRuntime;
@@ -42,7 +51,54 @@ export function createExecutorHandler(deps: {
   /** Wakes fetch-ready after a run that enqueued due follow-ups (types that declare `enqueues`). */
   followUps?: FollowUpNudge;
 }) {
-  return async (event: unknown, _context?: Context): Promise<{ outcome: ExecutorOutcome }> => {
+  const runtime = deps.runtime;
+  const timeoutSeconds = runtime.registry.get(deps.jobType)?.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+  const attemptBudgetMs = (timeoutSeconds + NEXT_JOB_MARGIN_SECONDS) * 1000;
+
+  const logResult = (recorded: RecordedAttempt) => {
+    const r = recorded.result;
+    if (r.outcome === 'failed')
+      deps.o.logger.warn('attempt failed', {
+        error: r.error,
+        permanent: r.permanent,
+        recorded: recorded.recorded,
+      });
+    else
+      deps.o.logger.info('attempt finished', {
+        outcome: r.outcome,
+        recorded: recorded.recorded,
+        durationMs: Math.round(r.durationMs),
+      });
+  };
+  const nudgeFollowUps = async () => {
+    // After a run: its transactions (and the follow-ups they enqueued) have committed.
+    if (
+      await deps.followUps?.afterRun((err) =>
+        deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }),
+      )
+    )
+      deps.o.logger.info('follow-up jobs enqueued: fetch-ready nudged');
+  };
+
+  /** Claims and runs this type's next due jobs while a whole attempt still fits; returns how many ran. */
+  const runNextJobs = async (context: Context): Promise<number> => {
+    let ran = 0;
+    while (context.getRemainingTimeInMillis() > attemptBudgetMs) {
+      const [job] = await runtime.tracker.fetchReady(1, { startNow: true, jobType: deps.jobType });
+      if (!job) break;
+      deps.o.logger.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
+      const recorded = await recordResult(runtime.tracker, job, await deps.dispatcher.dispatch(job));
+      await nudgeFollowUps();
+      logResult(recorded);
+      ran++;
+    }
+    return ran;
+  };
+
+  return async (
+    event: unknown,
+    context?: Context,
+  ): Promise<{ outcome: ExecutorOutcome; nextJobsRun?: number }> => {
     const parsed = jobReadyEventSchema.safeParse(event);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
@@ -59,32 +115,18 @@ export function createExecutorHandler(deps: {
       throw new Error(`this executor runs ${deps.jobType} jobs, not ${jobType}`);
     }
     deps.o.logger.appendKeys({ jobId, jobType, attempt });
-    const recorded = await runDeliveredAttempt(deps.runtime.tracker, deps.dispatcher, { id: jobId, attempt });
-    // After the run: its transactions (and the follow-ups they enqueued) have committed.
-    if (
-      await deps.followUps?.afterRun((err) =>
-        deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }),
-      )
-    )
-      deps.o.logger.info('follow-up jobs enqueued: fetch-ready nudged');
+    const recorded = await runDeliveredAttempt(runtime.tracker, deps.dispatcher, { id: jobId, attempt });
+    await nudgeFollowUps();
+    let outcome: ExecutorOutcome;
     if (recorded.recorded === 'duplicate') {
-      deps.o.logger.info('duplicate or stale delivery ignored');
-      return { outcome: 'duplicate' };
+      deps.o.logger.info('duplicate, stale or late delivery ignored');
+      outcome = 'duplicate';
+    } else {
+      logResult(recorded);
+      outcome = recorded.recorded;
     }
-    const r = recorded.result;
-    if (r.outcome === 'failed')
-      deps.o.logger.warn('attempt failed', {
-        error: r.error,
-        permanent: r.permanent,
-        recorded: recorded.recorded,
-      });
-    else
-      deps.o.logger.info('attempt finished', {
-        outcome: r.outcome,
-        recorded: recorded.recorded,
-        durationMs: Math.round(r.durationMs),
-      });
-    return { outcome: recorded.recorded };
+    if (!context) return { outcome };
+    return { outcome, nextJobsRun: await runNextJobs(context) };
   };
 }
 

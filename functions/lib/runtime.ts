@@ -46,6 +46,17 @@ export function nudgeFromEnv(env: NodeJS.ProcessEnv = process.env): () => Promis
   return createEnqueuedNudge({ busName: required(env, 'JOBS_BUS_NAME'), client: eventBridge });
 }
 
+/** Starts one more fetch-ready run at once: a `jobs.enqueued` event that no window holds back. */
+export function chainFromEnv(env: NodeJS.ProcessEnv = process.env): () => Promise<void> {
+  eventBridge ??= new EventBridgeClient({});
+  return createEnqueuedNudge({
+    busName: required(env, 'JOBS_BUS_NAME'),
+    client: eventBridge,
+    windowMs: 0,
+    reason: 'continue',
+  });
+}
+
 export function dispatcherFor(runtime: JobRuntime, services: JobServices): SeedDispatcher {
   return new JobDispatcher(runtime.registry, services);
 }

@@ -1,6 +1,7 @@
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
+import type { Clock } from '../jobs/clock.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
 import {
   createdJobDueNow,
@@ -24,6 +25,15 @@ export interface AwsJobClientOptions<M extends JobTypeMap, S> {
    */
   busName?: string;
   eventBridge?: EventBridgeClient;
+  /**
+   * Nudges from this client are coalesced: at most one per window (default `NUDGE_WINDOW_MS`, 1 s), the
+   * fetch-ready run it wakes claiming again at the window's end. 0 sends one per enqueue.
+   */
+  nudgeWindowMs?: number;
+  /** The clock the nudge window is measured on. Default `Date.now`. */
+  nowMs?: () => number;
+  /** The tracker's clock (tests and the simulator inject one). Default: the database's. */
+  clock?: Clock;
   /** A nudge that failed (the job is enqueued all the same and starts at fetch-ready's next minute). */
   onNudgeError?: (error: unknown) => void;
   env?: Record<string, string | undefined>;
@@ -52,6 +62,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
     this.tracker = new JobTracker({
       db: options.db ?? dataApiDatabaseFromEnv(env),
       registry: options.registry,
+      clock: options.clock,
     });
     const busName = options.busName ?? env.JOBS_BUS_NAME;
     // A nudge only saves waiting for the next minute: it must not hold the caller's enqueue for long.
@@ -60,7 +71,15 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
         ? new EventBridgeClient({ requestHandler: { requestTimeout: NUDGE_TIMEOUT_MS } })
         : undefined;
     const eventBridge = options.eventBridge ?? this.ownEventBridge;
-    this.nudge = busName && eventBridge ? createEnqueuedNudge({ busName, client: eventBridge }) : undefined;
+    this.nudge =
+      busName && eventBridge
+        ? createEnqueuedNudge({
+            busName,
+            client: eventBridge,
+            windowMs: options.nudgeWindowMs,
+            nowMs: options.nowMs,
+          })
+        : undefined;
     this.onNudgeError =
       options.onNudgeError ??
       ((error) =>

@@ -36,7 +36,10 @@ export interface FanOutOptions {
    * and 30 events make exactly 3 full PutEvents calls.
    */
   batchSize?: number;
-  /** Claim again while the previous claim came back full, at most this many claims per run. Default 1. */
+  /**
+   * Claims per run at most. Default 1,000: a run normally ends first, when a claim comes back short (no
+   * due job left, or every type at its concurrency limit) or its time budget (`shouldContinue`) runs out.
+   */
   maxClaims?: number;
   /** Checked before each further claim (the Lambda passes "enough time left"). */
   shouldContinue?: () => boolean;
@@ -47,18 +50,45 @@ export interface FanOutOptions {
   /** Expired leases rescued first, at most this many per run. Default 1000; 0 skips the rescue. */
   rescueLimit?: number;
   sleep?: (ms: number) => Promise<void>;
+  /** The clock `lingerUntilMs` is read against. Default `Date.now`. */
+  nowMs?: () => number;
+  /**
+   * Claim once more at this time (on `nowMs`'s clock) if the run ended earlier: a coalesced nudge's window
+   * end, so the jobs whose senders skipped their nudge inside the window are claimed within it.
+   */
+  lingerUntilMs?: number;
+  /**
+   * Whether a job type has an executor here. A claimed job of any other type (enqueued by a newer
+   * client, or through raw SQL) fails at once, permanently, with the reason, instead of being published to
+   * a bus no rule matches and rescued an hour later. Default: every type has one.
+   */
+  hasExecutor?: (jobType: string) => boolean;
+  /**
+   * Starts one more run at once (on AWS a `jobs.enqueued` event on the bus): called when this run stops
+   * with claimable work left (its last claim came back full), so a backlog drains at the executors'
+   * capacity instead of one run a minute.
+   */
+  chain?: () => Promise<void>;
 }
 
 export interface FanOutResult {
-  /** Running jobs whose lease had expired, now failed attempts under the retry rule. */
+  /** Running jobs whose lease had expired and whose attempt had begun: failed attempts under the retry rule. */
   rescued: FailResult[];
+  /** Claims that no executor began within their dispatch lease: handed back, not counted as attempts. */
+  handedBack: number;
   claimed: number;
+  /** Claim statements made. */
+  claims: number;
   published: number;
   /** Jobs handed back to the queue because their event could not be published. */
   released: number;
   unpublished: { jobId: string; jobType: string; attempt: number; error: string }[];
+  /** Jobs failed at once because no executor runs their type. */
+  noExecutor: { jobId: string; jobType: string }[];
   /** PutEvents (or other publisher) calls made, resends included. */
   publishCalls: number;
+  /** The run stopped with claimable work left and started another (`chain`). */
+  chained: boolean;
   /** After the run: due jobs still waiting, and the age of the oldest. */
   queue: QueueState;
 }
@@ -112,10 +142,14 @@ export async function publishWithRetry(
 }
 
 /**
- * One fetch-ready run: rescue expired leases, claim due jobs (one statement per claim; SKIP LOCKED, so
- * overlapping runs never claim the same job), publish an event per job, release every job whose event
- * could not be published (its attempt never began, so it is due again at once and costs no attempt), and
- * report the queue state (which also goes to the metrics port).
+ * One fetch-ready run: rescue expired leases (a begun attempt fails under the retry rule, a claim no
+ * executor began is handed back uncounted), then claim due jobs and publish an event per job (one
+ * statement per claim; SKIP LOCKED, so overlapping runs never claim the same job; types with a concurrency
+ * limit get at most their free slots) for as long as claims come back full and the time budget allows.
+ * Every job whose event could not be published is released (its attempt never began: due again at once,
+ * costing no attempt). A run that stops with work left chains one more; a run woken by a coalesced nudge
+ * claims once more at the end of the nudge's window. Finally it reports the queue state (which also goes
+ * to the metrics port).
  */
 export async function fanOutDueJobs<M extends JobTypeMap, S>(
   tracker: JobTracker<M, S>,
@@ -123,47 +157,97 @@ export async function fanOutDueJobs<M extends JobTypeMap, S>(
   options: FanOutOptions = {},
 ): Promise<FanOutResult> {
   const batchSize = options.batchSize ?? DEFAULT_CLAIM_BATCH;
-  const maxClaims = options.maxClaims ?? 1;
+  const maxClaims = options.maxClaims ?? 1000;
   const rescueLimit = options.rescueLimit ?? 1000;
+  const sleep = options.sleep ?? defaultSleep;
+  const nowMs = options.nowMs ?? Date.now;
   const result: Omit<FanOutResult, 'queue'> = {
     rescued: [],
+    handedBack: 0,
     claimed: 0,
+    claims: 0,
     published: 0,
     released: 0,
     unpublished: [],
+    noExecutor: [],
     publishCalls: 0,
+    chained: false,
   };
-  if (rescueLimit > 0) result.rescued = await tracker.rescueExpiredLeases(rescueLimit);
-
-  for (let claim = 0; claim < maxClaims; claim++) {
-    if (claim > 0 && options.shouldContinue && !options.shouldContinue()) break;
-    const jobs = await tracker.fetchReady(batchSize);
-    result.claimed += jobs.length;
-    if (jobs.length === 0) break;
-    const events = jobs.map(toJobReadyEvent);
-    const { outcomes, calls } = await publishWithRetry(publisher, events, options);
-    result.publishCalls += calls;
-    const toRelease: AttemptRef[] = [];
-    outcomes.forEach((outcome, i) => {
-      const event = events[i]!;
-      if (outcome.ok) {
-        result.published++;
-        return;
-      }
-      toRelease.push({ id: event.jobId, attempt: event.attempt });
-      result.unpublished.push({
-        jobId: event.jobId,
-        jobType: event.jobType,
-        attempt: event.attempt,
-        error: outcome.error,
-      });
-    });
-    if (toRelease.length > 0) {
-      result.released += (await tracker.release(toRelease)).length;
-      // The bus is refusing events: claiming more now would only claim and release again.
-      break;
+  if (rescueLimit > 0) {
+    for (const r of await tracker.rescueExpiredLeases(rescueLimit)) {
+      if (r.undelivered) result.handedBack++;
+      else
+        result.rescued.push({
+          id: r.id,
+          jobType: r.jobType,
+          attempt: r.attempt,
+          status: r.status,
+          scheduledAt: r.scheduledAt,
+        });
     }
-    if (jobs.length < batchSize) break;
+  }
+
+  /** Claims and publishes until a claim comes back short, the bus refuses, or the budget ends. */
+  const drain = async (): Promise<{ workLeft: boolean; refused: boolean }> => {
+    for (let claim = 0; ; claim++) {
+      if (result.claims >= maxClaims || (claim > 0 && options.shouldContinue && !options.shouldContinue())) {
+        return { workLeft: true, refused: false };
+      }
+      const jobs = await tracker.fetchReady(batchSize);
+      result.claims++;
+      result.claimed += jobs.length;
+      if (jobs.length === 0) return { workLeft: false, refused: false };
+      const runnable = options.hasExecutor ? jobs.filter((j) => options.hasExecutor!(j.jobType)) : jobs;
+      if (runnable.length < jobs.length) {
+        const orphans = jobs.filter((j) => !options.hasExecutor!(j.jobType));
+        await tracker.failMany(
+          orphans.map((j) => ({
+            id: j.id,
+            attempt: j.attempts,
+            error: `no executor for job type "${j.jobType}" in this deployment`,
+            permanent: true,
+          })),
+        );
+        for (const j of orphans) result.noExecutor.push({ jobId: j.id, jobType: j.jobType });
+      }
+      const events = runnable.map(toJobReadyEvent);
+      const { outcomes, calls } = await publishWithRetry(publisher, events, options);
+      result.publishCalls += calls;
+      const toRelease: AttemptRef[] = [];
+      outcomes.forEach((outcome, i) => {
+        const event = events[i]!;
+        if (outcome.ok) {
+          result.published++;
+          return;
+        }
+        toRelease.push({ id: event.jobId, attempt: event.attempt });
+        result.unpublished.push({
+          jobId: event.jobId,
+          jobType: event.jobType,
+          attempt: event.attempt,
+          error: outcome.error,
+        });
+      });
+      if (toRelease.length > 0) {
+        result.released += (await tracker.release(toRelease)).length;
+        // The bus is refusing events: claiming more now would only claim and release again.
+        return { workLeft: false, refused: true };
+      }
+      if (jobs.length < batchSize) return { workLeft: false, refused: false };
+    }
+  };
+
+  let run = await drain();
+  if (!run.workLeft && !run.refused && options.lingerUntilMs !== undefined) {
+    const wait = options.lingerUntilMs - nowMs();
+    if (wait > 0 && (!options.shouldContinue || options.shouldContinue())) {
+      await sleep(wait);
+      run = await drain();
+    }
+  }
+  if (run.workLeft && options.chain) {
+    await options.chain();
+    result.chained = true;
   }
 
   const queue = await tracker.queueState();

@@ -49,6 +49,12 @@ export interface JobTypeDefinition<
    * the next minute; the stack gives only these executors PutEvents on the jobs bus. Default none.
    */
   enqueues?: readonly string[];
+  /**
+   * How many of this type's jobs may run at once, across every fetch-ready run, executor and local worker:
+   * the claim takes at most this many minus the type's attempts holding a lease. On AWS it is also what the
+   * executor function's reserved concurrency is set to, where reservations are on. Default: no limit.
+   */
+  concurrency?: number;
 }
 
 /** A job type with every setting resolved. */
@@ -62,7 +68,17 @@ export interface RegisteredJobType<S = unknown> {
   leaseSeconds: number;
   priority: number;
   enqueues: readonly string[];
+  /** Most jobs of this type running at once; undefined: no limit. */
+  concurrency: number | undefined;
 }
+
+/**
+ * How long an AWS claim holds a job before its executor must have begun it: publishing, and a normal
+ * asynchronous delivery to the executor function (whose maximum event age, 60 s, is Lambda's smallest and
+ * lies inside it). The executor's start renews the lease to the run's; a claim that no executor began
+ * within it is handed back uncounted.
+ */
+export const DISPATCH_LEASE_SECONDS = 90;
 
 /** Extra time beyond the timeout before a running job counts as lost: covers event delivery and reporting. */
 export const LEASE_GRACE_SECONDS = 120;
@@ -97,6 +113,12 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       }
     }
     const timeoutSeconds = def.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+    if (
+      def.concurrency !== undefined &&
+      (!Number.isInteger(def.concurrency) || def.concurrency < 1 || def.concurrency > 10_000)
+    ) {
+      throw new Error(`job type "${def.type}": concurrency must be an integer from 1 to 10000`);
+    }
     this.types.set(def.type, {
       type: def.type,
       description: def.description,
@@ -107,7 +129,9 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       leaseSeconds: timeoutSeconds + LEASE_GRACE_SECONDS,
       priority: def.priority ?? 0,
       enqueues: [...(def.enqueues ?? [])],
+      concurrency: def.concurrency,
     });
+    this.limitsCache = undefined;
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
   }
 
@@ -129,6 +153,21 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
 
   list(): RegisteredJobType<S>[] {
     return [...this.types.values()];
+  }
+
+  private limitsCache: string | null | undefined;
+
+  /**
+   * The concurrency limits as the claim takes them (`{"type": max, ...}` as JSON), or null when no type
+   * has one: the claim then needs no per-type accounting.
+   */
+  concurrencyLimitsJson(): string | null {
+    if (this.limitsCache === undefined) {
+      const limits: Record<string, number> = {};
+      for (const t of this.types.values()) if (t.concurrency !== undefined) limits[t.type] = t.concurrency;
+      this.limitsCache = Object.keys(limits).length > 0 ? JSON.stringify(limits) : null;
+    }
+    return this.limitsCache;
   }
 
   /** Validates a payload against its type's schema; the error names each failing field. */

@@ -71,9 +71,9 @@ RETURNING created_at`;
  * and every timestamp more to format and parse is a few hundredths of a millisecond on the eager path.
  */
 export const insertStartedJobSql = `
-INSERT INTO jobs (${insertColumns}, status, attempts, started_at, lease_expires_at)
+INSERT INTO jobs (${insertColumns}, status, attempts, claimed_at, started_at, lease_expires_at)
 VALUES (${oneRowValues},
-  'running', 1, ${NOW}, ${NOW} + make_interval(secs => CAST(:lease_seconds AS integer)))
+  'running', 1, ${NOW}, ${NOW}, ${NOW} + make_interval(secs => CAST(:lease_seconds AS integer)))
 ${onKeyConflict}
 RETURNING created_at`;
 
@@ -101,8 +101,11 @@ WHERE (job_type, idempotency_key) IN (
   SELECT k.job_type, k.idempotency_key
   FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;
 
-/** When the current attempt was claimed: the lease runs lease_seconds from the claim. */
-const CLAIMED_AT = 'j.lease_expires_at - make_interval(secs => j.lease_seconds)';
+/**
+ * When the current attempt was claimed. Rows claimed before migration 0007 have no `claimed_at`: their
+ * lease ran lease_seconds from the claim.
+ */
+const CLAIMED_AT = 'COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds))';
 
 /**
  * Claims due jobs: locks up to :limit ready rows in priority then due-time order (skipping rows another
@@ -144,9 +147,10 @@ function earliestPerPrioritySql(name: string): string {
 const readyPriorities = earliestPerPrioritySql('ready_priorities');
 const claimed = `claimed AS (
 UPDATE jobs j
-SET status = 'running', attempts = j.attempts + 1,
+SET status = 'running', attempts = j.attempts + 1, claimed_at = ${NOW},
     started_at = CASE WHEN :start_now THEN ${NOW} END,
-    lease_expires_at = ${NOW} + make_interval(secs => j.lease_seconds),
+    lease_expires_at = ${NOW} + make_interval(secs =>
+      CASE WHEN :start_now THEN j.lease_seconds ELSE CAST(:dispatch_lease_seconds AS integer) END),
     updated_at = ${NOW}
 WHERE j.ctid = ANY(ARRAY(
   SELECT due.ctid FROM ready_priorities r CROSS JOIN LATERAL (
@@ -198,15 +202,64 @@ SELECT ${claimedDocument} AS jobs,
 FROM claimed`;
 
 /**
- * Marks a claimed attempt as begun by its executor. Returns the job only for the first delivery of the
- * current attempt; a duplicate, or a stale attempt (the lease expired and the job moved on), gets no row.
+ * The claim when job types have concurrency limits, or for one type only (:only_type): the same jobs
+ * in the same order as the plain claim, each limited type taking at most its free slots
+ * (`lana_jobs_claim_limited`, migration 0007, says how that holds across concurrent claimers).
+ */
+const claimedLimited = `claimed AS (
+  SELECT * FROM lana_jobs_claim_limited(CAST(:limits AS jsonb), CAST(:only_type AS text),
+    CAST(:limit AS integer), ${NOW}, CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer))
+)`;
+
+/** The limited claim, one row per job, in claim order. */
+export const claimLimitedSql = `WITH ${claimedLimited}
+SELECT ${CLAIM_COLUMNS} FROM claimed ORDER BY priority, scheduled_at, id`;
+
+/** The limited claim as one JSON document (see `claimDueJobsAsDocumentSql`). */
+export const claimLimitedAsDocumentSql = `WITH ${claimedLimited}
+SELECT ${claimedDocument} AS jobs FROM claimed`;
+
+/**
+ * The local worker's limited claim: the document, and for a short claim when the next waiting job is due
+ * and whether due jobs were left behind (a type at its limit, or rows another claimer held): the worker
+ * then asks again soon instead of sleeping until the next due time.
+ */
+export const claimLimitedForWorkerSql = `
+WITH RECURSIVE ${readyPriorities}, ${claimedLimited}
+SELECT ${claimedDocument} AS jobs,
+  CASE WHEN count(*) < :limit THEN (
+    SELECT min(ahead.scheduled_at) FROM ready_priorities r CROSS JOIN LATERAL (
+      SELECT scheduled_at FROM jobs
+      WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at > ${NOW}
+      ORDER BY scheduled_at
+      LIMIT 1) ahead
+  ) END AS next_due_at,
+  CASE WHEN count(*) < :limit THEN EXISTS (
+    SELECT 1 FROM ready_priorities r CROSS JOIN LATERAL (
+      SELECT 1 FROM jobs
+      WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}
+        AND id NOT IN (SELECT id FROM claimed)
+      LIMIT 1) left_behind
+    WHERE r.scheduled_at <= ${NOW}
+  ) ELSE false END AS left_behind
+FROM claimed`;
+
+/**
+ * Marks a claimed attempt as begun by its executor and renews its lease from the claim's short dispatch
+ * lease to the run's (the type's timeout plus grace). Returns the job only for the first delivery of the
+ * current attempt while its dispatch lease holds; a duplicate, a stale attempt, or an event that arrived
+ * after the dispatch lease expired (the rescuer hands such a claim back, and a newer attempt may already
+ * run) gets no row, so nothing runs.
  * :token is made per call: the same statement sent again by its driver (an answer lost after the commit)
  * finds its own token and gets the job again; another delivery brings another token.
  */
 export const startAttemptSql = `
-UPDATE jobs SET started_at = COALESCE(started_at, ${NOW}), start_token = CAST(:token AS uuid), updated_at = ${NOW}
+UPDATE jobs
+SET lease_expires_at = CASE WHEN started_at IS NULL THEN ${NOW} + make_interval(secs => lease_seconds)
+                            ELSE lease_expires_at END,
+    started_at = COALESCE(started_at, ${NOW}), start_token = CAST(:token AS uuid), updated_at = ${NOW}
 WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
-  AND (started_at IS NULL OR start_token = CAST(:token AS uuid))
+  AND ((started_at IS NULL AND lease_expires_at > ${NOW}) OR start_token = CAST(:token AS uuid))
 RETURNING ${JOB_COLUMNS}`;
 
 /**
@@ -257,13 +310,15 @@ function failAttemptsSql(input: string): string {
   // A retry the executor asked for, or a run interrupted by a worker's shutdown, does not count as an
   // attempt: like a released claim it grows max_attempts and attempt_offset, so the job is never failed
   // for it and the backoff does not grow.
-  const uncounted = "(NOT x.permanent AND x.outcome IN ('retry_requested', 'interrupted'))";
+  const uncounted = "(NOT x.permanent AND x.outcome IN ('retry_requested', 'interrupted', 'undelivered'))";
   const givesUp = `(x.permanent OR (NOT ${uncounted} AND j.attempts >= j.max_attempts))`;
   return `
 WITH input AS (${input}),
 failed AS (
   UPDATE jobs j
-  SET status = CASE WHEN ${givesUp} THEN 'failed' ELSE 'retrying' END,
+  SET status = CASE WHEN ${givesUp} THEN 'failed'
+                    WHEN x.outcome = 'undelivered' AND j.attempts - 1 <= j.attempt_offset THEN 'pending'
+                    ELSE 'retrying' END,
       scheduled_at = CASE WHEN ${givesUp} THEN j.scheduled_at
         ELSE COALESCE(x.retry_at, ${NOW} + make_interval(secs =>
           LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
@@ -278,7 +333,7 @@ failed AS (
   RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
             ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at
 ), closed AS (${closeAttemptsSql('failed')})
-SELECT id, job_type, attempts, status, scheduled_at, duration_ms FROM failed`;
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed`;
 }
 
 export const failAttemptsFromInputSql = failAttemptsSql(`
@@ -289,14 +344,20 @@ export const failAttemptsFromInputSql = failAttemptsSql(`
     outcome text)`);
 
 /**
- * The rescuer: running jobs whose lease has expired (their executor crashed, hung or timed out) fail the
- * attempt under the retry rule. Bounded per call; concurrent rescuers skip each other's rows.
+ * The rescuer: running jobs whose lease has expired. An attempt that began (its executor crashed, hung or
+ * timed out) fails under the retry rule. A claim whose attempt never began (its event was lost, or reached
+ * the executor after the dispatch lease, which the start then refused) is handed back, due at once, and
+ * does not count as an attempt: it is recorded `undelivered`. Bounded per call; concurrent rescuers skip
+ * each other's rows.
  */
 export const rescueExpiredLeasesSql = failAttemptsSql(`
   SELECT j.id, j.attempts AS attempt,
-         'lease expired: the executor did not report within ' || j.lease_seconds || ' s' AS error,
-         NULL::timestamptz AS retry_at, false AS permanent, NULL::integer AS duration_ms,
-         'lease_expired' AS outcome
+         CASE WHEN j.started_at IS NULL
+              THEN 'undelivered: no executor began the attempt before its dispatch lease expired'
+              ELSE 'lease expired: the executor did not report within ' || j.lease_seconds || ' s' END AS error,
+         CASE WHEN j.started_at IS NULL THEN ${NOW} END AS retry_at, false AS permanent,
+         NULL::integer AS duration_ms,
+         CASE WHEN j.started_at IS NULL THEN 'undelivered' ELSE 'lease_expired' END AS outcome
   FROM jobs j
   WHERE j.status = 'running' AND j.lease_expires_at < ${NOW}
   ORDER BY j.lease_expires_at
@@ -338,7 +399,7 @@ SELECT id FROM released, (SELECT count(*) FROM woken) AS notified`;
  */
 export const cancelJobSql = `
 WITH current AS (
-  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS claimed_at
+  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS attempt_claimed_at
   FROM jobs j WHERE j.id = CAST(:id AS uuid)
   FOR UPDATE
 ), cancelled AS (
@@ -347,8 +408,8 @@ WITH current AS (
       last_error = COALESCE(CAST(:reason AS text), 'cancelled by an operator')
   FROM current c
   WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
-  RETURNING j.*, c.was, c.run_started_at, c.claimed_at
-), closed AS (${closeAttemptsSql(`(SELECT id, attempts, claimed_at, run_started_at, 'cancelled'::text AS outcome,
+  RETURNING j.*, c.was, c.run_started_at, c.attempt_claimed_at
+), closed AS (${closeAttemptsSql(`(SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
       'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
     FROM cancelled WHERE was = 'running')`)}
 )

@@ -29,7 +29,7 @@ import {
   rowToJob,
 } from './model.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from './registry.js';
-import { truncate } from './registry.js';
+import { DISPATCH_LEASE_SECONDS, truncate } from './registry.js';
 import * as sql from './sql.js';
 
 /**
@@ -45,6 +45,8 @@ export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
 /** Bulk enqueue limit per call (one statement). */
 export const MAX_JOBS_PER_ENQUEUE = 10_000;
+/** How soon a worker held back by a type's concurrency limit claims again. */
+export const LIMITED_TYPE_POLL_MS = 250;
 /**
  * Existing jobs looked up per statement under a row limit: 30 whole rows with 16 KiB payloads, every
  * character escaped, stay under the Data API's 1 MiB answer (the same bound as its claims).
@@ -145,6 +147,19 @@ export interface FailResult {
   status: 'retrying' | 'failed';
   scheduledAt: Date;
 }
+
+/** What the rescuer did with a running job whose lease expired. */
+export type RescueResult =
+  | (FailResult & { undelivered: false })
+  /** No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`). */
+  | {
+      id: string;
+      jobType: string;
+      attempt: number;
+      status: 'pending' | 'retrying';
+      scheduledAt: Date;
+      undelivered: true;
+    };
 
 export interface JobFilter {
   status?: JobStatus;
@@ -416,6 +431,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
+    // A type with a concurrency limit goes through the claim, which is where the limit is kept.
+    if (this.registry.get(row.job_type)?.concurrency !== undefined) return undefined;
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
       slot = starter.reserve(row.job_type);
@@ -534,9 +551,26 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
    * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
    */
-  async fetchReady(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
+  async fetchReady(
+    limit: number,
+    options: { startNow?: boolean; jobType?: string } = {},
+  ): Promise<ClaimedJob[]> {
     assertClaimLimit(limit);
-    const params = this.params({ limit, start_now: options.startNow ?? false });
+    const limits = this.registry.concurrencyLimitsJson();
+    const params = this.params({
+      limit,
+      start_now: options.startNow ?? false,
+      dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+    });
+    if (limits !== null || options.jobType !== undefined) {
+      Object.assign(params, { limits: limits ?? '{}', only_type: options.jobType ?? null });
+      if (this.db.maxRowBytes === undefined) {
+        const doc = await this.db.query<{ jobs: string }>(sql.claimLimitedAsDocumentSql, params);
+        return claimedJobsFromDocument(doc.rows[0]?.jobs ?? '[]');
+      }
+      const res = await this.db.query<JobRow>(sql.claimLimitedSql, params);
+      return res.rows.map(rowToClaimedJob);
+    }
     if (this.db.maxRowBytes === undefined) {
       const doc = await this.db.query<{ jobs: string }>(sql.claimDueJobsAsDocumentSql, params);
       return claimedJobsFromDocument(doc.rows[0]?.jobs ?? '[]');
@@ -551,23 +585,47 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * the claim was full (more may be due now).
    */
   async claimForWorker(limit: number): Promise<WorkerClaim> {
+    const limits = this.registry.concurrencyLimitsJson();
     if (this.db.maxRowBytes !== undefined) {
       // Rows under a row limit; the next due time, only if needed, in a second statement.
       const jobs = await this.fetchReady(limit, { startNow: true });
+      if (jobs.length < limit && limits !== null) {
+        // A type at its limit may have left due jobs behind: ask again soon.
+        return { jobs, nextDueAt: this.soonAfterALimit() };
+      }
       return { jobs, nextDueAt: jobs.length < limit ? await this.nextDueAt() : undefined };
     }
     assertClaimLimit(limit);
+    if (limits !== null) {
+      const res = await this.db.query<{ jobs: string; next_due_at: Date | null; left_behind: boolean }>(
+        sql.claimLimitedForWorkerSql,
+        this.params({
+          limit,
+          start_now: true,
+          dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+          limits,
+          only_type: null,
+        }),
+      );
+      const row = res.rows[0];
+      const jobs = claimedJobsFromDocument(row?.jobs ?? '[]');
+      if (jobs.length >= limit) return { jobs, nextDueAt: undefined };
+      return { jobs, nextDueAt: row?.left_behind ? this.soonAfterALimit() : (row?.next_due_at ?? null) };
+    }
     const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,
-      this.params({ limit, start_now: true }),
+      this.params({ limit, start_now: true, dispatch_lease_seconds: DISPATCH_LEASE_SECONDS }),
     );
     const jobs = claimedJobsFromDocument(res.rows[0]?.jobs ?? '[]');
     return { jobs, nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined };
   }
 
-  /** The seed's name for `fetchReady`. */
-  claimDueJobs(limit: number, options: { startNow?: boolean } = {}): Promise<ClaimedJob[]> {
-    return this.fetchReady(limit, options);
+  /**
+   * When a worker whose claim left due jobs behind (a type at its concurrency limit) asks again: slots
+   * elsewhere free up as other workers finish, and nothing notifies for that.
+   */
+  private soonAfterALimit(): Date {
+    return new Date((this.clock.now() ?? new Date()).getTime() + LIMITED_TYPE_POLL_MS);
   }
 
   /**
@@ -657,7 +715,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
         ),
       }),
     );
-    return res.rows.map((r) => this.reportFailure(r, r.status));
+    return res.rows.map((r) => this.reportFailure(r, r.status as 'retrying' | 'failed'));
   }
 
   private reportFailure(r: FailRow, outcome: AttemptOutcome): FailResult {
@@ -666,7 +724,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       id: r.id,
       jobType: r.job_type,
       attempt: r.attempts,
-      status: r.status,
+      status: r.status === 'failed' ? 'failed' : 'retrying',
       scheduledAt: r.scheduled_at,
     };
   }
@@ -692,12 +750,25 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   /**
-   * Running jobs whose lease expired count as a failed attempt and follow the retry rule. Returns what
-   * became of each (bounded by `limit` per call).
+   * Running jobs whose lease expired: an attempt that began counts as failed and follows the retry rule; a
+   * claim that no executor began is handed back uncounted (`undelivered`). Returns what became of each
+   * (bounded by `limit` per call).
    */
-  async rescueExpiredLeases(limit = 1000): Promise<FailResult[]> {
+  async rescueExpiredLeases(limit = 1000): Promise<RescueResult[]> {
     const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit }));
-    return res.rows.map((r) => this.reportFailure(r, 'lease_expired'));
+    return res.rows.map(
+      (r): RescueResult =>
+        r.outcome === 'undelivered'
+          ? {
+              id: r.id,
+              jobType: r.job_type,
+              attempt: r.attempts,
+              status: r.status === 'pending' ? 'pending' : 'retrying',
+              scheduledAt: r.scheduled_at,
+              undelivered: true,
+            }
+          : { ...this.reportFailure(r, 'lease_expired'), undelivered: false },
+    );
   }
 
   async getJob(id: string): Promise<Job | null> {
@@ -874,9 +945,10 @@ interface FailRow {
   id: string;
   job_type: string;
   attempts: number;
-  status: 'retrying' | 'failed';
+  status: 'retrying' | 'failed' | 'pending';
   scheduled_at: Date;
   duration_ms: number | null;
+  outcome?: string;
 }
 
 /** A local worker's claim: the jobs, and for a short claim when the next waiting job is due. */

@@ -47,7 +47,13 @@ const nudges = () => bus.commandCalls(PutEventsCommand).map((c) => c.args[0].inp
 
 describe('AwsJobClient: enqueue from application code on AWS', () => {
   test('a job due now is written through the Data API, then fetch-ready is woken once', async () => {
-    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    let now = Date.parse('2026-06-01T00:00:00Z');
+    const client = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      nowMs: () => now,
+    });
     fixture.resetCounts();
     const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
     expect(created).toBe(true);
@@ -60,9 +66,20 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     );
     expect(stored.rows).toEqual([{ status: 'pending' }]);
     expect(nudges()).toEqual([
-      [{ EventBusName: 'lana-jobs-bus', Source: 'lana.jobs', DetailType: 'jobs.enqueued', Detail: '{}' }],
+      [
+        {
+          EventBusName: 'lana-jobs-bus',
+          Source: 'lana.jobs',
+          DetailType: 'jobs.enqueued',
+          Detail: expect.stringContaining('"reason":"enqueued"'),
+        },
+      ],
     ]);
-    // A batch of several due jobs: still one nudge.
+    // Inside the nudge window, nothing more is sent: the run it woke claims again at the window's end.
+    await client.enqueue({ type: 'noop', payload: { n: 4 } });
+    expect(nudges()).toHaveLength(1);
+    // After the window, a batch of several due jobs: one nudge.
+    now += 1_000;
     await client.enqueueMany([
       { type: 'noop', payload: { n: 2 } },
       { type: 'noop', payload: { n: 3 } },
@@ -113,7 +130,13 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
   });
 
   test('no nudge for a job scheduled ahead, a key already taken, or an enqueue inside a transaction', async () => {
-    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    // No coalescing window here, so that every nudge this client would send is seen.
+    const client = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      nudgeWindowMs: 0,
+    });
     await client.enqueue({ type: 'noop', payload: { n: 1 }, runAt: new Date(Date.now() + 3_600_000) });
     expect(nudges()).toHaveLength(0);
     const first = await client.enqueue({ type: 'noop', payload: { n: 2 }, idempotencyKey: 'k' });

@@ -99,7 +99,8 @@ describe('fan-out core', () => {
 
   test('expired leases are rescued before claiming', async () => {
     const { job } = await tracker.enqueue({ type: 'noop', payload: {} });
-    await tracker.fetchReady(1);
+    // Its executor began it, then vanished.
+    await tracker.fetchReady(1, { startNow: true });
     await t.db.query("UPDATE jobs SET lease_expires_at = now() - interval '1 second'");
     const { publisher } = fakePublisher();
     const result = await fanOutDueJobs(tracker, publisher, { sleep: noSleep });
@@ -160,7 +161,14 @@ describe('schedule nudge', () => {
     expect((await handler(tick)).created).toBe(false);
     expect(eventBridge).toHaveReceivedCommandTimes(PutEventsCommand, 1);
     expect(eventBridge).toHaveReceivedCommandWith(PutEventsCommand, {
-      Entries: [{ EventBusName: 'jobs', Source: 'lana.jobs', DetailType: 'jobs.enqueued', Detail: '{}' }],
+      Entries: [
+        {
+          EventBusName: 'jobs',
+          Source: 'lana.jobs',
+          DetailType: 'jobs.enqueued',
+          Detail: expect.stringContaining('"reason":"enqueued"'),
+        },
+      ],
     });
   });
 

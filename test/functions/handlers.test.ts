@@ -330,7 +330,12 @@ describe('executor with follow-ups', () => {
     expect(await runSweep(handler, '2026-06-01')).toEqual({ outcome: 'completed' });
     expect(await counts()).toEqual({ completed: 1, pending: 2 });
     expect(nudges()).toEqual([
-      { EventBusName: 'lana-jobs', Source: 'lana.jobs', DetailType: JOBS_ENQUEUED_DETAIL_TYPE, Detail: '{}' },
+      {
+        EventBusName: 'lana-jobs',
+        Source: 'lana.jobs',
+        DetailType: JOBS_ENQUEUED_DETAIL_TYPE,
+        Detail: expect.stringContaining('"reason":"enqueued"'),
+      },
     ]);
     // No payment due three days after this day: nothing enqueued, no nudge.
     await t.db.query('TRUNCATE jobs, job_executions');

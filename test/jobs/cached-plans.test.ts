@@ -115,9 +115,24 @@ beforeAll(async () => {
   const now = null;
   const one = (extra: Record<string, unknown> = {}) =>
     JSON.stringify([{ id: running.id, attempt: running.attempts, ...extra }]);
-  await cachePlan('claim_full', sql.claimDueJobsForWorkerSql, { now, limit: 10, start_now: true });
-  await cachePlan('claim_short', sql.claimDueJobsForWorkerSql, { now, limit: 500, start_now: true });
-  await cachePlan('claim_rows', sql.claimDueJobsSql, { now, limit: 10, start_now: false });
+  await cachePlan('claim_full', sql.claimDueJobsForWorkerSql, {
+    now,
+    limit: 10,
+    start_now: true,
+    dispatch_lease_seconds: 90,
+  });
+  await cachePlan('claim_short', sql.claimDueJobsForWorkerSql, {
+    now,
+    limit: 500,
+    start_now: true,
+    dispatch_lease_seconds: 90,
+  });
+  await cachePlan('claim_rows', sql.claimDueJobsSql, {
+    now,
+    limit: 10,
+    start_now: false,
+    dispatch_lease_seconds: 90,
+  });
   await cachePlan('start', sql.startAttemptSql, {
     now,
     id: running.id,
@@ -177,7 +192,9 @@ describe('plans cached while the queue was empty, run when it is full', () => {
 
   test('the short claim takes every due job and answers when the first job scheduled ahead is due', async () => {
     const { positional, names } = parseNamedParams(sql.claimDueJobsForWorkerSql);
-    const values = names.map((n) => ({ now: null, limit: 500, start_now: true })[n as 'now']);
+    const values = names.map(
+      (n) => ({ now: null, limit: 500, start_now: true, dispatch_lease_seconds: 90 })[n as 'now'],
+    );
     await session.query('BEGIN');
     try {
       const res = await session.query({ name: 'claim_short', text: positional, values });

@@ -61,6 +61,7 @@ describe('the claim query and its index', () => {
         now: null,
         limit: 50,
         start_now: true,
+        dispatch_lease_seconds: 90,
       },
     );
     const root = res.rows[0]!['QUERY PLAN'][0]!.Plan;
@@ -161,7 +162,7 @@ describe('the claim query and its index', () => {
     const check = t.db.transaction(async (tx) => {
       const res = await tx.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
         `EXPLAIN (ANALYZE, FORMAT JSON) ${claimDueJobsForWorkerSql}`,
-        { now: null, limit: 6_000, start_now: true },
+        { now: null, limit: 6_000, start_now: true, dispatch_lease_seconds: 90 },
       );
       const all = nodes(res.rows[0]!['QUERY PLAN'][0]!.Plan);
       const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
@@ -189,6 +190,7 @@ describe('the claim query and its index', () => {
         now: null,
         limit: 6_000,
         start_now: true,
+        dispatch_lease_seconds: 90,
       });
       expect(res.rows[0]!.next_due_at).toEqual(await readyMin(tx));
       throw new Error('roll back');
@@ -247,6 +249,7 @@ describe('the claim query and its index', () => {
         now: null,
         limit: 100,
         start_now: false,
+        dispatch_lease_seconds: 90,
       });
       expect(claimed.rows).toHaveLength(100);
       const expected = await tx.query<{ id: string }>(

@@ -145,6 +145,7 @@ describe('lease rescue', () => {
         attempt: 1,
         status: 'retrying',
         scheduledAt: new Date(clock.now().getTime() + 15_000),
+        undelivered: false,
       },
     ]);
     expect(await tracker.getJob(a!.job.id)).toMatchObject({ status: 'running' });
@@ -163,7 +164,7 @@ describe('lease rescue', () => {
     const { job } = await tracker.enqueue({ type: 'noop', payload: {}, maxAttempts: 3 });
     const delays: number[] = [];
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const [claimed] = await tracker.fetchReady(1);
+      const [claimed] = await tracker.fetchReady(1, { startNow: true });
       expect(claimed!.attempts).toBe(attempt);
       clock.advanceMinutes(LEASE_MINUTES + 1);
       const [rescued] = await tracker.rescueExpiredLeases();
@@ -186,7 +187,7 @@ describe('lease rescue', () => {
   test('rescue is bounded per call', async () => {
     const { tracker, clock } = kit;
     await tracker.enqueueMany(Array.from({ length: 5 }, () => ({ type: 'noop' as const, payload: {} })));
-    await tracker.fetchReady(5);
+    await tracker.fetchReady(5, { startNow: true });
     clock.advanceMinutes(LEASE_MINUTES + 1);
     expect(await tracker.rescueExpiredLeases(3)).toHaveLength(3);
     expect(await tracker.rescueExpiredLeases(3)).toHaveLength(2);

@@ -90,6 +90,7 @@ describe('cancel', () => {
         now: clock.now(),
         limit: 1,
         start_now: true,
+        dispatch_lease_seconds: 90,
       });
       expect(claimed.rows).toHaveLength(1);
       const cancelling = tracker.cancel(job.id);

@@ -44,8 +44,8 @@ describe('fetchReady', () => {
         maxAttempts: 6,
       }),
     ]);
-    // The lease: the type's timeout (300 s by default) plus 120 s of grace, from the claim.
-    expect(claimed[0]!.leaseExpiresAt).toEqual(new Date(clock.now().getTime() + 420_000));
+    // A claim for executors elsewhere holds the short dispatch lease; their start renews it to the run's.
+    expect(claimed[0]!.leaseExpiresAt).toEqual(new Date(clock.now().getTime() + 90_000));
     const row = await tracker.getJob(job.id);
     expect(row).toMatchObject({ status: 'running', attempts: 1, startedAt: null });
     expect(row!.leaseExpiresAt).toEqual(claimed[0]!.leaseExpiresAt);
@@ -65,8 +65,14 @@ describe('fetchReady', () => {
   test('the lease follows the type timeout', async () => {
     const { tracker, clock } = kit;
     await tracker.enqueue({ type: 'short-retries', payload: {} }); // timeoutSeconds: 5
-    const [claimed] = await tracker.fetchReady(1);
+    // Begun at the claim (a local worker), or at the executor's start: the type's timeout plus 120 s.
+    const [claimed] = await tracker.fetchReady(1, { startNow: true });
     expect(claimed!.leaseExpiresAt).toEqual(new Date(clock.now().getTime() + 125_000));
+    const { job } = await tracker.enqueue({ type: 'short-retries', payload: {} });
+    await tracker.fetchReady(1);
+    expect((await tracker.startAttempt(job.id, 1))!.leaseExpiresAt).toEqual(
+      new Date(clock.now().getTime() + 125_000),
+    );
   });
 
   test('priority first, then due time; future jobs wait until due', async () => {
