@@ -325,16 +325,14 @@ test('nudges are coalesced: one per window per sender, and a failed one leaves t
   try {
     let now = 1_000_000;
     let fail = false;
-    eventBridge
-      .on(PutEventsCommand)
-      .callsFake(() =>
-        fail
-          ? {
-              FailedEntryCount: 1,
-              Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'slow down' }],
-            }
-          : { FailedEntryCount: 0, Entries: [{ EventId: 'e' }] },
-      );
+    eventBridge.on(PutEventsCommand).callsFake(() =>
+      fail
+        ? {
+            FailedEntryCount: 1,
+            Entries: [{ ErrorCode: 'ThrottlingException', ErrorMessage: 'slow down' }],
+          }
+        : { FailedEntryCount: 0, Entries: [{ EventId: 'e' }] },
+    );
     const nudge = createEnqueuedNudge({
       busName: 'bus',
       client: new EventBridgeClient({}),
@@ -388,7 +386,11 @@ describe('executors take their type’s next job', () => {
     let remaining = 4 * 90_000 + 1;
     const result = await handler(
       event(first!),
-      lambdaContext(() => (remaining -= 90_000) + 90_000),
+      lambdaContext(() => {
+        const left = remaining;
+        remaining -= 90_000;
+        return left;
+      }),
     );
     expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
     expect(services.runs).toHaveLength(5);
