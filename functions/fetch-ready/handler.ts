@@ -69,6 +69,8 @@ export function createFetchReadyHandler(deps: {
         context === undefined || context.getRemainingTimeInMillis() > MIN_REMAINING_MS_FOR_A_CLAIM,
       hasExecutor: (jobType) => registry.get(jobType) !== undefined,
       lingerUntilMs: lingerUntil(parsed.data, nowMs()),
+      // The schedule's run, once a minute, reports the minute's activity (not the nudged runs between).
+      reportActivity: parsed.data['detail-type'] === 'Scheduled Event',
       nowMs,
       sleep: deps.sleep,
       chain: deps.chain
@@ -103,6 +105,7 @@ export function createFetchReadyHandler(deps: {
       chained: result.chained,
       queueDepth: result.queue.depth,
       oldestReadyAgeSeconds: result.queue.oldestReadyAgeSeconds,
+      ...(result.activity ?? {}),
     });
     return result;
   };

@@ -11,6 +11,10 @@ export const METRIC = {
   executionTime: 'ExecutionTime',
   queueDepth: 'QueueDepth',
   oldestReadyAge: 'OldestReadyAgeSeconds',
+  /** Jobs created in the last minute by any path, read from the table on every fetch-ready run. */
+  enqueuedLastMinute: 'JobsEnqueuedLastMinute',
+  /** Attempts still running past their type's timeout (the long-running-jobs signal). */
+  runningPastTimeout: 'JobsRunningPastTimeout',
 } as const;
 
 /**
@@ -41,6 +45,10 @@ export function createPowertoolsJobMetrics(metrics: Metrics): JobMetrics {
     queueState({ depth, oldestReadyAgeSeconds }) {
       metrics.addMetric(METRIC.queueDepth, MetricUnit.Count, depth);
       metrics.addMetric(METRIC.oldestReadyAge, MetricUnit.Seconds, oldestReadyAgeSeconds);
+    },
+    queueActivity({ enqueuedLastMinute, runningPastTimeout }) {
+      metrics.addMetric(METRIC.enqueuedLastMinute, MetricUnit.Count, enqueuedLastMinute);
+      metrics.addMetric(METRIC.runningPastTimeout, MetricUnit.Count, runningPastTimeout);
     },
   };
 }

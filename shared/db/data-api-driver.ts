@@ -60,6 +60,7 @@ export class DataApiDatabase implements Database {
   readonly driverName = 'data-api' as const;
   /** The Data API fails a statement returning a row over 64 KB. */
   readonly maxRowBytes = 64_000;
+  readonly resendsStatements = true;
   /** The Data API rejects a request over 4 MiB, its JSON envelope included. */
   readonly maxRequestBytes = 4 * 1024 * 1024;
   private readonly client: RDSDataClient;

@@ -67,6 +67,12 @@ export interface Database extends Queryable {
    */
   readonly maxRequestBytes?: number;
   /**
+   * The driver may send a statement again after it committed (the Data API's client does, when an answer
+   * is lost to a reset connection or a 5xx). Statements whose second run would answer differently (a
+   * claim, a completion) then carry a per-call token, so the second run recognises the first one's work.
+   */
+  readonly resendsStatements?: boolean;
+  /**
    * Has every session the driver opens from now on run `sql` once before its first use, its errors
    * ignored: a statement that pays ahead what a session's first real use would (planning against every
    * index, compiling a trigger). Drivers without sessions of their own (the Data API) have no such method.

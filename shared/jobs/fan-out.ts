@@ -1,7 +1,7 @@
 import { errorMessage } from './errors.js';
 import type { ClaimedJob } from './model.js';
 import type { JobTypeMap } from './registry.js';
-import type { AttemptRef, FailResult, JobTracker, QueueState } from './tracker.js';
+import type { AttemptRef, FailResult, JobTracker, QueueActivity, QueueState } from './tracker.js';
 
 /**
  * Fan-out: claim due jobs, publish one "job ready" event per job, hand back what could not be published.
@@ -69,6 +69,8 @@ export interface FanOutOptions {
    * capacity instead of one run a minute.
    */
   chain?: () => Promise<void>;
+  /** Also read and report the last minute's activity (fetch-ready's scheduled run, once a minute). */
+  reportActivity?: boolean;
 }
 
 export interface FanOutResult {
@@ -91,6 +93,8 @@ export interface FanOutResult {
   chained: boolean;
   /** After the run: due jobs still waiting, and the age of the oldest. */
   queue: QueueState;
+  /** With `reportActivity`: the last minute's enqueues and the attempts running long. */
+  activity?: QueueActivity;
 }
 
 export const DEFAULT_CLAIM_BATCH = 30;
@@ -251,5 +255,6 @@ export async function fanOutDueJobs<M extends JobTypeMap, S>(
   }
 
   const queue = await tracker.queueState();
-  return { ...result, queue };
+  const activity = options.reportActivity ? await tracker.queueActivity() : undefined;
+  return { ...result, queue, ...(activity ? { activity } : {}) };
 }

@@ -11,6 +11,8 @@ export interface JobMetrics {
   /** One finished attempt. `retrying` = it failed and will run again; `failed` = it failed for good. */
   attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void;
   queueState(state: { depth: number; oldestReadyAgeSeconds: number }): void;
+  /** Once a minute: jobs created in the last minute by any path, attempts running past their timeout. */
+  queueActivity?(activity: { enqueuedLastMinute: number; runningPastTimeout: number }): void;
 }
 
 export const noMetrics: JobMetrics = {

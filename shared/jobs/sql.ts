@@ -6,6 +6,7 @@
  * `:now` is the injectable clock: NULL means the database's own `now()`.
  */
 import { CLAIM_COLUMNS, JOB_COLUMNS } from './model.js';
+import { LEASE_GRACE_SECONDS } from './registry.js';
 
 const NOW = 'COALESCE(CAST(:now AS timestamptz), now())';
 
@@ -145,9 +146,10 @@ function earliestPerPrioritySql(name: string): string {
 )`;
 }
 const readyPriorities = earliestPerPrioritySql('ready_priorities');
-const claimed = `claimed AS (
+const claimedLimitedTo = (limit: string) => `claimed AS (
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1, claimed_at = ${NOW},
+    claim_token = CAST(:claim_token AS uuid),
     started_at = CASE WHEN :start_now THEN ${NOW} END,
     lease_expires_at = ${NOW} + make_interval(secs =>
       CASE WHEN :start_now THEN j.lease_seconds ELSE CAST(:dispatch_lease_seconds AS integer) END),
@@ -157,17 +159,30 @@ WHERE j.ctid = ANY(ARRAY(
     SELECT ctid FROM jobs
     WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}
     ORDER BY scheduled_at, id
-    LIMIT :limit
+    LIMIT ${limit}
     FOR UPDATE SKIP LOCKED) due
   WHERE r.scheduled_at <= ${NOW}
-  LIMIT :limit))
+  LIMIT ${limit}))
 RETURNING ${CLAIM_COLUMNS}
 )`;
+const claimed = claimedLimitedTo(':limit');
 const claimedCte = `WITH RECURSIVE ${readyPriorities}, ${claimed}`;
 
-/** The claim, one row per job (an UPDATE returns rows in physical order: hand them out in claim order). */
-export const claimDueJobsSql = `${claimedCte}
-SELECT * FROM claimed ORDER BY priority, scheduled_at, id`;
+/**
+ * The jobs a claim with this :claim_token already took: the same claim sent again by a driver whose
+ * answer was lost after the commit. It then answers with them and claims nothing more.
+ */
+const priorClaim = `prior AS (
+  SELECT ${CLAIM_COLUMNS} FROM jobs WHERE claim_token = CAST(:claim_token AS uuid) AND status = 'running'
+)`;
+const unlessResent = '(CASE WHEN EXISTS (SELECT 1 FROM prior) THEN 0 ELSE CAST(:limit AS integer) END)';
+
+/**
+ * The claim, one row per job (an UPDATE returns rows in physical order: hand them out in claim order),
+ * for drivers with a per-row limit; a resent claim answers with its first run's jobs.
+ */
+export const claimDueJobsSql = `WITH RECURSIVE ${readyPriorities}, ${priorClaim}, ${claimedLimitedTo(unlessResent)}
+SELECT * FROM (SELECT * FROM prior UNION ALL SELECT * FROM claimed) c ORDER BY priority, scheduled_at, id`;
 
 /** The claimed rows as ONE JSON document in claim order (see `claimDueJobsAsDocumentSql`). */
 const claimedDocument = `COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
@@ -206,14 +221,17 @@ FROM claimed`;
  * in the same order as the plain claim, each limited type taking at most its free slots
  * (`lana_jobs_claim_limited`, migration 0007, says how that holds across concurrent claimers).
  */
-const claimedLimited = `claimed AS (
+const claimedLimitedBy = (limit: string) => `claimed AS (
   SELECT * FROM lana_jobs_claim_limited(CAST(:limits AS jsonb), CAST(:only_type AS text),
-    CAST(:limit AS integer), ${NOW}, CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer))
+    ${limit}, ${NOW}, CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer),
+    CAST(:claim_token AS uuid))
 )`;
+const claimedLimited = claimedLimitedBy('CAST(:limit AS integer)');
 
-/** The limited claim, one row per job, in claim order. */
-export const claimLimitedSql = `WITH ${claimedLimited}
-SELECT ${CLAIM_COLUMNS} FROM claimed ORDER BY priority, scheduled_at, id`;
+/** The limited claim, one row per job, in claim order; a resent claim answers with its first run's jobs. */
+export const claimLimitedSql = `WITH ${priorClaim}, ${claimedLimitedBy(unlessResent)}
+SELECT * FROM (SELECT * FROM prior UNION ALL SELECT ${CLAIM_COLUMNS} FROM claimed) c
+ORDER BY priority, scheduled_at, id`;
 
 /** The limited claim as one JSON document (see `claimDueJobsAsDocumentSql`). */
 export const claimLimitedAsDocumentSql = `WITH ${claimedLimited}
@@ -286,20 +304,28 @@ const idIn = (items: string) => `j.id = ANY(ARRAY(SELECT id FROM ${items}))`;
  * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
  * executor whose lease expired cannot overwrite a newer attempt. Returns one JSON document listing the
  * attempts that applied, `[[id, job_type, duration_ms], ...]` (one value to decode instead of a row each).
+ * :token (per call, or NULL) marks the rows this call completed: the same statement sent again after it
+ * committed finds them and lists them as applied, where it would otherwise find them fenced out.
  */
 export const completeAttemptsSql = `
 WITH items AS (
   SELECT * FROM json_to_recordset(CAST(:items AS json)) AS x(id uuid, attempt integer, duration_ms integer)
 ), done AS (
   UPDATE jobs j
-  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}
+  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
   FROM items x
   WHERE ${idIn('items')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
   RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
             x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
-), closed AS (${closeAttemptsSql('done')})
-SELECT COALESCE(json_agg(json_build_array(id, job_type, duration_ms)), '[]')::text AS applied FROM done`;
+), closed AS (${closeAttemptsSql('done')}
+), resent AS (
+  SELECT j.id, j.job_type, x.duration_ms FROM jobs j JOIN items x ON j.id = x.id
+  WHERE ${idIn('items')} AND j.attempts = x.attempt AND j.status = 'completed'
+    AND j.finish_token = CAST(:token AS uuid)
+)
+SELECT COALESCE(json_agg(json_build_array(id, job_type, duration_ms)), '[]')::text AS applied
+FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, duration_ms FROM resent) a`;
 
 /**
  * Fails attempts. `input` yields (id, attempt, error, retry_at, permanent, duration_ms, outcome). A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while
@@ -327,13 +353,23 @@ failed AS (
       attempt_offset = j.attempt_offset + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
       completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
       last_error = x.error,
-      updated_at = ${NOW}
+      updated_at = ${NOW},
+      finish_token = CAST(:token AS uuid)
   FROM input x
   WHERE ${idIn('input')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
             ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at
-), closed AS (${closeAttemptsSql('failed')})
-SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed`;
+), closed AS (${closeAttemptsSql('failed')}
+), resent AS (
+  -- This call's own earlier run (:token), sent again after it committed: report what it did.
+  SELECT j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.duration_ms, x.outcome
+  FROM jobs j JOIN input x ON j.id = x.id
+  WHERE ${idIn('input')} AND j.attempts = x.attempt AND j.status IN ('retrying', 'failed', 'pending')
+    AND j.finish_token = CAST(:token AS uuid)
+)
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed
+UNION ALL
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM resent`;
 }
 
 export const failAttemptsFromInputSql = failAttemptsSql(`
@@ -471,6 +507,22 @@ WITH RECURSIVE ${readyPriorities}, due AS (
 SELECT COALESCE(sum(n), 0)::integer AS depth,
        COALESCE(extract(epoch FROM ${NOW} - min(oldest)), 0)::float8 AS oldest_ready_age_seconds
 FROM due`;
+
+/**
+ * Once a minute (fetch-ready's scheduled run): jobs created in the last minute by any path (the CLI,
+ * application code, executors, raw SQL), read as a primary-key range (ids begin with their creation
+ * time), and attempts still running past their type's timeout (long-running jobs, before their lease
+ * expires), through the running index. Each reads what it counts.
+ */
+export const queueActivitySql = `
+SELECT (SELECT count(*) FROM jobs
+        WHERE id >= lana_uuid_v7_floor(${NOW} - interval '2 minutes')
+          AND created_at > ${NOW} - interval '1 minute' AND created_at <= ${NOW})::integer
+         AS enqueued_last_minute,
+       (SELECT count(*) FROM jobs
+        WHERE status = 'running' AND lease_expires_at IS NOT NULL AND started_at IS NOT NULL
+          AND started_at + make_interval(secs => lease_seconds - ${LEASE_GRACE_SECONDS}) < ${NOW})::integer
+         AS running_past_timeout`;
 
 /** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
 export const nextDueAtSql = `

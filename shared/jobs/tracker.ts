@@ -7,6 +7,7 @@ import {
   type Queryable,
   type QueryResult,
   type SqlParams,
+  type SqlValue,
   type TypedValue,
   uuid,
 } from '../db/port.js';
@@ -172,6 +173,14 @@ export interface QueueState {
   oldestReadyAgeSeconds: number;
 }
 
+/** What the queue did in the last minute, read from the tables (fetch-ready's scheduled run reports it). */
+export interface QueueActivity {
+  /** Jobs created in the last minute, by any path. */
+  enqueuedLastMinute: number;
+  /** Attempts running past their type's timeout (their lease not yet expired). */
+  runningPastTimeout: number;
+}
+
 export interface JobStats {
   counts: { jobType: string; status: JobStatus; count: number }[];
   queue: QueueState;
@@ -236,6 +245,14 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   private params(extra: SqlParams): SqlParams {
     return { now: this.clock.now(), ...extra };
+  }
+
+  /**
+   * A token for one call of a statement that a driver may send again after it committed (see
+   * `Database.resendsStatements`), so that the second run recognises the first's work; NULL otherwise.
+   */
+  private callToken(): SqlValue {
+    return this.db.resendsStatements ? uuid(randomUUID()) : null;
   }
 
   /**
@@ -561,6 +578,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       limit,
       start_now: options.startNow ?? false,
       dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+      claim_token: this.callToken(),
     });
     if (limits !== null || options.jobType !== undefined) {
       Object.assign(params, { limits: limits ?? '{}', only_type: options.jobType ?? null });
@@ -603,6 +621,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
           limit,
           start_now: true,
           dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+          claim_token: this.callToken(),
           limits,
           only_type: null,
         }),
@@ -614,7 +633,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     }
     const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,
-      this.params({ limit, start_now: true, dispatch_lease_seconds: DISPATCH_LEASE_SECONDS }),
+      this.params({
+        limit,
+        start_now: true,
+        dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+        claim_token: this.callToken(),
+      }),
     );
     const jobs = claimedJobsFromDocument(res.rows[0]?.jobs ?? '[]');
     return { jobs, nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined };
@@ -662,6 +686,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
           items: json(
             part.map((i) => ({ id: i.id, attempt: i.attempt, duration_ms: roundMs(i.durationMs) })),
           ),
+          token: this.callToken(),
         }),
       );
       const rows = JSON.parse(res.rows[0]?.applied ?? '[]') as [string, string, number | null][];
@@ -713,6 +738,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
                   : 'failed',
           })),
         ),
+        token: this.callToken(),
       }),
     );
     return res.rows.map((r) => this.reportFailure(r, r.status as 'retrying' | 'failed'));
@@ -755,7 +781,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * (bounded by `limit` per call).
    */
   async rescueExpiredLeases(limit = 1000): Promise<RescueResult[]> {
-    const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit }));
+    const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit, token: null }));
     return res.rows.map(
       (r): RescueResult =>
         r.outcome === 'undelivered'
@@ -849,6 +875,21 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     const state = { depth: row.depth, oldestReadyAgeSeconds: Math.max(0, row.oldest_ready_age_seconds) };
     this.metrics.queueState(state);
     return state;
+  }
+
+  /** Jobs enqueued in the last minute and attempts running long; also reported to the metrics port. */
+  async queueActivity(): Promise<QueueActivity> {
+    const res = await this.db.query<{ enqueued_last_minute: number; running_past_timeout: number }>(
+      sql.queueActivitySql,
+      this.params({}),
+    );
+    const row = res.rows[0]!;
+    const activity = {
+      enqueuedLastMinute: row.enqueued_last_minute,
+      runningPastTimeout: row.running_past_timeout,
+    };
+    this.metrics.queueActivity?.(activity);
+    return activity;
   }
 
   /** When the next ready job becomes due (null when the queue holds none). */

@@ -86,3 +86,48 @@ describe('a start the Data API client sends twice', () => {
     expect(await overPg.getJob(job.id)).toMatchObject({ status: 'completed', attempts: 1 });
   });
 });
+
+describe('a claim the Data API client sends twice', () => {
+  test('answers with the jobs its first run claimed, and claims nothing more', async () => {
+    await overPg.enqueueMany(
+      Array.from({ length: 5 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
+    );
+    loseNextAnswer();
+    fixture.resetCounts();
+    const claimed = await overDataApi.fetchReady(3);
+    expect(fixture.counts.Execute).toBe(2); // it ran, its answer was lost, and the SDK sent it again
+    expect(claimed).toHaveLength(3);
+    const running = await t.db.query<{ id: string }>(
+      "SELECT id FROM jobs WHERE status = 'running' ORDER BY id",
+    );
+    // Exactly the three jobs the caller got are running: none is left running with no event.
+    expect(running.rows.map((r) => r.id)).toEqual(claimed.map((c) => c.id).sort());
+    expect(await overDataApi.fetchReady(10)).toHaveLength(2);
+  });
+});
+
+describe('a completion or a failure the Data API client sends twice', () => {
+  test('a resent completion reports completed, not fenced out; a second report is still fenced', async () => {
+    const { job } = await overPg.enqueue({ type: 'noop', payload: { n: 1 } });
+    const [claimed] = await overPg.fetchReady(1);
+    expect(await overPg.startAttempt(job.id, claimed!.attempts)).not.toBeNull();
+    loseNextAnswer();
+    fixture.resetCounts();
+    expect(await overDataApi.markCompleted(job.id, claimed!.attempts, { durationMs: 12 })).toBe(true);
+    expect(fixture.counts.Execute).toBe(2);
+    expect(await overPg.getExecutions(job.id)).toEqual([expect.objectContaining({ outcome: 'completed' })]);
+    // Another report of the same attempt (another call) is fenced out, as before.
+    expect(await overDataApi.markCompleted(job.id, claimed!.attempts)).toBe(false);
+  });
+
+  test('a resent failure reports what it did', async () => {
+    const { job } = await overPg.enqueue({ type: 'noop', payload: { n: 1 } });
+    const [claimed] = await overPg.fetchReady(1);
+    expect(await overPg.startAttempt(job.id, claimed!.attempts)).not.toBeNull();
+    loseNextAnswer();
+    const failed = await overDataApi.markFailed(job.id, claimed!.attempts, 'the ledger was closed');
+    expect(failed).toMatchObject({ id: job.id, status: 'retrying', attempt: 1 });
+    expect(await overPg.getExecutions(job.id)).toEqual([expect.objectContaining({ outcome: 'failed' })]);
+    expect(await overDataApi.markFailed(job.id, claimed!.attempts, 'again')).toBeNull();
+  });
+});

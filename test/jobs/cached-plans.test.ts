@@ -120,18 +120,21 @@ beforeAll(async () => {
     limit: 10,
     start_now: true,
     dispatch_lease_seconds: 90,
+    claim_token: null,
   });
   await cachePlan('claim_short', sql.claimDueJobsForWorkerSql, {
     now,
     limit: 500,
     start_now: true,
     dispatch_lease_seconds: 90,
+    claim_token: null,
   });
   await cachePlan('claim_rows', sql.claimDueJobsSql, {
     now,
     limit: 10,
     start_now: false,
     dispatch_lease_seconds: 90,
+    claim_token: '00000000-0000-4000-8000-000000000002',
   });
   await cachePlan('start', sql.startAttemptSql, {
     now,
@@ -139,10 +142,11 @@ beforeAll(async () => {
     attempt: running.attempts,
     token: '00000000-0000-4000-8000-000000000001',
   });
-  await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }) });
-  await cachePlan('fail', sql.failAttemptsFromInputSql, { now, items: one({ error: 'boom' }) });
+  const token = '00000000-0000-4000-8000-000000000003';
+  await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }), token });
+  await cachePlan('fail', sql.failAttemptsFromInputSql, { now, items: one({ error: 'boom' }), token });
   await cachePlan('release', sql.releaseClaimsSql, { now, items: one(), require_unstarted: false });
-  await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100 });
+  await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100, token: null });
   await cachePlan('queue_state', sql.queueStateSql, { now });
   await cachePlan('next_due', sql.nextDueAtSql, {});
   await cachePlan('overdue', sql.overdueRunningSql, { now });
@@ -193,7 +197,10 @@ describe('plans cached while the queue was empty, run when it is full', () => {
   test('the short claim takes every due job and answers when the first job scheduled ahead is due', async () => {
     const { positional, names } = parseNamedParams(sql.claimDueJobsForWorkerSql);
     const values = names.map(
-      (n) => ({ now: null, limit: 500, start_now: true, dispatch_lease_seconds: 90 })[n as 'now'],
+      (n) =>
+        ({ now: null, limit: 500, start_now: true, dispatch_lease_seconds: 90, claim_token: null })[
+          n as 'now'
+        ],
     );
     await session.query('BEGIN');
     try {

@@ -62,6 +62,7 @@ describe('the claim query and its index', () => {
         limit: 50,
         start_now: true,
         dispatch_lease_seconds: 90,
+        claim_token: null,
       },
     );
     const root = res.rows[0]!['QUERY PLAN'][0]!.Plan;
@@ -89,10 +90,13 @@ describe('the claim query and its index', () => {
       ['Tid Scan', undefined],
     ]);
     expect(all.some((n) => n['Node Type'] === 'Seq Scan' || n['Node Type'].startsWith('Bitmap'))).toBe(false);
-    // The only Sort orders the (at most :limit) rows the claim returns, read from the CTE, never the queue.
+    // The only Sort orders the (at most :limit) rows the claim returns, read from the CTEs (this claim's,
+    // and a resent claim's earlier one), never the queue.
     for (const sort of all.filter((n) => n['Node Type'] === 'Sort')) {
       expect(sort).toBe(root);
-      expect(sort.Plans?.map((n) => [n['Node Type'], n['CTE Name']])).toContainEqual(['CTE Scan', 'claimed']);
+      const input = sort.Plans!.find((n) => n['Subplan Name'] === undefined)!;
+      const read = nodes(input).filter((n) => n['Node Type'] === 'CTE Scan');
+      expect(read.map((n) => n['CTE Name']).sort()).toEqual(['claimed', 'prior']);
     }
     expect(nodes(picker).some((n) => n['Node Type'] === 'Sort')).toBe(false);
   });
@@ -162,7 +166,7 @@ describe('the claim query and its index', () => {
     const check = t.db.transaction(async (tx) => {
       const res = await tx.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
         `EXPLAIN (ANALYZE, FORMAT JSON) ${claimDueJobsForWorkerSql}`,
-        { now: null, limit: 6_000, start_now: true, dispatch_lease_seconds: 90 },
+        { now: null, limit: 6_000, start_now: true, dispatch_lease_seconds: 90, claim_token: null },
       );
       const all = nodes(res.rows[0]!['QUERY PLAN'][0]!.Plan);
       const update = all.find((n) => n['Node Type'] === 'ModifyTable')!;
@@ -191,6 +195,7 @@ describe('the claim query and its index', () => {
         limit: 6_000,
         start_now: true,
         dispatch_lease_seconds: 90,
+        claim_token: null,
       });
       expect(res.rows[0]!.next_due_at).toEqual(await readyMin(tx));
       throw new Error('roll back');
@@ -250,6 +255,7 @@ describe('the claim query and its index', () => {
         limit: 100,
         start_now: false,
         dispatch_lease_seconds: 90,
+        claim_token: null,
       });
       expect(claimed.rows).toHaveLength(100);
       const expected = await tx.query<{ id: string }>(

@@ -316,6 +316,10 @@ describe('fetch-ready drains at capacity', () => {
     });
     expect(events).toHaveLength(2);
     expect(result.claims).toBe(2);
+    // A nudged run does not report the minute's activity; the schedule's run does, once a minute.
+    expect(result.activity).toBeUndefined();
+    const scheduled = await handler({ 'detail-type': 'Scheduled Event', detail: {} });
+    expect(scheduled.activity).toEqual({ enqueuedLastMinute: 2, runningPastTimeout: 0 });
     expect(lingerUntil({ 'detail-type': 'Scheduled Event', detail: {} }, sentAt)).toBeUndefined();
   });
 });

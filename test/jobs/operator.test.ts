@@ -91,6 +91,7 @@ describe('cancel', () => {
         limit: 1,
         start_now: true,
         dispatch_lease_seconds: 90,
+        claim_token: null,
       });
       expect(claimed.rows).toHaveLength(1);
       const cancelling = tracker.cancel(job.id);
@@ -223,6 +224,7 @@ describe('observing the queue', () => {
   test('queueState: due ready jobs and the age of the oldest; future and running jobs excluded', async () => {
     const { tracker, clock } = kit;
     expect(await tracker.queueState()).toEqual({ depth: 0, oldestReadyAgeSeconds: 0 });
+    expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 0, runningPastTimeout: 0 });
     await tracker.enqueueMany([
       { type: 'noop', payload: { n: 1 }, runAt: new Date('2026-02-28T23:50:00Z') },
       { type: 'noop', payload: { n: 2 }, runAt: new Date('2026-02-28T23:59:00Z') },
@@ -230,11 +232,25 @@ describe('observing the queue', () => {
       { type: 'noop', payload: { n: 4 }, priority: -1 },
     ]);
     expect(await tracker.queueState()).toEqual({ depth: 3, oldestReadyAgeSeconds: 600 });
+    // Every job created in the last minute counts as enqueued, scheduled ahead or not.
+    expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 4, runningPastTimeout: 0 });
     await tracker.fetchReady(2); // n=4 (priority), then n=1 (oldest)
     expect(await tracker.queueState()).toEqual({ depth: 1, oldestReadyAgeSeconds: 60 });
     clock.advanceMinutes(10);
     expect(await tracker.queueState()).toEqual({ depth: 2, oldestReadyAgeSeconds: 660 });
+    expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 0, runningPastTimeout: 0 });
     expect(await tracker.nextDueAt()).toEqual(new Date('2026-02-28T23:59:00Z'));
+  });
+
+  test('queueActivity: an attempt running past its type’s timeout counts before its lease expires', async () => {
+    const { tracker, clock } = kit;
+    await tracker.enqueue({ type: 'short-retries', payload: {} }); // timeout 5 s, lease 125 s
+    await tracker.fetchReady(1, { startNow: true });
+    clock.advance(5_000);
+    expect((await tracker.queueActivity()).runningPastTimeout).toBe(0);
+    clock.advance(1_000);
+    expect((await tracker.queueActivity()).runningPastTimeout).toBe(1);
+    expect((await tracker.stats()).overdueRunning).toBe(0); // its lease still holds
   });
 
   test('stats: counts by type and status, queue, overdue running, last hour’s outcomes', async () => {

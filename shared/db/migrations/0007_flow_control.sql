@@ -5,6 +5,14 @@
 -- migration (their claim time is then derived from the lease, as before).
 ALTER TABLE jobs ADD COLUMN claimed_at timestamptz;
 
+-- Which call claimed, and which call finished, the current attempt: tokens made per call by drivers whose
+-- client may send a statement again after it committed (the Data API's). A resent claim finds the jobs its
+-- first run claimed and answers with them, instead of leaving them running with no event; a resent
+-- completion or failure finds its own work and reports it, instead of "fenced out". Only such claims set
+-- a token, so the index (running rows with a token) costs local workers nothing.
+ALTER TABLE jobs ADD COLUMN claim_token uuid, ADD COLUMN finish_token uuid;
+CREATE INDEX jobs_claim_token_idx ON jobs (claim_token) WHERE claim_token IS NOT NULL AND status = 'running';
+
 -- An event that never reached its executor: the claim is handed back without counting an attempt.
 ALTER TABLE job_executions DROP CONSTRAINT job_executions_outcome_check;
 ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check
@@ -27,9 +35,10 @@ CREATE INDEX jobs_ready_type_idx ON jobs (job_type, priority, scheduled_at, id)
 -- p_only_type restricts the claim to one type (an executor taking its type's next job).
 -- p_start_now: the attempt begins at once (an in-process runner), leased for the type's run; otherwise
 -- the claim holds a dispatch lease of p_dispatch_lease_seconds that the executor's start renews.
+-- p_claim_token: the calling statement's token (see `claim_token`), or NULL.
 CREATE FUNCTION lana_jobs_claim_limited(
   p_limits jsonb, p_only_type text, p_limit integer, p_now timestamptz, p_start_now boolean,
-  p_dispatch_lease_seconds integer
+  p_dispatch_lease_seconds integer, p_claim_token uuid
 ) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   v_candidates jsonb := '[]'::jsonb;
@@ -92,7 +101,7 @@ BEGIN
     LOOP
       RETURN QUERY
       UPDATE jobs j
-      SET status = 'running', attempts = j.attempts + 1, claimed_at = p_now,
+      SET status = 'running', attempts = j.attempts + 1, claimed_at = p_now, claim_token = p_claim_token,
           started_at = CASE WHEN p_start_now THEN p_now END,
           lease_expires_at = p_now + make_interval(secs =>
             CASE WHEN p_start_now THEN j.lease_seconds ELSE p_dispatch_lease_seconds END),
@@ -122,4 +131,10 @@ BEGIN
     END LOOP;
   END LOOP;
 END;
+$$;
+
+-- The smallest version-7 id of a millisecond: ids begin with their creation time, so "jobs created since
+-- t" is a primary-key range from lana_uuid_v7_floor(t) (the queue-state metrics read the last minute).
+CREATE FUNCTION lana_uuid_v7_floor(t timestamptz) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT encode(substring(int8send((extract(epoch FROM t) * 1000)::bigint) FROM 3) || '\x70000000000000000000'::bytea, 'hex')::uuid
 $$;
