@@ -1,8 +1,9 @@
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
+import type { ClaimedJob } from '../../shared/jobs/model.js';
 import { DEFAULT_TIMEOUT_SECONDS } from '../../shared/jobs/registry.js';
-import { type RecordedAttempt, recordResult, runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+import { type RecordedAttempt, recordResult } from '../../shared/jobs/run-attempt.js';
 import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import {
@@ -80,19 +81,47 @@ export function createExecutorHandler(deps: {
       deps.o.logger.info('follow-up jobs enqueued: fetch-ready nudged');
   };
 
-  /** Claims and runs this type's next due jobs while a whole attempt still fits; returns how many ran. */
-  const runNextJobs = async (context: Context): Promise<number> => {
-    let ran = 0;
-    while (context.getRemainingTimeInMillis() > attemptBudgetMs) {
-      const [job] = await runtime.tracker.fetchReady(1, { startNow: true, jobType: deps.jobType });
-      if (!job) break;
-      deps.o.logger.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
-      const recorded = await recordResult(runtime.tracker, job, await deps.dispatcher.dispatch(job));
+  /**
+   * Runs `job` and, while a whole attempt still fits in the invocation, this type's next due jobs: a
+   * completion and the next claim go in one statement. Returns the first run's record and how many more ran.
+   */
+  const runFrom = async (
+    first: ClaimedJob | null,
+    context: Context | undefined,
+  ): Promise<{ firstRecorded: RecordedAttempt | null; nextJobsRun: number }> => {
+    const timeForAnother = () =>
+      context !== undefined && context.getRemainingTimeInMillis() > attemptBudgetMs;
+    const claimNext = async () =>
+      (await runtime.tracker.fetchReady(1, { startNow: true, jobType: deps.jobType }))[0] ?? null;
+    let firstRecorded: RecordedAttempt | null = null;
+    let nextJobsRun = 0;
+    // A duplicate or late delivery runs nothing of its own, but the invocation may still take due work.
+    let current = first ?? (timeForAnother() ? await claimNext() : null);
+    let isFirst = first !== null;
+    while (current) {
+      const job = current;
+      if (!isFirst) deps.o.logger.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
+      const result = await deps.dispatcher.dispatch(job);
+      let recorded: RecordedAttempt;
+      current = null;
+      if (result.outcome === 'completed' && timeForAnother()) {
+        const r = await runtime.tracker.completeAndClaimNext(
+          { id: job.id, attempt: job.attempts, durationMs: result.durationMs },
+          deps.jobType,
+        );
+        recorded = r.completed ? { recorded: 'completed', result } : { recorded: 'fenced_out', result };
+        current = r.next;
+      } else {
+        recorded = await recordResult(runtime.tracker, job, result);
+        if (timeForAnother()) current = await claimNext();
+      }
       await nudgeFollowUps();
       logResult(recorded);
-      ran++;
+      if (isFirst) firstRecorded = recorded;
+      else nextJobsRun++;
+      isFirst = false;
     }
-    return ran;
+    return { firstRecorded, nextJobsRun };
   };
 
   return async (
@@ -115,18 +144,11 @@ export function createExecutorHandler(deps: {
       throw new Error(`this executor runs ${deps.jobType} jobs, not ${jobType}`);
     }
     deps.o.logger.appendKeys({ jobId, jobType, attempt });
-    const recorded = await runDeliveredAttempt(runtime.tracker, deps.dispatcher, { id: jobId, attempt });
-    await nudgeFollowUps();
-    let outcome: ExecutorOutcome;
-    if (recorded.recorded === 'duplicate') {
-      deps.o.logger.info('duplicate, stale or late delivery ignored');
-      outcome = 'duplicate';
-    } else {
-      logResult(recorded);
-      outcome = recorded.recorded;
-    }
-    if (!context) return { outcome };
-    return { outcome, nextJobsRun: await runNextJobs(context) };
+    const job = await runtime.tracker.startAttempt(jobId, attempt);
+    if (!job) deps.o.logger.info('duplicate, stale or late delivery ignored');
+    const { firstRecorded, nextJobsRun } = await runFrom(job, context);
+    const outcome: ExecutorOutcome = firstRecorded?.recorded ?? 'duplicate';
+    return context ? { outcome, nextJobsRun } : { outcome };
   };
 }
 

@@ -328,6 +328,44 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, duration_ms)), '[]')::te
 FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, duration_ms FROM resent) a`;
 
 /**
+ * An executor's report and its next job in one statement: completes one attempt (fenced, as
+ * `completeAttemptsSql`) and then claims the next due job of :only_type, begun at once, within the type's
+ * concurrency limit (`lana_jobs_claim_limited`, which sees the completion: a volatile function sees the
+ * changes its calling statement made before it, and the claim waits on `finished`, so the slot the
+ * completion freed is free). Answers one row: whether the completion applied, and the next job's columns
+ * (NULL when none). :token marks both, so a resent statement reports its first run's completion and
+ * answers with the job that run claimed, and claims nothing more.
+ */
+export const completeAndClaimNextSql = `
+WITH items AS (
+  SELECT CAST(:id AS uuid) AS id, CAST(:attempt AS integer) AS attempt, CAST(:duration_ms AS integer) AS duration_ms
+), done AS (
+  UPDATE jobs j
+  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
+  FROM items x
+  WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
+            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (${closeAttemptsSql('done')}
+), resent AS (
+  SELECT j.id FROM jobs j JOIN items x ON j.id = x.id
+  WHERE j.attempts = x.attempt AND j.status = 'completed' AND j.finish_token = CAST(:token AS uuid)
+), prior AS (
+  SELECT ${CLAIM_COLUMNS} FROM jobs WHERE claim_token = CAST(:token AS uuid) AND status = 'running'
+), finished AS (
+  SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM resent) AS applied,
+         (SELECT count(*) FROM prior) AS prior_claims
+), next AS (
+  SELECT * FROM prior
+  UNION ALL
+  SELECT ${CLAIM_COLUMNS} FROM finished f CROSS JOIN LATERAL lana_jobs_claim_limited(
+    CAST(:limits AS jsonb), CAST(:only_type AS text), CASE WHEN f.prior_claims > 0 THEN 0 ELSE 1 END,
+    ${NOW}, true, CAST(:dispatch_lease_seconds AS integer), CAST(:token AS uuid))
+)
+SELECT f.applied > 0 AS applied, n.*
+FROM finished f LEFT JOIN next n ON true`;
+
+/**
  * Fails attempts. `input` yields (id, attempt, error, retry_at, permanent, duration_ms, outcome). A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while
  * n < max_attempts (n counted since attempt_offset), else `failed`; a permanent failure fails at once; a
  * requested retry_at replaces the backoff. Fenced like completion.

@@ -699,6 +699,35 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   /**
+   * Completes `attempt` and claims the next due job of `jobType` (begun at once, within the type's
+   * concurrency limit), in one statement: an executor that keeps its slot pays one round trip per job.
+   * `completed` is false when the attempt was fenced out; `next` is null when no job of the type is due
+   * or the type is at its limit.
+   */
+  async completeAndClaimNext(
+    done: CompletedAttempt,
+    jobType: string,
+  ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
+    assertUuid(done.id);
+    const res = await this.db.query<JobRow & { applied: boolean }>(
+      sql.completeAndClaimNextSql,
+      this.params({
+        id: uuid(done.id),
+        attempt: done.attempt,
+        duration_ms: roundMs(done.durationMs),
+        token: uuid(randomUUID()),
+        limits: this.registry.concurrencyLimitsJson() ?? '{}',
+        only_type: jobType,
+        dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+      }),
+    );
+    const row = res.rows[0];
+    const completed = row?.applied === true;
+    if (completed) this.metrics.attemptFinished(jobType, 'completed', roundMs(done.durationMs));
+    return { completed, next: row?.id ? rowToClaimedJob(row) : null };
+  }
+
+  /**
    * Fails `attempt` of a job under the retry rule. Returns what became of it, or `null` when the attempt
    * is no longer current (fenced out: nothing changed).
    */

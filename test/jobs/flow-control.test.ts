@@ -437,3 +437,75 @@ describe('executors take their type’s next job', () => {
     expect(services.runs).toHaveLength(4);
   });
 });
+
+describe('complete and take the next job in one statement', () => {
+  test('over the Data API an executor pays one call per job it keeps running', async () => {
+    const tracker = trackerOver(dataApi);
+    const services: Services = { runs: [] };
+    const handler = createExecutorHandler({
+      runtime: { db: dataApi, registry: tracker.registry, tracker } as unknown as JobRuntime,
+      dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
+      jobType: 'capped',
+      o: createObservability('executor-test', { silent: true }),
+    });
+    await enqueue(trackerOver(t.db), 'capped', 5);
+    const [first] = await trackerOver(t.db).fetchReady(1);
+    fixture.resetCounts();
+    const result = await handler(
+      {
+        source: 'lana.jobs',
+        'detail-type': 'job.ready',
+        detail: { jobId: first!.id, jobType: 'capped', attempt: first!.attempts, payload: {} },
+      },
+      { getRemainingTimeInMillis: () => 3_600_000 } as Context,
+    );
+    expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
+    // The start, then one statement per job: its completion and the next claim (the last finds none).
+    expect(fixture.counts.Execute).toBe(1 + 5);
+    expect(await runningCount('capped')).toBe(0);
+    const history = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM job_executions WHERE outcome = 'completed'",
+    );
+    expect(history.rows[0]!.n).toBe(5);
+  });
+
+  test('a resent statement reports its completion and answers with the job it claimed', async () => {
+    const tracker = trackerOver(dataApi);
+    const pg = trackerOver(t.db);
+    await enqueue(pg, 'capped', 3);
+    const [a] = await pg.fetchReady(1, { startNow: true });
+    fixture.injectFault({
+      error: 'InternalServerErrorException',
+      status: 500,
+      operation: 'Execute',
+      afterRunning: true,
+    });
+    const retrying = new DataApiDatabase({
+      resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+      secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+      database: t.name,
+      // The SDK's default retries, as on AWS: the lost answer makes it send the statement again.
+      clientConfig: {
+        endpoint: fixture.endpoint,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+      },
+    });
+    try {
+      fixture.resetCounts();
+      const { completed, next } = await trackerOver(retrying).completeAndClaimNext(
+        { id: a!.id, attempt: a!.attempts, durationMs: 5 },
+        'capped',
+      );
+      expect(fixture.counts.Execute).toBe(2);
+      expect(completed).toBe(true);
+      expect(next).not.toBeNull();
+      // Exactly the job the caller got is running: the resend claimed nothing more.
+      const running = await t.db.query<{ id: string }>("SELECT id FROM jobs WHERE status = 'running'");
+      expect(running.rows.map((r) => r.id)).toEqual([next!.id]);
+      expect(await tracker.getJob(a!.id)).toMatchObject({ status: 'completed' });
+    } finally {
+      await retrying.close();
+    }
+  });
+});
