@@ -1,4 +1,6 @@
 import { randomFillSync } from 'node:crypto';
+import { JobInputError } from './errors.js';
+import { truncate } from './registry.js';
 
 /**
  * Job ids: UUID version 7 (RFC 9562), made where the job is enqueued. The first 48 bits are Unix
@@ -54,4 +56,13 @@ export function newJobId(nowMs = Date.now()): string {
     HEX[pool[r + 6]!]! +
     HEX[pool[r + 7]!]!
   );
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Job ids are UUIDs; anything else is rejected before it reaches SQL. */
+export function assertUuid(id: string): void {
+  if (typeof id !== 'string' || !UUID_RE.test(id)) {
+    throw new JobInputError('invalid_id', `"${truncate(String(id), 60)}" is not a job id (a UUID)`);
+  }
 }

@@ -1,0 +1,348 @@
+import { randomUUID } from 'node:crypto';
+import { json, uuid } from '../db/port.js';
+import { JobInputError } from './errors.js';
+import { assertUuid } from './ids.js';
+import type { AttemptOutcome } from './metrics.js';
+import {
+  type ClaimedJob,
+  claimedJobsFromDocument,
+  type Job,
+  type JobRow,
+  rowToClaimedJob,
+  rowToJob,
+} from './model.js';
+import { DISPATCH_LEASE_SECONDS, type JobTypeMap, truncate } from './registry.js';
+import * as sql from './sql.js';
+import { TrackerPart } from './tracker-part.js';
+
+/**
+ * The attempt lifecycle: claim, start, complete, fail (with the retry rule), release and rescue. Every
+ * attempt is fenced by its number, so a late report never overwrites a newer attempt.
+ */
+
+/** How soon a worker held back by a type's concurrency limit claims again. */
+export const LIMITED_TYPE_POLL_MS = 250;
+
+export interface FailOptions {
+  /** Fail at once, whatever attempts remain (unknown type, invalid payload, permanent errors). */
+  permanent?: boolean;
+  /**
+   * Run again at this time instead of the backoff (the executor asked for it). Such a retry does not
+   * count toward max attempts or the backoff.
+   */
+  retryAt?: Date;
+  /** The run was cut short by a worker's shutdown: due again at once, not counted as an attempt. */
+  interrupted?: boolean;
+  durationMs?: number;
+}
+
+export interface AttemptRef {
+  id: string;
+  attempt: number;
+}
+
+export interface CompletedAttempt extends AttemptRef {
+  durationMs?: number;
+}
+
+export interface FailedAttempt extends AttemptRef, FailOptions {
+  error: string;
+}
+
+/** What became of a failed attempt. */
+export interface FailResult {
+  id: string;
+  jobType: string;
+  attempt: number;
+  /** `retrying` (scheduled again at `scheduledAt`) or `failed` (no attempts left, or permanent). */
+  status: 'retrying' | 'failed';
+  scheduledAt: Date;
+}
+
+/** What the rescuer did with a running job whose lease expired. */
+export type RescueResult =
+  | (FailResult & { undelivered: false })
+  /** No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`). */
+  | {
+      id: string;
+      jobType: string;
+      attempt: number;
+      status: 'pending' | 'retrying';
+      scheduledAt: Date;
+      undelivered: true;
+    };
+
+/** A local worker's claim: the jobs, and for a short claim when the next waiting job is due. */
+export interface WorkerClaim {
+  jobs: ClaimedJob[];
+  /** Due time of the earliest job left waiting (`null`: none); `undefined` when the claim was full. */
+  nextDueAt: Date | null | undefined;
+}
+
+export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S> {
+  /**
+   * Claims up to `limit` due jobs in ONE statement (`FOR UPDATE SKIP LOCKED`): priority first, then due
+   * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
+   * attempt counted. `startNow` also marks the attempt begun (in-process workers run it straight away).
+   */
+  async fetchReady(
+    limit: number,
+    options: { startNow?: boolean; jobType?: string } = {},
+  ): Promise<ClaimedJob[]> {
+    assertClaimLimit(limit);
+    const limits = this.registry.concurrencyLimitsJson();
+    const params = this.params({
+      limit,
+      start_now: options.startNow ?? false,
+      dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+      claim_token: this.limits.callToken(),
+    });
+    if (limits !== null || options.jobType !== undefined) {
+      Object.assign(params, { limits: limits ?? '{}', only_type: options.jobType ?? null });
+      if (this.limits.claimsAsDocument) {
+        const doc = await this.db.query<{ jobs: string }>(sql.claimLimitedAsDocumentSql, params);
+        return claimedJobsFromDocument(doc.rows[0]?.jobs ?? '[]');
+      }
+      const res = await this.db.query<JobRow>(sql.claimLimitedSql, params);
+      return res.rows.map(rowToClaimedJob);
+    }
+    if (this.limits.claimsAsDocument) {
+      const doc = await this.db.query<{ jobs: string }>(sql.claimDueJobsAsDocumentSql, params);
+      return claimedJobsFromDocument(doc.rows[0]?.jobs ?? '[]');
+    }
+    const res = await this.db.query<JobRow>(sql.claimDueJobsSql, params);
+    return res.rows.map(rowToClaimedJob);
+  }
+
+  /**
+   * The local worker's claim (attempts begun at once): the claimed jobs and, when the claim came back
+   * short, when the earliest job left waiting is due (`null`: none), in the same statement. `undefined` when
+   * the claim was full (more may be due now).
+   */
+  async claimForWorker(limit: number): Promise<WorkerClaim> {
+    const limits = this.registry.concurrencyLimitsJson();
+    if (!this.limits.claimsAsDocument) {
+      // Rows under a row limit; the next due time, only if needed, in a second statement.
+      const jobs = await this.fetchReady(limit, { startNow: true });
+      if (jobs.length < limit && limits !== null) {
+        // A type at its limit may have left due jobs behind: ask again soon.
+        return { jobs, nextDueAt: this.soonAfterALimit() };
+      }
+      return { jobs, nextDueAt: jobs.length < limit ? await this.nextDueAtAfterShortClaim() : undefined };
+    }
+    assertClaimLimit(limit);
+    if (limits !== null) {
+      const res = await this.db.query<{ jobs: string; next_due_at: Date | null; left_behind: boolean }>(
+        sql.claimLimitedForWorkerSql,
+        this.params({
+          limit,
+          start_now: true,
+          dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+          claim_token: this.limits.callToken(),
+          limits,
+          only_type: null,
+        }),
+      );
+      const row = res.rows[0];
+      const jobs = claimedJobsFromDocument(row?.jobs ?? '[]');
+      if (jobs.length >= limit) return { jobs, nextDueAt: undefined };
+      return { jobs, nextDueAt: row?.left_behind ? this.soonAfterALimit() : (row?.next_due_at ?? null) };
+    }
+    const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
+      sql.claimDueJobsForWorkerSql,
+      this.params({
+        limit,
+        start_now: true,
+        dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+        claim_token: this.limits.callToken(),
+      }),
+    );
+    const jobs = claimedJobsFromDocument(res.rows[0]?.jobs ?? '[]');
+    return { jobs, nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined };
+  }
+
+  /**
+   * When a worker whose claim left due jobs behind (a type at its concurrency limit) asks again: slots
+   * elsewhere free up as other workers finish, and nothing notifies for that.
+   */
+  private async nextDueAtAfterShortClaim(): Promise<Date | null> {
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    return res.rows[0]?.next_due_at ?? null;
+  }
+
+  private soonAfterALimit(): Date {
+    return new Date((this.clock.now() ?? new Date()).getTime() + LIMITED_TYPE_POLL_MS);
+  }
+
+  /**
+   * Records that an executor began `attempt`. Returns the job for the first delivery of the current
+   * attempt, `null` for a duplicate delivery or a stale attempt (do not run it).
+   */
+  async startAttempt(id: string, attempt: number): Promise<Job | null> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(
+      sql.startAttemptSql,
+      this.params({ id: uuid(id), attempt, token: uuid(randomUUID()) }),
+    );
+    return res.rows[0] ? rowToJob(res.rows[0]) : null;
+  }
+
+  /** Completes many attempts in one statement; returns the ids that applied. */
+  async completeMany(items: readonly CompletedAttempt[]): Promise<string[]> {
+    if (items.length === 0) return [];
+    // The answer lists every applied attempt in one row: keep that row under a driver's row limit.
+    const chunk = this.limits.completionsPerStatement;
+    const applied: string[] = [];
+    for (let from = 0; from < items.length; from += chunk) {
+      const part = chunk >= items.length ? items : items.slice(from, from + chunk);
+      const res = await this.db.query<{ applied: string }>(
+        sql.completeAttemptsSql,
+        this.params({
+          items: json(
+            part.map((i) => ({ id: i.id, attempt: i.attempt, duration_ms: roundMs(i.durationMs) })),
+          ),
+          token: this.limits.callToken(),
+        }),
+      );
+      const rows = JSON.parse(res.rows[0]?.applied ?? '[]') as [string, string, number | null][];
+      for (const [id, jobType, durationMs] of rows) {
+        this.metrics.attemptFinished(jobType, 'completed', durationMs);
+        applied.push(id);
+      }
+    }
+    return applied;
+  }
+
+  /**
+   * Completes `attempt` and claims the next due job of `jobType` (begun at once, within the type's
+   * concurrency limit), in one statement: an executor that keeps its slot pays one round trip per job.
+   * `completed` is false when the attempt was fenced out; `next` is null when no job of the type is due
+   * or the type is at its limit.
+   */
+  async completeAndClaimNext(
+    done: CompletedAttempt,
+    jobType: string,
+  ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
+    assertUuid(done.id);
+    const res = await this.db.query<JobRow & { applied: boolean }>(
+      sql.completeAndClaimNextSql,
+      this.params({
+        id: uuid(done.id),
+        attempt: done.attempt,
+        duration_ms: roundMs(done.durationMs),
+        token: uuid(randomUUID()),
+        limits: this.registry.concurrencyLimitsJson() ?? '{}',
+        only_type: jobType,
+        dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+      }),
+    );
+    const row = res.rows[0];
+    const completed = row?.applied === true;
+    if (completed) this.metrics.attemptFinished(jobType, 'completed', roundMs(done.durationMs));
+    return { completed, next: row?.id ? rowToClaimedJob(row) : null };
+  }
+
+  /** Fails many attempts in one statement; returns those that applied. */
+  async failMany(items: readonly FailedAttempt[]): Promise<FailResult[]> {
+    if (items.length === 0) return [];
+    const res = await this.db.query<FailRow>(
+      sql.failAttemptsFromInputSql,
+      this.params({
+        items: json(
+          items.map((i) => ({
+            id: i.id,
+            attempt: i.attempt,
+            error: truncate(i.error, 4000),
+            retry_at:
+              (i.retryAt ?? (i.interrupted ? (this.clock.now() ?? new Date()) : undefined))?.toISOString() ??
+              null,
+            permanent: i.permanent ?? false,
+            duration_ms: roundMs(i.durationMs),
+            outcome: i.permanent
+              ? 'failed'
+              : i.interrupted
+                ? 'interrupted'
+                : i.retryAt
+                  ? 'retry_requested'
+                  : 'failed',
+          })),
+        ),
+        token: this.limits.callToken(),
+      }),
+    );
+    return res.rows.map((r) => this.reportFailure(r, r.status as 'retrying' | 'failed'));
+  }
+
+  private reportFailure(r: FailRow, outcome: AttemptOutcome): FailResult {
+    this.metrics.attemptFinished(r.job_type, outcome, r.duration_ms);
+    return {
+      id: r.id,
+      jobType: r.job_type,
+      attempt: r.attempts,
+      status: r.status === 'failed' ? 'failed' : 'retrying',
+      scheduledAt: r.scheduled_at,
+    };
+  }
+
+  /**
+   * Hands back claims whose attempts never began, so the jobs are claimable again at once; the attempt is
+   * recorded as `released` and does not count toward max attempts or the backoff.
+   * `requireUnstarted` (default true) leaves alone an attempt an executor has already begun.
+   */
+  async release(
+    items: readonly AttemptRef[],
+    options: { requireUnstarted?: boolean } = {},
+  ): Promise<string[]> {
+    if (items.length === 0) return [];
+    const res = await this.db.query<{ id: string }>(
+      sql.releaseClaimsSql,
+      this.params({
+        items: json(items.map((i) => ({ id: i.id, attempt: i.attempt }))),
+        require_unstarted: options.requireUnstarted ?? true,
+      }),
+    );
+    return res.rows.map((r) => r.id);
+  }
+
+  /**
+   * Running jobs whose lease expired: an attempt that began counts as failed and follows the retry rule; a
+   * claim that no executor began is handed back uncounted (`undelivered`). Returns what became of each
+   * (bounded by `limit` per call).
+   */
+  async rescueExpiredLeases(limit = 1000): Promise<RescueResult[]> {
+    const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit, token: null }));
+    return res.rows.map(
+      (r): RescueResult =>
+        r.outcome === 'undelivered'
+          ? {
+              id: r.id,
+              jobType: r.job_type,
+              attempt: r.attempts,
+              status: r.status === 'pending' ? 'pending' : 'retrying',
+              scheduledAt: r.scheduled_at,
+              undelivered: true,
+            }
+          : { ...this.reportFailure(r, 'lease_expired'), undelivered: false },
+    );
+  }
+}
+
+interface FailRow {
+  [column: string]: unknown;
+  id: string;
+  job_type: string;
+  attempts: number;
+  status: 'retrying' | 'failed' | 'pending';
+  scheduled_at: Date;
+  duration_ms: number | null;
+  outcome?: string;
+}
+
+function roundMs(ms: number | undefined): number | null {
+  return ms === undefined ? null : Math.max(0, Math.round(ms));
+}
+
+function assertClaimLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new JobInputError('invalid_option', 'limit must be a positive integer');
+}

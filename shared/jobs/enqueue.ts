@@ -1,0 +1,426 @@
+import type { z } from 'zod';
+import { DatabaseError, json, type Queryable, type QueryResult, type SqlParams } from '../db/port.js';
+import { JobInputError } from './errors.js';
+import { newJobId } from './ids.js';
+import { type ClaimedJob, type Job, type JobRow, rowToJob } from './model.js';
+import type { InTransaction, JobTypeMap } from './registry.js';
+import * as sql from './sql.js';
+import { TrackerPart } from './tracker-part.js';
+
+/**
+ * Enqueueing: validation against the registry, one statement per request (several in one transaction
+ * when a driver limits its request size), answers that survive a driver's resend, and the eager start.
+ */
+
+/**
+ * Payloads are limited to 16 KiB of JSON. A claim through the Data API returns its rows in one response
+ * of at most 1 MiB, and a claim whose response is lost leaves its jobs running until their leases expire:
+ * 30 rows of 16 KiB, even if every character needed escaping in the response, stay under it. It also keeps
+ * a row under the Data API's 64 KB-per-row limit and an EventBridge entry far under its size limit.
+ */
+export const MAX_PAYLOAD_BYTES = 16 * 1024;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
+/** Scheduling further ahead than this is almost certainly a unit mistake. */
+export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
+/** Bulk enqueue limit per call (one statement). */
+export const MAX_JOBS_PER_ENQUEUE = 10_000;
+
+/** Options shared by typed and untyped enqueue. */
+export interface EnqueueOptions {
+  /** When to run; default now. */
+  runAt?: Date;
+  /** At most one job per (type, key) ever exists; a second enqueue returns the first. */
+  idempotencyKey?: string;
+  /** Lower runs first; default the type's priority (0). */
+  priority?: number;
+  /** Overrides the type's max attempts for this job. */
+  maxAttempts?: number;
+}
+
+/** A job to enqueue, typed by the registry: a wrong payload does not compile. */
+export type NewJob<M extends JobTypeMap> = {
+  [K in keyof M & string]: { type: K; payload: z.input<M[K]> } & EnqueueOptions;
+}[keyof M & string];
+
+/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
+export interface UntypedNewJob extends EnqueueOptions {
+  type: string;
+  payload: unknown;
+}
+
+/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
+export interface UntypedNewJob extends EnqueueOptions {
+  type: string;
+  payload: unknown;
+}
+
+export interface EnqueueResult {
+  job: Job;
+  /** False when the idempotency key matched an existing job and nothing was written. */
+  created: boolean;
+}
+
+/**
+ * Whether an enqueue created a job that is due now: what a process without a listening worker (on AWS)
+ * checks before waking fetch-ready. A job enqueued without a run time is due when it was created, by the
+ * database's clock on both sides: comparing with this process's clock alone would miss it whenever that
+ * clock runs a few milliseconds behind the database's.
+ */
+export function createdJobDueNow(results: readonly EnqueueResult[], now: Date): boolean {
+  return results.some(
+    (r) =>
+      r.created &&
+      (r.job.scheduledAt.getTime() <= r.job.createdAt.getTime() ||
+        r.job.scheduledAt.getTime() <= now.getTime()),
+  );
+}
+
+/**
+ * A worker in this process that can start a job the moment its enqueue commits (eager start). The tracker
+ * asks for a slot before inserting a single due job outside a caller's transaction; with one, it inserts
+ * the job already claimed by that worker and hands it over, so the job starts after one commit instead of
+ * an insert, a notification and a claim.
+ */
+export interface EagerStarter {
+  /** A free slot for a job of this type, held until `start` or `cancel`; undefined when busy or stopping. */
+  reserve(jobType: string): EagerSlot | undefined;
+}
+
+export interface EagerSlot {
+  /** The job is committed as running with this attempt: run it (or hand it back if no longer able). */
+  start(job: ClaimedJob): void;
+  /** The insert did not happen (or found the key taken): free the slot. */
+  cancel(): void;
+}
+
+export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
+  private readonly eagerStarters = new Set<EagerStarter>();
+
+  /** Enqueue from untyped input (the CLI, events): same validation, checked at run time only. */
+  async enqueueUntyped(
+    jobs: readonly UntypedNewJob[],
+    options: InTransaction = {},
+  ): Promise<EnqueueResult[]> {
+    if (jobs.length === 0) return [];
+    if (jobs.length > MAX_JOBS_PER_ENQUEUE) {
+      throw new JobInputError('invalid_option', `at most ${MAX_JOBS_PER_ENQUEUE} jobs per enqueue call`);
+    }
+    const now = this.clock.now() ?? new Date();
+    const validated = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    const rows = validated.map((v) => v.row);
+    if (rows.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
+      const started = await this.enqueueStarted(validated[0]!, now);
+      if (started) return [started];
+    }
+    const db = options.db ?? this.db;
+    const requests = rows.length === 1 ? [] : this.limits.insertDocuments(rows);
+    const insertedKeyed = new Set<string>();
+    let inserted = 0;
+    let createdAt: Date | null = null;
+    // One job: a one-row statement. Many: one JSON document per statement (several under a request limit).
+    const insert = async (q: Queryable) => {
+      if (rows.length === 1) {
+        const row = rows[0]!;
+        const one = await q.query<{ created_at: Date }>(sql.insertJobSql, this.oneRowParams(validated[0]!));
+        if (one.rows[0]) {
+          inserted = 1;
+          createdAt = one.rows[0].created_at;
+          if (row.idempotency_key !== null) insertedKeyed.add(row.id);
+        }
+        return;
+      }
+      for (const rowsJson of requests) {
+        const answer = await q.query<InsertAnswerRow>(sql.insertJobsSql, this.params({ rows: rowsJson }));
+        const summary = answer.rows[0];
+        if (summary?.inserted == null) throw new Error('enqueue got no count from its insert; this is a bug');
+        inserted += summary.inserted;
+        createdAt ??= summary.created_at;
+        for (const part of answer.rows.slice(1))
+          for (const id of JSON.parse(part.keyed_ids!)) insertedKeyed.add(id);
+      }
+    };
+    // Several requests are one transaction (the caller's, else one of ours): a batch is all or nothing.
+    if (requests.length > 1 && !options.db) await this.db.transaction(insert);
+    else {
+      try {
+        await insert(db);
+      } catch (err) {
+        // One statement on its own commits by itself. A driver that sends it again after its answer was
+        // lost (the Data API's client retries a reset connection or a 5xx) meets the rows it wrote: the
+        // ids are this call's own. Inside a caller's transaction the error aborts it, and nothing stays.
+        // Only an unkeyed row can meet its id: a keyed one meets its key first, and is skipped (below).
+        if (options.db || !isDuplicateJobId(err)) throw err;
+        const written = await this.unkeyedAlreadyInserted(rows);
+        if (!written) throw err;
+        inserted = written.count;
+        createdAt = written.createdAt;
+      }
+    }
+    const unkeyedCount = rows.filter((r) => r.idempotency_key === null).length;
+    if (inserted !== unkeyedCount + insertedKeyed.size) {
+      throw new Error(`enqueue could not account for the rows it inserted; this is a bug`);
+    }
+    // Keyed rows that were not inserted already exist (possibly committed a moment ago by a concurrent
+    // enqueue: ON CONFLICT waited for it, and this second statement sees it), or repeat a key of this call.
+    const byKey = new Map<string, Job>();
+    const missing = rows.filter((r) => r.idempotency_key !== null && !insertedKeyed.has(r.id));
+    // Whole job rows: under a per-answer limit (the Data API's 1 MiB) a few at a time.
+    const lookupChunk = this.limits.jobRowsPerStatement;
+    for (let from = 0; from < missing.length; from += lookupChunk) {
+      const keys = missing.slice(from, from + lookupChunk);
+      const existing = await db.query<JobRow>(sql.jobsByIdempotencyKeySql, {
+        keys: json(keys.map((r) => ({ job_type: r.job_type, idempotency_key: r.idempotency_key }))),
+      });
+      for (const job of existing.rows.map(rowToJob))
+        byKey.set(keyOf({ job_type: job.jobType, idempotency_key: job.idempotencyKey }), job);
+    }
+    const results = rows.map((r): EnqueueResult => {
+      if (r.idempotency_key === null || insertedKeyed.has(r.id)) {
+        return { job: newJobFromInput(validated[r.ord]!, createdAt!), created: true };
+      }
+      const job = byKey.get(keyOf(r));
+      if (!job) throw new Error(`enqueue lost track of job #${r.ord} (${r.job_type}); this is a bug`);
+      // The job holding the key has the id made for this row: this call's own earlier send of the insert
+      // wrote it, and its answer was lost (the resend met the key, or another row's id, above).
+      return { job, created: job.id === r.id };
+    });
+    const perType = new Map<string, number>();
+    for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
+    for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
+    return results;
+  }
+
+  /**
+   * After an insert statement failed on a job id that exists: whether that statement had in fact been
+   * applied, by an earlier send whose answer was lost. It had if every row without a key is there; then
+   * their count and creation time (one instant: the statement's). Keyed rows are left to the lookup by
+   * key, which finds this call's own ids. Undefined if not: the error stands.
+   */
+  private async unkeyedAlreadyInserted(
+    rows: readonly NewJobRow[],
+  ): Promise<{ count: number; createdAt: Date } | undefined> {
+    const unkeyed = rows.filter((r) => r.idempotency_key === null);
+    const found = await this.db.query<{ id: string; created_at: Date }>(sql.jobsCreatedByIdSql, {
+      ids: json(unkeyed.map((r) => r.id)),
+    });
+    const first = found.rows[0];
+    if (!first || found.rows.length !== unkeyed.length) return undefined;
+    return { count: found.rows.length, createdAt: first.created_at };
+  }
+
+  /**
+   * Has `connections` database sessions (opened if need be) pay ahead what a session's first job insert
+   * costs, so the first jobs this process enqueues or starts do not (`warmUpInsertSql`). Writes nothing.
+   * node-postgres only: the Data API keeps its sessions to itself. Best effort: a failure here is met
+   * again, and reported, by the next real statement.
+   */
+  async warmUp(connections: number): Promise<void> {
+    if (!this.limits.hasOwnSessions) return;
+    // Statements issued together run on different pooled sessions.
+    await Promise.all(
+      Array.from({ length: connections }, () => this.db.query(sql.warmUpInsertSql).catch(() => undefined)),
+    );
+  }
+
+  /**
+   * Lets `starter` take single due jobs enqueued through this tracker (eager start); returns the detach.
+   * Jobs enqueued inside a caller's transaction, scheduled ahead, or in batches always go through the queue.
+   */
+  attachEagerStarter(starter: EagerStarter): () => void {
+    this.eagerStarters.add(starter);
+    return () => {
+      this.eagerStarters.delete(starter);
+    };
+  }
+
+  /**
+   * Eager start: inserts a due job already claimed by a local worker with a free slot, and hands it over.
+   * Undefined when no worker has a slot, or the (type, key) already exists (the caller then enqueues
+   * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
+   */
+  private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
+    const { row } = input;
+    if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
+    // A type with a concurrency limit goes through the claim, which is where the limit is kept.
+    if (this.registry.get(row.job_type)?.concurrency !== undefined) return undefined;
+    let slot: EagerSlot | undefined;
+    for (const starter of this.eagerStarters) {
+      slot = starter.reserve(row.job_type);
+      if (slot) break;
+    }
+    if (!slot) return undefined;
+    let inserted: QueryResult<StartedRow>;
+    try {
+      inserted = await this.db.query<StartedRow>(sql.insertStartedJobSql, this.oneRowParams(input));
+    } catch (err) {
+      slot.cancel();
+      throw err;
+    }
+    const ins = inserted.rows[0];
+    if (!ins) {
+      slot.cancel();
+      return undefined;
+    }
+    // Created, started and leased at the statement's one instant; scheduled when given (never ahead), else then.
+    const job: Job = {
+      ...newJobFromInput(input, ins.created_at),
+      status: 'running',
+      attempts: 1,
+      startedAt: ins.created_at,
+      leaseExpiresAt: new Date(ins.created_at.getTime() + row.lease_seconds * 1000),
+    };
+    this.metrics.jobsEnqueued(job.jobType, 1);
+    slot.start(job); // a Job is a ClaimedJob, as startAttempt's answer is for an executor
+
+    return { job, created: true };
+  }
+
+  /** One validated job as the parameters of the one-row inserts (its payload's JSON text as made). */
+  private oneRowParams({ row, payloadJson }: ValidatedJob): SqlParams {
+    return this.params({
+      id: row.id,
+      job_type: row.job_type,
+      payload: payloadJson,
+      scheduled_at: row.scheduled_at,
+      max_attempts: row.max_attempts,
+      backoff_base_seconds: row.backoff_base_seconds,
+      backoff_cap_seconds: row.backoff_cap_seconds,
+      lease_seconds: row.lease_seconds,
+      priority: row.priority,
+      idempotency_key: row.idempotency_key,
+    });
+  }
+
+  private validateNewJob(job: UntypedNewJob, ord: number, now: Date): ValidatedJob {
+    if (typeof job !== 'object' || job === null)
+      throw new JobInputError('invalid_option', 'a job must be an object');
+    const jobType = this.registry.require(String(job.type));
+    const payload = this.registry.parsePayload(jobType.type, job.payload ?? {});
+    const payloadJson = JSON.stringify(payload);
+    const bytes = Buffer.byteLength(payloadJson, 'utf8');
+    if (bytes > MAX_PAYLOAD_BYTES) {
+      throw new JobInputError(
+        'payload_too_large',
+        `payload of ${jobType.type} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
+      );
+    }
+    const key = job.idempotencyKey;
+    if (key !== undefined) {
+      if (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+        throw new JobInputError(
+          'invalid_option',
+          `idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof key === 'string' ? key.length : typeof key})`,
+        );
+      }
+      if (key.includes('\u0000'))
+        throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
+    }
+    const priority = job.priority ?? jobType.priority;
+    if (!Number.isInteger(priority) || priority < PRIORITY_RANGE.min || priority > PRIORITY_RANGE.max) {
+      throw new JobInputError(
+        'invalid_option',
+        `priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max} (got ${String(priority)})`,
+      );
+    }
+    const maxAttempts = job.maxAttempts ?? jobType.retry.maxAttempts;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
+      throw new JobInputError(
+        'invalid_option',
+        `maxAttempts must be an integer from 1 to 100 (got ${String(maxAttempts)})`,
+      );
+    }
+    let scheduledAt: string | null = null;
+    if (job.runAt !== undefined) {
+      if (!(job.runAt instanceof Date) || Number.isNaN(job.runAt.getTime())) {
+        throw new JobInputError('invalid_option', 'runAt must be a valid date');
+      }
+      if (job.runAt.getTime() - now.getTime() > MAX_SCHEDULE_AHEAD_MS) {
+        throw new JobInputError('invalid_option', 'runAt is more than 5 years ahead');
+      }
+      // A time in the past simply means "due now": it keeps its place in due-time order.
+      scheduledAt = job.runAt.toISOString();
+    }
+    const row = {
+      ord,
+      id: newJobId(),
+      job_type: jobType.type,
+      payload,
+      scheduled_at: scheduledAt,
+      max_attempts: maxAttempts,
+      backoff_base_seconds: jobType.retry.backoffBaseSeconds,
+      backoff_cap_seconds: jobType.retry.backoffCapSeconds,
+      lease_seconds: jobType.leaseSeconds,
+      priority,
+      idempotency_key: key ?? null,
+    };
+    return { row, payloadJson };
+  }
+}
+
+/** The insert's answer: a summary row (part 0), then the ids of inserted keyed rows in chunks. */
+interface InsertAnswerRow {
+  [column: string]: unknown;
+  part: number;
+  inserted: number | null;
+  created_at: Date | null;
+  keyed_ids: string | null;
+}
+
+/** What the eager insert returns of its job: the statement's time, from which its start and lease follow. */
+interface StartedRow {
+  [column: string]: unknown;
+  created_at: Date;
+}
+
+/** A job's row as the insert takes it (one element of its JSON array). */
+interface NewJobRow {
+  ord: number;
+  id: string;
+  job_type: string;
+  payload: unknown;
+  scheduled_at: string | null;
+  max_attempts: number;
+  backoff_base_seconds: number;
+  backoff_cap_seconds: number;
+  lease_seconds: number;
+  priority: number;
+  idempotency_key: string | null;
+}
+
+/** A validated job: its row, and its payload's JSON text (measured for the size limit, parsed for the result). */
+interface ValidatedJob {
+  row: NewJobRow;
+  payloadJson: string;
+}
+
+/** A new job as stored: its input, pending, no attempt yet; due at its runAt or when it was created. */
+function newJobFromInput({ row: input, payloadJson }: ValidatedJob, createdAt: Date): Job {
+  return {
+    id: input.id,
+    jobType: input.job_type,
+    // As stored: JSON, not the caller's object.
+    payload: JSON.parse(payloadJson),
+    status: 'pending',
+    attempts: 0,
+    maxAttempts: input.max_attempts,
+    priority: input.priority,
+    idempotencyKey: input.idempotency_key,
+    scheduledAt: input.scheduled_at === null ? createdAt : new Date(input.scheduled_at),
+    startedAt: null,
+    completedAt: null,
+    leaseExpiresAt: null,
+    lastError: null,
+    createdAt,
+    updatedAt: createdAt,
+  };
+}
+
+/** A unique violation of the jobs' primary key: an insert met a job id that already exists. */
+function isDuplicateJobId(err: unknown): boolean {
+  return err instanceof DatabaseError && err.code === '23505' && err.message.includes('"jobs_pkey"');
+}
+
+function keyOf(r: { job_type: string; idempotency_key: string | null }): string {
+  return `${r.job_type}\u0000${r.idempotency_key}`;
+}

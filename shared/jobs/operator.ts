@@ -1,0 +1,236 @@
+import { json, uuid } from '../db/port.js';
+import { JobInputError } from './errors.js';
+import { assertUuid } from './ids.js';
+import {
+  type ExecutionRow,
+  JOB_STATUSES,
+  type Job,
+  type JobExecution,
+  type JobRow,
+  type JobStatus,
+  rowToExecution,
+  rowToJob,
+} from './model.js';
+import type { JobTypeMap } from './registry.js';
+import * as sql from './sql.js';
+import { TrackerPart } from './tracker-part.js';
+
+/** The operator's queries and actions: list, show, cancel, retry, the queue's state, stats, retention. */
+
+export interface JobFilter {
+  status?: JobStatus;
+  jobType?: string;
+  limit?: number;
+}
+
+export interface QueueState {
+  depth: number;
+  oldestReadyAgeSeconds: number;
+}
+
+/** What the queue did in the last minute, read from the tables (fetch-ready's scheduled run reports it). */
+export interface QueueActivity {
+  /** Jobs created in the last minute, by any path. */
+  enqueuedLastMinute: number;
+  /** Attempts running past their type's timeout (their lease not yet expired). */
+  runningPastTimeout: number;
+}
+
+export interface JobStats {
+  counts: { jobType: string; status: JobStatus; count: number }[];
+  queue: QueueState;
+  overdueRunning: number;
+  lastHour: {
+    jobType: string;
+    completed: number;
+    failed: number;
+    avgDurationMs: number;
+    maxDurationMs: number;
+    failureRate: number;
+  }[];
+}
+
+export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> {
+  async getJob(id: string): Promise<Job | null> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(sql.jobByIdSql, { id: uuid(id) });
+    return res.rows[0] ? rowToJob(res.rows[0]) : null;
+  }
+
+  /** The job, or a `JobInputError('job_not_found')`. */
+  async requireJob(id: string): Promise<Job> {
+    const job = await this.getJob(id);
+    if (!job) throw new JobInputError('job_not_found', `no job with id ${id}`);
+    return job;
+  }
+
+  async getExecutions(id: string): Promise<JobExecution[]> {
+    assertUuid(id);
+    const res = await this.db.query<ExecutionRow>(sql.executionsByJobSql, { id: uuid(id) });
+    return res.rows.map(rowToExecution);
+  }
+
+  async listJobs(filter: JobFilter = {}): Promise<Job[]> {
+    if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
+      throw new JobInputError(
+        'invalid_option',
+        `unknown status "${filter.status}" (one of ${JOB_STATUSES.join(', ')})`,
+      );
+    }
+    if (filter.jobType !== undefined) this.registry.require(filter.jobType);
+    const limit = filter.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+      throw new JobInputError('invalid_option', 'limit must be an integer from 1 to 10000');
+    }
+    const res = await this.db.query<JobRow>(sql.listJobsSql, {
+      status: filter.status ?? null,
+      job_type: filter.jobType ?? null,
+      limit,
+    });
+    return res.rows.map(rowToJob);
+  }
+
+  /** Cancels a pending, retrying or running job. Throws for an unknown id or a finished job. */
+  async cancel(id: string, reason?: string): Promise<Job> {
+    assertUuid(id);
+    const res = await this.db.query<JobRow>(
+      sql.cancelJobSql,
+      this.params({ id: uuid(id), reason: reason ?? null }),
+    );
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only pending, retrying or running jobs can be cancelled`,
+    );
+  }
+
+  /** Puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget. */
+  async retry(id: string): Promise<Job> {
+    assertUuid(id);
+    const current = await this.requireJob(id);
+    const budget = this.registry.get(current.jobType)?.retry.maxAttempts ?? current.maxAttempts;
+    const res = await this.db.query<JobRow>(sql.retryJobSql, this.params({ id: uuid(id), budget }));
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`,
+    );
+  }
+
+  /** Due ready jobs and the age of the oldest; also reported to the metrics port. */
+  async queueState(): Promise<QueueState> {
+    const res = await this.db.query<{ depth: number; oldest_ready_age_seconds: number }>(
+      sql.queueStateSql,
+      this.params({}),
+    );
+    const row = res.rows[0]!;
+    const state = { depth: row.depth, oldestReadyAgeSeconds: Math.max(0, row.oldest_ready_age_seconds) };
+    this.metrics.queueState(state);
+    return state;
+  }
+
+  /** Jobs enqueued in the last minute and attempts running long; also reported to the metrics port. */
+  async queueActivity(): Promise<QueueActivity> {
+    const res = await this.db.query<{ enqueued_last_minute: number; running_past_timeout: number }>(
+      sql.queueActivitySql,
+      this.params({}),
+    );
+    const row = res.rows[0]!;
+    const activity = {
+      enqueuedLastMinute: row.enqueued_last_minute,
+      runningPastTimeout: row.running_past_timeout,
+    };
+    this.metrics.queueActivity?.(activity);
+    return activity;
+  }
+
+  /** When the next ready job becomes due (null when the queue holds none). */
+  async nextDueAt(): Promise<Date | null> {
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    return res.rows[0]?.next_due_at ?? null;
+  }
+
+  /** Counts by status and type, queue depth, overdue running jobs, and the last hour's outcomes. */
+  async stats(windowSeconds = 3600): Promise<JobStats> {
+    const [counts, queue, overdue, recent] = await Promise.all([
+      this.db.query<{ job_type: string; status: JobStatus; count: number }>(sql.countsByStatusAndTypeSql),
+      this.queueState(),
+      this.db.query<{ overdue: number }>(sql.overdueRunningSql, this.params({})),
+      this.db.query<{
+        job_type: string;
+        outcome: string;
+        count: number;
+        avg_duration_ms: number;
+        max_duration_ms: number;
+      }>(sql.recentOutcomesSql, this.params({ window_seconds: windowSeconds })),
+    ]);
+    const byType = new Map<string, JobStats['lastHour'][number] & { weighted: number }>();
+    for (const r of recent.rows) {
+      const t = byType.get(r.job_type) ?? {
+        jobType: r.job_type,
+        completed: 0,
+        failed: 0,
+        avgDurationMs: 0,
+        maxDurationMs: 0,
+        failureRate: 0,
+        weighted: 0,
+      };
+      if (r.outcome === 'completed') t.completed += r.count;
+      else if (r.outcome === 'failed' || r.outcome === 'lease_expired') t.failed += r.count;
+      t.weighted += r.avg_duration_ms * r.count;
+      t.maxDurationMs = Math.max(t.maxDurationMs, r.max_duration_ms);
+      byType.set(r.job_type, t);
+    }
+    const lastHour = [...byType.values()].map(({ weighted, ...t }) => {
+      const finished = t.completed + t.failed;
+      return {
+        ...t,
+        avgDurationMs: finished > 0 ? Math.round(weighted / finished) : 0,
+        failureRate: finished > 0 ? t.failed / finished : 0,
+      };
+    });
+    return {
+      counts: counts.rows.map((r) => ({ jobType: r.job_type, status: r.status, count: r.count })),
+      queue,
+      overdueRunning: overdue.rows[0]?.overdue ?? 0,
+      lastHour,
+    };
+  }
+
+  /**
+   * Deletes finished jobs (and their execution rows) completed before `before`, in bounded batches so no
+   * statement holds locks for long. Returns how many jobs were deleted.
+   */
+  async pruneFinished(options: {
+    before: Date;
+    statuses: readonly ('completed' | 'cancelled' | 'failed')[];
+    jobType?: string;
+    batchSize?: number;
+    maxBatches?: number;
+  }): Promise<number> {
+    if (!(options.before instanceof Date) || Number.isNaN(options.before.getTime())) {
+      throw new JobInputError('invalid_option', 'prune needs a valid cutoff time');
+    }
+    for (const s of options.statuses) {
+      if (!['completed', 'cancelled', 'failed'].includes(s)) {
+        throw new JobInputError('invalid_option', `only finished jobs can be pruned (got status "${s}")`);
+      }
+    }
+    if (options.jobType !== undefined) this.registry.require(options.jobType);
+    const batch = options.batchSize ?? 5000;
+    let total = 0;
+    for (let i = 0; i < (options.maxBatches ?? Number.POSITIVE_INFINITY); i++) {
+      const res = await this.db.query(sql.pruneFinishedJobsSql, {
+        statuses: json(options.statuses),
+        before: options.before,
+        job_type: options.jobType ?? null,
+        batch,
+      });
+      total += res.rowCount;
+      if (res.rowCount < batch) break;
+    }
+    return total;
+  }
+}
