@@ -1,0 +1,187 @@
+import { CLAIM_COLUMNS, JOB_COLUMNS } from '../model.js';
+import { CLAIMED_AT, closeAttemptsSql, idIn, NOW } from './common.js';
+
+/** An attempt after its claim: start, completion (alone or with the next claim), failure, rescue, release. */
+
+/**
+ * Marks a claimed attempt as begun by its executor and renews its lease from the claim's short dispatch
+ * lease to the run's (the type's timeout plus grace). Returns the job only for the first delivery of the
+ * current attempt while its dispatch lease holds; a duplicate, a stale attempt, or an event that arrived
+ * after the dispatch lease expired (the rescuer hands such a claim back, and a newer attempt may already
+ * run) gets no row, so nothing runs.
+ * :token is made per call: the same statement sent again by its driver (an answer lost after the commit)
+ * finds its own token and gets the job again; another delivery brings another token.
+ */
+export const startAttemptSql = `
+UPDATE jobs
+SET lease_expires_at = CASE WHEN started_at IS NULL THEN ${NOW} + make_interval(secs => lease_seconds)
+                            ELSE lease_expires_at END,
+    started_at = COALESCE(started_at, ${NOW}), start_token = CAST(:token AS uuid), updated_at = ${NOW}
+WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
+  AND ((started_at IS NULL AND lease_expires_at > ${NOW}) OR start_token = CAST(:token AS uuid))
+RETURNING ${JOB_COLUMNS}`;
+
+/**
+ * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
+ * executor whose lease expired cannot overwrite a newer attempt. Returns one JSON document listing the
+ * attempts that applied, `[[id, job_type, duration_ms], ...]` (one value to decode instead of a row each).
+ * :token (per call, or NULL) marks the rows this call completed: the same statement sent again after it
+ * committed finds them and lists them as applied, where it would otherwise find them fenced out.
+ */
+export const completeAttemptsSql = `
+WITH items AS (
+  SELECT * FROM json_to_recordset(CAST(:items AS json)) AS x(id uuid, attempt integer, duration_ms integer)
+), done AS (
+  UPDATE jobs j
+  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
+  FROM items x
+  WHERE ${idIn('items')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
+  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
+            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (${closeAttemptsSql('done')}
+), resent AS (
+  SELECT j.id, j.job_type, x.duration_ms FROM jobs j JOIN items x ON j.id = x.id
+  WHERE ${idIn('items')} AND j.attempts = x.attempt AND j.status = 'completed'
+    AND j.finish_token = CAST(:token AS uuid)
+)
+SELECT COALESCE(json_agg(json_build_array(id, job_type, duration_ms)), '[]')::text AS applied
+FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, duration_ms FROM resent) a`;
+
+/**
+ * An executor's report and its next job in one statement: completes one attempt (fenced, as
+ * `completeAttemptsSql`) and then claims the next due job of :only_type, begun at once, within the type's
+ * concurrency limit (`lana_jobs_claim_limited`, which sees the completion: a volatile function sees the
+ * changes its calling statement made before it, and the claim waits on `finished`, so the slot the
+ * completion freed is free). Answers one row: whether the completion applied, and the next job's columns
+ * (NULL when none). :token marks both, so a resent statement reports its first run's completion and
+ * answers with the job that run claimed, and claims nothing more.
+ */
+export const completeAndClaimNextSql = `
+WITH items AS (
+  SELECT CAST(:id AS uuid) AS id, CAST(:attempt AS integer) AS attempt, CAST(:duration_ms AS integer) AS duration_ms
+), done AS (
+  UPDATE jobs j
+  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
+  FROM items x
+  WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
+            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (${closeAttemptsSql('done')}
+), resent AS (
+  SELECT j.id FROM jobs j JOIN items x ON j.id = x.id
+  WHERE j.attempts = x.attempt AND j.status = 'completed' AND j.finish_token = CAST(:token AS uuid)
+), prior AS (
+  SELECT ${CLAIM_COLUMNS} FROM jobs WHERE claim_token = CAST(:token AS uuid) AND status = 'running'
+), finished AS (
+  SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM resent) AS applied,
+         (SELECT count(*) FROM prior) AS prior_claims
+), next AS (
+  SELECT * FROM prior
+  UNION ALL
+  SELECT ${CLAIM_COLUMNS} FROM finished f CROSS JOIN LATERAL lana_jobs_claim_limited(
+    CAST(:limits AS jsonb), CAST(:only_type AS text), CASE WHEN f.prior_claims > 0 THEN 0 ELSE 1 END,
+    ${NOW}, true, CAST(:dispatch_lease_seconds AS integer), CAST(:token AS uuid))
+)
+SELECT f.applied > 0 AS applied, n.*
+FROM finished f LEFT JOIN next n ON true`;
+
+/**
+ * Fails attempts. `input` yields (id, attempt, error, retry_at, permanent, duration_ms, outcome). A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while
+ * n < max_attempts (n counted since attempt_offset), else `failed`; a permanent failure fails at once; a
+ * requested retry_at replaces the backoff. Fenced like completion.
+ */
+function failAttemptsSql(input: string): string {
+  // A retry the executor asked for, or a run interrupted by a worker's shutdown, does not count as an
+  // attempt: like a released claim it grows max_attempts and attempt_offset, so the job is never failed
+  // for it and the backoff does not grow.
+  const uncounted = "(NOT x.permanent AND x.outcome IN ('retry_requested', 'interrupted', 'undelivered'))";
+  const givesUp = `(x.permanent OR (NOT ${uncounted} AND j.attempts >= j.max_attempts))`;
+  return `
+WITH input AS (${input}),
+failed AS (
+  UPDATE jobs j
+  SET status = CASE WHEN ${givesUp} THEN 'failed'
+                    WHEN x.outcome = 'undelivered' AND j.attempts - 1 <= j.attempt_offset THEN 'pending'
+                    ELSE 'retrying' END,
+      scheduled_at = CASE WHEN ${givesUp} THEN j.scheduled_at
+        ELSE COALESCE(x.retry_at, ${NOW} + make_interval(secs =>
+          LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
+        END,
+      max_attempts = j.max_attempts + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
+      attempt_offset = j.attempt_offset + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
+      completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
+      last_error = x.error,
+      updated_at = ${NOW},
+      finish_token = CAST(:token AS uuid)
+  FROM input x
+  WHERE ${idIn('input')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
+            ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at
+), closed AS (${closeAttemptsSql('failed')}
+), resent AS (
+  -- This call's own earlier run (:token), sent again after it committed: report what it did.
+  SELECT j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.duration_ms, x.outcome
+  FROM jobs j JOIN input x ON j.id = x.id
+  WHERE ${idIn('input')} AND j.attempts = x.attempt AND j.status IN ('retrying', 'failed', 'pending')
+    AND j.finish_token = CAST(:token AS uuid)
+)
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed
+UNION ALL
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM resent`;
+}
+
+export const failAttemptsFromInputSql = failAttemptsSql(`
+  SELECT x.id, x.attempt, x.error, x.retry_at, COALESCE(x.permanent, false) AS permanent, x.duration_ms,
+         COALESCE(x.outcome, 'failed') AS outcome
+  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+    id uuid, attempt integer, error text, retry_at timestamptz, permanent boolean, duration_ms integer,
+    outcome text)`);
+
+/**
+ * The rescuer: running jobs whose lease has expired. An attempt that began (its executor crashed, hung or
+ * timed out) fails under the retry rule. A claim whose attempt never began (its event was lost, or reached
+ * the executor after the dispatch lease, which the start then refused) is handed back, due at once, and
+ * does not count as an attempt: it is recorded `undelivered`. Bounded per call; concurrent rescuers skip
+ * each other's rows.
+ */
+export const rescueExpiredLeasesSql = failAttemptsSql(`
+  SELECT j.id, j.attempts AS attempt,
+         CASE WHEN j.started_at IS NULL
+              THEN 'undelivered: no executor began the attempt before its dispatch lease expired'
+              ELSE 'lease expired: the executor did not report within ' || j.lease_seconds || ' s' END AS error,
+         CASE WHEN j.started_at IS NULL THEN ${NOW} END AS retry_at, false AS permanent,
+         NULL::integer AS duration_ms,
+         CASE WHEN j.started_at IS NULL THEN 'undelivered' ELSE 'lease_expired' END AS outcome
+  FROM jobs j
+  WHERE j.status = 'running' AND j.lease_expires_at < ${NOW}
+  ORDER BY j.lease_expires_at
+  LIMIT :limit
+  FOR UPDATE SKIP LOCKED`);
+
+/**
+ * Hands back claims whose attempt never began (a fan-out that could not publish, a worker shutting down
+ * with jobs still in its local queue), due again at once. The attempt number stays used (it is a fencing
+ * token, never reissued) but does not count: max_attempts and attempt_offset grow with it. With
+ * :require_unstarted, an attempt an executor already began is left alone.
+ */
+export const releaseClaimsSql = `
+WITH items AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(id uuid, attempt integer)
+), released AS (
+  UPDATE jobs j
+  SET status = CASE WHEN j.attempts - 1 > j.attempt_offset THEN 'retrying' ELSE 'pending' END,
+      max_attempts = j.max_attempts + 1, attempt_offset = j.attempt_offset + 1,
+      started_at = NULL, updated_at = ${NOW}
+  FROM items x
+  WHERE ${idIn('items')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+    AND (j.started_at IS NULL OR NOT :require_unstarted)
+  -- RETURNING sees the new row: started_at is NULL now, so the begun time (if any) is not recorded.
+  RETURNING j.id, j.attempts, ${CLAIMED_AT} AS claimed_at, NULL::timestamptz AS run_started_at,
+            NULL::integer AS duration_ms, 'released'::text AS outcome, 'released unstarted'::text AS error
+), closed AS (${closeAttemptsSql('released')}
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM released LIMIT 1) AS any_released
+)
+-- A SELECT in WITH runs only if referenced: the count makes the notification happen.
+SELECT id FROM released, (SELECT count(*) FROM woken) AS notified`;

@@ -1,0 +1,96 @@
+import { JOB_COLUMNS } from '../model.js';
+import { NOW } from './common.js';
+
+/** Enqueueing: the bulk and one-row inserts, the eager start's insert, and the lookups after a conflict. */
+
+const insertColumns = `id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at`;
+const insertValues = `r.id, r.job_type, CAST(r.payload AS jsonb), COALESCE(r.scheduled_at, ${NOW}), r.max_attempts,
+  r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}`;
+// The payload is taken as json and cast after: json_to_recordset building jsonb values itself costs twice as
+// much, which is most of a bulk enqueue's server time.
+const insertInput = `json_to_recordset(CAST(:rows AS json)) AS r(
+  ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
+  backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
+  idempotency_key text)`;
+const onKeyConflict = 'ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING';
+
+/**
+ * Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. The caller
+ * made each job's id and knows its input, so the answer is small whatever the batch size: a first row with
+ * how many rows were inserted and their creation time (one instant: the statement's), then the ids of the
+ * inserted keyed rows, up to 1,000 per row as a JSON array (under the Data API's 64 KB per row, and
+ * 10,000 keyed jobs stay far under its 1 MiB per answer). Unkeyed rows are never skipped.
+ */
+export const insertJobsSql = `
+WITH inserted AS (
+  INSERT INTO jobs (${insertColumns})
+  SELECT ${insertValues}
+  FROM ${insertInput}
+  ORDER BY r.ord
+  ${onKeyConflict}
+  RETURNING id, idempotency_key, created_at
+), keyed AS (
+  SELECT id, (row_number() OVER () - 1) / 1000 AS chunk FROM inserted WHERE idempotency_key IS NOT NULL
+)
+SELECT 0 AS part, (SELECT count(*) FROM inserted)::integer AS inserted,
+       (SELECT min(created_at) FROM inserted) AS created_at, NULL::text AS keyed_ids
+UNION ALL
+SELECT (1 + chunk)::integer, NULL, NULL, json_agg(id)::text FROM keyed GROUP BY chunk
+ORDER BY part`;
+
+/** One job's row in plain parameters: the two one-row inserts below. */
+const oneRowValues = `CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+  COALESCE(CAST(:scheduled_at AS timestamptz), ${NOW}), CAST(:max_attempts AS integer),
+  CAST(:backoff_base_seconds AS integer), CAST(:backoff_cap_seconds AS integer),
+  CAST(:lease_seconds AS integer), CAST(:priority AS integer), CAST(:idempotency_key AS text), ${NOW}, ${NOW}`;
+
+/**
+ * Inserts ONE job (the common case: an API request enqueues one), skipping it if its (type, key) exists:
+ * no row comes back then. The same row as `insertJobsSql` makes, in plain parameters: unpacking a
+ * one-element JSON array and building the batch answer cost the server about a third of a millisecond.
+ */
+export const insertJobSql = `
+INSERT INTO jobs (${insertColumns})
+VALUES (${oneRowValues})
+${onKeyConflict}
+RETURNING created_at`;
+
+/**
+ * Inserts ONE job already claimed and begun (attempt 1, running, leased from now): a local worker's eager
+ * start, where the process that enqueues a due job has a free slot and runs it as soon as this commits.
+ * One commit instead of an insert and a claim, and none of the other workers is woken for it (the insert
+ * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert.
+ * It returns only the statement's time: the start and the lease follow from it (one instant per statement),
+ * and every timestamp more to format and parse is a few hundredths of a millisecond on the eager path.
+ */
+export const insertStartedJobSql = `
+INSERT INTO jobs (${insertColumns}, status, attempts, claimed_at, started_at, lease_expires_at)
+VALUES (${oneRowValues},
+  'running', 1, ${NOW}, ${NOW}, ${NOW} + make_interval(secs => CAST(:lease_seconds AS integer)))
+${onKeyConflict}
+RETURNING created_at`;
+
+/**
+ * An insert of no rows, which writes nothing (no transaction id, no WAL). A session's first insert into
+ * `jobs` plans against every index, compiles the insert trigger and plans its check of the inserted rows:
+ * about 8 ms on this project's machine, against 1 to 2 ms afterwards. Run once per session ahead of time
+ * (`JobTracker.warmUp`), it spares the first job a worker starts that cost. Statement triggers fire for no
+ * rows too.
+ */
+export const warmUpInsertSql = `
+INSERT INTO jobs (id, job_type, payload)
+SELECT CAST(NULL AS uuid), CAST(NULL AS text), CAST(NULL AS jsonb) WHERE false
+${onKeyConflict}`;
+
+/** The creation time of each of the given job ids that exists (:ids, one JSON array). */
+export const jobsCreatedByIdSql = `
+SELECT id::text AS id, created_at FROM jobs
+WHERE id IN (SELECT CAST(value AS uuid) FROM json_array_elements_text(CAST(:ids AS json)))`;
+
+/** The jobs already holding some (type, key) pairs. */
+export const jobsByIdempotencyKeySql = `
+SELECT ${JOB_COLUMNS} FROM jobs
+WHERE (job_type, idempotency_key) IN (
+  SELECT k.job_type, k.idempotency_key
+  FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;
