@@ -10,12 +10,11 @@ import type {
   FailResult,
   JobTracker,
 } from '../jobs/tracker.js';
-import { latestTick } from '../schedules/cron.js';
-import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
+import type { RecurringSchedule } from '../schedules/definitions.js';
+import { ClaimSizer } from './claim-sizer.js';
+import { LeaseRescuer } from './lease-rescuer.js';
 import { type Logger, silentLogger } from './logger.js';
-
-/** A claim asks for about what the slots get through within this time (see `claimTarget`). */
-const CLAIM_HORIZON_MS = 1000;
+import { ScheduleFirer } from './schedule-firer.js';
 
 /** The abort reason of runs interrupted by `stop()`. */
 const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
@@ -127,8 +126,9 @@ class LocalQueue {
  * The local runtime's worker. It claims due jobs in batches into a local queue (one statement per batch),
  * runs them in process with a concurrency limit, and records results in batches (one statement per
  * batch of completions, one per batch of failures) while the next runs proceed. An idle worker wakes on
- * LISTEN/NOTIFY within milliseconds and polls as a fallback; it also rescues expired leases and fires
- * recurring schedules. A job enqueued in its own process while it idles skips the queue: it is inserted
+ * LISTEN/NOTIFY within milliseconds and polls as a fallback. Beside it run the services it starts and
+ * stops: the rescuer of expired leases (`LeaseRescuer`) and the schedule firer (`ScheduleFirer`); how much
+ * it claims is the `ClaimSizer`'s call. A job enqueued in its own process while it idles skips the queue: it is inserted
  * already claimed by this worker and starts when that insert commits (eager start, `eagerStart`).
  *
  * `stop()` stops claiming, hands back the queued jobs that never started, lets running jobs finish within
@@ -143,8 +143,6 @@ export class Worker<M extends JobTypeMap, S> {
   private readonly concurrency: number;
   private readonly claimBatchSize: number;
   private readonly pollIntervalMs: number;
-  private readonly rescueIntervalMs: number;
-  private readonly scheduleIntervalMs: number;
   private readonly shutdownGraceMs: number;
   private readonly logger: Logger;
 
@@ -161,50 +159,29 @@ export class Worker<M extends JobTypeMap, S> {
   /** Slots promised to eager enqueues whose insert has not answered yet. */
   private reserved = 0;
   private detachEager: (() => void) | undefined;
-  private readonly lastTicks = new Map<string, number>();
-  private fetching = false;
   /** Releases in flight; `stop()` waits for them, so no claim it hands back is still `running` after it. */
   private readonly releasing = new Set<Promise<void>>();
-  /** A wake-up arrived while a claim was in flight: claim again after it. */
-  private wantFetch = false;
-  /** The last claim filled its batch (or a wake-up arrived since): more jobs may be due. */
-  private mayHaveMore = true;
-  /**
-   * The last claim that answered came back short: the worker had taken every job due then. A claim in
-   * flight (a poll, a wake-up) does not change it; a full claim, or a failed one, clears it.
-   */
-  private caughtUp = false;
   private flushing: Promise<void> | null = null;
+  /** `killed`: the process is taken to have died; results arriving afterwards are dropped. */
+  private mode: 'created' | 'running' | 'stopping' | 'killed' = 'created';
+  /** `woken`: a wake-up arrived while the claim was in flight, so claim again after it. */
+  private claim: 'idle' | 'in-flight' | 'in-flight-woken' = 'idle';
   /**
-   * Claim-ahead: the next claim starts when the local queue falls below this many jobs, so that it returns
-   * before the queue runs dry. It is the number of jobs the slots get through during about two claim
-   * round trips (at least `concurrency`, at most `claimBatchSize`): slow jobs claim only what the slots need,
-   * fast ones never wait for a claim.
+   * What the last claim that answered said of the queue: `full` (more may be due), `short` (the worker had
+   * taken every job due then: caught up), `failed`; `none` before the first.
    */
-  private lowWater: number;
-  /**
-   * How many jobs one claim asks for: what the slots get through in about `CLAIM_HORIZON_MS` at the
-   * rate runs finish (at least `concurrency`, at most `claimBatchSize`). A worker starts small and grows within a few
-   * claims when jobs are fast, while a worker of slow jobs never takes more than its slots can start soon,
-   * leaving the rest to other workers instead of letting their leases run down in its queue.
-   */
-  private claimTarget: number;
-  /** Runs finished so far: the rate they finish at is what the slots can take (starts come in bursts). */
-  private finishedCount = 0;
-  private rateSample = { at: 0, finished: 0 };
-  /** Smoothed runs finished per millisecond, and claim round trip in milliseconds. */
-  private finishesPerMs = 0;
-  private claimMs = 0;
-  private started = false;
-  private stopping = false;
+  private lastClaim: 'none' | 'full' | 'short' | 'failed' = 'none';
+  /** A wake-up (a notification, a rescue) arrived since the last claim answered: more may be due. */
+  private wokenSinceClaim = false;
+  private readonly sizer: ClaimSizer;
+  private readonly rescuer: LeaseRescuer<M, S>;
+  private readonly scheduler: ScheduleFirer<M, S>;
   private pollTimer: NodeJS.Timeout | undefined;
-  private rescueTimer: NodeJS.Timeout | undefined;
-  private scheduleTimer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private idleWaiters: (() => void)[] = [];
+  /** Woken on every change `stop()` may be waiting for: a claim answering, a slot freed, a run ending. */
+  private changeWaiters: (() => void)[] = [];
   private consecutiveErrors = 0;
-  /** Set by `kill()`: results arriving afterwards are dropped, as a dead process would drop them. */
-  private killed = false;
 
   constructor(private readonly options: WorkerOptions<M, S>) {
     this.tracker = options.tracker;
@@ -212,46 +189,90 @@ export class Worker<M extends JobTypeMap, S> {
     this.concurrency = options.concurrency ?? 10;
     this.claimBatchSize = options.claimBatchSize ?? 1000;
     this.pollIntervalMs = options.pollIntervalMs ?? 2000;
-    this.rescueIntervalMs = options.rescueIntervalMs ?? 15_000;
-    this.scheduleIntervalMs = options.scheduleIntervalMs ?? 10_000;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
     this.logger = options.logger ?? silentLogger;
-    this.lowWater = this.concurrency;
-    this.claimTarget = this.concurrency;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 1000) {
       throw new Error('concurrency must be an integer from 1 to 1000');
     }
     if (!Number.isInteger(this.claimBatchSize) || this.claimBatchSize < 1) {
       throw new Error('claimBatchSize must be a positive integer');
     }
+    this.sizer = new ClaimSizer(this.concurrency, this.claimBatchSize);
+    this.rescuer = new LeaseRescuer({
+      tracker: this.tracker,
+      intervalMs: options.rescueIntervalMs ?? 15_000,
+      logger: this.logger,
+      onRescued: () => this.wake(),
+    });
+    this.scheduler = new ScheduleFirer({
+      tracker: this.tracker,
+      schedules: options.schedules ?? [],
+      intervalMs: options.scheduleIntervalMs ?? 10_000,
+      logger: this.logger,
+    });
+  }
+
+  private get stopping(): boolean {
+    return this.mode === 'stopping' || this.mode === 'killed';
+  }
+
+  private get killed(): boolean {
+    return this.mode === 'killed';
+  }
+
+  /** Whether a wake-up arrived while the claim in flight was out (read as it answers). */
+  private claimWasWoken(): boolean {
+    return this.claim === 'in-flight-woken';
+  }
+
+  private get fetching(): boolean {
+    return this.claim !== 'idle';
+  }
+
+  /** More jobs may be due than the worker holds: claim when the queue runs low. */
+  private get mayHaveMore(): boolean {
+    return this.lastClaim === 'none' || this.lastClaim === 'full' || this.wokenSinceClaim;
+  }
+
+  /** Resolves at the next change `stop()` may be waiting for. */
+  private nextChange(): Promise<void> {
+    return new Promise((resolve) => this.changeWaiters.push(resolve));
+  }
+
+  private changed(): void {
+    if (this.changeWaiters.length === 0) return;
+    const waiters = this.changeWaiters;
+    this.changeWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Waits, change by change, until `condition` holds. */
+  private async until(condition: () => boolean): Promise<void> {
+    while (!condition()) await this.nextChange();
   }
 
   /** Starts working: listen, fire due schedules, rescue, claim. */
   async start(): Promise<void> {
-    if (this.started) throw new Error('worker already started');
-    this.started = true;
+    if (this.mode !== 'created') throw new Error('worker already started');
+    this.mode = 'running';
     if (this.options.listen) this.unlisten = await this.options.listen(() => this.wake());
     // Two sessions: the one an idle worker's poll holds, and one for an enqueue or an eager start beside it.
     await this.tracker.warmUp(2);
     if (this.options.eagerStart ?? true)
       this.detachEager = this.tracker.attachEagerStarter(this.eagerStarter);
-    await this.fireSchedules();
-    await this.rescue();
-    this.rescueTimer = setInterval(() => void this.rescue(), this.rescueIntervalMs);
-    if (this.options.schedules?.length) {
-      this.scheduleTimer = setInterval(() => void this.fireSchedules(), this.scheduleIntervalMs);
-    }
+    await this.scheduler.start();
+    await this.rescuer.start();
     this.wake();
   }
 
   /** Asks for a claim now (new jobs were enqueued, or a lease was rescued). */
   wake(): void {
     if (this.stopping) return;
-    this.mayHaveMore = true;
     if (this.fetching) {
-      this.wantFetch = true;
+      this.claim = 'in-flight-woken';
       return;
     }
+    this.wokenSinceClaim = true;
     void this.fetch();
   }
 
@@ -287,13 +308,9 @@ export class Worker<M extends JobTypeMap, S> {
   private async fetch(): Promise<void> {
     if (this.stopping || this.fetching) return;
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
-    const room = Math.min(
-      this.claimTarget,
-      this.lowWater + this.claimTarget - this.queue.length - this.running.size - this.reserved,
-    );
+    const room = this.sizer.room(this.queue.length + this.running.size + this.reserved);
     if (room < 1) return;
-    this.fetching = true;
-    this.wantFetch = false;
+    this.claim = 'in-flight';
     clearTimeout(this.pollTimer);
     let claimed: ClaimedJob[] = [];
     let nextDueAt: Date | null | undefined;
@@ -301,13 +318,14 @@ export class Worker<M extends JobTypeMap, S> {
     try {
       ({ jobs: claimed, nextDueAt } = await this.tracker.claimForWorker(room));
       this.consecutiveErrors = 0;
-      this.adaptClaimSizes(claimStart, performance.now());
+      this.sizer.claimed(claimStart, performance.now());
     } catch (err) {
       this.consecutiveErrors++;
       this.logger.error('claim failed', { error: errorMessage(err), retryInMs: this.backoffMs() });
-    } finally {
-      this.fetching = false;
     }
+    const wokenDuringClaim = this.claimWasWoken();
+    this.claim = 'idle';
+    this.changed();
     if (this.stopping) {
       // Claimed while stopping: hand them straight back.
       if (claimed.length > 0) await this.releaseUnstarted(claimed);
@@ -315,9 +333,9 @@ export class Worker<M extends JobTypeMap, S> {
       return;
     }
     this.queue.push(claimed, performance.now());
-    this.caughtUp = this.consecutiveErrors === 0 && claimed.length < room;
+    this.lastClaim = this.consecutiveErrors > 0 ? 'failed' : claimed.length < room ? 'short' : 'full';
     // More may be waiting if the batch came back full, or a wake-up arrived during the claim.
-    this.mayHaveMore = this.consecutiveErrors === 0 && (claimed.length === room || this.wantFetch);
+    this.wokenSinceClaim = this.consecutiveErrors === 0 && wokenDuringClaim;
     this.fillSlots();
     if (this.consecutiveErrors > 0) {
       this.pollTimer = setTimeout(() => this.wake(), this.backoffMs());
@@ -325,20 +343,6 @@ export class Worker<M extends JobTypeMap, S> {
       this.scheduleNextPoll(nextDueAt);
     }
     this.checkIdle();
-  }
-
-  /** Updates the claim size and the claim-ahead mark from the start rate and claim time just observed. */
-  private adaptClaimSizes(claimStart: number, claimEnd: number): void {
-    const { at, finished } = this.rateSample;
-    const elapsed = claimEnd - at;
-    if (at > 0 && elapsed > 0) {
-      this.finishesPerMs = 0.5 * this.finishesPerMs + 0.5 * ((this.finishedCount - finished) / elapsed);
-      this.claimMs = 0.5 * this.claimMs + 0.5 * (claimEnd - claimStart);
-      const clamp = (n: number) => Math.min(this.claimBatchSize, Math.max(this.concurrency, Math.ceil(n)));
-      this.lowWater = clamp(this.finishesPerMs * this.claimMs * 2);
-      this.claimTarget = clamp(this.finishesPerMs * CLAIM_HORIZON_MS);
-    }
-    this.rateSample = { at: claimEnd, finished: this.finishedCount };
   }
 
   private backoffMs(): number {
@@ -393,7 +397,7 @@ export class Worker<M extends JobTypeMap, S> {
    */
   private readonly eagerStarter: EagerStarter = {
     reserve: (): EagerSlot | undefined => {
-      if (this.stopping || !this.caughtUp || this.queue.length > 0) return undefined;
+      if (this.stopping || this.lastClaim !== 'short' || this.queue.length > 0) return undefined;
       if (this.running.size + this.reserved >= this.concurrency) return undefined;
       this.reserved++;
       let settled = false;
@@ -401,6 +405,7 @@ export class Worker<M extends JobTypeMap, S> {
         if (settled) throw new Error('an eager slot was settled twice; this is a bug');
         settled = true;
         this.reserved--;
+        this.changed();
       };
       return {
         start: (job) => {
@@ -439,7 +444,7 @@ export class Worker<M extends JobTypeMap, S> {
       this.logger.warn('releasing queued jobs whose lease ran short', { count: stale.length });
       void this.releaseUnstarted(stale).finally(() => this.wake());
     }
-    if (!this.stopping && this.mayHaveMore && this.queue.length < this.lowWater && !this.fetching) {
+    if (!this.stopping && this.mayHaveMore && this.queue.length < this.sizer.lowWater && !this.fetching) {
       void this.fetch();
     }
   }
@@ -464,6 +469,7 @@ export class Worker<M extends JobTypeMap, S> {
     // first its executor must actually have stopped.
     if (interrupted && !(await settlesWithin(handle.executorStopped, this.shutdownGraceMs))) {
       this.running.delete(job.id);
+      this.changed();
       this.logger.error('an interrupted executor ignored its abort signal; leaving its job to the rescuer', {
         type: job.jobType,
         id: job.id,
@@ -473,8 +479,9 @@ export class Worker<M extends JobTypeMap, S> {
       return;
     }
     if (this.killed) return;
-    this.finishedCount++;
+    this.sizer.finished();
     this.running.delete(job.id);
+    this.changed();
     this.toRecord.push({ job, result, interrupted });
     this.scheduleFlush();
     this.fillSlots();
@@ -552,39 +559,9 @@ export class Worker<M extends JobTypeMap, S> {
     }
   }
 
-  private async rescue(): Promise<void> {
-    if (this.stopping) return;
-    try {
-      const rescued = await this.tracker.rescueExpiredLeases();
-      if (rescued.length > 0) {
-        this.logger.warn('rescued jobs whose lease expired', { count: rescued.length });
-        this.wake();
-      }
-    } catch (err) {
-      this.logger.error('lease rescue failed', { error: errorMessage(err) });
-    }
-  }
-
   /** Enqueues each schedule's latest tick once (the tick's idempotency key makes repeats no-ops). */
-  async fireSchedules(): Promise<void> {
-    const schedules = this.options.schedules ?? [];
-    if (schedules.length === 0 || this.stopping) return;
-    const now = this.tracker.clock.now() ?? new Date();
-    const due = schedules.flatMap((s) => {
-      const tick = latestTick(s.expression, now);
-      if (!tick || this.lastTicks.get(s.name) === tick.getTime()) return [];
-      return [{ s, tick }];
-    });
-    if (due.length === 0) return;
-    try {
-      const results = await this.tracker.enqueueUntyped(due.map(({ s, tick }) => jobForTick(s, tick)));
-      due.forEach(({ s, tick }, i) => {
-        this.lastTicks.set(s.name, tick.getTime());
-        if (results[i]?.created) this.logger.info('schedule fired', { schedule: s.name, tick });
-      });
-    } catch (err) {
-      this.logger.error('firing schedules failed', { error: errorMessage(err) });
-    }
+  fireSchedules(): Promise<void> {
+    return this.scheduler.fire();
   }
 
   private releaseUnstarted(jobs: ClaimedJob[]): Promise<void> {
@@ -614,40 +591,42 @@ export class Worker<M extends JobTypeMap, S> {
    * picks them up, exactly as after a real crash.
    */
   async kill(): Promise<void> {
-    this.stopping = true;
+    this.mode = 'killed';
     this.detachEager?.();
     clearTimeout(this.pollTimer);
-    clearInterval(this.rescueTimer);
-    clearInterval(this.scheduleTimer);
+    this.rescuer.stop();
+    this.scheduler.stop();
     this.toRecord.length = 0;
     this.queue.drain();
     for (const run of this.running.values()) run?.abort(new Error('process killed'));
     this.running.clear();
-    this.killed = true;
+    this.changed();
     await this.unlisten?.().catch(() => {});
   }
 
   /** Graceful stop; see the class comment. */
   async stop(): Promise<void> {
-    if (!this.started || this.stopping) return;
-    this.stopping = true;
+    if (this.mode !== 'running') return;
+    this.mode = 'stopping';
     this.detachEager?.();
     clearTimeout(this.pollTimer);
-    clearInterval(this.rescueTimer);
-    clearInterval(this.scheduleTimer);
+    this.rescuer.stop();
+    this.scheduler.stop();
     await this.unlisten?.().catch(() => {});
     // A claim, or an eager enqueue, in flight when stop began: its jobs are released once it answers.
-    while (this.fetching || this.reserved > 0) await new Promise((r) => setTimeout(r, 5));
+    await this.until(() => !this.fetching && this.reserved === 0);
     const unstarted = this.queue.drain();
     if (unstarted.length > 0) await this.releaseUnstarted(unstarted);
-    const deadline = Date.now() + this.shutdownGraceMs;
-    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await settlesWithin(
+      this.until(() => this.running.size === 0),
+      this.shutdownGraceMs,
+    );
     if (this.running.size > 0) {
       this.logger.warn('interrupting jobs still running after the grace period', {
         count: this.running.size,
       });
       for (const run of this.running.values()) run?.abort(SHUTDOWN);
-      while (this.running.size > 0) await new Promise((r) => setTimeout(r, 5));
+      await this.until(() => this.running.size === 0);
     }
     while (this.flushing || this.toRecord.length > 0) {
       if (!this.flushing) this.scheduleFlush();
