@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   DEFAULT_CLAIM_BATCH,
   type FanOutResult,

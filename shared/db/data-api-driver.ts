@@ -33,6 +33,8 @@ import {
  *   precision), json arrives as text;
  * - SQL errors (`DatabaseErrorException`) become `DatabaseError` with their SQLSTATE;
  *   `DatabaseResumingException` (a paused Serverless v2 cluster waking up) is retried with backoff;
+ * - an authentication failure while a rotation changes the password is retried briefly, outside
+ *   transactions only (inside one, the session already logged in; a failure there is not rotation);
  * - a result over the 1 MiB response limit becomes an error that says so.
  */
 export interface DataApiOptions {
@@ -47,6 +49,21 @@ export interface DataApiOptions {
   clientConfig?: RDSDataClientConfig;
   /** How long to keep retrying while the cluster resumes from auto-pause. Default 45 s. */
   resumeRetry?: { maxWaitMs: number; initialDelayMs?: number };
+  /**
+   * Retries of a call refused because the password was rejected, outside transactions: during a
+   * rotation the secret and the database briefly disagree. Default 3 retries, waits doubling from 500 ms
+   * (under 4 s in all); then the error is thrown as it came.
+   */
+  authRetry?: { retries: number; initialDelayMs?: number };
+}
+
+/**
+ * A login refused with the password the secret holds (SQLSTATE 28P01 or 28000): during a rotation the
+ * secret and the database disagree for a moment. The statement never ran, so sending it again is safe.
+ */
+export function isAuthenticationFailure(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return /password authentication failed|SQLState: 28(P01|000)/i.test(message);
 }
 
 /** The client the driver creates when none is given. */
@@ -142,20 +159,31 @@ export class DataApiDatabase implements Database {
     return decodeResult<R>(out);
   }
 
-  /** Maps errors; retries DatabaseResumingException (which the SDK does not retry) within the budget. */
-  private async call<T>(send: () => Promise<T>, retryResuming: boolean): Promise<T> {
+  /**
+   * Maps errors. Outside a transaction (`outsideTransaction`), retries DatabaseResumingException (which
+   * the SDK does not retry) within its budget, and an authentication failure a few times.
+   */
+  private async call<T>(send: () => Promise<T>, outsideTransaction: boolean): Promise<T> {
     const maxWaitMs = this.options.resumeRetry?.maxWaitMs ?? 45_000;
     const initialDelayMs = this.options.resumeRetry?.initialDelayMs ?? 250;
+    const authRetries = this.options.authRetry?.retries ?? 3;
+    const authDelayMs = this.options.authRetry?.initialDelayMs ?? 500;
     const deadline = Date.now() + maxWaitMs;
+    let authFailures = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         return await send();
       } catch (err) {
         const remaining = deadline - Date.now();
-        if (errorName(err) === 'DatabaseResumingException' && retryResuming && remaining > 0) {
+        if (errorName(err) === 'DatabaseResumingException' && outsideTransaction && remaining > 0) {
           // Exponential backoff with jitter, capped at 5 s per wait and at the remaining budget.
           const delay = Math.min(5000, initialDelayMs * 2 ** attempt) * (0.5 + Math.random() / 2);
           await new Promise((r) => setTimeout(r, Math.min(delay, remaining)));
+          continue;
+        }
+        if (isAuthenticationFailure(err) && outsideTransaction && authFailures < authRetries) {
+          await new Promise((r) => setTimeout(r, authDelayMs * 2 ** authFailures));
+          authFailures++;
           continue;
         }
         throw mapDataApiError(err);
