@@ -21,7 +21,8 @@ export interface FetchReadyProps extends FunctionEnvironment {
  */
 export class FetchReady extends Construct {
   readonly fn: NodejsFunction;
-  readonly rules: events.Rule[];
+  readonly everyMinute: events.Rule;
+  readonly onEnqueue: events.Rule;
 
   constructor(scope: Construct, id: string, props: FetchReadyProps) {
     super(scope, id);
@@ -39,18 +40,16 @@ export class FetchReady extends Construct {
     props.bus.grantPutEventsTo(this.fn);
     const target = () =>
       new targets.LambdaFunction(this.fn, { retryAttempts: 0, maxEventAge: Duration.seconds(60) });
-    this.rules = [
-      new events.Rule(this, 'EveryMinute', {
-        description: 'Claims due jobs and fans them out to the executors',
-        schedule: events.Schedule.expression('rate(1 minute)'),
-        targets: [target()],
-      }),
-      new events.Rule(this, 'OnEnqueue', {
-        description: 'Runs fetch-ready at once when new jobs are due',
-        eventBus: props.bus,
-        eventPattern: { source: [JOB_EVENT_SOURCE], detailType: [JOBS_ENQUEUED_DETAIL_TYPE] },
-        targets: [target()],
-      }),
-    ];
+    this.everyMinute = new events.Rule(this, 'EveryMinute', {
+      description: 'Claims due jobs and fans them out to the executors',
+      schedule: events.Schedule.expression('rate(1 minute)'),
+      targets: [target()],
+    });
+    this.onEnqueue = new events.Rule(this, 'OnEnqueue', {
+      description: 'Runs fetch-ready at once when new jobs are due',
+      eventBus: props.bus,
+      eventPattern: { source: [JOB_EVENT_SOURCE], detailType: [JOBS_ENQUEUED_DETAIL_TYPE] },
+      targets: [target()],
+    });
   }
 }

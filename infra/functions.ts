@@ -7,12 +7,12 @@ import { Construct } from 'constructs';
 import type { RecurringSchedule } from '../shared/schedules/definitions.js';
 import { Executors, type ExecutorsProps } from './executors.js';
 import { FetchReady } from './fetch-ready.js';
-import type { FunctionEnvironment } from './lambda-function.js';
+import { type FunctionEnvironment, pascalCase } from './lambda-function.js';
 import { Migrations } from './migrations.js';
 import { Schedules } from './schedules.js';
 
 export type { JobTypeSpec } from './executors.js';
-export { pascalCase } from './lambda-function.js';
+export { pascalCase };
 export { migrationsHash } from './migrations.js';
 
 export interface JobFunctionsProps
@@ -47,6 +47,8 @@ export class JobFunctions extends Construct {
   readonly deliveryFailures: sqs.Queue;
   /** The functions written for this stack (not the CDK Provider framework's). */
   readonly allFunctions: NodejsFunction[];
+  /** Every rule that invokes a function, by a name for its alarms, with its bus unless the default. */
+  readonly rules: ReadonlyMap<string, { rule: events.Rule; bus?: events.IEventBus }>;
 
   constructor(scope: Construct, id: string, props: JobFunctionsProps) {
     super(scope, id);
@@ -89,6 +91,13 @@ export class JobFunctions extends Construct {
     this.executorRules = executors.rules;
     this.schedule = schedules.fn;
     this.allFunctions = [this.migrations.fn, this.fetchReady, ...this.executors.values(), this.schedule];
+    const onBus = (rule: events.Rule) => ({ rule, bus: props.bus });
+    this.rules = new Map<string, { rule: events.Rule; bus?: events.IEventBus }>([
+      ['FetchReadyEveryMinute', { rule: fetchReady.everyMinute }],
+      ['FetchReadyOnEnqueue', onBus(fetchReady.onEnqueue)],
+      ...[...executors.rules].map(([type, rule]) => [`Executor${pascalCase(type)}`, onBus(rule)] as const),
+      ...[...schedules.rules].map(([name, rule]) => [`Schedule${pascalCase(name)}`, { rule }] as const),
+    ]);
 
     for (const part of [fetchReady, executors, schedules]) {
       for (const c of part.node.findAll()) {

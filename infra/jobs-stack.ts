@@ -110,7 +110,14 @@ export class JobsStack extends Stack {
       thresholds: { ...DEFAULT_THRESHOLDS, ...props.thresholds },
       alarmEmail: props.alarmEmail,
       fetchReady: this.functions.fetchReady,
-      executors: this.functions.executors,
+      executors: new Map(
+        jobTypes.map((t) => [
+          t.type,
+          { fn: this.functions.executors.get(t.type)!, leaseSeconds: t.leaseSeconds },
+        ]),
+      ),
+      rules: this.functions.rules,
+      logGroups: this.functions.allFunctions.map((fn) => fn.logGroup),
       deadLetterQueues: {
         FunctionFailures: this.functions.functionFailures,
         DeliveryFailures: this.functions.deliveryFailures,

@@ -354,7 +354,10 @@ describe('alarms', () => {
       Expression?: string;
       MetricStat?: { Metric: Record<string, unknown> };
     }[];
-    expect(metrics.find((m) => m.Expression)!.Expression).toBe('IF((s + f) >= 5, 100 * f / (s + f), 0)');
+    // FILL: a period with failures and no successes has no `s` datapoint, and must still alarm.
+    expect(metrics.find((m) => m.Expression)!.Expression).toBe(
+      'IF((FILL(s, 0) + FILL(f, 0)) >= 5, 100 * FILL(f, 0) / (FILL(s, 0) + FILL(f, 0)), 0)',
+    );
     for (const [id, name] of [
       ['s', 'JobSucceeded'],
       ['f', 'JobFailed'],
@@ -397,6 +400,66 @@ describe('alarms', () => {
         Threshold: 1,
       });
     }
+  });
+
+  test("each executor's async queue: dropped events, event age past half the lease, throttles", () => {
+    for (const t of jobTypes) {
+      const fn = { Ref: executorId(t.type) };
+      const name = pascalCase(t.type);
+      expect(alarm(`${name}AsyncEventsDropped`)).toMatchObject({
+        Namespace: 'AWS/Lambda',
+        MetricName: 'AsyncEventsDropped',
+        Dimensions: [{ Name: 'FunctionName', Value: fn }],
+        Statistic: 'Sum',
+        Threshold: 1,
+      });
+      expect(alarm(`${name}AsyncEventAge`)).toMatchObject({
+        MetricName: 'AsyncEventAge',
+        Dimensions: [{ Name: 'FunctionName', Value: fn }],
+        Statistic: 'Maximum',
+        Threshold: (t.leaseSeconds * 1000) / 2,
+      });
+      expect(alarm(`${name}Throttles`)).toMatchObject({
+        MetricName: 'Throttles',
+        Dimensions: [{ Name: 'FunctionName', Value: fn }],
+        Threshold: 1,
+      });
+    }
+  });
+
+  test("every rule that invokes a function alarms on the rule's FailedInvocations", () => {
+    const rules = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::Events::Rule');
+    const failed = Object.values(resources).filter(
+      (r) => r.Type === 'AWS::CloudWatch::Alarm' && r.Properties!.MetricName === 'FailedInvocations',
+    );
+    expect(failed).toHaveLength(rules.length);
+    const dimensions = (a: (typeof failed)[number]) =>
+      Object.fromEntries(
+        (a.Properties!.Dimensions as { Name: string; Value: unknown }[]).map((d) => [
+          d.Name,
+          JSON.stringify(d.Value),
+        ]),
+      );
+    for (const [ruleId, rule] of rules) {
+      // A rule on a custom bus is named by `Fn::Select` over its Ref; on the default bus by its Ref.
+      const mine = failed.filter((a) => dimensions(a).RuleName?.includes(`"${ruleId}"`));
+      expect(mine, ruleId).toHaveLength(1);
+      expect(mine[0]!.Properties).toMatchObject({ Namespace: 'AWS/Events', Threshold: 1 });
+      // Rules on the jobs bus report with its name too; scheduled rules (default bus) without.
+      if (rule.Properties!.EventBusName) expect(dimensions(mine[0]!).EventBusName, ruleId).toMatch(/JobsBus/);
+      else expect(dimensions(mine[0]!).EventBusName, ruleId).toBeUndefined();
+    }
+  });
+
+  test('the dashboard shows outcomes and execution time by job type beside the service-level series', () => {
+    const [dashboard] = Object.values(resources).filter((r) => r.Type === 'AWS::CloudWatch::Dashboard');
+    const body = JSON.stringify(dashboard!.Properties!.DashboardBody);
+    expect(body).toContain('by jobType');
+    for (const m of ['JobSucceeded', 'JobFailed', 'JobRetried', 'LeaseExpired', 'ExecutionTime'])
+      expect(body).toContain(m);
+    expect(body).toContain('AsyncEventAge');
+    // The per-type query reads every stack function's log group.
+    for (const [id] of stackFunctions()) expect(body).toContain(id.replace(/[0-9A-F]{8}$/, ''));
   });
 
   test('every alarm notifies the SNS topic; thresholds and an e-mail are configurable', () => {
