@@ -11,7 +11,7 @@ import {
   RollbackTransactionCommand,
   type SqlParameter,
 } from '@aws-sdk/client-rds-data';
-import { parseNamedParams } from './named-params.js';
+import { parseNamedParams, rewritePlaceholders } from './named-params.js';
 import {
   type Database,
   DatabaseError,
@@ -145,7 +145,7 @@ export class DataApiDatabase implements Database {
             resourceArn: this.options.resourceArn,
             secretArn: this.options.secretArn,
             database: this.options.database,
-            sql,
+            sql: utcTimestampParams(sql, parameters),
             parameters: parameters.length > 0 ? parameters : undefined,
             transactionId,
             includeResultMetadata: true,
@@ -218,6 +218,20 @@ export function mapDataApiError(err: unknown): unknown {
 export function toDataApiTimestamp(d: Date): string {
   if (Number.isNaN(d.getTime())) throw new Error('an invalid Date cannot be sent as a SQL parameter');
   return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/**
+ * A TIMESTAMP-hinted parameter is a `timestamp` (no time zone) holding UTC wall-clock time; where the
+ * statement compares or stores it as a `timestamptz`, PostgreSQL would read it in the session's time
+ * zone. Each such placeholder becomes `(:name AT TIME ZONE 'UTC')`, an instant whatever the session's
+ * zone (the stack also runs sessions in UTC: infra/database.ts).
+ */
+function utcTimestampParams(sql: string, parameters: SqlParameter[]): string {
+  const timestamps = new Set(parameters.filter((p) => p.typeHint === 'TIMESTAMP').map((p) => p.name));
+  if (timestamps.size === 0) return sql;
+  return rewritePlaceholders(sql, (name) =>
+    timestamps.has(name) ? `(:${name} AT TIME ZONE 'UTC')` : undefined,
+  );
 }
 
 /** The statement's parameters, in placeholder order; only the names the statement uses. */
@@ -309,7 +323,8 @@ function decodeScalar(raw: string, type: string): unknown {
       return raw === 'true' || raw === 't';
     case 'timestamptz':
     case 'timestamp':
-      // The Data API returns both without an offset; the values are UTC (sessions run in UTC).
+      // The Data API returns both without an offset: timestamptz always in UTC, and the project stores
+      // UTC in timestamp columns.
       return new Date(`${raw.replace(' ', 'T')}Z`);
     case 'json':
     case 'jsonb':

@@ -8,6 +8,8 @@ export interface ParsedStatement {
   positional: string;
   /** Names in `$n` order. */
   names: string[];
+  /** Each placeholder's place in the original statement (`:name` spans `start` to `end`), in order. */
+  spans: { name: string; start: number; end: number }[];
 }
 
 const cache = new Map<string, ParsedStatement>();
@@ -16,6 +18,7 @@ export function parseNamedParams(sql: string): ParsedStatement {
   const cached = cache.get(sql);
   if (cached) return cached;
   const names: string[] = [];
+  const spans: ParsedStatement['spans'] = [];
   const index = new Map<string, number>();
   let out = '';
   let i = 0;
@@ -62,13 +65,14 @@ export function parseNamedParams(sql: string): ParsedStatement {
         index.set(name, pos);
       }
       out += `$${pos}`;
+      spans.push({ name, start: i, end: i + 1 + name.length });
       i += 1 + name.length;
     } else {
       out += c;
       i++;
     }
   }
-  const parsed = { positional: out, names };
+  const parsed = { positional: out, names, spans };
   if (cache.size < 5000) cache.set(sql, parsed);
   return parsed;
 }
@@ -86,4 +90,17 @@ function skipQuoted(sql: string, start: number, quote: string): number {
     i++;
   }
   return sql.length;
+}
+
+/** `sql` with each placeholder `:name` for which `wrap` gives a text replaced by that text. */
+export function rewritePlaceholders(sql: string, wrap: (name: string) => string | undefined): string {
+  let out = '';
+  let from = 0;
+  for (const span of parseNamedParams(sql).spans) {
+    const replacement = wrap(span.name);
+    if (replacement === undefined) continue;
+    out += sql.slice(from, span.start) + replacement;
+    from = span.end;
+  }
+  return from === 0 ? sql : out + sql.slice(from);
 }
