@@ -103,7 +103,9 @@ export class Executors extends Construct {
 
   /**
    * SES authorises a send on the sender's identity (the address itself or its domain) and, when the
-   * send goes through a configuration set (the identity's default set included), on that set too.
+   * send goes through a configuration set, on that set too: the named one, or, when none is named, any
+   * set of the account in this Region, because an identity's default set applies without the sender
+   * naming it and would otherwise refuse every send.
    */
   private grantSendEmail(fn: NodejsFunction, props: ExecutorsProps): void {
     const stack = Stack.of(this);
@@ -112,14 +114,13 @@ export class Executors extends Construct {
     const resources = [from, domain].map((identity) =>
       stack.formatArn({ service: 'ses', resource: 'identity', resourceName: identity }),
     );
-    if (props.notificationConfigurationSet)
-      resources.push(
-        stack.formatArn({
-          service: 'ses',
-          resource: 'configuration-set',
-          resourceName: props.notificationConfigurationSet,
-        }),
-      );
+    resources.push(
+      stack.formatArn({
+        service: 'ses',
+        resource: 'configuration-set',
+        resourceName: props.notificationConfigurationSet ?? '*',
+      }),
+    );
     fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ses:SendEmail'], resources }));
   }
 }

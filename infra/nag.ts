@@ -1,5 +1,6 @@
 import { Stack } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
+import { executorNeeds } from '../shared/job-types/executor-needs.js';
 import type { JobsDatabase } from './database.js';
 import type { JobFunctions } from './functions.js';
 
@@ -25,6 +26,26 @@ export function acknowledgeNagFindings(parts: { functions: JobFunctions; databas
           reason:
             'X-Ray tracing (Tracing.ACTIVE): xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level permissions, so their resource must be "*". Every other statement names a concrete resource.',
           appliesTo: ['Resource::*'],
+        },
+      ],
+      true,
+    );
+  }
+  for (const [type, fn] of functions.executors) {
+    if (!executorNeeds(type).includes('email-sender')) continue;
+    NagSuppressions.addResourceSuppressions(
+      fn.role!,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason:
+            'ses:SendEmail is also authorised on the configuration set a send goes through; without -c notificationConfigurationSet the identity may have a default set whose name the stack does not know, so any set of this account and Region is allowed (the identity is still the named sender only).',
+          appliesTo: [
+            {
+              regex:
+                '/^Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:configuration-set/\\*$/g',
+            },
+          ],
         },
       ],
       true,

@@ -77,12 +77,12 @@ describe('settings that must be given', () => {
       });
   });
 
-  test('SES permission covers the configuration set when one is given', () => {
+  test('SES permission covers configuration sets: the named one, else any (an identity default set)', () => {
     const ses = (t: Template) =>
       Object.values(t.findResources('AWS::IAM::Policy'))
         .flatMap((p) => p.Properties.PolicyDocument.Statement as { Action: unknown; Resource: unknown }[])
         .filter((s) => JSON.stringify(s.Action).includes('ses:SendEmail'));
-    expect(JSON.stringify(ses(template))).not.toContain('configuration-set');
+    expect(JSON.stringify(ses(template))).toContain(':configuration-set/*');
     const withSet = ses(
       Template.fromStack(synthStack({ notificationConfigurationSet: 'lana-notifications' })),
     );
@@ -91,6 +91,7 @@ describe('settings that must be given', () => {
     expect(arns).toContain(':identity/no-reply@notifications.lana-bank.io');
     expect(arns).toContain(':identity/notifications.lana-bank.io');
     expect(arns).toContain(':configuration-set/lana-notifications');
+    expect(arns).not.toContain(':configuration-set/*');
   });
 });
 
