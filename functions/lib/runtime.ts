@@ -30,7 +30,9 @@ export function required(env: NodeJS.ProcessEnv, name: string): string {
 
 /** The database (RDS Data API), registry and tracker, with metrics going to CloudWatch. */
 export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = process.env): JobRuntime {
-  const db = dataApiDatabaseFromEnv(env, traceClient(o, createDataApiClient()));
+  // The client is created here (traced); DATA_API_ENDPOINT points it at the local fixture in tests.
+  const client = createDataApiClient(env.DATA_API_ENDPOINT ? { endpoint: env.DATA_API_ENDPOINT } : {});
+  const db = dataApiDatabaseFromEnv(env, traceClient(o, client));
   const registry = createJobTypeRegistry();
   const tracker = new JobTracker({ db, registry, metrics: createPowertoolsJobMetrics(o.metrics) });
   // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.

@@ -49,6 +49,15 @@ export async function provisionAppUser(db: Database, user: AppUser): Promise<{ c
     );
     await tx.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ${user.name}`);
     await tx.query(`REVOKE ALL ON ${MIGRATIONS_TABLE} FROM ${user.name}`);
+    // The multi-user rotation's second user (created by the rotation as `<name>_clone`) works through
+    // membership of this one, so it follows every grant above, including those of later deploys.
+    await tx.query(
+      `DO $$ BEGIN
+         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${user.name}_clone') THEN
+           EXECUTE 'GRANT ${user.name} TO ${user.name}_clone';
+         END IF;
+       END $$`,
+    );
     return { created };
   });
 }

@@ -41,13 +41,16 @@ afterAll(async () => {
   await t?.drop();
   const admin = new pg.Client({ connectionString: adminUrl() });
   await admin.connect();
-  await admin.query(`DROP ROLE IF EXISTS ${user.name}`).finally(() => admin.end());
+  await admin
+    .query(`DROP ROLE IF EXISTS ${user.name}_clone`)
+    .then(() => admin.query(`DROP ROLE IF EXISTS ${user.name}`))
+    .finally(() => admin.end());
 });
 
-/** Runs `sql` logged in as the application user. */
-async function asAppUser(sql: string): Promise<{ ok: true } | { ok: false; code: string }> {
+/** Runs `sql` logged in as the application user (or the rotation's second user). */
+async function asAppUser(sql: string, role = user.name): Promise<{ ok: true } | { ok: false; code: string }> {
   const url = new URL(urlForDatabase(adminUrl(), t.name));
-  url.username = user.name;
+  url.username = role;
   url.password = user.password;
   const c = new pg.Client({ connectionString: url.toString() });
   await c.connect();
@@ -113,6 +116,8 @@ async function storedPassword(): Promise<string> {
 
 test('a later deploy grants new tables and leaves the existing password alone', async () => {
   const before = await storedPassword();
+  // What the first multi-user rotation does: a second login user, with the same password scheme.
+  await db.query(`CREATE ROLE ${user.name}_clone LOGIN PASSWORD '${user.password}'`);
   await db.query('CREATE TABLE later_table (id int)');
   const handler = createMigrateHandler({
     db,
@@ -123,6 +128,10 @@ test('a later deploy grants new tables and leaves the existing password alone', 
     Data: { Applied: '', AppUser: user.name },
   });
   expect(await asAppUser('INSERT INTO later_table VALUES (1)')).toEqual({ ok: true });
+  // The rotation's second user has what the first has, the new table included, and no DDL either.
+  expect(await asAppUser('SELECT count(*) FROM later_table', `${user.name}_clone`)).toEqual({ ok: true });
+  expect(await asAppUser('SELECT count(*) FROM jobs', `${user.name}_clone`)).toEqual({ ok: true });
+  expect(await asAppUser('DROP TABLE jobs', `${user.name}_clone`)).toEqual({ ok: false, code: '42501' });
   // The password is rotation's from now on: the deploy does not reset it.
   expect(await storedPassword()).toBe(before);
 });
