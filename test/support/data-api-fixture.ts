@@ -30,8 +30,11 @@ import { splitSqlScript } from '../../shared/db/sql-script.js';
  * - injected faults (`injectFault`): a call that fails without running, or one that runs and then loses
  *   its answer (`afterRunning`), which the SDK's own retries then send again, as on a reset connection.
  * Not modelled: `formatRecordsAs: 'JSON'` (rejected, so nothing silently relies on it), `continueAfterTimeout`,
- * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given), SigV4 (ignored), auto-pause
- * (inject DatabaseResumingException instead).
+ * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given: every call runs as the
+ * connection string's user), SigV4 (ignored), auto-pause (inject DatabaseResumingException instead), a
+ * password rotation (inject the authentication failure: `DatabaseErrorException` ending in
+ * `SQLState: 28P01`), the exact wording of the service's row-limit error, and the parameter types the
+ * service gives a TIMESTAMP hint beyond `timestamp`.
  */
 export type DataApiOperation =
   | 'Execute'
