@@ -140,7 +140,7 @@ export class JobsStack extends Stack {
  * A job type's own concurrency, if the registry declares one (the flow-control declaration): read
  * structurally so the stack works whether or not the registry has that field yet.
  */
-function declaredConcurrency(jobType: object): number | undefined {
+export function declaredConcurrency(jobType: object): number | undefined {
   const value = (jobType as { concurrency?: unknown }).concurrency;
   return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
 }

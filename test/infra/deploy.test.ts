@@ -1,13 +1,19 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { CURRENTLY_RECOMMENDED_FLAGS } from 'aws-cdk-lib/cx-api';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/bundling.js';
+import { JobsDatabase } from '../../infra/database.js';
+import { Executors } from '../../infra/executors.js';
+import { declaredConcurrency } from '../../infra/jobs-stack.js';
 import { stackPropsFromContext } from '../../infra/settings.js';
 import { EXECUTOR_NEEDS } from '../../shared/job-types/executor-needs.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
-import { REQUIRED_SETTINGS, synthStack } from './support.js';
+import { cdkJsonContext, REQUIRED_SETTINGS, synthStack } from './support.js';
 
 type Resource = {
   Type: string;
@@ -123,6 +129,45 @@ describe('executors get what their job type declares, never what its name sugges
 });
 
 describe('reserved concurrency', () => {
+  test("a job type's declared concurrency, when the registry has one, is its reservation", () => {
+    expect(declaredConcurrency({ type: 'x', concurrency: 3 })).toBe(3);
+    expect(declaredConcurrency({ type: 'x' })).toBeUndefined();
+    for (const bad of [0, -1, 1.5, '4']) expect(declaredConcurrency({ concurrency: bad })).toBeUndefined();
+    // The executors construct reserves what each spec gets from the stack's rule.
+    const app = new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } });
+    const stack = new Stack(app, 'Executors');
+    const database = new JobsDatabase(stack, 'Database', {
+      databaseName: 'lana',
+      deletionProtection: false,
+      minCapacity: 0.5,
+      maxCapacity: 1,
+      backupRetentionDays: 1,
+    });
+    const queue = new sqs.Queue(stack, 'Failures');
+    const spec = { timeoutSeconds: 60, leaseSeconds: 180, needs: [] };
+    new Executors(stack, 'Executors', {
+      database,
+      bus: new events.EventBus(stack, 'Bus'),
+      serviceName: 'lana-jobs',
+      metricsNamespace: 'LanaJobs',
+      jobTypes: [
+        { ...spec, type: 'declares-three', concurrency: 3 },
+        { ...spec, type: 'declares-none' },
+      ],
+      reservedConcurrency: (t) => t.concurrency ?? 5,
+      functionFailures: queue,
+      deliveryFailures: queue,
+      ...REQUIRED_SETTINGS,
+    });
+    const reserved = Object.values(Template.fromStack(stack).findResources('AWS::Lambda::Function'))
+      .filter((f) => f.Properties.Environment?.Variables?.JOB_TYPE)
+      .map((f) => [f.Properties.Environment.Variables.JOB_TYPE, f.Properties.ReservedConcurrentExecutions]);
+    expect(reserved.sort()).toEqual([
+      ['declares-none', 5],
+      ['declares-three', 3],
+    ]);
+  });
+
   test('off by default; on, each executor gets the default (or its type’s own) and fetch-ready 2', () => {
     for (const [id, r] of ofType('AWS::Lambda::Function'))
       expect(r.Properties!.ReservedConcurrentExecutions, id).toBeUndefined();
