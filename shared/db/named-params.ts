@@ -26,7 +26,12 @@ export function parseNamedParams(sql: string): ParsedStatement {
   while (i < n) {
     const c = sql[i]!;
     const next = sql[i + 1];
-    if (c === "'" || c === '"') {
+    if ((c === 'E' || c === 'e') && next === "'" && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? '')) {
+      // An escape string: a backslash escapes the next character, a quote included.
+      const end = skipQuoted(sql, i + 1, "'", true);
+      out += sql.slice(i, end);
+      i = end;
+    } else if (c === "'" || c === '"') {
       const end = skipQuoted(sql, i, c);
       out += sql.slice(i, end);
       i = end;
@@ -36,8 +41,7 @@ export function parseNamedParams(sql: string): ParsedStatement {
       out += sql.slice(i, stop);
       i = stop;
     } else if (c === '/' && next === '*') {
-      const end = sql.indexOf('*/', i + 2);
-      const stop = end === -1 ? n : end + 2;
+      const stop = skipBlockComment(sql, i);
       out += sql.slice(i, stop);
       i = stop;
     } else if (c === '$' && /[A-Za-z_$]/.test(next ?? '')) {
@@ -77,9 +81,30 @@ export function parseNamedParams(sql: string): ParsedStatement {
   return parsed;
 }
 
-function skipQuoted(sql: string, start: number, quote: string): number {
+/** The end of the block comment at `start`: PostgreSQL's block comments nest. */
+function skipBlockComment(sql: string, start: number): number {
+  let depth = 0;
+  let i = start;
+  while (i < sql.length) {
+    if (sql.startsWith('/*', i)) {
+      depth++;
+      i += 2;
+    } else if (sql.startsWith('*/', i)) {
+      depth--;
+      i += 2;
+      if (depth === 0) return i;
+    } else i++;
+  }
+  return sql.length;
+}
+
+function skipQuoted(sql: string, start: number, quote: string, backslashEscapes = false): number {
   let i = start + 1;
   while (i < sql.length) {
+    if (backslashEscapes && sql[i] === '\\') {
+      i += 2;
+      continue;
+    }
     if (sql[i] === quote) {
       if (sql[i + 1] === quote) {
         i += 2;
