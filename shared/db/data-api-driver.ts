@@ -224,7 +224,9 @@ export function toDataApiTimestamp(d: Date): string {
  * A TIMESTAMP-hinted parameter is a `timestamp` (no time zone) holding UTC wall-clock time; where the
  * statement compares or stores it as a `timestamptz`, PostgreSQL would read it in the session's time
  * zone. Each such placeholder becomes `(:name AT TIME ZONE 'UTC')`, an instant whatever the session's
- * zone (the stack also runs sessions in UTC: infra/database.ts).
+ * zone (the stack also runs sessions in UTC: infra/database.ts). A Date is thus an instant, as with
+ * node-postgres; stored into a `timestamp` column (the project has none) it becomes the session zone's
+ * wall-clock time, which the stack's sessions make UTC.
  */
 function utcTimestampParams(sql: string, parameters: SqlParameter[]): string {
   const timestamps = new Set(parameters.filter((p) => p.typeHint === 'TIMESTAMP').map((p) => p.name));
