@@ -1,13 +1,16 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import type { Construct } from 'constructs';
+import { executorNeeds } from '../shared/job-types/executor-needs.js';
 import { createJobTypeRegistry } from '../shared/job-types/index.js';
 import { DEFAULT_CLAIM_BATCH } from '../shared/jobs/fan-out.js';
 import { schedules } from '../shared/schedules/definitions.js';
 import { JobsDatabase } from './database.js';
-import { JobFunctions } from './functions.js';
+import { EXECUTOR_MAX_EVENT_AGE_SECONDS } from './executors.js';
+import { JobFunctions, type JobTypeSpec } from './functions.js';
 import { type AlarmThresholds, DEFAULT_THRESHOLDS, JobMonitoring } from './monitoring.js';
 import { acknowledgeNagFindings } from './nag.js';
+import { validatePriceSourceUrl, validateSender } from './settings.js';
 
 export interface JobsStackProps extends StackProps {
   /** Deletion protection on the cluster (and a final snapshot on delete). Default true; false for dev stacks. */
@@ -17,19 +20,33 @@ export interface JobsStackProps extends StackProps {
   maxCapacity?: number;
   /** Days of automated backups. Default 7. */
   backupRetentionDays?: number;
-  /** Reserved concurrency of each executor function: caps database pressure. Default 5; 0 = none. */
+  /**
+   * Reserve concurrency for fetch-ready and the executors. Default false: an account whose Lambda
+   * concurrency quota is small (new accounts often have 10 to 50) fails the deploy on any reservation,
+   * because at least 100 executions must stay unreserved. See docs/deploy.md.
+   */
+  reserveConcurrency?: boolean;
+  /**
+   * With reservations on: each executor's reservation when its job type declares no concurrency of its
+   * own. Default 5; 0 = none.
+   */
   executorReservedConcurrency?: number;
-  /** Reserved concurrency of fetch-ready. Default 2; 0 = none. */
+  /** With reservations on: fetch-ready's reservation. Default 2; 0 = none. */
   fetchReadyReservedConcurrency?: number;
-  /** Jobs per claim (default 30) and claims per fetch-ready run while claims come back full (default 4). */
+  /**
+   * Jobs per claim (default 30), and at most this many claims per fetch-ready run (default: none; a run
+   * claims while claims come back full and its time budget lasts, then chains another).
+   */
   claimBatchSize?: number;
   maxClaimsPerRun?: number;
   /** Subscribed (by e-mail) to the alarm topic when set. */
   alarmEmail?: string;
-  /** The SES-verified sender of notifications. */
-  notificationFromAddress?: string;
-  /** Where portfolio valuation reads the BTC/USD price. */
-  priceSourceUrl?: string;
+  /** The SES-verified sender of notifications. Required; a reserved example domain is refused. */
+  notificationFromAddress: string;
+  /** The SES configuration set sends use (give the identity's default set, if it has one). */
+  notificationConfigurationSet?: string;
+  /** Where portfolio valuation reads the BTC/USD price (https). Required. */
+  priceSourceUrl: string;
   /** Days finished jobs are kept before the maintenance job prunes them. Default 30 (the code's default). */
   jobRetentionDays?: number;
   thresholds?: Partial<AlarmThresholds>;
@@ -51,8 +68,10 @@ export class JobsStack extends Stack {
   readonly functions: JobFunctions;
   readonly monitoring: JobMonitoring;
 
-  constructor(scope: Construct, id: string, props: JobsStackProps = {}) {
+  constructor(scope: Construct, id: string, props: JobsStackProps) {
     super(scope, id, props);
+    const notificationFromAddress = validateSender(props.notificationFromAddress);
+    const priceSourceUrl = validatePriceSourceUrl(props.priceSourceUrl);
     this.database = new JobsDatabase(this, 'Database', {
       databaseName: DATABASE_NAME,
       deletionProtection: props.deletionProtection ?? true,
@@ -62,14 +81,17 @@ export class JobsStack extends Stack {
     });
     this.bus = new events.EventBus(this, 'JobsBus', { description: 'One job.ready event per claimed job' });
 
-    const jobTypes = createJobTypeRegistry()
+    const jobTypes: JobTypeSpec[] = createJobTypeRegistry()
       .list()
-      .map(({ type, timeoutSeconds, leaseSeconds, enqueues }) => ({
-        type,
-        timeoutSeconds,
-        leaseSeconds,
-        enqueues,
+      .map((t) => ({
+        type: t.type,
+        timeoutSeconds: t.timeoutSeconds,
+        leaseSeconds: t.leaseSeconds,
+        needs: executorNeeds(t.type),
+        concurrency: t.concurrency,
       }));
+    const reserve = props.reserveConcurrency ?? false;
+    const executorDefault = props.executorReservedConcurrency ?? 5;
     this.functions = new JobFunctions(this, 'Functions', {
       database: this.database,
       bus: this.bus,
@@ -77,13 +99,13 @@ export class JobsStack extends Stack {
       schedules,
       serviceName: SERVICE_NAME,
       metricsNamespace: METRICS_NAMESPACE,
-      executorReservedConcurrency: props.executorReservedConcurrency ?? 5,
-      fetchReadyReservedConcurrency: props.fetchReadyReservedConcurrency ?? 2,
+      reservedConcurrency: reserve ? (t) => t.concurrency ?? executorDefault : undefined,
+      fetchReadyReservedConcurrency: reserve ? (props.fetchReadyReservedConcurrency ?? 2) : undefined,
       claimBatchSize: props.claimBatchSize ?? DEFAULT_CLAIM_BATCH,
-      maxClaimsPerRun: props.maxClaimsPerRun ?? 4,
-      notificationFromAddress: props.notificationFromAddress ?? 'no-reply@example.com',
-      priceSourceUrl:
-        props.priceSourceUrl ?? 'https://api.coingecko.com/api/v3/simple/price?ids=bitcoin&vs_currencies=usd',
+      maxClaimsPerRun: props.maxClaimsPerRun,
+      notificationFromAddress,
+      notificationConfigurationSet: props.notificationConfigurationSet,
+      priceSourceUrl,
       jobRetentionDays: props.jobRetentionDays,
     });
     this.monitoring = new JobMonitoring(this, 'Monitoring', {
@@ -92,7 +114,14 @@ export class JobsStack extends Stack {
       thresholds: { ...DEFAULT_THRESHOLDS, ...props.thresholds },
       alarmEmail: props.alarmEmail,
       fetchReady: this.functions.fetchReady,
-      executors: this.functions.executors,
+      executors: new Map(
+        jobTypes.map((t) => [
+          t.type,
+          { fn: this.functions.executors.get(t.type)!, maxEventAgeSeconds: EXECUTOR_MAX_EVENT_AGE_SECONDS },
+        ]),
+      ),
+      rules: this.functions.rules,
+      logGroups: this.functions.allFunctions.map((fn) => fn.logGroup),
       deadLetterQueues: {
         FunctionFailures: this.functions.functionFailures,
         DeliveryFailures: this.functions.deliveryFailures,
@@ -100,7 +129,8 @@ export class JobsStack extends Stack {
     });
 
     new CfnOutput(this, 'ClusterArn', { value: this.database.cluster.clusterArn });
-    new CfnOutput(this, 'SecretArn', { value: this.database.secret.secretArn });
+    new CfnOutput(this, 'SecretArn', { value: this.database.masterSecret.secretArn });
+    new CfnOutput(this, 'AppSecretArn', { value: this.database.appSecret.secretArn });
     new CfnOutput(this, 'DatabaseName', { value: DATABASE_NAME });
     new CfnOutput(this, 'BusName', { value: this.bus.eventBusName });
     new CfnOutput(this, 'FetchReadyFunctionName', { value: this.functions.fetchReady.functionName });

@@ -1,4 +1,6 @@
+import { Stack } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
+import { executorNeeds } from '../shared/job-types/executor-needs.js';
 import type { JobsDatabase } from './database.js';
 import type { JobFunctions } from './functions.js';
 
@@ -29,6 +31,26 @@ export function acknowledgeNagFindings(parts: { functions: JobFunctions; databas
       true,
     );
   }
+  for (const [type, fn] of functions.executors) {
+    if (!executorNeeds(type).includes('email-sender')) continue;
+    NagSuppressions.addResourceSuppressions(
+      fn.role!,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason:
+            'ses:SendEmail is also authorised on the configuration set a send goes through; without -c notificationConfigurationSet the identity may have a default set whose name the stack does not know, so any set of this account and Region is allowed (the identity is still the named sender only).',
+          appliesTo: [
+            {
+              regex:
+                '/^Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:configuration-set/\\*$/g',
+            },
+          ],
+        },
+      ],
+      true,
+    );
+  }
   NagSuppressions.addResourceSuppressions(functions.functionFailures, [
     {
       id: 'AwsSolutions-SQS3',
@@ -43,9 +65,8 @@ export function acknowledgeNagFindings(parts: { functions: JobFunctions; databas
         'This queue IS a dead-letter queue: the DeadLetterConfig of the EventBridge rule targets (events that could not be delivered to a function). cdk-nag only recognises DLQs referenced by a RedrivePolicy or a Lambda DeadLetterConfig.',
     },
   ]);
-  const frameworkRole = functions.node
-    .findChild('MigrationsProvider')
-    .node.findChild('framework-onEvent')
+  const frameworkRole = functions.migrations.provider.node
+    .findChild('framework-onEvent')
     .node.findChild('ServiceRole');
   NagSuppressions.addResourceSuppressions(
     frameworkRole,
@@ -60,7 +81,7 @@ export function acknowledgeNagFindings(parts: { functions: JobFunctions; databas
         id: 'AwsSolutions-IAM5',
         reason:
           'The Provider framework may invoke any version of the migrate function ("<arn>:*"); the grant is still limited to that one function.',
-        appliesTo: [{ regex: '/^Resource::<FunctionsMigrate[A-Za-z0-9]+\\.Arn>:\\*$/g' }],
+        appliesTo: [{ regex: '/^Resource::<FunctionsMigrationsFunction[A-Za-z0-9]+\\.Arn>:\\*$/g' }],
       },
     ],
     true,
@@ -73,4 +94,30 @@ export function acknowledgeNagFindings(parts: { functions: JobFunctions; databas
         "EC23 cannot resolve the ingress CIDR, an intrinsic (Fn::GetAtt Vpc.CidrBlock): the Secrets Manager endpoint accepts HTTPS from the VPC's own range only, never 0.0.0.0/0.",
     },
   ]);
+  // The CDK LogRetention function (one per stack) sets the retention of the log group RDS creates for
+  // the cluster's PostgreSQL log, which does not exist before the cluster does.
+  for (const singleton of Stack.of(functions).node.children.filter((c) =>
+    c.node.id.startsWith('LogRetention'),
+  )) {
+    NagSuppressions.addResourceSuppressions(
+      singleton,
+      [
+        {
+          id: 'AwsSolutions-IAM4',
+          reason:
+            'The CDK LogRetention function (CDK-managed code) uses AWSLambdaBasicExecutionRole for its own logs; it only sets the retention of the RDS PostgreSQL log group.',
+          appliesTo: [
+            'Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole',
+          ],
+        },
+        {
+          id: 'AwsSolutions-IAM5',
+          reason:
+            'The CDK LogRetention function is granted logs:PutRetentionPolicy/DeleteRetentionPolicy on "*" by CDK; the log group it changes is created by RDS, so no resource exists to scope it to at synth time.',
+          appliesTo: ['Resource::*'],
+        },
+      ],
+      true,
+    );
+  }
 }

@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
 import { DEFAULT_TIMEOUT_SECONDS } from '../../shared/jobs/registry.js';

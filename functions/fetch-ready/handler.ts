@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
 import {
   DEFAULT_CLAIM_BATCH,

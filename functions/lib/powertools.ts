@@ -6,6 +6,7 @@ import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
+import { redactHandlerErrors } from './tracing.js';
 
 /** Powertools utilities, one set per function (service name and namespace come from the environment). */
 export interface Observability {
@@ -28,13 +29,21 @@ export function createObservability(name: string, options: { silent?: boolean } 
   };
 }
 
-/** The middleware stack every handler gets: logger context, metrics flushed per invocation, tracing. */
+/**
+ * The middleware stack every handler gets: logger context, metrics flushed per invocation, tracing.
+ * Keys a handler appends for one job (`appendKeys`) are cleared after each invocation (`resetKeys`), so
+ * they never label the next one's logs; an error the handler throws reaches X-Ray redacted
+ * (functions/lib/tracing.ts) and Lambda as it was.
+ */
 export function withObservability<E, R>(
   handler: (event: E, context: Context) => Promise<R>,
   o: Observability,
 ) {
+  const redact = redactHandlerErrors();
   return middy(handler)
-    .use(captureLambdaHandler(o.tracer))
-    .use(injectLambdaContext(o.logger))
-    .use(logMetrics(o.metrics));
+    .use(redact.outer)
+    .use(captureLambdaHandler(o.tracer, { captureResponse: false }))
+    .use(injectLambdaContext(o.logger, { resetKeys: true }))
+    .use(logMetrics(o.metrics))
+    .use(redact.inner);
 }

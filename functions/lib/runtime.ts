@@ -1,13 +1,14 @@
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { createEnqueuedNudge, createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
 import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
-import { dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
+import { createDataApiClient, dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { createJobTypeRegistry, type JobServices, type SeedRegistry } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
+import { traceClient } from './tracing.js';
 
 export type SeedDispatcher = JobDispatcher<SeedRegistry['schemas'], JobServices>;
 export type SeedTracker = JobTracker<SeedRegistry['schemas'], JobServices>;
@@ -17,6 +18,8 @@ export interface JobRuntime {
   db: Database;
   registry: SeedRegistry;
   tracker: SeedTracker;
+  /** The function's Powertools utilities, when built from the environment: AWS clients are traced with them. */
+  o?: Observability;
 }
 
 export function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -27,22 +30,35 @@ export function required(env: NodeJS.ProcessEnv, name: string): string {
 
 /** The database (RDS Data API), registry and tracker, with metrics going to CloudWatch. */
 export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = process.env): JobRuntime {
-  const db = dataApiDatabaseFromEnv(env);
+  // The client is created here (traced); DATA_API_ENDPOINT points it at the local fixture in tests.
+  const client = createDataApiClient(env.DATA_API_ENDPOINT ? { endpoint: env.DATA_API_ENDPOINT } : {});
+  const db = dataApiDatabaseFromEnv(env, traceClient(o, client));
   const registry = createJobTypeRegistry();
   const tracker = new JobTracker({ db, registry, metrics: createPowertoolsJobMetrics(o.metrics) });
-  return { db, registry, tracker };
+  // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.
+  eventBridgeClient(o);
+  return { db, registry, tracker, o };
 }
 
 let eventBridge: EventBridgeClient | undefined;
 
-export function publisherFromEnv(env: NodeJS.ProcessEnv = process.env): JobPublisher {
-  eventBridge ??= new EventBridgeClient({});
+/**
+ * One EventBridge client per execution environment, traced with the first `o` given (runtimeFromEnv
+ * gives it, and every handler builds its runtime before its publisher or nudge).
+ */
+function eventBridgeClient(o?: Observability): EventBridgeClient {
+  eventBridge ??= o ? traceClient(o, new EventBridgeClient({})) : new EventBridgeClient({});
+  return eventBridge;
+}
+
+export function publisherFromEnv(env: NodeJS.ProcessEnv = process.env, o?: Observability): JobPublisher {
+  eventBridgeClient(o);
   return createEventBridgePublisher({ busName: required(env, 'JOBS_BUS_NAME'), client: eventBridge });
 }
 
 /** Wakes fetch-ready at once (a `jobs.enqueued` event on the jobs bus) instead of at its next minute. */
-export function nudgeFromEnv(env: NodeJS.ProcessEnv = process.env): () => Promise<void> {
-  eventBridge ??= new EventBridgeClient({});
+export function nudgeFromEnv(env: NodeJS.ProcessEnv = process.env, o?: Observability): () => Promise<void> {
+  eventBridgeClient(o);
   return createEnqueuedNudge({ busName: required(env, 'JOBS_BUS_NAME'), client: eventBridge });
 }
 

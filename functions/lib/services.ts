@@ -1,8 +1,10 @@
+import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
 import { lendingSettingsFromEnv, SETTING_NAMES } from '../../shared/domain/settings.js';
 import type { JobServices } from '../../shared/job-types/index.js';
 import type { ServiceTracker } from './follow-up-nudge.js';
 import type { JobRuntime } from './runtime.js';
+import { traceClient } from './tracing.js';
 
 /**
  * The lending services the executors run against on AWS: e-mail through SES, prices from the configured
@@ -23,7 +25,10 @@ export function servicesFromEnv(
   return createJobServices({
     db: runtime.db,
     tracker,
-    notifier: createSesNotifier({ fromAddress: notificationFromAddress }),
+    notifier: createSesNotifier({
+      fromAddress: notificationFromAddress,
+      client: runtime.o ? traceClient(runtime.o, new SESv2Client({})) : undefined,
+    }),
     priceSource: createHttpPriceSource({ url: priceUrl, timeoutMs: settings.priceTimeoutMs }),
     retentionDays: settings.retentionDays,
   });

@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod';
 import { findSchedule, jobForTick } from '../../shared/schedules/definitions.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import { type JobRuntime, nudgeFromEnv, runtimeFromEnv } from '../lib/runtime.js';

@@ -11,7 +11,7 @@ import {
   RollbackTransactionCommand,
   type SqlParameter,
 } from '@aws-sdk/client-rds-data';
-import { parseNamedParams } from './named-params.js';
+import { parseNamedParams, rewritePlaceholders } from './named-params.js';
 import {
   type Database,
   DatabaseError,
@@ -33,6 +33,8 @@ import {
  *   precision), json arrives as text;
  * - SQL errors (`DatabaseErrorException`) become `DatabaseError` with their SQLSTATE;
  *   `DatabaseResumingException` (a paused Serverless v2 cluster waking up) is retried with backoff;
+ * - an authentication failure while a rotation changes the password is retried briefly, outside
+ *   transactions only (inside one, the session already logged in; a failure there is not rotation);
  * - a result over the 1 MiB response limit becomes an error that says so.
  */
 export interface DataApiOptions {
@@ -47,6 +49,21 @@ export interface DataApiOptions {
   clientConfig?: RDSDataClientConfig;
   /** How long to keep retrying while the cluster resumes from auto-pause. Default 45 s. */
   resumeRetry?: { maxWaitMs: number; initialDelayMs?: number };
+  /**
+   * Retries of a call refused because the password was rejected, outside transactions: during a
+   * rotation the secret and the database briefly disagree. Default 3 retries, waits doubling from 500 ms
+   * (under 4 s in all); then the error is thrown as it came.
+   */
+  authRetry?: { retries: number; initialDelayMs?: number };
+}
+
+/**
+ * A login refused with the password the secret holds (SQLSTATE 28P01 or 28000): during a rotation the
+ * secret and the database disagree for a moment. The statement never ran, so sending it again is safe.
+ */
+export function isAuthenticationFailure(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return /password authentication failed|SQLState: 28(P01|000)/i.test(message);
 }
 
 /** The client the driver creates when none is given. */
@@ -129,7 +146,7 @@ export class DataApiDatabase implements Database {
             resourceArn: this.options.resourceArn,
             secretArn: this.options.secretArn,
             database: this.options.database,
-            sql,
+            sql: utcTimestampParams(sql, parameters),
             parameters: parameters.length > 0 ? parameters : undefined,
             transactionId,
             includeResultMetadata: true,
@@ -143,20 +160,31 @@ export class DataApiDatabase implements Database {
     return decodeResult<R>(out);
   }
 
-  /** Maps errors; retries DatabaseResumingException (which the SDK does not retry) within the budget. */
-  private async call<T>(send: () => Promise<T>, retryResuming: boolean): Promise<T> {
+  /**
+   * Maps errors. Outside a transaction (`outsideTransaction`), retries DatabaseResumingException (which
+   * the SDK does not retry) within its budget, and an authentication failure a few times.
+   */
+  private async call<T>(send: () => Promise<T>, outsideTransaction: boolean): Promise<T> {
     const maxWaitMs = this.options.resumeRetry?.maxWaitMs ?? 45_000;
     const initialDelayMs = this.options.resumeRetry?.initialDelayMs ?? 250;
+    const authRetries = this.options.authRetry?.retries ?? 3;
+    const authDelayMs = this.options.authRetry?.initialDelayMs ?? 500;
     const deadline = Date.now() + maxWaitMs;
+    let authFailures = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         return await send();
       } catch (err) {
         const remaining = deadline - Date.now();
-        if (errorName(err) === 'DatabaseResumingException' && retryResuming && remaining > 0) {
+        if (errorName(err) === 'DatabaseResumingException' && outsideTransaction && remaining > 0) {
           // Exponential backoff with jitter, capped at 5 s per wait and at the remaining budget.
           const delay = Math.min(5000, initialDelayMs * 2 ** attempt) * (0.5 + Math.random() / 2);
           await new Promise((r) => setTimeout(r, Math.min(delay, remaining)));
+          continue;
+        }
+        if (isAuthenticationFailure(err) && outsideTransaction && authFailures < authRetries) {
+          await new Promise((r) => setTimeout(r, authDelayMs * 2 ** authFailures));
+          authFailures++;
           continue;
         }
         throw mapDataApiError(err);
@@ -191,6 +219,22 @@ export function mapDataApiError(err: unknown): unknown {
 export function toDataApiTimestamp(d: Date): string {
   if (Number.isNaN(d.getTime())) throw new Error('an invalid Date cannot be sent as a SQL parameter');
   return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/**
+ * A TIMESTAMP-hinted parameter is a `timestamp` (no time zone) holding UTC wall-clock time; where the
+ * statement compares or stores it as a `timestamptz`, PostgreSQL would read it in the session's time
+ * zone. Each such placeholder becomes `(:name AT TIME ZONE 'UTC')`, an instant whatever the session's
+ * zone (the stack also runs sessions in UTC: infra/database.ts). A Date is thus an instant, as with
+ * node-postgres; stored into a `timestamp` column (the project has none) it becomes the session zone's
+ * wall-clock time, which the stack's sessions make UTC.
+ */
+function utcTimestampParams(sql: string, parameters: SqlParameter[]): string {
+  const timestamps = new Set(parameters.filter((p) => p.typeHint === 'TIMESTAMP').map((p) => p.name));
+  if (timestamps.size === 0) return sql;
+  return rewritePlaceholders(sql, (name) =>
+    timestamps.has(name) ? `(:${name} AT TIME ZONE 'UTC')` : undefined,
+  );
 }
 
 /** The statement's parameters, in placeholder order; only the names the statement uses. */
@@ -282,7 +326,8 @@ function decodeScalar(raw: string, type: string): unknown {
       return raw === 'true' || raw === 't';
     case 'timestamptz':
     case 'timestamp':
-      // The Data API returns both without an offset; the values are UTC (sessions run in UTC).
+      // The Data API returns both without an offset: timestamptz always in UTC, and the project stores
+      // UTC in timestamp columns.
       return new Date(`${raw.replace(' ', 'T')}Z`);
     case 'json':
     case 'jsonb':

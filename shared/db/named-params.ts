@@ -8,6 +8,8 @@ export interface ParsedStatement {
   positional: string;
   /** Names in `$n` order. */
   names: string[];
+  /** Each placeholder's place in the original statement (`:name` spans `start` to `end`), in order. */
+  spans: { name: string; start: number; end: number }[];
 }
 
 const cache = new Map<string, ParsedStatement>();
@@ -16,6 +18,7 @@ export function parseNamedParams(sql: string): ParsedStatement {
   const cached = cache.get(sql);
   if (cached) return cached;
   const names: string[] = [];
+  const spans: ParsedStatement['spans'] = [];
   const index = new Map<string, number>();
   let out = '';
   let i = 0;
@@ -23,7 +26,12 @@ export function parseNamedParams(sql: string): ParsedStatement {
   while (i < n) {
     const c = sql[i]!;
     const next = sql[i + 1];
-    if (c === "'" || c === '"') {
+    if ((c === 'E' || c === 'e') && next === "'" && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? '')) {
+      // An escape string: a backslash escapes the next character, a quote included.
+      const end = skipQuoted(sql, i + 1, "'", true);
+      out += sql.slice(i, end);
+      i = end;
+    } else if (c === "'" || c === '"') {
       const end = skipQuoted(sql, i, c);
       out += sql.slice(i, end);
       i = end;
@@ -33,8 +41,7 @@ export function parseNamedParams(sql: string): ParsedStatement {
       out += sql.slice(i, stop);
       i = stop;
     } else if (c === '/' && next === '*') {
-      const end = sql.indexOf('*/', i + 2);
-      const stop = end === -1 ? n : end + 2;
+      const stop = skipBlockComment(sql, i);
       out += sql.slice(i, stop);
       i = stop;
     } else if (c === '$' && /[A-Za-z_$]/.test(next ?? '')) {
@@ -62,20 +69,42 @@ export function parseNamedParams(sql: string): ParsedStatement {
         index.set(name, pos);
       }
       out += `$${pos}`;
+      spans.push({ name, start: i, end: i + 1 + name.length });
       i += 1 + name.length;
     } else {
       out += c;
       i++;
     }
   }
-  const parsed = { positional: out, names };
+  const parsed = { positional: out, names, spans };
   if (cache.size < 5000) cache.set(sql, parsed);
   return parsed;
 }
 
-function skipQuoted(sql: string, start: number, quote: string): number {
+/** The end of the block comment at `start`: PostgreSQL's block comments nest. */
+function skipBlockComment(sql: string, start: number): number {
+  let depth = 0;
+  let i = start;
+  while (i < sql.length) {
+    if (sql.startsWith('/*', i)) {
+      depth++;
+      i += 2;
+    } else if (sql.startsWith('*/', i)) {
+      depth--;
+      i += 2;
+      if (depth === 0) return i;
+    } else i++;
+  }
+  return sql.length;
+}
+
+function skipQuoted(sql: string, start: number, quote: string, backslashEscapes = false): number {
   let i = start + 1;
   while (i < sql.length) {
+    if (backslashEscapes && sql[i] === '\\') {
+      i += 2;
+      continue;
+    }
     if (sql[i] === quote) {
       if (sql[i + 1] === quote) {
         i += 2;
@@ -86,4 +115,17 @@ function skipQuoted(sql: string, start: number, quote: string): number {
     i++;
   }
   return sql.length;
+}
+
+/** `sql` with each placeholder `:name` for which `wrap` gives a text replaced by that text. */
+export function rewritePlaceholders(sql: string, wrap: (name: string) => string | undefined): string {
+  let out = '';
+  let from = 0;
+  for (const span of parseNamedParams(sql).spans) {
+    const replacement = wrap(span.name);
+    if (replacement === undefined) continue;
+    out += sql.slice(from, span.start) + replacement;
+    from = span.end;
+  }
+  return from === 0 ? sql : out + sql.slice(from);
 }

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { decimalToCents } from './money.js';
 
 /** Where the BTC/USD price comes from. */

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The settings of the lending services, read from the environment under ONE set of names by the local

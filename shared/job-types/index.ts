@@ -27,6 +27,7 @@ export function createJobTypeRegistry() {
       description: 'Concludes an approval process whose votes are in; executes the disbursal when approved',
       schema: approvalProcessingPayload,
       timeoutSeconds: 60,
+      concurrency: 10,
       execute: async ({ processId }, ctx) => {
         await ctx.services.approvals.processApproval(processId, ctx.signal);
         return undefined;
@@ -37,6 +38,8 @@ export function createJobTypeRegistry() {
       description: 'Accrues one day of interest on every active credit facility',
       schema: interestAccrualPayload,
       timeoutSeconds: 600,
+      // Each run writes every facility's day: a few at once is plenty, more only contend on the same rows.
+      concurrency: 4,
       execute: async ({ date }, ctx) => {
         await ctx.services.credit.accrueDailyInterest(date ?? previousUtcDay(new Date()), ctx.signal);
         return undefined;
@@ -47,6 +50,8 @@ export function createJobTypeRegistry() {
       description: 'Sends a notification (payment reminder, margin call) through the outbox',
       schema: notificationPayload,
       timeoutSeconds: 30,
+      // The e-mail provider's sending rate, not the queue, is the bound.
+      concurrency: 20,
       execute: async (payload, ctx) => {
         await ctx.services.notifications.send(payload, ctx.signal);
         return undefined;
@@ -57,6 +62,8 @@ export function createJobTypeRegistry() {
       description: 'Revalues collateral from the BTC/USD price source (portfolio valuation)',
       schema: syncPayload,
       timeoutSeconds: 60,
+      // One valuation of the whole portfolio at a time.
+      concurrency: 1,
       enqueues: ['notification'], // margin calls
       // A stale price is soon replaced by the next scheduled run: retry quickly, give up sooner.
       retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
@@ -70,6 +77,7 @@ export function createJobTypeRegistry() {
       description: 'Enqueues a payment-reminder notification for each payment due in a few days',
       schema: paymentRemindersPayload,
       timeoutSeconds: 120,
+      concurrency: 1,
       enqueues: ['notification'],
       execute: async ({ date }, ctx) => {
         await ctx.services.reminders.enqueueDueReminders(
@@ -84,6 +92,7 @@ export function createJobTypeRegistry() {
       description: 'Deletes completed and cancelled jobs past the retention period (failed jobs are kept)',
       schema: maintenancePayload,
       timeoutSeconds: 300,
+      concurrency: 1,
       // Housekeeping yields to the business jobs.
       priority: 100,
       execute: async (_payload, ctx) => {

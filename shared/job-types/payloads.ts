@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Payload schemas of the seed's job types. JSON in, JSON out: no transforms, so stored == validated. */
 

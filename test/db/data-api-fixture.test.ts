@@ -158,9 +158,19 @@ describe('results in records mode', () => {
     expect(err.message).toMatch(/SQLState: 23505$/);
   });
 
-  test('responses over 1 MiB fail', async () => {
-    const err = await failure(execute({ sql: "SELECT repeat('x', 1100000) AS big" }));
+  test('responses over 1 MiB fail, though every row is under 64 KB', async () => {
+    const err = await failure(
+      execute({ sql: "SELECT repeat('x', 50000) AS big FROM generate_series(1, 22)" }),
+    );
     expect(err.message).toMatch(/more than the allowed response size limit/);
+  });
+
+  test('a row over 64 KB fails, one at 64 KB comes back', async () => {
+    const over = await failure(execute({ sql: "SELECT repeat('x', 32000) AS a, repeat('y', 32001) AS b" }));
+    expect(over.name).toBe('DatabaseErrorException');
+    expect(over.message).toMatch(/per-row limit/);
+    const at = await execute({ sql: "SELECT repeat('x', 32000) AS a, repeat('y', 32000) AS b" });
+    expect(at.records![0]![1]!.stringValue).toHaveLength(32_000);
   });
 });
 

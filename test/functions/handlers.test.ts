@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventBridgeClient, PutEventsCommand, type PutEventsCommandInput } from '@aws-sdk/client-eventbridge';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
@@ -79,10 +80,15 @@ function eventFor(detail: { jobId: string; jobType: string; attempt: number; pay
 
 describe('fetch-ready', () => {
   test('publishes one event per claimed job in batches of 10, resending only failed entries', async () => {
+    // 23 notifications due; the type runs at most 20 at once, so the claim (of up to 25) takes 20.
     await runtime.tracker.enqueueMany(
       Array.from({ length: 23 }, (_, i) => ({
-        type: 'interest-accrual' as const,
-        payload: { date: `2026-01-${String(i + 1).padStart(2, '0')}` },
+        type: 'notification' as const,
+        payload: {
+          kind: 'payment-reminder' as const,
+          facilityId: randomUUID(),
+          dueDate: `2026-01-${String(i + 1).padStart(2, '0')}`,
+        },
       })),
     );
     let call = 0;
@@ -101,9 +107,9 @@ describe('fetch-ready', () => {
     const result = await createFetchReadyHandler({ runtime, publisher: publisher(), o, batchSize: 25 })({
       source: 'aws.events',
     });
-    expect(result).toMatchObject({ claimed: 23, published: 23, released: 0, publishCalls: 4 });
+    expect(result).toMatchObject({ claimed: 20, published: 20, released: 0, publishCalls: 3 });
     const sizes = eventBridge.commandCalls(PutEventsCommand).map((c) => c.args[0].input.Entries!.length);
-    expect(sizes).toEqual([10, 10, 2, 3]);
+    expect(sizes).toEqual([10, 10, 2]);
     const resent = eventBridge
       .commandCalls(PutEventsCommand)[2]!
       .args[0].input.Entries!.map((e) => JSON.parse(e.Detail!).jobId);
@@ -115,21 +121,24 @@ describe('fetch-ready', () => {
       eventBridge.commandCalls(PutEventsCommand)[0]!.args[0].input.Entries![0]!.Detail!,
     );
     expect(detail).toMatchObject({
-      jobType: 'interest-accrual',
+      jobType: 'notification',
       attempt: 1,
-      payload: { date: expect.any(String) },
+      payload: { kind: 'payment-reminder', dueDate: expect.any(String) },
     });
     expect(eventBridge.commandCalls(PutEventsCommand)[0]!.args[0].input.Entries![0]).toMatchObject({
       EventBusName: 'lana-jobs',
       Source: 'lana.jobs',
       DetailType: 'job.ready',
     });
-    expect(await counts()).toEqual({ running: 23 });
+    expect(await counts()).toEqual({ running: 20, pending: 3 });
   });
 
   test('jobs whose events cannot be published are released, due again at once', async () => {
     await runtime.tracker.enqueueMany(
-      Array.from({ length: 3 }, () => ({ type: 'sync' as const, payload: {} })),
+      Array.from({ length: 3 }, () => ({
+        type: 'approval-processing' as const,
+        payload: { processId: randomUUID() },
+      })),
     );
     eventBridge.on(PutEventsCommand).rejects(new Error('EventBridge unavailable'));
     const result = await createFetchReadyHandler({ runtime, publisher: publisher(), o })({});
@@ -138,9 +147,13 @@ describe('fetch-ready', () => {
     expect(result.queue.depth).toBe(3);
   });
 
-  test('overlapping runs never publish the same job twice', async () => {
+  test('overlapping runs never publish the same job twice, nor more than the type runs at once', async () => {
+    // approval-processing runs at most 10 at once: two runs together claim 10 of the 40.
     await runtime.tracker.enqueueMany(
-      Array.from({ length: 40 }, () => ({ type: 'sync' as const, payload: {} })),
+      Array.from({ length: 40 }, () => ({
+        type: 'approval-processing' as const,
+        payload: { processId: randomUUID() },
+      })),
     );
     eventBridge.on(PutEventsCommand).callsFake((input: PutEventsCommandInput) => ({
       FailedEntryCount: 0,
@@ -148,12 +161,12 @@ describe('fetch-ready', () => {
     }));
     const run = () => createFetchReadyHandler({ runtime, publisher: publisher(), o, batchSize: 25 })({});
     const [a, b] = await Promise.all([run(), run()]);
-    expect(a.claimed + b.claimed).toBe(40);
+    expect(a.claimed + b.claimed).toBe(10);
     const ids = eventBridge
       .commandCalls(PutEventsCommand)
       .flatMap((c) => c.args[0].input.Entries!.map((e) => JSON.parse(e.Detail!).jobId));
-    expect(new Set(ids).size).toBe(40);
-    expect(ids).toHaveLength(40);
+    expect(new Set(ids).size).toBe(10);
+    expect(ids).toHaveLength(10);
   });
 });
 

@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { OutputFormat, SourceMapMode } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { afterAll, expect, test } from 'vitest';
 import { bundleFunctions } from '../../infra/bundle-report.js';
 import { ESBUILD, FUNCTION_ENTRIES, nodejsBundling, PROJECT_ROOT } from '../../infra/bundling.js';
@@ -19,6 +19,13 @@ test('every function bundles with local esbuild into a loadable ESM module', asy
   expect(sizes.map((s) => s.name).sort()).toEqual(Object.keys(FUNCTION_ENTRIES).sort());
   for (const s of sizes) {
     expect(s.bytes, s.name).toBeGreaterThan(10_000);
+    // Under 1 MiB each: zod is imported as a namespace (`import * as z`), so esbuild drops what is
+    // unused (its locales, JSON-schema code) instead of keeping the whole \`z\` object.
+    expect(s.bytes, s.name).toBeLessThan(1024 * 1024);
+    // The source map is a file beside the code, not inlined into it.
+    const code = await readFile(s.file, 'utf8');
+    expect(code, s.name).not.toContain('sourceMappingURL=data:');
+    expect((await stat(`${s.file}.map`)).size, s.name).toBeGreaterThan(0);
     expect(s.gzipBytes).toBeLessThan(s.bytes);
     // Loading proves the ESM bundle resolves its CommonJS dependencies (the createRequire banner).
     const mod = (await import(pathToFileURL(s.file).href)) as { handler: unknown };
@@ -33,6 +40,8 @@ test('NodejsFunction uses the same esbuild settings, and the migrate bundle gets
     format: OutputFormat.ESM,
     minify: true,
     sourceMap: true,
+    // A separate .map file, not inlined into the code Lambda loads.
+    sourceMapMode: SourceMapMode.DEFAULT,
     banner: ESBUILD.banner,
     mainFields: ESBUILD.mainFields,
     bundleAwsSDK: true,

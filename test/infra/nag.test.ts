@@ -4,10 +4,11 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { expect, test } from 'vitest';
 import { JobsStack } from '../../infra/jobs-stack.js';
+import { cdkJsonContext, REQUIRED_SETTINGS } from './support.js';
 
 function checkedStack(): Stack {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
-  const stack = new JobsStack(app, 'Nag');
+  const app = new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } });
+  const stack = new JobsStack(app, 'Nag', REQUIRED_SETTINGS);
   Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
   return stack;
 }

@@ -100,6 +100,20 @@ async function runningCount(type: string): Promise<number> {
   return r.rows[0]!.n;
 }
 
+test('a concurrency limit is a whole number from 1 to 10,000', () => {
+  for (const concurrency of [0, -1, 1.5, 10_001]) {
+    expect(() =>
+      new JobTypeRegistry().register({
+        type: 'bad',
+        description: 'x',
+        schema: z.object({}),
+        concurrency,
+        execute: async () => undefined,
+      }),
+    ).toThrow(/concurrency must be an integer from 1 to 10000/);
+  }
+});
+
 describe.each([
   ['node-postgres', () => t.db],
   ['Data API', () => dataApi],

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import pg from 'pg';
-import { parseNamedParams } from '../../shared/db/named-params.js';
 import { splitSqlScript } from '../../shared/db/sql-script.js';
 
 /**
@@ -10,7 +9,8 @@ import { splitSqlScript } from '../../shared/db/sql-script.js';
  * over a real PostgreSQL, so the real `RDSDataClient` and the real Data API driver are exercised in tests.
  *
  * Modelled (see /work/shared/notes/aws-facts.md §1 and the fidelity checklist in §7):
- * - `:name` placeholders (casts, quotes, comments skipped), type hints as casts with their text formats
+ * - `:name` placeholders, found by the fixture's own scanner (casts, quotes, `E''` escapes, nested
+ *   comments and dollar quotes skipped), never the driver's, so the two can disagree in a test; type hints as casts with their text formats
  *   checked, and unhinted values typed the way the service binds them (stringValue → varchar,
  *   longValue → int8, doubleValue → float8, booleanValue → bool, blobValue → bytea; isNull untyped), so a
  *   string sent to a uuid/timestamp column fails here as it does on AWS;
@@ -23,12 +23,18 @@ import { splitSqlScript } from '../../shared/db/sql-script.js';
  *   error, a timeout or an oversized result, a concurrent call rejected with "Transaction is still running
  *   a query", commit/rollback status strings;
  * - the 45 s statement timeout (StatementTimeoutException), the 1 MiB response cap, SQL errors as
- *   DatabaseErrorException whose message ends in `SQLState: XXXXX`; sessions in UTC;
+ *   DatabaseErrorException whose message ends in `SQLState: XXXXX`; the 64 KB-per-row limit;
+ * - sessions in the server's time zone unless `sessionTimeZone` says another (the service's sessions
+ *   follow the cluster's `timezone` parameter, which nothing forces to UTC), with timestamptz results
+ *   still returned in UTC, as the service does;
  * - injected faults (`injectFault`): a call that fails without running, or one that runs and then loses
  *   its answer (`afterRunning`), which the SDK's own retries then send again, as on a reset connection.
  * Not modelled: `formatRecordsAs: 'JSON'` (rejected, so nothing silently relies on it), `continueAfterTimeout`,
- * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given), SigV4 (ignored), auto-pause
- * (inject DatabaseResumingException instead).
+ * the 24 h transaction limit, IAM/Secrets Manager (ARNs accepted as given: every call runs as the
+ * connection string's user), SigV4 (ignored), auto-pause (inject DatabaseResumingException instead), a
+ * password rotation (inject the authentication failure: `DatabaseErrorException` ending in
+ * `SQLState: 28P01`), the exact wording of the service's row-limit error, and the parameter types the
+ * service gives a TIMESTAMP hint beyond `timestamp`.
  */
 export type DataApiOperation =
   | 'Execute'
@@ -61,6 +67,10 @@ export interface DataApiFixtureOptions {
   statementTimeoutMs?: number;
   /** Responses above this many bytes fail. Default 1 MiB. */
   maxResponseBytes?: number;
+  /** A result row whose values take more than this many bytes fails. Default 64,000 (the service's 64 KB). */
+  maxRowBytes?: number;
+  /** The sessions' time zone (`TimeZone`), e.g. `America/New_York`. Default: the server's own. */
+  sessionTimeZone?: string;
   /** Connections per database. Default 10. */
   poolSize?: number;
 }
@@ -183,6 +193,9 @@ export async function startDataApiFixture(
   const transactionIdleMs = options.transactionIdleMs ?? 3 * 60 * 1000;
   const statementTimeoutMs = options.statementTimeoutMs ?? 45_000;
   const maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+  const maxRowBytes = options.maxRowBytes ?? 64_000;
+  if (options.sessionTimeZone !== undefined && !/^[A-Za-z0-9_+\-/]+$/.test(options.sessionTimeZone))
+    throw new Error(`sessionTimeZone "${options.sessionTimeZone}" is not a time zone name`);
 
   // One pool (and type catalogue) per database named in the requests, as the `database` parameter selects.
   const databases = new Map<string, { pool: pg.Pool; types: Map<number, PgType> }>();
@@ -196,8 +209,9 @@ export async function startDataApiFixture(
         connectionString: key,
         max: options.poolSize ?? 10,
         types: rawTypes,
-        // Aurora's default parameter group runs sessions in UTC; the service cancels at 45 s.
-        options: `-c TimeZone=UTC -c statement_timeout=${statementTimeoutMs}`,
+        // The service cancels at 45 s. The time zone is the server's unless a test asks for another:
+        // nothing on the client side makes a session UTC.
+        options: `-c statement_timeout=${statementTimeoutMs}${options.sessionTimeZone ? ` -c TimeZone=${options.sessionTimeZone}` : ''}`,
       });
       pool.on('error', () => {});
       entry = { pool, types: new Map() };
@@ -283,7 +297,7 @@ export async function startDataApiFixture(
 
   /** The statement for PostgreSQL: `$n` placeholders, each cast to the type the service would bind. */
   function bind(sql: string, parameters: SqlParameter[]): { text: string; values: unknown[] } {
-    const parsed = parseNamedParams(sql);
+    const parsed = scanPlaceholders(sql);
     const byName = new Map<string, SqlParameter>();
     for (const p of parameters) {
       if (!p.name) throw new ApiError('ValidationException', 'every parameter needs a name');
@@ -360,6 +374,14 @@ export async function startDataApiFixture(
         throw new ApiError(
           'UnsupportedResultException',
           `The result contains the unsupported data type ${type.name} (column ${result.fields[i]!.name}).`,
+        );
+    }
+    for (const row of result.rows) {
+      const bytes = row.reduce<number>((sum, v) => sum + (v === null ? 0 : Buffer.byteLength(String(v))), 0);
+      if (bytes > maxRowBytes)
+        throw new ApiError(
+          'DatabaseErrorException',
+          `Database returned a row of ${bytes} bytes, over the ${maxRowBytes}-byte per-row limit`,
         );
     }
     const records = result.rows.map((row) =>
@@ -591,8 +613,8 @@ function toField(value: string | null, type: PgType, options: ResultSetOptions):
         return /^-?\d+$/.test(value) ? { longValue: Number(value) } : { doubleValue: Number(value) };
       return { stringValue: value };
     case 'timestamptz':
-      // Always UTC (the session time zone), and without the offset.
-      return { stringValue: value.replace(/[+-]00(:00)?$/, '') };
+      // Always in UTC whatever the session's time zone, and without the offset.
+      return { stringValue: timestamptzInUtc(value) };
     case 'bytea':
       return { blobValue: Buffer.from(value.replace(/^\\x/, ''), 'hex').toString('base64') };
     default:
@@ -614,8 +636,101 @@ function toArrayValue(items: (string | null)[], element: string, options: Result
     case 'float8':
       return { doubleValues: items.map((v) => Number(v)) };
     case 'timestamptz':
-      return { stringValues: items.map((v) => v?.replace(/[+-]00(:00)?$/, '') ?? null) };
+      return { stringValues: items.map((v) => (v === null ? null : timestamptzInUtc(v))) };
     default:
       return { stringValues: items };
   }
+}
+
+/**
+ * PostgreSQL's text form of a timestamptz in the session's zone (`2026-11-28 17:05:01.5-05`,
+ * `… +05:30`) as the same instant in UTC without an offset (`2026-11-28 22:05:01.5`). `infinity` and BC
+ * dates are passed through as printed.
+ */
+export function timestamptzInUtc(text: string): string {
+  const m = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d+)?([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?$/.exec(
+    text,
+  );
+  if (!m) return text;
+  const [, y, mo, d, h, mi, sec, fraction, sign, oh, om, os] = m;
+  const offsetSeconds =
+    (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0));
+  const local = new Date(0);
+  local.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
+  local.setUTCHours(Number(h), Number(mi), Number(sec), 0);
+  const utc = new Date(local.getTime() - offsetSeconds * 1000);
+  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+  return (
+    `${pad(utc.getUTCFullYear(), 4)}-${pad(utc.getUTCMonth() + 1)}-${pad(utc.getUTCDate())} ` +
+    `${pad(utc.getUTCHours())}:${pad(utc.getUTCMinutes())}:${pad(utc.getUTCSeconds())}${fraction ?? ''}`
+  );
+}
+
+/**
+ * The fixture's own placeholder scanner (deliberately not the driver's `shared/db/named-params.ts`, so a
+ * statement the two read differently fails a test instead of agreeing with itself). It follows
+ * PostgreSQL's lexer: '…' strings with '' doubling, E'…' strings with backslash escapes, "…" identifiers,
+ * $tag$…$tag$ bodies, -- line and nested /* *\/ block comments, and `::` casts are not placeholders.
+ * Returns the statement with `$1…$n` (one number per distinct name) and the names in that order.
+ */
+export function scanPlaceholders(sql: string): { positional: string; names: string[] } {
+  const names: string[] = [];
+  let out = '';
+  let i = 0;
+  /** The token `re` (a sticky regex) matches at `i`, if any. */
+  const at = (re: RegExp): string | undefined => {
+    re.lastIndex = i;
+    return re.exec(sql)?.[0];
+  };
+  const wordBefore = () => i > 0 && /[A-Za-z0-9_]/.test(sql[i - 1]!);
+  const skipped = (): string | undefined =>
+    (wordBefore() ? undefined : at(/[Ee]'(?:[^'\\]|\\.|'')*'?/y)) ??
+    at(/'(?:[^']|'')*'?/y) ??
+    at(/"(?:[^"]|"")*"?/y) ??
+    at(/--[^\n]*/y) ??
+    blockComment() ??
+    dollarQuoted() ??
+    at(/::/y);
+  const blockComment = (): string | undefined => {
+    if (!sql.startsWith('/*', i)) return undefined;
+    let depth = 0;
+    let j = i;
+    while (j < sql.length) {
+      if (sql.startsWith('/*', j)) {
+        depth++;
+        j += 2;
+      } else if (sql.startsWith('*/', j)) {
+        depth--;
+        j += 2;
+        if (depth === 0) break;
+      } else j++;
+    }
+    return sql.slice(i, j);
+  };
+  const dollarQuoted = (): string | undefined => {
+    const tag = wordBefore() ? undefined : at(/\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/y);
+    if (tag === undefined) return undefined;
+    const close = sql.indexOf(tag, i + tag.length);
+    return sql.slice(i, close === -1 ? sql.length : close + tag.length);
+  };
+  while (i < sql.length) {
+    const skip = skipped();
+    if (skip !== undefined) {
+      out += skip;
+      i += skip.length;
+      continue;
+    }
+    const placeholder = at(/:[A-Za-z_][A-Za-z0-9_]*/y);
+    if (placeholder !== undefined) {
+      const name = placeholder.slice(1);
+      let n = names.indexOf(name) + 1;
+      if (n === 0) n = names.push(name);
+      out += `$${n}`;
+      i += placeholder.length;
+      continue;
+    }
+    out += sql[i];
+    i++;
+  }
+  return { positional: out, names };
 }
