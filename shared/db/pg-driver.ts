@@ -109,8 +109,8 @@ export interface PgDatabaseOptions {
    * Connections the pool keeps open while idle (default 2, at most `max`); idle ones above it close after
    * 10 seconds. One that reaches its lifetime (or breaks) is replaced at once, in the background, while
    * the pool holds fewer than this. An idle worker's poll holds one connection: a second lets an enqueue,
-   * an eager start or a completion run beside it instead of first opening a connection (10 to 30 ms on
-   * this project's machine) and paying its first statements' planning again.
+   * an eager start or a completion run beside it instead of first opening a connection and paying its
+   * first statements' planning again.
    */
   minConnections?: number;
 }

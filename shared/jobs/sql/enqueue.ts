@@ -48,7 +48,8 @@ const oneRowValues = `CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload 
 /**
  * Inserts ONE job (the common case: an API request enqueues one), skipping it if its (type, key) exists:
  * no row comes back then. The same row as `insertJobsSql` makes, in plain parameters: unpacking a
- * one-element JSON array and building the batch answer cost the server about a third of a millisecond.
+ * one-element JSON array and building the batch answer is most of a single enqueue's server time
+ * (docs/performance.md).
  */
 export const insertJobSql = `
 INSERT INTO jobs (${insertColumns})
@@ -62,7 +63,7 @@ RETURNING created_at`;
  * One commit instead of an insert and a claim, and none of the other workers is woken for it (the insert
  * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert.
  * It returns only the statement's time: the start and the lease follow from it (one instant per statement),
- * and every timestamp more to format and parse is a few hundredths of a millisecond on the eager path.
+ * and every timestamp more to format and parse would be paid by every eager start.
  */
 export const insertStartedJobSql = `
 INSERT INTO jobs (${insertColumns}, status, attempts, claimed_at, started_at, lease_expires_at)
@@ -74,7 +75,7 @@ RETURNING created_at`;
 /**
  * An insert of no rows, which writes nothing (no transaction id, no WAL). A session's first insert into
  * `jobs` plans against every index, compiles the insert trigger and plans its check of the inserted rows:
- * about 8 ms on this project's machine, against 1 to 2 ms afterwards. Run once per session ahead of time
+ * several times what the inserts after it cost (docs/performance.md). Run once per session ahead of time
  * (`JobTracker.warmUp`), it spares the first job a worker starts that cost. Statement triggers fire for no
  * rows too.
  */
