@@ -89,8 +89,9 @@ export class Executors extends Construct {
         },
       });
       if (jobType.needs.includes('email-sender')) this.grantSendEmail(fn, props);
-      // Executors whose jobs enqueue follow-ups nudge fetch-ready after a run (functions/lib/follow-up-nudge.ts).
-      if (jobType.needs.includes('jobs-bus')) props.bus.grantPutEventsTo(fn);
+      // Every executor wakes fetch-ready when its invocation runs out of time for another job (its slot is
+      // refilled at once), and those whose jobs enqueue follow-ups after such a run (follow-up-nudge.ts).
+      props.bus.grantPutEventsTo(fn);
       const rule = new events.Rule(this, `${name}Rule`, {
         description: `Routes ${jobType.type} jobs to their executor`,
         eventBus: props.bus,

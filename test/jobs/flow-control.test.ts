@@ -452,6 +452,34 @@ describe('executors take their type’s next job', () => {
   });
 });
 
+test('an executor out of time for another job hands its slot back to fetch-ready', async () => {
+  const tracker = trackerOver(t.db);
+  const services: Services = { runs: [] };
+  let handedOver = 0;
+  const handler = createExecutorHandler({
+    runtime: { db: t.db, registry: tracker.registry, tracker } as unknown as JobRuntime,
+    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
+    jobType: 'capped',
+    o: createObservability('executor-test', { silent: true }),
+    handOver: async () => {
+      handedOver++;
+    },
+  });
+  await enqueue(tracker, 'capped', 2);
+  const [first] = await tracker.fetchReady(1);
+  // Less than a whole attempt (60 s timeout + 30 s) left: the delivered job runs, the next waits.
+  const result = await handler(
+    {
+      source: 'lana.jobs',
+      'detail-type': 'job.ready',
+      detail: { jobId: first!.id, jobType: 'capped', attempt: first!.attempts, payload: {} },
+    },
+    { getRemainingTimeInMillis: () => 60_000 } as Context,
+  );
+  expect(result).toEqual({ outcome: 'completed', nextJobsRun: 0 });
+  expect(handedOver).toBe(1);
+});
+
 describe('complete and take the next job in one statement', () => {
   test('over the Data API an executor pays one call per job it keeps running', async () => {
     const tracker = trackerOver(dataApi);
