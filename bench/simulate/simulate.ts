@@ -6,13 +6,13 @@ import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
 import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
-import { AwsJobClient } from '../../shared/aws/job-client.js';
 import {
   createEnqueuedNudge,
   createEventBridgePublisher,
   JOB_EVENT_DETAIL_TYPE,
   JOBS_ENQUEUED_DETAIL_TYPE,
 } from '../../shared/aws/eventbridge-publisher.js';
+import { AwsJobClient } from '../../shared/aws/job-client.js';
 import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database, Queryable, Row, SqlParams } from '../../shared/db/port.js';
 import type { Clock } from '../../shared/jobs/clock.js';
@@ -324,8 +324,7 @@ export async function simulate(
       attemptsBurned += Math.max(0, row.counted - jobRuns.length);
       attemptsPerJobMax = Math.max(attemptsPerJobMax, row.counted);
       if (row.status === 'failed' && jobRuns.length === 0) jobsFailedWithoutRun++;
-      for (let i = 1; i < jobRuns.length; i++)
-        if (jobRuns[i]!.start < jobRuns[i - 1]!.end) overlapping++;
+      for (let i = 1; i < jobRuns.length; i++) if (jobRuns[i]!.start < jobRuns[i - 1]!.end) overlapping++;
       const first = jobRuns[0];
       const at = enqueuedAt.get(row.id);
       if (first && at !== undefined) pickups.push((first.start - at) / 1000);
@@ -337,7 +336,8 @@ export async function simulate(
     const drainSeconds = lastEnd / 1000;
     const idealSeconds = (total * scenario.durationMs) / scenario.concurrency / 1000;
     const perSecond = new Map<number, number>();
-    for (const s of fetchReady.starts) perSecond.set(Math.floor(s / 1000), (perSecond.get(Math.floor(s / 1000)) ?? 0) + 1);
+    for (const s of fetchReady.starts)
+      perSecond.set(Math.floor(s / 1000), (perSecond.get(Math.floor(s / 1000)) ?? 0) + 1);
     const lambdaRequests = fetchReady.invocations + executor.invocations;
     const gbSeconds = ((fetchReady.busyMs + executor.busyMs) / 1000) * PRICES.lambdaMemoryGb;
     const cost =
