@@ -50,9 +50,8 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     listen: pgDb ? (onNotify) => pgDb.listen('lana_jobs', onNotify) : undefined,
     schedules,
     logger,
-    onAttemptRecorded: (event) => {
-      if (options.demo || event.status !== 'completed') logAttempt(logger, event);
-    },
+    // Every finished attempt on one line, so an operator who enqueues a job sees it run.
+    onAttemptRecorded: (event) => logAttempt(logger, event),
   });
   await worker.start();
   logger.info('worker started', {

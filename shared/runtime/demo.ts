@@ -77,6 +77,6 @@ export async function runDemo(deps: {
     outbox: deps.local.outboxFile,
   });
   logger.info(
-    'the worker keeps running (the valuation retries in about a minute); try `npx jobs stats` in another terminal; Ctrl-C to stop',
+    'the worker keeps running (the valuation retries in about a minute); try `npx lana-jobs stats` in another terminal; Ctrl-C to stop',
   );
 }

@@ -306,7 +306,7 @@ describe('jobs CLI', () => {
             { type: 'sync', payload: {} },
           ])
         )[0]!;
-        const child = spawn('node', ['bin/jobs.js', 'work', '--database-url', t.url], {
+        const child = spawn('node', ['bin/lana-jobs.js', 'work', '--database-url', t.url], {
           env: { ...process.env, LANA_PRICE_URL: `http://127.0.0.1:${port}/price` },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
@@ -347,7 +347,7 @@ describe('jobs CLI', () => {
   );
 
   test('the installed bin runs as `jobs`', async () => {
-    const { stdout } = await promisify(execFile)('node', ['bin/jobs.js', 'types'], { cwd: process.cwd() });
+    const { stdout } = await promisify(execFile)('node', ['bin/lana-jobs.js', 'types'], { cwd: process.cwd() });
     expect(stdout).toMatch(/interest-accrual\s+6\s+2m, 4m, 8m, 16m, 32m/);
   });
 });
