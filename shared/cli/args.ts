@@ -137,10 +137,9 @@ export const INSTANT_RANGE = { minYear: 1970, maxYear: 9999 };
  * that does not exist (2027-02-30) is refused rather than rolled over into the next month.
  */
 export function parseInstant(text: string, option = 'at'): Date {
-  const m =
-    /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/.exec(
-      text.trim(),
-    );
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/.exec(
+    text.trim(),
+  );
   if (!m) {
     throw new UsageError(
       `--${option} "${text}" is not an ISO 8601 time with a zone (e.g. 2026-12-01T00:00:00Z)`,

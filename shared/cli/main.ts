@@ -1,8 +1,8 @@
 import { migrate } from '../db/migrate.js';
 import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
+import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../jobs/enqueue.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
-import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../jobs/enqueue.js';
 import { createdJobDueNow, JobTracker } from '../jobs/tracker.js';
 import { DatabaseSettingError, type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
 import { createConsoleLogger } from '../runtime/logger.js';
@@ -58,7 +58,6 @@ Commands:
   dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
 
 ${GLOBAL_HELP}`;
-
 
 /** Kept in the job's row: bounded like everything else a command line can write. */
 const MAX_REASON_LENGTH = 500;
@@ -314,7 +313,6 @@ function workerCommand(options: { demo: boolean }): Command {
   };
 }
 
-
 function enqueueInput(args: Parsed, tracker: SeedTracker) {
   const type = requirePositional(args, 0, 'type');
   tracker.registry.require(type);
@@ -422,6 +420,8 @@ async function assertMigrated(opened: OpenedDatabase): Promise<void> {
     "SELECT to_regclass('jobs') IS NOT NULL AS present",
   );
   if (!res.rows[0]?.present) {
-    throw new UsageError(`the job tables do not exist in ${opened.description}; run "${CLI_NAME} migrate" first`);
+    throw new UsageError(
+      `the job tables do not exist in ${opened.description}; run "${CLI_NAME} migrate" first`,
+    );
   }
 }
