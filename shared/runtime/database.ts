@@ -47,9 +47,16 @@ export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Prom
     await probe(db, `PostgreSQL at ${target} (from ${setting})`);
     return { db, pg: db, description: redact(url), close: () => db.close() };
   }
-  options.logger?.info('no DATABASE_URL: using the embedded PostgreSQL (.lana-jobs/pgdata)');
-  const server = await startEmbeddedPostgres();
-  await ensureDatabase(server.adminUrl, EMBEDDED_DATABASE_NAME);
+  const dataDir = process.env.LANA_PGDATA ?? '.lana-jobs/pgdata';
+  options.logger?.info(`no DATABASE_URL: using the embedded PostgreSQL (${dataDir})`);
+  const server = await startEmbeddedPostgres({ dataDir });
+  const what = `the embedded PostgreSQL at ${connectionTarget(server.adminUrl, 'it')} (log: ${server.logFile})`;
+  try {
+    await ensureDatabase(server.adminUrl, EMBEDDED_DATABASE_NAME);
+  } catch (err) {
+    await server.stop().catch(() => {});
+    throw new Error(`cannot connect to ${what}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const db = new PgDatabase({
     connectionString: server.urlFor(EMBEDDED_DATABASE_NAME),
     max: options.poolSize,
