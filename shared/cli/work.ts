@@ -4,7 +4,7 @@ import { JobDispatcher } from '../jobs/dispatcher.js';
 import { InMemoryMetrics } from '../jobs/metrics.js';
 import { JobTracker } from '../jobs/tracker.js';
 import type { OpenedDatabase } from '../runtime/database.js';
-import { runDemo } from '../runtime/demo.js';
+import { narrateDemoAhead, runDemo } from '../runtime/demo.js';
 import { createLocalServices } from '../runtime/local-services.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import { type AttemptEvent, Worker } from '../runtime/worker.js';
@@ -53,6 +53,7 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     // Every finished attempt on one line, so an operator who enqueues a job sees it run.
     onAttemptRecorded: (event) => logAttempt(logger, event),
   });
+  if (options.demo) narrateDemoAhead(registry, logger);
   await worker.start();
   logger.info('worker started', {
     concurrency: options.concurrency ?? 10,

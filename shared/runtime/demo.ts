@@ -11,6 +11,26 @@ import type { Logger } from './logger.js';
 import type { Worker } from './worker.js';
 
 /**
+ * Said before the worker starts: the seed's retry rule on the types that use it, and the failure to come
+ * (the schedule fires a valuation the moment the worker starts, and the price feed fails its first request).
+ */
+export function narrateDemoAhead(registry: SeedRegistry, logger: Logger): void {
+  const seedRule = registry
+    .list()
+    .filter((t) => retrySchedule(t.retry).join() === '120,240,480,960,1920')
+    .map((t) => t.type);
+  logger.info('demo: retry rule: after failed attempt n, the next try is 2^n minutes later, capped at 32', {
+    delays: '2m, 4m, 8m, 16m, 32m',
+    types: seedRule.join(', '),
+  });
+  const sync = registry.require('sync');
+  logger.info(
+    'demo: the first portfolio valuation (sync) will get a 503 from the price feed: watch its attempt fail and be retried',
+    { syncRetryDelays: retrySchedule(sync.retry).map(humanDelay).join(', ') },
+  );
+}
+
+/**
  * `npm start`'s demo: seed a few facilities (once), then exercise each job type for real: committee votes
  * whose deciding vote enqueues approval processing in the same transaction, interest accrual for
  * yesterday, the payment-reminder sweep (which enqueues a notification), and a portfolio valuation whose
@@ -50,21 +70,7 @@ export async function runDemo(deps: {
     jobId: decisive.jobId,
   });
 
-  // The seed's retry rule, on the types that use it; then the failure to come, before it happens (the
-  // worker may start the valuation the moment it is enqueued).
-  const seedRule = tracker.registry
-    .list()
-    .filter((t) => retrySchedule(t.retry).join() === '120,240,480,960,1920')
-    .map((t) => t.type);
-  logger.info('demo: retry rule: after failed attempt n, the next try is 2^n minutes later, capped at 32', {
-    delays: '2m, 4m, 8m, 16m, 32m',
-    types: seedRule.join(', '),
-  });
   const sync = tracker.registry.require('sync');
-  logger.info(
-    'demo: next, a portfolio valuation (sync) whose first price request gets a 503: watch its attempt fail and be retried',
-    { syncRetryDelays: retrySchedule(sync.retry).map(humanDelay).join(', ') },
-  );
   const yesterday = previousUtcDay(new Date());
   const today = new Date().toISOString().slice(0, 10);
   const enqueued = await tracker.enqueueUntyped([

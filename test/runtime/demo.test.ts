@@ -42,7 +42,7 @@ test('the demo explains the catch-up tick, the retry rule and the failure before
   expect(log).toMatch(
     /retry rule: after failed attempt n, the next try is 2\^n minutes later, capped at 32 delays=2m, 4m, 8m, 16m, 32m types=approval-processing, interest-accrual, notification/,
   );
-  const narrated = at(/demo: next, a portfolio valuation \(sync\) whose first price request gets a 503/);
+  const narrated = at(/demo: the first portfolio valuation \(sync\) will get a 503 from the price feed/);
   const failed = at(/attempt failed; will retry type=sync/);
   expect(narrated).toBeGreaterThanOrEqual(0);
   expect(failed).toBeGreaterThan(narrated);
