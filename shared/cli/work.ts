@@ -16,14 +16,14 @@ export interface WorkerCommandOptions {
   io: CliIo;
   json: boolean;
   concurrency?: number;
-  /** `jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
+  /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
   /** Stops the worker (tests); by default SIGINT or SIGTERM does. */
   stopSignal?: AbortSignal;
 }
 
 /**
- * `jobs work` and `jobs dev`: migrations, then a worker with the seed's job types and schedules, until
+ * `lana-jobs work` and `lana-jobs dev`: migrations, then a worker with the seed's job types and schedules, until
  * SIGINT/SIGTERM; then a graceful stop that leaves no job running.
  */
 export async function runWorkerCommand(options: WorkerCommandOptions): Promise<number> {
