@@ -43,7 +43,17 @@ function shell(
     execFile(
       'sh',
       ['-c', command],
-      { cwd: checkout, env: { ...process.env, DATABASE_URL: t.url, ...env }, timeout: 60_000 },
+      {
+        cwd: checkout,
+        // npx keeps what it links in its cache: a cache inside the checkout goes away with it.
+        env: {
+          ...process.env,
+          DATABASE_URL: t.url,
+          npm_config_cache: path.join(checkout, '.npm-cache'),
+          ...env,
+        },
+        timeout: 60_000,
+      },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });
