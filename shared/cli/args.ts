@@ -22,11 +22,12 @@ export interface Parsed {
 
 /** Strict parsing: an unknown option or a missing value is a usage error, not a guess. */
 export function parseCommandLine(argv: string[], options: OptionSpec, maxPositionals: number): Parsed {
+  const spec: OptionSpec = { ...GLOBAL_OPTIONS, ...options };
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
-      args: argv,
-      options: { ...GLOBAL_OPTIONS, ...options },
+      args: joinNegativeValues(argv, spec),
+      options: spec,
       allowPositionals: true,
       strict: true,
     });
@@ -37,6 +38,24 @@ export function parseCommandLine(argv: string[], options: OptionSpec, maxPositio
     throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
   }
   return { values: parsed.values as Parsed['values'], positionals: parsed.positionals };
+}
+
+/**
+ * `--priority -5`: node's parser reads `-5` as an option and calls the value ambiguous. A string option
+ * followed by a negative number takes it as its value, as `--priority=-5` would.
+ */
+function joinNegativeValues(argv: string[], spec: OptionSpec): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    const next = argv[i + 1];
+    const name = token.startsWith('--') ? token.slice(2) : undefined;
+    if (name && spec[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${token}=${next}`);
+      i++;
+    } else out.push(token);
+  }
+  return out;
 }
 
 export function requirePositional(p: Parsed, index: number, name: string): string {
@@ -59,32 +78,90 @@ export function integerOption(p: Parsed, name: string, min: number, max: number)
   return n;
 }
 
-/** Parses `--payload` JSON; a malformed document is a usage error naming the problem. */
-export function jsonOption(p: Parsed, name: string): unknown {
+/** Parses `--payload`: a JSON object; a malformed document or another JSON value is refused. */
+export function jsonObjectOption(p: Parsed, name: string): Record<string, unknown> | undefined {
   const raw = stringOption(p, name);
   if (raw === undefined) return undefined;
+  let value: unknown;
   try {
-    return JSON.parse(raw);
+    value = JSON.parse(raw);
   } catch (err) {
     throw new JobInputError('invalid_payload', `--${name} is not valid JSON: ${(err as Error).message}`);
   }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    const kind = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    throw new JobInputError('invalid_payload', `--${name} must be a JSON object (got ${kind})`);
+  }
+  return value as Record<string, unknown>;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * A text option stored as given: the shell hands over invalid UTF-8 as U+FFFD, so two different byte
+ * strings would become the same text; refused instead, as is text over `maxLength` characters.
+ */
+export function textOption(p: Parsed, name: string, maxLength: number): string | undefined {
+  const raw = stringOption(p, name);
+  if (raw === undefined) return undefined;
+  if (raw.includes('\uFFFD') || LONE_SURROGATE.test(raw)) {
+    throw new UsageError(`--${name} is not valid UTF-8`);
+  }
+  if (raw.length > maxLength) {
+    throw new UsageError(`--${name} is ${raw.length} characters; at most ${maxLength}`);
+  }
+  return raw;
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `90s`, `5m`, `2h`, `1d` → milliseconds. */
-export function parseDuration(text: string): number {
+/** Durations beyond a century are typos, and would leave the range of a timestamp. */
+const MAX_DURATION_DAYS = 36_500;
+
+/** `90s`, `5m`, `2h`, `1d` → milliseconds; `option` names the flag in errors. */
+export function parseDuration(text: string, option = 'duration'): number {
   const m = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
-  if (!m) throw new UsageError(`"${text}" is not a duration (use e.g. 30s, 5m, 2h, 1d)`);
-  return Number(m[1]) * UNITS[m[2]!]!;
+  if (!m) throw new UsageError(`--${option} "${text}" is not a duration (use e.g. 30s, 5m, 2h, 1d)`);
+  const ms = Number(m[1]) * UNITS[m[2]!]!;
+  if (ms > MAX_DURATION_DAYS * UNITS.d!) {
+    throw new UsageError(`--${option} ${text} is out of range (at most ${MAX_DURATION_DAYS}d)`);
+  }
+  return ms;
 }
 
-/** An ISO 8601 timestamp with a time zone (Z or an offset): times are never read as local time. */
-export function parseInstant(text: string): Date {
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/.test(text.trim())) {
-    throw new UsageError(`"${text}" is not an ISO 8601 time with a zone (e.g. 2026-12-01T00:00:00Z)`);
+/** Times the CLI accepts: any earlier is a typo (and a past time means "now" anyway). */
+export const INSTANT_RANGE = { minYear: 1970, maxYear: 9999 };
+
+/**
+ * An ISO 8601 timestamp with a time zone (Z or an offset): times are never read as local time. A date
+ * that does not exist (2027-02-30) is refused rather than rolled over into the next month.
+ */
+export function parseInstant(text: string, option = 'at'): Date {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/.exec(
+    text.trim(),
+  );
+  if (!m) {
+    throw new UsageError(
+      `--${option} "${text}" is not an ISO 8601 time with a zone (e.g. 2026-12-01T00:00:00Z)`,
+    );
   }
-  const d = new Date(text);
-  if (Number.isNaN(d.getTime())) throw new UsageError(`"${text}" is not a valid time`);
+  const [year, month, day, hour, minute, second] = m.slice(1).map((v) => Number(v ?? 0)) as number[];
+  const calendar = new Date(Date.UTC(year!, month! - 1, day!));
+  if (
+    calendar.getUTCMonth() !== month! - 1 ||
+    calendar.getUTCDate() !== day ||
+    hour! > 23 ||
+    minute! > 59 ||
+    second! > 59
+  ) {
+    throw new UsageError(`--${option} "${text}" is not a date and time that exists`);
+  }
+  if (year! < INSTANT_RANGE.minYear || year! > INSTANT_RANGE.maxYear) {
+    throw new UsageError(
+      `--${option} "${text}" is out of range (years ${INSTANT_RANGE.minYear} to ${INSTANT_RANGE.maxYear})`,
+    );
+  }
+  const d = new Date(text.trim());
+  if (Number.isNaN(d.getTime())) throw new UsageError(`--${option} "${text}" is not a valid time`);
   return d;
 }

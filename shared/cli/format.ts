@@ -1,3 +1,4 @@
+import * as z from 'zod';
 import type { Job, JobExecution } from '../jobs/model.js';
 import type { RegisteredJobType } from '../jobs/registry.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
@@ -33,7 +34,61 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
 }
 
+interface JsonSchemaNode {
+  type?: string | string[];
+  format?: string;
+  pattern?: string;
+  const?: unknown;
+  enum?: unknown[];
+  items?: JsonSchemaNode;
+  properties?: Record<string, JsonSchemaNode>;
+  required?: string[];
+  anyOf?: JsonSchemaNode[];
+  oneOf?: JsonSchemaNode[];
+}
+
+/**
+ * A type's payload fields, read from its zod schema: `processId: uuid`, `date?: string (YYYY-MM-DD)`.
+ * A union (notification) gives one line per variant.
+ */
+export function payloadFields(schema: z.ZodType): string[] {
+  const root = z.toJSONSchema(schema, { unrepresentable: 'any' }) as JsonSchemaNode;
+  const variants = root.anyOf ?? root.oneOf ?? [root];
+  return variants.map((v) => {
+    const props = Object.entries(v.properties ?? {});
+    if (props.length === 0) return '{}';
+    const required = new Set(v.required ?? []);
+    return props.map(([k, p]) => `${k}${required.has(k) ? '' : '?'}: ${describeField(p)}`).join(', ');
+  });
+}
+
+function describeField(node: JsonSchemaNode): string {
+  if (node.const !== undefined) return JSON.stringify(node.const);
+  if (node.enum) return node.enum.map((e) => JSON.stringify(e)).join(' | ');
+  if (node.format) return node.format;
+  if (node.pattern === '^\\d{4}-\\d{2}-\\d{2}$') return 'YYYY-MM-DD';
+  if (node.type === 'array' && node.items) return `${describeField(node.items)}[]`;
+  const variants = node.anyOf ?? node.oneOf;
+  if (variants) return variants.map(describeField).join(' | ');
+  return Array.isArray(node.type) ? node.type.join(' | ') : (node.type ?? 'any');
+}
+
 export function formatTypes(
+  types: Pick<
+    RegisteredJobType,
+    'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds' | 'schema'
+  >[],
+): string {
+  const payloads = types
+    .map((t) => {
+      const fields = payloadFields(t.schema);
+      return `${t.type}\n${fields.map((f) => `  ${f}`).join('\n')}`;
+    })
+    .join('\n');
+  return `${typeTable(types)}\n\nPayload fields (? = optional):\n${payloads}`;
+}
+
+function typeTable(
   types: Pick<RegisteredJobType, 'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds'>[],
 ): string {
   return table(

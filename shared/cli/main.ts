@@ -1,13 +1,14 @@
 import { migrate } from '../db/migrate.js';
 import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
+import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../jobs/enqueue.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
 import { createdJobDueNow, JobTracker } from '../jobs/tracker.js';
-import { type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
+import { DatabaseSettingError, type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import {
   integerOption,
-  jsonOption,
+  jsonObjectOption,
   type OptionSpec,
   type Parsed,
   parseCommandLine,
@@ -15,10 +16,11 @@ import {
   parseInstant,
   requirePositional,
   stringOption,
+  textOption,
   UsageError,
 } from './args.js';
 import { openDataApiFromEnv } from './data-api.js';
-import { formatJob, formatJobList, formatStats, formatTypes, toJson } from './format.js';
+import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -26,31 +28,44 @@ export interface CliIo {
   stderr: NodeJS.WritableStream;
 }
 
-const USAGE = `Usage: jobs <command> [options]
+/** The CLI's name: `jobs` would be shadowed by the shell's built-in `jobs` command. */
+export const CLI_NAME = 'lana-jobs';
 
-Commands:
-  migrate                         apply the SQL migrations
-  types                           list job types with their retry settings
-  enqueue <type> [--payload JSON] [--at ISO | --in 5m] [--key K] [--priority N] [--max-attempts N]
-  list [--status S] [--type T] [--limit N]
-  show <id>                       a job with its attempt history
-  stats                           counts by status and type, queue depth, failure rate (last hour)
-  retry <id>                      put a failed or cancelled job back in the queue
-  purge [--older-than 7d] [--type T] [--status failed|cancelled|completed]
-                                  delete finished jobs and their history (default: failed, older than 0s)
-  cancel <id>                     stop a pending, retrying or running job
-  work [--concurrency N]          run a worker until Ctrl-C
-  dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
-
-Options:
+const GLOBAL_HELP = `Options for every command:
   --json                          machine-readable output
   --database-url URL              PostgreSQL to use (default: DATABASE_URL, else the embedded server)
   --data-api                      use the deployed database through the RDS Data API
                                   (env DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE;
                                   with JOBS_BUS_NAME, enqueue and retry wake fetch-ready at once)
+  -h, --help                      help (\`${CLI_NAME} <command> --help\` for one command)
 `;
 
+const USAGE = `Usage: ${CLI_NAME} <command> [options]   (in a checkout: npx ${CLI_NAME} <command>)
+
+Commands:
+  migrate                         apply the SQL migrations
+  types                           list job types: payload fields, retry settings
+  enqueue <type> [--payload JSON] [--at ISO | --in 5m] [--key K] [--priority N] [--max-attempts N]
+  list [--status S] [--type T] [--limit N]
+  show <id>                       a job with its attempt history
+  stats                           counts by status and type, queue depth, failure rate (last hour)
+  retry <id>                      put a failed or cancelled job back in the queue
+  purge --status S --older-than D [--type T] [--yes]
+                                  delete finished jobs and their history (shows what it would delete
+                                  unless --yes)
+  cancel <id> [--reason TEXT]     stop a pending, retrying or running job
+  work [--concurrency N]          run a worker until Ctrl-C
+  dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
+
+${GLOBAL_HELP}`;
+
+/** Kept in the job's row: bounded like everything else a command line can write. */
+const MAX_REASON_LENGTH = 500;
+const MAX_KEY_LENGTH = MAX_IDEMPOTENCY_KEY_LENGTH;
+
 interface Command {
+  /** `<command> --help`: usage line(s) and what each option means. */
+  help?: string;
   options: OptionSpec;
   positionals: number;
   /** Commands that only read the registry need no database. */
@@ -99,6 +114,8 @@ const commands: Record<string, Command> = {
     },
   },
   types: {
+    help: `${CLI_NAME} types: each job type with its payload fields (from its schema), attempts, retry
+delays, timeout and lease.`,
     options: {},
     positionals: 0,
     needsDatabase: false,
@@ -110,6 +127,7 @@ const commands: Record<string, Command> = {
         types.map((t) => ({
           type: t.type,
           description: t.description,
+          payload: payloadFields(t.schema),
           retry: t.retry,
           timeoutSeconds: t.timeoutSeconds,
           leaseSeconds: t.leaseSeconds,
@@ -120,6 +138,13 @@ const commands: Record<string, Command> = {
     },
   },
   enqueue: {
+    help: `${CLI_NAME} enqueue <type> [options]: add a job (see \`${CLI_NAME} types\` for each payload).
+  --payload JSON      the job's payload, a JSON object (default {})
+  --at TIME           when to run it: ISO 8601 with a zone, e.g. 2026-12-01T00:00:00Z (a past time: now)
+  --in DURATION       or run it after a delay: 30s, 5m, 2h, 1d
+  --key KEY           idempotency key: a second enqueue with the same type and key writes nothing
+  --priority N        -1000 to 1000, higher first (default: the type's)
+  --max-attempts N    1 to 100 (default: the type's)`,
     options: {
       payload: { type: 'string' },
       at: { type: 'string' },
@@ -197,22 +222,53 @@ const commands: Record<string, Command> = {
     },
   },
   purge: {
-    options: { 'older-than': { type: 'string' }, type: { type: 'string' }, status: { type: 'string' } },
+    help: `${CLI_NAME} purge --status S --older-than D [--type T] [--yes]: delete finished jobs and their
+attempt history. Without --yes (or with --dry-run) it only shows what it would delete.
+  --status S          failed, cancelled or completed (required: failed jobs are an operator's evidence)
+  --older-than D      finished longer ago than D: 30s, 5m, 2h, 7d (required)
+  --type T            only this job type
+  --yes               delete
+  --dry-run           show what would be deleted, delete nothing (the default)`,
+    options: {
+      'older-than': { type: 'string' },
+      type: { type: 'string' },
+      status: { type: 'string' },
+      yes: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+    },
     positionals: 0,
     needsDatabase: true,
     async run(ctx) {
-      const status = stringOption(ctx.args, 'status') ?? 'failed';
+      const status = stringOption(ctx.args, 'status');
+      if (status === undefined) {
+        throw new UsageError('--status is required (failed, cancelled or completed)');
+      }
       if (status !== 'failed' && status !== 'cancelled' && status !== 'completed') {
         throw new UsageError(`--status must be failed, cancelled or completed (got "${status}")`);
       }
       const olderThan = stringOption(ctx.args, 'older-than');
+      if (olderThan === undefined) throw new UsageError('--older-than is required (e.g. 7d)');
+      const confirmed = ctx.args.values.yes === true;
+      if (confirmed && ctx.args.values['dry-run']) throw new UsageError('use either --yes or --dry-run');
       const now = ctx.tracker.clock.now() ?? new Date();
-      const before = new Date(now.getTime() - (olderThan === undefined ? 0 : parseDuration(olderThan)));
-      const deleted = await ctx.tracker.pruneFinished({
-        before,
-        statuses: [status],
-        jobType: stringOption(ctx.args, 'type'),
-      });
+      const before = new Date(now.getTime() - parseDuration(olderThan, 'older-than'));
+      const filter = { before, statuses: [status] as const, jobType: stringOption(ctx.args, 'type') };
+      if (!confirmed) {
+        const wouldDelete = await ctx.tracker.countFinished(filter);
+        const total = wouldDelete.reduce((n, r) => n + r.count, 0);
+        const lines = wouldDelete.map((r) => `  ${r.count} ${r.jobType}`);
+        print(
+          ctx,
+          [
+            `dry run: would delete ${total} ${status} job(s) finished before ${before.toISOString()}`,
+            ...lines,
+            total > 0 ? 'nothing deleted; add --yes to delete them' : 'nothing deleted',
+          ].join('\n'),
+          { dryRun: true, wouldDelete: total, byType: wouldDelete, status, before },
+        );
+        return 0;
+      }
+      const deleted = await ctx.tracker.pruneFinished(filter);
       print(ctx, `deleted ${deleted} ${status} job(s) finished before ${before.toISOString()}`, {
         deleted,
         status,
@@ -222,13 +278,15 @@ const commands: Record<string, Command> = {
     },
   },
   cancel: {
+    help: `${CLI_NAME} cancel <id> [--reason TEXT]: stop a pending, retrying or running job.
+  --reason TEXT       why, kept in the job's history (at most ${MAX_REASON_LENGTH} characters)`,
     options: { reason: { type: 'string' } },
     positionals: 1,
     needsDatabase: true,
     async run(ctx) {
       const job = await ctx.tracker.cancel(
         requirePositional(ctx.args, 0, 'id'),
-        stringOption(ctx.args, 'reason'),
+        textOption(ctx.args, 'reason', MAX_REASON_LENGTH),
       );
       print(ctx, `${job.id} cancelled`, job);
       return 0;
@@ -264,15 +322,15 @@ function enqueueInput(args: Parsed, tracker: SeedTracker) {
   const now = tracker.clock.now() ?? new Date();
   const runAt =
     at !== undefined
-      ? parseInstant(at)
+      ? parseInstant(at, 'at')
       : inText !== undefined
-        ? new Date(now.getTime() + parseDuration(inText))
+        ? new Date(now.getTime() + parseDuration(inText, 'in'))
         : undefined;
   return {
     type,
-    payload: jsonOption(args, 'payload') ?? {},
+    payload: jsonObjectOption(args, 'payload') ?? {},
     runAt,
-    idempotencyKey: stringOption(args, 'key'),
+    idempotencyKey: textOption(args, 'key', MAX_KEY_LENGTH),
     priority: integerOption(args, 'priority', -1000, 1000),
     maxAttempts: integerOption(args, 'max-attempts', 1, 100),
   };
@@ -290,14 +348,14 @@ export async function runCli(
   }
   const command = commands[name];
   if (!command) {
-    io.stderr.write(`jobs: unknown command "${name}" (run "jobs --help")\n`);
+    io.stderr.write(`${CLI_NAME}: unknown command "${name}" (run "${CLI_NAME} --help")\n`);
     return 2;
   }
   let opened: OpenedDatabase | null = null;
   try {
     const args = parseCommandLine(rest, command.options, command.positionals);
     if (args.values.help) {
-      io.stdout.write(USAGE);
+      io.stdout.write(commandHelp(name, command));
       return 0;
     }
     const registry = createJobTypeRegistry();
@@ -329,15 +387,31 @@ export async function runCli(
       },
     });
   } catch (err) {
-    if (err instanceof UsageError || err instanceof JobInputError) {
-      io.stderr.write(`jobs ${name}: ${err.message}\n`);
+    if (err instanceof UsageError || err instanceof JobInputError || err instanceof DatabaseSettingError) {
+      io.stderr.write(`${CLI_NAME} ${name}: ${err.message}\n`);
       return 2;
     }
-    io.stderr.write(`jobs ${name}: ${errorMessage(err)}\n`);
+    io.stderr.write(`${CLI_NAME} ${name}: ${errorMessage(err)}\n`);
     return 1;
   } finally {
     await opened?.close().catch(() => {});
   }
+}
+
+/** `<command> --help`: the command's own help, else its line(s) of the overview; then the global options. */
+function commandHelp(name: string, command: Command): string {
+  if (command.help) return `${command.help}\n\n${GLOBAL_HELP}`;
+  const lines = USAGE.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`  ${name} `) || l === `  ${name}`);
+  const own: string[] = [];
+  if (start >= 0) {
+    own.push(lines[start]!);
+    for (const l of lines.slice(start + 1)) {
+      if (!l.startsWith('        ')) break;
+      own.push(l);
+    }
+  }
+  return `Usage: ${CLI_NAME} ${name}${own.length > 0 ? `\n${own.join('\n')}` : ''}\n\n${GLOBAL_HELP}`;
 }
 
 /** A clear message instead of "relation jobs does not exist". */
@@ -346,6 +420,8 @@ async function assertMigrated(opened: OpenedDatabase): Promise<void> {
     "SELECT to_regclass('jobs') IS NOT NULL AS present",
   );
   if (!res.rows[0]?.present) {
-    throw new UsageError(`the job tables do not exist in ${opened.description}; run "jobs migrate" first`);
+    throw new UsageError(
+      `the job tables do not exist in ${opened.description}; run "${CLI_NAME} migrate" first`,
+    );
   }
 }

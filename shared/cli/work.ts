@@ -4,7 +4,7 @@ import { JobDispatcher } from '../jobs/dispatcher.js';
 import { InMemoryMetrics } from '../jobs/metrics.js';
 import { JobTracker } from '../jobs/tracker.js';
 import type { OpenedDatabase } from '../runtime/database.js';
-import { runDemo } from '../runtime/demo.js';
+import { narrateDemoAhead, runDemo } from '../runtime/demo.js';
 import { createLocalServices } from '../runtime/local-services.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import { type AttemptEvent, Worker } from '../runtime/worker.js';
@@ -16,14 +16,14 @@ export interface WorkerCommandOptions {
   io: CliIo;
   json: boolean;
   concurrency?: number;
-  /** `jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
+  /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
   /** Stops the worker (tests); by default SIGINT or SIGTERM does. */
   stopSignal?: AbortSignal;
 }
 
 /**
- * `jobs work` and `jobs dev`: migrations, then a worker with the seed's job types and schedules, until
+ * `lana-jobs work` and `lana-jobs dev`: migrations, then a worker with the seed's job types and schedules, until
  * SIGINT/SIGTERM; then a graceful stop that leaves no job running.
  */
 export async function runWorkerCommand(options: WorkerCommandOptions): Promise<number> {
@@ -50,10 +50,10 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     listen: pgDb ? (onNotify) => pgDb.listen('lana_jobs', onNotify) : undefined,
     schedules,
     logger,
-    onAttemptRecorded: (event) => {
-      if (options.demo || event.status !== 'completed') logAttempt(logger, event);
-    },
+    // Every finished attempt on one line, so an operator who enqueues a job sees it run.
+    onAttemptRecorded: (event) => logAttempt(logger, event),
   });
+  if (options.demo) narrateDemoAhead(registry, logger);
   await worker.start();
   logger.info('worker started', {
     concurrency: options.concurrency ?? 10,

@@ -338,8 +338,9 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       if (job.runAt.getTime() - now.getTime() > MAX_SCHEDULE_AHEAD_MS) {
         throw new JobInputError('invalid_option', 'runAt is more than 5 years ahead');
       }
-      // A time in the past simply means "due now": it keeps its place in due-time order.
-      scheduledAt = job.runAt.toISOString();
+      // A time in the past means "due now" and is stored as now: a 1970 runAt would otherwise jump the
+      // queue and read as a job waiting for decades in stats and the oldest-ready alarm.
+      scheduledAt = job.runAt.getTime() > now.getTime() ? job.runAt.toISOString() : null;
     }
     const row = {
       ord,

@@ -203,22 +203,8 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
    * Deletes finished jobs (and their execution rows) completed before `before`, in bounded batches so no
    * statement holds locks for long. Returns how many jobs were deleted.
    */
-  async pruneFinished(options: {
-    before: Date;
-    statuses: readonly ('completed' | 'cancelled' | 'failed')[];
-    jobType?: string;
-    batchSize?: number;
-    maxBatches?: number;
-  }): Promise<number> {
-    if (!(options.before instanceof Date) || Number.isNaN(options.before.getTime())) {
-      throw new JobInputError('invalid_option', 'prune needs a valid cutoff time');
-    }
-    for (const s of options.statuses) {
-      if (!['completed', 'cancelled', 'failed'].includes(s)) {
-        throw new JobInputError('invalid_option', `only finished jobs can be pruned (got status "${s}")`);
-      }
-    }
-    if (options.jobType !== undefined) this.registry.require(options.jobType);
+  async pruneFinished(options: PruneOptions & { batchSize?: number; maxBatches?: number }): Promise<number> {
+    this.validatePrune(options);
     const batch = options.batchSize ?? 5000;
     let total = 0;
     for (let i = 0; i < (options.maxBatches ?? Number.POSITIVE_INFINITY); i++) {
@@ -233,4 +219,38 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
     }
     return total;
   }
+
+  /** What `pruneFinished` with the same options would delete now, by type and status (a dry run). */
+  async countFinished(
+    options: PruneOptions,
+  ): Promise<{ jobType: string; status: JobStatus; count: number }[]> {
+    this.validatePrune(options);
+    const res = await this.db.query<{ job_type: string; status: JobStatus; count: number }>(
+      sql.countFinishedJobsSql,
+      {
+        statuses: json(options.statuses),
+        before: options.before,
+        job_type: options.jobType ?? null,
+      },
+    );
+    return res.rows.map((r) => ({ jobType: r.job_type, status: r.status, count: Number(r.count) }));
+  }
+
+  private validatePrune(options: PruneOptions): void {
+    if (!(options.before instanceof Date) || Number.isNaN(options.before.getTime())) {
+      throw new JobInputError('invalid_option', 'prune needs a valid cutoff time');
+    }
+    for (const s of options.statuses) {
+      if (!['completed', 'cancelled', 'failed'].includes(s)) {
+        throw new JobInputError('invalid_option', `only finished jobs can be pruned (got status "${s}")`);
+      }
+    }
+    if (options.jobType !== undefined) this.registry.require(options.jobType);
+  }
+}
+
+export interface PruneOptions {
+  before: Date;
+  statuses: readonly ('completed' | 'cancelled' | 'failed')[];
+  jobType?: string;
 }

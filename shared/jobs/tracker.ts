@@ -202,4 +202,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   pruneFinished(...args: Parameters<OperatorQueries<M, S>['pruneFinished']>) {
     return this.operator.pruneFinished(...args);
   }
+
+  countFinished(...args: Parameters<OperatorQueries<M, S>['countFinished']>) {
+    return this.operator.countFinished(...args);
+  }
 }

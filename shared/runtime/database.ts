@@ -35,18 +35,28 @@ export interface OpenDatabaseOptions {
  * embedded PostgreSQL (started on first use, data kept in `.lana-jobs/pgdata`).
  */
 export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Promise<OpenedDatabase> {
+  const setting = options.databaseUrl ? '--database-url' : 'DATABASE_URL';
   const url = options.databaseUrl ?? process.env.DATABASE_URL;
   if (url) {
+    const target = connectionTarget(url, setting);
     const db = new PgDatabase({
       connectionString: url,
       max: options.poolSize,
       applicationName: options.applicationName,
     });
+    await probe(db, `PostgreSQL at ${target} (from ${setting})`);
     return { db, pg: db, description: redact(url), close: () => db.close() };
   }
-  options.logger?.info('no DATABASE_URL: using the embedded PostgreSQL (.lana-jobs/pgdata)');
-  const server = await startEmbeddedPostgres();
-  await ensureDatabase(server.adminUrl, EMBEDDED_DATABASE_NAME);
+  const dataDir = process.env.LANA_PGDATA ?? '.lana-jobs/pgdata';
+  options.logger?.info(`no DATABASE_URL: using the embedded PostgreSQL (${dataDir})`);
+  const server = await startEmbeddedPostgres({ dataDir });
+  const what = `the embedded PostgreSQL at ${connectionTarget(server.adminUrl, 'it')} (log: ${server.logFile})`;
+  try {
+    await ensureDatabase(server.adminUrl, EMBEDDED_DATABASE_NAME);
+  } catch (err) {
+    await server.stop().catch(() => {});
+    throw new Error(`cannot connect to ${what}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const db = new PgDatabase({
     connectionString: server.urlFor(EMBEDDED_DATABASE_NAME),
     max: options.poolSize,
@@ -61,6 +71,40 @@ export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Prom
       await server.stop();
     },
   };
+}
+
+/** A connection string that is not a PostgreSQL URL: the setting is wrong, not the server. */
+export class DatabaseSettingError extends Error {
+  override readonly name = 'DatabaseSettingError';
+}
+
+/** `host:port` of a PostgreSQL URL; anything else is refused naming the setting it came from. */
+function connectionTarget(url: string, setting: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new DatabaseSettingError(
+      `${setting} is not a PostgreSQL URL (expected postgres://user:password@host:5432/database)`,
+    );
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new DatabaseSettingError(
+      `${setting} is a ${parsed.protocol.replace(/:$/, '')} URL; expected postgres://user:password@host:5432/database`,
+    );
+  }
+  return `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}`;
+}
+
+/** Connects once, so a failure says which server, from which setting, instead of a bare `ENOTFOUND`. */
+async function probe(db: PgDatabase, what: string): Promise<void> {
+  try {
+    await db.query('SELECT 1');
+  } catch (err) {
+    await db.close().catch(() => {});
+    const reason = err instanceof Error && err.message ? err.message : String(err);
+    throw new Error(`cannot connect to ${what}: ${reason}`);
+  }
 }
 
 async function ensureDatabase(adminUrl: string, name: string): Promise<void> {

@@ -4,9 +4,31 @@ import type { SeedRegistry, SeedTracker } from '../job-types/index.js';
 import { previousUtcDay } from '../job-types/index.js';
 import type { JobServices } from '../job-types/services.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
+import { latestTick } from '../schedules/cron.js';
+import { schedules, tickKey } from '../schedules/definitions.js';
 import type { LocalServices } from './local-services.js';
 import type { Logger } from './logger.js';
 import type { Worker } from './worker.js';
+
+/**
+ * Said before the worker starts: the seed's retry rule on the types that use it, and the failure to come
+ * (the schedule fires a valuation the moment the worker starts, and the price feed fails its first request).
+ */
+export function narrateDemoAhead(registry: SeedRegistry, logger: Logger): void {
+  const seedRule = registry
+    .list()
+    .filter((t) => retrySchedule(t.retry).join() === '120,240,480,960,1920')
+    .map((t) => t.type);
+  logger.info('demo: retry rule: after failed attempt n, the next try is 2^n minutes later, capped at 32', {
+    delays: '2m, 4m, 8m, 16m, 32m',
+    types: seedRule.join(', '),
+  });
+  const sync = registry.require('sync');
+  logger.info(
+    'demo: the first portfolio valuation (sync) will get a 503 from the price feed: watch its attempt fail and be retried',
+    { syncRetryDelays: retrySchedule(sync.retry).map(humanDelay).join(', ') },
+  );
+}
 
 /**
  * `npm start`'s demo: seed a few facilities (once), then exercise each job type for real: committee votes
@@ -23,6 +45,7 @@ export async function runDemo(deps: {
   stopSignal: AbortSignal;
 }): Promise<void> {
   const { db, tracker, logger } = deps;
+  await explainCatchUpTick(tracker, logger);
   const existing = await db.query<{ n: number }>('SELECT count(*)::integer AS n FROM credit_facilities');
   if (existing.rows[0]!.n === 0) {
     const seeded = await seedDemoData(db);
@@ -47,6 +70,7 @@ export async function runDemo(deps: {
     jobId: decisive.jobId,
   });
 
+  const sync = tracker.registry.require('sync');
   const yesterday = previousUtcDay(new Date());
   const today = new Date().toISOString().slice(0, 10);
   const enqueued = await tracker.enqueueUntyped([
@@ -61,12 +85,6 @@ export async function runDemo(deps: {
   for (const { job, created } of enqueued) {
     logger.info(`demo: enqueued ${job.jobType}`, { id: job.id, created });
   }
-  const sync = tracker.registry.require('sync');
-  logger.info('demo: the valuation will fail once (the price feed answers 503) and retry', {
-    retryDelays: retrySchedule(sync.retry)
-      .map((s) => `${s}s`)
-      .join(', '),
-  });
 
   // Let this first round settle, then show where things stand.
   await Promise.race([deps.worker.idle(), new Promise((r) => setTimeout(r, 10_000))]);
@@ -77,6 +95,32 @@ export async function runDemo(deps: {
     outbox: deps.local.outboxFile,
   });
   logger.info(
-    'the worker keeps running (the valuation retries in about a minute); try `npx jobs stats` in another terminal; Ctrl-C to stop',
+    `the worker keeps running (the valuation retries ${humanDelay(retrySchedule(sync.retry)[0] ?? 0)} after its failure); try \`npx lana-jobs stats\` in another terminal; Ctrl-C to stop`,
   );
+}
+
+function humanDelay(seconds: number): string {
+  return seconds < 60 ? `${seconds}s` : seconds % 60 === 0 ? `${seconds / 60}m` : `${seconds}s`;
+}
+
+/**
+ * The worker fires each schedule's latest tick when it starts, so a midnight that passed while nothing ran
+ * is caught up: say so when it just happened, or a first-time user wonders where that accrual came from.
+ */
+async function explainCatchUpTick(tracker: SeedTracker, logger: Logger): Promise<void> {
+  const now = new Date();
+  for (const schedule of schedules) {
+    if (schedule.expression.kind !== 'cron' || schedule.expression.hour === '*') continue;
+    const tick = latestTick(schedule.expression, now);
+    if (!tick) continue;
+    const minute = new Date(Math.floor(tick.getTime() / 60_000) * 60_000);
+    const key = tickKey(schedule, minute);
+    const jobs = await tracker.listJobs({ limit: 20 });
+    const fired = jobs.find((j) => j.idempotencyKey === key);
+    if (!fired || now.getTime() - fired.createdAt.getTime() > 60_000) continue;
+    logger.info(
+      `demo: the worker just fired the missed ${schedule.name} tick of ${minute.toISOString()} (catch-up: a schedule's latest tick runs once, even if nothing was running at that time)`,
+      { schedule: schedule.description, type: fired.jobType, id: fired.id },
+    );
+  }
 }

@@ -1,7 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { Writable } from 'node:stream';
-import { promisify } from 'node:util';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -115,13 +114,44 @@ describe('jobs CLI', () => {
     const [claimed] = await tracker.fetchReady(1);
     expect(claimed!.id).toBe(failing!.job.id);
     await tracker.markFailed(claimed!.id, 1, 'boom');
-    const purged = await jobs('purge', '--type', 'sync', '--json');
+    // Without --yes: what it would delete, and nothing deleted.
+    const dryRun = await jobs('purge', '--status', 'failed', '--older-than', '0s', '--type', 'sync');
+    expect(dryRun.code, dryRun.stderr).toBe(0);
+    expect(dryRun.stdout).toMatch(/^dry run: would delete 1 failed job\(s\) finished before /);
+    expect(dryRun.stdout).toMatch(/^ {2}1 sync$/m);
+    expect(dryRun.stdout).toMatch(/add --yes to delete them/);
+    expect(await tracker.getJob(failing!.job.id)).not.toBeNull();
+    const explicitDryRun = await jobs(
+      'purge',
+      '--status',
+      'failed',
+      '--older-than',
+      '0s',
+      '--dry-run',
+      '--json',
+    );
+    expect(JSON.parse(explicitDryRun.stdout)).toMatchObject({ dryRun: true, wouldDelete: 1 });
+    // Finished a moment ago: not older than an hour, so an hour's cut-off keeps it.
+    const tooRecent = await jobs('purge', '--status', 'failed', '--older-than', '1h', '--yes', '--json');
+    expect(JSON.parse(tooRecent.stdout).deleted).toBe(0);
+    expect(await tracker.getJob(failing!.job.id)).not.toBeNull();
+    const purged = await jobs(
+      'purge',
+      '--status',
+      'failed',
+      '--older-than',
+      '0s',
+      '--type',
+      'sync',
+      '--yes',
+      '--json',
+    );
     expect(purged.code, purged.stderr).toBe(0);
     expect(JSON.parse(purged.stdout).deleted).toBe(1);
     expect(await tracker.getJob(failing!.job.id)).toBeNull();
     expect(await tracker.getExecutions(failing!.job.id)).toEqual([]);
     expect((await tracker.getJob(keep!.job.id))!.status).toBe('pending');
-    const bad = await jobs('purge', '--status', 'pending');
+    const bad = await jobs('purge', '--status', 'pending', '--older-than', '0s', '--yes');
     expect(bad.code).toBe(2);
     await tracker.cancel(keep!.job.id);
   });
@@ -170,7 +200,49 @@ describe('jobs CLI', () => {
     ['list with an unknown status', ['list', '--status', 'done'], /--status must be one of/],
     ['list with limit 0', ['list', '--limit', '0'], /--limit must be from 1/],
     ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
-    ['purge with a bad age', ['purge', '--older-than', 'a week'], /not a duration/],
+    ['purge with no arguments', ['purge'], /--status is required/],
+    ['purge without an age', ['purge', '--status', 'failed', '--yes'], /--older-than is required/],
+    [
+      'purge with a bad age',
+      ['purge', '--status', 'failed', '--older-than', 'a week'],
+      /--older-than "a week" is not a duration/,
+    ],
+    [
+      'purge with an age out of range',
+      ['purge', '--status', 'failed', '--older-than', '99999999d', '--yes'],
+      /--older-than 99999999d is out of range/,
+    ],
+    [
+      'a day that does not exist',
+      ['enqueue', 'sync', '--at', '2027-02-30T00:00:00Z'],
+      /does not exist|not a date and time that exists/,
+    ],
+    [
+      'an hour that does not exist',
+      ['enqueue', 'sync', '--at', '2027-02-01T24:30:00Z'],
+      /not a date and time that exists/,
+    ],
+    ['year zero', ['enqueue', 'sync', '--at', '0000-01-01T00:00:00Z'], /out of range \(years 1970 to 9999\)/],
+    ['--in out of range', ['enqueue', 'sync', '--in', '99999999d'], /--in 99999999d is out of range/],
+    [
+      'payload null',
+      ['enqueue', 'sync', '--payload', 'null'],
+      /--payload must be a JSON object \(got null\)/,
+    ],
+    ['payload an array', ['enqueue', 'sync', '--payload', '[]'], /must be a JSON object \(got an array\)/],
+    ['key with a replaced byte', ['enqueue', 'sync', '--key', 'a\uFFFDb'], /--key is not valid UTF-8/],
+    ['key with a lone surrogate', ['enqueue', 'sync', '--key', 'a\uD800b'], /--key is not valid UTF-8/],
+    ['key too long', ['enqueue', 'sync', '--key', 'k'.repeat(256)], /--key is 256 characters; at most 255/],
+    [
+      'max attempts negative',
+      ['enqueue', 'sync', '--max-attempts', '-1'],
+      /--max-attempts must be from 1 to 100 \(got -1\)/,
+    ],
+    [
+      'cancel with a reason too long',
+      ['cancel', PROCESS_ID, '--reason', 'r'.repeat(501)],
+      /--reason is 501 characters; at most 500/,
+    ],
   ];
 
   test.each(
@@ -306,7 +378,7 @@ describe('jobs CLI', () => {
             { type: 'sync', payload: {} },
           ])
         )[0]!;
-        const child = spawn('node', ['bin/jobs.js', 'work', '--database-url', t.url], {
+        const child = spawn('node', ['bin/lana-jobs.js', 'work', '--database-url', t.url], {
           env: { ...process.env, LANA_PRICE_URL: `http://127.0.0.1:${port}/price` },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
@@ -321,6 +393,8 @@ describe('jobs CLI', () => {
         expect(await exited).toBe(0);
         expect(stderr).toMatch(/SIGTERM: stopping/);
         expect(stderr).toMatch(/worker stopped runningJobsLeft=0/);
+        // Each finished job on one line at info level, so an operator sees a job they enqueued run.
+        expect(stderr).toMatch(/ info {2}job completed type=sync id=[0-9a-f-]{36} attempt=1\/\d+ ms=\d+\n/);
         const running = await t.db.query<{ n: number }>(
           "SELECT count(*)::int AS n FROM jobs WHERE status = 'running'",
         );
@@ -346,8 +420,47 @@ describe('jobs CLI', () => {
     },
   );
 
-  test('the installed bin runs as `jobs`', async () => {
-    const { stdout } = await promisify(execFile)('node', ['bin/jobs.js', 'types'], { cwd: process.cwd() });
-    expect(stdout).toMatch(/interest-accrual\s+6\s+2m, 4m, 8m, 16m, 32m/);
+  test('negative option values work the ordinary way', async () => {
+    const r = await jobs('enqueue', 'sync', '--priority', '-5', '--in', '1h', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const { job } = JSON.parse(r.stdout) as { job: { id: string; priority: number } };
+    expect(job.priority).toBe(-5);
+    expect((await jobs('cancel', job.id)).code).toBe(0);
+  });
+
+  test('a run time in the past is stored as now: due at once, not decades overdue', async () => {
+    const before = Date.now();
+    const r = await jobs('enqueue', 'sync', '--at', '1970-01-01T00:00:00Z', '--priority', '-1000', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const { job } = JSON.parse(r.stdout) as { job: { id: string; scheduledAt: string; createdAt: string } };
+    expect(job.scheduledAt).toBe(job.createdAt);
+    expect(Date.parse(job.scheduledAt)).toBeGreaterThanOrEqual(before - 5_000);
+    const stats = JSON.parse((await jobs('stats', '--json')).stdout) as {
+      queue: { oldestReadyAgeSeconds: number };
+    };
+    expect(stats.queue.oldestReadyAgeSeconds).toBeLessThan(3600);
+    expect((await jobs('cancel', job.id, '--reason', 'test done')).code).toBe(0);
+  });
+
+  test("<command> --help prints that command's help", async () => {
+    const purge = await jobs('purge', '--help');
+    expect(purge.code).toBe(0);
+    expect(purge.stdout).toMatch(/^lana-jobs purge --status S --older-than D/);
+    expect(purge.stdout).toMatch(/--yes\s+delete/);
+    expect(purge.stdout).not.toMatch(/^ {2}enqueue /m);
+    const list = await jobs('list', '--help');
+    expect(list.stdout).toMatch(/^Usage: lana-jobs list\n {2}list \[--status S\]/);
+  });
+
+  test("types shows each payload's fields, from its schema", async () => {
+    const out = sink();
+    expect(await runCli(['types'], { stdout: out.stream, stderr: sink().stream })).toBe(0);
+    expect(out.text()).toMatch(/^approval-processing\n {2}processId: uuid$/m);
+    expect(out.text()).toMatch(/^interest-accrual\n {2}date\?: YYYY-MM-DD$/m);
+    expect(out.text()).toMatch(/^ {2}kind: "payment-reminder", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
+    const json = sink();
+    await runCli(['types', '--json'], { stdout: json.stream, stderr: sink().stream });
+    const types = JSON.parse(json.text()) as { type: string; payload: string[] }[];
+    expect(types.find((x) => x.type === 'notification')!.payload).toHaveLength(2);
   });
 });

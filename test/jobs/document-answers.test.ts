@@ -61,10 +61,11 @@ describe('document and row answers', () => {
         payload: { n },
         priority: n % 2 === 0 ? 1 : 0,
         // Distinct due times: jobs due in the same millisecond have no order among themselves.
-        runAt: new Date(Date.parse('2026-03-01T00:00:00Z') - (10 - n) * 1000),
+        runAt: new Date(Date.parse('2026-03-01T00:00:00Z') + (n + 1) * 1000),
         ...(n === 4 ? { idempotencyKey: 'claim-key' } : {}),
       })),
     );
+    clock.advance(10_000);
     const counting = countingQueryable(t.db);
     const documentTracker = new JobTracker({ db: asDatabase(counting), registry, clock });
     const rowsTracker = new JobTracker({ db: withRowLimit(t.db), registry, clock });

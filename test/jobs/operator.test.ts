@@ -225,21 +225,25 @@ describe('observing the queue', () => {
     const { tracker, clock } = kit;
     expect(await tracker.queueState()).toEqual({ depth: 0, oldestReadyAgeSeconds: 0 });
     expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 0, runningPastTimeout: 0 });
+    // A past run time is stored as now: jobs become old by being enqueued earlier.
+    clock.set('2026-02-28T23:50:00Z');
+    await tracker.enqueue({ type: 'noop', payload: { n: 1 } });
+    clock.set('2026-02-28T23:59:30Z');
+    await tracker.enqueue({ type: 'noop', payload: { n: 2 } });
+    clock.set('2026-03-01T00:00:00Z');
     await tracker.enqueueMany([
-      { type: 'noop', payload: { n: 1 }, runAt: new Date('2026-02-28T23:50:00Z') },
-      { type: 'noop', payload: { n: 2 }, runAt: new Date('2026-02-28T23:59:00Z') },
       { type: 'noop', payload: { n: 3 }, runAt: new Date('2026-03-01T00:10:00Z') },
       { type: 'noop', payload: { n: 4 }, priority: -1 },
     ]);
     expect(await tracker.queueState()).toEqual({ depth: 3, oldestReadyAgeSeconds: 600 });
     // Every job created in the last minute counts as enqueued, scheduled ahead or not.
-    expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 4, runningPastTimeout: 0 });
+    expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 3, runningPastTimeout: 0 });
     await tracker.fetchReady(2); // n=4 (priority), then n=1 (oldest)
-    expect(await tracker.queueState()).toEqual({ depth: 1, oldestReadyAgeSeconds: 60 });
+    expect(await tracker.queueState()).toEqual({ depth: 1, oldestReadyAgeSeconds: 30 });
     clock.advanceMinutes(10);
-    expect(await tracker.queueState()).toEqual({ depth: 2, oldestReadyAgeSeconds: 660 });
+    expect(await tracker.queueState()).toEqual({ depth: 2, oldestReadyAgeSeconds: 630 });
     expect(await tracker.queueActivity()).toEqual({ enqueuedLastMinute: 0, runningPastTimeout: 0 });
-    expect(await tracker.nextDueAt()).toEqual(new Date('2026-02-28T23:59:00Z'));
+    expect(await tracker.nextDueAt()).toEqual(new Date('2026-02-28T23:59:30Z'));
   });
 
   test('queueActivity: an attempt running past its type’s timeout counts before its lease expires', async () => {
@@ -255,15 +259,22 @@ describe('observing the queue', () => {
 
   test('stats: counts by type and status, queue, overdue running, last hour’s outcomes', async () => {
     const { tracker, clock } = kit;
-    await tracker.enqueue({ type: 'noop', payload: {}, runAt: new Date('2026-02-28T23:50:00Z') });
+    // Enqueued a minute apart, so they are claimed in this order (a past run time is stored as now).
+    clock.set('2026-02-28T23:50:00Z');
+    await tracker.enqueue({ type: 'noop', payload: {} });
+    clock.set('2026-02-28T23:51:00Z');
     await tracker.enqueue({ type: 'always-fails', payload: { reason: 'x' }, maxAttempts: 1 });
+    clock.set('2026-02-28T23:52:00Z');
     await tracker.enqueue({ type: 'short-retries', payload: {} });
+    clock.set('2026-03-01T00:00:00Z');
     const [a] = await tracker.fetchReady(1);
     await tracker.markCompleted(a!.id, 1, { durationMs: 40 });
     const [b] = await tracker.fetchReady(1);
     await tracker.markFailed(b!.id, 1, 'x', { durationMs: 20 });
     await tracker.fetchReady(1); // short-retries: stays running
-    await tracker.enqueue({ type: 'noop', payload: {}, runAt: new Date('2026-02-28T23:55:00Z') });
+    clock.set('2026-02-28T23:55:00Z');
+    await tracker.enqueue({ type: 'noop', payload: {} });
+    clock.set('2026-03-01T00:00:00Z');
     const stats = await tracker.stats();
     expect(stats.queue).toEqual({ depth: 1, oldestReadyAgeSeconds: 300 });
     expect(stats.counts).toEqual([
@@ -295,10 +306,10 @@ describe('observing the queue', () => {
   test('listJobs filters by status and type; getExecutions includes the attempt in progress', async () => {
     const { tracker, clock } = kit;
     // Jobs due at the same instant are claimed in id order, which is random within a millisecond: make
-    // `a` due first so it is the one claimed.
+    // `b` due later so `a` is the one claimed.
     const [a, b] = await tracker.enqueueMany([
-      { type: 'noop', payload: { n: 1 }, runAt: new Date(clock.now().getTime() - 1000) },
-      { type: 'always-fails', payload: { reason: 'x' } },
+      { type: 'noop', payload: { n: 1 } },
+      { type: 'always-fails', payload: { reason: 'x' }, runAt: new Date(clock.now().getTime() + 1000) },
     ]);
     await tracker.fetchReady(1, { startNow: true });
     expect((await tracker.listJobs({ status: 'running' })).map((j) => j.id)).toEqual([a!.job.id]);

@@ -77,6 +77,8 @@ describe('fetchReady', () => {
 
   test('priority first, then due time; future jobs wait until due', async () => {
     const { tracker, clock } = kit;
+    // Enqueued before their due times: a run time already past is stored as now.
+    clock.set('2026-02-28T21:00:00Z');
     const [late, early, urgent, future, lazy] = await tracker.enqueueMany([
       { type: 'noop', payload: { n: 1 }, runAt: new Date('2026-02-28T23:00:00Z') },
       { type: 'noop', payload: { n: 2 }, runAt: new Date('2026-02-28T22:00:00Z') },
@@ -84,6 +86,7 @@ describe('fetchReady', () => {
       { type: 'noop', payload: { n: 4 }, runAt: new Date('2026-03-01T00:05:00Z'), priority: -10 },
       { type: 'noop', payload: { n: 5 }, runAt: new Date('2026-02-01T00:00:00Z'), priority: 7 },
     ]);
+    clock.set('2026-03-01T00:00:00Z');
     const claimed = await tracker.fetchReady(10);
     expect(claimed.map((j) => j.id)).toEqual([urgent!.job.id, early!.job.id, late!.job.id, lazy!.job.id]);
     expect(await tracker.getJob(future!.job.id)).toMatchObject({ status: 'pending', attempts: 0 });

@@ -141,3 +141,11 @@ WITH doomed AS (
 )
 DELETE FROM jobs j USING doomed d WHERE j.id = d.id
 RETURNING j.id`;
+
+/** What `pruneFinishedJobsSql` would delete, by type and status: the purge's dry run. */
+export const countFinishedJobsSql = `
+SELECT job_type, status, count(*)::integer AS count FROM jobs
+WHERE status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
+  AND completed_at < CAST(:before AS timestamptz)
+  AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
+GROUP BY job_type, status ORDER BY job_type, status`;

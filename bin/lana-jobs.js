@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `jobs` CLI. TypeScript sources run through tsx's loader, so there is no build step to forget.
+// The `lana-jobs` CLI (`npx lana-jobs <command>` in a checkout; not `jobs`, a shell built-in). TypeScript sources run through tsx's loader, so there is no build step to forget.
 import { register } from 'tsx/esm/api';
 
 register();
