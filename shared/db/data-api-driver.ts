@@ -25,7 +25,7 @@ import {
 
 /**
  * The database port over the RDS Data API (Aurora PostgreSQL, HTTPS, no connections to manage), for the
- * Lambda functions and `jobs --data-api`. It hides the Data API's differences from node-postgres:
+ * Lambda functions and `lana-jobs --data-api`. It hides the Data API's differences from node-postgres:
  * - parameters travel with type hints (UUID, JSON, TIMESTAMP in its `YYYY-MM-DD HH:MM:SS.FFF` UTC form,
  *   DECIMAL for bigints, DATE); there are no array parameters (the SQL unpacks JSON);
  * - results are decoded by column type to exactly what the pg driver returns: timestamps arrive without an
@@ -386,7 +386,7 @@ function shortestFloat4(v: number): number {
 }
 
 /**
- * The driver configured from the environment the Lambda functions and `jobs --data-api` use:
+ * The driver configured from the environment the Lambda functions and `lana-jobs --data-api` use:
  * DATA_API_RESOURCE_ARN, DATA_API_SECRET_ARN, DATA_API_DATABASE, and DATA_API_ENDPOINT (tests only: the
  * local Data API fixture).
  */

@@ -6,7 +6,7 @@ export const DEFAULT_RETENTION_DAYS = 30;
 /**
  * The retention service behind the built-in `maintenance` job: deletes completed and cancelled jobs
  * (with their execution rows) older than the retention period, a bounded number of batches per run, so
- * the queue table and its indexes stay small. Failed jobs stay until `jobs retry` or `jobs purge`.
+ * the queue table and its indexes stay small. Failed jobs stay until `lana-jobs retry` or `lana-jobs purge`.
  */
 export function createMaintenanceService(
   tracker: Pick<JobTracker, 'pruneFinished' | 'clock'>,

@@ -2,7 +2,7 @@
  * The metrics port: the seed's list (jobs enqueued, execution time, success/failure rates, queue depth),
  * plus retries and the age of the oldest ready job. The tracker reports what it does; adapters decide where
  * the figures go: CloudWatch embedded metrics on Lambda, an in-memory tally locally (the durable figures
- * behind `jobs stats` come from the tables themselves).
+ * behind `lana-jobs stats` come from the tables themselves).
  */
 export type AttemptOutcome = 'completed' | 'retrying' | 'failed' | 'lease_expired';
 

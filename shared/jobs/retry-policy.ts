@@ -4,7 +4,7 @@
  * seed's table is used before the job becomes `failed`.
  *
  * The database applies the rule (see `failAttemptsSql`) so that every adapter and the rescuer agree; this
- * module holds the settings and the same formula for display (`jobs types`) and documentation.
+ * module holds the settings and the same formula for display (`lana-jobs types`) and documentation.
  */
 export interface RetrySettings {
   /** Attempts before the job becomes `failed`. */
