@@ -10,11 +10,17 @@ import { createPortfolioService, type LendingPortfolioService } from './portfoli
 import type { PriceSource } from './price-source.js';
 import { createReminderService, type LendingReminderService } from './reminders.js';
 
-export { castVote, createApprovalProcess } from './approvals.js';
+export {
+  castVote,
+  createApprovalProcess,
+  createCommittee,
+  recordVote,
+  setApprovalPolicy,
+} from './approvals.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
 export { createHttpPriceSource, type PriceSource, PriceSourceError } from './price-source.js';
-export { seedDemoData } from './seed.js';
+export { ensureDemoGovernance, seedDemoData } from './seed.js';
 
 export interface JobServicesDeps {
   db: Database;

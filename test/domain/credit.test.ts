@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { castVote, createApprovalProcess } from '../../shared/domain/approvals.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { domainHarness, insertFacility } from './support.js';
+import { acceptedPrice, disbursalPolicy, domainHarness, insertFacility } from './support.js';
 
 let t: TestDatabase;
 beforeAll(async () => {
@@ -10,7 +10,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_valuations, credit_facilities',
   );
 });
 
@@ -57,14 +57,15 @@ describe('interest accrual', () => {
 
   test('a back-filled day accrues on the principal drawn that day, not on disbursals executed since', async () => {
     // 365.00 at 5 %: 5 cents a day; a disbursal today doubles the principal.
-    const a = await insertFacility(t.db, { principalCents: 36_500n, rate: '0.050000' });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: a,
-      amountCents: 36_500n,
-      committeeSize: 1,
-      requiredApprovals: 1,
+    const a = await insertFacility(t.db, {
+      principalCents: 36_500n,
+      rate: '0.050000',
+      collateralSats: 100_000_000n,
     });
+    await disbursalPolicy(t.db, ['chair']);
+    await acceptedPrice(t.db, 10_000_000n);
     const { tracker, drain } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, { facilityId: a, amountCents: 36_500n });
     // The deciding vote enqueues the approval, whose job disburses today.
     await castVote(t.db, tracker, { processId, voter: 'chair', approve: true });
     await drain();
