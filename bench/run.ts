@@ -123,7 +123,9 @@ try {
   if (wanted('W4')) {
     const r = await interestAccrual(server);
     results.W4_interest_accrual = r;
-    log(`W4 accrual      ${r.facilities} facilities accrued in one job in ${r.seconds} s`);
+    log(
+      `W4 accrual      ${r.facilities} facilities: one pass ${r.singlePassSeconds} s, ${r.batches} batches ${r.batchedSeconds} s (slowest batch ${r.slowestBatchSeconds} s): ratio ${r.batchedOverSingle}`,
+    );
   }
   if (wanted('W5')) {
     const r = await awsCost(server);

@@ -478,6 +478,44 @@ describe('notifications', () => {
     expect(sentFor).toEqual({ facility_id: due, key_date: '2026-12-04' });
   });
 
+  test('a missed sweep is healed by the next: every payment due within the window and not yet reminded', async () => {
+    // The 1 December sweep never ran. Due on the 4th: reminded by the 2nd's sweep; due on the 2nd itself
+    // (its sweep on 29 November was missed too): reminded as well; due on the 6th: not yet.
+    const dueFourth = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-04',
+    });
+    const dueToday = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-02',
+    });
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-12-06' });
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-12-01' });
+    const { tracker, drain, notifications } = domainHarness(t.db);
+    await tracker.enqueue({ type: 'payment-reminders', payload: { date: '2026-12-02' } });
+    await drain();
+    const sent = (
+      await t.db.query<{ facility_id: string; key_date: string }>(
+        'SELECT facility_id, CAST(key_date AS text) AS key_date FROM notifications ORDER BY key_date',
+      )
+    ).rows;
+    expect(sent).toEqual([
+      { facility_id: dueToday, key_date: '2026-12-02' },
+      { facility_id: dueFourth, key_date: '2026-12-04' },
+    ]);
+    expect(notifications.sent.map((m) => m.subject).sort()).toEqual([
+      'Payment reminder: due 2026-12-02',
+      'Payment reminder: due 2026-12-04',
+    ]);
+    // The next day's sweep finds those two reminded; only the payment due on the 6th is new.
+    await tracker.enqueue({ type: 'payment-reminders', payload: { date: '2026-12-03' } });
+    await drain();
+    expect(notifications.sent.map((m) => m.subject)).toHaveLength(3);
+    expect(notifications.sent[2]!.subject).toBe('Payment reminder: due 2026-12-06');
+  });
+
   test('the sweep pages through many due payments and a second sweep enqueues none', async () => {
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
