@@ -27,8 +27,12 @@ export interface JobServicesDeps {
   /** Follow-up jobs (margin calls, reminders) and retention go through the job tracker. */
   tracker: Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
   notifier: Notifier;
-  priceSource: PriceSource;
-  marginCallRatio?: string;
+  /** One source or several (the price is their median; see `createPortfolioService`). */
+  priceSource: PriceSource | readonly PriceSource[];
+  /** Share of the last accepted price a new price may move without two sources agreeing (default 0.2). */
+  maxPriceJump?: string;
+  /** Cover above a level needed to move back up a collateralization state (default 0.05). */
+  upgradeBuffer?: string;
   retentionDays?: number;
 }
 
@@ -52,7 +56,8 @@ export function createJobServices(deps: JobServicesDeps): LendingJobServices {
       db: deps.db,
       jobs: deps.tracker,
       priceSource: deps.priceSource,
-      marginCallRatio: deps.marginCallRatio,
+      maxPriceJump: deps.maxPriceJump,
+      upgradeBuffer: deps.upgradeBuffer,
     }),
     maintenance: createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),
   };

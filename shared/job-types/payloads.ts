@@ -42,9 +42,10 @@ export const notificationPayload = z.discriminatedUnion('kind', [
     dueDate: isoDate,
   }),
   z.strictObject({
-    kind: z.literal('margin-call'),
+    /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
+    kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
-    /** The valuation day that triggered it (one margin-call notice per facility per day). */
+    /** The valuation day of the transition (one notice per facility, kind and day). */
     valuationDate: isoDate,
   }),
 ]);

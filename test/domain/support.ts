@@ -34,7 +34,10 @@ export function fixedPrice(cents: bigint): PriceSource {
   return { btcUsdCents: async () => cents };
 }
 
-export function domainHarness(db: Database, options: { price?: PriceSource; notifier?: Notifier } = {}) {
+export function domainHarness(
+  db: Database,
+  options: { price?: PriceSource | readonly PriceSource[]; notifier?: Notifier } = {},
+) {
   const registry = createJobTypeRegistry();
   const tracker = new JobTracker({ db, registry });
   const notifications = recordingNotifier();
@@ -116,4 +119,16 @@ export async function acceptedPrice(db: Database, cents: bigint): Promise<void> 
     'INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold) VALUES (:cents, 0, 0)',
     { cents },
   );
+}
+
+/** A price source whose quote the test moves (a real implementation of the port, in memory). */
+export function movablePrice(cents: bigint) {
+  let current = cents;
+  const source: PriceSource = { btcUsdCents: async () => current };
+  return {
+    source,
+    set(next: bigint) {
+      current = next;
+    },
+  };
 }
