@@ -13,6 +13,7 @@ import {
   waitingGrowth,
 } from './workloads/core.js';
 import { load } from './workloads/load.js';
+import { valuationWal } from './workloads/valuation.js';
 
 /**
  * `npm run bench [-- --json] [-- --only W1,W2]`: the benchmark workloads, each on a fresh database of the
@@ -123,7 +124,16 @@ try {
   if (wanted('W4')) {
     const r = await interestAccrual(server);
     results.W4_interest_accrual = r;
-    log(`W4 accrual      ${r.facilities} facilities accrued in one job in ${r.seconds} s`);
+    log(
+      `W4 accrual      ${r.facilities} facilities: one pass ${r.singlePassSeconds} s, ${r.batches} batches ${r.batchedSeconds} s (slowest batch ${r.slowestBatchSeconds} s): ratio ${r.batchedOverSingle}`,
+    );
+  }
+  if (wanted('VAL')) {
+    const r = await valuationWal(server);
+    results.VAL_valuation_wal = r;
+    log(
+      `VAL valuation   ${r.facilities} facilities, ${r.changed} changed: WAL ${r.walOnePercentMB} MB (${r.rowsWritten} rows) vs ${r.walFirstRunMB} MB writing all: ratio ${r.ratio}`,
+    );
   }
   if (wanted('W5')) {
     const r = await awsCost(server);

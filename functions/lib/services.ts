@@ -29,7 +29,11 @@ export function servicesFromEnv(
       fromAddress: notificationFromAddress,
       client: runtime.o ? traceClient(runtime.o, new SESv2Client({})) : undefined,
     }),
-    priceSource: createHttpPriceSource({ url: priceUrl, timeoutMs: settings.priceTimeoutMs }),
+    priceSource: [priceUrl, ...settings.extraPriceUrls].map((url) =>
+      createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs }),
+    ),
+    maxPriceJump: settings.maxPriceJump,
+    upgradeBuffer: settings.upgradeBuffer,
     retentionDays: settings.retentionDays,
   });
 }

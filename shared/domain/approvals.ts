@@ -5,161 +5,375 @@ import type { JobTracker } from '../jobs/tracker.js';
 import { LendingInputError } from './errors.js';
 
 export type ApprovalOutcome = 'approved' | 'denied';
+export type ProcessStatus = 'pending' | ApprovalOutcome | 'failed';
+
+/** How a policy approves: every member, a threshold of members, or the system at once. */
+export type ApprovalRule =
+  | { kind: 'all-members' }
+  | { kind: 'threshold'; approvals: number }
+  | { kind: 'auto-approve' };
 
 export interface ApprovalResult {
   processId: string;
-  /** What this run did: concluded the process, or nothing (already concluded). */
-  action: 'concluded' | 'already_concluded';
-  status: ApprovalOutcome;
+  /** What this run did: disbursed, refused the disbursal (process failed), or nothing (already carried out). */
+  action: 'disbursed' | 'refused' | 'already_concluded';
+  status: ProcessStatus;
   disbursedCents: bigint;
+  reason?: string;
 }
 
-interface ProcessRow {
-  [k: string]: unknown;
-  id: string;
-  facility_id: string;
-  amount_cents: bigint;
-  committee_size: number;
-  required_approvals: number;
-  status: 'pending' | ApprovalOutcome;
-  approvals: number;
-  denials: number;
-}
-
-const PROCESS_WITH_VOTES = `
-SELECT p.id, p.facility_id, p.amount_cents, p.committee_size, p.required_approvals, p.status,
-       count(v.*) FILTER (WHERE v.approve)::integer AS approvals,
-       count(v.*) FILTER (WHERE NOT v.approve)::integer AS denials
-FROM approval_processes p LEFT JOIN approval_votes v ON v.process_id = p.id
-WHERE p.id = CAST(:id AS uuid)
-GROUP BY p.id`;
-
-/** Approved once enough approve; denied once the remaining voters can no longer reach the threshold. */
-export function decision(
-  p: Pick<ProcessRow, 'approvals' | 'denials' | 'committee_size' | 'required_approvals'>,
-) {
-  if (p.approvals >= p.required_approvals) return 'approved' as const;
-  if (p.committee_size - p.denials < p.required_approvals) return 'denied' as const;
-  return null;
-}
-
-export async function createApprovalProcess(
-  db: Queryable,
-  input: { facilityId: string; amountCents: bigint; committeeSize: number; requiredApprovals: number },
-): Promise<string> {
-  const res = await db.query<{ id: string }>(
-    `INSERT INTO approval_processes (facility_id, amount_cents, committee_size, required_approvals)
-     VALUES (CAST(:facility AS uuid), :amount, :committee, :required) RETURNING id`,
-    {
-      facility: uuid(input.facilityId),
-      amount: input.amountCents,
-      committee: input.committeeSize,
-      required: input.requiredApprovals,
-    },
-  );
-  return res.rows[0]!.id;
-}
-
-/**
- * Records a committee member's vote. The vote that decides the process enqueues `approval-processing`
- * in the same transaction (transactional enqueue): if the vote rolls back, so does the job, and the job
- * never runs for a vote that was not recorded. Its idempotency key makes a retried vote harmless.
- */
-export async function castVote(
+/** Creates a committee with its members (member ids are the operators' user names). */
+export async function createCommittee(
   db: Database,
-  jobs: Pick<JobTracker, 'enqueueUntyped'>,
-  vote: { processId: string; voter: string; approve: boolean },
-): Promise<{ decided: ApprovalOutcome | null; jobId: string | null }> {
-  return db.transaction(async (tx) => {
-    const locked = await tx.query<{ status: string }>(
-      'SELECT status FROM approval_processes WHERE id = CAST(:id AS uuid) FOR UPDATE',
-      { id: uuid(vote.processId) },
+  input: { name: string; members: readonly string[] },
+): Promise<string> {
+  const members = [...new Set(input.members.map((m) => m.trim()))];
+  if (members.length === 0 || members.some((m) => m.length === 0 || m.length > 200)) {
+    throw new LendingInputError(
+      'invalid_committee',
+      'a committee needs at least one member, each 1-200 characters',
     );
-    if (!locked.rows[0])
-      throw new LendingInputError('approval_process_not_found', `no approval process ${vote.processId}`);
-    if (locked.rows[0].status !== 'pending') {
-      throw new LendingInputError(
-        'approval_process_concluded',
-        `approval process ${vote.processId} is already ${locked.rows[0].status}`,
+  }
+  return db.transaction(async (tx) => {
+    const created = await tx.query<{ id: string }>(
+      `INSERT INTO committees (name) VALUES (:name) ON CONFLICT (name) DO NOTHING RETURNING id`,
+      { name: input.name },
+    );
+    if (!created.rows[0])
+      throw new LendingInputError('invalid_committee', `committee "${input.name}" exists`);
+    const id = created.rows[0].id;
+    // One statement per member: the Data API takes no array parameters.
+    for (const member of members) {
+      await tx.query(
+        'INSERT INTO committee_members (committee_id, member) VALUES (CAST(:id AS uuid), :member)',
+        {
+          id: uuid(id),
+          member,
+        },
       );
     }
-    const inserted = await tx.query(
-      `INSERT INTO approval_votes (process_id, voter, approve) VALUES (CAST(:id AS uuid), :voter, :approve)
-       ON CONFLICT (process_id, voter) DO NOTHING`,
-      { id: uuid(vote.processId), voter: vote.voter, approve: vote.approve },
-    );
-    if (inserted.rowCount === 0)
-      throw new LendingInputError('already_voted', `${vote.voter} has already voted`);
-    const process = (await tx.query<ProcessRow>(PROCESS_WITH_VOTES, { id: uuid(vote.processId) })).rows[0]!;
-    const decided = decision(process);
-    if (!decided) return { decided: null, jobId: null };
-    const [enqueued] = await jobs.enqueueUntyped(
-      [
-        {
-          type: 'approval-processing',
-          payload: { processId: vote.processId },
-          idempotencyKey: `approval:${vote.processId}`,
-        },
-      ],
-      { db: tx },
-    );
-    return { decided, jobId: enqueued!.job.id };
+    return id;
   });
 }
 
 /**
- * The approval-processing executor's work: concludes a process whose votes are in and, when approved,
- * executes the disbursal (the facility's drawn principal grows by the amount). One transaction, guarded by
- * the process status, so running it twice or on a concluded process changes nothing.
+ * Sets the policy of a process type: which committee votes and by which rule. A threshold above the
+ * committee's size is refused (such a process could never be approved and would stay pending for ever).
  */
+export async function setApprovalPolicy(
+  db: Database,
+  input: { processType: string; committeeId?: string; rule: ApprovalRule },
+): Promise<void> {
+  await db.transaction(async (tx) => {
+    if (input.rule.kind === 'auto-approve') {
+      await upsertPolicy(tx, input.processType, null, 'auto-approve', null);
+      return;
+    }
+    if (!input.committeeId)
+      throw new LendingInputError('invalid_policy', 'a voting policy names its committee');
+    const size = (
+      await tx.query<{ n: number }>(
+        'SELECT count(*)::integer AS n FROM committee_members WHERE committee_id = CAST(:id AS uuid)',
+        { id: uuid(input.committeeId) },
+      )
+    ).rows[0]!.n;
+    if (size === 0)
+      throw new LendingInputError('invalid_policy', `no committee ${input.committeeId} with members`);
+    if (input.rule.kind === 'threshold') {
+      const n = input.rule.approvals;
+      if (!Number.isInteger(n) || n < 1 || n > size) {
+        throw new LendingInputError(
+          'invalid_policy',
+          `threshold must be 1 to ${size} (the committee's size), got ${n}`,
+        );
+      }
+      await upsertPolicy(tx, input.processType, input.committeeId, 'threshold', n);
+      return;
+    }
+    await upsertPolicy(tx, input.processType, input.committeeId, 'all-members', null);
+  });
+}
+
+async function upsertPolicy(
+  tx: Queryable,
+  processType: string,
+  committeeId: string | null,
+  rule: string,
+  threshold: number | null,
+): Promise<void> {
+  await tx.query(
+    `INSERT INTO approval_policies (process_type, committee_id, rule, threshold)
+     VALUES (:type, CAST(:committee AS uuid), :rule, :threshold)
+     ON CONFLICT (process_type) DO UPDATE
+       SET committee_id = EXCLUDED.committee_id, rule = EXCLUDED.rule, threshold = EXCLUDED.threshold`,
+    { type: processType, committee: committeeId === null ? null : uuid(committeeId), rule, threshold },
+  );
+}
+
+/**
+ * Opens a disbursal's approval process under its process type's policy, reserving the amount against the
+ * facility's limit in the same statement (so two processes can never together exceed it). Refused, writing
+ * nothing, when there is no policy, the facility is unknown or closed, or the amount does not fit. Under an
+ * auto-approve policy the process opens approved and its job is enqueued in the same transaction.
+ */
+export async function createApprovalProcess(
+  db: Database,
+  jobs: Pick<JobTracker, 'enqueueUntyped'>,
+  input: { facilityId: string; amountCents: bigint; processType?: string },
+): Promise<string> {
+  const processType = input.processType ?? 'disbursal';
+  if (input.amountCents <= 0n) throw new LendingInputError('invalid_amount', 'the amount must be positive');
+  return db.transaction(async (tx) => {
+    const params = { facility: uuid(input.facilityId), amount: input.amountCents, type: processType };
+    const opened = await tx.query<{ id: string; status: ProcessStatus }>(
+      `WITH policy AS (
+         SELECT p.committee_id, p.rule,
+                (SELECT count(*)::integer FROM committee_members m WHERE m.committee_id = p.committee_id) AS size,
+                p.threshold
+         FROM approval_policies p WHERE p.process_type = :type
+       ), reserved AS (
+         UPDATE credit_facilities SET reserved_cents = reserved_cents + :amount
+         WHERE id = CAST(:facility AS uuid) AND status = 'active' AND EXISTS (SELECT 1 FROM policy)
+           AND drawn_principal_cents + reserved_cents + :amount <= facility_limit_cents
+         RETURNING id
+       )
+       INSERT INTO approval_processes (facility_id, amount_cents, process_type, committee_id, committee_size,
+                                       required_approvals, status, concluded_at)
+       SELECT r.id, :amount, :type, p.committee_id, p.size,
+              CASE p.rule WHEN 'threshold' THEN p.threshold WHEN 'all-members' THEN p.size ELSE 0 END,
+              CASE WHEN p.rule = 'auto-approve' THEN 'approved' ELSE 'pending' END,
+              CASE WHEN p.rule = 'auto-approve' THEN now() END
+       FROM reserved r CROSS JOIN policy p
+       RETURNING id, status`,
+      params,
+    );
+    const process = opened.rows[0];
+    if (!process) throw await whyNotOpened(tx, input, processType);
+    if (process.status === 'approved') await enqueueProcessing(tx, jobs, process.id);
+    return process.id;
+  });
+}
+
+async function whyNotOpened(
+  tx: Queryable,
+  input: { facilityId: string; amountCents: bigint },
+  processType: string,
+): Promise<LendingInputError> {
+  const policy = await tx.query('SELECT 1 FROM approval_policies WHERE process_type = :type', {
+    type: processType,
+  });
+  if (policy.rowCount === 0)
+    return new LendingInputError('no_policy', `no approval policy for process type "${processType}"`);
+  const f = (
+    await tx.query<{ status: string; available: bigint }>(
+      `SELECT status, facility_limit_cents - drawn_principal_cents - reserved_cents AS available
+       FROM credit_facilities WHERE id = CAST(:id AS uuid)`,
+      { id: uuid(input.facilityId) },
+    )
+  ).rows[0];
+  if (!f) return new LendingInputError('facility_not_found', `no credit facility ${input.facilityId}`);
+  if (f.status !== 'active')
+    return new LendingInputError('facility_closed', `facility ${input.facilityId} is closed`);
+  return new LendingInputError(
+    'over_limit',
+    `${input.amountCents} cents exceed what is left of the facility's limit (${f.available} cents, after drawn and reserved amounts)`,
+  );
+}
+
+async function enqueueProcessing(tx: Queryable, jobs: Pick<JobTracker, 'enqueueUntyped'>, processId: string) {
+  const [enqueued] = await jobs.enqueueUntyped(
+    [{ type: 'approval-processing', payload: { processId }, idempotencyKey: `approval:${processId}` }],
+    { db: tx },
+  );
+  return enqueued!.job.id;
+}
+
+export interface Vote {
+  processId: string;
+  voter: string;
+  approve: boolean;
+  /** Required with a denial. */
+  reason?: string;
+}
+
+/**
+ * Records a committee member's vote and, when it decides the process, concludes it in the same
+ * transaction: any member's denial denies at once (releasing the reserved amount); approval needs the
+ * policy's number of members. A vote from a non-member, a second vote, a denial without a reason, or any
+ * vote once the process is concluded is refused and writes nothing. Runs inside the caller's transaction.
+ */
+export async function recordVote(tx: Queryable, vote: Vote): Promise<ApprovalOutcome | null> {
+  const process = (
+    await tx.query<{
+      status: ProcessStatus;
+      committee_id: string | null;
+      required_approvals: number;
+      facility_id: string;
+      amount_cents: bigint;
+    }>(
+      `SELECT status, committee_id, required_approvals, facility_id, amount_cents
+       FROM approval_processes WHERE id = CAST(:id AS uuid) FOR UPDATE`,
+      { id: uuid(vote.processId) },
+    )
+  ).rows[0];
+  if (!process)
+    throw new LendingInputError('approval_process_not_found', `no approval process ${vote.processId}`);
+  if (process.status !== 'pending') {
+    throw new LendingInputError(
+      'approval_process_concluded',
+      `approval process ${vote.processId} is already ${process.status}`,
+    );
+  }
+  const reason = vote.reason?.trim();
+  if (!vote.approve && !reason) throw new LendingInputError('reason_required', 'a denial needs a reason');
+  const member = await tx.query(
+    'SELECT 1 FROM committee_members WHERE committee_id = CAST(:committee AS uuid) AND member = :voter',
+    { committee: process.committee_id === null ? null : uuid(process.committee_id), voter: vote.voter },
+  );
+  if (member.rowCount === 0) {
+    throw new LendingInputError(
+      'not_a_member',
+      `${vote.voter} is not a member of the committee voting on process ${vote.processId}`,
+    );
+  }
+  const inserted = await tx.query(
+    `INSERT INTO approval_votes (process_id, voter, approve, reason) VALUES (CAST(:id AS uuid), :voter, :approve, :reason)
+     ON CONFLICT (process_id, voter) DO NOTHING`,
+    { id: uuid(vote.processId), voter: vote.voter, approve: vote.approve, reason: reason ?? null },
+  );
+  if (inserted.rowCount === 0)
+    throw new LendingInputError('already_voted', `${vote.voter} has already voted`);
+  if (!vote.approve) {
+    await tx.query(
+      `UPDATE approval_processes SET status = 'denied', concluded_at = now(), denial_reason = :reason
+       WHERE id = CAST(:id AS uuid)`,
+      { id: uuid(vote.processId), reason: `${vote.voter}: ${reason}` },
+    );
+    await releaseReservation(tx, process.facility_id, process.amount_cents);
+    return 'denied';
+  }
+  const approvals = (
+    await tx.query<{ n: number }>(
+      'SELECT count(*)::integer AS n FROM approval_votes WHERE process_id = CAST(:id AS uuid) AND approve',
+      { id: uuid(vote.processId) },
+    )
+  ).rows[0]!.n;
+  if (approvals < process.required_approvals) return null;
+  await tx.query(
+    `UPDATE approval_processes SET status = 'approved', concluded_at = now() WHERE id = CAST(:id AS uuid)`,
+    {
+      id: uuid(vote.processId),
+    },
+  );
+  return 'approved';
+}
+
+async function releaseReservation(tx: Queryable, facilityId: string, amount: bigint): Promise<void> {
+  await tx.query(
+    'UPDATE credit_facilities SET reserved_cents = reserved_cents - :amount WHERE id = CAST(:id AS uuid)',
+    {
+      id: uuid(facilityId),
+      amount,
+    },
+  );
+}
+
+/**
+ * A vote through the public interface: `recordVote`, and when it decides the process, `approval-processing`
+ * enqueued in the same transaction (transactional enqueue): if the vote rolls back, so does the job. Its
+ * idempotency key makes a retried vote harmless. A denial's job has nothing left to do but is enqueued all
+ * the same, so every concluded process has its job.
+ */
+export async function castVote(
+  db: Database,
+  jobs: Pick<JobTracker, 'enqueueUntyped'>,
+  vote: Vote,
+): Promise<{ decided: ApprovalOutcome | null; jobId: string | null }> {
+  return db.transaction(async (tx) => {
+    const decided = await recordVote(tx, vote);
+    if (!decided) return { decided: null, jobId: null };
+    return { decided, jobId: await enqueueProcessing(tx, jobs, vote.processId) };
+  });
+}
+
 /** The approval service with its result typed (an extension, so callers passing a signal see it too). */
 export interface LendingApprovalService extends ApprovalService {
   processApproval(processId: string, signal?: AbortSignal): Promise<ApprovalResult>;
 }
 
+/**
+ * The approval-processing executor's work: carries out the RECORDED outcome, never recomputing it. An
+ * approved process whose disbursal is not yet made is disbursed (reserved amount moves to drawn principal)
+ * unless the facility is closed, past maturity, or would be left below its margin-call cover at the last
+ * accepted price, in which case the process is concluded as failed with the reason and the reservation is
+ * released. One transaction under the process's lock, so running it twice changes nothing.
+ */
 export function createApprovalService(db: Database): LendingApprovalService {
   return {
     processApproval: (processId: string) =>
-      db.transaction(async (tx) => {
-        await tx.query('SELECT 1 FROM approval_processes WHERE id = CAST(:id AS uuid) FOR UPDATE', {
-          id: uuid(processId),
-        });
-        const process = (await tx.query<ProcessRow>(PROCESS_WITH_VOTES, { id: uuid(processId) })).rows[0];
+      db.transaction(async (tx): Promise<ApprovalResult> => {
+        const process = (
+          await tx.query<{
+            status: ProcessStatus;
+            facility_id: string;
+            amount_cents: bigint;
+            disbursed: boolean;
+          }>(
+            `SELECT p.status, p.facility_id, p.amount_cents,
+                    EXISTS (SELECT 1 FROM disbursals d WHERE d.process_id = p.id) AS disbursed
+             FROM approval_processes p WHERE p.id = CAST(:id AS uuid) FOR UPDATE`,
+            { id: uuid(processId) },
+          )
+        ).rows[0];
         if (!process) throw new PermanentJobError(`no approval process ${processId}`);
-        if (process.status !== 'pending') {
+        if (process.status === 'pending') {
+          throw new PermanentJobError(`approval process ${processId} has no recorded outcome yet`);
+        }
+        if (process.status !== 'approved' || process.disbursed) {
           return { processId, action: 'already_concluded', status: process.status, disbursedCents: 0n };
         }
-        const outcome = decision(process);
-        if (!outcome) {
-          throw new PermanentJobError(
-            `approval process ${processId} is undecided (${process.approvals} of ${process.required_approvals} approvals)`,
+        const check = (
+          await tx.query<{ status: string; past_maturity: boolean; price_known: boolean; covered: boolean }>(
+            `SELECT f.status, COALESCE(f.maturity_date <= CAST(now() AT TIME ZONE 'UTC' AS date), false) AS past_maturity,
+                    pr.cents IS NOT NULL AS price_known,
+                    COALESCE(div(f.collateral_sats::numeric * pr.cents, 100000000)
+                      >= f.margin_call_cvl * (f.drawn_principal_cents + f.accrued_interest_cents + :amount), false) AS covered
+             FROM credit_facilities f
+             LEFT JOIN LATERAL (SELECT btc_usd_cents AS cents FROM collateral_valuations ORDER BY valued_at DESC, id DESC LIMIT 1) pr ON true
+             WHERE f.id = CAST(:facility AS uuid) FOR UPDATE OF f`,
+            { facility: uuid(process.facility_id), amount: process.amount_cents },
+          )
+        ).rows[0]!;
+        const refusal =
+          check.status !== 'active'
+            ? 'the facility is closed'
+            : check.past_maturity
+              ? 'the facility has reached its maturity date'
+              : !check.price_known
+                ? 'no collateral price has been accepted yet'
+                : !check.covered
+                  ? 'the disbursal would leave the facility below its margin-call cover'
+                  : null;
+        if (refusal) {
+          await tx.query(
+            `UPDATE approval_processes SET status = 'failed', failure_reason = :reason WHERE id = CAST(:id AS uuid)`,
+            { id: uuid(processId), reason: refusal },
           );
+          await releaseReservation(tx, process.facility_id, process.amount_cents);
+          return { processId, action: 'refused', status: 'failed', disbursedCents: 0n, reason: refusal };
         }
         await tx.query(
-          `UPDATE approval_processes SET status = :status, concluded_at = now() WHERE id = CAST(:id AS uuid)`,
-          { status: outcome, id: uuid(processId) },
-        );
-        if (outcome === 'denied')
-          return { processId, action: 'concluded', status: outcome, disbursedCents: 0n };
-        const drawn = await tx.query(
           `UPDATE credit_facilities
-           SET drawn_principal_cents = drawn_principal_cents + :amount
-           WHERE id = CAST(:facility AS uuid) AND status = 'active'
-             AND drawn_principal_cents + :amount <= facility_limit_cents`,
+           SET drawn_principal_cents = drawn_principal_cents + :amount, reserved_cents = reserved_cents - :amount
+           WHERE id = CAST(:facility AS uuid)`,
           { amount: process.amount_cents, facility: uuid(process.facility_id) },
         );
-        if (drawn.rowCount === 0) {
-          // Rolls the whole transaction back: the process stays pending for an operator to look at.
-          throw new PermanentJobError(
-            `disbursal of process ${processId} exceeds the facility's limit or the facility is closed`,
-          );
-        }
         await tx.query(
           `INSERT INTO disbursals (process_id, facility_id, amount_cents)
            VALUES (CAST(:id AS uuid), CAST(:facility AS uuid), :amount)`,
           { id: uuid(processId), facility: uuid(process.facility_id), amount: process.amount_cents },
         );
-        return { processId, action: 'concluded', status: outcome, disbursedCents: process.amount_cents };
+        return { processId, action: 'disbursed', status: 'approved', disbursedCents: process.amount_cents };
       }),
   };
 }

@@ -10,19 +10,29 @@ import { createPortfolioService, type LendingPortfolioService } from './portfoli
 import type { PriceSource } from './price-source.js';
 import { createReminderService, type LendingReminderService } from './reminders.js';
 
-export { castVote, createApprovalProcess } from './approvals.js';
+export {
+  castVote,
+  createApprovalProcess,
+  createCommittee,
+  recordVote,
+  setApprovalPolicy,
+} from './approvals.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
 export { createHttpPriceSource, type PriceSource, PriceSourceError } from './price-source.js';
-export { seedDemoData } from './seed.js';
+export { ensureDemoGovernance, seedDemoData } from './seed.js';
 
 export interface JobServicesDeps {
   db: Database;
   /** Follow-up jobs (margin calls, reminders) and retention go through the job tracker. */
   tracker: Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
   notifier: Notifier;
-  priceSource: PriceSource;
-  marginCallRatio?: string;
+  /** One source or several (the price is their median; see `createPortfolioService`). */
+  priceSource: PriceSource | readonly PriceSource[];
+  /** Share of the last accepted price a new price may move without two sources agreeing (default 0.2). */
+  maxPriceJump?: string;
+  /** Cover above a level needed to move back up a collateralization state (default 0.05). */
+  upgradeBuffer?: string;
   retentionDays?: number;
 }
 
@@ -46,7 +56,8 @@ export function createJobServices(deps: JobServicesDeps): LendingJobServices {
       db: deps.db,
       jobs: deps.tracker,
       priceSource: deps.priceSource,
-      marginCallRatio: deps.marginCallRatio,
+      maxPriceJump: deps.maxPriceJump,
+      upgradeBuffer: deps.upgradeBuffer,
     }),
     maintenance: createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),
   };

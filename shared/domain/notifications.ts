@@ -32,13 +32,31 @@ export function renderNotification(n: NotificationPayload, f: FacilityRow): Rend
       ].join('\n'),
     };
   }
+  const valued = [
+    `On ${n.valuationDate} the collateral of your credit facility ${n.facilityId} was valued at`,
+    `USD ${formatCents(f.collateral_value_cents ?? 0n)}, ${f.collateral_to_loan_ratio ?? 'n/a'} times the total outstanding`,
+    `(principal USD ${formatCents(f.drawn_principal_cents)} plus interest USD ${formatCents(f.accrued_interest_cents)}).`,
+  ];
+  if (n.kind === 'liquidation-call') {
+    return {
+      subject: 'Liquidation warning: collateral at the liquidation level',
+      body: [
+        ...valued,
+        'The collateral may be partly liquidated. Add collateral or repay part of the loan now.',
+      ].join('\n'),
+    };
+  }
+  if (n.kind === 'collateral-recovered') {
+    return {
+      subject: 'Collateral restored: margin call lifted',
+      body: [...valued, 'Your facility is fully collateralized again. No action is needed.'].join('\n'),
+    };
+  }
   return {
     subject: 'Margin call: collateral below the required level',
-    body: [
-      `On ${n.valuationDate} the collateral of your credit facility ${n.facilityId} was valued at`,
-      `USD ${formatCents(f.collateral_value_cents ?? 0n)}, a collateral-to-loan ratio of ${f.collateral_to_loan_ratio ?? 'n/a'}.`,
-      'Please add collateral or repay part of the loan to restore the required ratio.',
-    ].join('\n'),
+    body: [...valued, 'Please add collateral or repay part of the loan to restore the required cover.'].join(
+      '\n',
+    ),
   };
 }
 

@@ -8,10 +8,11 @@ import { addDays } from './money.js';
 export const REMINDER_DAYS_AHEAD = 3;
 
 /**
- * The daily reminder sweep: one `notification` job per active facility whose payment falls due
- * REMINDER_DAYS_AHEAD days after `day`, each keyed by facility and due date, so running the sweep twice
- * enqueues nothing new (and the outbox would not send twice anyway). Paged, so a crash part-way through is
- * finished by the retry.
+ * The daily reminder sweep: one `notification` job per active facility whose payment falls due within
+ * REMINDER_DAYS_AHEAD days of `day` (from `day` itself on) and that has no reminder for that due date in
+ * the outbox yet, so a missed or late sweep still reminds (a due date is never skipped for good). Each job
+ * is keyed by facility and due date, so running the sweep twice enqueues nothing new (and the outbox would
+ * not send twice anyway). Paged, so a crash part-way through is finished by the retry.
  */
 export interface LendingReminderService extends ReminderService {
   enqueueDueReminders(day: string, signal?: AbortSignal): Promise<{ dueDate: string; enqueued: number }>;
@@ -27,19 +28,23 @@ export function createReminderService(deps: {
       let enqueued = 0;
       let after = FIRST_PAGE_AFTER_ID;
       for (;;) {
-        const page = await deps.db.query<{ id: string }>(
-          `SELECT id FROM credit_facilities
-           WHERE status = 'active' AND next_payment_due = CAST(:due AS date) AND drawn_principal_cents > 0
-             AND id > CAST(:after AS uuid)
-           ORDER BY id LIMIT ${ENQUEUE_PAGE_SIZE}`,
-          { due: date(dueDate), after: uuid(after) },
+        const page = await deps.db.query<{ id: string; due: string }>(
+          `SELECT f.id, CAST(f.next_payment_due AS text) AS due FROM credit_facilities f
+           WHERE f.status = 'active' AND f.drawn_principal_cents > 0
+             AND f.next_payment_due BETWEEN CAST(:day AS date) AND CAST(:due AS date)
+             AND NOT EXISTS (SELECT 1 FROM notifications n
+                             WHERE n.facility_id = f.id AND n.kind = 'payment-reminder'
+                               AND n.key_date = f.next_payment_due)
+             AND f.id > CAST(:after AS uuid)
+           ORDER BY f.id LIMIT ${ENQUEUE_PAGE_SIZE}`,
+          { day: date(day), due: date(dueDate), after: uuid(after) },
         );
         if (page.rows.length === 0) break;
         const results = await deps.jobs.enqueueUntyped(
           page.rows.map((f) => ({
             type: 'notification',
-            payload: { kind: 'payment-reminder', facilityId: f.id, dueDate },
-            idempotencyKey: `payment-reminder:${f.id}:${dueDate}`,
+            payload: { kind: 'payment-reminder', facilityId: f.id, dueDate: f.due },
+            idempotencyKey: `payment-reminder:${f.id}:${f.due}`,
           })),
         );
         enqueued += results.filter((r) => r.created).length;

@@ -1,5 +1,6 @@
 import { type Database, date } from '../db/port.js';
-import { createApprovalProcess } from './approvals.js';
+import type { JobTracker } from '../jobs/tracker.js';
+import { createApprovalProcess, createCommittee, setApprovalPolicy } from './approvals.js';
 import { addDays, utcDay } from './money.js';
 
 export interface DemoData {
@@ -13,8 +14,13 @@ export interface DemoData {
  * due in three days (so today's reminder sweep finds it), one thinly collateralised (so a valuation at
  * today's price triggers a margin call), plus an approval process for a disbursal awaiting its votes.
  */
-export async function seedDemoData(db: Database, today = utcDay(new Date())): Promise<DemoData> {
-  return db.transaction(async (tx) => {
+export async function seedDemoData(
+  db: Database,
+  jobs: Pick<JobTracker, 'enqueueUntyped'>,
+  today = utcDay(new Date()),
+): Promise<DemoData> {
+  await ensureDemoGovernance(db);
+  const seeded = await db.transaction(async (tx) => {
     const dueDate = addDays(today, 3);
     const rows = await tx.query<{ id: string }>(
       `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents,
@@ -29,13 +35,30 @@ export async function seedDemoData(db: Database, today = utcDay(new Date())): Pr
        RETURNING id`,
       { due: date(dueDate), later: date(addDays(today, 20)) },
     );
-    const facilityIds = rows.rows.map((r) => r.id);
-    const approvalProcessId = await createApprovalProcess(tx, {
-      facilityId: facilityIds[2]!,
-      amountCents: 2_500_000n,
-      committeeSize: 3,
-      requiredApprovals: 2,
-    });
-    return { facilityIds, approvalProcessId, paymentDueDate: dueDate };
+    return { facilityIds: rows.rows.map((r) => r.id), paymentDueDate: dueDate };
+  });
+  const approvalProcessId = await createApprovalProcess(db, jobs, {
+    facilityId: seeded.facilityIds[2]!,
+    amountCents: 2_500_000n,
+  });
+  return { ...seeded, approvalProcessId };
+}
+
+/** The demo's credit committee (three members) and its disbursal policy (two approvals), unless set. */
+export const DEMO_COMMITTEE = ['risk-officer', 'credit-committee-chair', 'cfo'] as const;
+
+export async function ensureDemoGovernance(db: Database): Promise<void> {
+  const policy = await db.query("SELECT 1 FROM approval_policies WHERE process_type = 'disbursal'");
+  if (policy.rowCount > 0) return;
+  const existing = await db.query<{ id: string }>(
+    "SELECT id FROM committees WHERE name = 'credit-committee'",
+  );
+  const committeeId =
+    existing.rows[0]?.id ??
+    (await createCommittee(db, { name: 'credit-committee', members: DEMO_COMMITTEE }));
+  await setApprovalPolicy(db, {
+    processType: 'disbursal',
+    committeeId,
+    rule: { kind: 'threshold', approvals: 2 },
   });
 }

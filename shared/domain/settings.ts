@@ -10,6 +10,9 @@ export const SETTING_NAMES = {
   priceTimeoutMs: 'LANA_PRICE_TIMEOUT_MS',
   notificationFromAddress: 'LANA_NOTIFICATION_FROM_ADDRESS',
   retentionDays: 'LANA_JOB_RETENTION_DAYS',
+  extraPriceUrls: 'LANA_PRICE_URLS_EXTRA',
+  maxPriceJump: 'LANA_PRICE_MAX_JUMP',
+  upgradeBuffer: 'LANA_COLLATERAL_UPGRADE_BUFFER',
 } as const;
 
 export interface LendingSettings {
@@ -21,14 +24,40 @@ export interface LendingSettings {
   notificationFromAddress: string | undefined;
   /** How long finished jobs are kept before the maintenance job prunes them. Default 30 days. */
   retentionDays: number | undefined;
+  /**
+   * More BTC/USD sources beside `priceUrl`, comma-separated: the valuation uses the median of those that
+   * answer, and needs two answers once two or more are configured.
+   */
+  extraPriceUrls: string[];
+  /** Share of the last accepted price a new price may move unless two sources agree. Default "0.2". */
+  maxPriceJump: string;
+  /** Cover above a level needed to move back up a collateralization state. Default "0.05". */
+  upgradeBuffer: string;
 }
 
 const positiveInt = z.coerce.number().int().positive();
+/** A decimal share strictly between 0 and 1, kept as text (it reaches SQL as an exact numeric). */
+const share = z
+  .string()
+  .regex(/^0?\.\d+$/, 'expected a decimal share such as 0.2')
+  .refine((s) => Number(s) > 0 && Number(s) < 1, 'expected a share between 0 and 1');
 const schema = z.object({
   priceUrl: z.url({ protocol: /^https?$/ }).optional(),
   priceTimeoutMs: positiveInt.max(60_000).default(5000),
   notificationFromAddress: z.email().optional(),
   retentionDays: positiveInt.max(3650).optional(),
+  extraPriceUrls: z
+    .string()
+    .transform((text) =>
+      text
+        .split(',')
+        .map((u) => u.trim())
+        .filter((u) => u.length > 0),
+    )
+    .pipe(z.array(z.url({ protocol: /^https?$/ })))
+    .default([]),
+  maxPriceJump: share.default('0.2'),
+  upgradeBuffer: share.default('0.05'),
 });
 
 export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): LendingSettings {
@@ -48,5 +77,8 @@ export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Le
     priceTimeoutMs: parsed.data.priceTimeoutMs,
     notificationFromAddress: parsed.data.notificationFromAddress,
     retentionDays: parsed.data.retentionDays,
+    extraPriceUrls: parsed.data.extraPriceUrls,
+    maxPriceJump: parsed.data.maxPriceJump,
+    upgradeBuffer: parsed.data.upgradeBuffer,
   };
 }

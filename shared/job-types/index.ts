@@ -35,13 +35,14 @@ export function createJobTypeRegistry() {
     })
     .register({
       type: 'interest-accrual',
-      description: 'Accrues one day of interest on every active credit facility',
+      description: 'Accrues interest on every facility for each ended day not yet accrued (catches up)',
       schema: interestAccrualPayload,
       timeoutSeconds: 600,
-      // Each run writes every facility's day: a few at once is plenty, more only contend on the same rows.
+      // Each run writes every facility's missing days: a few at once is plenty, more only contend on the same rows.
       concurrency: 4,
       execute: async ({ date }, ctx) => {
-        await ctx.services.credit.accrueDailyInterest(date ?? previousUtcDay(new Date()), ctx.signal);
+        // No date: up to yesterday by the database clock (the domain caps any date there too).
+        await ctx.services.credit.accrueDailyInterest(date, ctx.signal);
         return undefined;
       },
     })

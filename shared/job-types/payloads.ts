@@ -17,9 +17,22 @@ export const approvalProcessingPayload = z.strictObject({
   processId: z.uuid(),
 });
 
+/** No facility predates this day; an earlier date (such as year 0000) is a typo, not a back-fill. */
+export const EARLIEST_ACCRUAL_DATE = '2000-01-01';
+
 export const interestAccrualPayload = z.strictObject({
-  /** The day to accrue (UTC). Omitted: the day that just ended. */
-  date: isoDate.optional(),
+  /**
+   * Accrue up to and including this day (UTC); every earlier day not yet accrued is caught up too.
+   * Omitted: up to the day that just ended. A day that has not ended yet is refused.
+   */
+  date: isoDate
+    .refine((s) => s >= EARLIEST_ACCRUAL_DATE, {
+      message: `no facility accrues before ${EARLIEST_ACCRUAL_DATE}`,
+    })
+    .refine((s) => s < new Date().toISOString().slice(0, 10), {
+      message: 'that day has not ended yet (UTC): only past days accrue',
+    })
+    .optional(),
 });
 
 export const notificationPayload = z.discriminatedUnion('kind', [
@@ -29,9 +42,10 @@ export const notificationPayload = z.discriminatedUnion('kind', [
     dueDate: isoDate,
   }),
   z.strictObject({
-    kind: z.literal('margin-call'),
+    /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
+    kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
-    /** The valuation day that triggered it (one margin-call notice per facility per day). */
+    /** The valuation day of the transition (one notice per facility, kind and day). */
     valuationDate: isoDate,
   }),
 ]);

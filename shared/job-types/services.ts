@@ -13,8 +13,11 @@ export interface ApprovalService {
 }
 
 export interface CreditService {
-  /** Accrues one day of interest on every active facility for `date` (YYYY-MM-DD, UTC). Idempotent per day. */
-  accrueDailyInterest(date: string, signal: AbortSignal): Promise<unknown>;
+  /**
+   * Accrues every ended, not yet accrued day of every facility up to `upTo` (YYYY-MM-DD, UTC; default and cap:
+   * yesterday by the database clock). Idempotent per facility-day; a later run heals any gap.
+   */
+  accrueDailyInterest(upTo: string | undefined, signal: AbortSignal): Promise<unknown>;
 }
 
 export interface NotificationService {

@@ -1,5 +1,5 @@
 import type { Database } from '../db/port.js';
-import { castVote, createApprovalProcess, seedDemoData } from '../domain/index.js';
+import { castVote, createApprovalProcess, ensureDemoGovernance, seedDemoData } from '../domain/index.js';
 import type { SeedRegistry, SeedTracker } from '../job-types/index.js';
 import { previousUtcDay } from '../job-types/index.js';
 import type { JobServices } from '../job-types/services.js';
@@ -48,19 +48,18 @@ export async function runDemo(deps: {
   await explainCatchUpTick(tracker, logger);
   const existing = await db.query<{ n: number }>('SELECT count(*)::integer AS n FROM credit_facilities');
   if (existing.rows[0]!.n === 0) {
-    const seeded = await seedDemoData(db);
+    const seeded = await seedDemoData(db, tracker);
     logger.info('demo: seeded credit facilities', { facilities: seeded.facilityIds.length });
   }
   // A fresh approval process each run, on the active facility with the most undrawn limit.
   const facility = await db.query<{ id: string }>(
     `SELECT id FROM credit_facilities WHERE status = 'active'
-     ORDER BY facility_limit_cents - drawn_principal_cents DESC LIMIT 1`,
+     ORDER BY facility_limit_cents - drawn_principal_cents - reserved_cents DESC LIMIT 1`,
   );
-  const processId = await createApprovalProcess(db, {
+  await ensureDemoGovernance(db);
+  const processId = await createApprovalProcess(db, tracker, {
     facilityId: facility.rows[0]!.id,
     amountCents: 250_000n,
-    committeeSize: 3,
-    requiredApprovals: 2,
   });
   logger.info('demo: approval process opened (2 of 3 approvals needed)', { processId });
   await castVote(db, tracker, { processId, voter: 'risk-officer', approve: true });

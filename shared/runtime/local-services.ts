@@ -44,21 +44,28 @@ export async function createLocalServices(deps: {
   };
   const settings = lendingSettingsFromEnv();
   let priceUrl = settings.priceUrl;
+  let priceUrls = [...(priceUrl ? [priceUrl] : []), ...settings.extraPriceUrls];
   let closeFeed = async () => {};
   if (!priceUrl) {
-    const feed = await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests });
-    priceUrl = feed.url;
-    closeFeed = feed.close;
-    deps.logger.info('no LANA_PRICE_URL: using a simulated BTC/USD feed', { url: priceUrl });
+    // Two simulated sources, as production should have: the valuation takes their median.
+    const feeds = [
+      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests }),
+      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests }),
+    ];
+    priceUrl = feeds[0]!.url;
+    priceUrls = feeds.map((f) => f.url);
+    closeFeed = async () => {
+      await Promise.all(feeds.map((f) => f.close()));
+    };
+    deps.logger.info('no LANA_PRICE_URL: using two simulated BTC/USD feeds', { urls: priceUrls });
   }
   const services = createJobServices({
     db: deps.db,
     tracker: deps.tracker,
     notifier,
-    priceSource: createHttpPriceSource({
-      url: priceUrl,
-      timeoutMs: settings.priceTimeoutMs,
-    }),
+    priceSource: priceUrls.map((url) => createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs })),
+    maxPriceJump: settings.maxPriceJump,
+    upgradeBuffer: settings.upgradeBuffer,
     retentionDays: settings.retentionDays,
   });
   return { services, outboxFile: fileNotifier.file, priceUrl, close: closeFeed };

@@ -3,7 +3,13 @@ import pg from 'pg';
 import { z } from 'zod';
 import { migrate } from '../../shared/db/migrate.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
-import { createApprovalProcess, createApprovalService } from '../../shared/domain/approvals.js';
+import {
+  createApprovalProcess,
+  createApprovalService,
+  createCommittee,
+  recordVote,
+  setApprovalPolicy,
+} from '../../shared/domain/approvals.js';
 import { createCreditService } from '../../shared/domain/credit.js';
 import { createNotificationService } from '../../shared/domain/notifications.js';
 import type { Notifier } from '../../shared/domain/notifier.js';
@@ -266,10 +272,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     const tracker = new JobTracker({ db: control, registry, clock });
     await control.query(
-      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
-       SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, '2020-01-01Z'
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      collateral_sats, created_at)
+       SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, 100000000, '2025-12-20Z'
        FROM generate_series(1, 40) g`,
     );
+    // The last accepted price (a disbursal's cover is checked at it) and a one-member disbursal committee.
+    await control.query(
+      'INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold) VALUES (10000000, 0, 0)',
+    );
+    const committeeId = await createCommittee(control, { name: 'chaos', members: ['chair'] });
+    await setApprovalPolicy(control, {
+      processType: 'disbursal',
+      committeeId,
+      rule: { kind: 'all-members' },
+    });
     const facilities = (
       await control.query<{ id: string }>('SELECT id FROM credit_facilities ORDER BY drawn_principal_cents')
     ).rows.map((r) => r.id);
@@ -279,16 +296,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // Twenty approval processes whose deciding vote is in: several jobs each, one disbursal each at most.
     const processes: string[] = [];
     for (const facilityId of facilities.slice(0, 20)) {
-      const id = await createApprovalProcess(control, {
-        facilityId,
-        amountCents: 1000n,
-        committeeSize: 1,
-        requiredApprovals: 1,
-      });
-      await control.query(
-        "INSERT INTO approval_votes (process_id, voter, approve) VALUES (CAST(:id AS uuid), 'chair', true)",
-        { id },
-      );
+      // The deciding vote is recorded (and the process concluded) here; the chaos jobs carry it out.
+      const id = await createApprovalProcess(control, tracker, { facilityId, amountCents: 1000n });
+      await control.transaction((tx) => recordVote(tx, { processId: id, voter: 'chair', approve: true }));
       processes.push(id);
     }
     const accrualDay = (n: number) =>

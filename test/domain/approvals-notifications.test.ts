@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { castVote, createApprovalProcess } from '../../shared/domain/index.js';
+import {
+  castVote,
+  createApprovalProcess,
+  createCommittee,
+  setApprovalPolicy,
+} from '../../shared/domain/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { domainHarness, insertFacility } from './support.js';
+import { acceptedPrice, disbursalPolicy, domainHarness, insertFacility } from './support.js';
 
 let t: TestDatabase;
 beforeAll(async () => {
@@ -10,7 +15,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
   );
 });
 
@@ -18,27 +23,37 @@ const one = async <T extends Record<string, unknown>>(sql: string, params = {}) 
   (await t.db.query<T>(sql, params)).rows[0]!;
 const signal = () => new AbortController().signal;
 
+const count = async (table: string) =>
+  (await one<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).n;
+/** 1 BTC at 100,000.00 covers 80,000.00 of outstanding at the default 125 % margin-call level. */
+const ONE_BTC = 100_000_000n;
+const PRICE = 10_000_000n;
+
 describe('approval processing', () => {
-  test('the deciding vote enqueues the job in its transaction; the job concludes and disburses once', async () => {
+  test('the deciding vote concludes the process and enqueues the job in its transaction; the job disburses once', async () => {
+    await disbursalPolicy(t.db, ['ann', 'ben', 'cat'], 2);
+    await acceptedPrice(t.db, PRICE);
     const facility = await insertFacility(t.db, {
       principalCents: 1_000_000n,
       rate: '0.1',
       limitCents: 5_000_000n,
-    });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 250_000n,
-      committeeSize: 3,
-      requiredApprovals: 2,
+      collateralSats: ONE_BTC,
     });
     const { tracker, drain, services } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 250_000n,
+    });
+    expect(await one('SELECT reserved_cents FROM credit_facilities')).toEqual({ reserved_cents: 250_000n });
     expect(await castVote(t.db, tracker, { processId, voter: 'ann', approve: true })).toEqual({
       decided: null,
       jobId: null,
     });
-    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).n).toBe(0);
+    expect(await count('jobs')).toBe(0);
     const decided = await castVote(t.db, tracker, { processId, voter: 'ben', approve: true });
     expect(decided.decided).toBe('approved');
+    // Recorded with the deciding vote, before any job runs.
+    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'approved' });
     const job = await tracker.getJob(decided.jobId!);
     expect(job).toMatchObject({
       jobType: 'approval-processing',
@@ -47,59 +62,111 @@ describe('approval processing', () => {
     });
     await drain();
     expect(await tracker.getJob(job!.id)).toMatchObject({ status: 'completed' });
-    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'approved' });
-    expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
+    expect(await one('SELECT drawn_principal_cents, reserved_cents FROM credit_facilities')).toEqual({
       drawn_principal_cents: 1_250_000n,
+      reserved_cents: 0n,
     });
-    // Run again (a retry or a duplicate delivery): nothing changes.
     const again = await services.approvals.processApproval(processId, signal());
     expect(again).toMatchObject({ action: 'already_concluded', status: 'approved' });
     expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
       drawn_principal_cents: 1_250_000n,
     });
-    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM disbursals')).toEqual({ n: 1 });
-    // Voting on a concluded process is refused.
+    expect(await count('disbursals')).toBe(1);
     await expect(castVote(t.db, tracker, { processId, voter: 'cat', approve: true })).rejects.toMatchObject({
       name: 'LendingInputError',
       code: 'approval_process_concluded',
       message: expect.stringMatching(/already approved/),
     });
+    expect(await count('approval_votes')).toBe(2);
+  });
+
+  test('strangers cannot vote: a stranger denial and three stranger approvals change nothing (3-of-3)', async () => {
+    await disbursalPolicy(t.db, ['ann', 'ben', 'cat']);
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
+    const { tracker } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 100_000n,
+    });
+    for (const [voter, approve] of [
+      ['mallory', false],
+      ['eve', true],
+      ['trent', true],
+      ['oscar', true],
+    ] as const) {
+      await expect(
+        castVote(t.db, tracker, { processId, voter, approve, reason: 'because' }),
+      ).rejects.toMatchObject({ name: 'LendingInputError', code: 'not_a_member' });
+    }
+    expect(await count('approval_votes')).toBe(0);
+    expect(await count('jobs')).toBe(0);
+    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'pending' });
+    expect(await count('disbursals')).toBe(0);
+  });
+
+  test("any member's denial denies at once with its reason; later votes are refused and the reservation is released", async () => {
+    await disbursalPolicy(t.db, ['ann', 'ben', 'cat'], 2);
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', collateralSats: ONE_BTC });
+    const { tracker, drain } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 100_000n,
+    });
+    await expect(castVote(t.db, tracker, { processId, voter: 'ann', approve: false })).rejects.toMatchObject({
+      code: 'reason_required',
+    });
+    const denied = await castVote(t.db, tracker, {
+      processId,
+      voter: 'ann',
+      approve: false,
+      reason: 'income not verified',
+    });
+    expect(denied.decided).toBe('denied');
+    expect(await one('SELECT status, denial_reason FROM approval_processes')).toEqual({
+      status: 'denied',
+      denial_reason: 'ann: income not verified',
+    });
+    expect(await one('SELECT reserved_cents FROM credit_facilities')).toEqual({ reserved_cents: 0n });
+    // The 2-of-3 reproduction: deny, deny, approve, approve must not disburse.
+    for (const [voter, approve] of [
+      ['ben', false],
+      ['cat', true],
+      ['ben', true],
+    ] as const) {
+      await expect(castVote(t.db, tracker, { processId, voter, approve, reason: 'x' })).rejects.toMatchObject(
+        {
+          code: 'approval_process_concluded',
+        },
+      );
+    }
+    await drain();
+    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'denied' });
+    expect(await count('disbursals')).toBe(0);
+    expect(await count('approval_votes')).toBe(1);
   });
 
   test('a vote on an unknown process, or a second vote by the same member, is refused and writes nothing', async () => {
+    await disbursalPolicy(t.db, ['ann', 'ben', 'cat'], 2);
     const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 100n,
-      committeeSize: 3,
-      requiredApprovals: 2,
-    });
     const { tracker } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 100n });
     const unknown = '01a22552-d933-7bfb-890b-3d5e0b6d0892';
     await expect(
       castVote(t.db, tracker, { processId: unknown, voter: 'ann', approve: true }),
-    ).rejects.toMatchObject({
-      name: 'LendingInputError',
-      code: 'approval_process_not_found',
-    });
+    ).rejects.toMatchObject({ name: 'LendingInputError', code: 'approval_process_not_found' });
     await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
-    await expect(castVote(t.db, tracker, { processId, voter: 'ann', approve: false })).rejects.toMatchObject({
-      name: 'LendingInputError',
-      code: 'already_voted',
-    });
-    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM approval_votes')).toEqual({ n: 1 });
-    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).toEqual({ n: 0 });
+    await expect(
+      castVote(t.db, tracker, { processId, voter: 'ann', approve: false, reason: 'changed my mind' }),
+    ).rejects.toMatchObject({ name: 'LendingInputError', code: 'already_voted' });
+    expect(await count('approval_votes')).toBe(1);
+    expect(await count('jobs')).toBe(0);
   });
 
-  test('a vote that rolls back after enqueueing takes its job with it', async () => {
+  test('a vote that rolls back after enqueueing takes its job and its decision with it', async () => {
+    await disbursalPolicy(t.db, ['bob']);
     const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 100n,
-      committeeSize: 1,
-      requiredApprovals: 1,
-    });
     const { tracker } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 100n });
     const enqueueCalls: unknown[] = [];
     const watchedTracker: Pick<typeof tracker, 'enqueueUntyped'> = {
       enqueueUntyped: async (jobs, options) => {
@@ -125,24 +192,28 @@ describe('approval processing', () => {
       await t.db.query('DROP FUNCTION reject_vote_at_commit()');
     }
     expect(enqueueCalls).toHaveLength(1);
-    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).n).toBe(0);
-    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM approval_votes')).n).toBe(0);
+    expect(await count('jobs')).toBe(0);
+    expect(await count('approval_votes')).toBe(0);
     expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'pending' });
-    // The same vote, once it can commit, enqueues the job; voting again is refused and enqueues nothing.
     const decided = await castVote(t.db, watchedTracker, { processId, voter: 'bob', approve: true });
     expect(decided.decided).toBe('approved');
-    expect((await one<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).n).toBe(1);
+    expect(await count('jobs')).toBe(1);
   });
 
   test('two deliveries of the same job at once disburse exactly once', async () => {
-    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', limitCents: 1_000_000n });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 400_000n,
-      committeeSize: 1,
-      requiredApprovals: 1,
+    await disbursalPolicy(t.db, ['ann']);
+    await acceptedPrice(t.db, PRICE);
+    const facility = await insertFacility(t.db, {
+      principalCents: 0n,
+      rate: '0.1',
+      limitCents: 1_000_000n,
+      collateralSats: ONE_BTC,
     });
     const { tracker, services } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 400_000n,
+    });
     await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
     const results = await Promise.all(
       [1, 2, 3].map(() => services.approvals.processApproval(processId, signal())),
@@ -150,11 +221,12 @@ describe('approval processing', () => {
     expect(results.map((r) => r.action).sort()).toEqual([
       'already_concluded',
       'already_concluded',
-      'concluded',
+      'disbursed',
     ]);
     expect(results.map((r) => r.disbursedCents).reduce((a, b) => a + b, 0n)).toBe(400_000n);
-    expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
+    expect(await one('SELECT drawn_principal_cents, reserved_cents FROM credit_facilities')).toEqual({
       drawn_principal_cents: 400_000n,
+      reserved_cents: 0n,
     });
     expect(await one('SELECT process_id, amount_cents FROM disbursals')).toEqual({
       process_id: processId,
@@ -162,22 +234,18 @@ describe('approval processing', () => {
     });
   });
 
-  test('a process whose votes are not all in is not concluded', async () => {
+  test('a job for a process without a recorded outcome fails and concludes nothing', async () => {
+    await disbursalPolicy(t.db, ['ann', 'ben', 'cat'], 2);
     const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 100n,
-      committeeSize: 3,
-      requiredApprovals: 2,
-    });
     const { tracker, drain } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 100n });
     await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
     // Enqueued by hand (the CLI) before the deciding vote.
     const { job } = await tracker.enqueue({ type: 'approval-processing', payload: { processId } });
     await drain();
     expect(await tracker.getJob(job.id)).toMatchObject({
       status: 'failed',
-      lastError: expect.stringMatching(/undecided \(1 of 2 approvals\)/),
+      lastError: expect.stringMatching(/no recorded outcome/),
     });
     expect(await one('SELECT status, concluded_at FROM approval_processes')).toEqual({
       status: 'pending',
@@ -185,48 +253,112 @@ describe('approval processing', () => {
     });
   });
 
-  test('denied when approval becomes impossible: no disbursal', async () => {
-    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 100n,
-      committeeSize: 3,
-      requiredApprovals: 2,
-    });
-    const { tracker, drain } = domainHarness(t.db);
-    await castVote(t.db, tracker, { processId, voter: 'ann', approve: false });
-    const decided = await castVote(t.db, tracker, { processId, voter: 'ben', approve: false });
-    expect(decided.decided).toBe('denied');
-    await drain();
-    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'denied' });
-    expect(await one<{ n: number }>('SELECT count(*)::int AS n FROM disbursals')).toEqual({ n: 0 });
+  test('two processes can never together exceed the limit: the second is refused when it opens', async () => {
+    await disbursalPolicy(t.db, ['ann']);
+    const facility = await insertFacility(t.db, { principalCents: 200n, rate: '0.1', limitCents: 1000n });
+    const { tracker } = domainHarness(t.db);
+    await createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 500n });
+    await expect(
+      createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 400n }),
+    ).rejects.toMatchObject({ name: 'LendingInputError', code: 'over_limit' });
+    expect(await count('approval_processes')).toBe(1);
+    expect(await one('SELECT reserved_cents FROM credit_facilities')).toEqual({ reserved_cents: 500n });
+    // 300 still fits.
+    await createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 300n });
+    expect(await one('SELECT reserved_cents FROM credit_facilities')).toEqual({ reserved_cents: 800n });
+    await expect(
+      createApprovalProcess(t.db, tracker, { facilityId: facility, amountCents: 1n, processType: 'unknown' }),
+    ).rejects.toMatchObject({ code: 'no_policy' });
   });
 
-  test('an unknown process or an over-limit disbursal fails at once, changing nothing', async () => {
-    const facility = await insertFacility(t.db, { principalCents: 900n, rate: '0.1', limitCents: 1000n });
-    const processId = await createApprovalProcess(t.db, {
-      facilityId: facility,
-      amountCents: 500n,
-      committeeSize: 1,
-      requiredApprovals: 1,
-    });
+  test('a disbursal below margin-call cover, after maturity or without collateral is refused: process failed, reservation released', async () => {
+    await disbursalPolicy(t.db, ['ann']);
+    await acceptedPrice(t.db, PRICE);
     const { tracker, drain } = domainHarness(t.db);
-    await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
-    await tracker.enqueue({
-      type: 'approval-processing',
-      payload: { processId: '00000000-0000-4000-8000-000000000001' },
+    // No collateral: the first reproduction's 1,000.00.
+    const bare = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
+    // 1 BTC at 100,000.00 with 70,000.00 drawn: 10,001.00 more leaves cover at 100,000 / 80,001 < 125 %.
+    const thin = await insertFacility(t.db, {
+      principalCents: 7_000_000n,
+      rate: '0.1',
+      collateralSats: ONE_BTC,
     });
+    // Matured yesterday.
+    const matured = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', collateralSats: ONE_BTC });
+    await t.db.query(
+      "UPDATE credit_facilities SET maturity_date = CAST(now() AT TIME ZONE 'UTC' AS date) - 1 WHERE id = CAST(:id AS uuid)",
+      { id: matured },
+    );
+    // Exactly at the margin-call level: 100,000 / 80,000 = 125 %, allowed.
+    const exact = await insertFacility(t.db, {
+      principalCents: 7_000_000n,
+      rate: '0.1',
+      collateralSats: ONE_BTC,
+    });
+    const open = async (facilityId: string, amountCents: bigint) => {
+      const processId = await createApprovalProcess(t.db, tracker, { facilityId, amountCents });
+      await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
+      return processId;
+    };
+    const p = [
+      await open(bare, 100_000n),
+      await open(thin, 1_000_100n),
+      await open(matured, 100n),
+      await open(exact, 1_000_000n),
+    ];
     await drain();
-    const failed = await tracker.listJobs({ status: 'failed' });
-    expect(failed.map((j) => j.lastError).sort()).toEqual([
-      expect.stringMatching(/exceeds the facility's limit/),
-      expect.stringMatching(/no approval process/),
-    ]);
-    expect(failed.every((j) => j.attempts === 1)).toBe(true);
-    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'pending' });
-    expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
-      drawn_principal_cents: 900n,
+    const rows = (
+      await t.db.query<{ id: string; status: string; failure_reason: string | null }>(
+        'SELECT id, status, failure_reason FROM approval_processes',
+      )
+    ).rows;
+    const byId = Object.fromEntries(rows.map((r) => [r.id, r]));
+    expect(byId[p[0]!]).toMatchObject({
+      status: 'failed',
+      failure_reason: expect.stringMatching(/margin-call cover/),
     });
+    expect(byId[p[1]!]).toMatchObject({
+      status: 'failed',
+      failure_reason: expect.stringMatching(/margin-call cover/),
+    });
+    expect(byId[p[2]!]).toMatchObject({
+      status: 'failed',
+      failure_reason: expect.stringMatching(/maturity/),
+    });
+    expect(byId[p[3]!]).toMatchObject({ status: 'approved', failure_reason: null });
+    expect(await count('disbursals')).toBe(1);
+    expect(
+      await one<{ n: bigint }>('SELECT sum(reserved_cents)::bigint AS n FROM credit_facilities'),
+    ).toEqual({ n: 0n });
+  });
+
+  test('an auto-approve policy opens the process approved and enqueues its job at once', async () => {
+    await setApprovalPolicy(t.db, { processType: 'small-disbursal', rule: { kind: 'auto-approve' } });
+    await acceptedPrice(t.db, PRICE);
+    const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', collateralSats: ONE_BTC });
+    const { tracker, drain } = domainHarness(t.db);
+    await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 5_000n,
+      processType: 'small-disbursal',
+    });
+    expect(await one('SELECT status FROM approval_processes')).toEqual({ status: 'approved' });
+    await drain();
+    expect(await one('SELECT drawn_principal_cents FROM credit_facilities')).toEqual({
+      drawn_principal_cents: 5_000n,
+    });
+  });
+
+  test('a threshold above the committee size is refused', async () => {
+    const committeeId = await createCommittee(t.db, { name: 'two', members: ['ann', 'ben'] });
+    await expect(
+      setApprovalPolicy(t.db, {
+        processType: 'disbursal',
+        committeeId,
+        rule: { kind: 'threshold', approvals: 3 },
+      }),
+    ).rejects.toMatchObject({ code: 'invalid_policy' });
+    expect(await count('approval_policies')).toBe(0);
   });
 });
 
@@ -344,6 +476,44 @@ describe('notifications', () => {
       'SELECT facility_id, key_date FROM notifications',
     );
     expect(sentFor).toEqual({ facility_id: due, key_date: '2026-12-04' });
+  });
+
+  test('a missed sweep is healed by the next: every payment due within the window and not yet reminded', async () => {
+    // The 1 December sweep never ran. Due on the 4th: reminded by the 2nd's sweep; due on the 2nd itself
+    // (its sweep on 29 November was missed too): reminded as well; due on the 6th: not yet.
+    const dueFourth = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-04',
+    });
+    const dueToday = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-02',
+    });
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-12-06' });
+    await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-12-01' });
+    const { tracker, drain, notifications } = domainHarness(t.db);
+    await tracker.enqueue({ type: 'payment-reminders', payload: { date: '2026-12-02' } });
+    await drain();
+    const sent = (
+      await t.db.query<{ facility_id: string; key_date: string }>(
+        'SELECT facility_id, CAST(key_date AS text) AS key_date FROM notifications ORDER BY key_date',
+      )
+    ).rows;
+    expect(sent).toEqual([
+      { facility_id: dueToday, key_date: '2026-12-02' },
+      { facility_id: dueFourth, key_date: '2026-12-04' },
+    ]);
+    expect(notifications.sent.map((m) => m.subject).sort()).toEqual([
+      'Payment reminder: due 2026-12-02',
+      'Payment reminder: due 2026-12-04',
+    ]);
+    // The next day's sweep finds those two reminded; only the payment due on the 6th is new.
+    await tracker.enqueue({ type: 'payment-reminders', payload: { date: '2026-12-03' } });
+    await drain();
+    expect(notifications.sent.map((m) => m.subject)).toHaveLength(3);
+    expect(notifications.sent[2]!.subject).toBe('Payment reminder: due 2026-12-06');
   });
 
   test('the sweep pages through many due payments and a second sweep enqueues none', async () => {

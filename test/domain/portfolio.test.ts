@@ -2,9 +2,10 @@ import http from 'node:http';
 import { SESv2Client, SendEmailCommand } from '@aws-sdk/client-sesv2';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { createHttpPriceSource, createSesNotifier } from '../../shared/domain/index.js';
+import { createHttpPriceSource, createSesNotifier, type PriceSource } from '../../shared/domain/index.js';
+import { createPortfolioService } from '../../shared/domain/portfolio.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { domainHarness, fixedPrice, insertFacility } from './support.js';
+import { domainHarness, fixedPrice, insertFacility, movablePrice } from './support.js';
 
 let t: TestDatabase;
 let server: http.Server;
@@ -39,7 +40,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
   );
 });
 
@@ -89,24 +90,47 @@ describe('price source', () => {
   });
 });
 
+const states = async () =>
+  Object.fromEntries(
+    (
+      await t.db.query<{ id: string; collateralization_state: string }>(
+        'SELECT id, collateralization_state FROM credit_facilities',
+      )
+    ).rows.map((r) => [r.id, r.collateralization_state]),
+  );
+const noticeKinds = async () =>
+  (
+    await t.db.query<{ kind: string }>(
+      "SELECT payload->>'kind' AS kind FROM jobs WHERE job_type = 'notification' ORDER BY created_at, id",
+    )
+  ).rows.map((r) => r.kind);
+
 describe('portfolio valuation', () => {
-  test('revalues collateral, sets the ratio, and enqueues one margin call per facility below the threshold', async () => {
-    // At 100,000.00 USD/BTC: 1 BTC against 50,000.00 → ratio 2.0; 0.5 BTC against 50,000.00 → 1.0 (margin call)
+  test('values cover on total outstanding, stores the state, and notifies the transition once', async () => {
+    // At 100,000.00 USD/BTC: 1 BTC against 50,000.00 → cover 2.0; 0.5 BTC against 40,000.00 drawn plus
+    // 1,000.00 interest → 1.2195 (margin call; on principal alone it would be 1.25, fully collateralized).
     const healthy = await insertFacility(t.db, {
       principalCents: 5_000_000n,
       rate: '0.1',
       collateralSats: 100_000_000n,
     });
     const thin = await insertFacility(t.db, {
-      principalCents: 5_000_000n,
+      principalCents: 4_000_000n,
       rate: '0.1',
       collateralSats: 50_000_000n,
     });
-    await insertFacility(t.db, { principalCents: 0n, rate: '0.1', collateralSats: 10_000n });
+    await t.db.query(
+      'UPDATE credit_facilities SET accrued_interest_cents = 100000 WHERE id = CAST(:id AS uuid)',
+      {
+        id: thin,
+      },
+    );
+    const undrawn = await insertFacility(t.db, { principalCents: 0n, rate: '0.1', collateralSats: 10_000n });
+    const bare = await insertFacility(t.db, { principalCents: 100n, rate: '0.1' });
     const { tracker, drain, notifications } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
     await tracker.enqueueMany([
       { type: 'sync', payload: {} },
-      { type: 'sync', payload: {} }, // a second run the same day: no second margin call
+      { type: 'sync', payload: {} }, // a second run: no transition, no second notice, no row written
     ]);
     await drain();
     const rows = (
@@ -115,18 +139,214 @@ describe('portfolio valuation', () => {
         collateral_value_cents: bigint;
         collateral_to_loan_ratio: string | null;
       }>(
-        'SELECT id, collateral_value_cents, collateral_to_loan_ratio FROM credit_facilities ORDER BY collateral_sats DESC',
+        'SELECT id, collateral_value_cents, collateral_to_loan_ratio FROM credit_facilities ORDER BY collateral_sats DESC, id',
       )
     ).rows;
     expect(rows).toEqual([
       { id: healthy, collateral_value_cents: 10_000_000n, collateral_to_loan_ratio: '2.0000' },
-      { id: thin, collateral_value_cents: 5_000_000n, collateral_to_loan_ratio: '1.0000' },
-      expect.objectContaining({ collateral_value_cents: 1_000n, collateral_to_loan_ratio: null }),
+      { id: thin, collateral_value_cents: 5_000_000n, collateral_to_loan_ratio: '1.2195' },
+      expect.objectContaining({
+        id: undrawn,
+        collateral_value_cents: 1_000n,
+        collateral_to_loan_ratio: null,
+      }),
+      expect.objectContaining({ id: bare, collateral_value_cents: 0n, collateral_to_loan_ratio: '0.0000' }),
     ]);
+    expect(await states()).toEqual({
+      [healthy]: 'fully-collateralized',
+      [thin]: 'under-margin-call',
+      [undrawn]: 'no-exposure',
+      [bare]: 'no-collateral',
+    });
     expect(notifications.sent).toHaveLength(1);
     expect(notifications.sent[0]!.subject).toMatch(/Margin call/);
     expect(notifications.sent[0]!.body).toContain(thin);
-    expect((await snapshot())!.valuations).toBe(2);
+    const runs = (
+      await t.db.query<Record<string, unknown>>(
+        `SELECT facilities_valued, facilities_changed, below_threshold, total_collateral_cents, total_outstanding_cents,
+                weighted_cover, fully_collateralized, under_margin_call, under_liquidation, no_collateral, no_exposure
+         FROM collateral_valuations ORDER BY valued_at, id`,
+      )
+    ).rows;
+    const portfolio = {
+      facilities_valued: 4,
+      below_threshold: 1,
+      total_collateral_cents: 15_001_000n,
+      total_outstanding_cents: 9_100_100n,
+      weighted_cover: '1.6484',
+      fully_collateralized: 1,
+      under_margin_call: 1,
+      under_liquidation: 0,
+      no_collateral: 1,
+      no_exposure: 1,
+    };
+    expect(runs).toEqual([
+      { ...portfolio, facilities_changed: 4 },
+      { ...portfolio, facilities_changed: 0 },
+    ]);
+  });
+
+  test('a cover exactly at a level is not below it', async () => {
+    // 1 BTC at 100,000.00 against 80,000.00: exactly 125 %, the margin-call level → fully collateralized.
+    // Against 95,238.10: 1.0500 rounded, but just below 105 % exactly → under liquidation.
+    const atMargin = await insertFacility(t.db, {
+      principalCents: 8_000_000n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const belowLiquidation = await insertFacility(t.db, {
+      principalCents: 9_523_810n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const { services } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
+    await services.portfolio.revalue(signal());
+    expect(await states()).toEqual({
+      [atMargin]: 'fully-collateralized',
+      [belowLiquidation]: 'under-liquidation',
+    });
+    expect(await noticeKinds()).toEqual(['liquidation-call']);
+  });
+
+  test('crossed then recovered: one notice each way; a wobble inside the buffer changes nothing', async () => {
+    // 1 BTC against 80,000.00 drawn: margin call below 100,000.00 USD/BTC, back up only from 104,000.00.
+    const f = await insertFacility(t.db, {
+      principalCents: 8_000_000n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const price = movablePrice(11_000_000n);
+    const { services, drain, notifications } = domainHarness(t.db, { price: price.source });
+    const run = async (cents: bigint) => {
+      price.set(cents);
+      const r = await services.portfolio.revalue(signal());
+      await drain();
+      return r;
+    };
+    await run(11_000_000n);
+    expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    await run(9_900_000n); // cover 1.2375: margin call
+    await run(9_800_000n); // still below: no second notice
+    await run(10_200_000n); // 1.2750: above the level, inside the buffer: stays under margin call
+    expect(await states()).toEqual({ [f]: 'under-margin-call' });
+    const recovered = await run(10_500_000n); // 1.3125 ≥ 1.25 + 0.05: recovered
+    expect(recovered).toMatchObject({ transitions: 1, notices: 1 });
+    expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    expect(notifications.sent.map((m) => m.subject)).toEqual([
+      'Margin call: collateral below the required level',
+      'Collateral restored: margin call lifted',
+    ]);
+    const transitions = (
+      await t.db.query<{ from_state: string; to_state: string }>(
+        'SELECT from_state, to_state FROM collateral_transitions ORDER BY at',
+      )
+    ).rows;
+    expect(transitions).toEqual([
+      { from_state: 'no-exposure', to_state: 'fully-collateralized' },
+      { from_state: 'fully-collateralized', to_state: 'under-margin-call' },
+      { from_state: 'under-margin-call', to_state: 'fully-collateralized' },
+    ]);
+  });
+
+  test('one wrong tick (0.01) is refused: no state changes, no notice, the job retries', async () => {
+    const f = await insertFacility(t.db, {
+      principalCents: 5_000_000n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const price = movablePrice(10_000_000n);
+    const { tracker, drain, services } = domainHarness(t.db, { price: price.source });
+    await services.portfolio.revalue(signal());
+    await drain();
+    const before = await snapshot();
+    price.set(1n);
+    const { job } = await tracker.enqueue({ type: 'sync', payload: {} });
+    await drain();
+    expect(await tracker.getJob(job.id)).toMatchObject({
+      status: 'retrying',
+      lastError: expect.stringMatching(/no second source agrees: refused/),
+    });
+    expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    expect(await snapshot()).toEqual(before);
+    expect(await noticeKinds()).toEqual([]);
+  });
+
+  test('the price is the median of the sources; a jump two sources agree on is accepted', async () => {
+    const f = await insertFacility(t.db, {
+      principalCents: 5_000_000n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const a = movablePrice(10_000_000n);
+    const b = movablePrice(10_010_000n);
+    const c = movablePrice(1n);
+    const { services } = domainHarness(t.db, { price: [a.source, b.source, c.source] });
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 10_000_000n, quotes: 3 });
+    // A real crash: two sources agree on 60,000.00 (a 40 % move), the third is wrong.
+    a.set(6_000_000n);
+    b.set(6_001_000n);
+    c.set(100n);
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 6_000_000n });
+    expect(await states()).toEqual({ [f]: 'under-margin-call' });
+    // Only one of three answers: refused (two are needed).
+    const failing: PriceSource = {
+      btcUsdCents: async () => {
+        throw new Error('down');
+      },
+    };
+    const lonely = domainHarness(t.db, { price: [a.source, failing, failing] });
+    await expect(lonely.services.portfolio.revalue(signal())).rejects.toThrow(
+      /only 1 of 3 price sources answered/,
+    );
+  });
+
+  test('batched valuation matches the single pass and a crash between batches sends no duplicate notice', async () => {
+    await t.db.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      collateral_sats)
+       SELECT 'b' || g || '@example.com', 100000000, 1000000 + g * 997, 0.1, 1000000 + (g % 7) * 100000
+       FROM generate_series(1, 300) g`,
+    );
+    const picture = async () => ({
+      rows: (
+        await t.db.query(
+          'SELECT id, collateral_value_cents, collateral_to_loan_ratio, collateralization_state FROM credit_facilities ORDER BY id',
+        )
+      ).rows,
+      notices: (
+        await t.db.query(
+          "SELECT idempotency_key FROM jobs WHERE job_type = 'notification' ORDER BY idempotency_key",
+        )
+      ).rows,
+    });
+    const make = (batchSize: number, afterBatch?: (n: number) => Promise<void>) => {
+      const h = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
+      return createPortfolioService({
+        db: t.db,
+        jobs: h.tracker,
+        priceSource: fixedPrice(10_000_000n),
+        batchSize,
+        afterBatch,
+      });
+    };
+    const single = await make(1_000_000).revalue(signal());
+    expect(single.batches).toBe(1);
+    const expected = await picture();
+    expect(expected.notices.length).toBeGreaterThan(0);
+    await t.db.query(
+      "UPDATE credit_facilities SET collateral_value_cents = NULL, collateral_to_loan_ratio = NULL, collateralization_state = 'no-exposure'",
+    );
+    await t.db.query('TRUNCATE jobs, collateral_transitions, collateral_valuations');
+    await expect(
+      make(23, async (n) => {
+        if (n === 4) throw new Error('Lambda timed out');
+      }).revalue(signal()),
+    ).rejects.toThrow(/timed out/);
+    const rerun = await make(23).revalue(signal());
+    expect(rerun.batches).toBe(Math.ceil(300 / 23));
+    const after = await picture();
+    expect(after).toEqual(expected);
+    expect(rerun.belowMarginCall).toBe(single.belowMarginCall);
   });
 });
 
@@ -146,14 +366,14 @@ describe('portfolio valuation at scale', () => {
     });
     const { services } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
     const result = await services.portfolio.revalue(signal());
-    expect(result).toEqual({ btcUsdCents: 10_000_000n, facilitiesValued: 1202, marginCalls: 1201 });
+    expect(result).toMatchObject({ btcUsdCents: 10_000_000n, facilitiesValued: 1202, notices: 1201 });
     const today = (await t.db.query<{ d: string }>("SELECT CAST(now() AT TIME ZONE 'UTC' AS date) AS d"))
       .rows[0]!.d;
     const jobs = await t.db.query<{ n: number; facilities: number; dated_today: number; keyed: number }>(
       `SELECT count(*)::int AS n, count(DISTINCT payload->>'facilityId')::int AS facilities,
               count(*) FILTER (WHERE payload->>'valuationDate' = :today)::int AS dated_today,
-              count(*) FILTER (WHERE idempotency_key = 'margin-call:' || (payload->>'facilityId') || ':' || :today)::int AS keyed
-       FROM jobs WHERE job_type = 'notification' AND payload->>'kind' = 'margin-call'`,
+              count(*) FILTER (WHERE idempotency_key = 'liquidation-call:' || (payload->>'facilityId') || ':' || :today)::int AS keyed
+       FROM jobs WHERE job_type = 'notification' AND payload->>'kind' = 'liquidation-call'`,
       { today },
     );
     expect(jobs.rows[0]).toEqual({ n: 1201, facilities: 1201, dated_today: 1201, keyed: 1201 });
@@ -173,8 +393,12 @@ describe('portfolio valuation at scale', () => {
       collateral_value_cents: 10_000_000_000n,
       collateral_to_loan_ratio: '10000000000.0000',
     });
-    // A second valuation the same day enqueues no second margin call.
-    expect(await services.portfolio.revalue(signal())).toMatchObject({ marginCalls: 1201 });
+    // A second valuation the same day writes nothing and enqueues no second margin call.
+    expect(await services.portfolio.revalue(signal())).toMatchObject({
+      facilitiesChanged: 0,
+      notices: 0,
+      belowMarginCall: 1201,
+    });
     expect(await snapshot()).toEqual({ valuations: 2, valued: 1202, notifications: 1201 });
   });
 

@@ -11,6 +11,9 @@ test('one set of names for the local runtime and the Lambda functions, with defa
     priceTimeoutMs: 5000,
     notificationFromAddress: undefined,
     retentionDays: undefined,
+    extraPriceUrls: [],
+    maxPriceJump: '0.2',
+    upgradeBuffer: '0.05',
   });
   expect(
     lendingSettingsFromEnv({
@@ -18,12 +21,18 @@ test('one set of names for the local runtime and the Lambda functions, with defa
       LANA_PRICE_TIMEOUT_MS: '2500',
       LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example',
       LANA_JOB_RETENTION_DAYS: '90',
+      LANA_PRICE_URLS_EXTRA: 'https://a.example/p, https://b.example/p',
+      LANA_PRICE_MAX_JUMP: '0.15',
+      LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
     }),
   ).toEqual({
     priceUrl: 'https://prices.example/btc?vs=usd',
     priceTimeoutMs: 2500,
     notificationFromAddress: 'loans@bank.example',
     retentionDays: 90,
+    extraPriceUrls: ['https://a.example/p', 'https://b.example/p'],
+    maxPriceJump: '0.15',
+    upgradeBuffer: '0.1',
   });
   // An empty variable is an unset one.
   expect(lendingSettingsFromEnv({ LANA_PRICE_TIMEOUT_MS: '' }).priceTimeoutMs).toBe(5000);
@@ -35,6 +44,13 @@ test('a malformed value stops start-up with an error naming the variable and the
     /LANA_JOB_RETENTION_DAYS="0"/,
   );
   expect(() => lendingSettingsFromEnv({ LANA_PRICE_URL: 'ftp://prices.example' })).toThrow(/LANA_PRICE_URL/);
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_MAX_JUMP: '20%' })).toThrow(/LANA_PRICE_MAX_JUMP="20%"/);
+  expect(() => lendingSettingsFromEnv({ LANA_COLLATERAL_UPGRADE_BUFFER: '1.5' })).toThrow(
+    /LANA_COLLATERAL_UPGRADE_BUFFER="1.5"/,
+  );
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_URLS_EXTRA: 'https://a.example, nope' })).toThrow(
+    /LANA_PRICE_URLS_EXTRA/,
+  );
   expect(() => lendingSettingsFromEnv({ LANA_NOTIFICATION_FROM_ADDRESS: 'loans' })).toThrow(
     /LANA_NOTIFICATION_FROM_ADDRESS="loans"/,
   );

@@ -1,5 +1,11 @@
 import { type Database, date } from '../../shared/db/port.js';
-import { createJobServices, type Notifier, type PriceSource } from '../../shared/domain/index.js';
+import {
+  createCommittee,
+  createJobServices,
+  type Notifier,
+  type PriceSource,
+  setApprovalPolicy,
+} from '../../shared/domain/index.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
@@ -28,7 +34,10 @@ export function fixedPrice(cents: bigint): PriceSource {
   return { btcUsdCents: async () => cents };
 }
 
-export function domainHarness(db: Database, options: { price?: PriceSource; notifier?: Notifier } = {}) {
+export function domainHarness(
+  db: Database,
+  options: { price?: PriceSource | readonly PriceSource[]; notifier?: Notifier } = {},
+) {
   const registry = createJobTypeRegistry();
   const tracker = new JobTracker({ db, registry });
   const notifications = recordingNotifier();
@@ -87,4 +96,39 @@ export async function insertFacility(
     },
   );
   return res.rows[0]!.id;
+}
+
+/** A committee of `members` and the `disbursal` policy over it (every member approves unless a threshold). */
+export async function disbursalPolicy(
+  db: Database,
+  members: readonly string[],
+  threshold?: number,
+): Promise<string> {
+  const committeeId = await createCommittee(db, { name: `committee-${members.join('-')}`, members });
+  await setApprovalPolicy(db, {
+    processType: 'disbursal',
+    committeeId,
+    rule: threshold === undefined ? { kind: 'all-members' } : { kind: 'threshold', approvals: threshold },
+  });
+  return committeeId;
+}
+
+/** Records an accepted BTC/USD price, as a valuation run would (the last accepted price is what disbursals use). */
+export async function acceptedPrice(db: Database, cents: bigint): Promise<void> {
+  await db.query(
+    'INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold) VALUES (:cents, 0, 0)',
+    { cents },
+  );
+}
+
+/** A price source whose quote the test moves (a real implementation of the port, in memory). */
+export function movablePrice(cents: bigint) {
+  let current = cents;
+  const source: PriceSource = { btcUsdCents: async () => current };
+  return {
+    source,
+    set(next: bigint) {
+      current = next;
+    },
+  };
 }

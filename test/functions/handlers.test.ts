@@ -172,7 +172,8 @@ describe('fetch-ready', () => {
 
 describe('executor', () => {
   test('runs the attempt, records it, and ignores a duplicate delivery', async () => {
-    await insertFacility(t.db, { principalCents: 36_500n, rate: '0.05' });
+    // Opened on the day accrued, so catch-up has exactly that one day to accrue.
+    await insertFacility(t.db, { principalCents: 36_500n, rate: '0.05', createdAt: '2026-06-01T00:00:00Z' });
     const { job } = await runtime.tracker.enqueue({
       type: 'interest-accrual',
       payload: { date: '2026-06-01' },
