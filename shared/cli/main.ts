@@ -17,6 +17,7 @@ import {
   stringOption,
   UsageError,
 } from './args.js';
+import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, toJson } from './format.js';
 import { runWorkerCommand } from './work.js';
@@ -40,7 +41,10 @@ Commands:
                                   delete finished jobs and their history (default: failed, older than 0s)
   cancel <id>                     stop a pending, retrying or running job
   work [--concurrency N]          run a worker until Ctrl-C
-  dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
+  dev                             embedded PostgreSQL + migrations + demo + worker + console, until Ctrl-C
+  console [--port 4100] [--host 127.0.0.1] [--token T]
+                                  the web console for operators, until Ctrl-C (a host other than
+                                  loopback needs a token: --token or env JOBS_CONSOLE_TOKEN)
 
 Options:
   --json                          machine-readable output
@@ -234,6 +238,20 @@ const commands: Record<string, Command> = {
       return 0;
     },
   },
+  console: {
+    options: { port: { type: 'string' }, host: { type: 'string' }, token: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    run: (ctx) =>
+      runConsoleCommand({
+        tracker: ctx.tracker,
+        io: ctx.io,
+        description: ctx.opened!.description,
+        port: integerOption(ctx.args, 'port', 0, 65_535) ?? 4100,
+        host: stringOption(ctx.args, 'host'),
+        token: stringOption(ctx.args, 'token') ?? process.env.JOBS_CONSOLE_TOKEN,
+      }),
+  },
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
 };
@@ -251,6 +269,7 @@ function workerCommand(options: { demo: boolean }): Command {
         json: ctx.json,
         concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
         demo: options.demo,
+        console: options.demo ? { port: 4100 } : undefined,
       }),
   };
 }
