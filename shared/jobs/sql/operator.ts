@@ -238,12 +238,12 @@ SELECT id FROM cancelled`;
  * the history.
  */
 export const failureGroupsSql = `
-SELECT last_error AS error, count(*)::integer AS count, max(id) AS newest_id,
+SELECT last_error AS error, count(*)::integer AS count, max(id::text)::uuid AS newest_id,
        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
        count(*) FILTER (WHERE status = 'retrying')::integer AS retrying
 FROM jobs WHERE status IN ('failed', 'retrying')
 GROUP BY last_error
-ORDER BY count(*) DESC, max(id) DESC
+ORDER BY count(*) DESC, max(id::text) DESC
 LIMIT :limit`;
 
 /**
