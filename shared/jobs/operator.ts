@@ -138,14 +138,13 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       }
     }
     const shape: sql.JobFilterShape = {
-      status: q.status !== undefined,
+      status: q.status ?? null,
       jobType: q.jobType !== undefined,
       key: q.idempotencyKey !== undefined,
       from: q.createdFrom !== undefined,
       to: q.createdTo !== undefined,
     };
     const params: Record<string, unknown> = {};
-    if (shape.status) params.status = q.status;
     if (shape.jobType) params.job_type = q.jobType;
     if (shape.key) params.idempotency_key = q.idempotencyKey;
     if (shape.from) params.created_from = q.createdFrom;

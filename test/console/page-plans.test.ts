@@ -62,7 +62,7 @@ async function explain(text: string, params: Record<string, unknown>): Promise<P
   }
 }
 
-const noFilter: sql.JobFilterShape = { status: false, jobType: false, key: false, from: false, to: false };
+const noFilter: sql.JobFilterShape = { status: null, jobType: false, key: false, from: false, to: false };
 
 beforeAll(async () => {
   t = await createTestDatabase();
@@ -95,9 +95,18 @@ afterAll(async () => {
 describe('each console page reads its rows, not the history', () => {
   const cases: [string, () => [string, Record<string, unknown>]][] = [
     ['jobs list, first page', () => [sql.jobsPageSql(noFilter, false), { limit: 51 }]],
+    ['jobs list, pending', () => [sql.jobsPageSql({ ...noFilter, status: 'pending' }, false), { limit: 51 }]],
+    [
+      'jobs list, cancelled',
+      () => [sql.jobsPageSql({ ...noFilter, status: 'cancelled' }, false), { limit: 51 }],
+    ],
+    [
+      'jobs list, completed',
+      () => [sql.jobsPageSql({ ...noFilter, status: 'completed' }, false), { limit: 51 }],
+    ],
     [
       'jobs list, filtered by status',
-      () => [sql.jobsPageSql({ ...noFilter, status: true }, false), { status: 'failed', limit: 51 }],
+      () => [sql.jobsPageSql({ ...noFilter, status: 'failed' }, false), { limit: 51 }],
     ],
     [
       'jobs list, filtered by type',
@@ -121,16 +130,13 @@ describe('each console page reads its rows, not the history', () => {
     [
       'jobs list, a later page',
       () => [
-        sql.jobsPageSql({ ...noFilter, status: true, jobType: true }, true),
-        { status: 'pending', job_type: 'sync', before: 'ffffffff-ffff-7fff-bfff-ffffffffffff', limit: 51 },
+        sql.jobsPageSql({ ...noFilter, status: 'pending', jobType: true }, true),
+        { job_type: 'sync', before: 'ffffffff-ffff-7fff-bfff-ffffffffffff', limit: 51 },
       ],
     ],
     [
       'bulk count',
-      () => [
-        sql.countForBulkSql({ ...noFilter, status: true }, 'retryable'),
-        { status: 'failed', cap: 10_000 },
-      ],
+      () => [sql.countForBulkSql({ ...noFilter, status: 'failed' }, 'retryable'), { cap: 10_000 }],
     ],
     [
       'overview counts',

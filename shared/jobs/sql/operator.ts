@@ -1,4 +1,4 @@
-import { JOB_COLUMNS } from '../model.js';
+import { JOB_COLUMNS, JOB_STATUSES, type JobStatus } from '../model.js';
 import { LEASE_GRACE_SECONDS } from '../registry.js';
 import { CLAIMED_AT, closeAttemptsSql, earliestPerPrioritySql, NOW, readyPriorities } from './common.js';
 
@@ -144,7 +144,11 @@ RETURNING j.id`;
  * plan on its own index (a `(:x IS NULL OR col = :x)` predicate would leave a cached generic plan on none).
  */
 export interface JobFilterShape {
-  status: boolean;
+  /**
+   * A status to match, written into the statement as a literal (it is one of six constants): so a plan,
+   * even a generic one, can use the partial indexes keyed by status.
+   */
+  status: JobStatus | null;
   jobType: boolean;
   key: boolean;
   /** Created at or after :created_from (a primary-key range: ids begin with their creation time). */
@@ -155,7 +159,10 @@ export interface JobFilterShape {
 
 export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
   const p: string[] = [];
-  if (shape.status) p.push(`${alias}.status = CAST(:status AS text)`);
+  if (shape.status !== null) {
+    if (!JOB_STATUSES.includes(shape.status)) throw new Error(`not a job status: ${String(shape.status)}`);
+    p.push(`${alias}.status = '${shape.status}'`);
+  }
   if (shape.jobType) p.push(`${alias}.job_type = CAST(:job_type AS text)`);
   if (shape.key) p.push(`${alias}.idempotency_key = CAST(:idempotency_key AS text)`);
   if (shape.from) p.push(`${alias}.id >= lana_uuid_v7_floor(CAST(:created_from AS timestamptz))`);
@@ -164,9 +171,10 @@ export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
 }
 
 /**
- * A page of jobs, newest first, after the keyset cursor :before (an id; NULL for the first page). Read
- * backwards on the primary key, or on `jobs_status_id_idx` / `jobs_type_id_idx` / `jobs_key_id_idx`
- * (migration 0010) when filtered, so a page reads its rows and what its filter skips, never OFFSET rows.
+ * A page of jobs, newest first, after the keyset cursor :before (an id; absent for the first page). Read
+ * backwards on the primary key (completed jobs: most of the history), `jobs_active_id_idx`,
+ * `jobs_failed_idx`, `jobs_cancelled_idx`, `jobs_type_id_idx` or `jobs_key_id_idx` (migration 0010), so a
+ * page reads its rows and what its filter skips, never OFFSET rows.
  */
 export function jobsPageSql(shape: JobFilterShape, withCursor: boolean): string {
   const cursor = withCursor ? ' AND id < CAST(:before AS uuid)' : '';
@@ -234,14 +242,18 @@ SELECT id FROM cancelled`;
 
 /**
  * Failed and retrying jobs grouped by error message: a count and the newest example of each. Reads the
- * failed rows through `jobs_failed_idx` and the retrying ones through the ready index: the failures, not
- * the history.
+ * failed rows through `jobs_failed_idx` and the retrying ones through a queue index (one branch each, so
+ * each can use its partial index): the failures and the queue, not the history.
  */
 export const failureGroupsSql = `
 SELECT last_error AS error, count(*)::integer AS count, max(id::text)::uuid AS newest_id,
        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
        count(*) FILTER (WHERE status = 'retrying')::integer AS retrying
-FROM jobs WHERE status IN ('failed', 'retrying')
+FROM (
+  SELECT id, status, last_error FROM jobs WHERE status = 'failed'
+  UNION ALL
+  SELECT id, status, last_error FROM jobs WHERE status = 'retrying'
+) AS failing
 GROUP BY last_error
 ORDER BY count(*) DESC, max(id::text) DESC
 LIMIT :limit`;
