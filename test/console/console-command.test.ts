@@ -5,7 +5,8 @@ import { runCli } from '../../shared/cli/main.js';
 import { createConsoleApp } from '../../shared/console/server.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
-import { schedules } from '../../shared/schedules/definitions.js';
+import { latestTick } from '../../shared/schedules/cron.js';
+import { jobForTick, schedules } from '../../shared/schedules/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 let t: TestDatabase;
@@ -80,5 +81,22 @@ describe('jobs console', () => {
     const cookie = first.headers.get('set-cookie')!.split(';')[0]!;
     expect(first.headers.get('set-cookie')).toMatch(/HttpOnly/);
     expect((await app.request('/jobs?status=failed', { headers: { cookie } })).status).toBe(200);
+  });
+
+  test("the schedules page shows each expression, its next fire time and the last tick's job", async () => {
+    const tracker = new JobTracker({ db: t.db, registry: createJobTypeRegistry() });
+    const schedule = schedules.find((s) => s.name === 'portfolio-valuation')!;
+    const tick = latestTick(schedule.expression, new Date())!;
+    const [r] = await tracker.enqueueUntyped([jobForTick(schedule, tick)]);
+    const app = createConsoleApp({ tracker, schedules });
+    const page = await (await app.request('/schedules')).text();
+    expect(page).toContain('rate(5 minutes)');
+    expect(page).toContain(`href="/jobs/${r!.job.id}"`);
+    for (const s of schedules) expect(page).toContain(s.name);
+    const unknown = await app.request('/jobs/0193a1b2-0000-7000-8000-000000000099');
+    expect(unknown.status).toBe(404);
+    expect(await unknown.text()).toContain('no job with id');
+    expect((await app.request('/jobs?id=not-an-id')).status).toBe(400);
+    expect((await app.request('/jobs?from=yesterday')).status).toBe(400);
   });
 });
