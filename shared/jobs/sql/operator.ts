@@ -172,9 +172,9 @@ export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
 
 /**
  * A page of jobs, newest first, after the keyset cursor :before (an id; absent for the first page). Read
- * backwards on the primary key (completed jobs: most of the history), `jobs_active_id_idx`,
- * `jobs_failed_idx`, `jobs_cancelled_idx`, `jobs_type_id_idx` or `jobs_key_id_idx` (migration 0010), so a
- * page reads its rows and what its filter skips, never OFFSET rows.
+ * backwards on the primary key (unfiltered, a time range, or a status that is mostly among the newest
+ * jobs: completed, pending, retrying, running), `jobs_failed_idx`, `jobs_cancelled_idx`, `jobs_type_id_idx`
+ * or `jobs_key_id_idx` (migration 0010): a page reads its rows and what its filter skips, never OFFSET.
  */
 export function jobsPageSql(shape: JobFilterShape, withCursor: boolean): string {
   const cursor = withCursor ? ' AND id < CAST(:before AS uuid)' : '';
@@ -259,13 +259,18 @@ ORDER BY count(*) DESC, max(id::text) DESC
 LIMIT :limit`;
 
 /**
- * Counts by type and status without reading the history: unfinished jobs exactly, through
- * `jobs_active_type_status_idx` (they are the queue); finished ones over the last :finished_window_seconds,
- * a range of `jobs_finished_at_idx` (migration 0011).
+ * Counts by type and status without reading the history: the queue exactly, ready jobs through
+ * `jobs_ready_idx` and running ones through `jobs_running_lease_idx` (a claim always sets the lease), and
+ * finished jobs over the last :finished_window_seconds, a range of `jobs_finished_at_idx` (migration 0011).
+ * One branch per index, each with that index's own predicate, so each plan can use it.
  */
 export const countsByStatusAndTypeBoundedSql = `
 SELECT job_type, status, count(*)::integer AS count FROM jobs
-WHERE status IN ('pending', 'retrying', 'running')
+WHERE status IN ('pending', 'retrying')
+GROUP BY job_type, status
+UNION ALL
+SELECT job_type, status, count(*)::integer AS count FROM jobs
+WHERE status = 'running' AND lease_expires_at IS NOT NULL
 GROUP BY job_type, status
 UNION ALL
 SELECT job_type, status, count(*)::integer AS count FROM jobs
