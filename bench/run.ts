@@ -3,6 +3,7 @@ import { graphileWorker, loadGraphileWorker } from './peers/graphile-worker.js';
 import { openBenchServer } from './support.js';
 import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
+import { consolePages } from './workloads/console.js';
 import {
   burstAfterIdle,
   growth,
@@ -119,6 +120,13 @@ try {
     results.W3_burst = b;
     log(
       `W3 burst        claim+complete ${b.claimCompleteMsPer1000.dueOnly} ms/1000 jobs draining ${b.burst.due} due jobs, ${b.claimCompleteMsPer1000.withTheRest} with ${b.burst.scheduledAhead} more scheduled ahead and ${b.burst.runningElsewhere} running elsewhere (plans made on an idle queue): ratio ${b.ratio}`,
+    );
+  }
+  if (wanted('W6')) {
+    const r = await consolePages(server);
+    results.W6_console = r;
+    log(
+      `W6 console      page time with ${r.history.large} vs ${r.history.small} jobs in history: ${r.pages.map((p) => `${p.path} ${p.largeMs}/${p.smallMs} ms (${p.ratio})`).join(', ')}; worst ratio ${r.worstRatio}`,
     );
   }
   if (wanted('W4')) {

@@ -166,6 +166,7 @@ export function formatStats(stats: JobStats): string {
           ['TYPE', ...statuses.map((s) => s.toUpperCase())],
           types.map((t) => [t, ...statuses.map((s) => countOf(t, s))]),
         ),
+    `(completed, failed and cancelled: finished in the last ${humanSeconds(stats.finishedWindowSeconds)})`,
     '',
     `queue depth (due now)      ${stats.queue.depth}`,
     `oldest ready job waiting   ${humanSeconds(stats.queue.oldestReadyAgeSeconds)}`,

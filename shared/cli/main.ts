@@ -19,6 +19,7 @@ import {
   textOption,
   UsageError,
 } from './args.js';
+import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { runWorkerCommand } from './work.js';
@@ -48,14 +49,17 @@ Commands:
   enqueue <type> [--payload JSON] [--at ISO | --in 5m] [--key K] [--priority N] [--max-attempts N]
   list [--status S] [--type T] [--limit N]
   show <id>                       a job with its attempt history
-  stats                           counts by status and type, queue depth, failure rate (last hour)
+  stats                           counts by status and type (finished: last day), queue depth, failure rate
   retry <id>                      put a failed or cancelled job back in the queue
   purge --status S --older-than D [--type T] [--yes]
                                   delete finished jobs and their history (shows what it would delete
                                   unless --yes)
   cancel <id> [--reason TEXT]     stop a pending, retrying or running job
   work [--concurrency N]          run a worker until Ctrl-C
-  dev                             embedded PostgreSQL + migrations + demo + worker, until Ctrl-C
+  dev                             embedded PostgreSQL + migrations + demo + worker + console, until Ctrl-C
+  console [--port 4100] [--host 127.0.0.1] [--token T]
+                                  the web console for operators, until Ctrl-C (a host other than
+                                  loopback needs a token: --token or env JOBS_CONSOLE_TOKEN)
 
 ${GLOBAL_HELP}`;
 
@@ -292,6 +296,20 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
       return 0;
     },
   },
+  console: {
+    options: { port: { type: 'string' }, host: { type: 'string' }, token: { type: 'string' } },
+    positionals: 0,
+    needsDatabase: true,
+    run: (ctx) =>
+      runConsoleCommand({
+        tracker: ctx.tracker,
+        io: ctx.io,
+        description: ctx.opened!.description,
+        port: integerOption(ctx.args, 'port', 0, 65_535) ?? 4100,
+        host: stringOption(ctx.args, 'host'),
+        token: stringOption(ctx.args, 'token') ?? process.env.JOBS_CONSOLE_TOKEN,
+      }),
+  },
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
 };
@@ -309,6 +327,7 @@ function workerCommand(options: { demo: boolean }): Command {
         json: ctx.json,
         concurrency: integerOption(ctx.args, 'concurrency', 1, 1000),
         demo: options.demo,
+        console: options.demo ? { port: 4100 } : undefined,
       }),
   };
 }

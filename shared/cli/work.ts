@@ -1,6 +1,8 @@
+import { startConsole } from '../console/server.js';
 import { migrate } from '../db/migrate.js';
 import { createJobTypeRegistry } from '../job-types/index.js';
 import { JobDispatcher } from '../jobs/dispatcher.js';
+import { errorMessage } from '../jobs/errors.js';
 import { InMemoryMetrics } from '../jobs/metrics.js';
 import { JobTracker } from '../jobs/tracker.js';
 import type { OpenedDatabase } from '../runtime/database.js';
@@ -18,6 +20,8 @@ export interface WorkerCommandOptions {
   concurrency?: number;
   /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
+  /** `jobs dev`: the web console beside the worker (a busy port only warns). */
+  console?: { port: number };
   /** Stops the worker (tests); by default SIGINT or SIGTERM does. */
   stopSignal?: AbortSignal;
 }
@@ -61,6 +65,19 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     schedules: schedules.map((s) => s.name),
   });
 
+  const consoleServer = options.console
+    ? await startConsole({
+        tracker,
+        schedules,
+        port: options.console.port,
+        description: opened.description,
+      }).catch((err: unknown) => {
+        logger.warn(`console not started: ${errorMessage(err)}`);
+        return null;
+      })
+    : null;
+  if (consoleServer) logger.info(`console: ${consoleServer.url}`);
+
   const summary = setInterval(() => {
     const m = metrics.snapshot();
     const done = Object.values(m.outcomes).reduce((n, o) => n + o.completed + o.failed + o.retrying, 0);
@@ -88,6 +105,7 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
       await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
   } finally {
     clearInterval(summary);
+    await consoleServer?.close();
     await worker.stop();
     await local.close();
     process.off('SIGINT', sigint);

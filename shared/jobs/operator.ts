@@ -40,6 +40,8 @@ export interface JobStats {
   counts: { jobType: string; status: JobStatus; count: number }[];
   queue: QueueState;
   overdueRunning: number;
+  /** Finished jobs (completed, failed, cancelled) are counted over this many seconds back. */
+  finishedWindowSeconds: number;
   lastHour: {
     jobType: string;
     completed: number;
@@ -49,6 +51,34 @@ export interface JobStats {
     failureRate: number;
   }[];
 }
+
+/** The console's (and any operator's) filter over jobs; every field optional. */
+export interface JobQuery {
+  status?: JobStatus;
+  jobType?: string;
+  idempotencyKey?: string;
+  /** Created at or after. */
+  createdFrom?: Date;
+  /** Created before. */
+  createdTo?: Date;
+}
+
+export interface JobPage {
+  jobs: Job[];
+  /** The cursor of the next (older) page, or null on the last page. */
+  nextBefore: string | null;
+}
+
+export interface FailureGroup {
+  error: string | null;
+  count: number;
+  failed: number;
+  retrying: number;
+  newest: Job | null;
+}
+
+/** How many jobs a bulk action changes at most in one call. */
+export const BULK_ACTION_LIMIT = 10_000;
 
 export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   async getJob(id: string): Promise<Job | null> {
@@ -88,6 +118,114 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       limit,
     });
     return res.rows.map(rowToJob);
+  }
+
+  /** Validates a filter (a clear `JobInputError` for a bad one) and returns its statement shape and params. */
+  private filterParts(q: JobQuery): { shape: sql.JobFilterShape; params: Record<string, unknown> } {
+    if (q.status !== undefined && !JOB_STATUSES.includes(q.status)) {
+      throw new JobInputError(
+        'invalid_option',
+        `unknown status "${q.status}" (one of ${JOB_STATUSES.join(', ')})`,
+      );
+    }
+    if (q.jobType !== undefined) this.registry.require(q.jobType);
+    for (const [name, d] of [
+      ['created from', q.createdFrom],
+      ['created to', q.createdTo],
+    ] as const) {
+      if (d !== undefined && (!(d instanceof Date) || Number.isNaN(d.getTime()))) {
+        throw new JobInputError('invalid_option', `${name} is not a valid time`);
+      }
+    }
+    const shape: sql.JobFilterShape = {
+      status: q.status ?? null,
+      jobType: q.jobType !== undefined,
+      key: q.idempotencyKey !== undefined,
+      from: q.createdFrom !== undefined,
+      to: q.createdTo !== undefined,
+    };
+    const params: Record<string, unknown> = {};
+    if (shape.jobType) params.job_type = q.jobType;
+    if (shape.key) params.idempotency_key = q.idempotencyKey;
+    if (shape.from) params.created_from = q.createdFrom;
+    if (shape.to) params.created_to = q.createdTo;
+    return { shape, params };
+  }
+
+  /** A page of jobs matching `query`, newest first, older than the cursor `before` (keyset paging). */
+  async listJobsPage(query: JobQuery, page: { before?: string; limit?: number } = {}): Promise<JobPage> {
+    const { shape, params } = this.filterParts(query);
+    if (page.before !== undefined) assertUuid(page.before);
+    const limit = page.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) {
+      throw new JobInputError('invalid_option', 'limit must be an integer from 1 to 500');
+    }
+    const res = await this.db.query<JobRow>(sql.jobsPageSql(shape, page.before !== undefined), {
+      ...params,
+      ...(page.before !== undefined ? { before: uuid(page.before) } : {}),
+      limit: limit + 1,
+    });
+    const jobs = res.rows.slice(0, limit).map(rowToJob);
+    return { jobs, nextBefore: res.rows.length > limit ? jobs[jobs.length - 1]!.id : null };
+  }
+
+  /** How many jobs of `query` a bulk retry or cancel would change (counted up to BULK_ACTION_LIMIT). */
+  async countForBulk(query: JobQuery, action: 'retry' | 'cancel'): Promise<number> {
+    const { shape, params } = this.filterParts(query);
+    const res = await this.db.query<{ count: number }>(
+      sql.countForBulkSql(shape, action === 'retry' ? 'retryable' : 'cancellable'),
+      { ...params, cap: BULK_ACTION_LIMIT },
+    );
+    return res.rows[0]?.count ?? 0;
+  }
+
+  /** Retries the failed and cancelled jobs of `query` (up to BULK_ACTION_LIMIT); returns their ids. */
+  async retryMatching(query: JobQuery): Promise<string[]> {
+    const { shape, params } = this.filterParts(query);
+    const budgets = Object.fromEntries(this.registry.list().map((t) => [t.type, t.retry.maxAttempts]));
+    const res = await this.db.query<{ id: string }>(
+      sql.bulkRetrySql(shape),
+      this.params({ ...params, budgets: json(budgets), limit: BULK_ACTION_LIMIT }),
+    );
+    return res.rows.map((r) => r.id);
+  }
+
+  /** Cancels the pending, retrying and running jobs of `query` (up to BULK_ACTION_LIMIT); returns their ids. */
+  async cancelMatching(query: JobQuery): Promise<string[]> {
+    const { shape, params } = this.filterParts(query);
+    const res = await this.db.query<{ id: string }>(
+      sql.bulkCancelSql(shape),
+      this.params({ ...params, limit: BULK_ACTION_LIMIT }),
+    );
+    return res.rows.map((r) => r.id);
+  }
+
+  /** Failed and retrying jobs grouped by error message, largest group first, with the newest example. */
+  async failureGroups(limit = 50): Promise<FailureGroup[]> {
+    const res = await this.db.query<{
+      error: string | null;
+      count: number;
+      failed: number;
+      retrying: number;
+      newest_id: string;
+    }>(sql.failureGroupsSql, { limit });
+    const newest = await Promise.all(res.rows.map((r) => this.getJob(r.newest_id)));
+    return res.rows.map((r, i) => ({
+      error: r.error,
+      count: r.count,
+      failed: r.failed,
+      retrying: r.retrying,
+      newest: newest[i] ?? null,
+    }));
+  }
+
+  /** The job of a type with an idempotency key (a schedule tick's job), or null. */
+  async getJobByKey(jobType: string, idempotencyKey: string): Promise<Job | null> {
+    const res = await this.db.query<JobRow>(sql.jobByKeySql, {
+      job_type: jobType,
+      idempotency_key: idempotencyKey,
+    });
+    return res.rows[0] ? rowToJob(res.rows[0]) : null;
   }
 
   /** Cancels a pending, retrying or running job. Throws for an unknown id or a finished job. */
@@ -152,10 +290,17 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
     return res.rows[0]?.next_due_at ?? null;
   }
 
-  /** Counts by status and type, queue depth, overdue running jobs, and the last hour's outcomes. */
-  async stats(windowSeconds = 3600): Promise<JobStats> {
+  /**
+   * Counts by status and type (unfinished jobs all, finished ones over the last `finishedWindowSeconds`,
+   * a day by default, so the history is never read whole), queue depth, overdue running jobs, and the last
+   * `windowSeconds`' outcomes.
+   */
+  async stats(windowSeconds = 3600, finishedWindowSeconds = 86_400): Promise<JobStats> {
     const [counts, queue, overdue, recent] = await Promise.all([
-      this.db.query<{ job_type: string; status: JobStatus; count: number }>(sql.countsByStatusAndTypeSql),
+      this.db.query<{ job_type: string; status: JobStatus; count: number }>(
+        sql.countsByStatusAndTypeBoundedSql,
+        this.params({ finished_window_seconds: finishedWindowSeconds }),
+      ),
       this.queueState(),
       this.db.query<{ overdue: number }>(sql.overdueRunningSql, this.params({})),
       this.db.query<{
@@ -195,6 +340,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       counts: counts.rows.map((r) => ({ jobType: r.job_type, status: r.status, count: r.count })),
       queue,
       overdueRunning: overdue.rows[0]?.overdue ?? 0,
+      finishedWindowSeconds,
       lastHour,
     };
   }

@@ -175,6 +175,30 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.operator.listJobs(...args);
   }
 
+  listJobsPage(...args: Parameters<OperatorQueries<M, S>['listJobsPage']>) {
+    return this.operator.listJobsPage(...args);
+  }
+
+  countForBulk(...args: Parameters<OperatorQueries<M, S>['countForBulk']>) {
+    return this.operator.countForBulk(...args);
+  }
+
+  retryMatching(...args: Parameters<OperatorQueries<M, S>['retryMatching']>) {
+    return this.operator.retryMatching(...args);
+  }
+
+  cancelMatching(...args: Parameters<OperatorQueries<M, S>['cancelMatching']>) {
+    return this.operator.cancelMatching(...args);
+  }
+
+  failureGroups(limit?: number) {
+    return this.operator.failureGroups(limit);
+  }
+
+  getJobByKey(jobType: string, idempotencyKey: string) {
+    return this.operator.getJobByKey(jobType, idempotencyKey);
+  }
+
   cancel(id: string, reason?: string) {
     return this.operator.cancel(id, reason);
   }
@@ -195,8 +219,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.operator.nextDueAt();
   }
 
-  stats(windowSeconds?: number) {
-    return this.operator.stats(windowSeconds);
+  stats(windowSeconds?: number, finishedWindowSeconds?: number) {
+    return this.operator.stats(windowSeconds, finishedWindowSeconds);
   }
 
   pruneFinished(...args: Parameters<OperatorQueries<M, S>['pruneFinished']>) {

@@ -1,4 +1,4 @@
-import { JOB_COLUMNS } from '../model.js';
+import { JOB_COLUMNS, JOB_STATUSES, type JobStatus } from '../model.js';
 import { LEASE_GRACE_SECONDS } from '../registry.js';
 import { CLAIMED_AT, closeAttemptsSql, earliestPerPrioritySql, NOW, readyPriorities } from './common.js';
 
@@ -106,9 +106,6 @@ export const nextDueAtSql = `
 WITH RECURSIVE ${earliestPerPrioritySql('earliest')}
 SELECT min(scheduled_at) AS next_due_at FROM earliest`;
 
-export const countsByStatusAndTypeSql = `
-SELECT job_type, status, count(*)::integer AS count FROM jobs GROUP BY job_type, status ORDER BY job_type, status`;
-
 /** Attempts finished in the last :window_seconds, by outcome (failure rate over the last hour). */
 export const recentOutcomesSql = `
 SELECT j.job_type, e.outcome, count(*)::integer AS count,
@@ -149,3 +146,148 @@ WHERE status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
   AND completed_at < CAST(:before AS timestamptz)
   AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
 GROUP BY job_type, status ORDER BY job_type, status`;
+
+/**
+ * Which predicates a console filter uses. Each combination is its own statement text, so every one gets a
+ * plan on its own index (a `(:x IS NULL OR col = :x)` predicate would leave a cached generic plan on none).
+ */
+export interface JobFilterShape {
+  /**
+   * A status to match, written into the statement as a literal (it is one of six constants): so a plan,
+   * even a generic one, can use the partial indexes keyed by status.
+   */
+  status: JobStatus | null;
+  jobType: boolean;
+  key: boolean;
+  /** Created at or after :created_from (a primary-key range: ids begin with their creation time). */
+  from: boolean;
+  /** Created before :created_to. */
+  to: boolean;
+}
+
+export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
+  const p: string[] = [];
+  if (shape.status !== null) {
+    if (!JOB_STATUSES.includes(shape.status)) throw new Error(`not a job status: ${String(shape.status)}`);
+    p.push(`${alias}.status = '${shape.status}'`);
+  }
+  if (shape.jobType) p.push(`${alias}.job_type = CAST(:job_type AS text)`);
+  if (shape.key) p.push(`${alias}.idempotency_key = CAST(:idempotency_key AS text)`);
+  if (shape.from) p.push(`${alias}.id >= lana_uuid_v7_floor(CAST(:created_from AS timestamptz))`);
+  if (shape.to) p.push(`${alias}.id < lana_uuid_v7_floor(CAST(:created_to AS timestamptz))`);
+  return p.length === 0 ? 'TRUE' : p.join(' AND ');
+}
+
+/**
+ * A page of jobs, newest first, after the keyset cursor :before (an id; absent for the first page). Read
+ * backwards on the primary key (unfiltered, a time range, or a status that is mostly among the newest
+ * jobs: completed, pending, retrying, running), `jobs_failed_idx`, `jobs_cancelled_idx`, `jobs_type_id_idx`
+ * or `jobs_key_id_idx` (migration 0010): a page reads its rows and what its filter skips, never OFFSET.
+ */
+export function jobsPageSql(shape: JobFilterShape, withCursor: boolean): string {
+  const cursor = withCursor ? ' AND id < CAST(:before AS uuid)' : '';
+  return `
+SELECT ${JOB_COLUMNS} FROM jobs
+WHERE ${jobFilterSql(shape)}${cursor}
+ORDER BY id DESC
+LIMIT :limit`;
+}
+
+/** How many jobs of the filter a bulk action would change, counted up to :cap. */
+export function countForBulkSql(shape: JobFilterShape, statuses: 'retryable' | 'cancellable'): string {
+  const eligible =
+    statuses === 'retryable' ? "('failed', 'cancelled')" : "('pending', 'retrying', 'running')";
+  return `
+SELECT count(*)::integer AS count FROM (
+  SELECT 1 FROM jobs WHERE ${jobFilterSql(shape)} AND status IN ${eligible} LIMIT :cap
+) AS matching`;
+}
+
+/**
+ * Retries up to :limit failed or cancelled jobs of the filter, as `retryJobSql` does one: due now, a fresh
+ * budget (:budgets maps a job type to its attempts; a type no longer registered keeps its own).
+ */
+export function bulkRetrySql(shape: JobFilterShape): string {
+  return `
+WITH chosen AS (
+  SELECT id FROM jobs WHERE ${jobFilterSql(shape)} AND status IN ('failed', 'cancelled')
+  ORDER BY id DESC LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+), retried AS (
+  UPDATE jobs j
+  SET status = 'pending', scheduled_at = ${NOW}, completed_at = NULL, started_at = NULL,
+      max_attempts = j.attempts + COALESCE(CAST(CAST(:budgets AS jsonb) ->> j.job_type AS integer), j.max_attempts),
+      attempt_offset = j.attempts, updated_at = ${NOW}
+  FROM chosen c WHERE j.id = c.id AND j.status IN ('failed', 'cancelled')
+  RETURNING j.id
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried LIMIT 1) AS any_retried
+)
+SELECT retried.id FROM retried, (SELECT count(*) FROM woken) AS notified`;
+}
+
+/** Cancels up to :limit unfinished jobs of the filter, as `cancelJobSql` does one (running attempts closed). */
+export function bulkCancelSql(shape: JobFilterShape): string {
+  return `
+WITH current AS (
+  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS attempt_claimed_at
+  FROM jobs j WHERE ${jobFilterSql(shape, 'j')} AND j.status IN ('pending', 'retrying', 'running')
+  ORDER BY j.id DESC LIMIT :limit
+  FOR UPDATE
+), cancelled AS (
+  UPDATE jobs j
+  SET status = 'cancelled', completed_at = ${NOW}, updated_at = ${NOW},
+      last_error = 'cancelled by an operator'
+  FROM current c
+  WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
+  RETURNING j.id, j.attempts, c.was, c.run_started_at, c.attempt_claimed_at
+), closed AS (${closeAttemptsSql(`(SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
+      'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
+    FROM cancelled WHERE was = 'running')`)}
+)
+SELECT id FROM cancelled`;
+}
+
+/**
+ * Failed and retrying jobs grouped by error message: a count and the newest example of each. Reads the
+ * failed rows through `jobs_failed_idx` and the retrying ones through a queue index (one branch each, so
+ * each can use its partial index): the failures and the queue, not the history.
+ */
+export const failureGroupsSql = `
+SELECT last_error AS error, count(*)::integer AS count, max(id::text)::uuid AS newest_id,
+       count(*) FILTER (WHERE status = 'failed')::integer AS failed,
+       count(*) FILTER (WHERE status = 'retrying')::integer AS retrying
+FROM (
+  SELECT id, status, last_error FROM jobs WHERE status = 'failed'
+  UNION ALL
+  SELECT id, status, last_error FROM jobs WHERE status = 'retrying'
+) AS failing
+GROUP BY last_error
+ORDER BY count(*) DESC, max(id::text) DESC
+LIMIT :limit`;
+
+/**
+ * Counts by type and status without reading the history: the queue exactly, ready jobs through
+ * `jobs_ready_idx` and running ones through `jobs_running_lease_idx` (a claim always sets the lease), and
+ * finished jobs over the last :finished_window_seconds, a range of `jobs_finished_at_idx` (migration 0011).
+ * One branch per index, each with that index's own predicate, so each plan can use it.
+ */
+export const countsByStatusAndTypeBoundedSql = `
+SELECT job_type, status, count(*)::integer AS count FROM jobs
+WHERE status IN ('pending', 'retrying')
+GROUP BY job_type, status
+UNION ALL
+SELECT job_type, status, count(*)::integer AS count FROM jobs
+WHERE status = 'running' AND lease_expires_at IS NOT NULL
+GROUP BY job_type, status
+UNION ALL
+SELECT job_type, status, count(*)::integer AS count FROM jobs
+WHERE status IN ('completed', 'failed', 'cancelled')
+  AND completed_at >= ${NOW} - make_interval(secs => :finished_window_seconds)
+GROUP BY job_type, status
+ORDER BY 1, 2`;
+
+/** The job a schedule's tick enqueued (its idempotency key), through the unique key index. */
+export const jobByKeySql = `
+SELECT ${JOB_COLUMNS} FROM jobs
+WHERE job_type = CAST(:job_type AS text) AND idempotency_key = CAST(:idempotency_key AS text)`;

@@ -1,0 +1,36 @@
+import { ConsoleInputError, startConsole } from '../console/server.js';
+import type { SeedTracker } from '../job-types/index.js';
+import { schedules } from '../schedules/definitions.js';
+import { UsageError } from './args.js';
+import type { CliIo } from './main.js';
+
+/** `lana-jobs console`: the web console over the command's database (local or `--data-api`), until Ctrl-C. */
+export async function runConsoleCommand(options: {
+  tracker: SeedTracker;
+  io: CliIo;
+  description: string;
+  port: number;
+  host?: string;
+  token?: string;
+  stopSignal?: AbortSignal;
+}): Promise<number> {
+  const running = await startConsole({
+    tracker: options.tracker,
+    schedules,
+    port: options.port,
+    host: options.host,
+    token: options.token,
+    description: options.description,
+  }).catch((err: unknown) => {
+    throw err instanceof ConsoleInputError ? new UsageError(err.message) : err;
+  });
+  options.io.stdout.write(`console: ${running.url} (${options.description}); Ctrl-C stops it\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    options.stopSignal?.addEventListener('abort', stop, { once: true });
+  });
+  await running.close();
+  return 0;
+}

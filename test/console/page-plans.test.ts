@@ -1,0 +1,158 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parseNamedParams } from '../../shared/db/named-params.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
+import * as sql from '../../shared/jobs/sql.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+/**
+ * The console's pages must cost the same over a long history as over a short one: each statement a page
+ * runs reads its page's rows (and what its filter skips), never the history. Here 30,000 jobs finished
+ * two days ago sit under a small live queue, and each statement's EXPLAIN ANALYZE must read a few hundred
+ * rows of `jobs` at most.
+ */
+interface PlanNode {
+  'Node Type': string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
+  'Rows Removed by Filter'?: number;
+  'Rows Removed by Index Recheck'?: number;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  Plans?: PlanNode[];
+}
+const nodes = (plan: PlanNode): PlanNode[] => [plan, ...(plan.Plans ?? []).flatMap(nodes)];
+
+function rowsRead(plan: PlanNode, table: string): number {
+  return nodes(plan)
+    .filter(
+      (n) =>
+        n['Node Type'].includes('Scan') &&
+        (n['Relation Name'] === table || n['Index Name']?.startsWith(`${table}_`)),
+    )
+    .reduce(
+      (sum, n) =>
+        sum +
+        ((n['Actual Rows'] ?? 0) +
+          (n['Rows Removed by Filter'] ?? 0) +
+          (n['Rows Removed by Index Recheck'] ?? 0)) *
+          (n['Actual Loops'] ?? 1),
+      0,
+    );
+}
+
+let t: TestDatabase;
+let session: pg.Client;
+const HISTORY = 30_000;
+
+async function explain(text: string, params: Record<string, unknown>): Promise<PlanNode> {
+  const { positional, names } = parseNamedParams(text);
+  const values = names.map((n) => {
+    if (!(n in params)) throw new Error(`no value for :${n}`);
+    const v = params[n];
+    return v !== null && typeof v === 'object' && !(v instanceof Date) ? JSON.stringify(v) : v;
+  });
+  await session.query('BEGIN');
+  try {
+    const res = await session.query({ text: `EXPLAIN (ANALYZE, FORMAT JSON) ${positional}`, values });
+    return (res.rows[0]['QUERY PLAN'] as { Plan: PlanNode }[])[0]!.Plan;
+  } finally {
+    await session.query('ROLLBACK');
+  }
+}
+
+const noFilter: sql.JobFilterShape = { status: null, jobType: false, key: false, from: false, to: false };
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  session = new pg.Client({ connectionString: t.url });
+  await session.connect();
+  // History: finished two days ago, created before the live jobs (older ids).
+  await session.query(`
+    INSERT INTO jobs (id, job_type, status, attempts, payload, scheduled_at, started_at, completed_at, last_error)
+    SELECT lana_uuid_v7_floor(now() - interval '3 days' + g * interval '1 second'),
+           (ARRAY['sync', 'notification', 'interest-accrual'])[1 + g % 3],
+           CASE WHEN g % 50 = 0 THEN 'cancelled' ELSE 'completed' END, 1, '{}',
+           now() - interval '2 days', now() - interval '2 days', now() - interval '2 days', NULL
+    FROM generate_series(1, ${HISTORY}) g`);
+  const tracker = new JobTracker({ db: t.db, registry: createJobTypeRegistry() });
+  for (let i = 0; i < 30; i++) {
+    await tracker.enqueueUntyped([{ type: 'sync', payload: {}, idempotencyKey: `live-${i}` }]);
+  }
+  await tracker.enqueueUntyped([{ type: 'maintenance', payload: {} }]);
+  await session.query(
+    `UPDATE jobs SET status = 'failed', completed_at = now(), last_error = 'boom ' || (attempts % 2) WHERE idempotency_key IN ('live-1', 'live-2', 'live-3')`,
+  );
+  await session.query('ANALYZE jobs');
+}, 120_000);
+
+afterAll(async () => {
+  await session?.end();
+  await t?.drop();
+});
+
+describe('each console page reads its rows, not the history', () => {
+  const cases: [string, () => [string, Record<string, unknown>]][] = [
+    ['jobs list, first page', () => [sql.jobsPageSql(noFilter, false), { limit: 51 }]],
+    ['jobs list, pending', () => [sql.jobsPageSql({ ...noFilter, status: 'pending' }, false), { limit: 51 }]],
+    [
+      'jobs list, cancelled',
+      () => [sql.jobsPageSql({ ...noFilter, status: 'cancelled' }, false), { limit: 51 }],
+    ],
+    [
+      'jobs list, completed',
+      () => [sql.jobsPageSql({ ...noFilter, status: 'completed' }, false), { limit: 51 }],
+    ],
+    [
+      'jobs list, filtered by status',
+      () => [sql.jobsPageSql({ ...noFilter, status: 'failed' }, false), { limit: 51 }],
+    ],
+    [
+      'jobs list, filtered by type',
+      () => [sql.jobsPageSql({ ...noFilter, jobType: true }, false), { job_type: 'maintenance', limit: 51 }],
+    ],
+    [
+      'jobs list, filtered by key',
+      () => [sql.jobsPageSql({ ...noFilter, key: true }, false), { idempotency_key: 'live-7', limit: 51 }],
+    ],
+    [
+      'jobs list, a time range',
+      () => [
+        sql.jobsPageSql({ ...noFilter, from: true, to: true }, false),
+        {
+          created_from: new Date(Date.now() - 3_600_000),
+          created_to: new Date(Date.now() + 60_000),
+          limit: 51,
+        },
+      ],
+    ],
+    [
+      'jobs list, a later page',
+      () => [
+        sql.jobsPageSql({ ...noFilter, status: 'pending', jobType: true }, true),
+        { job_type: 'sync', before: 'ffffffff-ffff-7fff-bfff-ffffffffffff', limit: 51 },
+      ],
+    ],
+    [
+      'bulk count',
+      () => [sql.countForBulkSql({ ...noFilter, status: 'failed' }, 'retryable'), { cap: 10_000 }],
+    ],
+    [
+      'overview counts',
+      () => [sql.countsByStatusAndTypeBoundedSql, { now: null, finished_window_seconds: 86_400 }],
+    ],
+    ['overview queue state', () => [sql.queueStateSql, { now: null }]],
+    ['overview running past lease', () => [sql.overdueRunningSql, { now: null }]],
+    ['failures', () => [sql.failureGroupsSql, { limit: 100 }]],
+  ];
+  test.each(cases)('%s', async (_name, make) => {
+    const [text, params] = make();
+    const plan = await explain(text, params);
+    const read = rowsRead(plan, 'jobs');
+    expect(
+      read,
+      JSON.stringify(nodes(plan).map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`)),
+    ).toBeLessThan(200);
+  });
+});
