@@ -17,6 +17,7 @@ import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database, Queryable, Row, SqlParams } from '../../shared/db/port.js';
 import type { Clock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { handOverSlot } from '../../shared/jobs/fan-out.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { startDataApiFixture } from '../../test/support/data-api-fixture.js';
@@ -212,12 +213,13 @@ export async function simulate(
     nowMs: () => vt.nowMs(),
     sleep: (ms) => vt.sleep(ms),
   });
+  const publisher = createEventBridgePublisher({ busName: BUS, client: bus });
   const executorHandler = createExecutorHandler({
     runtime,
     dispatcher: new JobDispatcher(registry, undefined) as unknown as SeedDispatcher,
     jobType: JOB_TYPE,
     o,
-    handOver: chain,
+    handOver: () => handOverSlot(tracker, publisher, JOB_TYPE),
   });
   const fetchReady = new SimLambda(vt, {
     name: 'fetch-ready',

@@ -1,16 +1,17 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
+import { handOverSlot } from '../../shared/jobs/fan-out.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
 import { DEFAULT_TIMEOUT_SECONDS } from '../../shared/jobs/registry.js';
 import { type RecordedAttempt, recordResult } from '../../shared/jobs/run-attempt.js';
 import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import {
-  chainFromEnv,
   dispatcherFor,
   type JobRuntime,
   nudgeFromEnv,
+  publisherFromEnv,
   runtimeFromEnv,
   type SeedDispatcher,
 } from '../lib/runtime.js';
@@ -53,10 +54,10 @@ export function createExecutorHandler(deps: {
   /** Wakes fetch-ready after a run that enqueued due follow-ups (types that declare `enqueues`). */
   followUps?: FollowUpNudge;
   /**
-   * Wakes fetch-ready (a `jobs.enqueued` event): called when the invocation stops taking jobs for lack of
-   * time, so its slot is refilled at once instead of at fetch-ready's next minute.
+   * Called when the invocation stops taking jobs for lack of time, so its slot is refilled at once instead
+   * of at fetch-ready's next minute: on AWS it publishes the type's next due job (`handOverSlot`).
    */
-  handOver?: () => Promise<void>;
+  handOver?: () => Promise<unknown>;
 }) {
   const runtime = deps.runtime;
   const timeoutSeconds = runtime.registry.get(deps.jobType)?.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
@@ -182,7 +183,7 @@ export const handler = withObservability((event: unknown, context: Context) => {
       jobType,
       o,
       followUps,
-      handOver: chainFromEnv(),
+      handOver: () => handOverSlot(runtime.tracker, publisherFromEnv(), jobType),
     });
   }
   return lazy(event, context);

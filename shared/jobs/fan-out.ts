@@ -258,3 +258,24 @@ export async function fanOutDueJobs<M extends JobTypeMap, S>(
   const activity = options.reportActivity ? await tracker.queueActivity() : undefined;
   return { ...result, queue, ...(activity ? { activity } : {}) };
 }
+
+/**
+ * An executor invocation out of time for another job hands its slot to a new invocation: it claims its
+ * type's next due job (within the type's limit, under a dispatch lease) and publishes that job's event,
+ * as fetch-ready would. Done by each invocation for itself, so executors that started together and end
+ * together do not all wake fetch-ready at once. An event that cannot be published is released (due
+ * again at once, uncounted). Returns whether a job was handed over.
+ */
+export async function handOverSlot<M extends JobTypeMap, S>(
+  tracker: JobTracker<M, S>,
+  publisher: JobPublisher,
+  jobType: string,
+): Promise<boolean> {
+  const [job] = await tracker.fetchReady(1, { jobType });
+  if (!job) return false;
+  const event = toJobReadyEvent(job);
+  const { outcomes } = await publishWithRetry(publisher, [event]);
+  if (outcomes[0]?.ok) return true;
+  await tracker.release([{ id: event.jobId, attempt: event.attempt }]);
+  return false;
+}

@@ -12,7 +12,12 @@ import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { fanOutDueJobs, type JobPublisher, type JobReadyEvent } from '../../shared/jobs/fan-out.js';
+import {
+  fanOutDueJobs,
+  handOverSlot,
+  type JobPublisher,
+  type JobReadyEvent,
+} from '../../shared/jobs/fan-out.js';
 import { DISPATCH_LEASE_SECONDS, JobTypeRegistry, LEASE_GRACE_SECONDS } from '../../shared/jobs/registry.js';
 import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
@@ -478,6 +483,22 @@ test('an executor out of time for another job hands its slot back to fetch-ready
   );
   expect(result).toEqual({ outcome: 'completed', nextJobsRun: 0 });
   expect(handedOver).toBe(1);
+});
+
+test('a slot is handed over by publishing the type’s next due job, within its limit', async () => {
+  const tracker = trackerOver(t.db);
+  await enqueue(tracker, 'capped', 5);
+  const { publisher, events } = recordingPublisher();
+  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
+  expect(events).toHaveLength(1);
+  const claimed = await tracker.getJob(events[0]!.jobId);
+  // Claimed for a new invocation: under the dispatch lease, not begun.
+  expect(claimed).toMatchObject({ status: 'running', startedAt: null });
+  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
+  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
+  // The type's 3 slots are taken: nothing more is handed over.
+  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(false);
+  expect(events).toHaveLength(3);
 });
 
 describe('complete and take the next job in one statement', () => {
