@@ -21,8 +21,9 @@ import { handOverSlot } from '../../shared/jobs/fan-out.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { startDataApiFixture } from '../../test/support/data-api-fixture.js';
+import { prng } from '../../test/support/prng.js';
 import { SimLambda } from './lambda.js';
-import { seededRandom, VirtualTime } from './virtual-time.js';
+import { VirtualTime } from './virtual-time.js';
 
 /** One scenario: how jobs arrive, how long they run, how many may run at once. */
 export interface Scenario {
@@ -144,7 +145,7 @@ export async function simulate(
   options: SimulationOptions,
 ): Promise<ScenarioResult> {
   const vt = new VirtualTime(Math.floor(Date.now() / 1000) * 1000);
-  const random = seededRandom(options.seed);
+  const random = prng(options.seed);
   const latencyMs = options.dataApiLatencyMs ?? 20;
   const putLatencyMs = options.putEventsLatencyMs ?? 20;
   const deliveryMs = options.deliveryMs ?? 50;

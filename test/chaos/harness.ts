@@ -21,6 +21,7 @@ import { backoffSeconds } from '../../shared/jobs/retry-policy.js';
 import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
+import { prng } from '../support/prng.js';
 
 /**
  * The fault-injection run: real trackers, dispatchers, workers and "Lambda" executors (the delivered-
@@ -64,17 +65,7 @@ export interface ChaosReport {
   followUpsStartedEagerly: number;
 }
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../support/prng.js';
 
 /** Deterministic per (seed, job, attempt): replaying a seed replays each attempt's behaviour. */
 function behaviourOf(seed: number, jobId: string, attempt: number) {

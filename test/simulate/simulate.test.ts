@@ -1,8 +1,9 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import { SimLambda, throttleRetryMs } from '../../bench/simulate/lambda.js';
 import { type Scenario, type ScenarioResult, simulate } from '../../bench/simulate/simulate.js';
-import { seededRandom, VirtualTime } from '../../bench/simulate/virtual-time.js';
+import { VirtualTime } from '../../bench/simulate/virtual-time.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { prng } from '../support/prng.js';
 
 /**
  * Issue 15's scenarios, scaled down, through the real handlers and SQL in virtual time
@@ -87,8 +88,8 @@ describe('the simulation’s own parts', () => {
     await vt.run(() => order.length === 3);
     expect(order).toEqual(['a', 'b', 'c']);
     expect(vt.now).toBe(300);
-    const r1 = seededRandom(9);
-    const r2 = seededRandom(9);
+    const r1 = prng(9);
+    const r2 = prng(9);
     expect([r1(), r1(), r1()]).toEqual([r2(), r2(), r2()]);
   });
 
