@@ -35,6 +35,8 @@ export interface ExecutorsProps extends FunctionEnvironment {
   /** The SES configuration set sends go through (the identity's default one included), if any. */
   notificationConfigurationSet?: string;
   priceSourceUrl: string;
+  /** The valuation settings given to the stack, as the executors' variables (`valuationEnvironment`). */
+  valuationSettings?: Readonly<Record<string, string>>;
   /** Set on the executors when given; otherwise the maintenance job keeps 30 days. */
   jobRetentionDays?: number;
 }
@@ -83,6 +85,7 @@ export class Executors extends Construct {
           // The same names the local runtime reads (shared/domain/settings.ts).
           [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
           [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
+          ...props.valuationSettings,
           ...(props.jobRetentionDays === undefined
             ? {}
             : { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }),

@@ -10,9 +10,14 @@ import { EXECUTOR_MAX_EVENT_AGE_SECONDS } from './executors.js';
 import { JobFunctions, type JobTypeSpec } from './functions.js';
 import { type AlarmThresholds, DEFAULT_THRESHOLDS, JobMonitoring } from './monitoring.js';
 import { acknowledgeNagFindings } from './nag.js';
-import { validatePriceSourceUrl, validateSender } from './settings.js';
+import {
+  type ValuationSettings,
+  validatePriceSourceUrl,
+  validateSender,
+  valuationEnvironment,
+} from './settings.js';
 
-export interface JobsStackProps extends StackProps {
+export interface JobsStackProps extends ValuationSettings, StackProps {
   /** Deletion protection on the cluster (and a final snapshot on delete). Default true; false for dev stacks. */
   deletionProtection?: boolean;
   /** Aurora Serverless v2 capacity range in ACUs. Defaults 0.5 and 4. */
@@ -72,6 +77,7 @@ export class JobsStack extends Stack {
     super(scope, id, props);
     const notificationFromAddress = validateSender(props.notificationFromAddress);
     const priceSourceUrl = validatePriceSourceUrl(props.priceSourceUrl);
+    const valuationSettings = valuationEnvironment(props);
     this.database = new JobsDatabase(this, 'Database', {
       databaseName: DATABASE_NAME,
       deletionProtection: props.deletionProtection ?? true,
@@ -106,6 +112,7 @@ export class JobsStack extends Stack {
       notificationFromAddress,
       notificationConfigurationSet: props.notificationConfigurationSet,
       priceSourceUrl,
+      valuationSettings,
       jobRetentionDays: props.jobRetentionDays,
     });
     this.monitoring = new JobMonitoring(this, 'Monitoring', {

@@ -1,3 +1,4 @@
+import { lendingSettingsFromEnv, SETTING_NAMES } from '../shared/domain/settings.js';
 import type { JobsStackProps } from './jobs-stack.js';
 
 /**
@@ -40,6 +41,10 @@ export function validatePriceSourceUrl(value: string | undefined): string {
     throw new StackSettingError(
       `missing context key "${key}": the https URL portfolio valuation reads the BTC/USD price from (-c ${key}=https://...)`,
     );
+  return validateHttpsUrl(key, value);
+}
+
+function validateHttpsUrl(key: string, value: string): string {
   let url: URL;
   try {
     url = new URL(value);
@@ -49,6 +54,55 @@ export function validatePriceSourceUrl(value: string | undefined): string {
   if (url.protocol !== 'https:')
     throw new StackSettingError(`context key "${key}" must be an https URL (got "${value}")`);
   return value;
+}
+
+/**
+ * How portfolio valuation judges prices, all optional (the code's defaults apply): more price sources
+ * beside `priceSourceUrl` (the price is the median of those that answer), the share a price may jump
+ * unless two sources agree, how old a quote may be, and the buffer before a facility moves back up a state.
+ */
+export interface ValuationSettings {
+  extraPriceSourceUrls?: readonly string[];
+  maxPriceJump?: string;
+  maxPriceAgeSeconds?: number;
+  collateralUpgradeBuffer?: string;
+}
+
+/** Each valuation setting's context key (and JobsStackProps field), with the variable the executors read. */
+const VALUATION_VARIABLES = {
+  extraPriceSourceUrls: SETTING_NAMES.extraPriceUrls,
+  maxPriceJump: SETTING_NAMES.maxPriceJump,
+  maxPriceAgeSeconds: SETTING_NAMES.maxQuoteAgeSeconds,
+  collateralUpgradeBuffer: SETTING_NAMES.upgradeBuffer,
+} as const satisfies Record<keyof ValuationSettings, string>;
+
+/**
+ * The executors' environment for the valuation settings that are given. Each value is checked at synth by
+ * the same parser the functions run at start-up, so a value the functions would refuse fails the synth,
+ * naming the context key, instead of every valuation after the deploy.
+ */
+export function valuationEnvironment(settings: ValuationSettings): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of Object.keys(VALUATION_VARIABLES) as (keyof ValuationSettings)[]) {
+    const value = settings[key];
+    if (value === undefined) continue;
+    const variable = VALUATION_VARIABLES[key];
+    let text: string;
+    if (typeof value === 'object') {
+      if (value.length === 0) continue;
+      text = value.map((url) => validateHttpsUrl(key, url)).join(',');
+    } else {
+      text = String(value);
+    }
+    try {
+      lendingSettingsFromEnv({ [variable]: text });
+    } catch (err) {
+      const reason = (err as Error).message.replace(/^invalid settings: [A-Z_]+=/, '');
+      throw new StackSettingError(`context key "${key}" is not valid (${reason})`);
+    }
+    env[variable] = text;
+  }
+  return env;
 }
 
 type ContextReader = (key: string) => unknown;
@@ -90,5 +144,12 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     maxClaimsPerRun: num('maxClaimsPerRun'),
     alarmEmail: text('alarmEmail'),
     jobRetentionDays: num('jobRetentionDays'),
+    extraPriceSourceUrls: text('extraPriceSourceUrls')
+      ?.split(',')
+      .map((url) => url.trim())
+      .filter((url) => url.length > 0),
+    maxPriceJump: text('maxPriceJump'),
+    maxPriceAgeSeconds: num('maxPriceAgeSeconds'),
+    collateralUpgradeBuffer: text('collateralUpgradeBuffer'),
   };
 }

@@ -76,7 +76,7 @@ export async function awsCost(server: BenchServer, jobs = 1000): Promise<AwsCost
       db: pgDb,
       tracker: new JobTracker({ db: pgDb, registry }),
       notifier: createFileNotifier('/dev/null'),
-      priceSource: { btcUsdCents: async () => 1n },
+      priceSource: { btcUsdQuote: async () => ({ cents: 1n, pricedAt: new Date() }) },
     });
     const executor = createExecutorHandler({
       runtime,

@@ -36,7 +36,7 @@ export async function valuationWal(server: BenchServer, facilities = 100_000): P
     const portfolio = createPortfolioService({
       db,
       jobs: tracker,
-      priceSource: { btcUsdCents: async () => 10_000_000n },
+      priceSource: { btcUsdQuote: async () => ({ cents: 10_000_000n, pricedAt: new Date() }) },
     });
     const signal = new AbortController().signal;
     let from = await walPosition(db);

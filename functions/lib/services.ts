@@ -33,6 +33,7 @@ export function servicesFromEnv(
       createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs }),
     ),
     maxPriceJump: settings.maxPriceJump,
+    maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
     upgradeBuffer: settings.upgradeBuffer,
     retentionDays: settings.retentionDays,
   });

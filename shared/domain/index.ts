@@ -19,7 +19,12 @@ export {
 } from './approvals.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
-export { createHttpPriceSource, type PriceSource, PriceSourceError } from './price-source.js';
+export {
+  createHttpPriceSource,
+  type PriceQuote,
+  type PriceSource,
+  PriceSourceError,
+} from './price-source.js';
 export { ensureDemoGovernance, seedDemoData } from './seed.js';
 
 export interface JobServicesDeps {
@@ -31,6 +36,8 @@ export interface JobServicesDeps {
   priceSource: PriceSource | readonly PriceSource[];
   /** Share of the last accepted price a new price may move without two sources agreeing (default 0.2). */
   maxPriceJump?: string;
+  /** How old a price quote may be, in seconds (default 300). */
+  maxQuoteAgeSeconds?: number;
   /** Cover above a level needed to move back up a collateralization state (default 0.05). */
   upgradeBuffer?: string;
   retentionDays?: number;
@@ -57,6 +64,7 @@ export function createJobServices(deps: JobServicesDeps): LendingJobServices {
       jobs: deps.tracker,
       priceSource: deps.priceSource,
       maxPriceJump: deps.maxPriceJump,
+      maxQuoteAgeSeconds: deps.maxQuoteAgeSeconds,
       upgradeBuffer: deps.upgradeBuffer,
     }),
     maintenance: createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),

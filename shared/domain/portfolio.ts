@@ -3,12 +3,16 @@ import { type Database, type Queryable, uuid } from '../db/port.js';
 import type { PortfolioService } from '../job-types/services.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import { ENQUEUE_PAGE_SIZE, FIRST_PAGE_AFTER_ID, LOCK_FACILITY_BULK_UPDATES_SQL } from './bulk.js';
-import { type PriceSource, PriceSourceError } from './price-source.js';
+import { type PriceQuote, type PriceSource, PriceSourceError } from './price-source.js';
 
 /** How far (a share of the last accepted price) a new price may move before two sources must agree on it. */
 export const DEFAULT_MAX_PRICE_JUMP = '0.2';
 /** How far above a level a facility's cover must be to move back up a state (so a wobble does not flap). */
 export const DEFAULT_UPGRADE_BUFFER = '0.05';
+/** How old a quote may be: a price older than a few minutes can miss a move that calls margins. */
+export const DEFAULT_MAX_QUOTE_AGE_SECONDS = 300;
+/** How far ahead of this machine's clock a quote may be dated: clocks of two servers differ a little. */
+const QUOTE_CLOCK_SKEW_SECONDS = 60;
 /** Quotes within this share of the median count as agreeing with it. */
 const AGREEMENT = 0.01;
 /** Facilities per valuation batch: one transaction each, well under the Data API's 45 s statement limit. */
@@ -125,8 +129,9 @@ SELECT id AS upto FROM (
 ) batch ORDER BY id DESC LIMIT 1`;
 
 /**
- * Portfolio valuation (the `sync` job). The price is the median of the sources that answer (at least two
- * when two or more are configured); a price that moves more than `maxPriceJump` from the last accepted one
+ * Portfolio valuation (the `sync` job). The price is the median of the sources that answer with a fresh
+ * quote (at least two when two or more are configured): a quote older than `maxQuoteAgeSeconds`, or dated
+ * ahead of this machine's clock by more than a minute, counts as no answer. A price that moves more than `maxPriceJump` from the last accepted one
  * needs two sources agreeing on it, otherwise it is refused before anything is written and the job retries
  * (one wrong tick such as 0.01 changes no state and sends no notice). Facilities are then valued batch by
  * batch of ids, each batch one transaction that also enqueues its transitions' notices (keyed per
@@ -138,7 +143,11 @@ export function createPortfolioService(deps: {
   jobs: Pick<JobTracker, 'enqueueUntyped'>;
   priceSource: PriceSource | readonly PriceSource[];
   maxPriceJump?: string;
+  /** How old a quote may be, in seconds (default 300). */
+  maxQuoteAgeSeconds?: number;
   upgradeBuffer?: string;
+  /** The clock quotes are aged against. */
+  now?: () => Date;
   batchSize?: number;
   afterBatch?: (batch: number) => Promise<void>;
 }): LendingPortfolioService {
@@ -150,9 +159,34 @@ export function createPortfolioService(deps: {
   const buffer = deps.upgradeBuffer ?? DEFAULT_UPGRADE_BUFFER;
   share(buffer, 'upgrade buffer');
   const batchSize = deps.batchSize ?? VALUATION_BATCH_SIZE;
+  const maxAgeSeconds = deps.maxQuoteAgeSeconds ?? DEFAULT_MAX_QUOTE_AGE_SECONDS;
+  if (!Number.isInteger(maxAgeSeconds) || maxAgeSeconds < 1) {
+    throw new Error(
+      `max quote age must be a whole number of seconds, at least 1, got ${String(maxAgeSeconds)}`,
+    );
+  }
+  const now = deps.now ?? (() => new Date());
+
+  /** The quote's cents when it is fresh; a stale or future-dated quote is refused like a failed request. */
+  async function freshQuote(source: PriceSource, signal?: AbortSignal): Promise<bigint> {
+    const quote: PriceQuote = await source.btcUsdQuote(signal);
+    const ageSeconds = (now().getTime() - quote.pricedAt.getTime()) / 1000;
+    if (!(ageSeconds <= maxAgeSeconds)) {
+      throw new PriceSourceError(
+        `quote priced at ${quote.pricedAt.toISOString()} is ${Math.round(ageSeconds)} s old ` +
+          `(limit ${maxAgeSeconds} s): refused as stale`,
+      );
+    }
+    if (ageSeconds < -QUOTE_CLOCK_SKEW_SECONDS) {
+      throw new PriceSourceError(
+        `quote priced at ${quote.pricedAt.toISOString()} is dated ${Math.round(-ageSeconds)} s in the future: refused`,
+      );
+    }
+    return quote.cents;
+  }
 
   async function acceptedPrice(signal?: AbortSignal): Promise<{ price: bigint; quotes: number }> {
-    const settled = await Promise.allSettled(sources.map((s) => s.btcUsdCents(signal)));
+    const settled = await Promise.allSettled(sources.map((s) => freshQuote(s, signal)));
     const quotes = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const needed = Math.min(2, sources.length);
     if (quotes.length < needed) {

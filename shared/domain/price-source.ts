@@ -1,10 +1,18 @@
 import * as z from 'zod';
 import { decimalToCents } from './money.js';
 
+/** A BTC/USD price and the time the source priced it. */
+export interface PriceQuote {
+  /** US cents per BTC, exact. */
+  cents: bigint;
+  /** When the source priced it: the valuation refuses a quote too old (or from the future) to trust. */
+  pricedAt: Date;
+}
+
 /** Where the BTC/USD price comes from. */
 export interface PriceSource {
-  /** The current BTC price in US cents. Throws (a retryable failure) on any bad answer. */
-  btcUsdCents(signal?: AbortSignal): Promise<bigint>;
+  /** The current BTC price, dated. Throws (a retryable failure) on any bad answer. */
+  btcUsdQuote(signal?: AbortSignal): Promise<PriceQuote>;
 }
 
 const positiveDecimal = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -24,14 +32,29 @@ const positiveDecimal = z.union([z.string(), z.number()]).transform((value, ctx)
   return text;
 });
 
+/** An ISO-8601 time with its offset (`2026-12-05T10:00:00Z`): a time without one is ambiguous. */
+const isoTime = z.iso.datetime({ offset: true }).transform((text) => new Date(text));
+/** Unix seconds, as CoinGecko's `last_updated_at`. */
+const unixSeconds = z
+  .number()
+  .int()
+  .positive()
+  .transform((seconds) => new Date(seconds * 1000));
+
+const UNDATED =
+  'the answer carries no time (expected "at" beside "price", or "bitcoin.last_updated_at" from CoinGecko ' +
+  'with include_last_updated_at=true): an undated price cannot be known to be fresh';
+
 /**
- * Accepted answers: `{ "price": "97123.45" }` (string or number) or the CoinGecko simple-price shape
- * `{ "bitcoin": { "usd": 97123.45 } }`.
+ * Accepted answers, each dated: `{ "price": "97123.45", "at": "2026-12-05T10:00:00Z" }` (price as a string
+ * or number) or the CoinGecko simple-price shape with `include_last_updated_at=true`:
+ * `{ "bitcoin": { "usd": 97123.45, "last_updated_at": 1796464800 } }`.
  */
 export const priceResponseSchema = z
   .looseObject({
     price: positiveDecimal.optional(),
-    bitcoin: z.looseObject({ usd: positiveDecimal }).optional(),
+    at: isoTime.optional(),
+    bitcoin: z.looseObject({ usd: positiveDecimal, last_updated_at: unixSeconds.optional() }).optional(),
   })
   .transform((r, ctx) => {
     const price = r.price ?? r.bitcoin?.usd;
@@ -43,7 +66,12 @@ export const priceResponseSchema = z
       });
       return z.NEVER;
     }
-    return price;
+    const pricedAt = r.price !== undefined ? r.at : r.bitcoin?.last_updated_at;
+    if (pricedAt === undefined) {
+      ctx.issues.push({ code: 'custom', message: UNDATED, input: r });
+      return z.NEVER;
+    }
+    return { price, pricedAt };
   });
 
 export class PriceSourceError extends Error {
@@ -61,7 +89,7 @@ export function createHttpPriceSource(options: { url: string; timeoutMs?: number
     throw new Error(`price source URL must be an http(s) URL, got "${options.url}"`);
   }
   return {
-    async btcUsdCents(signal) {
+    async btcUsdQuote(signal) {
       const timeout = AbortSignal.timeout(timeoutMs);
       let res: Response;
       try {
@@ -93,7 +121,7 @@ export function createHttpPriceSource(options: { url: string; timeoutMs?: number
           `price source answer rejected: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`,
         );
       }
-      return decimalToCents(parsed.data);
+      return { cents: decimalToCents(parsed.data.price), pricedAt: parsed.data.pricedAt };
     },
   };
 }

@@ -12,6 +12,7 @@ export const SETTING_NAMES = {
   retentionDays: 'LANA_JOB_RETENTION_DAYS',
   extraPriceUrls: 'LANA_PRICE_URLS_EXTRA',
   maxPriceJump: 'LANA_PRICE_MAX_JUMP',
+  maxQuoteAgeSeconds: 'LANA_PRICE_MAX_AGE_SECONDS',
   upgradeBuffer: 'LANA_COLLATERAL_UPGRADE_BUFFER',
 } as const;
 
@@ -31,6 +32,8 @@ export interface LendingSettings {
   extraPriceUrls: string[];
   /** Share of the last accepted price a new price may move unless two sources agree. Default "0.2". */
   maxPriceJump: string;
+  /** How old a price quote may be before the valuation refuses it, in seconds. Default 300. */
+  maxQuoteAgeSeconds: number;
   /** Cover above a level needed to move back up a collateralization state. Default "0.05". */
   upgradeBuffer: string;
 }
@@ -57,6 +60,7 @@ const schema = z.object({
     .pipe(z.array(z.url({ protocol: /^https?$/ })))
     .default([]),
   maxPriceJump: share.default('0.2'),
+  maxQuoteAgeSeconds: positiveInt.max(86_400).default(300),
   upgradeBuffer: share.default('0.05'),
 });
 
@@ -79,6 +83,7 @@ export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Le
     retentionDays: parsed.data.retentionDays,
     extraPriceUrls: parsed.data.extraPriceUrls,
     maxPriceJump: parsed.data.maxPriceJump,
+    maxQuoteAgeSeconds: parsed.data.maxQuoteAgeSeconds,
     upgradeBuffer: parsed.data.upgradeBuffer,
   };
 }

@@ -2,7 +2,7 @@ import http from 'node:http';
 
 /**
  * A stand-in BTC/USD price feed on 127.0.0.1 for machines without a configured one (LANA_PRICE_URL):
- * a real HTTP server answering `{ "price": "…" }`, drifting a little per request. `failFirst` answers
+ * a real HTTP server answering `{ "price": "…", "at": "<now>" }`, drifting a little per request. `failFirst` answers
  * HTTP 503 to the first requests, so the demo shows a retryable failure and its retry schedule.
  */
 export async function startDemoPriceFeed(
@@ -18,7 +18,9 @@ export async function startDemoPriceFeed(
     }
     cents += Math.round((Math.random() - 0.5) * 20_000);
     const price = `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, '0')}`;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ price }));
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ price, at: new Date().toISOString() }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();

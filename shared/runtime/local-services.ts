@@ -65,6 +65,7 @@ export async function createLocalServices(deps: {
     notifier,
     priceSource: priceUrls.map((url) => createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs })),
     maxPriceJump: settings.maxPriceJump,
+    maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
     upgradeBuffer: settings.upgradeBuffer,
     retentionDays: settings.retentionDays,
   });

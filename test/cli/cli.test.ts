@@ -368,7 +368,10 @@ describe('jobs CLI', () => {
       let requests = 0;
       const feed = http.createServer((_req, res) => {
         requests++;
-        setTimeout(() => res.writeHead(200).end('{"price":"100000.00"}'), 1500);
+        setTimeout(
+          () => res.writeHead(200).end(JSON.stringify({ price: '100000.00', at: new Date().toISOString() })),
+          1500,
+        );
       });
       await new Promise<void>((r) => feed.listen(0, '127.0.0.1', r));
       const port = (feed.address() as { port: number }).port;

@@ -11,9 +11,23 @@ let t: TestDatabase;
 let server: http.Server;
 let baseUrl: string;
 /** What the local price server does next, per path. */
+const isoSecondsAgo = (s: number) => new Date(Date.now() - s * 1000).toISOString();
 const behaviours: Record<string, (res: http.ServerResponse) => void> = {
-  '/ok': (res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"price":"100000.00"}'),
-  '/coingecko': (res) => res.writeHead(200).end('{"bitcoin":{"usd":98765.43}}'),
+  '/ok': (res) =>
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ price: '100000.00', at: isoSecondsAgo(5) })),
+  '/coingecko': (res) =>
+    res
+      .writeHead(200)
+      .end(
+        JSON.stringify({ bitcoin: { usd: 98765.43, last_updated_at: Math.floor(Date.now() / 1000) - 30 } }),
+      ),
+  '/undated': (res) => res.writeHead(200).end('{"price":"100000.00"}'),
+  '/undated-coingecko': (res) => res.writeHead(200).end('{"bitcoin":{"usd":98765.43}}'),
+  '/no-offset': (res) => res.writeHead(200).end('{"price":"100000.00","at":"2026-12-05T10:00:00"}'),
+  '/stale': (res) => res.writeHead(200).end(JSON.stringify({ price: '100000.00', at: isoSecondsAgo(301) })),
+  '/future': (res) => res.writeHead(200).end(JSON.stringify({ price: '100000.00', at: isoSecondsAgo(-600) })),
   '/not-json': (res) => res.writeHead(200).end('<html>maintenance</html>'),
   '/missing': (res) => res.writeHead(200).end('{"last":"100000"}'),
   '/zero': (res) => res.writeHead(200).end('{"price":"0"}'),
@@ -56,9 +70,15 @@ const snapshot = async () =>
   ).rows[0];
 
 describe('price source', () => {
-  test('reads a price exactly, in cents, from either accepted shape', async () => {
-    expect(await createHttpPriceSource({ url: `${baseUrl}/ok` }).btcUsdCents()).toBe(10_000_000n);
-    expect(await createHttpPriceSource({ url: `${baseUrl}/coingecko` }).btcUsdCents()).toBe(9_876_543n);
+  test('reads a dated price exactly, in cents, from either accepted shape', async () => {
+    const plain = await createHttpPriceSource({ url: `${baseUrl}/ok` }).btcUsdQuote();
+    expect(plain.cents).toBe(10_000_000n);
+    expect(Date.now() - plain.pricedAt.getTime()).toBeGreaterThanOrEqual(5000);
+    expect(Date.now() - plain.pricedAt.getTime()).toBeLessThan(60_000);
+    const coingecko = await createHttpPriceSource({ url: `${baseUrl}/coingecko` }).btcUsdQuote();
+    expect(coingecko.cents).toBe(9_876_543n);
+    expect(coingecko.pricedAt.getUTCMilliseconds()).toBe(0); // unix seconds
+    expect(Date.now() - coingecko.pricedAt.getTime()).toBeGreaterThanOrEqual(29_000);
   });
 
   test('a malformed URL or timeout is refused at construction, before any job runs', () => {
@@ -76,6 +96,11 @@ describe('price source', () => {
     ['a negative price', '/negative', /expected a positive decimal number, got -5/],
     ['an HTTP error', '/error', /HTTP 500/],
     ['a timeout', '/slow', /timed out after 300 ms/],
+    ['an undated price', '/undated', /carries no time.*cannot be known to be fresh/],
+    ['an undated CoinGecko price', '/undated-coingecko', /include_last_updated_at=true/],
+    ['a time without an offset', '/no-offset', /at:/],
+    ['a stale price (301 s old, limit 300 s)', '/stale', /s old \(limit 300 s\): refused as stale/],
+    ['a price dated in the future', '/future', /in the future: refused/],
   ])('%s is a retryable failure that writes nothing', async (_name, path, message) => {
     await insertFacility(t.db, { principalCents: 1_000_000n, rate: '0.1', collateralSats: 100_000_000n });
     const { tracker, drain } = domainHarness(t.db, {
@@ -290,7 +315,7 @@ describe('portfolio valuation', () => {
     expect(await states()).toEqual({ [f]: 'under-margin-call' });
     // Only one of three answers: refused (two are needed).
     const failing: PriceSource = {
-      btcUsdCents: async () => {
+      btcUsdQuote: async () => {
         throw new Error('down');
       },
     };
@@ -298,6 +323,77 @@ describe('portfolio valuation', () => {
     await expect(lonely.services.portfolio.revalue(signal())).rejects.toThrow(
       /only 1 of 3 price sources answered/,
     );
+  });
+
+  test('a stale or future-dated quote counts as no answer: the fresh ones price the run', async () => {
+    const f = await insertFacility(t.db, {
+      principalCents: 5_000_000n,
+      rate: '0.1',
+      collateralSats: 100_000_000n,
+    });
+    const a = movablePrice(10_000_000n);
+    const b = movablePrice(10_020_000n);
+    const c = movablePrice(4_000_000n); // would drag the median down if it counted
+    c.pricedSecondsAgo(3600);
+    const { services } = domainHarness(t.db, { price: [a.source, b.source, c.source] });
+    // The median of the two fresh quotes: for an even count, the mean of the middle two.
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 10_010_000n, quotes: 2 });
+    expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    // Two of three stale or from the future: one fresh answer is not enough, nothing is written.
+    b.pricedSecondsAgo(-3600);
+    a.pricedSecondsAgo(301);
+    const before = await snapshot();
+    await expect(services.portfolio.revalue(signal())).rejects.toThrow(
+      /only 0 of 3 price sources answered .*refused as stale.*in the future: refused.*refused as stale/,
+    );
+    a.pricedSecondsAgo(299);
+    await expect(services.portfolio.revalue(signal())).rejects.toThrow(/only 1 of 3 price sources answered/);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  test('a valuation writes only the facilities whose figures or state changed', async () => {
+    await t.db.query(
+      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                      collateral_sats)
+       SELECT 'b' || g || '@example.com', 100000000, 1000000 + g * 997, 0.1, 1000000 + g * 1000
+       FROM generate_series(1, 100) g`,
+    );
+    // xmin: the transaction that last wrote each row version, read independently of the service's counts.
+    const versions = async () =>
+      new Map(
+        (
+          await t.db.query<{ id: string; v: string }>('SELECT id, xmin::text AS v FROM credit_facilities')
+        ).rows.map((r) => [r.id, r.v]),
+      );
+    const { services } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
+    expect(await services.portfolio.revalue(signal())).toMatchObject({
+      facilitiesValued: 100,
+      facilitiesChanged: 100,
+    });
+    // Same price, same figures: no facility row is written.
+    const first = await versions();
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ facilitiesChanged: 0 });
+    expect(await versions()).toEqual(first);
+    // One facility accrues interest: its cover changes, and only its row is written.
+    const moved = [...first.keys()].sort()[41]!;
+    await t.db.query(
+      'UPDATE credit_facilities SET accrued_interest_cents = 250000 WHERE id = CAST(:id AS uuid)',
+      { id: moved },
+    );
+    const beforeRun = await versions();
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ facilitiesChanged: 1 });
+    const afterRun = await versions();
+    const rewritten = [...afterRun].filter(([id, v]) => beforeRun.get(id) !== v).map(([id]) => id);
+    expect(rewritten).toEqual([moved]);
+    const portfolio = (
+      await t.db.query<{ changed: number; outstanding: bigint; expected: bigint }>(
+        `SELECT v.facilities_changed AS changed, v.total_outstanding_cents AS outstanding,
+                (SELECT sum(drawn_principal_cents + accrued_interest_cents) FROM credit_facilities)::bigint AS expected
+         FROM collateral_valuations v ORDER BY valued_at DESC, id DESC LIMIT 1`,
+      )
+    ).rows[0]!;
+    expect(portfolio.changed).toBe(1);
+    expect(portfolio.outstanding).toBe(portfolio.expected);
   });
 
   test('batched valuation matches the single pass and a crash between batches sends no duplicate notice', async () => {

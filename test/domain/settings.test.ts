@@ -13,6 +13,7 @@ test('one set of names for the local runtime and the Lambda functions, with defa
     retentionDays: undefined,
     extraPriceUrls: [],
     maxPriceJump: '0.2',
+    maxQuoteAgeSeconds: 300,
     upgradeBuffer: '0.05',
   });
   expect(
@@ -23,6 +24,7 @@ test('one set of names for the local runtime and the Lambda functions, with defa
       LANA_JOB_RETENTION_DAYS: '90',
       LANA_PRICE_URLS_EXTRA: 'https://a.example/p, https://b.example/p',
       LANA_PRICE_MAX_JUMP: '0.15',
+      LANA_PRICE_MAX_AGE_SECONDS: '120',
       LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
     }),
   ).toEqual({
@@ -32,6 +34,7 @@ test('one set of names for the local runtime and the Lambda functions, with defa
     retentionDays: 90,
     extraPriceUrls: ['https://a.example/p', 'https://b.example/p'],
     maxPriceJump: '0.15',
+    maxQuoteAgeSeconds: 120,
     upgradeBuffer: '0.1',
   });
   // An empty variable is an unset one.
@@ -45,6 +48,10 @@ test('a malformed value stops start-up with an error naming the variable and the
   );
   expect(() => lendingSettingsFromEnv({ LANA_PRICE_URL: 'ftp://prices.example' })).toThrow(/LANA_PRICE_URL/);
   expect(() => lendingSettingsFromEnv({ LANA_PRICE_MAX_JUMP: '20%' })).toThrow(/LANA_PRICE_MAX_JUMP="20%"/);
+  for (const age of ['0', '5m', '86401'])
+    expect(() => lendingSettingsFromEnv({ LANA_PRICE_MAX_AGE_SECONDS: age })).toThrow(
+      `LANA_PRICE_MAX_AGE_SECONDS="${age}"`,
+    );
   expect(() => lendingSettingsFromEnv({ LANA_COLLATERAL_UPGRADE_BUFFER: '1.5' })).toThrow(
     /LANA_COLLATERAL_UPGRADE_BUFFER="1.5"/,
   );

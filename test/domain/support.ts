@@ -30,8 +30,9 @@ export function recordingNotifier() {
   return { notifier, sent, failNextSends };
 }
 
+/** A source quoting `cents`, priced at the moment it is asked. */
 export function fixedPrice(cents: bigint): PriceSource {
-  return { btcUsdCents: async () => cents };
+  return { btcUsdQuote: async () => ({ cents, pricedAt: new Date() }) };
 }
 
 export function domainHarness(
@@ -121,14 +122,21 @@ export async function acceptedPrice(db: Database, cents: bigint): Promise<void> 
   );
 }
 
-/** A price source whose quote the test moves (a real implementation of the port, in memory). */
+/** A price source whose quote (and its age) the test moves: a real implementation of the port, in memory. */
 export function movablePrice(cents: bigint) {
   let current = cents;
-  const source: PriceSource = { btcUsdCents: async () => current };
+  let ageSeconds = 0;
+  const source: PriceSource = {
+    btcUsdQuote: async () => ({ cents: current, pricedAt: new Date(Date.now() - ageSeconds * 1000) }),
+  };
   return {
     source,
     set(next: bigint) {
       current = next;
+    },
+    /** Date the next quotes this many seconds ago (negative: in the future). */
+    pricedSecondsAgo(seconds: number) {
+      ageSeconds = seconds;
     },
   };
 }

@@ -100,6 +100,59 @@ describe('settings that must be given', () => {
   });
 });
 
+describe('valuation settings', () => {
+  const context = (values: Record<string, string>) => (key: string) => values[key];
+  const executorVariables = (t: Template) =>
+    Object.entries(t.toJSON().Resources as Record<string, Resource>)
+      .filter(([id, r]) => r.Type === 'AWS::Lambda::Function' && id.startsWith('FunctionsExecutors'))
+      .map(([, r]) => (r.Properties!.Environment as { Variables: Record<string, unknown> }).Variables);
+
+  test('given as context, they reach every executor under the names the functions read', () => {
+    const props = stackPropsFromContext(
+      context({
+        ...REQUIRED_SETTINGS,
+        extraPriceSourceUrls: 'https://a.prices.lana-bank.io/btc, https://b.prices.lana-bank.io/btc',
+        maxPriceJump: '0.15',
+        maxPriceAgeSeconds: '120',
+        collateralUpgradeBuffer: '0.1',
+      }),
+    );
+    const variables = executorVariables(Template.fromStack(synthStack(props)));
+    expect(variables).toHaveLength(jobTypes.length);
+    for (const v of variables)
+      expect(v).toMatchObject({
+        LANA_PRICE_URLS_EXTRA: 'https://a.prices.lana-bank.io/btc,https://b.prices.lana-bank.io/btc',
+        LANA_PRICE_MAX_JUMP: '0.15',
+        LANA_PRICE_MAX_AGE_SECONDS: '120',
+        LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
+      });
+  });
+
+  test("unset, the functions' defaults apply: no variable is set", () => {
+    for (const v of executorVariables(template))
+      for (const name of [
+        'LANA_PRICE_URLS_EXTRA',
+        'LANA_PRICE_MAX_JUMP',
+        'LANA_PRICE_MAX_AGE_SECONDS',
+        'LANA_COLLATERAL_UPGRADE_BUFFER',
+      ])
+        expect(v).not.toHaveProperty(name);
+  });
+
+  test('a value the functions would refuse fails the synth, naming the context key', () => {
+    expect(() => synthStack({ maxPriceJump: '20%' })).toThrow(/context key "maxPriceJump" is not valid/);
+    expect(() => synthStack({ collateralUpgradeBuffer: '1.5' })).toThrow(/"collateralUpgradeBuffer"/);
+    expect(() => synthStack({ maxPriceAgeSeconds: 0 })).toThrow(/"maxPriceAgeSeconds"/);
+    expect(() => synthStack({ maxPriceAgeSeconds: 1.5 })).toThrow(/"maxPriceAgeSeconds"/);
+    expect(() => synthStack({ extraPriceSourceUrls: ['http://prices.lana-bank.io/btc'] })).toThrow(
+      /context key "extraPriceSourceUrls" must be an https URL/,
+    );
+    expect(() =>
+      stackPropsFromContext(context({ ...REQUIRED_SETTINGS, maxPriceAgeSeconds: 'soon' })),
+    ).toThrow(/"maxPriceAgeSeconds"/);
+  });
+});
+
 describe('executors get what their job type declares, never what its name suggests', () => {
   test('every registered type declares its needs; only the notifications send e-mail', () => {
     expect(Object.keys(EXECUTOR_NEEDS).sort()).toEqual(jobTypes.map((t) => t.type).sort());
