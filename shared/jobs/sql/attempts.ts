@@ -1,6 +1,3 @@
-import { CLAIM_COLUMNS, JOB_COLUMNS } from '../model.js';
-import { CLAIMED_AT, closeAttemptsSql, idIn, NOW } from './common.js';
-
 /** An attempt after its claim: start, completion (alone or with the next claim), failure, rescue, release. */
 
 /**
@@ -14,12 +11,17 @@ import { CLAIMED_AT, closeAttemptsSql, idIn, NOW } from './common.js';
  */
 export const startAttemptSql = `
 UPDATE jobs
-SET lease_expires_at = CASE WHEN started_at IS NULL THEN ${NOW} + make_interval(secs => lease_seconds)
-                            ELSE lease_expires_at END,
-    started_at = COALESCE(started_at, ${NOW}), start_token = CAST(:token AS uuid), updated_at = ${NOW}
+SET lease_expires_at = CASE WHEN started_at IS NULL
+                       THEN COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => lease_seconds)
+                       ELSE lease_expires_at END,
+    started_at = COALESCE(started_at, COALESCE(CAST(:now AS timestamptz), now())),
+    start_token = CAST(:token AS uuid),
+    updated_at = COALESCE(CAST(:now AS timestamptz), now())
 WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
-  AND ((started_at IS NULL AND lease_expires_at > ${NOW}) OR start_token = CAST(:token AS uuid))
-RETURNING ${JOB_COLUMNS}`;
+  AND ((started_at IS NULL AND lease_expires_at > COALESCE(CAST(:now AS timestamptz), now()))
+       OR start_token = CAST(:token AS uuid))
+RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+  scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at`;
 
 /**
  * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
@@ -33,16 +35,27 @@ WITH items AS (
   SELECT * FROM json_to_recordset(CAST(:items AS json)) AS x(id uuid, attempt integer, duration_ms integer)
 ), done AS (
   UPDATE jobs j
-  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
+  SET status = 'completed', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid)
   FROM items x
-  WHERE ${idIn('items')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  WHERE j.id = ANY(ARRAY(SELECT id FROM items))
+    AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
-  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
-            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
-), closed AS (${closeAttemptsSql('done')}
+  RETURNING j.id, j.job_type, j.attempts,
+            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
+            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM done e
 ), resent AS (
   SELECT j.id, j.job_type, x.duration_ms FROM jobs j JOIN items x ON j.id = x.id
-  WHERE ${idIn('items')} AND j.attempts = x.attempt AND j.status = 'completed'
+  WHERE j.id = ANY(ARRAY(SELECT id FROM items)) AND j.attempts = x.attempt AND j.status = 'completed'
     AND j.finish_token = CAST(:token AS uuid)
 )
 SELECT COALESCE(json_agg(json_build_array(id, job_type, duration_ms)), '[]')::text AS applied
@@ -59,105 +72,180 @@ FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, 
  */
 export const completeAndClaimNextSql = `
 WITH items AS (
-  SELECT CAST(:id AS uuid) AS id, CAST(:attempt AS integer) AS attempt, CAST(:duration_ms AS integer) AS duration_ms
+  SELECT CAST(:id AS uuid) AS id, CAST(:attempt AS integer) AS attempt,
+         CAST(:duration_ms AS integer) AS duration_ms
 ), done AS (
   UPDATE jobs j
-  SET status = 'completed', completed_at = ${NOW}, updated_at = ${NOW}, finish_token = CAST(:token AS uuid)
+  SET status = 'completed', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid)
   FROM items x
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  RETURNING j.id, j.job_type, j.attempts, ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at,
-            x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
-), closed AS (${closeAttemptsSql('done')}
+  RETURNING j.id, j.job_type, j.attempts,
+            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
+            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM done e
 ), resent AS (
   SELECT j.id FROM jobs j JOIN items x ON j.id = x.id
   WHERE j.attempts = x.attempt AND j.status = 'completed' AND j.finish_token = CAST(:token AS uuid)
 ), prior AS (
-  SELECT ${CLAIM_COLUMNS} FROM jobs WHERE claim_token = CAST(:token AS uuid) AND status = 'running'
+  SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+         lease_expires_at
+  FROM jobs WHERE claim_token = CAST(:token AS uuid) AND status = 'running'
 ), finished AS (
   SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM resent) AS applied,
          (SELECT count(*) FROM prior) AS prior_claims
 ), next AS (
   SELECT * FROM prior
   UNION ALL
-  SELECT ${CLAIM_COLUMNS} FROM finished f CROSS JOIN LATERAL lana_jobs_claim_limited(
+  SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+         lease_expires_at
+  FROM finished f CROSS JOIN LATERAL lana_jobs_claim_limited(
     CAST(:limits AS jsonb), CAST(:only_type AS text), CASE WHEN f.prior_claims > 0 THEN 0 ELSE 1 END,
-    ${NOW}, true, CAST(:dispatch_lease_seconds AS integer), CAST(:token AS uuid))
+    COALESCE(CAST(:now AS timestamptz), now()), true, CAST(:dispatch_lease_seconds AS integer),
+    CAST(:token AS uuid))
 )
 SELECT f.applied > 0 AS applied, n.*
 FROM finished f LEFT JOIN next n ON true`;
 
 /**
- * Fails attempts. `input` yields (id, attempt, error, retry_at, permanent, duration_ms, outcome). A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while
- * n < max_attempts (n counted since attempt_offset), else `failed`; a permanent failure fails at once; a
- * requested retry_at replaces the backoff. Fenced like completion.
+ * Fails attempts reported by their executors (:items, a JSON list of {id, attempt, error, retry_at,
+ * permanent, duration_ms, outcome}). Fenced like completion: only a row still running the given attempt
+ * changes. A failed attempt n becomes `retrying` at now + min(base * 2^n, cap) while n < max_attempts (n
+ * counted since attempt_offset), else `failed`; a permanent failure fails at once; a requested retry_at
+ * replaces the backoff. An `uncounted` attempt (a retry the executor asked for, a run interrupted by a
+ * worker's shutdown, an event that never reached its executor) does not count: like a released claim it
+ * grows max_attempts and attempt_offset, so the job is never failed for it and the backoff does not grow;
+ * an undelivered first attempt goes back to `pending`. Each attempt's execution row is closed. :token (per
+ * call) marks the rows this call failed: the same statement sent again after it committed reports them
+ * (`resent`) instead of finding them fenced out.
  */
-function failAttemptsSql(input: string): string {
-  // A retry the executor asked for, or a run interrupted by a worker's shutdown, does not count as an
-  // attempt: like a released claim it grows max_attempts and attempt_offset, so the job is never failed
-  // for it and the backoff does not grow.
-  const uncounted = "(NOT x.permanent AND x.outcome IN ('retry_requested', 'interrupted', 'undelivered'))";
-  const givesUp = `(x.permanent OR (NOT ${uncounted} AND j.attempts >= j.max_attempts))`;
-  return `
-WITH input AS (${input}),
-failed AS (
+export const failAttemptsFromInputSql = `
+WITH input AS (
+  SELECT i.*,
+         (NOT i.permanent AND i.outcome IN ('retry_requested', 'interrupted', 'undelivered')) AS uncounted
+  FROM (
+    SELECT x.id, x.attempt, x.error, x.retry_at, COALESCE(x.permanent, false) AS permanent, x.duration_ms,
+           COALESCE(x.outcome, 'failed') AS outcome
+    FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
+      id uuid, attempt integer, error text, retry_at timestamptz, permanent boolean, duration_ms integer,
+      outcome text)
+  ) i
+), failed AS (
   UPDATE jobs j
-  SET status = CASE WHEN ${givesUp} THEN 'failed'
+  SET status = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts) THEN 'failed'
                     WHEN x.outcome = 'undelivered' AND j.attempts - 1 <= j.attempt_offset THEN 'pending'
                     ELSE 'retrying' END,
-      scheduled_at = CASE WHEN ${givesUp} THEN j.scheduled_at
-        ELSE COALESCE(x.retry_at, ${NOW} + make_interval(secs =>
+      scheduled_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
+                          THEN j.scheduled_at
+        ELSE COALESCE(x.retry_at, COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs =>
           LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
         END,
-      max_attempts = j.max_attempts + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
-      attempt_offset = j.attempt_offset + CASE WHEN ${uncounted} THEN 1 ELSE 0 END,
-      completed_at = CASE WHEN ${givesUp} THEN ${NOW} END,
+      max_attempts = j.max_attempts + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
+      attempt_offset = j.attempt_offset + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
+      completed_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
+                          THEN COALESCE(CAST(:now AS timestamptz), now()) END,
       last_error = x.error,
-      updated_at = ${NOW},
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()),
       finish_token = CAST(:token AS uuid)
   FROM input x
-  WHERE ${idIn('input')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  WHERE j.id = ANY(ARRAY(SELECT id FROM input))
+    AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
-            ${CLAIMED_AT} AS claimed_at, j.started_at AS run_started_at
-), closed AS (${closeAttemptsSql('failed')}
+            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
+            j.started_at AS run_started_at
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM failed e
 ), resent AS (
   -- This call's own earlier run (:token), sent again after it committed: report what it did.
   SELECT j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.duration_ms, x.outcome
   FROM jobs j JOIN input x ON j.id = x.id
-  WHERE ${idIn('input')} AND j.attempts = x.attempt AND j.status IN ('retrying', 'failed', 'pending')
-    AND j.finish_token = CAST(:token AS uuid)
+  WHERE j.id = ANY(ARRAY(SELECT id FROM input)) AND j.attempts = x.attempt
+    AND j.status IN ('retrying', 'failed', 'pending') AND j.finish_token = CAST(:token AS uuid)
 )
 SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed
 UNION ALL
 SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM resent`;
-}
-
-export const failAttemptsFromInputSql = failAttemptsSql(`
-  SELECT x.id, x.attempt, x.error, x.retry_at, COALESCE(x.permanent, false) AS permanent, x.duration_ms,
-         COALESCE(x.outcome, 'failed') AS outcome
-  FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS x(
-    id uuid, attempt integer, error text, retry_at timestamptz, permanent boolean, duration_ms integer,
-    outcome text)`);
 
 /**
- * The rescuer: running jobs whose lease has expired. An attempt that began (its executor crashed, hung or
- * timed out) fails under the retry rule. A claim whose attempt never began (its event was lost, or reached
- * the executor after the dispatch lease, which the start then refused) is handed back, due at once, and
- * does not count as an attempt: it is recorded `undelivered`. Bounded per call; concurrent rescuers skip
- * each other's rows.
+ * The rescuer: running jobs whose lease has expired, failed by the rule of `failAttemptsFromInputSql`. An
+ * attempt that began (its executor crashed, hung or timed out) fails under the retry rule. A claim whose
+ * attempt never began (its event was lost, or reached the executor after the dispatch lease, which the
+ * start then refused) is handed back, due at once, and does not count as an attempt: it is recorded
+ * `undelivered`. Bounded per call (:limit); concurrent rescuers skip each other's rows.
  */
-export const rescueExpiredLeasesSql = failAttemptsSql(`
+export const rescueExpiredLeasesSql = `
+WITH input AS (
   SELECT j.id, j.attempts AS attempt,
          CASE WHEN j.started_at IS NULL
               THEN 'undelivered: no executor began the attempt before its dispatch lease expired'
-              ELSE 'lease expired: the executor did not report within ' || j.lease_seconds || ' s' END AS error,
-         CASE WHEN j.started_at IS NULL THEN ${NOW} END AS retry_at, false AS permanent,
-         NULL::integer AS duration_ms,
-         CASE WHEN j.started_at IS NULL THEN 'undelivered' ELSE 'lease_expired' END AS outcome
+              ELSE 'lease expired: the executor did not report within ' || j.lease_seconds || ' s'
+         END AS error,
+         CASE WHEN j.started_at IS NULL THEN COALESCE(CAST(:now AS timestamptz), now()) END AS retry_at,
+         false AS permanent, NULL::integer AS duration_ms,
+         CASE WHEN j.started_at IS NULL THEN 'undelivered' ELSE 'lease_expired' END AS outcome,
+         j.started_at IS NULL AS uncounted
   FROM jobs j
-  WHERE j.status = 'running' AND j.lease_expires_at < ${NOW}
+  WHERE j.status = 'running' AND j.lease_expires_at < COALESCE(CAST(:now AS timestamptz), now())
   ORDER BY j.lease_expires_at
   LIMIT :limit
-  FOR UPDATE SKIP LOCKED`);
+  FOR UPDATE SKIP LOCKED
+), failed AS (
+  UPDATE jobs j
+  SET status = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts) THEN 'failed'
+                    WHEN x.outcome = 'undelivered' AND j.attempts - 1 <= j.attempt_offset THEN 'pending'
+                    ELSE 'retrying' END,
+      scheduled_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
+                          THEN j.scheduled_at
+        ELSE COALESCE(x.retry_at, COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs =>
+          LEAST(j.backoff_base_seconds * power(2, j.attempts - j.attempt_offset), j.backoff_cap_seconds)))
+        END,
+      max_attempts = j.max_attempts + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
+      attempt_offset = j.attempt_offset + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
+      completed_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
+                          THEN COALESCE(CAST(:now AS timestamptz), now()) END,
+      last_error = x.error,
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()),
+      finish_token = CAST(:token AS uuid)
+  FROM input x
+  WHERE j.id = ANY(ARRAY(SELECT id FROM input))
+    AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  RETURNING j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.error, x.outcome, x.duration_ms,
+            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
+            j.started_at AS run_started_at
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM failed e
+), resent AS (
+  -- This call's own earlier run (:token), sent again after it committed: report what it did.
+  SELECT j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.duration_ms, x.outcome
+  FROM jobs j JOIN input x ON j.id = x.id
+  WHERE j.id = ANY(ARRAY(SELECT id FROM input)) AND j.attempts = x.attempt
+    AND j.status IN ('retrying', 'failed', 'pending') AND j.finish_token = CAST(:token AS uuid)
+)
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM failed
+UNION ALL
+SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM resent`;
 
 /**
  * Hands back claims whose attempt never began (a fan-out that could not publish, a worker shutting down
@@ -172,14 +260,25 @@ WITH items AS (
   UPDATE jobs j
   SET status = CASE WHEN j.attempts - 1 > j.attempt_offset THEN 'retrying' ELSE 'pending' END,
       max_attempts = j.max_attempts + 1, attempt_offset = j.attempt_offset + 1,
-      started_at = NULL, updated_at = ${NOW}
+      started_at = NULL, updated_at = COALESCE(CAST(:now AS timestamptz), now())
   FROM items x
-  WHERE ${idIn('items')} AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
+  WHERE j.id = ANY(ARRAY(SELECT id FROM items))
+    AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
     AND (j.started_at IS NULL OR NOT :require_unstarted)
   -- RETURNING sees the new row: started_at is NULL now, so the begun time (if any) is not recorded.
-  RETURNING j.id, j.attempts, ${CLAIMED_AT} AS claimed_at, NULL::timestamptz AS run_started_at,
-            NULL::integer AS duration_ms, 'released'::text AS outcome, 'released unstarted'::text AS error
-), closed AS (${closeAttemptsSql('released')}
+  RETURNING j.id, j.attempts,
+            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
+            NULL::timestamptz AS run_started_at, NULL::integer AS duration_ms, 'released'::text AS outcome,
+            'released unstarted'::text AS error
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM released e
 ), woken AS (
   SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 )

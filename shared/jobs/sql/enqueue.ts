@@ -1,19 +1,4 @@
-import { JOB_COLUMNS } from '../model.js';
-import { NOW } from './common.js';
-
 /** Enqueueing: the bulk and one-row inserts, the eager start's insert, and the lookups after a conflict. */
-
-const insertColumns = `id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at`;
-const insertValues = `r.id, r.job_type, CAST(r.payload AS jsonb), COALESCE(r.scheduled_at, ${NOW}), r.max_attempts,
-  r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority, r.idempotency_key, ${NOW}, ${NOW}`;
-// The payload is taken as json and cast after: json_to_recordset building jsonb values itself costs twice as
-// much, which is most of a bulk enqueue's server time.
-const insertInput = `json_to_recordset(CAST(:rows AS json)) AS r(
-  ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
-  backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
-  idempotency_key text)`;
-const onKeyConflict = 'ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING';
 
 /**
  * Inserts many jobs from one JSON array; rows whose (type, key) already exists are skipped. The caller
@@ -21,14 +6,24 @@ const onKeyConflict = 'ON CONFLICT (job_type, idempotency_key) WHERE idempotency
  * how many rows were inserted and their creation time (one instant: the statement's), then the ids of the
  * inserted keyed rows, up to 1,000 per row as a JSON array (under the Data API's 64 KB per row, and
  * 10,000 keyed jobs stay far under its 1 MiB per answer). Unkeyed rows are never skipped.
+ * The payload is taken as json and cast after: json_to_recordset building jsonb values itself costs twice
+ * as much, which is most of a bulk enqueue's server time.
  */
 export const insertJobsSql = `
 WITH inserted AS (
-  INSERT INTO jobs (${insertColumns})
-  SELECT ${insertValues}
-  FROM ${insertInput}
+  INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+  SELECT r.id, r.job_type, CAST(r.payload AS jsonb),
+         COALESCE(r.scheduled_at, COALESCE(CAST(:now AS timestamptz), now())),
+         r.max_attempts, r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority,
+         r.idempotency_key,
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now())
+  FROM json_to_recordset(CAST(:rows AS json)) AS r(
+    ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
+    backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
+    idempotency_key text)
   ORDER BY r.ord
-  ${onKeyConflict}
+  ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, idempotency_key, created_at
 ), keyed AS (
   SELECT id, (row_number() OVER () - 1) / 1000 AS chunk FROM inserted WHERE idempotency_key IS NOT NULL
@@ -39,12 +34,6 @@ UNION ALL
 SELECT (1 + chunk)::integer, NULL, NULL, json_agg(id)::text FROM keyed GROUP BY chunk
 ORDER BY part`;
 
-/** One job's row in plain parameters: the two one-row inserts below. */
-const oneRowValues = `CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
-  COALESCE(CAST(:scheduled_at AS timestamptz), ${NOW}), CAST(:max_attempts AS integer),
-  CAST(:backoff_base_seconds AS integer), CAST(:backoff_cap_seconds AS integer),
-  CAST(:lease_seconds AS integer), CAST(:priority AS integer), CAST(:idempotency_key AS text), ${NOW}, ${NOW}`;
-
 /**
  * Inserts ONE job (the common case: an API request enqueues one), skipping it if its (type, key) exists:
  * no row comes back then. The same row as `insertJobsSql` makes, in plain parameters: unpacking a
@@ -52,9 +41,15 @@ const oneRowValues = `CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload 
  * (docs/performance.md).
  */
 export const insertJobSql = `
-INSERT INTO jobs (${insertColumns})
-VALUES (${oneRowValues})
-${onKeyConflict}
+INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+        COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+        CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+        CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+        CAST(:idempotency_key AS text),
+        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()))
+ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
 /**
@@ -66,10 +61,19 @@ RETURNING created_at`;
  * and every timestamp more to format and parse would be paid by every eager start.
  */
 export const insertStartedJobSql = `
-INSERT INTO jobs (${insertColumns}, status, attempts, claimed_at, started_at, lease_expires_at)
-VALUES (${oneRowValues},
-  'running', 1, ${NOW}, ${NOW}, ${NOW} + make_interval(secs => CAST(:lease_seconds AS integer)))
-${onKeyConflict}
+INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                  status, attempts, claimed_at, started_at, lease_expires_at)
+VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+        COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+        CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+        CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+        CAST(:idempotency_key AS text),
+        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+        'running', 1,
+        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+        COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer)))
+ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
 /**
@@ -82,7 +86,7 @@ RETURNING created_at`;
 export const warmUpInsertSql = `
 INSERT INTO jobs (id, job_type, payload)
 SELECT CAST(NULL AS uuid), CAST(NULL AS text), CAST(NULL AS jsonb) WHERE false
-${onKeyConflict}`;
+ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`;
 
 /** The creation time of each of the given job ids that exists (:ids, one JSON array). */
 export const jobsCreatedByIdSql = `
@@ -91,7 +95,8 @@ WHERE id IN (SELECT CAST(value AS uuid) FROM json_array_elements_text(CAST(:ids 
 
 /** The jobs already holding some (type, key) pairs. */
 export const jobsByIdempotencyKeySql = `
-SELECT ${JOB_COLUMNS} FROM jobs
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+  scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at FROM jobs
 WHERE (job_type, idempotency_key) IN (
   SELECT k.job_type, k.idempotency_key
   FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;

@@ -1,8 +1,11 @@
-import { JOB_COLUMNS, JOB_STATUSES, type JobStatus } from '../model.js';
+import { JOB_STATUSES, type JobStatus } from '../model.js';
 import { LEASE_GRACE_SECONDS } from '../registry.js';
-import { CLAIMED_AT, closeAttemptsSql, earliestPerPrioritySql, NOW, readyPriorities } from './common.js';
 
-/** The operator's statements: cancel, retry, show, list, the queue's state and activity, stats, retention. */
+/**
+ * The operator's statements: cancel, retry, show, list, the queue's state and activity, stats, retention.
+ * The console's filtered statements are built from a filter's shape (`JobFilterShape`): the only SQL here
+ * that varies.
+ */
 
 /**
  * An operator stops a job that has not finished. A running attempt is closed; its late report is fenced out.
@@ -12,21 +15,34 @@ import { CLAIMED_AT, closeAttemptsSql, earliestPerPrioritySql, NOW, readyPriorit
  */
 export const cancelJobSql = `
 WITH current AS (
-  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS attempt_claimed_at
+  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at,
+         COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds))
+           AS attempt_claimed_at
   FROM jobs j WHERE j.id = CAST(:id AS uuid)
   FOR UPDATE
 ), cancelled AS (
   UPDATE jobs j
-  SET status = 'cancelled', completed_at = ${NOW}, updated_at = ${NOW},
+  SET status = 'cancelled', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()),
       last_error = COALESCE(CAST(:reason AS text), 'cancelled by an operator')
   FROM current c
   WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
   RETURNING j.*, c.was, c.run_started_at, c.attempt_claimed_at
-), closed AS (${closeAttemptsSql(`(SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
-      'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
-    FROM cancelled WHERE was = 'running')`)}
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM (SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
+               'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
+        FROM cancelled WHERE was = 'running') e
 )
-SELECT ${JOB_COLUMNS} FROM cancelled`;
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+FROM cancelled`;
 
 /**
  * An operator puts a failed or cancelled job back in the queue, due now, with a fresh attempt budget.
@@ -35,24 +51,31 @@ SELECT ${JOB_COLUMNS} FROM cancelled`;
 export const retryJobSql = `
 WITH retried AS (
   UPDATE jobs
-  SET status = 'pending', scheduled_at = ${NOW}, completed_at = NULL, started_at = NULL,
-      max_attempts = attempts + :budget, attempt_offset = attempts, updated_at = ${NOW}
+  SET status = 'pending', scheduled_at = COALESCE(CAST(:now AS timestamptz), now()), completed_at = NULL,
+      started_at = NULL, max_attempts = attempts + :budget, attempt_offset = attempts,
+      updated_at = COALESCE(CAST(:now AS timestamptz), now())
   WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled')
-  RETURNING ${JOB_COLUMNS}
+  RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+            started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
 ), woken AS (
   SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried) AS any_retried
 )
 -- A SELECT in WITH runs only if referenced: the count makes the notification happen.
 SELECT retried.* FROM retried, (SELECT count(*) FROM woken) AS notified`;
 
-export const jobByIdSql = `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = CAST(:id AS uuid)`;
+/** One job by id. */
+export const jobByIdSql = `
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+FROM jobs WHERE id = CAST(:id AS uuid)`;
 
 /** Finished attempts, plus the one in progress (from the job row, with no outcome yet). */
 export const executionsByJobSql = `
 SELECT job_id, attempt, claimed_at, started_at, finished_at, outcome, error, duration_ms
 FROM job_executions WHERE job_id = CAST(:id AS uuid)
 UNION ALL
-SELECT j.id, j.attempts, ${CLAIMED_AT}, j.started_at, NULL, NULL, NULL, NULL
+SELECT j.id, j.attempts, COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)),
+  j.started_at, NULL, NULL, NULL, NULL
 FROM jobs j WHERE j.id = CAST(:id AS uuid) AND j.status = 'running'
 ORDER BY attempt`;
 
@@ -63,7 +86,9 @@ ORDER BY attempt`;
  * skips, not the whole history sorted by `created_at`.
  */
 export const listJobsSql = `
-SELECT ${JOB_COLUMNS} FROM jobs
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:job_type AS text) IS NULL OR job_type = CAST(:job_type AS text))
 ORDER BY id DESC
@@ -75,14 +100,23 @@ LIMIT :limit`;
  * ahead cost nothing.
  */
 export const queueStateSql = `
-WITH RECURSIVE ${readyPriorities}, due AS (
+WITH RECURSIVE ready_priorities AS (
+  (SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying')
+   ORDER BY priority, scheduled_at LIMIT 1)
+  UNION ALL
+  SELECT n.priority, n.scheduled_at FROM ready_priorities e CROSS JOIN LATERAL (
+    SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying') AND priority > e.priority
+    ORDER BY priority, scheduled_at LIMIT 1) n
+), due AS (
   SELECT r.scheduled_at AS oldest, d.n FROM ready_priorities r CROSS JOIN LATERAL (
     SELECT count(*) AS n FROM jobs
-    WHERE status IN ('pending', 'retrying') AND priority = r.priority AND scheduled_at <= ${NOW}) d
-  WHERE r.scheduled_at <= ${NOW}
+    WHERE status IN ('pending', 'retrying') AND priority = r.priority
+      AND scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())) d
+  WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
 )
 SELECT COALESCE(sum(n), 0)::integer AS depth,
-       COALESCE(extract(epoch FROM ${NOW} - min(oldest)), 0)::float8 AS oldest_ready_age_seconds
+       COALESCE(extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now()) - min(oldest)), 0)::float8
+         AS oldest_ready_age_seconds
 FROM due`;
 
 /**
@@ -93,17 +127,26 @@ FROM due`;
  */
 export const queueActivitySql = `
 SELECT (SELECT count(*) FROM jobs
-        WHERE id >= lana_uuid_v7_floor(${NOW} - interval '2 minutes')
-          AND created_at > ${NOW} - interval '1 minute' AND created_at <= ${NOW})::integer
+        WHERE id >= lana_uuid_v7_floor(COALESCE(CAST(:now AS timestamptz), now()) - interval '2 minutes')
+          AND created_at > COALESCE(CAST(:now AS timestamptz), now()) - interval '1 minute'
+          AND created_at <= COALESCE(CAST(:now AS timestamptz), now()))::integer
          AS enqueued_last_minute,
        (SELECT count(*) FROM jobs
         WHERE status = 'running' AND lease_expires_at IS NOT NULL AND started_at IS NOT NULL
-          AND started_at + make_interval(secs => lease_seconds - ${LEASE_GRACE_SECONDS}) < ${NOW})::integer
+          AND started_at + make_interval(secs => lease_seconds - ${LEASE_GRACE_SECONDS})
+              < COALESCE(CAST(:now AS timestamptz), now()))::integer
          AS running_past_timeout`;
 
 /** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
 export const nextDueAtSql = `
-WITH RECURSIVE ${earliestPerPrioritySql('earliest')}
+WITH RECURSIVE earliest AS (
+  (SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying')
+   ORDER BY priority, scheduled_at LIMIT 1)
+  UNION ALL
+  SELECT n.priority, n.scheduled_at FROM earliest e CROSS JOIN LATERAL (
+    SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying') AND priority > e.priority
+    ORDER BY priority, scheduled_at LIMIT 1) n
+)
 SELECT min(scheduled_at) AS next_due_at FROM earliest`;
 
 /** Attempts finished in the last :window_seconds, by outcome (failure rate over the last hour). */
@@ -112,13 +155,14 @@ SELECT j.job_type, e.outcome, count(*)::integer AS count,
        COALESCE(avg(e.duration_ms), 0)::float8 AS avg_duration_ms,
        COALESCE(max(e.duration_ms), 0)::integer AS max_duration_ms
 FROM job_executions e JOIN jobs j ON j.id = e.job_id
-WHERE e.finished_at >= ${NOW} - make_interval(secs => :window_seconds)
+WHERE e.finished_at >= COALESCE(CAST(:now AS timestamptz), now()) - make_interval(secs => :window_seconds)
 GROUP BY j.job_type, e.outcome
 ORDER BY j.job_type, e.outcome`;
 
 /** Running attempts older than their lease (the long-running-jobs signal). */
 export const overdueRunningSql = `
-SELECT count(*)::integer AS overdue FROM jobs WHERE status = 'running' AND lease_expires_at < ${NOW}`;
+SELECT count(*)::integer AS overdue FROM jobs
+WHERE status = 'running' AND lease_expires_at < COALESCE(CAST(:now AS timestamptz), now())`;
 
 /**
  * Retention: deletes up to :batch finished jobs of the given statuses (a JSON list) whose completion is
@@ -187,7 +231,9 @@ export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
 export function jobsPageSql(shape: JobFilterShape, withCursor: boolean): string {
   const cursor = withCursor ? ' AND id < CAST(:before AS uuid)' : '';
   return `
-SELECT ${JOB_COLUMNS} FROM jobs
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+FROM jobs
 WHERE ${jobFilterSql(shape)}${cursor}
 ORDER BY id DESC
 LIMIT :limit`;
@@ -215,9 +261,11 @@ WITH chosen AS (
   FOR UPDATE SKIP LOCKED
 ), retried AS (
   UPDATE jobs j
-  SET status = 'pending', scheduled_at = ${NOW}, completed_at = NULL, started_at = NULL,
-      max_attempts = j.attempts + COALESCE(CAST(CAST(:budgets AS jsonb) ->> j.job_type AS integer), j.max_attempts),
-      attempt_offset = j.attempts, updated_at = ${NOW}
+  SET status = 'pending', scheduled_at = COALESCE(CAST(:now AS timestamptz), now()), completed_at = NULL,
+      started_at = NULL,
+      max_attempts = j.attempts
+        + COALESCE(CAST(CAST(:budgets AS jsonb) ->> j.job_type AS integer), j.max_attempts),
+      attempt_offset = j.attempts, updated_at = COALESCE(CAST(:now AS timestamptz), now())
   FROM chosen c WHERE j.id = c.id AND j.status IN ('failed', 'cancelled')
   RETURNING j.id
 ), woken AS (
@@ -226,24 +274,37 @@ WITH chosen AS (
 SELECT retried.id FROM retried, (SELECT count(*) FROM woken) AS notified`;
 }
 
-/** Cancels up to :limit unfinished jobs of the filter, as `cancelJobSql` does one (running attempts closed). */
+/**
+ * Cancels up to :limit unfinished jobs of the filter, as `cancelJobSql` does one (running attempts closed).
+ */
 export function bulkCancelSql(shape: JobFilterShape): string {
   return `
 WITH current AS (
-  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at, ${CLAIMED_AT} AS attempt_claimed_at
+  SELECT j.id, j.attempts, j.status AS was, j.started_at AS run_started_at,
+         COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds))
+           AS attempt_claimed_at
   FROM jobs j WHERE ${jobFilterSql(shape, 'j')} AND j.status IN ('pending', 'retrying', 'running')
   ORDER BY j.id DESC LIMIT :limit
   FOR UPDATE
 ), cancelled AS (
   UPDATE jobs j
-  SET status = 'cancelled', completed_at = ${NOW}, updated_at = ${NOW},
+  SET status = 'cancelled', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()),
       last_error = 'cancelled by an operator'
   FROM current c
   WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
   RETURNING j.id, j.attempts, c.was, c.run_started_at, c.attempt_claimed_at
-), closed AS (${closeAttemptsSql(`(SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
-      'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
-    FROM cancelled WHERE was = 'running')`)}
+), closed AS (
+  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                              duration_ms)
+  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
+         e.outcome, e.error,
+         COALESCE(e.duration_ms,
+                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
+  FROM (SELECT id, attempts, attempt_claimed_at AS claimed_at, run_started_at, 'cancelled'::text AS outcome,
+               'cancelled by an operator'::text AS error, NULL::integer AS duration_ms
+        FROM cancelled WHERE was = 'running') e
 )
 SELECT id FROM cancelled`;
 }
@@ -283,11 +344,14 @@ GROUP BY job_type, status
 UNION ALL
 SELECT job_type, status, count(*)::integer AS count FROM jobs
 WHERE status IN ('completed', 'failed', 'cancelled')
-  AND completed_at >= ${NOW} - make_interval(secs => :finished_window_seconds)
+  AND completed_at >= COALESCE(CAST(:now AS timestamptz),
+    now()) - make_interval(secs => :finished_window_seconds)
 GROUP BY job_type, status
 ORDER BY 1, 2`;
 
 /** The job a schedule's tick enqueued (its idempotency key), through the unique key index. */
 export const jobByKeySql = `
-SELECT ${JOB_COLUMNS} FROM jobs
+SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+FROM jobs
 WHERE job_type = CAST(:job_type AS text) AND idempotency_key = CAST(:idempotency_key AS text)`;
