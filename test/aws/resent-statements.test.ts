@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
+import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
-import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { createTestRegistry } from '../support/test-job-types.js';
 
@@ -22,17 +22,8 @@ let overPg: ReturnType<typeof trackerOver>;
 beforeAll(async () => {
   t = await createTestDatabase();
   fixture = await startDataApiFixture(t.url);
-  dataApi = new DataApiDatabase({
-    resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
-    secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
-    database: t.name,
-    // The SDK's default retries, as on AWS.
-    clientConfig: {
-      endpoint: fixture.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
-    },
-  });
+  // The SDK's default retries, as on AWS.
+  dataApi = dataApiDriverOver(fixture, t.name, { sdkRetries: true });
   overDataApi = trackerOver(dataApi);
   overPg = trackerOver(t.db);
 });

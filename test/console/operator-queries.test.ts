@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
 import { JobInputError } from '../../shared/jobs/errors.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
-import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /** The operator statements the console reads and acts through, over both database drivers. */
@@ -31,17 +30,7 @@ describe.each(drivers)('console operator queries over %s', (driver) => {
     t = await createTestDatabase();
     if (driver === 'Data API') {
       fixture = await startDataApiFixture(t.url);
-      db = new DataApiDatabase({
-        resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
-        secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
-        database: t.name,
-        clientConfig: {
-          endpoint: fixture.endpoint,
-          region: 'us-east-1',
-          credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
-          maxAttempts: 1,
-        },
-      });
+      db = dataApiDriverOver(fixture, t.name);
     } else db = t.db;
     tracker = new JobTracker({ db, registry: createJobTypeRegistry() });
   });

@@ -3,8 +3,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createObservability } from '../../functions/lib/powertools.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
-import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
-import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { adminUrl, createTestDatabase, type TestDatabase, urlForDatabase } from '../support/database.js';
 
 /**
@@ -24,15 +24,9 @@ let db: DataApiDatabase;
 beforeAll(async () => {
   t = await createTestDatabase({ migrate: false });
   fixture = await startDataApiFixture(t.url);
-  db = new DataApiDatabase({
-    resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+  db = dataApiDriverOver(fixture, t.name, {
+    sdkRetries: true,
     secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:master',
-    database: t.name,
-    clientConfig: {
-      endpoint: fixture.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
-    },
   });
 });
 afterAll(async () => {

@@ -8,7 +8,7 @@ import { createFetchReadyHandler, lingerUntil } from '../../functions/fetch-read
 import { createObservability } from '../../functions/lib/powertools.js';
 import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
 import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
-import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
+import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
@@ -21,7 +21,7 @@ import {
 import { DISPATCH_LEASE_SECONDS, JobTypeRegistry, LEASE_GRACE_SECONDS } from '../../shared/jobs/registry.js';
 import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
-import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /**
@@ -67,17 +67,7 @@ const trackerOver = (db: Database) => new JobTracker({ db, registry: limitedRegi
 beforeAll(async () => {
   t = await createTestDatabase({ poolSize: 12 });
   fixture = await startDataApiFixture(t.url);
-  dataApi = new DataApiDatabase({
-    resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
-    secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
-    database: t.name,
-    clientConfig: {
-      endpoint: fixture.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
-      maxAttempts: 1,
-    },
-  });
+  dataApi = dataApiDriverOver(fixture, t.name);
 });
 afterAll(async () => {
   await dataApi?.close();
@@ -543,17 +533,8 @@ describe('complete and take the next job in one statement', () => {
       operation: 'Execute',
       afterRunning: true,
     });
-    const retrying = new DataApiDatabase({
-      resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
-      secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
-      database: t.name,
-      // The SDK's default retries, as on AWS: the lost answer makes it send the statement again.
-      clientConfig: {
-        endpoint: fixture.endpoint,
-        region: 'us-east-1',
-        credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
-      },
-    });
+    // The SDK's default retries, as on AWS: the lost answer makes it send the statement again.
+    const retrying = dataApiDriverOver(fixture, t.name, { sdkRetries: true });
     try {
       fixture.resetCounts();
       const { completed, next } = await trackerOver(retrying).completeAndClaimNext(

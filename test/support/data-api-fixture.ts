@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import pg from 'pg';
+import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import { splitSqlScript } from '../../shared/db/sql-script.js';
 
 /**
@@ -86,6 +87,35 @@ export interface DataApiFixture {
   /** Transactions begun and not yet committed, rolled back, aborted or expired. */
   openTransactions(): number;
   close(): Promise<void>;
+}
+
+/** The ARNs the tests' drivers name: the fixture serves whatever they say. */
+export const FIXTURE_ARNS = {
+  resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+  secretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+} as const;
+
+/**
+ * The Data API driver over the fixture, on `database`. By default the SDK makes one attempt per call, so a
+ * fault reaches the test; `sdkRetries` keeps the SDK's default retries, as on AWS (a lost answer then makes
+ * it send the statement again).
+ */
+export function dataApiDriverOver(
+  fixture: DataApiFixture,
+  database: string,
+  options: { sdkRetries?: boolean; secretArn?: string } = {},
+): DataApiDatabase {
+  return new DataApiDatabase({
+    ...FIXTURE_ARNS,
+    ...(options.secretArn ? { secretArn: options.secretArn } : {}),
+    database,
+    clientConfig: {
+      endpoint: fixture.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+      ...(options.sdkRetries ? {} : { maxAttempts: 1 }),
+    },
+  });
 }
 
 const OPERATIONS: readonly DataApiOperation[] = [
