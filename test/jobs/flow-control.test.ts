@@ -373,6 +373,31 @@ test('nudges are coalesced: one per window per sender, and a failed one leaves t
   }
 });
 
+/** The `capped` type's executor handler over `db`, running jobs into `services`. */
+function cappedExecutor(
+  db: Database,
+  tracker: ReturnType<typeof trackerOver>,
+  services: Services,
+  handOver?: () => Promise<void>,
+) {
+  return createExecutorHandler({
+    runtime: { db, registry: tracker.registry, tracker } as unknown as JobRuntime,
+    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
+    jobType: 'capped',
+    o: createObservability('executor-test', { silent: true }),
+    ...(handOver ? { handOver } : {}),
+  });
+}
+
+/** The `job.ready` event fetch-ready publishes for a claimed job. */
+function jobReadyEvent(job: { id: string; jobType: string; attempts: number }) {
+  return {
+    source: 'lana.jobs',
+    'detail-type': 'job.ready',
+    detail: { jobId: job.id, jobType: job.jobType, attempt: job.attempts, payload: {} },
+  };
+}
+
 describe('executors take their type’s next job', () => {
   function lambdaContext(remainingMs: () => number): Context {
     return { getRemainingTimeInMillis: remainingMs } as Context;
@@ -381,24 +406,14 @@ describe('executors take their type’s next job', () => {
   test('an invocation runs further due jobs of its type within the limit, while a whole attempt fits', async () => {
     const tracker = trackerOver(t.db);
     const services: Services = { runs: [] };
-    const handler = createExecutorHandler({
-      runtime: { db: t.db, registry: tracker.registry, tracker } as unknown as JobRuntime,
-      dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
-      jobType: 'capped',
-      o: createObservability('executor-test', { silent: true }),
-    });
+    const handler = cappedExecutor(t.db, tracker, services);
     await enqueue(tracker, 'capped', 6);
     await enqueue(tracker, 'free', 2);
     const [first] = await tracker.fetchReady(1);
-    const event = (job: { id: string; jobType: string; attempts: number }) => ({
-      source: 'lana.jobs',
-      'detail-type': 'job.ready',
-      detail: { jobId: job.id, jobType: job.jobType, attempt: job.attempts, payload: {} },
-    });
     // Time for four more after the delivered job (each attempt needs 90 s: its 60 s timeout plus 30).
     let remaining = 4 * 90_000 + 1;
     const result = await handler(
-      event(first!),
+      jobReadyEvent(first!),
       lambdaContext(() => {
         const left = remaining;
         remaining -= 90_000;
@@ -421,23 +436,14 @@ describe('executors take their type’s next job', () => {
   test('the next job is not taken when the type is at its limit', async () => {
     const tracker = trackerOver(t.db);
     const services: Services = { runs: [] };
-    const handler = createExecutorHandler({
-      runtime: { db: t.db, registry: tracker.registry, tracker } as unknown as JobRuntime,
-      dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
-      jobType: 'capped',
-      o: createObservability('executor-test', { silent: true }),
-    });
+    const handler = cappedExecutor(t.db, tracker, services);
     await enqueue(tracker, 'capped', 6);
     const claimed = await tracker.fetchReady(10); // 3: the limit
     expect(claimed).toHaveLength(3);
     const [first, ...others] = claimed;
     // The other two hold their slots (delivered, not yet begun); the first's slot is refilled once.
     const result = await handler(
-      {
-        source: 'lana.jobs',
-        'detail-type': 'job.ready',
-        detail: { jobId: first!.id, jobType: 'capped', attempt: first!.attempts, payload: {} },
-      },
+      jobReadyEvent(first!),
       lambdaContext(() => 3_600_000),
     );
     expect(result.outcome).toBe('completed');
@@ -451,26 +457,13 @@ test('an executor out of time for another job hands its slot back to fetch-ready
   const tracker = trackerOver(t.db);
   const services: Services = { runs: [] };
   let handedOver = 0;
-  const handler = createExecutorHandler({
-    runtime: { db: t.db, registry: tracker.registry, tracker } as unknown as JobRuntime,
-    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
-    jobType: 'capped',
-    o: createObservability('executor-test', { silent: true }),
-    handOver: async () => {
-      handedOver++;
-    },
+  const handler = cappedExecutor(t.db, tracker, services, async () => {
+    handedOver++;
   });
   await enqueue(tracker, 'capped', 2);
   const [first] = await tracker.fetchReady(1);
   // Less than a whole attempt (60 s timeout + 30 s) left: the delivered job runs, the next waits.
-  const result = await handler(
-    {
-      source: 'lana.jobs',
-      'detail-type': 'job.ready',
-      detail: { jobId: first!.id, jobType: 'capped', attempt: first!.attempts, payload: {} },
-    },
-    { getRemainingTimeInMillis: () => 60_000 } as Context,
-  );
+  const result = await handler(jobReadyEvent(first!), { getRemainingTimeInMillis: () => 60_000 } as Context);
   expect(result).toEqual({ outcome: 'completed', nextJobsRun: 0 });
   expect(handedOver).toBe(1);
 });
@@ -495,23 +488,13 @@ describe('complete and take the next job in one statement', () => {
   test('over the Data API an executor pays one call per job it keeps running', async () => {
     const tracker = trackerOver(dataApi);
     const services: Services = { runs: [] };
-    const handler = createExecutorHandler({
-      runtime: { db: dataApi, registry: tracker.registry, tracker } as unknown as JobRuntime,
-      dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
-      jobType: 'capped',
-      o: createObservability('executor-test', { silent: true }),
-    });
+    const handler = cappedExecutor(dataApi, tracker, services);
     await enqueue(trackerOver(t.db), 'capped', 5);
     const [first] = await trackerOver(t.db).fetchReady(1);
     fixture.resetCounts();
-    const result = await handler(
-      {
-        source: 'lana.jobs',
-        'detail-type': 'job.ready',
-        detail: { jobId: first!.id, jobType: 'capped', attempt: first!.attempts, payload: {} },
-      },
-      { getRemainingTimeInMillis: () => 3_600_000 } as Context,
-    );
+    const result = await handler(jobReadyEvent(first!), {
+      getRemainingTimeInMillis: () => 3_600_000,
+    } as Context);
     expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
     // The start, then one statement per job: its completion and the next claim (the last finds none).
     expect(fixture.counts.Execute).toBe(1 + 5);
