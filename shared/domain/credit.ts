@@ -66,15 +66,16 @@ WITH bound AS (
   WHERE ds.executed_at >= ((SELECT min(first_day) FROM spans) + 1)::timestamp AT TIME ZONE 'UTC'
     AND ds.facility_id > CAST(:after AS uuid) AND ds.facility_id <= CAST(:upto AS uuid)
 ), facility_days AS (
-  SELECT s.id, s.annual_rate, s.first_day + i AS day,
+  SELECT s.id, s.annual_rate, s.day,
          CASE WHEN t.facility_id IS NULL THEN s.drawn_principal_cents
               ELSE s.drawn_principal_cents - COALESCE((
                 SELECT sum(ds.amount_cents) FROM disbursals ds
                 WHERE ds.facility_id = s.id
-                  AND ds.executed_at >= (s.first_day + i + 1)::timestamp AT TIME ZONE 'UTC'), 0)
+                  AND ds.executed_at >= (s.day + 1)::timestamp AT TIME ZONE 'UTC'), 0)
          END::bigint AS principal_cents
-  FROM spans s
-  CROSS JOIN LATERAL generate_series(0, s.last_day - s.first_day) i
+  FROM (SELECT id, annual_rate, drawn_principal_cents,
+               first_day + generate_series(0, last_day - first_day) AS day
+        FROM spans) s
   LEFT JOIN touched t ON t.facility_id = s.id
 ), accrued AS (
   INSERT INTO interest_accruals (facility_id, accrual_date, principal_cents, annual_rate, interest_cents)
