@@ -35,6 +35,11 @@ export const ACCRUAL_BATCH_SIZE = 20_000;
  * executed after the start of the earliest day this batch accrues (`touched`) have their principal rebuilt
  * day by day; the rest (almost all, on a nightly run) cost one hash lookup.
  *
+ * Every span is worked out before the first row is inserted (the one-time test on `earliest` reads them all):
+ * a last-day lookup planned as a sequential scan, as it is while the statistics say `interest_accruals` is
+ * empty or tiny, would otherwise also read every row the statement had inserted so far, quadratic in the
+ * batch.
+ *
  * Idempotency: `ON CONFLICT DO NOTHING` on (facility, day), and the balance update only adds the rows this
  * statement inserted, so a retry, a duplicate tick or a second job accrues nothing twice.
  *
@@ -61,9 +66,11 @@ WITH bound AS (
       AND (f.status = 'active' OR f.closed_at IS NOT NULL)
   ) facility_span
   WHERE first_day <= last_day
+), earliest AS (
+  SELECT min(first_day) AS first_day FROM spans
 ), touched AS (
   SELECT DISTINCT ds.facility_id FROM disbursals ds
-  WHERE ds.executed_at >= ((SELECT min(first_day) FROM spans) + 1)::timestamp AT TIME ZONE 'UTC'
+  WHERE ds.executed_at >= ((SELECT first_day FROM earliest) + 1)::timestamp AT TIME ZONE 'UTC'
     AND ds.facility_id > CAST(:after AS uuid) AND ds.facility_id <= CAST(:upto AS uuid)
 ), facility_days AS (
   SELECT s.id, s.annual_rate, s.day,
@@ -81,6 +88,7 @@ WITH bound AS (
   INSERT INTO interest_accruals (facility_id, accrual_date, principal_cents, annual_rate, interest_cents)
   SELECT id, day, principal_cents, annual_rate, div(2 * principal_cents * annual_rate + 365, 730)::bigint
   FROM facility_days
+  WHERE (SELECT first_day FROM earliest) IS NOT NULL
   ON CONFLICT (facility_id, accrual_date) DO NOTHING
   RETURNING facility_id, interest_cents
 ), per_facility AS (
