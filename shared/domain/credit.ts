@@ -15,8 +15,8 @@ export interface AccrualResult {
 }
 
 /**
- * Facilities per batch: each batch is one statement well under the RDS Data API's 45 s limit (about
- * 0.5 s per 20,000 facility-days here), so a portfolio of any size finishes in bounded steps.
+ * Facilities per batch: each batch is one statement well under the RDS Data API's 45 s limit (W4 in
+ * docs/performance.md measures the slowest), so a portfolio of any size finishes in bounded steps.
  */
 export const ACCRUAL_BATCH_SIZE = 20_000;
 
