@@ -133,7 +133,7 @@ try {
     const r = await interestAccrual(server);
     results.W4_interest_accrual = r;
     log(
-      `W4 accrual      ${r.facilities} facilities: one pass ${r.singlePassSeconds} s, ${r.batches} batches ${r.batchedSeconds} s (slowest batch ${r.slowestBatchSeconds} s): ratio ${r.batchedOverSingle}`,
+      `W4 accrual      ${r.facilities} facilities, one day, medians of ${r.rounds} alternating rounds: floor (one INSERT ... SELECT + UPDATE) ${r.floorSeconds} s, one pass ${r.singlePassSeconds} s, ${r.batches} batches ${r.batchedSeconds} s (slowest batch ${r.slowestBatchSeconds} s): one pass / floor ${r.singleOverFloor}, batched / floor ${r.batchedOverFloor}, batched / one pass ${r.batchedOverSingle}`,
     );
   }
   if (wanted('VAL')) {

@@ -296,6 +296,51 @@ describe('interest accrual', () => {
     });
   });
 
+  test('catch-up over facilities at different points: each day on the principal drawn at its end', async () => {
+    /** A disbursal executed at `at`: the facility's drawn principal already includes it. */
+    const disbursed = async (facilityId: string, amountCents: bigint, at: string) => {
+      const process = await t.db.query<{ id: string }>(
+        `INSERT INTO approval_processes (facility_id, amount_cents, committee_size, required_approvals, status)
+         VALUES (CAST(:facility AS uuid), :amount, 0, 0, 'approved') RETURNING id`,
+        { facility: facilityId, amount: amountCents },
+      );
+      await t.db.query(
+        `INSERT INTO disbursals (process_id, facility_id, amount_cents, executed_at)
+         VALUES (CAST(:process AS uuid), CAST(:facility AS uuid), :amount, CAST(:at AS timestamptz))`,
+        { process: process.rows[0]!.id, facility: facilityId, amount: amountCents, at },
+      );
+    };
+    // 730.00 drawn at 5 %: 10 cents a day; 365.00 (5 cents a day) before each one's disbursal.
+    const early = await facility({ principalCents: 73_000n, rate: '0.050000' });
+    await disbursed(early, 36_500n, '2026-06-03T12:00:00Z');
+    const { services } = domainHarness(t.db);
+    const signal = new AbortController().signal;
+    await services.credit.accrueInterest('2026-06-04', signal);
+    // Opened on 1 June but recorded only now: six days behind the other, its disbursal on 2 June.
+    const late = await facility({ principalCents: 73_000n, rate: '0.050000' });
+    await disbursed(late, 36_500n, '2026-06-02T12:00:00Z');
+    const result = await services.credit.accrueInterest('2026-06-06', signal);
+    expect(result).toMatchObject({ facilitiesAccrued: 2, daysAccrued: 8, interestCents: 75n });
+    const days = await t.db.query<{ facility_id: string; days: string }>(
+      `SELECT facility_id, string_agg(CAST(accrual_date AS text) || '=' || principal_cents || '/' || interest_cents,
+                                      ',' ORDER BY accrual_date) AS days
+       FROM interest_accruals GROUP BY facility_id`,
+    );
+    expect(Object.fromEntries(days.rows.map((r) => [r.facility_id, r.days]))).toEqual({
+      [early]:
+        '2026-06-01=36500/5,2026-06-02=36500/5,2026-06-03=73000/10,2026-06-04=73000/10,2026-06-05=73000/10,2026-06-06=73000/10',
+      [late]:
+        '2026-06-01=36500/5,2026-06-02=73000/10,2026-06-03=73000/10,2026-06-04=73000/10,2026-06-05=73000/10,2026-06-06=73000/10',
+    });
+    const balances = await t.db.query<{ id: string; accrued_interest_cents: bigint }>(
+      'SELECT id, accrued_interest_cents FROM credit_facilities',
+    );
+    expect(Object.fromEntries(balances.rows.map((r) => [r.id, r.accrued_interest_cents]))).toEqual({
+      [early]: 50n,
+      [late]: 55n,
+    });
+  });
+
   test('batched accrual gives the single pass its exact cents, and a crash between batches is healed by the re-run', async () => {
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate, created_at)
