@@ -317,10 +317,8 @@ export function createApprovalService(db: Database): LendingApprovalService {
             status: ProcessStatus;
             facility_id: string;
             amount_cents: bigint;
-            disbursed: boolean;
           }>(
-            `SELECT p.status, p.facility_id, p.amount_cents,
-                    EXISTS (SELECT 1 FROM disbursals d WHERE d.process_id = p.id) AS disbursed
+            `SELECT p.status, p.facility_id, p.amount_cents
              FROM approval_processes p WHERE p.id = CAST(:id AS uuid) FOR UPDATE`,
             { id: uuid(processId) },
           )
@@ -329,7 +327,16 @@ export function createApprovalService(db: Database): LendingApprovalService {
         if (process.status === 'pending') {
           throw new PermanentJobError(`approval process ${processId} has no recorded outcome yet`);
         }
-        if (process.status !== 'approved' || process.disbursed) {
+        // Read after the lock, in a statement of its own: a statement that waited for the lock re-reads
+        // the locked row, but everything else it reads is from the snapshot it took before waiting, which
+        // misses the disbursal a concurrent delivery committed meanwhile.
+        const disbursed = (
+          await tx.query<{ disbursed: boolean }>(
+            'SELECT EXISTS (SELECT 1 FROM disbursals WHERE process_id = CAST(:id AS uuid)) AS disbursed',
+            { id: uuid(processId) },
+          )
+        ).rows[0]!.disbursed;
+        if (process.status !== 'approved' || disbursed) {
           return { processId, action: 'already_concluded', status: process.status, disbursedCents: 0n };
         }
         const check = (

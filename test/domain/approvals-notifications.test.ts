@@ -234,6 +234,59 @@ describe('approval processing', () => {
     });
   });
 
+  test('a delivery that waited for the process lock sees the disbursal made meanwhile', async () => {
+    await disbursalPolicy(t.db, ['ann']);
+    await acceptedPrice(t.db, PRICE);
+    const facility = await insertFacility(t.db, {
+      principalCents: 0n,
+      rate: '0.1',
+      limitCents: 1_000_000n,
+      collateralSats: ONE_BTC,
+    });
+    const { tracker, services } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 400_000n,
+    });
+    await castVote(t.db, tracker, { processId, voter: 'ann', approve: true });
+    // The first delivery holds the process lock while its disbursal is written (the trigger sleeps);
+    // the others start meanwhile and wait for that lock.
+    await t.db.query(`CREATE FUNCTION slow_disbursal() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$`);
+    await t.db.query(
+      'CREATE TRIGGER slow_disbursal BEFORE INSERT ON disbursals FOR EACH ROW EXECUTE FUNCTION slow_disbursal()',
+    );
+    const waiting = async (what: string) => {
+      for (let i = 0; i < 200; i++) {
+        const n = (
+          await t.db.query<{ n: number }>(
+            `SELECT count(*)::integer AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND ${what}`,
+          )
+        ).rows[0]!.n;
+        if (n > 0) return n;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`nothing waiting: ${what}`);
+    };
+    try {
+      const first = services.approvals.processApproval(processId, signal());
+      await waiting("wait_event = 'PgSleep'");
+      const later = [1, 2].map(() => services.approvals.processApproval(processId, signal()));
+      await waiting("wait_event_type = 'Lock'");
+      const results = await Promise.all([first, ...later]);
+      expect(results.map((r) => r.action)).toEqual(['disbursed', 'already_concluded', 'already_concluded']);
+    } finally {
+      await t.db.query('DROP TRIGGER slow_disbursal ON disbursals');
+      await t.db.query('DROP FUNCTION slow_disbursal()');
+    }
+    expect(await one('SELECT drawn_principal_cents, reserved_cents FROM credit_facilities')).toEqual({
+      drawn_principal_cents: 400_000n,
+      reserved_cents: 0n,
+    });
+    expect(await count('disbursals')).toBe(1);
+  });
+
   test('a job for a process without a recorded outcome fails and concludes nothing', async () => {
     await disbursalPolicy(t.db, ['ann', 'ben', 'cat'], 2);
     const facility = await insertFacility(t.db, { principalCents: 0n, rate: '0.1' });
