@@ -349,6 +349,21 @@ describe('portfolio valuation', () => {
     a.pricedSecondsAgo(299);
     await expect(services.portfolio.revalue(signal())).rejects.toThrow(/only 1 of 3 price sources answered/);
     expect(await snapshot()).toEqual(before);
+    // A quote a little ahead of this clock (within the minute two servers' clocks may differ) counts.
+    b.pricedSecondsAgo(-30);
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 10_010_000n, quotes: 2 });
+  });
+
+  test('a max quote age that is not a whole number of seconds from 1 is refused at construction', () => {
+    for (const maxQuoteAgeSeconds of [0, -5, 1.5, Number.NaN])
+      expect(() =>
+        createPortfolioService({
+          db: t.db,
+          jobs: domainHarness(t.db).tracker,
+          priceSource: fixedPrice(10_000_000n),
+          maxQuoteAgeSeconds,
+        }),
+      ).toThrow(/max quote age must be a whole number of seconds, at least 1/);
   });
 
   test('a valuation writes only the facilities whose figures or state changed', async () => {
