@@ -156,7 +156,9 @@ describe('valuation settings', () => {
   });
 
   test('a value the functions would refuse fails the synth, naming the context key', () => {
-    expect(() => synthStack({ maxPriceJump: '20%' })).toThrow(/context key "maxPriceJump" is not valid/);
+    expect(() => synthStack({ maxPriceJump: '20%' })).toThrow(
+      'context key "maxPriceJump" is not valid ("20%": expected a decimal share such as 0.2; "20%": expected a share between 0 and 1)',
+    );
     expect(() => synthStack({ collateralUpgradeBuffer: '1.5' })).toThrow(/"collateralUpgradeBuffer"/);
     expect(() => synthStack({ maxPriceAgeSeconds: 0 })).toThrow(/"maxPriceAgeSeconds"/);
     expect(() => synthStack({ maxPriceAgeSeconds: 1.5 })).toThrow(/"maxPriceAgeSeconds"/);
