@@ -35,7 +35,10 @@ export interface ExecutorsProps extends FunctionEnvironment {
   /** The SES configuration set sends go through (the identity's default one included), if any. */
   notificationConfigurationSet?: string;
   priceSourceUrl: string;
-  /** The valuation settings given to the stack, as the executors' variables (`valuationEnvironment`). */
+  /**
+   * The valuation settings given to the stack, as variables (`valuationEnvironment`): set only on the
+   * executors whose type declares `valuation-settings`.
+   */
   valuationSettings?: Readonly<Record<string, string>>;
   /** Set on the executors when given; otherwise the maintenance job keeps 30 days. */
   jobRetentionDays?: number;
@@ -61,7 +64,7 @@ export const EXECUTOR_MAX_EVENT_AGE_SECONDS = Math.max(
 
 /**
  * One executor function and one rule per job type, all from the same bundle. Each executor gets the
- * Data API, and what its type declares it needs: the SES sender, PutEvents on the jobs bus.
+ * Data API, and what its type declares it needs: the SES sender, the valuation settings.
  */
 export class Executors extends Construct {
   readonly functions = new Map<string, NodejsFunction>();
@@ -85,7 +88,7 @@ export class Executors extends Construct {
           // The same names the local runtime reads (shared/domain/settings.ts).
           [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
           [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
-          ...props.valuationSettings,
+          ...(jobType.needs.includes('valuation-settings') ? props.valuationSettings : {}),
           ...(props.jobRetentionDays === undefined
             ? {}
             : { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }),

@@ -97,7 +97,8 @@ export function valuationEnvironment(settings: ValuationSettings): Record<string
     try {
       lendingSettingsFromEnv({ [variable]: text });
     } catch (err) {
-      const reason = (err as Error).message.replace(/^invalid settings: [A-Z_]+=/, '');
+      // The parser names the variable; the deployer set the context key, named instead.
+      const reason = (err as Error).message.replace(/^invalid settings: /, '').replaceAll(`${variable}=`, '');
       throw new StackSettingError(`context key "${key}" is not valid (${reason})`);
     }
     env[variable] = text;

@@ -131,12 +131,13 @@ SELECT id AS upto FROM (
 /**
  * Portfolio valuation (the `sync` job). The price is the median of the sources that answer with a fresh
  * quote (at least two when two or more are configured): a quote older than `maxQuoteAgeSeconds`, or dated
- * ahead of this machine's clock by more than a minute, counts as no answer. A price that moves more than `maxPriceJump` from the last accepted one
- * needs two sources agreeing on it, otherwise it is refused before anything is written and the job retries
- * (one wrong tick such as 0.01 changes no state and sends no notice). Facilities are then valued batch by
- * batch of ids, each batch one transaction that also enqueues its transitions' notices (keyed per
- * facility, kind and day), so a crash between batches is finished by the re-run without a duplicate. The
- * run ends by recording the portfolio in `collateral_valuations`, whose price is the last accepted one.
+ * ahead of this machine's clock by more than a minute, counts as no answer. A price that moves more than
+ * `maxPriceJump` from the last accepted one needs two sources agreeing on it, otherwise it is refused
+ * before anything is written and the job retries (one wrong tick such as 0.01 changes no state and sends
+ * no notice). Facilities are then valued batch by batch of ids, each batch one transaction that also
+ * enqueues its transitions' notices (keyed per facility, kind and day), so a crash between batches is
+ * finished by the re-run without a duplicate. The run ends by recording the portfolio in
+ * `collateral_valuations`, whose price is the last accepted one.
  */
 export function createPortfolioService(deps: {
   db: Database;

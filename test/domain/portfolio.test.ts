@@ -333,7 +333,7 @@ describe('portfolio valuation', () => {
     });
     const a = movablePrice(10_000_000n);
     const b = movablePrice(10_020_000n);
-    const c = movablePrice(4_000_000n); // would drag the median down if it counted
+    const c = movablePrice(4_000_000n); // counted, the median of three would be 100,000.00 from 3 quotes
     c.pricedSecondsAgo(3600);
     const { services } = domainHarness(t.db, { price: [a.source, b.source, c.source] });
     // The median of the two fresh quotes: for an even count, the mean of the middle two.
@@ -349,15 +349,40 @@ describe('portfolio valuation', () => {
     a.pricedSecondsAgo(299);
     await expect(services.portfolio.revalue(signal())).rejects.toThrow(/only 1 of 3 price sources answered/);
     expect(await snapshot()).toEqual(before);
+    // A quote a little ahead of this clock (within the minute two servers' clocks may differ) counts.
+    b.pricedSecondsAgo(-30);
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 10_010_000n, quotes: 2 });
+  });
+
+  test('a max quote age that is not a whole number of seconds from 1 is refused at construction', () => {
+    for (const maxQuoteAgeSeconds of [0, -5, 1.5, Number.NaN])
+      expect(() =>
+        createPortfolioService({
+          db: t.db,
+          jobs: domainHarness(t.db).tracker,
+          priceSource: fixedPrice(10_000_000n),
+          maxQuoteAgeSeconds,
+        }),
+      ).toThrow(/max quote age must be a whole number of seconds, at least 1/);
   });
 
   test('a valuation writes only the facilities whose figures or state changed', async () => {
+    // 100 facilities opened today (nothing to accrue yet), each at 200.01 % cover or more, fully collateralized.
     await t.db.query(
       `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
                                       collateral_sats)
-       SELECT 'b' || g || '@example.com', 100000000, 1000000 + g * 997, 0.1, 1000000 + g * 1000
+       SELECT 'b' || g || '@example.com', 100000000, 1000000 + g * 997, 0.1, 200000000 + g * 1000
        FROM generate_series(1, 100) g`,
     );
+    // One opened 30 days ago: 1.26 BTC against 100,000.00 drawn is 126 % cover at 100,000.00 USD/BTC, just
+    // above margin call (125 %); a month of interest at 10 % takes it below.
+    const moved = await insertFacility(t.db, {
+      email: 'moved@example.com',
+      principalCents: 10_000_000n,
+      rate: '0.1',
+      collateralSats: 126_000_000n,
+      createdAt: new Date(Date.now() - 30 * 86_400_000).toISOString(),
+    });
     // xmin: the transaction that last wrote each row version, read independently of the service's counts.
     const versions = async () =>
       new Map(
@@ -365,35 +390,77 @@ describe('portfolio valuation', () => {
           await t.db.query<{ id: string; v: string }>('SELECT id, xmin::text AS v FROM credit_facilities')
         ).rows.map((r) => [r.id, r.v]),
       );
+    const rewrittenSince = async (before: Map<string, string>) =>
+      [...(await versions())].filter(([id, v]) => before.get(id) !== v).map(([id]) => id);
     const { services } = domainHarness(t.db, { price: fixedPrice(10_000_000n) });
     expect(await services.portfolio.revalue(signal())).toMatchObject({
-      facilitiesValued: 100,
-      facilitiesChanged: 100,
+      facilitiesValued: 101,
+      facilitiesChanged: 101,
+      notices: 0,
     });
+    expect(await states()).toMatchObject({ [moved]: 'fully-collateralized' });
+
     // Same price, same figures: no facility row is written.
     const first = await versions();
     expect(await services.portfolio.revalue(signal())).toMatchObject({ facilitiesChanged: 0 });
-    expect(await versions()).toEqual(first);
-    // One facility accrues interest: its cover changes, and only its row is written.
-    const moved = [...first.keys()].sort()[41]!;
-    await t.db.query(
-      'UPDATE credit_facilities SET accrued_interest_cents = 250000 WHERE id = CAST(:id AS uuid)',
-      { id: moved },
-    );
-    const beforeRun = await versions();
-    expect(await services.portfolio.revalue(signal())).toMatchObject({ facilitiesChanged: 1 });
-    const afterRun = await versions();
-    const rewritten = [...afterRun].filter(([id, v]) => beforeRun.get(id) !== v).map(([id]) => id);
-    expect(rewritten).toEqual([moved]);
-    const portfolio = (
-      await t.db.query<{ changed: number; outstanding: bigint; expected: bigint }>(
-        `SELECT v.facilities_changed AS changed, v.total_outstanding_cents AS outstanding,
-                (SELECT sum(drawn_principal_cents + accrued_interest_cents) FROM credit_facilities)::bigint AS expected
-         FROM collateral_valuations v ORDER BY valued_at DESC, id DESC LIMIT 1`,
+    expect(await rewrittenSince(first)).toEqual([]);
+
+    // The accrual job accrues the old facility's 30 days; the others opened today have none yet.
+    await services.credit.accrueDailyInterest(undefined, signal());
+    const accrued = (
+      await t.db.query<{ id: string; accrued: bigint }>(
+        'SELECT id, accrued_interest_cents AS accrued FROM credit_facilities WHERE accrued_interest_cents > 0',
       )
-    ).rows[0]!;
-    expect(portfolio.changed).toBe(1);
-    expect(portfolio.outstanding).toBe(portfolio.expected);
+    ).rows;
+    expect(accrued.map((r) => r.id)).toEqual([moved]);
+    const interest = accrued[0]!.accrued;
+
+    // Revalued at the same price: only that facility's row is written, with its new state and one notice.
+    const beforeRun = await versions();
+    const result = await services.portfolio.revalue(signal());
+    expect(result).toMatchObject({
+      facilitiesValued: 101,
+      facilitiesChanged: 1,
+      transitions: 1,
+      notices: 1,
+      belowMarginCall: 1,
+    });
+    expect(await rewrittenSince(beforeRun)).toEqual([moved]);
+    expect(await states()).toMatchObject({ [moved]: 'under-margin-call' });
+    expect(await noticeKinds()).toEqual(['margin-call']);
+
+    // The portfolio record: totals from the figures above (collateral at 0.1 cent per sat).
+    const totalCollateral = 100n * 20_000_000n + 100n * 5050n + 12_600_000n;
+    const totalOutstanding = 100n * 1_000_000n + 997n * 5050n + 10_000_000n + interest;
+    const record = (
+      await t.db.query<Record<string, unknown>>(
+        `SELECT btc_usd_cents, facilities_valued, facilities_changed, below_threshold, total_collateral_cents,
+                total_outstanding_cents, weighted_cover::text AS weighted_cover, fully_collateralized,
+                under_margin_call, under_liquidation, no_collateral, no_exposure
+         FROM collateral_valuations WHERE id = CAST(:id AS uuid)`,
+        { id: result.valuationId },
+      )
+    ).rows[0];
+    const cover = (totalCollateral * 100_000n + totalOutstanding * 5n) / (totalOutstanding * 10n); // 4 places, half up
+    expect(record).toEqual({
+      btc_usd_cents: 10_000_000n,
+      facilities_valued: 101,
+      facilities_changed: 1,
+      below_threshold: 1,
+      total_collateral_cents: totalCollateral,
+      total_outstanding_cents: totalOutstanding,
+      weighted_cover: `${cover / 10_000n}.${String(cover % 10_000n).padStart(4, '0')}`,
+      fully_collateralized: 100,
+      under_margin_call: 1,
+      under_liquidation: 0,
+      no_collateral: 0,
+      no_exposure: 0,
+    });
+
+    // And at the same price again, nothing is rewritten.
+    const settled = await versions();
+    expect(await services.portfolio.revalue(signal())).toMatchObject({ facilitiesChanged: 0, notices: 0 });
+    expect(await rewrittenSince(settled)).toEqual([]);
   });
 
   test('batched valuation matches the single pass and a crash between batches sends no duplicate notice', async () => {

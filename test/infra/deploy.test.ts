@@ -10,6 +10,7 @@ import { PROJECT_ROOT } from '../../infra/bundling.js';
 import { JobsDatabase } from '../../infra/database.js';
 import { Executors } from '../../infra/executors.js';
 import { stackPropsFromContext } from '../../infra/settings.js';
+import { lendingSettingsFromEnv } from '../../shared/domain/settings.js';
 import { EXECUTOR_NEEDS } from '../../shared/job-types/executor-needs.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import { cdkJsonContext, REQUIRED_SETTINGS, synthStack } from './support.js';
@@ -102,12 +103,24 @@ describe('settings that must be given', () => {
 
 describe('valuation settings', () => {
   const context = (values: Record<string, string>) => (key: string) => values[key];
+  const VALUATION_VARIABLES = [
+    'LANA_PRICE_URLS_EXTRA',
+    'LANA_PRICE_MAX_JUMP',
+    'LANA_PRICE_MAX_AGE_SECONDS',
+    'LANA_COLLATERAL_UPGRADE_BUFFER',
+  ];
+  /** Each executor's variables, by the job type it runs (its JOB_TYPE). */
   const executorVariables = (t: Template) =>
-    Object.entries(t.toJSON().Resources as Record<string, Resource>)
-      .filter(([id, r]) => r.Type === 'AWS::Lambda::Function' && id.startsWith('FunctionsExecutors'))
-      .map(([, r]) => (r.Properties!.Environment as { Variables: Record<string, unknown> }).Variables);
+    new Map(
+      Object.entries(t.toJSON().Resources as Record<string, Resource>)
+        .filter(([id, r]) => r.Type === 'AWS::Lambda::Function' && id.startsWith('FunctionsExecutors'))
+        .map(([, r]) => {
+          const variables = (r.Properties!.Environment as { Variables: Record<string, unknown> }).Variables;
+          return [variables.JOB_TYPE as string, variables];
+        }),
+    );
 
-  test('given as context, they reach every executor under the names the functions read', () => {
+  test('given as context, they reach the valuation executor only, under the names it reads', () => {
     const props = stackPropsFromContext(
       context({
         ...REQUIRED_SETTINGS,
@@ -118,29 +131,34 @@ describe('valuation settings', () => {
       }),
     );
     const variables = executorVariables(Template.fromStack(synthStack(props)));
-    expect(variables).toHaveLength(jobTypes.length);
-    for (const v of variables)
-      expect(v).toMatchObject({
-        LANA_PRICE_URLS_EXTRA: 'https://a.prices.lana-bank.io/btc,https://b.prices.lana-bank.io/btc',
-        LANA_PRICE_MAX_JUMP: '0.15',
-        LANA_PRICE_MAX_AGE_SECONDS: '120',
-        LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
-      });
+    expect([...variables.keys()].sort()).toEqual(jobTypes.map((t) => t.type).sort());
+    expect(variables.get('sync')).toMatchObject({
+      LANA_PRICE_URLS_EXTRA: 'https://a.prices.lana-bank.io/btc,https://b.prices.lana-bank.io/btc',
+      LANA_PRICE_MAX_JUMP: '0.15',
+      LANA_PRICE_MAX_AGE_SECONDS: '120',
+      LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
+    });
+    // The other executors never value collateral: the settings are not theirs.
+    for (const [type, v] of variables)
+      if (type !== 'sync') for (const name of VALUATION_VARIABLES) expect(v, type).not.toHaveProperty(name);
+    // The valuation executor reads them with the parser the runtime uses.
+    expect(lendingSettingsFromEnv(variables.get('sync') as NodeJS.ProcessEnv)).toMatchObject({
+      extraPriceUrls: ['https://a.prices.lana-bank.io/btc', 'https://b.prices.lana-bank.io/btc'],
+      maxPriceJump: '0.15',
+      maxQuoteAgeSeconds: 120,
+      upgradeBuffer: '0.1',
+    });
   });
 
   test("unset, the functions' defaults apply: no variable is set", () => {
-    for (const v of executorVariables(template))
-      for (const name of [
-        'LANA_PRICE_URLS_EXTRA',
-        'LANA_PRICE_MAX_JUMP',
-        'LANA_PRICE_MAX_AGE_SECONDS',
-        'LANA_COLLATERAL_UPGRADE_BUFFER',
-      ])
-        expect(v).not.toHaveProperty(name);
+    for (const [type, v] of executorVariables(template))
+      for (const name of VALUATION_VARIABLES) expect(v, type).not.toHaveProperty(name);
   });
 
   test('a value the functions would refuse fails the synth, naming the context key', () => {
-    expect(() => synthStack({ maxPriceJump: '20%' })).toThrow(/context key "maxPriceJump" is not valid/);
+    expect(() => synthStack({ maxPriceJump: '20%' })).toThrow(
+      'context key "maxPriceJump" is not valid ("20%": expected a decimal share such as 0.2; "20%": expected a share between 0 and 1)',
+    );
     expect(() => synthStack({ collateralUpgradeBuffer: '1.5' })).toThrow(/"collateralUpgradeBuffer"/);
     expect(() => synthStack({ maxPriceAgeSeconds: 0 })).toThrow(/"maxPriceAgeSeconds"/);
     expect(() => synthStack({ maxPriceAgeSeconds: 1.5 })).toThrow(/"maxPriceAgeSeconds"/);
@@ -154,12 +172,13 @@ describe('valuation settings', () => {
 });
 
 describe('executors get what their job type declares, never what its name suggests', () => {
-  test('every registered type declares its needs; only the notifications send e-mail', () => {
+  test('every registered type declares its needs: notifications send e-mail, sync values collateral', () => {
     expect(Object.keys(EXECUTOR_NEEDS).sort()).toEqual(jobTypes.map((t) => t.type).sort());
-    for (const t of jobTypes)
-      expect(EXECUTOR_NEEDS[t.type as keyof typeof EXECUTOR_NEEDS].includes('email-sender'), t.type).toBe(
-        t.type === 'notification',
-      );
+    for (const t of jobTypes) {
+      const needs = EXECUTOR_NEEDS[t.type as keyof typeof EXECUTOR_NEEDS];
+      expect(needs.includes('email-sender'), t.type).toBe(t.type === 'notification');
+      expect(needs.includes('valuation-settings'), t.type).toBe(t.type === 'sync');
+    }
   });
 
   test('SES and PutEvents grants follow the declaration', () => {
