@@ -45,7 +45,7 @@ export const ACCRUAL_BATCH_SIZE = 20_000;
  *
  * Plan: the planner cannot know how many days `generate_series` makes per facility (it assumes 1,000), so
  * `per_facility` is joined back to `spans` to tell it there is one row per facility, and the balances are
- * updated by one hash join rather than an index probe per facility.
+ * updated by one join over the batch rather than an index probe per facility.
  */
 export const accrueInterestBatchSql = `
 WITH bound AS (
