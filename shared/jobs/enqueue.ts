@@ -242,8 +242,7 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
-    // A type with a concurrency limit goes through the claim, which is where the limit is kept.
-    if (this.registry.get(row.job_type)?.concurrency !== undefined) return undefined;
+    // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
       slot = starter.reserve(row.job_type);
