@@ -81,15 +81,20 @@ export interface FailResult {
 
 /** What the rescuer did with a running job whose lease expired. */
 export type RescueResult =
-  | (FailResult & { undelivered: false })
-  /** No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`). */
+  /** An attempt that began and vanished: failed under the retry rule (`lease_expired`). */
+  | (FailResult & { undelivered: false; neverDelivered?: false })
+  /**
+   * No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`) or, after
+   * `MAX_HANDBACKS` such claims, failed for good as never delivered (`neverDelivered`).
+   */
   | {
       id: string;
       jobType: string;
       attempt: number;
-      status: 'pending' | 'retrying';
+      status: 'pending' | 'retrying' | 'failed';
       scheduledAt: Date;
       undelivered: true;
+      neverDelivered: boolean;
     };
 
 /** A local worker's claim: the jobs, and for a short claim when the next waiting job is due. */
@@ -107,6 +112,26 @@ export interface WorkerClaim {
 }
 
 export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S> {
+  /** The slot rows of the limited types, made once per process before its first limited claim. */
+  private slotsMade: Promise<void> | null = null;
+
+  /** The claims' limits, with their slot rows made (once). */
+  private async limitsWithSlots(): Promise<string | null> {
+    const limits = this.concurrencyLimits();
+    if (limits === null) return null;
+    if (!this.slotsMade) {
+      this.slotsMade = this.db.query(sql.ensureSlotsSql, { limits }).then(
+        () => undefined,
+        (err: unknown) => {
+          this.slotsMade = null;
+          throw err;
+        },
+      );
+    }
+    await this.slotsMade;
+    return limits;
+  }
+
   /**
    * Claims up to `limit` due jobs in ONE statement (`FOR UPDATE SKIP LOCKED`): priority first, then due
    * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
@@ -117,7 +142,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     options: { startNow?: boolean; jobType?: string } = {},
   ): Promise<ClaimedJob[]> {
     assertClaimLimit(limit);
-    const limits = this.concurrencyLimits();
+    const limits = await this.limitsWithSlots();
     const params = this.params({
       limit,
       start_now: options.startNow ?? false,
@@ -150,7 +175,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
    */
   async claimForWorker(limit: number, slots?: WorkerSlots): Promise<WorkerClaim> {
     assertClaimLimit(limit);
-    const limits = this.concurrencyLimits();
+    const limits = await this.limitsWithSlots();
     if (!this.limits.claimsAsDocument || (limits !== null && !slots)) {
       // Rows under a row limit; the next due time, only if needed, in a second statement.
       const jobs = await this.fetchReady(limit, { startNow: true });
@@ -281,6 +306,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     jobType: string,
   ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
     assertUuid(done.id);
+    await this.limitsWithSlots();
     const res = await this.db.query<JobRow & { applied: boolean }>(
       sql.completeAndClaimNextSql,
       this.params({
@@ -371,19 +397,25 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
       sql.rescueExpiredLeasesSql,
       this.params({ limit, token: null, max_handbacks: MAX_HANDBACKS }),
     );
-    return res.rows.map(
+    const results = res.rows.map(
       (r): RescueResult =>
         r.outcome === 'undelivered'
           ? {
               id: r.id,
               jobType: r.job_type,
               attempt: r.attempts,
-              status: r.status === 'pending' ? 'pending' : 'retrying',
+              status: r.status,
               scheduledAt: r.scheduled_at,
               undelivered: true,
+              neverDelivered: r.status === 'failed',
             }
           : { ...this.reportFailure(r, 'lease_expired'), undelivered: false },
     );
+    const handedBack = new Map<string, number>();
+    for (const r of results)
+      if (r.undelivered) handedBack.set(r.jobType, (handedBack.get(r.jobType) ?? 0) + 1);
+    for (const [jobType, count] of handedBack) this.metrics.claimsHandedBack?.(jobType, count);
+    return results;
   }
 }
 

@@ -11,6 +11,11 @@ export interface JobMetrics {
   /** One finished attempt. `retrying` = it failed and will run again; `failed` = it failed for good. */
   attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void;
   queueState(state: { depth: number; oldestReadyAgeSeconds: number }): void;
+  /**
+   * Claims of a type that no executor began within their dispatch lease, handed back by the rescuer: a
+   * type whose events do not arrive (a broken deploy, a missing permission, sustained throttling).
+   */
+  claimsHandedBack?(jobType: string, count: number): void;
   /** Once a minute: jobs created in the last minute by any path, attempts running past their timeout. */
   queueActivity?(activity: { enqueuedLastMinute: number; runningPastTimeout: number }): void;
 }

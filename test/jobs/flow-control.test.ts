@@ -497,8 +497,9 @@ describe('complete and take the next job in one statement', () => {
     } as Context);
     expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
     // The first start, then per job its completion with the next claim (the last finds none), and the
-    // next job's start: the claim holds only a dispatch lease until the executor begins it.
-    expect(fixture.counts.Execute).toBe(1 + 5 + 4);
+    // next job's start: the claim holds only a dispatch lease until the executor begins it. Plus, once per
+    // process, the statement that makes the type's slot rows.
+    expect(fixture.counts.Execute).toBe(1 + 5 + 4 + 1);
     expect(await runningCount('capped')).toBe(0);
     const history = await t.db.query<{ n: number }>(
       "SELECT count(*)::integer AS n FROM job_executions WHERE outcome = 'completed'",
@@ -525,7 +526,8 @@ describe('complete and take the next job in one statement', () => {
         { id: a!.id, attempt: a!.attempts, durationMs: 5 },
         'capped',
       );
-      expect(fixture.counts.Execute).toBe(2);
+      // The process's first limited claim makes the slot rows; then the statement and its resend.
+      expect(fixture.counts.Execute).toBe(1 + 2);
       expect(completed).toBe(true);
       expect(next).not.toBeNull();
       // Exactly the job the caller got is running: the resend claimed nothing more.

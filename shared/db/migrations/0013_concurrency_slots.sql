@@ -94,6 +94,8 @@ CREATE TRIGGER jobs_slots_freed_by_truncate AFTER TRUNCATE ON jobs
 FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_slots_freed_by_truncate();
 
 -- The claim with concurrency limits (p_limits: {"type": max running, ...}; a type not listed has none).
+-- A limited type's slot rows are made beforehand, in a statement of their own (`ensureSlotsSql`): an
+-- insert here would wait for a claimer that inserted the same rows and has not committed.
 --
 -- Candidates are each (type, priority) whose earliest ready job is due, served by priority, then earliest
 -- job, then type (as in 0012). A type without a limit is one range read of its due jobs. A limited type:
@@ -168,12 +170,6 @@ BEGIN
 
     IF c.max_running IS NOT NULL THEN
       IF NOT v_budget ? c.job_type THEN
-        -- First meeting of this type: make sure its slot rows exist (one probe when they do).
-        IF NOT EXISTS (SELECT 1 FROM job_slots WHERE job_type = c.job_type AND slot = c.max_running - 1) THEN
-          INSERT INTO job_slots (job_type, slot)
-          SELECT c.job_type, s FROM generate_series(0, c.max_running - 1) s
-          ON CONFLICT DO NOTHING;
-        END IF;
         IF p_worker IS NULL THEN
           v_type_budget := p_limit;
           IF NOT p_start_now AND EXISTS (
@@ -351,10 +347,14 @@ BEGIN
 END;
 $$;
 
--- The slots a worker holds, per type (`{"type": n}`). Volatile, so a statement that claimed first reads
--- what its claim left; `p_after` only orders the call after the rows it is given (their count).
+-- The slots a worker holds, per type (`{"type": n}`). PL/pgSQL (never inlined) and volatile, so a
+-- statement that claimed first reads what its claim left; `p_after` only orders the call after the rows
+-- it is given (their count).
 CREATE FUNCTION lana_jobs_worker_slots(p_worker uuid, p_after bigint) RETURNS text
-LANGUAGE sql VOLATILE AS $$
-  SELECT COALESCE(jsonb_object_agg(job_type, n), '{}'::jsonb)::text
-  FROM (SELECT job_type, count(*)::integer AS n FROM job_slots WHERE holder = p_worker GROUP BY job_type) h
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  RETURN (SELECT COALESCE(jsonb_object_agg(job_type, n), '{}'::jsonb)::text
+          FROM (SELECT job_type, count(*)::integer AS n FROM job_slots WHERE holder = p_worker
+                GROUP BY job_type) h);
+END;
 $$;

@@ -267,3 +267,15 @@ WITH settled AS (
 )
 SELECT COALESCE(jsonb_object_agg(slot_type, n), '{}'::jsonb)::text AS held
 FROM (SELECT slot_type, count(*)::integer AS n FROM settled WHERE NOT given_up GROUP BY slot_type) h`;
+
+/**
+ * Makes the slot rows of the limited types (:limits, `{"type": max running}`) that do not exist yet, in a
+ * statement of its own, before a process's first limited claim: inside a claim, an insert would wait for
+ * another claimer that inserted the same rows and has not committed. Rows beyond a lowered limit stay
+ * and are not used.
+ */
+export const ensureSlotsSql = `
+INSERT INTO job_slots (job_type, slot)
+SELECT l.key, s.n
+FROM jsonb_each_text(CAST(:limits AS jsonb)) l CROSS JOIN LATERAL generate_series(0, l.value::integer - 1) s(n)
+ON CONFLICT DO NOTHING`;
