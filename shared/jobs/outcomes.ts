@@ -46,8 +46,11 @@ export interface AttemptOutcomeRow {
  * - `JobResult` (dispatcher.ts): what a run produced, before it is recorded: `completed`, `failed`
  *   (`permanent` or not) or `retry_later` (recorded as `retry_requested`).
  * - `RecordedStatus`: what the job table says after an executor's report: the job's status, or
- *   `fenced_out` when the attempt was no longer current and nothing changed.
+ *   `fenced_out` when the attempt was no longer current and nothing changed. `RecordedAttempt`
+ *   (run-attempt.ts), the worker's `AttemptEvent` and `ExecutorOutcome` (with `duplicate`, a delivery
+ *   whose attempt had begun) say the same; `FailResult` (attempts.ts) is its failed half.
  * - `AttemptOutcome` (metrics.ts): a finished attempt as the metrics count it.
+ * - `isFailureOutcome`: the failure rate of `lana-jobs stats` and the console.
  */
 export const ATTEMPT_OUTCOMES: Readonly<Record<ExecutionOutcome, AttemptOutcomeRow>> = {
   completed: { counted: true, failure: false, jobAfter: ['completed'] },
