@@ -25,17 +25,16 @@ function flatten(text: string): string {
     .trim();
 }
 
-/** The last definition of a function in the migrations (`CREATE [OR REPLACE] FUNCTION name(` ... `$$;`). */
-async function latestFunctionBody(name: string): Promise<string> {
+/** Each SQL function's body as its last migration defines it (`CREATE [OR REPLACE] FUNCTION name(` ... `$$;`). */
+async function latestFunctionBodies(): Promise<Record<string, string>> {
   const files = (await readdir(defaultMigrationsDir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
-  let body: string | undefined;
+  const bodies: Record<string, string> = {};
   for (const file of files) {
     const text = await readFile(`${defaultMigrationsDir}/${file}`, 'utf8');
-    const re = new RegExp(`CREATE (?:OR REPLACE )?FUNCTION ${name}\\(([\\s\\S]*?)\\$\\$;`, 'g');
-    for (const m of text.matchAll(re)) body = m[1];
+    for (const m of text.matchAll(/CREATE (?:OR REPLACE )?FUNCTION (\w+)\(([\s\S]*?)\$\$;/g))
+      bodies[m[1]!] = m[2]!;
   }
-  if (body === undefined) throw new Error(`no migration defines ${name}`);
-  return body;
+  return bodies;
 }
 
 /** A statement the shapes of the console's filters build: one representative shape each. */
@@ -49,7 +48,7 @@ async function statements(): Promise<Record<string, string>> {
   all['bulkRetrySql(shape)'] = sql.bulkRetrySql(shape);
   all['jobsPageSql(shape)'] = sql.jobsPageSql(shape, true);
   all['countForBulkSql(shape)'] = sql.countForBulkSql(shape, 'retryable');
-  all.lana_jobs_claim_limited = await latestFunctionBody('lana_jobs_claim_limited');
+  Object.assign(all, await latestFunctionBodies());
   return all;
 }
 
