@@ -54,11 +54,11 @@ async function statements(): Promise<Record<string, string>> {
 
 interface Block {
   name: string;
-  /** Where a copy begins (matched on the flattened text). */
+  /** Where a copy begins (matched on the flattened, normalised text). */
   start: RegExp;
-  /** Where it ends: the first occurrence after the start, included. */
+  /** Where it ends: the first occurrence after the start (and before the next copy), included. */
   end: string;
-  /** Spellings that differ on purpose, replaced in each copy before comparing. */
+  /** Spellings that differ on purpose, replaced in the whole statement before the copies are cut out. */
   normalise?: [RegExp, string][];
   /** The statements that hold it (the first one's copy wins a tie). */
   in: string[];
@@ -82,7 +82,7 @@ const BLOCKS: Block[] = [
   {
     name: 'the claim: what a claimed row becomes',
     start: /UPDATE jobs j SET status = 'running'/g,
-    end: 'WHERE j.ctid = ANY(ARRAY(',
+    end: `updated_at = ${NOW}`,
     normalise: FUNCTION_PARAMETERS,
     in: [
       'claimDueJobsSql',
@@ -100,7 +100,7 @@ const BLOCKS: Block[] = [
   },
   {
     name: 'ready_priorities: the earliest ready job of each priority',
-    start: /\b(?:ready_priorities|earliest) AS \(/g,
+    start: /\bready_priorities AS \(/g,
     end: 'ORDER BY priority, scheduled_at LIMIT 1) n)',
     normalise: [[/\bearliest\b/g, 'ready_priorities']],
     in: [
@@ -208,18 +208,19 @@ const BLOCKS: Block[] = [
   },
 ];
 
-/** Each copy of `block` in `text`, normalised. */
-function copies(block: Block, text: string): string[] {
-  const flat = flatten(text);
-  const found: string[] = [];
-  for (const m of flat.matchAll(block.start)) {
-    const at = flat.indexOf(block.end, m.index + m[0].length);
-    if (at < 0) throw new Error(`${block.name}: a copy starts but its end ("${block.end}") never comes`);
-    let copy = flat.slice(m.index, at + block.end.length);
-    for (const [pattern, replacement] of block.normalise ?? []) copy = copy.replace(pattern, replacement);
-    found.push(copy);
-  }
-  return found;
+/** Each copy of `block` in `text`: the statement flattened and normalised, then cut at the markers. */
+function copies(block: Block, text: string, statement: string): string[] {
+  let flat = flatten(text);
+  for (const [pattern, replacement] of block.normalise ?? []) flat = flat.replace(pattern, replacement);
+  const starts = [...flat.matchAll(block.start)].map((m) => m.index);
+  return starts.map((from, i) => {
+    const at = flat.indexOf(block.end, from);
+    if (at < 0 || at >= (starts[i + 1] ?? flat.length))
+      throw new Error(
+        `${statement}: a copy of "${block.name}" starts, but its end ("${block.end}") is not before the next`,
+      );
+    return flat.slice(from, at + block.end.length);
+  });
 }
 
 describe('the repeated SQL blocks are identical in every statement that holds them', async () => {
@@ -229,7 +230,7 @@ describe('the repeated SQL blocks are identical in every statement that holds th
     const missing = block.in.filter((s) => all[s] === undefined);
     expect(missing, 'statements listed in BLOCKS that no longer exist').toEqual([]);
 
-    const held = block.in.map((s) => ({ statement: s, copies: copies(block, all[s]!) }));
+    const held = block.in.map((s) => ({ statement: s, copies: copies(block, all[s]!, s) }));
     const without = held.filter((h) => h.copies.length === 0).map((h) => h.statement);
     expect(without, 'statements listed that hold no copy (the block changed shape: update BLOCKS)').toEqual(
       [],
@@ -249,7 +250,7 @@ describe('the repeated SQL blocks are identical in every statement that holds th
     ).toEqual({ drifted: [], copy: canonical });
 
     const unlisted = Object.entries(all)
-      .filter(([name, text]) => !block.in.includes(name) && copies(block, text).length > 0)
+      .filter(([name, text]) => !block.in.includes(name) && copies(block, text, name).length > 0)
       .map(([name]) => name);
     expect(unlisted, `statements holding a copy of "${block.name}" not listed in BLOCKS`).toEqual([]);
   });
@@ -258,8 +259,8 @@ describe('the repeated SQL blocks are identical in every statement that holds th
     const block = BLOCKS.find((b) => b.name.startsWith('the retry rule'))!;
     const rescue = all.rescueExpiredLeasesSql!.replace('power(2, j.attempts', 'power(3, j.attempts');
     expect(rescue).not.toBe(all.rescueExpiredLeasesSql);
-    const [canonical] = copies(block, all.failAttemptsFromInputSql!);
-    expect(copies(block, rescue)).not.toEqual([canonical]);
-    expect(copies(block, all.rescueExpiredLeasesSql!)).toEqual([canonical]);
+    const [canonical] = copies(block, all.failAttemptsFromInputSql!, 'fail');
+    expect(copies(block, rescue, 'rescue')).not.toEqual([canonical]);
+    expect(copies(block, all.rescueExpiredLeasesSql!, 'rescue')).toEqual([canonical]);
   });
 });
