@@ -217,7 +217,7 @@ function copies(block: Block, text: string, statement: string): string[] {
     const at = flat.indexOf(block.end, from);
     if (at < 0 || at >= (starts[i + 1] ?? flat.length))
       throw new Error(
-        `${statement}: a copy of "${block.name}" starts, but its end ("${block.end}") is not before the next`,
+        `${statement}: a copy of "${block.name}" starts, but its end ("${block.end}") does not follow it before the next copy`,
       );
     return flat.slice(from, at + block.end.length);
   });
