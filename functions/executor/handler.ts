@@ -10,10 +10,10 @@ import { createObservability, type Observability, withObservability } from '../l
 import {
   dispatcherFor,
   type JobRuntime,
+  type LendingDispatcher,
   nudgeFromEnv,
   publisherFromEnv,
   runtimeFromEnv,
-  type SeedDispatcher,
 } from '../lib/runtime.js';
 import { servicesFromEnv } from '../lib/services.js';
 
@@ -47,7 +47,7 @@ export const NEXT_JOB_MARGIN_SECONDS = 30;
  */
 export function createExecutorHandler(deps: {
   runtime: JobRuntime;
-  dispatcher: SeedDispatcher;
+  dispatcher: LendingDispatcher;
   jobType: string;
   o: Observability;
   /** Wakes fetch-ready after a run that enqueued due follow-ups (types that declare `enqueues`). */

@@ -17,6 +17,7 @@ export {
   recordVote,
   setApprovalPolicy,
 } from './approvals.js';
+export { createDemoPortfolio, ensureDemoGovernance } from './demo-portfolio.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
 export {
@@ -25,7 +26,6 @@ export {
   type PriceSource,
   PriceSourceError,
 } from './price-source.js';
-export { ensureDemoGovernance, seedDemoData } from './seed.js';
 
 export interface JobServicesDeps {
   db: Database;

@@ -16,7 +16,7 @@ export function previousUtcDay(date: Date): string {
 }
 
 /**
- * The seed's four job types, plus two that keep them running: the daily payment-reminder sweep (which
+ * The lending platform's job types: four that do its work, plus two that keep them running: the daily payment-reminder sweep (which
  * enqueues `notification` jobs) and `maintenance` (retention). The registry is the single list: the local runtime, the Lambda executors
  * (one function per type) and the CDK stack (one rule and one function per type) are all generated from it.
  */
@@ -103,10 +103,15 @@ export function createJobTypeRegistry() {
     });
 }
 
-export type SeedRegistry = ReturnType<typeof createJobTypeRegistry>;
+/** The lending platform's job-type registry: every job type, its payload schema and executor. */
+export type LendingRegistry = ReturnType<typeof createJobTypeRegistry>;
 export type { JobServices } from './services.js';
 
 import type { JobTracker } from '../jobs/tracker.js';
 import type { JobServices as Services } from './services.js';
-/** A tracker over the seed's job types. */
-export type SeedTracker = JobTracker<SeedRegistry['schemas'], Services>;
+/** A tracker over the lending platform's job types. */
+export type LendingTracker = JobTracker<LendingRegistry['schemas'], Services>;
+/** @deprecated The former names, kept while shared/cli and shared/console move to the new ones. */
+export type SeedRegistry = LendingRegistry;
+/** @deprecated See `SeedRegistry`. */
+export type SeedTracker = LendingTracker;

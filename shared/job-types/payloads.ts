@@ -1,6 +1,6 @@
 import * as z from 'zod';
 
-/** Payload schemas of the seed's job types. JSON in, JSON out: no transforms, so stored == validated. */
+/** Payload schemas of the lending platform's job types. JSON in, JSON out: no transforms, so stored == validated. */
 
 const isoDate = z
   .string()

@@ -49,12 +49,6 @@ export interface UntypedNewJob extends EnqueueOptions {
   payload: unknown;
 }
 
-/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
-export interface UntypedNewJob extends EnqueueOptions {
-  type: string;
-  payload: unknown;
-}
-
 export interface EnqueueResult {
   job: Job;
   /** False when the idempotency key matched an existing job and nothing was written. */

@@ -6,7 +6,7 @@ import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.
 
 /**
  * What an executor gets besides its payload. `services` is whatever the adapter running it provides
- * (database, notifier, price source…); see `shared/job-types/services.ts` for the seed's set.
+ * (database, notifier, price source…); see `shared/job-types/services.ts` for the lending platform's.
  */
 export interface JobContext<S = unknown> {
   job: ClaimedJob;

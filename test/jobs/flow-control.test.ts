@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler, lingerUntil } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
+import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
 import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
@@ -382,7 +382,7 @@ function cappedExecutor(
 ) {
   return createExecutorHandler({
     runtime: { db, registry: tracker.registry, tracker } as unknown as JobRuntime,
-    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
+    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as LendingDispatcher,
     jobType: 'capped',
     o: createObservability('executor-test', { silent: true }),
     ...(handOver ? { handOver } : {}),
