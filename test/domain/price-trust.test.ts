@@ -2,8 +2,15 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { valuationEnvironment } from '../../infra/settings.js';
 import { runCli } from '../../shared/cli/main.js';
-import { castVote, createApprovalProcess, type PriceSource } from '../../shared/domain/index.js';
+import {
+  acceptPriceByHand,
+  castVote,
+  createApprovalProcess,
+  type PriceSource,
+  withdrawApprovalProcess,
+} from '../../shared/domain/index.js';
 import { lendingSettingsFromEnv } from '../../shared/domain/settings.js';
+import { dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { acceptedPrice, disbursalPolicy, domainHarness, insertFacility, movablePrice } from './support.js';
 
@@ -438,5 +445,59 @@ describe('a price accepted by hand', () => {
       lastError: expect.stringMatching(/older than the valuation's max age \(900 s\) and was not applied/),
     });
     expect(await one('SELECT count(*)::int AS n FROM collateral_valuations')).toEqual({ n: 0 });
+  });
+});
+
+describe('through the RDS Data API', () => {
+  test('observations, a confirmed move, a manual price, transition notices, withdrawal and expiry', async () => {
+    const fixture = await startDataApiFixture(t.url);
+    const db = dataApiDriverOver(fixture, t.name);
+    try {
+      const facility = await insertFacility(db, {
+        principalCents: 7_000_000n,
+        rate: '0.1',
+        collateralSats: ONE_BTC,
+      });
+      const a = movablePrice(TRUE);
+      const b = movablePrice(TRUE);
+      const { services, tracker, drain, notifications } = domainHarness(db, { price: [a.source, b.source] });
+      await services.portfolio.revalue(signal());
+      a.set(7_500_000n);
+      b.set(7_510_000n);
+      await expect(services.portfolio.revalue(signal())).rejects.toThrow(/this is run 1/);
+      await expect(services.portfolio.revalue(signal())).rejects.toThrow(/this is run 2/);
+      expect(await services.portfolio.revalue(signal())).toMatchObject({
+        btcUsdCents: 7_505_000n,
+        basis: 'sustained-move',
+        notices: 1,
+      });
+      await acceptPriceByHand(db, tracker, { btcUsd: '100000', acceptedBy: 'ops', reason: 'check' });
+      await drain();
+      expect(notifications.sent.map((m) => m.subject)).toEqual([
+        expect.stringMatching(/^Margin call/),
+        expect.stringMatching(/^Collateral restored/),
+      ]);
+      expect(
+        await one(
+          "SELECT count(*)::int AS n, count(*) FILTER (WHERE outcome = 'refused')::int AS refused FROM price_observations",
+        ),
+      ).toEqual({ n: 4, refused: 2 });
+      await disbursalPolicy(db, ['ann']);
+      const withdrawn = await createApprovalProcess(db, tracker, {
+        facilityId: facility,
+        amountCents: 100n,
+        initiatedBy: 'olga',
+      });
+      await withdrawApprovalProcess(db, { processId: withdrawn, by: 'olga', reason: 'not needed' });
+      const expiring = await createApprovalProcess(db, tracker, { facilityId: facility, amountCents: 200n });
+      await db.query('UPDATE approval_processes SET expires_at = now() WHERE id = CAST(:id AS uuid)', {
+        id: expiring,
+      });
+      expect(await services.approvals.expireOverdueProcesses(signal())).toEqual({ expired: 1 });
+      expect(await one('SELECT reserved_cents FROM credit_facilities')).toEqual({ reserved_cents: 0n });
+    } finally {
+      await db.close();
+      await fixture.close();
+    }
   });
 });
