@@ -422,9 +422,11 @@ export interface LendingApprovalService extends ApprovalService {
 /**
  * The approval-processing executor's work: carries out the RECORDED outcome, never recomputing it. An
  * approved process whose disbursal is not yet made is disbursed (reserved amount moves to drawn principal)
- * unless the facility is closed, past maturity, or would be left below its margin-call cover at the last
- * accepted price, in which case the process is concluded as failed with the reason and the reservation is
- * released. One transaction under the process's lock, so running it twice changes nothing.
+ * unless the facility is closed, past maturity, the last accepted price is stale (past its `valid_until`),
+ * or the facility would be left below its margin-call cover at that price, in which case the process is
+ * concluded as failed with the reason and the reservation is released. One transaction under the
+ * process's lock, so running it twice changes nothing. Also the scheduled expiry sweep
+ * (`expireOverdueProcesses`).
  */
 export function createApprovalService(db: Database): LendingApprovalService {
   return {
