@@ -47,7 +47,8 @@ export async function createLocalServices(deps: {
   let priceUrls = [...(priceUrl ? [priceUrl] : []), ...settings.extraPriceUrls];
   let closeFeed = async () => {};
   if (!priceUrl) {
-    // Two simulated sources, as production should have: the valuation takes their median.
+    // Two simulated sources quoting one simulated market, as production should have two or more
+    // independent ones: the valuation cross-checks them.
     const market = createDemoMarket();
     const feeds = [
       await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests, market }),

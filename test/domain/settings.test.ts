@@ -67,6 +67,15 @@ test('a malformed value stops start-up with an error naming the variable and the
   expect(() => lendingSettingsFromEnv({ LANA_PRICE_URLS_EXTRA: 'https://a.example, nope' })).toThrow(
     /LANA_PRICE_URLS_EXTRA/,
   );
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_AGREEMENT: '2%' })).toThrow(/LANA_PRICE_AGREEMENT="2%"/);
+  for (const runs of ['1', '101', 'three'])
+    expect(() => lendingSettingsFromEnv({ LANA_PRICE_CONFIRM_RUNS: runs })).toThrow(
+      `LANA_PRICE_CONFIRM_RUNS="${runs}"`,
+    );
+  for (const age of ['59', '86401', '15m'])
+    expect(() => lendingSettingsFromEnv({ LANA_VALUATION_MAX_AGE_SECONDS: age })).toThrow(
+      `LANA_VALUATION_MAX_AGE_SECONDS="${age}"`,
+    );
   expect(() => lendingSettingsFromEnv({ LANA_NOTIFICATION_FROM_ADDRESS: 'loans' })).toThrow(
     /LANA_NOTIFICATION_FROM_ADDRESS="loans"/,
   );
