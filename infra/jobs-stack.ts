@@ -4,6 +4,7 @@ import type { Construct } from 'constructs';
 import { executorNeeds } from '../shared/job-types/executor-needs.js';
 import { createJobTypeRegistry } from '../shared/job-types/index.js';
 import { DEFAULT_CLAIM_BATCH } from '../shared/jobs/fan-out.js';
+import { DEFAULT_TYPE_CONCURRENCY } from '../shared/jobs/registry.js';
 import { schedules } from '../shared/schedules/definitions.js';
 import { JobsDatabase } from './database.js';
 import { EXECUTOR_MAX_EVENT_AGE_SECONDS } from './executors.js';
@@ -44,6 +45,12 @@ export interface JobsStackProps extends ValuationSettings, StackProps {
    */
   claimBatchSize?: number;
   maxClaimsPerRun?: number;
+  /**
+   * The concurrency limit of a job type that declares none: the claim never has more of its jobs running
+   * at once, so one backlog cannot take the account's whole Lambda concurrency. Default 50. Every job
+   * type the product ships declares its own.
+   */
+  defaultTypeConcurrency?: number;
   /** Subscribed (by e-mail) to the alarm topic when set. */
   alarmEmail?: string;
   /** The SES-verified sender of notifications. Required; a reserved example domain is refused. */
@@ -108,6 +115,7 @@ export class JobsStack extends Stack {
       reservedConcurrency: reserve ? (t) => t.concurrency ?? executorDefault : undefined,
       fetchReadyReservedConcurrency: reserve ? (props.fetchReadyReservedConcurrency ?? 2) : undefined,
       claimBatchSize: props.claimBatchSize ?? DEFAULT_CLAIM_BATCH,
+      defaultTypeConcurrency: props.defaultTypeConcurrency ?? DEFAULT_TYPE_CONCURRENCY,
       maxClaimsPerRun: props.maxClaimsPerRun,
       notificationFromAddress,
       notificationConfigurationSet: props.notificationConfigurationSet,

@@ -9,6 +9,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import { DEFAULT_TYPE_CONCURRENCY_ENV } from '../shared/jobs/registry.js';
 import {
   FUNCTION_ENTRIES,
   type FunctionName,
@@ -24,6 +25,8 @@ export interface FunctionEnvironment {
   bus: events.IEventBus;
   serviceName: string;
   metricsNamespace: string;
+  /** The concurrency limit of a job type that declares none (every function that claims reads it). */
+  defaultTypeConcurrency: number;
 }
 
 export interface JobsFunctionOptions {
@@ -99,6 +102,7 @@ export function createJobsFunction(
       JOBS_BUS_NAME: bus.eventBusName,
       POWERTOOLS_SERVICE_NAME: env.serviceName,
       POWERTOOLS_METRICS_NAMESPACE: env.metricsNamespace,
+      [DEFAULT_TYPE_CONCURRENCY_ENV]: String(env.defaultTypeConcurrency),
       // Results can hold payload data; traces keep timings only.
       POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',

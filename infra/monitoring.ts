@@ -123,6 +123,13 @@ export class JobMonitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       evaluationPeriods: 1,
     });
+    alarm('UndeliveredClaims', jobMetric(METRIC.handedBack, cloudwatch.Stats.SUM), {
+      description:
+        "Claims that no executor began within their dispatch lease were handed back (events not arriving: a broken deploy, a missing permission, sustained throttling). The type's circuit breaker lets one probe through at a time; a job handed back 10 times fails as never delivered.",
+      threshold: 3,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+    });
     alarm('QueueDepth', jobMetric(METRIC.queueDepth, cloudwatch.Stats.MAXIMUM), {
       description: `More than ${t.queueDepth} due jobs waiting for 15 minutes`,
       threshold: t.queueDepth,

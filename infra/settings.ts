@@ -161,6 +161,7 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     fetchReadyReservedConcurrency: num('fetchReadyReservedConcurrency'),
     claimBatchSize: num('claimBatchSize'),
     maxClaimsPerRun: num('maxClaimsPerRun'),
+    defaultTypeConcurrency: num('defaultTypeConcurrency'),
     alarmEmail: text('alarmEmail'),
     jobRetentionDays: num('jobRetentionDays'),
     extraPriceSourceUrls: text('extraPriceSourceUrls')

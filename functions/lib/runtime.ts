@@ -11,6 +11,7 @@ import {
 } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
+import { DEFAULT_TYPE_CONCURRENCY, DEFAULT_TYPE_CONCURRENCY_ENV } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
 import { traceClient } from './tracing.js';
@@ -40,10 +41,27 @@ export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = proces
   const client = createDataApiClient(env.DATA_API_ENDPOINT ? { endpoint: env.DATA_API_ENDPOINT } : {});
   const db = dataApiDatabaseFromEnv(env, traceClient(o, client));
   const registry = createJobTypeRegistry();
-  const tracker = new JobTracker({ db, registry, metrics: createPowertoolsJobMetrics(o.metrics) });
+  const tracker = new JobTracker({
+    db,
+    registry,
+    metrics: createPowertoolsJobMetrics(o.metrics),
+    defaultConcurrency: defaultTypeConcurrency(env),
+  });
   // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.
   eventBridgeClient(o);
   return { db, registry, tracker, o };
+}
+
+/** The stack's cap on a job type that declares no limit (`DEFAULT_TYPE_CONCURRENCY` when unset). */
+export function defaultTypeConcurrency(env: NodeJS.ProcessEnv): number {
+  const raw = env[DEFAULT_TYPE_CONCURRENCY_ENV];
+  if (raw === undefined || raw === '') return DEFAULT_TYPE_CONCURRENCY;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 10_000)
+    throw new Error(
+      `environment variable ${DEFAULT_TYPE_CONCURRENCY_ENV} must be an integer from 1 to 10000`,
+    );
+  return n;
 }
 
 let eventBridge: EventBridgeClient | undefined;

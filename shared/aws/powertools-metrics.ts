@@ -15,6 +15,8 @@ export const METRIC = {
   enqueuedLastMinute: 'JobsEnqueuedLastMinute',
   /** Attempts still running past their type's timeout (the long-running-jobs signal). */
   runningPastTimeout: 'JobsRunningPastTimeout',
+  /** Claims no executor began within their dispatch lease, handed back by fetch-ready's rescue. */
+  handedBack: 'ClaimsHandedBack',
 } as const;
 
 /**
@@ -45,6 +47,10 @@ export function createPowertoolsJobMetrics(metrics: Metrics): JobMetrics {
     queueState({ depth, oldestReadyAgeSeconds }) {
       metrics.addMetric(METRIC.queueDepth, MetricUnit.Count, depth);
       metrics.addMetric(METRIC.oldestReadyAge, MetricUnit.Seconds, oldestReadyAgeSeconds);
+    },
+    claimsHandedBack(jobType, count) {
+      metrics.addMetadata('handedBackJobType', jobType);
+      metrics.addMetric(METRIC.handedBack, MetricUnit.Count, count);
     },
     queueActivity({ enqueuedLastMinute, runningPastTimeout }) {
       metrics.addMetric(METRIC.enqueuedLastMinute, MetricUnit.Count, enqueuedLastMinute);

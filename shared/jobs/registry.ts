@@ -80,6 +80,15 @@ export interface RegisteredJobType<S = unknown> {
  */
 export const DISPATCH_LEASE_SECONDS = 90;
 
+/**
+ * On AWS, the concurrency limit of a job type that declares none (the stack's `defaultTypeConcurrency`,
+ * read from this environment variable): without it one backlog could take the account's whole Lambda
+ * concurrency (1,000 by default), the application's own functions included. 50 leaves room for six such
+ * types and the rest of the account. Local workers have no default limit.
+ */
+export const DEFAULT_TYPE_CONCURRENCY = 50;
+export const DEFAULT_TYPE_CONCURRENCY_ENV = 'LANA_DEFAULT_TYPE_CONCURRENCY';
+
 /** Extra time beyond the timeout before a running job counts as lost: covers event delivery and reporting. */
 export const LEASE_GRACE_SECONDS = 120;
 export const DEFAULT_TIMEOUT_SECONDS = 300;

@@ -3,6 +3,7 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { createObservability } from '../../functions/lib/powertools.js';
+import { defaultTypeConcurrency } from '../../functions/lib/runtime.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
 import { createEnqueuedNudge } from '../../shared/aws/eventbridge-publisher.js';
 import { createPowertoolsJobMetrics, METRIC } from '../../shared/aws/powertools-metrics.js';
@@ -13,6 +14,7 @@ import {
   type JobReadyEvent,
   type PublishOutcome,
 } from '../../shared/jobs/fan-out.js';
+import { DEFAULT_TYPE_CONCURRENCY } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { createTestRegistry, type TestServices } from '../support/test-job-types.js';
@@ -139,6 +141,30 @@ describe('CloudWatch metrics adapter', () => {
     // A retried attempt is a failed attempt for the failure rate.
     expect(emf[METRIC.failed]).toBe(1);
     expect(emf[METRIC.queueDepth]).toBe(7);
+  });
+
+  test('claims handed back undelivered go to their own metric, for the UndeliveredClaims alarm', () => {
+    const metrics = new Metrics({ namespace: 'LanaJobs', serviceName: 'lana-jobs' });
+    createPowertoolsJobMetrics(metrics).claimsHandedBack?.('notification', 4);
+    const emf = metrics.serializeMetrics() as unknown as Record<string, unknown>;
+    expect(emf[METRIC.handedBack]).toBe(4);
+    expect(emf.handedBackJobType).toBe('notification');
+  });
+});
+
+describe("the AWS runtime's cap on a type without a limit", () => {
+  test('defaults to 50, is read from the stack setting, and refuses a bad value', () => {
+    expect(defaultTypeConcurrency({})).toBe(DEFAULT_TYPE_CONCURRENCY);
+    expect(defaultTypeConcurrency({ LANA_DEFAULT_TYPE_CONCURRENCY: '7' })).toBe(7);
+    expect(() => defaultTypeConcurrency({ LANA_DEFAULT_TYPE_CONCURRENCY: '0' })).toThrow(/from 1 to 10000/);
+  });
+
+  test('a fan-out claims at most the cap of a type that declares no limit', async () => {
+    const capped = new JobTracker({ db: t.db, registry: tracker.registry, defaultConcurrency: 3 });
+    await capped.enqueueMany(Array.from({ length: 8 }, () => ({ type: 'noop' as const, payload: {} })));
+    const { publisher } = fakePublisher();
+    const result = await fanOutDueJobs(capped, publisher, { sleep: noSleep });
+    expect(result.published).toBe(3);
   });
 });
 

@@ -219,6 +219,7 @@ describe('reserved concurrency', () => {
       bus: new events.EventBus(stack, 'Bus'),
       serviceName: 'lana-jobs',
       metricsNamespace: 'LanaJobs',
+      defaultTypeConcurrency: 50,
       jobTypes: [
         { ...spec, type: 'declares-three', concurrency: 3 },
         { ...spec, type: 'declares-none' },

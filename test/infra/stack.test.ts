@@ -188,6 +188,8 @@ test('every function gets the Data API, bus and Powertools settings', () => {
     expect(vars.POWERTOOLS_SERVICE_NAME).toBe(SERVICE_NAME);
     expect(vars.POWERTOOLS_METRICS_NAMESPACE).toBe(METRICS_NAMESPACE);
     expect(vars.DATA_API_DATABASE).toBe('lana');
+    // A job type without a limit of its own is capped on AWS (the stack's defaultTypeConcurrency).
+    expect(vars.LANA_DEFAULT_TYPE_CONCURRENCY).toBe('50');
     expect(fn.Properties!.Runtime).toBe('nodejs22.x');
     expect(fn.Properties!.VpcConfig, `${id} needs no VPC: the Data API is HTTPS`).toBeUndefined();
   }
@@ -386,6 +388,14 @@ describe('alarms', () => {
     expect(alarm('LeasesExpired')).toMatchObject({
       MetricName: 'LeaseExpired',
       Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      Dimensions: [{ Name: 'service', Value: SERVICE_NAME }],
+    });
+    // Claims no executor began: events are not arriving for some type.
+    expect(alarm('UndeliveredClaims')).toMatchObject({
+      MetricName: 'ClaimsHandedBack',
+      Statistic: 'Sum',
+      Threshold: 3,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
       Dimensions: [{ Name: 'service', Value: SERVICE_NAME }],
     });
