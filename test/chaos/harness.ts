@@ -81,6 +81,8 @@ function behaviourOf(seed: number, jobId: string, attempt: number) {
 }
 
 const CHAOS_RETRY = { maxAttempts: 6, backoffBaseSeconds: 1, backoffCapSeconds: 32 };
+/** The chaos type's concurrency limit: below what the workers and executors could run together, so it binds. */
+const CHAOS_CONCURRENCY = 6;
 
 export interface Run {
   jobId: string;
@@ -191,6 +193,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         remindFacility: z.string().optional(),
         followUp: z.boolean().optional(),
       }),
+      // Limited, as every type the product ships is: the slotted claims (slots held by the local workers,
+      // one slot per claim for the simulated executors) run under every fault.
+      concurrency: CHAOS_CONCURRENCY,
       timeoutSeconds: 2,
       // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
       retry: CHAOS_RETRY,
