@@ -739,3 +739,77 @@ describe('graceful stop', () => {
     expect(await statusCounts(t.db)).toEqual({ completed: 1 });
   });
 });
+
+describe('job types with a concurrency limit (every type the product ships has one)', () => {
+  /** The core types plus `sleepy` limited to `limit` at once. */
+  function limitedKit(
+    limit: number,
+    options: Omit<WorkerOptions<never, TestServices>, 'tracker' | 'dispatcher'>,
+  ) {
+    const reg = createCoreRegistry().register({
+      type: 'sleepy',
+      description: 'sleeps ms, limited',
+      schema: z.object({ ms: z.number().int(), n: z.number().int().optional() }),
+      concurrency: limit,
+      timeoutSeconds: 30,
+      execute: async (payload) => {
+        gauge.now++;
+        gauge.max = Math.max(gauge.max, gauge.now);
+        await sleep(payload.ms);
+        gauge.now--;
+        return undefined;
+      },
+    });
+    const tracker = new JobTracker({ db: t.db, registry: reg });
+    const worker = new Worker({ tracker, dispatcher: new JobDispatcher(reg, { runs: [] }), ...options });
+    return { tracker, worker };
+  }
+
+  test('a limit equal to the concurrency drains as no limit does: claims in batches, never a poll', async () => {
+    const { tracker, worker } = limitedKit(4, {
+      concurrency: 4,
+      claimBatchSize: 25,
+      pollIntervalMs: 3_600_000,
+    });
+    const claims = vi.spyOn(tracker, 'claimForWorker');
+    await tracker.enqueueMany(sleepyJobs(300, 2));
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    expect(await statusCounts(t.db)).toEqual({ completed: 300 });
+    const claimLimits = claims.mock.calls.map(([limit]) => limit);
+    expect(Math.max(...claimLimits)).toBeLessThanOrEqual(25);
+    expect(claims.mock.calls.length).toBeLessThan(300 / 4);
+    expect(gauge.max).toBe(4);
+  });
+
+  test('a limit below the concurrency holds across the whole run while other types flow beside it', async () => {
+    const { tracker, worker } = limitedKit(2, { concurrency: 6, pollIntervalMs: 3_600_000 });
+    await tracker.enqueueMany(sleepyJobs(20, 15));
+    await tracker.enqueueMany(
+      Array.from({ length: 40 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
+    );
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    expect(await statusCounts(t.db)).toEqual({ completed: 60 });
+    expect(gauge.max).toBe(2);
+  });
+
+  test('stop gives every slot back and hands queued jobs back uncounted', async () => {
+    const { tracker, worker } = limitedKit(3, { concurrency: 3, claimBatchSize: 30 });
+    await tracker.enqueueMany(sleepyJobs(30, 40));
+    await worker.start();
+    await waitFor(() => gauge.now === 3);
+    await worker.stop();
+    const slots = await t.db.query('SELECT job_type, slot FROM job_slots WHERE holder IS NOT NULL');
+    expect(slots.rows).toEqual([]);
+    const counts = await statusCounts(t.db);
+    expect(counts.running).toBeUndefined();
+    expect(counts.completed).toBe(3);
+    const released = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM job_executions WHERE outcome = 'released'",
+    );
+    expect(released.rows[0]!.n).toBe(27);
+  });
+});
