@@ -3,7 +3,7 @@ import * as z from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
 import { handOverSlot } from '../../shared/jobs/fan-out.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
-import { DEFAULT_TIMEOUT_SECONDS } from '../../shared/jobs/registry.js';
+import { DEFAULT_TIMEOUT_SECONDS, DISPATCH_LEASE_SECONDS } from '../../shared/jobs/registry.js';
 import { type RecordedAttempt, recordResult } from '../../shared/jobs/run-attempt.js';
 import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
@@ -31,6 +31,9 @@ export const jobReadyEventSchema = z.object({
 
 export type ExecutorOutcome = 'completed' | 'retrying' | 'failed' | 'fenced_out' | 'duplicate';
 
+/** A job an invocation claimed for itself is begun (its lease renewed) this long before its dispatch lease ends. */
+const BEGIN_BEFORE_LEASE_ENDS_MS = 30_000;
+
 /** Time kept beyond a job's own timeout before an invocation takes another job: reporting it, and margin. */
 export const NEXT_JOB_MARGIN_SECONDS = 30;
 
@@ -42,8 +45,8 @@ export const NEXT_JOB_MARGIN_SECONDS = 30;
  * touching the table, so the function's on-failure destination (a dead-letter queue) keeps it.
  *
  * Then, while the invocation has time left for a whole attempt, it claims its type's next due job (within
- * the type's concurrency limit, in the statement that reports the last one), begins it and runs it too: a
- * slot that frees is refilled without waiting for fetch-ready and an event per job.
+ * the type's concurrency limit, in the statement that reports the last one) and runs it too: a slot that
+ * frees is refilled without waiting for fetch-ready and an event per job, one statement per job.
  */
 export function createExecutorHandler(deps: {
   runtime: JobRuntime;
@@ -97,12 +100,33 @@ export function createExecutorHandler(deps: {
   ): Promise<{ firstRecorded: RecordedAttempt | null; nextJobsRun: number }> => {
     const timeForAnother = () =>
       context !== undefined && context.getRemainingTimeInMillis() > attemptBudgetMs;
-    // The next job is claimed under a dispatch lease and begun here, as a delivered event would be: an
-    // invocation that dies in between frees the slot within the dispatch lease, and costs no attempt.
-    const begin = async (claimed: ClaimedJob | null): Promise<ClaimedJob | null> =>
-      claimed ? await runtime.tracker.startAttempt(claimed.id, claimed.attempts) : null;
-    const claimNext = async () =>
-      begin((await runtime.tracker.fetchReady(1, { jobType: deps.jobType }))[0] ?? null);
+    // A job this invocation claimed for itself (no event) holds a dispatch lease and runs at once: no
+    // statement to begin it. If the run outlasts most of the lease, the executor begins it then, which
+    // renews the lease to the run's. An invocation that dies before that frees the slot within the
+    // dispatch lease and the claim goes back uncounted (bounded by MAX_HANDBACKS, so a job that kills its
+    // executor every time still ends).
+    const claimNext = async () => (await runtime.tracker.fetchReady(1, { jobType: deps.jobType }))[0] ?? null;
+    const beginIfLong = (job: ClaimedJob): NodeJS.Timeout | undefined => {
+      const leaseLeftMs = (job.leaseExpiresAt?.getTime() ?? Date.now()) - Date.now();
+      const timer = setTimeout(
+        () => {
+          void runtime.tracker.startAttempt(job.id, job.attempts).then(
+            (begun) => {
+              if (!begun)
+                deps.o.logger.error('could not renew the lease of a running job', { jobId: job.id });
+            },
+            (err: unknown) =>
+              deps.o.logger.error('could not renew the lease of a running job', {
+                jobId: job.id,
+                error: String(err),
+              }),
+          );
+        },
+        Math.max(0, Math.min(leaseLeftMs, DISPATCH_LEASE_SECONDS * 1000) - BEGIN_BEFORE_LEASE_ENDS_MS),
+      );
+      timer.unref?.();
+      return timer;
+    };
     let firstRecorded: RecordedAttempt | null = null;
     let nextJobsRun = 0;
     // A duplicate or late delivery runs nothing of its own, but the invocation may still take due work.
@@ -111,7 +135,8 @@ export function createExecutorHandler(deps: {
     while (current) {
       const job = current;
       if (!isFirst) deps.o.logger.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
-      const result = await deps.dispatcher.dispatch(job);
+      const renewal = isFirst ? undefined : beginIfLong(job);
+      const result = await deps.dispatcher.dispatch(job).finally(() => clearTimeout(renewal));
       let recorded: RecordedAttempt;
       current = null;
       if (result.outcome === 'completed' && timeForAnother()) {
@@ -120,7 +145,7 @@ export function createExecutorHandler(deps: {
           deps.jobType,
         );
         recorded = r.completed ? { recorded: 'completed', result } : { recorded: 'fenced_out', result };
-        current = await begin(r.next);
+        current = r.next;
       } else {
         recorded = await recordResult(runtime.tracker, job, result);
         if (timeForAnother()) current = await claimNext();

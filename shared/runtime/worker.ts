@@ -54,6 +54,12 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
    * Jobs enqueued by other processes, in batches, or while busy go through the queue as usual.
    */
   eagerStart?: boolean;
+  /**
+   * How long the worker keeps a slot of a limited type after its last job of that type finished, so that a
+   * job enqueued in its process soon after starts at once in it (eager start). Other workers waiting for
+   * the slot are woken when it is given up. Default 1000 ms.
+   */
+  slotLingerMs?: number;
   /** Fallback poll when nothing wakes the worker. Default 2000 ms. */
   pollIntervalMs?: number;
   /** How often expired leases are rescued. Default 15 s. */
@@ -125,7 +131,7 @@ class LocalQueue {
 }
 
 /** How long a limited type's slots stay held after its last job here: an enqueue soon after starts at once. */
-const SLOT_LINGER_MS = 1000;
+const DEFAULT_SLOT_LINGER_MS = 1000;
 /** How often a worker holding slots renews them when it has made no claim since. */
 const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 /** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */
@@ -147,7 +153,10 @@ class TypeSlots {
   /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
   confirmedAt = 0;
 
-  constructor(readonly limited: ReadonlySet<string>) {}
+  constructor(
+    readonly limited: ReadonlySet<string>,
+    private readonly lingerMs: number,
+  ) {}
 
   private add(map: Map<string, number>, type: string, n: number): void {
     const v = (map.get(type) ?? 0) + n;
@@ -199,7 +208,7 @@ class TypeSlots {
     for (const type of this.limited) {
       const n = Math.max(
         this.inHand(type),
-        now - (this.lastActive.get(type) ?? -Infinity) < SLOT_LINGER_MS ? 1 : 0,
+        now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs ? 1 : 0,
       );
       if (n > 0) keep[type] = n;
     }
@@ -211,6 +220,18 @@ class TypeSlots {
     this.held.clear();
     for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
     this.confirmedAt = at;
+  }
+
+  /** Milliseconds until the linger of a held type with nothing in hand ends (undefined: none lingers). */
+  lingerEndsInMs(): number | undefined {
+    let soonest: number | undefined;
+    const now = performance.now();
+    for (const type of this.held.keys()) {
+      if (this.inHand(type) > 0) continue;
+      const left = (this.lastActive.get(type) ?? -Infinity) + this.lingerMs - now;
+      soonest = Math.min(soonest ?? Number.POSITIVE_INFINITY, Math.max(0, left));
+    }
+    return soonest;
   }
 
   /** Slots held beyond what is worth keeping (a settle would give some up). */
@@ -312,7 +333,8 @@ export class Worker<M extends JobTypeMap, S> {
         .filter((t) => t.concurrency !== undefined)
         .map((t) => t.type),
     );
-    this.slots = limited.size > 0 ? new TypeSlots(limited) : null;
+    this.slots =
+      limited.size > 0 ? new TypeSlots(limited, options.slotLingerMs ?? DEFAULT_SLOT_LINGER_MS) : null;
     this.rescuer = new LeaseRescuer({
       tracker: this.tracker,
       intervalMs: options.rescueIntervalMs ?? 15_000,
@@ -514,7 +536,10 @@ export class Worker<M extends JobTypeMap, S> {
     if (!slots || this.stopping) return;
     clearTimeout(this.slotTimer);
     if (slots.held.size === 0) return;
-    const delay = slots.holdsMoreThanKept() ? SLOT_LINGER_MS : SLOT_HEARTBEAT_MS;
+    // Give up what is not worth keeping now, a lingering hold when its linger ends, else renew in time.
+    const delay = slots.holdsMoreThanKept()
+      ? 0
+      : Math.min(SLOT_HEARTBEAT_MS, (slots.lingerEndsInMs() ?? Number.POSITIVE_INFINITY) + 5);
     this.slotTimer = setTimeout(() => void this.settleSlots(), delay);
     this.slotTimer.unref?.();
   }

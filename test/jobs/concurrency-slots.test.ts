@@ -325,6 +325,9 @@ describe('a local worker holding a limited type’s slots', () => {
       dispatcher: new JobDispatcher(tracker.registry, {}),
       concurrency: 10,
       listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+      // Held long enough for this test on a loaded machine, and no poll to give it up meanwhile.
+      slotLingerMs: 60_000,
+      pollIntervalMs: 3_600_000,
     });
     await worker.start();
     // The first job goes through the queue, and the worker takes a slot of beta for it.
@@ -333,6 +336,28 @@ describe('a local worker holding a limited type’s slots', () => {
     // The slot lingers: the next job starts in it as its enqueue commits.
     const { job } = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
     expect(job.status).toBe('running');
+    await worker.stop();
+    expect((await t.db.query('SELECT 1 FROM job_slots WHERE holder IS NOT NULL')).rows).toEqual([]);
+  });
+
+  test('gives a lingering slot up when its linger ends', async () => {
+    const tracker = trackerOver(t.db, false);
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      concurrency: 4,
+      slotLingerMs: 100,
+    });
+    await enqueue(tracker, 'beta', 2);
+    await worker.start();
+    await worker.idle();
+    // Within its linger the worker still holds a slot of beta; then it gives it up, without a claim.
+    await expect
+      .poll(async () => (await t.db.query('SELECT 1 FROM job_slots WHERE holder IS NOT NULL')).rows.length, {
+        timeout: 5_000,
+        interval: 20,
+      })
+      .toBe(0);
     await worker.stop();
   });
 });

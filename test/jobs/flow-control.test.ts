@@ -485,7 +485,7 @@ test('a slot is handed over by publishing the type’s next due job, within its 
 });
 
 describe('complete and take the next job in one statement', () => {
-  test('over the Data API an executor pays two calls per job it keeps running: report+claim, begin', async () => {
+  test('over the Data API an executor pays one call per job it keeps running', async () => {
     const tracker = trackerOver(dataApi);
     const services: Services = { runs: [] };
     const handler = cappedExecutor(dataApi, tracker, services);
@@ -496,10 +496,9 @@ describe('complete and take the next job in one statement', () => {
       getRemainingTimeInMillis: () => 3_600_000,
     } as Context);
     expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
-    // The first start, then per job its completion with the next claim (the last finds none), and the
-    // next job's start: the claim holds only a dispatch lease until the executor begins it. Plus, once per
-    // process, the statement that makes the type's slot rows.
-    expect(fixture.counts.Execute).toBe(1 + 5 + 4 + 1);
+    // The start, then one statement per job: its completion and the next claim (the last finds none).
+    // Plus, once per process, the statement that makes the type's slot rows.
+    expect(fixture.counts.Execute).toBe(1 + 5 + 1);
     expect(await runningCount('capped')).toBe(0);
     const history = await t.db.query<{ n: number }>(
       "SELECT count(*)::integer AS n FROM job_executions WHERE outcome = 'completed'",
