@@ -8,7 +8,8 @@ import { launchChromium } from '../support/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /**
- * The console in a real browser (Debian's chromium, driven by playwright-core) against a real database:
+ * The console in a real browser (Debian's chromium when present, else the one inside the `@sparticuz/chromium`
+ * npm package; driven by playwright-core) against a real database:
  * what an operator sees and does, and what the database holds afterwards.
  */
 
@@ -53,6 +54,20 @@ afterAll(async () => {
 const url = (path: string) => new URL(path, consoleServer.url).toString();
 
 describe('the console in a browser', () => {
+  test('with no Debian chromium, the browser inside the npm package runs the console', async () => {
+    const packaged = await launchChromium(undefined, '/nonexistent/usr/bin/chromium');
+    try {
+      expect(packaged.choice.source).toBe('npm-package');
+      expect(packaged.choice.executablePath).not.toBe('/usr/bin/chromium');
+      const p = await packaged.browser.newPage();
+      await p.goto(url('/'));
+      expect(await p.locator('h1').first().textContent()).toBeTruthy();
+      expect(await p.locator('#counts').count()).toBe(1);
+    } finally {
+      await packaged.close();
+    }
+  });
+
   test('the overview refreshes itself and shows a job enqueued after it loaded', async () => {
     await page.goto(url('/'));
     await expect(page.locator('#counts').textContent()).resolves.toContain('no jobs');
