@@ -59,6 +59,33 @@ ${barChart(
 </div>`;
 }
 
+/** Characters that change the direction of the text around them; shown as markers, never applied. */
+const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+/**
+ * Text from users (keys, errors, payloads), escaped, with each direction control shown as a visible
+ * marker (`⟨U+202E⟩`) instead of reversing what follows it: an operator sees the text as stored. Set in
+ * a `<bdi dir="auto">`, right-to-left text keeps its own direction without moving what is around it.
+ */
+export function userText(text: string): Html {
+  return html`<bdi dir="auto">${visibleControls(text)}</bdi>`;
+}
+
+/** Text with its direction controls shown as markers, not isolated (a left-to-right block such as JSON). */
+function visibleControls(text: string): Html {
+  const parts: Html[] = [];
+  let from = 0;
+  for (const m of text.matchAll(BIDI_CONTROLS)) {
+    const code = m[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    parts.push(
+      html`${text.slice(from, m.index)}<span class="ctl" title="a direction control character">⟨U+${code}⟩</span>`,
+    );
+    from = m.index + m[0].length;
+  }
+  parts.push(html`${text.slice(from)}`);
+  return html`${parts}`;
+}
+
 /** Keys and errors in a list: at most this many characters, the whole text on the job's page. */
 export const LIST_TEXT_CHARS = 60;
 
@@ -70,11 +97,22 @@ function clipped(text: string | null, className: string): Html {
   if (text === null || text === '') return html`<td class="${className}"></td>`;
   const shown =
     [...text].length > LIST_TEXT_CHARS ? `${[...text].slice(0, LIST_TEXT_CHARS).join('')}…` : text;
-  return html`<td class="${className} clip"><bdi dir="auto">${shown}</bdi></td>`;
+  return html`<td class="${className} clip">${userText(shown)}</td>`;
+}
+
+/**
+ * The jobs list's columns: a fixed layout that fits the window, so no key or error, however long, pushes
+ * a column off the page; a cell too narrow for its text ends in an ellipsis (the job's page has it all).
+ */
+export const JOBS_COLUMNS = html`<colgroup><col style="width:22%"><col style="width:11%"><col style="width:7%"><col style="width:6%"><col style="width:15%"><col style="width:12%"><col style="width:12%"><col style="width:15%"></colgroup>`;
+
+/** A time in a list: to the second, UTC (the job's page shows it in full). */
+function listTime(d: Date): Html {
+  return html`<td class="time" title="${d}">${d.toISOString().slice(0, 19).replace('T', ' ')}</td>`;
 }
 
 export function jobRow(j: Job): Html {
-  return html`<tr data-id="${j.id}"><td><a href="/jobs/${j.id}">${j.id}</a></td><td>${j.jobType}</td><td class="status-${j.status}">${j.status}</td><td>${j.attempts}/${j.maxAttempts}</td>${clipped(j.idempotencyKey, 'key')}<td class="time">${j.createdAt}</td><td class="time">${j.scheduledAt}</td>${clipped(j.lastError, 'error-text')}</tr>`;
+  return html`<tr data-id="${j.id}"><td class="id"><a href="/jobs/${j.id}">${j.id}</a></td><td>${j.jobType}</td><td class="status-${j.status}">${j.status}</td><td>${j.attempts}/${j.maxAttempts}</td>${clipped(j.idempotencyKey, 'key')}${listTime(j.createdAt)}${listTime(j.scheduledAt)}${clipped(j.lastError, 'error-text')}</tr>`;
 }
 
 export function renderJob(
@@ -106,12 +144,12 @@ export function renderJob(
   const canRetry = job.status === 'failed' || job.status === 'cancelled';
   const canCancel = job.status === 'pending' || job.status === 'retrying' || job.status === 'running';
   return html`${done && notice[done] ? html`<p class="notice" id="notice">${notice[done]}</p>` : ''}
-<dl class="fields">${fields.map(([k, v]) => html`<dt>${k}</dt><dd data-field="${k}"><bdi dir="auto">${v instanceof Date ? v : String(v)}</bdi></dd>`)}</dl>
+<dl class="fields">${fields.map(([k, v]) => html`<dt>${k}</dt><dd data-field="${k}">${userText(v instanceof Date ? v.toISOString() : String(v))}</dd>`)}</dl>
 <div class="actions">
 ${canRetry ? html`<form method="post" action="/jobs/${job.id}/retry">${csrfField}<button type="submit" id="retry">Retry</button></form>` : ''}
 ${canCancel ? html`<form method="post" action="/jobs/${job.id}/cancel">${csrfField}<button type="submit" id="cancel">Cancel</button></form>` : ''}
 </div>
-<h2>Payload</h2><pre class="payload" dir="ltr">${JSON.stringify(job.payload, null, 2)}</pre>
+<h2>Payload</h2><pre class="payload" dir="ltr">${visibleControls(JSON.stringify(job.payload, null, 2))}</pre>
 <h2>Attempts</h2>
 ${
   executions.length === 0
@@ -121,7 +159,7 @@ ${
           e,
         ) => html`<li class="outcome-${e.outcome ?? 'running'}"><strong>attempt ${e.attempt}: ${e.outcome ?? 'running'}</strong>
 <div>claimed ${e.claimedAt}${e.startedAt ? html` · started ${e.startedAt}` : ''}${e.finishedAt ? html` · finished ${e.finishedAt}` : ''}${e.durationMs !== null && e.durationMs !== undefined ? html` · ${e.durationMs} ms` : ''}</div>
-${e.error ? html`<div class="error-text">${e.error}</div>` : ''}</li>`,
+${e.error ? html`<div class="error-text">${userText(e.error)}</div>` : ''}</li>`,
       )}</ol>`
 }`;
 }
@@ -154,5 +192,6 @@ pre.payload{background:#0f172a;color:#e2e8f0;padding:10px;max-width:860px;overfl
 .actions{display:flex;gap:8px;margin-top:10px}form.filters{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:10px}
 #enqueue-form label{display:block;margin:6px 0}.button{border:1px solid #9ca3af;padding:3px 8px;background:#fff;text-decoration:none;color:#111827}
 .status-failed{color:#b91c1c}.status-completed{color:#047857}
-bdi{unicode-bidi:isolate}td.clip{max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-table.jobs{table-layout:auto;max-width:100%}td.time{white-space:nowrap}.hint{font-size:12px}`;
+bdi{unicode-bidi:isolate}.ctl{color:#9333ea;font-size:11px}td.clip{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+table.jobs{table-layout:fixed;width:100%}table.jobs td{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+table.jobs td.id{font:12px ui-monospace,monospace}.hint{font-size:12px}`;

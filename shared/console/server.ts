@@ -21,7 +21,7 @@ import {
 } from './filters.js';
 import { bodySizeGuard, csrfGuard, tokenGuard, type Vars } from './guard.js';
 import { Html, html } from './html.js';
-import { CSS, jobRow, renderJob, renderOverview } from './pages.js';
+import { CSS, JOBS_COLUMNS, jobRow, renderJob, renderOverview, userText } from './pages.js';
 
 /**
  * The operator console: server-rendered pages over the job tracker, the same functions the CLI calls, so
@@ -133,7 +133,7 @@ setInterval(refresh, ${Number(refreshMs)});`);
         c,
         'Jobs',
         html`${filterForm(form, tracker)}
-<table class="jobs"><thead><tr><th>id</th><th>type</th><th>status</th><th>attempts</th><th>key</th><th>created</th><th>scheduled</th><th>last error</th></tr></thead><tbody>
+<table class="jobs">${JOBS_COLUMNS}<thead><tr><th>id</th><th>type</th><th>status</th><th>attempts</th><th>key</th><th>created (UTC)</th><th>scheduled (UTC)</th><th>last error</th></tr></thead><tbody>
 ${result.jobs.length === 0 ? html`<tr><td colspan="8" class="muted">no jobs match</td></tr>` : result.jobs.map(jobRow)}
 </tbody></table>
 <p class="pager">${before ? html`<a href="/jobs?${qs}">newest</a> ` : ''}${result.nextBefore ? html`<a href="/jobs?${qs}${qs ? '&' : ''}before=${encodeURIComponent(result.nextBefore)}" id="older">older →</a>` : ''}</p>
@@ -231,7 +231,7 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
         'Failures',
         html`<p class="muted">Failed and retrying jobs grouped by error message.</p>
 <table><thead><tr><th>error</th><th>jobs</th><th>failed</th><th>retrying</th><th>newest example</th></tr></thead><tbody>
-${groups.length === 0 ? html`<tr><td colspan="5" class="muted">no failed or retrying jobs</td></tr>` : groups.map((g) => html`<tr><td class="error-text">${g.error ?? '(no message)'}</td><td>${g.count}</td><td>${g.failed}</td><td>${g.retrying}</td><td>${g.newest ? html`<a href="/jobs/${g.newest.id}">${g.newest.jobType} ${g.newest.id}</a>` : ''}</td></tr>`)}
+${groups.length === 0 ? html`<tr><td colspan="5" class="muted">no failed or retrying jobs</td></tr>` : groups.map((g) => html`<tr><td class="error-text">${g.error === null ? '(no message)' : userText(g.error)}</td><td>${g.count}</td><td>${g.failed}</td><td>${g.retrying}</td><td>${g.newest ? html`<a href="/jobs/${g.newest.id}">${g.newest.jobType} ${g.newest.id}</a>` : ''}</td></tr>`)}
 </tbody></table>`,
       ),
     );

@@ -141,6 +141,24 @@ describe('the console in a browser', () => {
     expect(await page.locator('dd[data-field="type"]').textContent()).toBe('approval-processing');
   });
 
+  test('a key of the maximum length and a long error leave every column on the page', async () => {
+    await failedJob('sync', `timeout talking to the price feed ${'x'.repeat(2000)}`, 'K'.repeat(255));
+    await failedJob('sync', 'short', '\u202Eexe.txt');
+    await page.goto(url('/jobs?status=failed'));
+    const viewport = page.viewportSize()!;
+    for (const header of ['created (UTC)', 'scheduled (UTC)', 'last error']) {
+      const box = (await page.locator('table.jobs th', { hasText: header }).boundingBox())!;
+      expect(box.x + box.width, header).toBeLessThanOrEqual(viewport.width);
+    }
+    // The direction override is shown as a marker; the text after it reads left to right.
+    const marked = page.locator('table.jobs td.key', { hasText: 'exe.txt' });
+    expect(await marked.locator('.ctl').textContent()).toBe('⟨U+202E⟩');
+    const bidi = await marked.evaluate(
+      (td) => td.ownerDocument.defaultView!.getComputedStyle(td.querySelector('bdi')!).unicodeBidi,
+    );
+    expect(bidi).toBe('isolate');
+  });
+
   test('a POST without the console token is refused and changes nothing', async () => {
     const id = await failedJob('sync', 'x');
     const res = await fetch(url(`/jobs/${id}/retry`), { method: 'POST', body: new URLSearchParams({}) });
