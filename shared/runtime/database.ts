@@ -19,6 +19,8 @@ export interface OpenedDatabase {
    * insert trigger's NOTIFY wakes workers).
    */
   wakeWorkers?: () => Promise<void>;
+  /** The embedded server (this process may be the one to stop it on close). */
+  embedded?: boolean;
   close(): Promise<void>;
 }
 
@@ -66,9 +68,12 @@ export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Prom
     db,
     pg: db,
     description: `embedded PostgreSQL ${redact(server.urlFor(EMBEDDED_DATABASE_NAME))}`,
+    embedded: true,
     async close() {
       await db.close();
-      await server.stop();
+      await server.stop({
+        onStopping: () => options.logger?.info('last user of the embedded PostgreSQL: stopping it'),
+      });
     },
   };
 }
