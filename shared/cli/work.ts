@@ -20,7 +20,7 @@ export interface WorkerCommandOptions {
   concurrency?: number;
   /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
-  /** `jobs dev`: the web console beside the worker (a busy port only warns). */
+  /** `lana-jobs dev`: the web console beside the worker (a busy port: a free one instead). */
   console?: { port: number };
   /** Stops the worker (tests); by default SIGINT or SIGTERM does. */
   stopSignal?: AbortSignal;
