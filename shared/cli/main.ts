@@ -1,4 +1,5 @@
 import { migrate } from '../db/migrate.js';
+import { lendingSettingsFromEnv } from '../domain/settings.js';
 import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
@@ -374,8 +375,21 @@ export async function runCli(
       return 0;
     }
     const registry = createJobTypeRegistry();
+    if (name === 'work' || name === 'dev') {
+      // The runtime's LANA_* settings, read before anything starts: a bad one is the caller's to fix.
+      try {
+        lendingSettingsFromEnv();
+      } catch (err) {
+        throw new UsageError(errorMessage(err));
+      }
+    }
     if (command.needsDatabase) {
       const url = stringOption(args, 'database-url');
+      if (url !== undefined && url.trim() === '') {
+        throw new UsageError(
+          '--database-url is empty: give a PostgreSQL URL (postgres://user:password@host:5432/database), or leave the option out to use DATABASE_URL or the embedded server',
+        );
+      }
       if (args.values['data-api'] && url)
         throw new UsageError('use either --data-api or --database-url, not both');
       if (args.values['data-api'] && name === 'dev')
@@ -402,12 +416,17 @@ export async function runCli(
       },
     });
   } catch (err) {
-    if (err instanceof UsageError || err instanceof JobInputError || err instanceof DatabaseSettingError) {
-      io.stderr.write(`${CLI_NAME} ${name}: ${err.message}\n`);
-      return 2;
-    }
-    io.stderr.write(`${CLI_NAME} ${name}: ${errorMessage(err)}\n`);
-    return 1;
+    const usage =
+      err instanceof UsageError || err instanceof JobInputError || err instanceof DatabaseSettingError;
+    const exitCode = usage ? 2 : 1;
+    if (rest.includes('--json')) {
+      // Machine-readable callers get machine-readable errors: one JSON object on stderr.
+      const code = err instanceof JobInputError ? err.code : usage ? 'usage' : 'error';
+      io.stderr.write(
+        `${JSON.stringify({ error: { command: name, code, message: errorMessage(err), exitCode } })}\n`,
+      );
+    } else io.stderr.write(`${CLI_NAME} ${name}: ${errorMessage(err)}\n`);
+    return exitCode;
   } finally {
     await opened?.close().catch(() => {});
   }

@@ -145,6 +145,8 @@ function logAttempt(logger: ReturnType<typeof createConsoleLogger>, event: Attem
       result.outcome === 'failed' ? result.error : result.outcome === 'retry_later' ? result.reason : '';
     logger.warn('attempt failed; will retry', { ...base, error, nextRunAt: event.nextRunAt });
   } else if (status === 'failed') {
-    logger.error('job failed', { ...base, error: result.outcome === 'failed' ? result.error : '' });
-  } else logger.warn('result discarded (attempt no longer current)', base);
+    // The worker itself logs a final failure ('job failed for good') with its error: one line, not two.
+    if (result.outcome !== 'failed') logger.error('job failed', base);
+  }
+  // A discarded result ('fenced_out') is logged by the worker.
 }

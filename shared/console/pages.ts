@@ -1,4 +1,4 @@
-import { humanSeconds } from '../cli/format.js';
+import { finishedLabel, humanSeconds } from '../cli/format.js';
 import type { Job, JobExecution, JobStatus } from '../jobs/model.js';
 import type { JobStats } from '../jobs/operator.js';
 import { barChart } from './charts.js';
@@ -136,7 +136,7 @@ export function renderJob(
     ['idempotency key', job.idempotencyKey ?? '—'],
     ['scheduled at', job.scheduledAt],
     ['started at', job.startedAt ?? '—'],
-    [finishedLabel(job), job.completedAt ?? '—'],
+    [finishedLabel(job.status), job.completedAt ?? '—'],
     ['created at', job.createdAt],
     ['updated at', job.updatedAt],
     ['last error', job.lastError ?? '—'],
@@ -162,14 +162,6 @@ ${
 ${e.error ? html`<div class="error-text">${userText(e.error)}</div>` : ''}</li>`,
       )}</ol>`
 }`;
-}
-
-/** When the job finished, named by how: a failed job did not complete. */
-function finishedLabel(job: Job): string {
-  if (job.status === 'completed') return 'completed at';
-  if (job.status === 'failed') return 'failed at';
-  if (job.status === 'cancelled') return 'cancelled at';
-  return 'finished at';
 }
 
 export const CSS = `
