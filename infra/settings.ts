@@ -122,6 +122,14 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
       throw new StackSettingError(`context key "${name}" must be a non-negative number (got "${v}")`);
     return n;
   };
+  /** A count (days, functions, rows): a whole number, as `-c claimBatchSize=30`; `1.5` or `1e3` is a typo. */
+  const int = (name: string): number | undefined => {
+    const v = text(name);
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v))
+      throw new StackSettingError(`context key "${name}" must be a whole number, 0 or more (got "${v}")`);
+    return Number(v);
+  };
   const bool = (name: string): boolean | undefined => {
     const v = text(name);
     if (v === undefined) return undefined;
@@ -137,20 +145,20 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     deletionProtection: bool('deletionProtection'),
     minCapacity: num('minCapacity'),
     maxCapacity: num('maxCapacity'),
-    backupRetentionDays: num('backupRetentionDays'),
+    backupRetentionDays: int('backupRetentionDays'),
     reserveConcurrency: bool('reserveConcurrency'),
-    executorReservedConcurrency: num('executorReservedConcurrency'),
-    fetchReadyReservedConcurrency: num('fetchReadyReservedConcurrency'),
-    claimBatchSize: num('claimBatchSize'),
-    maxClaimsPerRun: num('maxClaimsPerRun'),
+    executorReservedConcurrency: int('executorReservedConcurrency'),
+    fetchReadyReservedConcurrency: int('fetchReadyReservedConcurrency'),
+    claimBatchSize: int('claimBatchSize'),
+    maxClaimsPerRun: int('maxClaimsPerRun'),
     alarmEmail: text('alarmEmail'),
-    jobRetentionDays: num('jobRetentionDays'),
+    jobRetentionDays: int('jobRetentionDays'),
     extraPriceSourceUrls: text('extraPriceSourceUrls')
       ?.split(',')
       .map((url) => url.trim())
       .filter((url) => url.length > 0),
     maxPriceJump: text('maxPriceJump'),
-    maxPriceAgeSeconds: num('maxPriceAgeSeconds'),
+    maxPriceAgeSeconds: int('maxPriceAgeSeconds'),
     collateralUpgradeBuffer: text('collateralUpgradeBuffer'),
   };
 }

@@ -85,6 +85,28 @@ describe('the documented deploy commands', () => {
   });
 });
 
+describe('a count given as anything but a whole number', () => {
+  test.each([
+    '1.5',
+    '1e3',
+    '-1',
+    '0x10',
+    ' 30',
+  ])('claimBatchSize=%j is refused naming the key', async (value) => {
+    const { stackPropsFromContext } = await import('../../infra/settings.js');
+    const context: Record<string, string> = {
+      notificationFromAddress: 'no-reply@notifications.your-bank.com',
+      priceSourceUrl: 'https://prices.your-provider.com/x',
+      claimBatchSize: value,
+    };
+    expect(() => stackPropsFromContext((key) => context[key])).toThrow(
+      `context key "claimBatchSize" must be a whole number, 0 or more (got "${value}")`,
+    );
+    context.claimBatchSize = '30';
+    expect(stackPropsFromContext((key) => context[key]).claimBatchSize).toBe(30);
+  });
+});
+
 describe('a setting the stack refuses', () => {
   test.each([
     [
@@ -104,7 +126,7 @@ describe('a setting the stack refuses', () => {
         priceSourceUrl: 'https://prices.your-provider.com/x',
         jobRetentionDays: 'a month',
       },
-      /^lana-jobs stack: context key "jobRetentionDays" must be a non-negative number \(got "a month"\)$/,
+      /^lana-jobs stack: context key "jobRetentionDays" must be a whole number, 0 or more \(got "a month"\)$/,
     ],
   ])(
     '%s: one line naming the key, exit 1, no stack trace',
