@@ -140,6 +140,14 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
       throw new StackSettingError(`context key "${name}" must be a non-negative number (got "${v}")`);
     return n;
   };
+  /** A count (days, functions, rows): a whole number, as `-c claimBatchSize=30`; `1.5` or `1e3` is a typo. */
+  const int = (name: string): number | undefined => {
+    const v = text(name);
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v))
+      throw new StackSettingError(`context key "${name}" must be a whole number, 0 or more (got "${v}")`);
+    return Number(v);
+  };
   const bool = (name: string): boolean | undefined => {
     const v = text(name);
     if (v === undefined) return undefined;
@@ -155,21 +163,21 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     deletionProtection: bool('deletionProtection'),
     minCapacity: num('minCapacity'),
     maxCapacity: num('maxCapacity'),
-    backupRetentionDays: num('backupRetentionDays'),
+    backupRetentionDays: int('backupRetentionDays'),
     reserveConcurrency: bool('reserveConcurrency'),
-    executorReservedConcurrency: num('executorReservedConcurrency'),
-    fetchReadyReservedConcurrency: num('fetchReadyReservedConcurrency'),
-    claimBatchSize: num('claimBatchSize'),
-    maxClaimsPerRun: num('maxClaimsPerRun'),
-    defaultTypeConcurrency: num('defaultTypeConcurrency'),
+    executorReservedConcurrency: int('executorReservedConcurrency'),
+    fetchReadyReservedConcurrency: int('fetchReadyReservedConcurrency'),
+    claimBatchSize: int('claimBatchSize'),
+    maxClaimsPerRun: int('maxClaimsPerRun'),
+    defaultTypeConcurrency: int('defaultTypeConcurrency'),
     alarmEmail: text('alarmEmail'),
-    jobRetentionDays: num('jobRetentionDays'),
+    jobRetentionDays: int('jobRetentionDays'),
     extraPriceSourceUrls: text('extraPriceSourceUrls')
       ?.split(',')
       .map((url) => url.trim())
       .filter((url) => url.length > 0),
     maxPriceJump: text('maxPriceJump'),
-    maxPriceAgeSeconds: num('maxPriceAgeSeconds'),
+    maxPriceAgeSeconds: int('maxPriceAgeSeconds'),
     collateralUpgradeBuffer: text('collateralUpgradeBuffer'),
     priceAgreement: text('priceAgreement'),
     priceConfirmRuns: num('priceConfirmRuns'),

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { JobInputError } from '../jobs/errors.js';
+import { isIntactText } from '../jobs/job-input.js';
 
 /** A bad command line: printed as one line, exit code 2, nothing written. */
 export class UsageError extends Error {
@@ -78,25 +78,6 @@ export function integerOption(p: Parsed, name: string, min: number, max: number)
   return n;
 }
 
-/** Parses `--payload`: a JSON object; a malformed document or another JSON value is refused. */
-export function jsonObjectOption(p: Parsed, name: string): Record<string, unknown> | undefined {
-  const raw = stringOption(p, name);
-  if (raw === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(raw);
-  } catch (err) {
-    throw new JobInputError('invalid_payload', `--${name} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    const kind = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
-    throw new JobInputError('invalid_payload', `--${name} must be a JSON object (got ${kind})`);
-  }
-  return value as Record<string, unknown>;
-}
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 /**
  * A text option stored as given: the shell hands over invalid UTF-8 as U+FFFD, so two different byte
  * strings would become the same text; refused instead, as is text over `maxLength` characters.
@@ -104,7 +85,7 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 export function textOption(p: Parsed, name: string, maxLength: number): string | undefined {
   const raw = stringOption(p, name);
   if (raw === undefined) return undefined;
-  if (raw.includes('\uFFFD') || LONE_SURROGATE.test(raw)) {
+  if (!isIntactText(raw)) {
     throw new UsageError(`--${name} is not valid UTF-8`);
   }
   if (raw.length > maxLength) {
@@ -127,41 +108,4 @@ export function parseDuration(text: string, option = 'duration'): number {
     throw new UsageError(`--${option} ${text} is out of range (at most ${MAX_DURATION_DAYS}d)`);
   }
   return ms;
-}
-
-/** Times the CLI accepts: any earlier is a typo (and a past time means "now" anyway). */
-export const INSTANT_RANGE = { minYear: 1970, maxYear: 9999 };
-
-/**
- * An ISO 8601 timestamp with a time zone (Z or an offset): times are never read as local time. A date
- * that does not exist (2027-02-30) is refused rather than rolled over into the next month.
- */
-export function parseInstant(text: string, option = 'at'): Date {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/.exec(
-    text.trim(),
-  );
-  if (!m) {
-    throw new UsageError(
-      `--${option} "${text}" is not an ISO 8601 time with a zone (e.g. 2026-12-01T00:00:00Z)`,
-    );
-  }
-  const [year, month, day, hour, minute, second] = m.slice(1).map((v) => Number(v ?? 0)) as number[];
-  const calendar = new Date(Date.UTC(year!, month! - 1, day!));
-  if (
-    calendar.getUTCMonth() !== month! - 1 ||
-    calendar.getUTCDate() !== day ||
-    hour! > 23 ||
-    minute! > 59 ||
-    second! > 59
-  ) {
-    throw new UsageError(`--${option} "${text}" is not a date and time that exists`);
-  }
-  if (year! < INSTANT_RANGE.minYear || year! > INSTANT_RANGE.maxYear) {
-    throw new UsageError(
-      `--${option} "${text}" is out of range (years ${INSTANT_RANGE.minYear} to ${INSTANT_RANGE.maxYear})`,
-    );
-  }
-  const d = new Date(text.trim());
-  if (Number.isNaN(d.getTime())) throw new UsageError(`--${option} "${text}" is not a valid time`);
-  return d;
 }

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import type { Job, JobExecution } from '../jobs/model.js';
+import type { Job, JobExecution, JobStatus } from '../jobs/model.js';
 import type { RegisteredJobType } from '../jobs/registry.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
 import type { JobStats } from '../jobs/tracker.js';
@@ -130,8 +130,9 @@ export function formatJob(job: Job, executions: JobExecution[]): string {
     `idempotency    ${job.idempotencyKey ?? '-'}`,
     `scheduled at   ${iso(job.scheduledAt)}`,
     `started at     ${iso(job.startedAt)}`,
-    `completed at   ${iso(job.completedAt)}`,
-    `lease expires  ${iso(job.leaseExpiresAt)}`,
+    `${finishedLabel(job.status).padEnd(15)}${iso(job.completedAt)}`,
+    // Only a running attempt holds a lease; a retrying job's old one means nothing.
+    ...(job.status === 'running' ? [`lease expires  ${iso(job.leaseExpiresAt)}`] : []),
     `last error     ${job.lastError ?? '-'}`,
     `created at     ${iso(job.createdAt)}`,
     `payload        ${JSON.stringify(job.payload)}`,
@@ -154,6 +155,14 @@ export function formatJob(job: Job, executions: JobExecution[]): string {
   return lines.join('\n');
 }
 
+/** When a job finished, named by how (a failed job did not complete). */
+export function finishedLabel(status: JobStatus): string {
+  if (status === 'completed') return 'completed at';
+  if (status === 'failed') return 'failed at';
+  if (status === 'cancelled') return 'cancelled at';
+  return 'finished at';
+}
+
 export function formatStats(stats: JobStats): string {
   const types = [...new Set(stats.counts.map((c) => c.jobType))].sort();
   const statuses = ['pending', 'running', 'retrying', 'completed', 'failed', 'cancelled'] as const;
@@ -166,17 +175,18 @@ export function formatStats(stats: JobStats): string {
           ['TYPE', ...statuses.map((s) => s.toUpperCase())],
           types.map((t) => [t, ...statuses.map((s) => countOf(t, s))]),
         ),
-    `(completed, failed and cancelled: finished in the last ${humanSeconds(stats.finishedWindowSeconds)})`,
+    `(jobs; completed, failed and cancelled: those that finished in the last ${humanSeconds(stats.finishedWindowSeconds)})`,
     '',
     `queue depth (due now)      ${stats.queue.depth}`,
     `oldest ready job waiting   ${humanSeconds(stats.queue.oldestReadyAgeSeconds)}`,
     `running past their lease   ${stats.overdueRunning}`,
     '',
-    'last hour:',
+    // Attempts, not jobs: a job that failed once and then completed counts once in each column.
+    'attempts finished in the last hour:',
     stats.lastHour.length === 0
       ? '  no finished attempts'
       : table(
-          ['TYPE', 'COMPLETED', 'FAILED', 'FAILURE RATE', 'AVG MS', 'MAX MS'],
+          ['TYPE', 'ATTEMPTS OK', 'ATTEMPTS FAILED', 'FAILURE RATE', 'AVG MS', 'MAX MS'],
           stats.lastHour.map((h) => [
             h.jobType,
             h.completed,

@@ -1,19 +1,18 @@
 import { migrate } from '../db/migrate.js';
+import { lendingSettingsFromEnv } from '../domain/settings.js';
 import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
-import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../jobs/enqueue.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
+import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
-import { createdJobDueNow, JobTracker } from '../jobs/tracker.js';
+import { createdJobDueNow, JobTracker, type UntypedNewJob } from '../jobs/tracker.js';
 import { DatabaseSettingError, type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import {
   integerOption,
-  jsonObjectOption,
   type OptionSpec,
   type Parsed,
   parseCommandLine,
   parseDuration,
-  parseInstant,
   requirePositional,
   stringOption,
   textOption,
@@ -68,7 +67,6 @@ ${GLOBAL_HELP}`;
 
 /** Kept in the job's row: bounded like everything else a command line can write. */
 const MAX_REASON_LENGTH = 500;
-const MAX_KEY_LENGTH = MAX_IDEMPOTENCY_KEY_LENGTH;
 
 interface Command {
   /** `<command> --help`: usage line(s) and what each option means. */
@@ -150,8 +148,8 @@ delays, timeout and lease.`,
   --at TIME           when to run it: ISO 8601 with a zone, e.g. 2026-12-01T00:00:00Z (a past time: now)
   --in DURATION       or run it after a delay: 30s, 5m, 2h, 1d
   --key KEY           idempotency key: a second enqueue with the same type and key writes nothing
-  --priority N        -1000 to 1000, higher first (default: the type's)
-  --max-attempts N    1 to 100 (default: the type's)`,
+  --priority N        ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}; lower runs first (default: the type's, usually 0)
+  --max-attempts N    ${MAX_ATTEMPTS_RANGE.min} to ${MAX_ATTEMPTS_RANGE.max} (default: the type's)`,
     options: {
       payload: { type: 'string' },
       at: { type: 'string' },
@@ -336,26 +334,25 @@ function workerCommand(options: { demo: boolean }): Command {
   };
 }
 
-function enqueueInput(args: Parsed, tracker: SeedTracker) {
+/**
+ * The job as typed: text goes to the tracker as given, which reads it by the same rules (and with the
+ * same messages) as the console's form and application code (`shared/jobs/job-input.ts`).
+ */
+function enqueueInput(args: Parsed, tracker: SeedTracker): UntypedNewJob {
   const type = requirePositional(args, 0, 'type');
   tracker.registry.require(type);
   const at = stringOption(args, 'at');
   const inText = stringOption(args, 'in');
   if (at !== undefined && inText !== undefined) throw new UsageError('use either --at or --in, not both');
   const now = tracker.clock.now() ?? new Date();
-  const runAt =
-    at !== undefined
-      ? parseInstant(at, 'at')
-      : inText !== undefined
-        ? new Date(now.getTime() + parseDuration(inText, 'in'))
-        : undefined;
+  const payload = stringOption(args, 'payload');
   return {
     type,
-    payload: jsonObjectOption(args, 'payload') ?? {},
-    runAt,
-    idempotencyKey: textOption(args, 'key', MAX_KEY_LENGTH),
-    priority: integerOption(args, 'priority', -1000, 1000),
-    maxAttempts: integerOption(args, 'max-attempts', 1, 100),
+    payload: payload === undefined ? {} : parsePayloadText(payload),
+    runAt: inText !== undefined ? new Date(now.getTime() + parseDuration(inText, 'in')) : at,
+    idempotencyKey: stringOption(args, 'key'),
+    priority: stringOption(args, 'priority'),
+    maxAttempts: stringOption(args, 'max-attempts'),
   };
 }
 
@@ -382,8 +379,21 @@ export async function runCli(
       return 0;
     }
     const registry = createJobTypeRegistry();
+    if (name === 'work' || name === 'dev') {
+      // The runtime's LANA_* settings, read before anything starts: a bad one is the caller's to fix.
+      try {
+        lendingSettingsFromEnv();
+      } catch (err) {
+        throw new UsageError(errorMessage(err));
+      }
+    }
     if (command.needsDatabase) {
       const url = stringOption(args, 'database-url');
+      if (url !== undefined && url.trim() === '') {
+        throw new UsageError(
+          '--database-url is empty: give a PostgreSQL URL (postgres://user:password@host:5432/database), or leave the option out to use DATABASE_URL or the embedded server',
+        );
+      }
       if (args.values['data-api'] && url)
         throw new UsageError('use either --data-api or --database-url, not both');
       if (args.values['data-api'] && name === 'dev')
@@ -410,12 +420,17 @@ export async function runCli(
       },
     });
   } catch (err) {
-    if (err instanceof UsageError || err instanceof JobInputError || err instanceof DatabaseSettingError) {
-      io.stderr.write(`${CLI_NAME} ${name}: ${err.message}\n`);
-      return 2;
-    }
-    io.stderr.write(`${CLI_NAME} ${name}: ${errorMessage(err)}\n`);
-    return 1;
+    const usage =
+      err instanceof UsageError || err instanceof JobInputError || err instanceof DatabaseSettingError;
+    const exitCode = usage ? 2 : 1;
+    if (rest.includes('--json')) {
+      // Machine-readable callers get machine-readable errors: one JSON object on stderr.
+      const code = err instanceof JobInputError ? err.code : usage ? 'usage' : 'error';
+      io.stderr.write(
+        `${JSON.stringify({ error: { command: name, code, message: errorMessage(err), exitCode } })}\n`,
+      );
+    } else io.stderr.write(`${CLI_NAME} ${name}: ${errorMessage(err)}\n`);
+    return exitCode;
   } finally {
     await opened?.close().catch(() => {});
   }

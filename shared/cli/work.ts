@@ -20,10 +20,12 @@ export interface WorkerCommandOptions {
   concurrency?: number;
   /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
-  /** `jobs dev`: the web console beside the worker (a busy port only warns). */
+  /** `lana-jobs dev`: the web console beside the worker (a busy port: a free one instead). */
   console?: { port: number };
   /** Stops the worker (tests); by default SIGINT or SIGTERM does. */
   stopSignal?: AbortSignal;
+  /** Where notifications go; default `.lana-jobs/outbox.jsonl` (tests keep theirs out of the checkout). */
+  outboxFile?: string;
 }
 
 /**
@@ -44,6 +46,7 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     tracker,
     logger,
     failFirstPriceRequests: options.demo ? 1 : 0,
+    outboxFile: options.outboxFile,
   });
   const dispatcher = new JobDispatcher(registry, local.services);
   const pgDb = opened.pg;
@@ -65,16 +68,22 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     schedules: schedules.map((s) => s.name),
   });
 
+  const startConsoleOn = (port: number) =>
+    startConsole({ tracker, schedules, port, description: opened.description });
   const consoleServer = options.console
-    ? await startConsole({
-        tracker,
-        schedules,
-        port: options.console.port,
-        description: opened.description,
-      }).catch((err: unknown) => {
-        logger.warn(`console not started: ${errorMessage(err)}`);
-        return null;
-      })
+    ? await startConsoleOn(options.console.port)
+        .catch((err: unknown) => {
+          // A second `npm start` finds the first one's port taken: it gets a console all the same.
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+          logger.info(
+            `port ${options.console!.port} is in use (another npm start?): the console takes a free port`,
+          );
+          return startConsoleOn(0);
+        })
+        .catch((err: unknown) => {
+          logger.warn(`console not started: ${errorMessage(err)}`);
+          return null;
+        })
     : null;
   if (consoleServer) logger.info(`console: ${consoleServer.url}`);
 
@@ -96,11 +105,16 @@ export async function runWorkerCommand(options: WorkerCommandOptions): Promise<n
     process.once('SIGINT', sigint);
     process.once('SIGTERM', sigterm);
   }
-  options.stopSignal?.addEventListener('abort', () => stop.abort(), { once: true });
+  if (options.stopSignal?.aborted) stop.abort();
+  else options.stopSignal?.addEventListener('abort', () => stop.abort(), { once: true });
 
   try {
-    if (options.demo)
+    if (options.demo) {
       await runDemo({ db: opened.db, tracker, logger, worker, local, stopSignal: stop.signal });
+      // The demo wrote a fresh database's worth of pages. Flushed now, while the user reads the narration,
+      // they are not left to the shutdown checkpoint, which would hold Ctrl-C for seconds.
+      if (opened.embedded && !stop.signal.aborted) await opened.db.query('CHECKPOINT').catch(() => {});
+    }
     if (!stop.signal.aborted)
       await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
   } finally {
@@ -131,6 +145,8 @@ function logAttempt(logger: ReturnType<typeof createConsoleLogger>, event: Attem
       result.outcome === 'failed' ? result.error : result.outcome === 'retry_later' ? result.reason : '';
     logger.warn('attempt failed; will retry', { ...base, error, nextRunAt: event.nextRunAt });
   } else if (status === 'failed') {
-    logger.error('job failed', { ...base, error: result.outcome === 'failed' ? result.error : '' });
-  } else logger.warn('result discarded (attempt no longer current)', base);
+    // The worker itself logs a final failure ('job failed for good') with its error: one line, not two.
+    if (result.outcome !== 'failed') logger.error('job failed', base);
+  }
+  // A discarded result ('fenced_out') is logged by the worker.
 }

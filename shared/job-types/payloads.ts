@@ -2,39 +2,46 @@ import * as z from 'zod';
 
 /** Payload schemas of the lending platform's job types. JSON in, JSON out: no transforms, so stored == validated. */
 
-const isoDate = z
+/** No facility predates this day; an earlier date (such as year 0000) is a typo, not a back-fill. */
+export const EARLIEST_BUSINESS_DATE = '2000-01-01';
+/**
+ * The horizon of business dates: a later one (such as year 9999) is a typo, and would only fail at run
+ * time, attempt after attempt.
+ */
+export const LATEST_BUSINESS_DATE = '2099-12-31';
+export const BUSINESS_DATE_HINT = `a date, YYYY-MM-DD, from ${EARLIEST_BUSINESS_DATE} to ${LATEST_BUSINESS_DATE}`;
+
+/** A day of the lending business (UTC), in every payload that takes one: a real calendar day, bounded. */
+export const businessDate = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected a date as YYYY-MM-DD')
   .refine(
     (s) =>
       !Number.isNaN(Date.parse(`${s}T00:00:00Z`)) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s),
-    {
-      message: 'not a calendar date',
-    },
-  );
+    { message: 'not a calendar date', abort: true },
+  )
+  .refine((s) => s >= EARLIEST_BUSINESS_DATE && s <= LATEST_BUSINESS_DATE, {
+    message: `must be from ${EARLIEST_BUSINESS_DATE} to ${LATEST_BUSINESS_DATE}`,
+  })
+  .describe(BUSINESS_DATE_HINT);
 
 export const approvalProcessingPayload = z.union([
   /** Carry out a process's recorded outcome. */
-  z.strictObject({ processId: z.uuid() }),
+  z.strictObject({ processId: z.uuid().describe('a UUID, e.g. 0193a1b2-0000-7000-8000-000000000001') }),
   /** The scheduled sweep: expire every open process past its policy's time, releasing its reservation. */
   z.strictObject({ sweep: z.literal('expire') }),
 ]);
-
-/** No facility predates this day; an earlier date (such as year 0000) is a typo, not a back-fill. */
-export const EARLIEST_ACCRUAL_DATE = '2000-01-01';
 
 export const interestAccrualPayload = z.strictObject({
   /**
    * Accrue up to and including this day (UTC); every earlier day not yet accrued is caught up too.
    * Omitted: up to the day that just ended. A day that has not ended yet is refused.
    */
-  date: isoDate
-    .refine((s) => s >= EARLIEST_ACCRUAL_DATE, {
-      message: `no facility accrues before ${EARLIEST_ACCRUAL_DATE}`,
-    })
+  date: businessDate
     .refine((s) => s < new Date().toISOString().slice(0, 10), {
       message: 'that day has not ended yet (UTC): only past days accrue',
     })
+    .describe(`${BUSINESS_DATE_HINT}, a day that has ended`)
     .optional(),
 });
 
@@ -42,14 +49,14 @@ export const notificationPayload = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('payment-reminder'),
     facilityId: z.uuid(),
-    dueDate: isoDate,
+    dueDate: businessDate,
   }),
   z.strictObject({
     /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
     kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
     /** The day of the transition (UTC). */
-    valuationDate: isoDate,
+    valuationDate: businessDate,
     /**
      * The transition the notice is about: one notice per transition, its text from the figures stored
      * with it. Absent only in jobs queued before transitions had ids (their notice is the facility's
@@ -68,7 +75,7 @@ export const syncPayload = z.strictObject({
 
 export const paymentRemindersPayload = z.strictObject({
   /** The day the sweep runs for (UTC); reminders go to payments due a few days later. Omitted: today. */
-  date: isoDate.optional(),
+  date: businessDate.optional(),
 });
 
 export const maintenancePayload = z.strictObject({

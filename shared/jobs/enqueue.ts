@@ -2,6 +2,13 @@ import type { z } from 'zod';
 import { DatabaseError, json, type Queryable, type QueryResult, type SqlParams } from '../db/port.js';
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
+import {
+  parseIdempotencyKey,
+  parseMaxAttempts,
+  parsePriority,
+  parseRunAt,
+  requirePayloadObject,
+} from './job-input.js';
 import { type ClaimedJob, type Job, type JobRow, rowToJob } from './model.js';
 import type { InTransaction, JobTypeMap } from './registry.js';
 import * as sql from './sql.js';
@@ -19,10 +26,12 @@ import { TrackerPart } from './tracker-part.js';
  * a row under the Data API's 64 KB-per-row limit and an EventBridge entry far under its size limit.
  */
 export const MAX_PAYLOAD_BYTES = 16 * 1024;
-export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
-export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
-/** Scheduling further ahead than this is almost certainly a unit mistake. */
-export const MAX_SCHEDULE_AHEAD_MS = 5 * 366 * 24 * 3600 * 1000;
+export {
+  MAX_ATTEMPTS_RANGE,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  MAX_SCHEDULE_AHEAD_MS,
+  PRIORITY_RANGE,
+} from './job-input.js';
 /** Bulk enqueue limit per call (one statement). */
 export const MAX_JOBS_PER_ENQUEUE = 10_000;
 
@@ -43,10 +52,18 @@ export type NewJob<M extends JobTypeMap> = {
   [K in keyof M & string]: { type: K; payload: z.input<M[K]> } & EnqueueOptions;
 }[keyof M & string];
 
-/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
-export interface UntypedNewJob extends EnqueueOptions {
+/**
+ * A job to enqueue from untyped input (CLI, console, HTTP, events): validated at run time only, by the
+ * same rules as a typed job (`job-input.ts`). Options may come as text, as a form field, a command-line
+ * option or a JSON event carries them: `runAt` as ISO 8601 with a zone, numbers as decimal integers.
+ */
+export interface UntypedNewJob {
   type: string;
   payload: unknown;
+  runAt?: Date | string;
+  idempotencyKey?: string;
+  priority?: number | string;
+  maxAttempts?: number | string;
 }
 
 export interface EnqueueResult {
@@ -289,7 +306,10 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     if (typeof job !== 'object' || job === null)
       throw new JobInputError('invalid_option', 'a job must be an object');
     const jobType = this.registry.require(String(job.type));
-    const payload = this.registry.parsePayload(jobType.type, job.payload ?? {});
+    const payload = this.registry.parsePayload(
+      jobType.type,
+      requirePayloadObject(job.payload === undefined ? {} : job.payload),
+    );
     const payloadJson = JSON.stringify(payload);
     const bytes = Buffer.byteLength(payloadJson, 'utf8');
     if (bytes > MAX_PAYLOAD_BYTES) {
@@ -298,42 +318,15 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
         `payload of ${jobType.type} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
       );
     }
-    const key = job.idempotencyKey;
-    if (key !== undefined) {
-      if (typeof key !== 'string' || key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
-        throw new JobInputError(
-          'invalid_option',
-          `idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof key === 'string' ? key.length : typeof key})`,
-        );
-      }
-      if (key.includes('\u0000'))
-        throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
-    }
-    const priority = job.priority ?? jobType.priority;
-    if (!Number.isInteger(priority) || priority < PRIORITY_RANGE.min || priority > PRIORITY_RANGE.max) {
-      throw new JobInputError(
-        'invalid_option',
-        `priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max} (got ${String(priority)})`,
-      );
-    }
-    const maxAttempts = job.maxAttempts ?? jobType.retry.maxAttempts;
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 100) {
-      throw new JobInputError(
-        'invalid_option',
-        `maxAttempts must be an integer from 1 to 100 (got ${String(maxAttempts)})`,
-      );
-    }
+    const key = job.idempotencyKey === undefined ? undefined : parseIdempotencyKey(job.idempotencyKey);
+    const priority = parsePriority(job.priority ?? jobType.priority);
+    const maxAttempts = parseMaxAttempts(job.maxAttempts ?? jobType.retry.maxAttempts);
     let scheduledAt: string | null = null;
     if (job.runAt !== undefined) {
-      if (!(job.runAt instanceof Date) || Number.isNaN(job.runAt.getTime())) {
-        throw new JobInputError('invalid_option', 'runAt must be a valid date');
-      }
-      if (job.runAt.getTime() - now.getTime() > MAX_SCHEDULE_AHEAD_MS) {
-        throw new JobInputError('invalid_option', 'runAt is more than 5 years ahead');
-      }
+      const runAt = parseRunAt(job.runAt, now);
       // A time in the past means "due now" and is stored as now: a 1970 runAt would otherwise jump the
       // queue and read as a job waiting for decades in stats and the oldest-ready alarm.
-      scheduledAt = job.runAt.getTime() > now.getTime() ? job.runAt.toISOString() : null;
+      scheduledAt = runAt.getTime() > now.getTime() ? runAt.toISOString() : null;
     }
     const row = {
       ord,

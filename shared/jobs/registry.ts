@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { Queryable } from '../db/port.js';
 import { JobInputError, type RetryJobLater } from './errors.js';
+import { PRIORITY_RANGE } from './job-input.js';
 import type { ClaimedJob } from './model.js';
 import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.js';
 
@@ -121,6 +122,12 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
         throw new Error(`job type "${def.type}": retry.${key} must be an integer from ${min} to ${max}`);
       }
     }
+    const priority = def.priority ?? 0;
+    if (!Number.isInteger(priority) || priority < PRIORITY_RANGE.min || priority > PRIORITY_RANGE.max) {
+      throw new Error(
+        `job type "${def.type}": priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}`,
+      );
+    }
     const timeoutSeconds = def.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
     if (
       def.concurrency !== undefined &&
@@ -136,7 +143,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       retry,
       timeoutSeconds,
       leaseSeconds: timeoutSeconds + LEASE_GRACE_SECONDS,
-      priority: def.priority ?? 0,
+      priority,
       enqueues: [...(def.enqueues ?? [])],
       concurrency: def.concurrency,
     });

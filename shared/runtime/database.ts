@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import path from 'node:path';
 import pg from 'pg';
 import { PgDatabase } from '../db/pg-driver.js';
 import type { Database } from '../db/port.js';
@@ -19,6 +22,8 @@ export interface OpenedDatabase {
    * insert trigger's NOTIFY wakes workers).
    */
   wakeWorkers?: () => Promise<void>;
+  /** The embedded server (this process may be the one to stop it on close). */
+  embedded?: boolean;
   close(): Promise<void>;
 }
 
@@ -48,6 +53,7 @@ export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Prom
     return { db, pg: db, description: redact(url), close: () => db.close() };
   }
   const dataDir = process.env.LANA_PGDATA ?? '.lana-jobs/pgdata';
+  await assertUsableDataDir(dataDir, process.env.LANA_PGDATA !== undefined);
   options.logger?.info(`no DATABASE_URL: using the embedded PostgreSQL (${dataDir})`);
   const server = await startEmbeddedPostgres({ dataDir });
   const what = `the embedded PostgreSQL at ${connectionTarget(server.adminUrl, 'it')} (log: ${server.logFile})`;
@@ -66,11 +72,39 @@ export async function openLocalDatabase(options: OpenDatabaseOptions = {}): Prom
     db,
     pg: db,
     description: `embedded PostgreSQL ${redact(server.urlFor(EMBEDDED_DATABASE_NAME))}`,
+    embedded: true,
     async close() {
       await db.close();
-      await server.stop();
+      await server.stop({
+        onStopping: () => options.logger?.info('last user of the embedded PostgreSQL: stopping it'),
+      });
     },
   };
+}
+
+/**
+ * The embedded server's data folder must be one this process can make (or has): a path it cannot create
+ * (`/proc/nope`) is the setting's fault, said as such, not a raw ENOENT later. Each missing level is made
+ * on its own: a recursive mkdir never returns on some paths under /proc.
+ */
+async function assertUsableDataDir(dataDir: string, fromSetting: boolean): Promise<void> {
+  const target = path.resolve(dataDir);
+  const missing: string[] = [];
+  let dir = target;
+  while (!existsSync(dir) && path.dirname(dir) !== dir) {
+    missing.unshift(dir);
+    dir = path.dirname(dir);
+  }
+  try {
+    if (!(await stat(dir)).isDirectory()) throw Object.assign(new Error(), { code: 'ENOTDIR' });
+    for (const level of missing) await mkdir(level);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const what = fromSetting ? `LANA_PGDATA=${dataDir}` : `the data folder ${dataDir}`;
+    throw new DatabaseSettingError(
+      `${what} cannot be used: the folder ${target} cannot be created (${code}); give a folder you can write, or set DATABASE_URL`,
+    );
+  }
 }
 
 /** A connection string that is not a PostgreSQL URL: the setting is wrong, not the server. */

@@ -24,8 +24,8 @@ export interface EmbeddedServer {
   urlFor(database: string): string;
   /** The server's log file, for error messages. */
   logFile: string;
-  /** Leaves the server; stops it if no other live process uses it. */
-  stop(): Promise<void>;
+  /** Leaves the server; stops it if no other live process uses it (then calls `onStopping` first). */
+  stop(options?: { onStopping?: () => void }): Promise<void>;
 }
 
 const USER = 'postgres';
@@ -76,13 +76,14 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions = {}): Prom
   });
 
   let stopped = false;
-  const stop = async () => {
+  const stop = async (stopOptions: { onStopping?: () => void } = {}) => {
     if (stopped) return;
     stopped = true;
     await withStartLock(dataDir, async () => {
       await rm(me, { force: true });
       if ((await liveUsers(usersDir)) > 0) return; // another process still uses it: leave it running
       if ((await findRunningServer(dataDir)) === undefined) return;
+      stopOptions.onStopping?.();
       const owner = userInfo().uid === 0 ? await ensurePostgresUser() : {};
       await runStep('pg_ctl stop', pgCtl, owner, logFile, ['-D', dataDir, '-m', 'fast', '-w', 'stop']);
     });

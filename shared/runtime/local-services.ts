@@ -29,8 +29,10 @@ export async function createLocalServices(deps: {
   logger: Logger;
   /** Answer the first N price requests with HTTP 503 (the demo's retryable failure). */
   failFirstPriceRequests?: number;
+  /** Where notifications are appended; default `.lana-jobs/outbox.jsonl` (tests give a folder of their own). */
+  outboxFile?: string;
 }): Promise<LocalServices> {
-  const fileNotifier = createFileNotifier();
+  const fileNotifier = createFileNotifier(deps.outboxFile);
   const notifier: Notifier = {
     async send(message, signal) {
       const sent = await fileNotifier.send(message, signal);

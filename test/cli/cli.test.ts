@@ -180,9 +180,21 @@ describe('jobs CLI', () => {
       /invalid payload/,
     ],
     ['unknown option', ['enqueue', 'sync', '--bogus'], /Unknown option '--bogus'/],
-    ['priority not a number', ['enqueue', 'sync', '--priority', 'high'], /--priority must be an integer/],
-    ['priority out of range', ['enqueue', 'sync', '--priority', '100000'], /--priority must be from/],
-    ['max attempts zero', ['enqueue', 'sync', '--max-attempts', '0'], /--max-attempts must be from/],
+    [
+      'priority not a number',
+      ['enqueue', 'sync', '--priority', 'high'],
+      /priority must be an integer from -1000 to 1000, lower runs first \(got "high"\)/,
+    ],
+    [
+      'priority out of range',
+      ['enqueue', 'sync', '--priority', '100000'],
+      /priority must be an integer from -1000 to 1000/,
+    ],
+    [
+      'max attempts zero',
+      ['enqueue', 'sync', '--max-attempts', '0'],
+      /max attempts must be an integer from 1 to 100 \(got "0"\)/,
+    ],
     ['time without zone', ['enqueue', 'sync', '--at', '2026-12-01 10:00'], /not an ISO 8601 time/],
     [
       'both --at and --in',
@@ -224,19 +236,27 @@ describe('jobs CLI', () => {
     ],
     ['year zero', ['enqueue', 'sync', '--at', '0000-01-01T00:00:00Z'], /out of range \(years 1970 to 9999\)/],
     ['--in out of range', ['enqueue', 'sync', '--in', '99999999d'], /--in 99999999d is out of range/],
-    [
-      'payload null',
-      ['enqueue', 'sync', '--payload', 'null'],
-      /--payload must be a JSON object \(got null\)/,
-    ],
+    ['payload null', ['enqueue', 'sync', '--payload', 'null'], /payload must be a JSON object \(got null\)/],
     ['payload an array', ['enqueue', 'sync', '--payload', '[]'], /must be a JSON object \(got an array\)/],
-    ['key with a replaced byte', ['enqueue', 'sync', '--key', 'a\uFFFDb'], /--key is not valid UTF-8/],
-    ['key with a lone surrogate', ['enqueue', 'sync', '--key', 'a\uD800b'], /--key is not valid UTF-8/],
-    ['key too long', ['enqueue', 'sync', '--key', 'k'.repeat(256)], /--key is 256 characters; at most 255/],
+    [
+      'key with a replaced byte',
+      ['enqueue', 'sync', '--key', 'a\uFFFDb'],
+      /idempotency key is not valid UTF-8 text/,
+    ],
+    [
+      'key with a lone surrogate',
+      ['enqueue', 'sync', '--key', 'a\uD800b'],
+      /idempotency key is not valid UTF-8 text/,
+    ],
+    [
+      'key too long',
+      ['enqueue', 'sync', '--key', 'k'.repeat(256)],
+      /idempotency key must be 1 to 255 characters \(got 256\)/,
+    ],
     [
       'max attempts negative',
       ['enqueue', 'sync', '--max-attempts', '-1'],
-      /--max-attempts must be from 1 to 100 \(got -1\)/,
+      /max attempts must be an integer from 1 to 100 \(got "-1"\)/,
     ],
     [
       'cancel with a reason too long',

@@ -94,7 +94,9 @@ describe('a fresh checkout, right after npm install', () => {
     const before = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs');
     const r = await shell(`npx lana-jobs enqueue sync --in 1h --key "$(printf 'key-\\377')"`);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe('lana-jobs enqueue: --key is not valid UTF-8\n');
+    expect(r.stderr).toBe(
+      'lana-jobs enqueue: idempotency key is not valid UTF-8 text (it holds U+FFFD or a lone surrogate)\n',
+    );
     const after = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs');
     expect(after.rows[0]!.n).toBe(before.rows[0]!.n);
   });

@@ -8,7 +8,8 @@ import { launchChromium } from '../support/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 /**
- * The console in a real browser (Debian's chromium, driven by playwright-core) against a real database:
+ * The console in a real browser (Debian's chromium when present, else the one inside the `@sparticuz/chromium`
+ * npm package; driven by playwright-core) against a real database:
  * what an operator sees and does, and what the database holds afterwards.
  */
 
@@ -53,6 +54,20 @@ afterAll(async () => {
 const url = (path: string) => new URL(path, consoleServer.url).toString();
 
 describe('the console in a browser', () => {
+  test('with no Debian chromium, the browser inside the npm package runs the console', async () => {
+    const packaged = await launchChromium(undefined, '/nonexistent/usr/bin/chromium');
+    try {
+      expect(packaged.choice.source).toBe('npm-package');
+      expect(packaged.choice.executablePath).not.toBe('/usr/bin/chromium');
+      const p = await packaged.browser.newPage();
+      await p.goto(url('/'));
+      expect(await p.locator('h1').first().textContent()).toBeTruthy();
+      expect(await p.locator('#counts').count()).toBe(1);
+    } finally {
+      await packaged.close();
+    }
+  });
+
   test('the overview refreshes itself and shows a job enqueued after it loaded', async () => {
     await page.goto(url('/'));
     await expect(page.locator('#counts').textContent()).resolves.toContain('no jobs');
@@ -124,6 +139,24 @@ describe('the console in a browser', () => {
     await page.fill('input[name="payload.processId"]', '0193a1b2-0000-7000-8000-000000000001');
     await page.click('#enqueue');
     expect(await page.locator('dd[data-field="type"]').textContent()).toBe('approval-processing');
+  });
+
+  test('a key of the maximum length and a long error leave every column on the page', async () => {
+    await failedJob('sync', `timeout talking to the price feed ${'x'.repeat(2000)}`, 'K'.repeat(255));
+    await failedJob('sync', 'short', '\u202Eexe.txt');
+    await page.goto(url('/jobs?status=failed'));
+    const viewport = page.viewportSize()!;
+    for (const header of ['created (UTC)', 'scheduled (UTC)', 'last error']) {
+      const box = (await page.locator('table.jobs th', { hasText: header }).boundingBox())!;
+      expect(box.x + box.width, header).toBeLessThanOrEqual(viewport.width);
+    }
+    // The direction override is shown as a marker; the text after it reads left to right.
+    const marked = page.locator('table.jobs td.key', { hasText: 'exe.txt' });
+    expect(await marked.locator('.ctl').textContent()).toBe('⟨U+202E⟩');
+    const bidi = await marked.evaluate(
+      (td) => td.ownerDocument.defaultView!.getComputedStyle(td.querySelector('bdi')!).unicodeBidi,
+    );
+    expect(bidi).toBe('isolate');
   });
 
   test('a POST without the console token is refused and changes nothing', async () => {

@@ -211,7 +211,7 @@ describe('interest accrual', () => {
       [today, /has not ended yet/],
       [tomorrow, /has not ended yet/],
       ['2999-01-01', /has not ended yet/],
-      ['0000-01-01', /no facility accrues before/],
+      ['0000-01-01', /must be from 2000-01-01 to 2099-12-31/],
     ] as const) {
       await expect(
         tracker.enqueueUntyped([{ type: 'interest-accrual', payload: { date: day } }]),

@@ -317,13 +317,13 @@ describe('bad input: JobInputError, nothing written', () => {
       'negative max attempts',
       () => tracker.enqueue({ type: 'noop', payload: {}, maxAttempts: -1 }),
       'invalid_option',
-      /maxAttempts/,
+      /max attempts must be an integer from 1 to 100/,
     ],
     [
       'invalid date',
       () => tracker.enqueue({ type: 'noop', payload: {}, runAt: new Date('nope') }),
       'invalid_option',
-      /runAt/,
+      /run at must be a valid time/,
     ],
     [
       'far future',
