@@ -31,8 +31,9 @@ export function createJobTypeRegistry() {
       timeoutSeconds: 60,
       concurrency: 10,
       execute: async (payload, ctx) => {
-        if ('sweep' in payload) await ctx.services.approvals.expireOverdueProcesses(ctx.signal);
-        else await ctx.services.approvals.processApproval(payload.processId, ctx.signal);
+        if (payload.processId !== undefined)
+          await ctx.services.approvals.processApproval(payload.processId, ctx.signal);
+        else await ctx.services.approvals.expireOverdueProcesses(ctx.signal);
         return undefined;
       },
     })

@@ -25,12 +25,18 @@ export const businessDate = z
   })
   .describe(BUSINESS_DATE_HINT);
 
-export const approvalProcessingPayload = z.union([
-  /** Carry out a process's recorded outcome. */
-  z.strictObject({ processId: z.uuid().describe('a UUID, e.g. 0193a1b2-0000-7000-8000-000000000001') }),
-  /** The scheduled sweep: expire every open process past its policy's time, releasing its reservation. */
-  z.strictObject({ sweep: z.literal('expire') }),
-]);
+export const approvalProcessingPayload = z
+  .strictObject({
+    /** Carry out this process's recorded outcome. */
+    processId: z.uuid().describe('a UUID, e.g. 0193a1b2-0000-7000-8000-000000000001').optional(),
+    /** The scheduled sweep: expire every open process past its policy's time, releasing its reservation. */
+    sweep: z.literal('expire').optional(),
+  })
+  // One object with one of two fields (not a union): its errors name the field, and forms can show it.
+  .refine((p) => (p.processId === undefined) !== (p.sweep === undefined), {
+    message: 'give processId (a UUID), or sweep "expire" for the scheduled sweep, not both',
+    path: ['processId'],
+  });
 
 export const interestAccrualPayload = z.strictObject({
   /**

@@ -215,6 +215,20 @@ class TypeSlots {
     return keep;
   }
 
+  /**
+   * While a statement that settles the holds to `keep` is in flight, the worker counts on no more than
+   * that: the database gives up the rest, and a job started meanwhile must not use a slot being given up.
+   */
+  capHeld(keep: Record<string, number>): void {
+    for (const [type, n] of this.held) {
+      const k = keep[type] ?? 0;
+      if (n > k) {
+        if (k > 0) this.held.set(type, k);
+        else this.held.delete(type);
+      }
+    }
+  }
+
   /** The holds as the database answered them, confirmed as of `at` (when the statement began). */
   update(held: Record<string, number>, at: number): void {
     this.held.clear();
@@ -460,9 +474,13 @@ export class Worker<M extends JobTypeMap, S> {
     const claimStart = performance.now();
     try {
       const slots = this.slots;
+      // One statement about the slots at a time: a settle in flight answers first.
+      if (this.settlingSlots) await this.settlingSlots;
+      const keep = slots?.keep();
+      if (slots && keep) slots.capHeld(keep);
       const answer = await this.tracker.claimForWorker(
         room,
-        slots ? { worker: this.id, concurrency: this.concurrency, inHand: slots.keep() } : undefined,
+        slots && keep ? { worker: this.id, concurrency: this.concurrency, inHand: keep } : undefined,
       );
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
       if (slots) {
@@ -549,9 +567,13 @@ export class Worker<M extends JobTypeMap, S> {
     const slots = this.slots;
     if (!slots) return Promise.resolve();
     if (this.settlingSlots) return this.settlingSlots;
+    // A claim in flight settles the holds itself (and re-arms the timer when it answers).
+    if (this.fetching) return Promise.resolve();
     const at = performance.now();
+    const kept = keep ?? slots.keep();
+    slots.capHeld(kept);
     this.settlingSlots = this.tracker
-      .settleWorkerSlots(this.id, this.concurrency, keep ?? slots.keep())
+      .settleWorkerSlots(this.id, this.concurrency, kept)
       .then(
         (held) => {
           // A claim that began after this settle answered already: its answer is newer.

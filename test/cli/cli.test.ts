@@ -478,7 +478,7 @@ describe('jobs CLI', () => {
   test("types shows each payload's fields, from its schema", async () => {
     const out = sink();
     expect(await runCli(['types'], { stdout: out.stream, stderr: sink().stream })).toBe(0);
-    expect(out.text()).toMatch(/^approval-processing\n {2}processId: uuid$/m);
+    expect(out.text()).toMatch(/^approval-processing\n {2}processId\?: uuid, sweep\?: "expire"$/m);
     expect(out.text()).toMatch(/^interest-accrual\n {2}date\?: YYYY-MM-DD$/m);
     expect(out.text()).toMatch(/^ {2}kind: "payment-reminder", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
     const json = sink();

@@ -331,7 +331,11 @@ describe('a local worker holding a limited type’s slots', () => {
     });
     await worker.start();
     // The first job goes through the queue, and the worker takes a slot of beta for it.
-    await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+    const { job: first } = await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+    // Wait for the job itself (idle() alone may answer before the notification reaches the worker).
+    await expect
+      .poll(async () => (await tracker.getJob(first.id))?.status, { timeout: 15_000 })
+      .toBe('completed');
     await worker.idle();
     // The slot lingers: the next job starts in it as its enqueue commits.
     const { job } = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
@@ -354,7 +358,7 @@ describe('a local worker holding a limited type’s slots', () => {
     // Within its linger the worker still holds a slot of beta; then it gives it up, without a claim.
     await expect
       .poll(async () => (await t.db.query('SELECT 1 FROM job_slots WHERE holder IS NOT NULL')).rows.length, {
-        timeout: 5_000,
+        timeout: 15_000,
         interval: 20,
       })
       .toBe(0);
