@@ -18,7 +18,10 @@ export class LendingInputError extends Error {
       | 'no_policy'
       | 'facility_not_found'
       | 'facility_closed'
-      | 'over_limit',
+      | 'over_limit'
+      | 'overpayment'
+      | 'nothing_owed'
+      | 'invalid_reference',
     message: string,
   ) {
     super(message);

@@ -20,6 +20,15 @@ export {
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
 export {
+  listObligations,
+  type Obligation,
+  type ObligationStatus,
+  obligationStatus,
+  type Repayment,
+  type RepaymentResult,
+  recordRepayment,
+} from './obligations.js';
+export {
   createHttpPriceSource,
   type PriceQuote,
   type PriceSource,

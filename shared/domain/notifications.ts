@@ -3,6 +3,7 @@ import type { NotificationPayload, NotificationService } from '../job-types/serv
 import { PermanentJobError } from '../jobs/errors.js';
 import { formatCents } from './money.js';
 import type { Notifier } from './notifier.js';
+import { renderObligationNotice } from './obligations.js';
 
 interface FacilityRow {
   [k: string]: unknown;
@@ -19,19 +20,11 @@ export interface Rendered {
   body: string;
 }
 
-/** The templates. Plain text: these go to borrowers' inboxes. */
-export function renderNotification(n: NotificationPayload, f: FacilityRow): Rendered {
-  if (n.kind === 'payment-reminder') {
-    return {
-      subject: `Payment reminder: due ${n.dueDate}`,
-      body: [
-        `Your credit facility ${n.facilityId} has a payment due on ${n.dueDate}.`,
-        `Outstanding principal: USD ${formatCents(f.drawn_principal_cents)}.`,
-        `Interest accrued to date: USD ${formatCents(f.accrued_interest_cents)}.`,
-        'Please make sure funds are available. Thank you.',
-      ].join('\n'),
-    };
-  }
+/**
+ * The collateral templates. Plain text: these go to borrowers' inboxes. Payment reminders and overdue
+ * notices are rendered from the obligations (`renderObligationNotice`).
+ */
+export function renderNotification(n: CollateralNotice, f: FacilityRow): Rendered {
   const valued = [
     `On ${n.valuationDate} the collateral of your credit facility ${n.facilityId} was valued at`,
     `USD ${formatCents(f.collateral_value_cents ?? 0n)}, ${f.collateral_to_loan_ratio ?? 'n/a'} times the total outstanding`,
@@ -60,15 +53,25 @@ export function renderNotification(n: NotificationPayload, f: FacilityRow): Rend
   };
 }
 
+type ObligationPayload = Extract<NotificationPayload, { dueDate: string }>;
+type CollateralNotice = Exclude<NotificationPayload, ObligationPayload>;
+
+function isObligationNotice(n: NotificationPayload): n is ObligationPayload {
+  return n.kind === 'payment-reminder' || n.kind === 'obligation-overdue';
+}
+
 /** The day a notice is about: one notice per facility, kind and this day. */
 function keyDateOf(n: NotificationPayload): string {
-  return n.kind === 'payment-reminder' ? n.dueDate : n.valuationDate;
+  return isObligationNotice(n) ? n.dueDate : n.valuationDate;
 }
 
 export type SendResult =
   | { outcome: 'sent' | 'already_sent'; notificationId: string; messageId: string | null }
-  /** The facility was closed before the notice went out: nothing recorded, nothing sent. */
-  | { outcome: 'skipped_facility_closed'; notificationId: null; messageId: null };
+  /**
+   * The facility was closed before the notice went out, or nothing due on the reminded date is unpaid any
+   * more: nothing recorded, nothing sent.
+   */
+  | { outcome: 'skipped_facility_closed' | 'skipped_settled'; notificationId: null; messageId: null };
 
 /** The notification service with its result typed (an extension, so callers passing a signal see it too). */
 export interface LendingNotificationService extends NotificationService {
@@ -95,25 +98,30 @@ export function createNotificationService(db: Database, notifier: Notifier): Len
       if (!facility) throw new PermanentJobError(`no credit facility ${n.facilityId}`);
       const keyDate = keyDateOf(n);
       const params = { facility: uuid(n.facilityId), kind: n.kind, key_date: date(keyDate) };
-      // A notice queued before the facility was closed is moot, unless it is already in the outbox (it was
-      // due while the facility was open, and delivery below finishes it).
-      if (facility.status === 'closed') {
+      // A notice queued before the facility was closed, or a reminder of what has been paid since, is
+      // moot, unless it is already in the outbox (it was due when recorded, and delivery below finishes it).
+      const rendered = isObligationNotice(n)
+        ? await renderObligationNotice(db, n)
+        : renderNotification(n, facility);
+      if (facility.status === 'closed' || rendered === null) {
         const recorded = await db.query(
           `SELECT 1 FROM notifications
            WHERE facility_id = CAST(:facility AS uuid) AND kind = :kind AND key_date = CAST(:key_date AS date)`,
           params,
         );
         if (recorded.rowCount === 0) {
-          return { outcome: 'skipped_facility_closed', notificationId: null, messageId: null };
+          const outcome = facility.status === 'closed' ? 'skipped_facility_closed' : 'skipped_settled';
+          return { outcome, notificationId: null, messageId: null };
         }
       }
-      const rendered = renderNotification(n, facility);
-      await db.query(
-        `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
-         VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)
-         ON CONFLICT (facility_id, kind, key_date) DO NOTHING`,
-        { ...params, recipient: facility.customer_email, subject: rendered.subject, body: rendered.body },
-      );
+      if (rendered) {
+        await db.query(
+          `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
+           VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)
+           ON CONFLICT (facility_id, kind, key_date) DO NOTHING`,
+          { ...params, recipient: facility.customer_email, subject: rendered.subject, body: rendered.body },
+        );
+      }
       // Deliver under the outbox row's lock: a concurrent duplicate waits, then finds it sent.
       return db.transaction(async (tx): Promise<SendResult> => {
         const row = (

@@ -42,6 +42,12 @@ export const notificationPayload = z.discriminatedUnion('kind', [
     dueDate: isoDate,
   }),
   z.strictObject({
+    /** What was due on `dueDate` is unpaid and overdue. */
+    kind: z.literal('obligation-overdue'),
+    facilityId: z.uuid(),
+    dueDate: isoDate,
+  }),
+  z.strictObject({
     /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
     kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
@@ -56,8 +62,18 @@ export const syncPayload = z.strictObject({
 });
 
 export const paymentRemindersPayload = z.strictObject({
-  /** The day the sweep runs for (UTC); reminders go to payments due a few days later. Omitted: today. */
-  date: isoDate.optional(),
+  /**
+   * The day the sweep runs for (UTC); reminders go to obligations due from it to a few days later.
+   * Omitted: today. A day that has not begun is refused: its reminders would go out early.
+   */
+  date: isoDate
+    .refine((s) => s >= EARLIEST_ACCRUAL_DATE, {
+      message: `no obligation is due before ${EARLIEST_ACCRUAL_DATE}`,
+    })
+    .refine((s) => s <= new Date().toISOString().slice(0, 10), {
+      message: 'that day has not begun yet (UTC): a sweep runs on its day or later, never ahead',
+    })
+    .optional(),
 });
 
 export const maintenancePayload = z.strictObject({

@@ -13,7 +13,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities CASCADE',
   );
 });
 
@@ -365,7 +365,7 @@ describe('interest accrual', () => {
       await t.db.query('SELECT id, accrued_interest_cents FROM credit_facilities ORDER BY id')
     ).rows;
     await t.db.query('TRUNCATE interest_accruals');
-    await t.db.query('UPDATE credit_facilities SET accrued_interest_cents = 0');
+    await t.db.query('UPDATE credit_facilities SET accrued_interest_cents = 0, accrued_interest_basis = 0');
     // Batches of 37 facilities; the process dies after the third batch.
     const crashing = createCreditService(t.db, {
       batchSize: 37,
