@@ -19,12 +19,19 @@ export const DEFAULTED_AFTER_DUE_DAYS = 90;
 /** A principal obligation is created this many days before maturity, so its reminder can go out. */
 export const PRINCIPAL_OBLIGATION_LEAD_DAYS = 3;
 
+/**
+ * At most this many cycles post per facility and run (the latest ones): a catch-up over more months, or
+ * interest accrued before obligations existed, goes into the first of them, whose period then starts
+ * where the unposted days start. It bounds the work of one batch however long a facility was not posted.
+ */
+export const POSTED_CYCLES_PER_RUN = 3;
+
 /** The earliest due date among a facility's (row `f`) unpaid obligations. */
 const EARLIEST_UNPAID_DUE_SQL = `(SELECT min(o.due_date) FROM obligations o
   WHERE o.facility_id = f.id AND o.settled_at IS NULL)`;
 
 /**
- * Posts every accrual cycle that has ended for the facilities with ids in (:after, :upto], inside the
+ * Posts the accrual cycles that have ended for the facilities with ids in (:after, :upto], inside the
  * accrual batch's transaction (under its lock). A cycle is a calendar month (UTC) of accrued days, cut
  * short by the facility's last day of accrual (maturity, closing); it posts when its last day has accrued.
  * Its amount carries what the interest balance holds and no obligation yet: the cents of the days up to
@@ -49,11 +56,15 @@ WITH facility AS (
 ), cycles AS (
   SELECT c.* FROM (
     SELECT fa.id, fa.accrued_interest_cents, fa.last_accrued,
-           GREATEST(CAST(m.month AS date), fa.from_day) AS period_start,
+           CASE WHEN m.month = first_month.month THEN fa.from_day ELSE CAST(m.month AS date) END AS period_start,
            LEAST(CAST(m.month + interval '1 month' AS date) - 1, fa.stop_day) AS period_end
     FROM facility fa
-    CROSS JOIN LATERAL generate_series(date_trunc('month', CAST(fa.from_day AS timestamp)),
-                                       date_trunc('month', CAST(fa.last_accrued AS timestamp)),
+    CROSS JOIN LATERAL (
+      SELECT date_trunc('month', GREATEST(CAST(fa.from_day AS timestamp),
+                                          CAST(fa.last_accrued AS timestamp) - interval '${POSTED_CYCLES_PER_RUN - 1} months'))
+               AS month
+    ) first_month
+    CROSS JOIN LATERAL generate_series(first_month.month, date_trunc('month', CAST(fa.last_accrued AS timestamp)),
                                        interval '1 month') m(month)
     WHERE fa.from_day <= fa.last_accrued
   ) c

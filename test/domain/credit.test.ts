@@ -29,7 +29,7 @@ const accruals = async () =>
   ).rows;
 
 describe('interest accrual', () => {
-  test('daily interest = principal × rate / 365, rounded half up to the cent, once per facility per day', async () => {
+  test('a first day accrues principal × rate / 365 rounded half up to the cent, one row per facility per day', async () => {
     // 1,000,000.00 at 10 %: 100,000,000 × 0.1 / 365 = 27,397.26… cents → 27,397
     const a = await facility({ principalCents: 100_000_000n, rate: '0.100000' });
     // 365.00 at 5 %: 36,500 × 0.05 / 365 = 5.0 cents exactly

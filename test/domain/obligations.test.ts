@@ -100,7 +100,7 @@ describe('obligations', () => {
     ]);
   });
 
-  test('a catch-up over several months posts one obligation per cycle; the last cycle ends the day before maturity', async () => {
+  test('a catch-up over several months posts the latest three cycles, the first with all before it; the last ends before maturity', async () => {
     const f = await insertFacility(t.db, {
       ...TEN_A_DAY,
       createdAt: '2026-03-15T00:00:00Z',
@@ -108,13 +108,13 @@ describe('obligations', () => {
     });
     const { services } = domainHarness(t.db);
     const r = await services.credit.accrueInterest('2026-08-01', signal());
-    expect(r.obligationsPosted).toBe(4);
+    expect(r.obligationsPosted).toBe(3);
     expect((await listObligations(t.db, f)).map((o) => [o.periodStart, o.periodEnd, o.amountCents])).toEqual([
-      ['2026-03-15', '2026-03-31', 17_000n],
-      ['2026-04-01', '2026-04-30', 30_000n],
+      ['2026-03-15', '2026-04-30', 47_000n],
       ['2026-05-01', '2026-05-31', 31_000n],
       ['2026-06-01', '2026-06-10', 10_000n],
     ]);
+    expect((await facilityRow(f)).accrued_interest_cents).toBe(88_000n);
   });
 
   test('principal becomes an obligation due at maturity, created by the sweep before it falls due', async () => {
@@ -368,7 +368,11 @@ describe('accrual precision and history', () => {
       ids.set(id, principalCents);
     }
     const { services } = domainHarness(t.db);
-    await services.credit.accrueInterest('2025-12-31', signal());
+    // Nightly runs would post each month as it ends; one run per month does the same.
+    for (let month = 0; month < 24; month++) {
+      const end = new Date(Date.UTC(2024 + Math.floor(month / 12), (month % 12) + 1, 0));
+      await services.credit.accrueInterest(end.toISOString().slice(0, 10), signal());
+    }
     const years = await t.db.query<{ facility_id: string; year: string; cents: bigint; days: number }>(
       `SELECT facility_id, to_char(accrual_date, 'YYYY') AS year, sum(interest_cents)::bigint AS cents,
               count(*)::int AS days
