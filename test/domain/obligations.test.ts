@@ -7,6 +7,7 @@ import {
   listObligations,
   recordRepayment,
 } from '../../shared/domain/index.js';
+import { dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
   acceptedPrice,
@@ -232,6 +233,35 @@ describe('obligations', () => {
     expect(ok.stdout).toMatch(/still owed on obligations: USD 29.50; next payment due: 2026-06-10/);
     expect(await one('SELECT paid_cents FROM obligations')).toEqual({ paid_cents: 2_050n });
   });
+});
+
+test('through the RDS Data API driver: a cycle posts, the sweep reminds with the amount, a repayment settles', async () => {
+  const fixture = await startDataApiFixture(t.url);
+  const db = dataApiDriverOver(fixture, t.name);
+  try {
+    const f = await insertFacility(t.db, { ...TEN_A_DAY, createdAt: '2026-05-01T00:00:00Z' });
+    const { services, notifications, drain } = domainHarness(db);
+    expect(await services.credit.accrueInterest('2026-06-01', signal())).toMatchObject({
+      daysAccrued: 32,
+      obligationsPosted: 1,
+    });
+    expect(await services.reminders.enqueueDueReminders('2026-06-08', signal())).toMatchObject({
+      enqueued: 1,
+    });
+    await drain();
+    expect(notifications.sent.map((m) => m.subject)).toEqual(['Payment reminder: USD 310.00 due 2026-06-10']);
+    expect(
+      await recordRepayment(db, { facilityId: f, amountCents: 31_000n, reference: 'r-1' }),
+    ).toMatchObject({
+      interestPaidCents: 31_000n,
+      outstandingCents: 0n,
+      nextPaymentDue: null,
+    });
+    expect(await listObligations(db, f)).toEqual([expect.objectContaining({ status: 'paid' })]);
+  } finally {
+    await db.close();
+    await fixture.close();
+  }
 });
 
 describe('reminders and overdue notices', () => {
