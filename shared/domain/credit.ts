@@ -146,7 +146,12 @@ WITH bound AS (
   UPDATE credit_facilities f
   SET accrued_interest_cents = f.accrued_interest_cents + pf.cents,
       accrued_interest_basis = f.accrued_interest_basis + pf.product,
-      accrual_check_from = CASE WHEN pf.healing THEN NULL ELSE f.accrual_check_from END
+      accrual_check_from = CASE WHEN pf.healing THEN NULL ELSE f.accrual_check_from END,
+      -- A facility from before obligations may carry a due date set by hand: from now on it is derived.
+      next_payment_due = CASE WHEN pf.healing
+                              THEN (SELECT min(o.due_date) FROM obligations o
+                                    WHERE o.facility_id = f.id AND o.settled_at IS NULL)
+                              ELSE f.next_payment_due END
   FROM per_facility pf
   WHERE f.id = pf.id AND (pf.product > 0 OR pf.healing) AND f.id > CAST(:after AS uuid) AND f.id <= CAST(:upto AS uuid)
 )

@@ -472,8 +472,9 @@ describe('accrual precision and history', () => {
        FROM unnest(ARRAY[DATE '2026-06-01', '2026-06-02', '2026-06-04', '2026-06-06']) d`,
       { id: f },
     );
+    // ... and a due date set by hand, which no obligation backs.
     await t.db.query(
-      "UPDATE credit_facilities SET accrued_interest_cents = 4000, accrual_check_from = '2000-01-01'",
+      "UPDATE credit_facilities SET accrued_interest_cents = 4000, accrual_check_from = '2000-01-01', next_payment_due = '2026-06-20'",
     );
     const { services } = domainHarness(t.db);
     expect(await services.credit.accrueInterest('2026-06-08', signal())).toMatchObject({ daysAccrued: 4 });
@@ -490,7 +491,7 @@ describe('accrual precision and history', () => {
       '2026-06-07',
       '2026-06-08',
     ]);
-    expect((await facilityRow(f)).accrued_interest_cents).toBe(8_000n);
+    expect(await facilityRow(f)).toMatchObject({ accrued_interest_cents: 8_000n, next_payment_due: null });
   });
 
   test('a principal change that is not a disbursal applies from when it happened, not to back-filled days', async () => {
