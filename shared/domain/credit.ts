@@ -32,8 +32,9 @@ export const ACCRUAL_BATCH_SIZE = 20_000;
  * that began before it closed (so closing today does not lose yesterday's interest).
  *
  * Gaps: a facility with `accrual_check_from` set (history from before this rule, a deleted accrual, an
- * opening day moved earlier) has every day from then on up to its last day checked, and the missing ones
- * accrued; the flag is then cleared. Everyone else only continues after the last accrued day.
+ * opening day moved earlier) has its rows from then on counted (one index range); only if there are fewer
+ * than days is each day checked and the missing ones accrued. The flag is then cleared. Everyone else only
+ * continues after the last accrued day.
  *
  * Precision (actual/365): a day's exact interest is `principal × rate / 365`. The facility keeps the exact
  * running total as `accrued_interest_basis` (Σ principal × rate; the exact interest is basis / 365) and
@@ -77,22 +78,36 @@ WITH bound AS (
   SELECT LEAST(CAST(:day AS date), CAST(now() AT TIME ZONE 'UTC' AS date) - 1) AS last_day
 ), spans AS MATERIALIZED (
   SELECT * FROM (
-    SELECT f.id, f.annual_rate, f.drawn_principal_cents, f.accrued_interest_basis AS basis,
-           f.accrual_check_from IS NOT NULL AS healing,
-           CASE WHEN f.accrual_check_from IS NULL
-                THEN COALESCE(last_accrued.accrual_date + 1, CAST(f.created_at AT TIME ZONE 'UTC' AS date))
-                ELSE GREATEST(f.accrual_check_from, CAST(f.created_at AT TIME ZONE 'UTC' AS date))
-           END AS first_day,
-           LEAST(b.last_day, ${LAST_OPEN_DAY_SQL}) AS last_day,
-           ${LAST_OPEN_DAY_SQL} AS stop_day
-    FROM credit_facilities f
-    CROSS JOIN bound b
-    LEFT JOIN LATERAL (
-      SELECT a.accrual_date FROM interest_accruals a WHERE a.facility_id = f.id
-      ORDER BY a.accrual_date DESC LIMIT 1
-    ) last_accrued ON true
-    WHERE f.id > CAST(:after AS uuid) AND f.id <= CAST(:upto AS uuid)
-      AND (f.status = 'active' OR f.closed_at IS NOT NULL)
+    SELECT fs.*,
+           CASE WHEN fs.has_holes THEN fs.check_from_day
+                ELSE COALESCE(fs.last_accrued + 1, fs.start_day) END AS first_day
+    FROM (
+      SELECT f.id, f.annual_rate, f.drawn_principal_cents, f.accrued_interest_basis AS basis,
+             f.accrual_check_from IS NOT NULL AS healing,
+             CAST(f.created_at AT TIME ZONE 'UTC' AS date) AS start_day,
+             last_accrued.accrual_date AS last_accrued,
+             GREATEST(f.accrual_check_from, CAST(f.created_at AT TIME ZONE 'UTC' AS date)) AS check_from_day,
+             -- Counted only for a flagged facility: fewer rows than days since the flag means holes.
+             CASE WHEN f.accrual_check_from IS NULL THEN false
+                  ELSE COALESCE((
+                    SELECT count(*) FROM interest_accruals a
+                    WHERE a.facility_id = f.id
+                      AND a.accrual_date >= GREATEST(f.accrual_check_from, CAST(f.created_at AT TIME ZONE 'UTC' AS date))
+                      AND a.accrual_date <= last_accrued.accrual_date
+                  ) < last_accrued.accrual_date
+                      - GREATEST(f.accrual_check_from, CAST(f.created_at AT TIME ZONE 'UTC' AS date)) + 1, false)
+             END AS has_holes,
+             LEAST(b.last_day, ${LAST_OPEN_DAY_SQL}) AS last_day,
+             ${LAST_OPEN_DAY_SQL} AS stop_day
+      FROM credit_facilities f
+      CROSS JOIN bound b
+      LEFT JOIN LATERAL (
+        SELECT a.accrual_date FROM interest_accruals a WHERE a.facility_id = f.id
+        ORDER BY a.accrual_date DESC LIMIT 1
+      ) last_accrued ON true
+      WHERE f.id > CAST(:after AS uuid) AND f.id <= CAST(:upto AS uuid)
+        AND (f.status = 'active' OR f.closed_at IS NOT NULL)
+    ) fs
   ) facility_span
   WHERE first_day <= last_day OR healing
 ), earliest AS (
@@ -117,11 +132,11 @@ WITH bound AS (
                 WHERE pc.facility_id = s.id
                   AND pc.changed_at >= (s.day + 1)::timestamp AT TIME ZONE 'UTC'), 0)
          END::bigint AS principal_cents
-  FROM (SELECT id, annual_rate, basis, drawn_principal_cents, healing,
+  FROM (SELECT id, annual_rate, basis, drawn_principal_cents, has_holes,
                first_day + generate_series(0, last_day - first_day) AS day
         FROM spans WHERE first_day <= last_day) s
   LEFT JOIN touched t ON t.facility_id = s.id
-  WHERE NOT s.healing
+  WHERE NOT s.has_holes
      OR NOT EXISTS (SELECT 1 FROM interest_accruals a WHERE a.facility_id = s.id AND a.accrual_date = s.day)
 ), running AS (
   SELECT id, day, principal_cents, annual_rate, basis, principal_cents * annual_rate AS product,
