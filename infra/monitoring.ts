@@ -50,8 +50,8 @@ export interface MonitoredExecutor {
 }
 
 /**
- * Alarms on the seed's signals (failure rate, long-running jobs, queue backup) and on anything landing in
- * a dead-letter queue, all notifying one SNS topic; and a dashboard of the seed's metrics.
+ * Alarms on the job system's signals (failure rate, long-running jobs, queue backup) and on anything
+ * landing in a dead-letter queue, all notifying one SNS topic; and a dashboard of the job metrics.
  */
 export class JobMonitoring extends Construct {
   readonly topic: sns.Topic;

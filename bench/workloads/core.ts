@@ -16,18 +16,25 @@ import {
   walPosition,
 } from '../support.js';
 
-/** A no-op job type: the benchmark measures the queue, not the work. */
-function noopRegistry(onStart?: (payload: { i: number }) => void) {
+/**
+ * A no-op job type: the benchmark measures the queue, not the work. `concurrency` gives it a limit, as
+ * every job type the product ships has one: the path the product takes.
+ */
+function noopRegistry(onStart?: (payload: { i: number }) => void, concurrency?: number) {
   return new JobTypeRegistry().register({
     type: 'noop',
     description: 'does nothing',
     schema: z.object({ i: z.number().int() }),
+    ...(concurrency === undefined ? {} : { concurrency }),
     execute: async (payload) => {
       onStart?.(payload);
       return undefined;
     },
   });
 }
+
+/** The no-op type's concurrency limit in a run: none, or a number (the shipped types all have one). */
+export type NoopLimit = number | undefined;
 
 export interface ThroughputResult {
   jobs: number;
@@ -41,10 +48,14 @@ export interface ThroughputResult {
 }
 
 /** W1: bulk-enqueue 20,000 no-op jobs, then drain them with the default worker (concurrency 10). */
-export async function throughput(server: BenchServer, jobs = 20_000): Promise<ThroughputResult> {
+export async function throughput(
+  server: BenchServer,
+  jobs = 20_000,
+  limit?: NoopLimit,
+): Promise<ThroughputResult> {
   const { db, drop } = await server.freshDatabase();
   try {
-    const registry = noopRegistry();
+    const registry = noopRegistry(undefined, limit);
     const tracker = new JobTracker({ db, registry });
     const batch = Array.from({ length: 10_000 }, (_, i) => ({ type: 'noop' as const, payload: { i } }));
     const t0 = performance.now();
@@ -120,6 +131,7 @@ export async function latency(
   server: BenchServer,
   from: 'same-process' | 'another-process',
   jobs = 300,
+  limit?: NoopLimit,
 ): Promise<LatencyResult> {
   const { db, url, drop } = await server.freshDatabase();
   const otherDb = from === 'another-process' ? new PgDatabase({ connectionString: url, max: 2 }) : undefined;
@@ -130,7 +142,7 @@ export async function latency(
     const registry = noopRegistry(({ i }) => {
       const t = enqueuedAt.get(i);
       if (t !== undefined) latencies.push(performance.now() - t);
-    });
+    }, limit);
     const { tracker, worker } = await startIdleWorker(db, registry);
     const enqueuer = otherDb ? new JobTracker({ db: otherDb, registry }) : tracker;
     // A web process beside a worker has had its pool open for a while: so has this one, before the first

@@ -10,10 +10,10 @@ import { createObservability, type Observability, withObservability } from '../l
 import {
   dispatcherFor,
   type JobRuntime,
+  type LendingDispatcher,
   nudgeFromEnv,
   publisherFromEnv,
   runtimeFromEnv,
-  type SeedDispatcher,
 } from '../lib/runtime.js';
 import { servicesFromEnv } from '../lib/services.js';
 
@@ -42,13 +42,12 @@ export const NEXT_JOB_MARGIN_SECONDS = 30;
  * touching the table, so the function's on-failure destination (a dead-letter queue) keeps it.
  *
  * Then, while the invocation has time left for a whole attempt, it claims its type's next due job (within
- * the type's concurrency limit, begun at once) and runs it too: a slot that frees is refilled by the
- * statement that would otherwise only have reported, so a backlog drains at the executors' capacity
- * without waiting for fetch-ready and an event per job.
+ * the type's concurrency limit, in the statement that reports the last one), begins it and runs it too: a
+ * slot that frees is refilled without waiting for fetch-ready and an event per job.
  */
 export function createExecutorHandler(deps: {
   runtime: JobRuntime;
-  dispatcher: SeedDispatcher;
+  dispatcher: LendingDispatcher;
   jobType: string;
   o: Observability;
   /** Wakes fetch-ready after a run that enqueued due follow-ups (types that declare `enqueues`). */
@@ -98,8 +97,12 @@ export function createExecutorHandler(deps: {
   ): Promise<{ firstRecorded: RecordedAttempt | null; nextJobsRun: number }> => {
     const timeForAnother = () =>
       context !== undefined && context.getRemainingTimeInMillis() > attemptBudgetMs;
+    // The next job is claimed under a dispatch lease and begun here, as a delivered event would be: an
+    // invocation that dies in between frees the slot within the dispatch lease, and costs no attempt.
+    const begin = async (claimed: ClaimedJob | null): Promise<ClaimedJob | null> =>
+      claimed ? await runtime.tracker.startAttempt(claimed.id, claimed.attempts) : null;
     const claimNext = async () =>
-      (await runtime.tracker.fetchReady(1, { startNow: true, jobType: deps.jobType }))[0] ?? null;
+      begin((await runtime.tracker.fetchReady(1, { jobType: deps.jobType }))[0] ?? null);
     let firstRecorded: RecordedAttempt | null = null;
     let nextJobsRun = 0;
     // A duplicate or late delivery runs nothing of its own, but the invocation may still take due work.
@@ -117,7 +120,7 @@ export function createExecutorHandler(deps: {
           deps.jobType,
         );
         recorded = r.completed ? { recorded: 'completed', result } : { recorded: 'fenced_out', result };
-        current = r.next;
+        current = await begin(r.next);
       } else {
         recorded = await recordResult(runtime.tracker, job, result);
         if (timeForAnother()) current = await claimNext();

@@ -3,21 +3,27 @@ import { createEnqueuedNudge, createEventBridgePublisher } from '../../shared/aw
 import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
 import { createDataApiClient, dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
-import { createJobTypeRegistry, type JobServices, type SeedRegistry } from '../../shared/job-types/index.js';
+import {
+  createJobTypeRegistry,
+  type JobServices,
+  type LendingRegistry,
+  type LendingTracker,
+} from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
 import { traceClient } from './tracing.js';
 
-export type SeedDispatcher = JobDispatcher<SeedRegistry['schemas'], JobServices>;
-export type SeedTracker = JobTracker<SeedRegistry['schemas'], JobServices>;
+export type LendingDispatcher = JobDispatcher<LendingRegistry['schemas'], JobServices>;
+/** @deprecated The former name, kept while bench/simulate moves to `LendingDispatcher`. */
+export type SeedDispatcher = LendingDispatcher;
 
 /** Everything a handler needs; tests build it over a real PostgreSQL, Lambda builds it from the environment. */
 export interface JobRuntime {
   db: Database;
-  registry: SeedRegistry;
-  tracker: SeedTracker;
+  registry: LendingRegistry;
+  tracker: LendingTracker;
   /** The function's Powertools utilities, when built from the environment: AWS clients are traced with them. */
   o?: Observability;
 }
@@ -73,6 +79,6 @@ export function chainFromEnv(env: NodeJS.ProcessEnv = process.env): () => Promis
   });
 }
 
-export function dispatcherFor(runtime: JobRuntime, services: JobServices): SeedDispatcher {
+export function dispatcherFor(runtime: JobRuntime, services: JobServices): LendingDispatcher {
   return new JobDispatcher(runtime.registry, services);
 }

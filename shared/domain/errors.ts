@@ -21,7 +21,11 @@ export class LendingInputError extends Error {
       | 'over_limit'
       | 'overpayment'
       | 'nothing_owed'
-      | 'invalid_reference',
+      | 'invalid_reference'
+      | 'not_the_initiator'
+      | 'approval_process_expired'
+      | 'invalid_price'
+      | 'invalid_operator',
     message: string,
   ) {
     super(message);

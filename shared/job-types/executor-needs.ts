@@ -1,4 +1,4 @@
-import type { SeedRegistry } from './index.js';
+import type { LendingRegistry } from './index.js';
 
 /**
  * What a job type's executor needs from its environment on AWS, beyond what every function gets (the
@@ -15,7 +15,7 @@ import type { SeedRegistry } from './index.js';
  */
 export type ExecutorNeed = 'email-sender' | 'valuation-settings';
 
-export const EXECUTOR_NEEDS: Record<keyof SeedRegistry['schemas'], readonly ExecutorNeed[]> = {
+export const EXECUTOR_NEEDS: Record<keyof LendingRegistry['schemas'], readonly ExecutorNeed[]> = {
   'approval-processing': [],
   'interest-accrual': [],
   notification: ['email-sender'],

@@ -16,7 +16,7 @@ export function previousUtcDay(date: Date): string {
 }
 
 /**
- * The seed's four job types, plus two that keep them running: the daily payment-reminder sweep (which
+ * The lending platform's job types: four that do its work, plus two that keep them running: the daily payment-reminder sweep (which
  * enqueues `notification` jobs) and `maintenance` (retention). The registry is the single list: the local runtime, the Lambda executors
  * (one function per type) and the CDK stack (one rule and one function per type) are all generated from it.
  */
@@ -24,12 +24,15 @@ export function createJobTypeRegistry() {
   return new JobTypeRegistry<Record<never, never>, JobServices>()
     .register({
       type: 'approval-processing',
-      description: 'Concludes an approval process whose votes are in; executes the disbursal when approved',
+      description:
+        'Concludes an approval process whose votes are in; executes the disbursal when approved. ' +
+        'With {"sweep":"expire"}: expires open processes past their policy\'s time',
       schema: approvalProcessingPayload,
       timeoutSeconds: 60,
       concurrency: 10,
-      execute: async ({ processId }, ctx) => {
-        await ctx.services.approvals.processApproval(processId, ctx.signal);
+      execute: async (payload, ctx) => {
+        if ('sweep' in payload) await ctx.services.approvals.expireOverdueProcesses(ctx.signal);
+        else await ctx.services.approvals.processApproval(payload.processId, ctx.signal);
         return undefined;
       },
     })
@@ -68,8 +71,9 @@ export function createJobTypeRegistry() {
       enqueues: ['notification'], // margin calls
       // A stale price is soon replaced by the next scheduled run: retry quickly, give up sooner.
       retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
-      execute: async (_payload, ctx) => {
-        await ctx.services.portfolio.revalue(ctx.signal);
+      execute: async ({ manualPriceId }, ctx) => {
+        if (manualPriceId) await ctx.services.portfolio.applyManualPrice(manualPriceId, ctx.signal);
+        else await ctx.services.portfolio.revalue(ctx.signal);
         return undefined;
       },
     })
@@ -103,10 +107,15 @@ export function createJobTypeRegistry() {
     });
 }
 
-export type SeedRegistry = ReturnType<typeof createJobTypeRegistry>;
+/** The lending platform's job-type registry: every job type, its payload schema and executor. */
+export type LendingRegistry = ReturnType<typeof createJobTypeRegistry>;
 export type { JobServices } from './services.js';
 
 import type { JobTracker } from '../jobs/tracker.js';
 import type { JobServices as Services } from './services.js';
-/** A tracker over the seed's job types. */
-export type SeedTracker = JobTracker<SeedRegistry['schemas'], Services>;
+/** A tracker over the lending platform's job types. */
+export type LendingTracker = JobTracker<LendingRegistry['schemas'], Services>;
+/** @deprecated The former names, kept while shared/cli and shared/console move to the new ones. */
+export type SeedRegistry = LendingRegistry;
+/** @deprecated See `SeedRegistry`. */
+export type SeedTracker = LendingTracker;

@@ -20,8 +20,28 @@ import { TrackerPart } from './tracker-part.js';
  * attempt is fenced by its number, so a late report never overwrites a newer attempt.
  */
 
-/** How soon a worker held back by a type's concurrency limit claims again. */
-export const LIMITED_TYPE_POLL_MS = 250;
+/**
+ * How long a local worker's hold on a type's slots lasts after its last claim or heartbeat. A worker that
+ * died gives its slots up this long after; a live one renews them well before (`Worker`).
+ */
+export const SLOT_LEASE_SECONDS = 60;
+
+/**
+ * How many times a job's claim may be handed back undelivered (no executor began it within its dispatch
+ * lease) before the job fails, saying it was never delivered. Each costs no attempt; the bound keeps a
+ * type whose events never arrive (a broken deploy, a missing permission) from cycling for ever.
+ */
+export const MAX_HANDBACKS = 10;
+
+/** What a local worker tells its claim about the slots of limited types it holds and could use. */
+export interface WorkerSlots {
+  /** The worker's id: the holder of its slots. */
+  worker: string;
+  /** How many jobs the worker runs at once: it never holds more slots of one type. */
+  concurrency: number;
+  /** Per limited type: the worker's jobs of it running or queued (it keeps a slot for each). */
+  inHand: Record<string, number>;
+}
 
 export interface FailOptions {
   /** Fail at once, whatever attempts remain (unknown type, invalid payload, permanent errors). */
@@ -61,15 +81,20 @@ export interface FailResult {
 
 /** What the rescuer did with a running job whose lease expired. */
 export type RescueResult =
-  | (FailResult & { undelivered: false })
-  /** No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`). */
+  /** An attempt that began and vanished: failed under the retry rule (`lease_expired`). */
+  | (FailResult & { undelivered: false; neverDelivered?: false })
+  /**
+   * No executor began the attempt: handed back uncounted, due at once (`pending` or `retrying`) or, after
+   * `MAX_HANDBACKS` such claims, failed for good as never delivered (`neverDelivered`).
+   */
   | {
       id: string;
       jobType: string;
       attempt: number;
-      status: 'pending' | 'retrying';
+      status: 'pending' | 'retrying' | 'failed';
       scheduledAt: Date;
       undelivered: true;
+      neverDelivered: boolean;
     };
 
 /** A local worker's claim: the jobs, and for a short claim when the next waiting job is due. */
@@ -77,9 +102,36 @@ export interface WorkerClaim {
   jobs: ClaimedJob[];
   /** Due time of the earliest job left waiting (`null`: none); `undefined` when the claim was full. */
   nextDueAt: Date | null | undefined;
+  /**
+   * Due jobs were left behind although the claim came back short: a limited type whose slots others hold
+   * (they wake this worker when they give one up), or rows another claimer held.
+   */
+  leftBehind: boolean;
+  /** With `WorkerSlots`: the slots the worker holds after the claim, per limited type. */
+  held: Record<string, number>;
 }
 
 export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S> {
+  /** The slot rows of the limited types, made once per process before its first limited claim. */
+  private slotsMade: Promise<void> | null = null;
+
+  /** The claims' limits, with their slot rows made (once). */
+  private async limitsWithSlots(): Promise<string | null> {
+    const limits = this.concurrencyLimits();
+    if (limits === null) return null;
+    if (!this.slotsMade) {
+      this.slotsMade = this.db.query(sql.ensureSlotsSql, { limits }).then(
+        () => undefined,
+        (err: unknown) => {
+          this.slotsMade = null;
+          throw err;
+        },
+      );
+    }
+    await this.slotsMade;
+    return limits;
+  }
+
   /**
    * Claims up to `limit` due jobs in ONE statement (`FOR UPDATE SKIP LOCKED`): priority first, then due
    * time. Concurrent claimers never get the same job. Each claimed job is `running` with a lease, its
@@ -90,7 +142,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     options: { startNow?: boolean; jobType?: string } = {},
   ): Promise<ClaimedJob[]> {
     assertClaimLimit(limit);
-    const limits = this.registry.concurrencyLimitsJson();
+    const limits = await this.limitsWithSlots();
     const params = this.params({
       limit,
       start_now: options.startNow ?? false,
@@ -117,36 +169,46 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
   /**
    * The local worker's claim (attempts begun at once): the claimed jobs and, when the claim came back
    * short, when the earliest job left waiting is due (`null`: none), in the same statement. `undefined` when
-   * the claim was full (more may be due now).
+   * the claim was full (more may be due now). With limited types and `slots`, the worker holds slots of
+   * those types and claims their jobs ahead as for any type (`claimLimitedForWorkerSql`); without `slots`
+   * (or over a driver with a row limit) each job of a limited type holds a slot of its own.
    */
-  async claimForWorker(limit: number): Promise<WorkerClaim> {
-    const limits = this.registry.concurrencyLimitsJson();
-    if (!this.limits.claimsAsDocument) {
+  async claimForWorker(limit: number, slots?: WorkerSlots): Promise<WorkerClaim> {
+    assertClaimLimit(limit);
+    const limits = await this.limitsWithSlots();
+    if (!this.limits.claimsAsDocument || (limits !== null && !slots)) {
       // Rows under a row limit; the next due time, only if needed, in a second statement.
       const jobs = await this.fetchReady(limit, { startNow: true });
-      if (jobs.length < limit && limits !== null) {
-        // A type at its limit may have left due jobs behind: ask again soon.
-        return { jobs, nextDueAt: this.soonAfterALimit() };
-      }
-      return { jobs, nextDueAt: jobs.length < limit ? await this.nextDueAtAfterShortClaim() : undefined };
+      if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held: {} };
+      return {
+        jobs,
+        nextDueAt: await this.nextDueAtAfterShortClaim(),
+        leftBehind: limits !== null,
+        held: {},
+      };
     }
-    assertClaimLimit(limit);
-    if (limits !== null) {
-      const res = await this.db.query<{ jobs: string; next_due_at: Date | null; left_behind: boolean }>(
+    if (limits !== null && slots) {
+      const res = await this.db.query<{
+        jobs: string;
+        next_due_at: Date | null;
+        left_behind: boolean;
+        held: string;
+      }>(
         sql.claimLimitedForWorkerSql,
         this.params({
           limit,
-          start_now: true,
-          dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
-          claim_token: this.limits.callToken(),
           limits,
-          only_type: null,
+          worker: uuid(slots.worker),
+          concurrency: slots.concurrency,
+          in_hand: JSON.stringify(slots.inHand),
+          slot_lease_seconds: SLOT_LEASE_SECONDS,
         }),
       );
       const row = res.rows[0];
       const jobs = claimedJobsFromDocument(row?.jobs ?? '[]');
-      if (jobs.length >= limit) return { jobs, nextDueAt: undefined };
-      return { jobs, nextDueAt: row?.left_behind ? this.soonAfterALimit() : (row?.next_due_at ?? null) };
+      const held = JSON.parse(row?.held ?? '{}') as Record<string, number>;
+      if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held };
+      return { jobs, nextDueAt: row?.next_due_at ?? null, leftBehind: row?.left_behind ?? false, held };
     }
     const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,
@@ -158,20 +220,40 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
       }),
     );
     const jobs = claimedJobsFromDocument(res.rows[0]?.jobs ?? '[]');
-    return { jobs, nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined };
+    return {
+      jobs,
+      nextDueAt: jobs.length < limit ? (res.rows[0]?.next_due_at ?? null) : undefined,
+      leftBehind: false,
+      held: {},
+    };
   }
 
   /**
-   * When a worker whose claim left due jobs behind (a type at its concurrency limit) asks again: slots
-   * elsewhere free up as other workers finish, and nothing notifies for that.
+   * Settles a local worker's slots outside a claim: keeps, per limited type, as many as `keep` says (its
+   * jobs in hand), renewed, and gives up the rest, waking the other workers. Returns what it holds after.
    */
+  async settleWorkerSlots(
+    worker: string,
+    concurrency: number,
+    keep: Record<string, number>,
+  ): Promise<Record<string, number>> {
+    const res = await this.db.query<{ held: string }>(
+      sql.settleWorkerSlotsSql,
+      this.params({
+        worker: uuid(worker),
+        limits: this.concurrencyLimits() ?? '{}',
+        concurrency,
+        keep: JSON.stringify(keep),
+        slot_lease_seconds: SLOT_LEASE_SECONDS,
+      }),
+    );
+    return JSON.parse(res.rows[0]?.held ?? '{}') as Record<string, number>;
+  }
+
+  /** When the earliest job left waiting after a short claim is due (`null`: none). */
   private async nextDueAtAfterShortClaim(): Promise<Date | null> {
     const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
     return res.rows[0]?.next_due_at ?? null;
-  }
-
-  private soonAfterALimit(): Date {
-    return new Date((this.clock.now() ?? new Date()).getTime() + LIMITED_TYPE_POLL_MS);
   }
 
   /**
@@ -214,8 +296,8 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
   }
 
   /**
-   * Completes `attempt` and claims the next due job of `jobType` (begun at once, within the type's
-   * concurrency limit), in one statement: an executor that keeps its slot pays one round trip per job.
+   * Completes `attempt` and claims the next due job of `jobType` (within the type's concurrency limit,
+   * under a dispatch lease: begin it with `startAttempt`), in one statement.
    * `completed` is false when the attempt was fenced out; `next` is null when no job of the type is due
    * or the type is at its limit.
    */
@@ -224,6 +306,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     jobType: string,
   ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
     assertUuid(done.id);
+    await this.limitsWithSlots();
     const res = await this.db.query<JobRow & { applied: boolean }>(
       sql.completeAndClaimNextSql,
       this.params({
@@ -231,7 +314,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
         attempt: done.attempt,
         duration_ms: roundMs(done.durationMs),
         token: uuid(randomUUID()),
-        limits: this.registry.concurrencyLimitsJson() ?? '{}',
+        limits: this.concurrencyLimits() ?? '{}',
         only_type: jobType,
         dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
       }),
@@ -310,20 +393,29 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
    * (bounded by `limit` per call).
    */
   async rescueExpiredLeases(limit = 1000): Promise<RescueResult[]> {
-    const res = await this.db.query<FailRow>(sql.rescueExpiredLeasesSql, this.params({ limit, token: null }));
-    return res.rows.map(
+    const res = await this.db.query<FailRow>(
+      sql.rescueExpiredLeasesSql,
+      this.params({ limit, token: null, max_handbacks: MAX_HANDBACKS }),
+    );
+    const results = res.rows.map(
       (r): RescueResult =>
         r.outcome === 'undelivered'
           ? {
               id: r.id,
               jobType: r.job_type,
               attempt: r.attempts,
-              status: r.status === 'pending' ? 'pending' : 'retrying',
+              status: r.status,
               scheduledAt: r.scheduled_at,
               undelivered: true,
+              neverDelivered: r.status === 'failed',
             }
           : { ...this.reportFailure(r, 'lease_expired'), undelivered: false },
     );
+    const handedBack = new Map<string, number>();
+    for (const r of results)
+      if (r.undelivered) handedBack.set(r.jobType, (handedBack.get(r.jobType) ?? 0) + 1);
+    for (const [jobType, count] of handedBack) this.metrics.claimsHandedBack?.(jobType, count);
+    return results;
   }
 }
 

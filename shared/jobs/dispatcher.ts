@@ -8,7 +8,10 @@ import type { JobContext, JobTypeMap, JobTypeRegistry, RegisteredJobType } from 
  */
 const TIMEOUT_SETTLE_MS = 30_000;
 
-/** The result of running one attempt, before it is recorded. */
+/**
+ * The result of running one attempt, before it is recorded: `completed`, `failed` (recorded as `failed`)
+ * or `retry_later` (recorded as `retry_requested`); see `ATTEMPT_OUTCOMES` (outcomes.ts).
+ */
 export type JobResult =
   | { outcome: 'completed'; durationMs: number }
   | { outcome: 'failed'; error: string; permanent: boolean; durationMs: number }

@@ -49,12 +49,6 @@ export interface UntypedNewJob extends EnqueueOptions {
   payload: unknown;
 }
 
-/** A job to enqueue from untyped input (CLI, HTTP, events): validated at run time only. */
-export interface UntypedNewJob extends EnqueueOptions {
-  type: string;
-  payload: unknown;
-}
-
 export interface EnqueueResult {
   job: Job;
   /** False when the idempotency key matched an existing job and nothing was written. */
@@ -242,8 +236,7 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
-    // A type with a concurrency limit goes through the claim, which is where the limit is kept.
-    if (this.registry.get(row.job_type)?.concurrency !== undefined) return undefined;
+    // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
       slot = starter.reserve(row.job_type);

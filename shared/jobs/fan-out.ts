@@ -78,6 +78,8 @@ export interface FanOutResult {
   rescued: FailResult[];
   /** Claims that no executor began within their dispatch lease: handed back, not counted as attempts. */
   handedBack: number;
+  /** The same per job type: a type whose claims keep coming back undelivered is not being delivered. */
+  handedBackByType: Record<string, number>;
   claimed: number;
   /** Claim statements made. */
   claims: number;
@@ -168,6 +170,7 @@ export async function fanOutDueJobs<M extends JobTypeMap, S>(
   const result: Omit<FanOutResult, 'queue'> = {
     rescued: [],
     handedBack: 0,
+    handedBackByType: {},
     claimed: 0,
     claims: 0,
     published: 0,
@@ -179,15 +182,18 @@ export async function fanOutDueJobs<M extends JobTypeMap, S>(
   };
   if (rescueLimit > 0) {
     for (const r of await tracker.rescueExpiredLeases(rescueLimit)) {
-      if (r.undelivered) result.handedBack++;
-      else
-        result.rescued.push({
-          id: r.id,
-          jobType: r.jobType,
-          attempt: r.attempt,
-          status: r.status,
-          scheduledAt: r.scheduledAt,
-        });
+      if (r.undelivered) {
+        result.handedBack++;
+        result.handedBackByType[r.jobType] = (result.handedBackByType[r.jobType] ?? 0) + 1;
+        continue;
+      }
+      result.rescued.push({
+        id: r.id,
+        jobType: r.jobType,
+        attempt: r.attempt,
+        status: r.status,
+        scheduledAt: r.scheduledAt,
+      });
     }
   }
 

@@ -1,16 +1,31 @@
+import type { ExecutionOutcome, ReportedJobStatus } from './outcomes.js';
+
 /**
- * The metrics port: the seed's list (jobs enqueued, execution time, success/failure rates, queue depth),
+ * A finished attempt as the metrics count it, derived from the attempt outcomes (`ATTEMPT_OUTCOMES`):
+ * completed, failed and due again (`retrying`) or for good (`failed`), or lost by its executor
+ * (`lease_expired`). A requested retry and an interrupted run are reported as `retrying`; released,
+ * undelivered and cancelled attempts are not reported.
+ */
+export type AttemptOutcome =
+  | Extract<ExecutionOutcome, 'completed' | 'lease_expired'>
+  | Exclude<ReportedJobStatus, 'completed'>;
+
+/**
+ * The metrics port: jobs enqueued, execution time, success and failure rates, queue depth,
  * plus retries and the age of the oldest ready job. The tracker reports what it does; adapters decide where
  * the figures go: CloudWatch embedded metrics on Lambda, an in-memory tally locally (the durable figures
  * behind `lana-jobs stats` come from the tables themselves).
  */
-export type AttemptOutcome = 'completed' | 'retrying' | 'failed' | 'lease_expired';
-
 export interface JobMetrics {
   jobsEnqueued(jobType: string, count: number): void;
   /** One finished attempt. `retrying` = it failed and will run again; `failed` = it failed for good. */
   attemptFinished(jobType: string, outcome: AttemptOutcome, durationMs: number | null): void;
   queueState(state: { depth: number; oldestReadyAgeSeconds: number }): void;
+  /**
+   * Claims of a type that no executor began within their dispatch lease, handed back by the rescuer: a
+   * type whose events do not arrive (a broken deploy, a missing permission, sustained throttling).
+   */
+  claimsHandedBack?(jobType: string, count: number): void;
   /** Once a minute: jobs created in the last minute by any path, attempts running past their timeout. */
   queueActivity?(activity: { enqueuedLastMinute: number; runningPastTimeout: number }): void;
 }

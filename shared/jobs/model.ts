@@ -1,4 +1,10 @@
-/** The job statuses of the seed, plus `cancelled` for jobs an operator stops. */
+import type { ExecutionOutcome } from './outcomes.js';
+
+/**
+ * A job's lifecycle: `pending` until claimed, `running` while an attempt holds it, then `completed`,
+ * `retrying` (due again after a failed attempt) or `failed` (no attempts left), and `cancelled` when an
+ * operator stops it. The `jobs.status` CHECK lists exactly these (test/db/check-constraints.test.ts).
+ */
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed', 'retrying', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
@@ -88,15 +94,6 @@ export interface Job<P = unknown> extends ClaimedJob<P> {
   createdAt: Date;
   updatedAt: Date;
 }
-
-export type ExecutionOutcome =
-  | 'completed'
-  | 'failed'
-  | 'retry_requested'
-  | 'interrupted'
-  | 'lease_expired'
-  | 'released'
-  | 'cancelled';
 
 /** One attempt of a job. */
 export interface JobExecution {

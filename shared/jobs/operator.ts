@@ -11,6 +11,7 @@ import {
   rowToExecution,
   rowToJob,
 } from './model.js';
+import { isFailureOutcome } from './outcomes.js';
 import type { JobTypeMap } from './registry.js';
 import * as sql from './sql.js';
 import { TrackerPart } from './tracker-part.js';
@@ -323,7 +324,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
         weighted: 0,
       };
       if (r.outcome === 'completed') t.completed += r.count;
-      else if (r.outcome === 'failed' || r.outcome === 'lease_expired') t.failed += r.count;
+      else if (isFailureOutcome(r.outcome)) t.failed += r.count;
       t.weighted += r.avg_duration_ms * r.count;
       t.maxDurationMs = Math.max(t.maxDurationMs, r.max_duration_ms);
       byType.set(r.job_type, t);

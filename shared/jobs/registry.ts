@@ -6,7 +6,7 @@ import { DEFAULT_RETRY, RETRY_LIMITS, type RetrySettings } from './retry-policy.
 
 /**
  * What an executor gets besides its payload. `services` is whatever the adapter running it provides
- * (database, notifier, price source…); see `shared/job-types/services.ts` for the seed's set.
+ * (database, notifier, price source…); see `shared/job-types/services.ts` for the lending platform's.
  */
 export interface JobContext<S = unknown> {
   job: ClaimedJob;
@@ -131,7 +131,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       enqueues: [...(def.enqueues ?? [])],
       concurrency: def.concurrency,
     });
-    this.limitsCache = undefined;
+    this.limitsCache.clear();
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
   }
 
@@ -155,19 +155,25 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
     return [...this.types.values()];
   }
 
-  private limitsCache: string | null | undefined;
+  private readonly limitsCache = new Map<number | undefined, string | null>();
 
   /**
    * The concurrency limits as the claim takes them (`{"type": max, ...}` as JSON), or null when no type
-   * has one: the claim then needs no per-type accounting.
+   * has one: the claim then needs no per-type accounting. `defaultLimit` applies to every type that
+   * declares none (on AWS, the stack's cap on a type's executors).
    */
-  concurrencyLimitsJson(): string | null {
-    if (this.limitsCache === undefined) {
+  concurrencyLimitsJson(defaultLimit?: number): string | null {
+    let json = this.limitsCache.get(defaultLimit);
+    if (json === undefined) {
       const limits: Record<string, number> = {};
-      for (const t of this.types.values()) if (t.concurrency !== undefined) limits[t.type] = t.concurrency;
-      this.limitsCache = Object.keys(limits).length > 0 ? JSON.stringify(limits) : null;
+      for (const t of this.types.values()) {
+        const limit = t.concurrency ?? defaultLimit;
+        if (limit !== undefined) limits[t.type] = limit;
+      }
+      json = Object.keys(limits).length > 0 ? JSON.stringify(limits) : null;
+      this.limitsCache.set(defaultLimit, json);
     }
-    return this.limitsCache;
+    return json;
   }
 
   /** Validates a payload against its type's schema; the error names each failing field. */

@@ -1,9 +1,10 @@
 /**
- * The seed's retry rule: after failed attempt n, if n < max_attempts, the job is retried after
- * 2^n minutes, capped at 32 minutes: 2, 4, 8, 16, 32. With the default of 6 attempts every delay of the
- * seed's table is used before the job becomes `failed`.
+ * The default retry rule: after failed attempt n, if n < max_attempts, the job is retried after
+ * 2^n minutes, capped at 32 minutes: 2, 4, 8, 16, 32. With the default of 6 attempts every one of those
+ * delays is used before the job becomes `failed`.
  *
- * The database applies the rule (see `failAttemptsSql`) so that every adapter and the rescuer agree; this
+ * The database applies the rule (`failAttemptsFromInputSql` for reported failures, `rescueExpiredLeasesSql`
+ * for expired leases, in shared/jobs/sql/attempts.ts) so that every adapter and the rescuer agree; this
  * module holds the settings and the same formula for display (`lana-jobs types`) and documentation.
  */
 export interface RetrySettings {

@@ -11,6 +11,8 @@ export interface TrackerDeps<M extends JobTypeMap, S> {
   clock: Clock;
   metrics: JobMetrics;
   limits: DriverLimits;
+  /** The concurrency limit of every type that declares none (the AWS stack's cap); undefined: none. */
+  defaultConcurrency?: number;
 }
 
 /** A part of the tracker: its dependencies, and the clock every statement's `:now` comes from. */
@@ -20,13 +22,20 @@ export abstract class TrackerPart<M extends JobTypeMap, S> {
   readonly clock: Clock;
   readonly metrics: JobMetrics;
   protected readonly limits: DriverLimits;
+  private readonly defaultConcurrency: number | undefined;
 
   constructor(deps: TrackerDeps<M, S>) {
+    this.defaultConcurrency = deps.defaultConcurrency;
     this.db = deps.db;
     this.registry = deps.registry;
     this.clock = deps.clock;
     this.metrics = deps.metrics;
     this.limits = deps.limits;
+  }
+
+  /** The claims' concurrency limits (`{"type": max}` as JSON), or null when no type has one. */
+  protected concurrencyLimits(): string | null {
+    return this.registry.concurrencyLimitsJson(this.defaultConcurrency);
   }
 
   /** Statement parameters with `:now` (NULL: the database's clock). */

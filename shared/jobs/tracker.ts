@@ -1,5 +1,11 @@
 import type { Database } from '../db/port.js';
-import { AttemptLifecycle, type CompletedAttempt, type FailOptions, type FailResult } from './attempts.js';
+import {
+  AttemptLifecycle,
+  type CompletedAttempt,
+  type FailOptions,
+  type FailResult,
+  type WorkerSlots,
+} from './attempts.js';
 import { type Clock, databaseClock } from './clock.js';
 import { driverLimits } from './driver-limits.js';
 import {
@@ -29,6 +35,11 @@ export interface JobTrackerOptions<M extends JobTypeMap, S> {
   registry: JobTypeRegistry<M, S>;
   clock?: Clock;
   metrics?: JobMetrics;
+  /**
+   * The concurrency limit of every job type that declares none. The AWS runtime sets the stack's cap, so
+   * no backlog can take the account's whole Lambda concurrency; locally there is none by default.
+   */
+  defaultConcurrency?: number;
 }
 
 /**
@@ -58,6 +69,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       clock: this.clock,
       metrics: this.metrics,
       limits: driverLimits(this.db),
+      defaultConcurrency: options.defaultConcurrency,
     };
     this.enqueuer = new JobEnqueuer(deps);
     this.attempts = new AttemptLifecycle(deps);
@@ -107,8 +119,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.attempts.fetchReady(limit, options);
   }
 
-  claimForWorker(limit: number) {
-    return this.attempts.claimForWorker(limit);
+  claimForWorker(limit: number, slots?: WorkerSlots) {
+    return this.attempts.claimForWorker(limit, slots);
+  }
+
+  settleWorkerSlots(worker: string, concurrency: number, keep: Record<string, number>) {
+    return this.attempts.settleWorkerSlots(worker, concurrency, keep);
   }
 
   startAttempt(id: string, attempt: number): Promise<Job | null> {

@@ -1,6 +1,11 @@
 import type { Database } from '../db/port.js';
-import { castVote, createApprovalProcess, ensureDemoGovernance, seedDemoData } from '../domain/index.js';
-import type { SeedRegistry, SeedTracker } from '../job-types/index.js';
+import {
+  castVote,
+  createApprovalProcess,
+  createDemoPortfolio,
+  ensureDemoGovernance,
+} from '../domain/index.js';
+import type { LendingRegistry, LendingTracker } from '../job-types/index.js';
 import { previousUtcDay } from '../job-types/index.js';
 import type { JobServices } from '../job-types/services.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
@@ -11,17 +16,17 @@ import type { Logger } from './logger.js';
 import type { Worker } from './worker.js';
 
 /**
- * Said before the worker starts: the seed's retry rule on the types that use it, and the failure to come
+ * Said before the worker starts: the default retry rule and the types that use it, and the failure to come
  * (the schedule fires a valuation the moment the worker starts, and the price feed fails its first request).
  */
-export function narrateDemoAhead(registry: SeedRegistry, logger: Logger): void {
-  const seedRule = registry
+export function narrateDemoAhead(registry: LendingRegistry, logger: Logger): void {
+  const defaultRule = registry
     .list()
     .filter((t) => retrySchedule(t.retry).join() === '120,240,480,960,1920')
     .map((t) => t.type);
   logger.info('demo: retry rule: after failed attempt n, the next try is 2^n minutes later, capped at 32', {
     delays: '2m, 4m, 8m, 16m, 32m',
-    types: seedRule.join(', '),
+    types: defaultRule.join(', '),
   });
   const sync = registry.require('sync');
   logger.info(
@@ -31,16 +36,16 @@ export function narrateDemoAhead(registry: SeedRegistry, logger: Logger): void {
 }
 
 /**
- * `npm start`'s demo: seed a few facilities (once), then exercise each job type for real: committee votes
+ * `npm start`'s demo: create a few facilities (once), then exercise each job type for real: committee votes
  * whose deciding vote enqueues approval processing in the same transaction, interest accrual for
  * yesterday, the payment-reminder sweep (which enqueues a notification), and a portfolio valuation whose
  * first price request fails, so its retry schedule shows. The worker keeps running afterwards.
  */
 export async function runDemo(deps: {
   db: Database;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   logger: Logger;
-  worker: Worker<SeedRegistry['schemas'], JobServices>;
+  worker: Worker<LendingRegistry['schemas'], JobServices>;
   local: LocalServices;
   stopSignal: AbortSignal;
 }): Promise<void> {
@@ -48,8 +53,8 @@ export async function runDemo(deps: {
   await explainCatchUpTick(tracker, logger);
   const existing = await db.query<{ n: number }>('SELECT count(*)::integer AS n FROM credit_facilities');
   if (existing.rows[0]!.n === 0) {
-    const seeded = await seedDemoData(db, tracker);
-    logger.info('demo: seeded credit facilities', { facilities: seeded.facilityIds.length });
+    const portfolio = await createDemoPortfolio(db, tracker);
+    logger.info('demo: created credit facilities', { facilities: portfolio.facilityIds.length });
   }
   // A fresh approval process each run, on the active facility with the most undrawn limit.
   const facility = await db.query<{ id: string }>(
@@ -106,7 +111,7 @@ function humanDelay(seconds: number): string {
  * The worker fires each schedule's latest tick when it starts, so a midnight that passed while nothing ran
  * is caught up: say so when it just happened, or a first-time user wonders where that accrual came from.
  */
-async function explainCatchUpTick(tracker: SeedTracker, logger: Logger): Promise<void> {
+async function explainCatchUpTick(tracker: LendingTracker, logger: Logger): Promise<void> {
   const now = new Date();
   for (const schedule of schedules) {
     if (schedule.expression.kind !== 'cron' || schedule.expression.hour === '*') continue;

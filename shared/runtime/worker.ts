@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { SLOT_LEASE_SECONDS } from '../jobs/attempts.js';
 import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
@@ -122,6 +124,103 @@ class LocalQueue {
   }
 }
 
+/** How long a limited type's slots stay held after its last job here: an enqueue soon after starts at once. */
+const SLOT_LINGER_MS = 1000;
+/** How often a worker holding slots renews them when it has made no claim since. */
+const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
+/** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */
+const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS - 15) * 1000;
+
+/**
+ * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
+ * most that many of a type's jobs at once, across every process), and its jobs of each type in hand
+ * (running, queued, parked or promised to an eager start), which is what it keeps slots for.
+ */
+class TypeSlots {
+  readonly held = new Map<string, number>();
+  readonly running = new Map<string, number>();
+  /** Queued (including parked) jobs per type. */
+  readonly queued = new Map<string, number>();
+  readonly reserved = new Map<string, number>();
+  /** When a type's last job here finished (monotonic ms): its slots linger a moment for the next one. */
+  private readonly lastActive = new Map<string, number>();
+  /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
+  confirmedAt = 0;
+
+  constructor(readonly limited: ReadonlySet<string>) {}
+
+  private add(map: Map<string, number>, type: string, n: number): void {
+    const v = (map.get(type) ?? 0) + n;
+    if (v === 0) map.delete(type);
+    else map.set(type, v);
+  }
+
+  isLimited(type: string): boolean {
+    return this.limited.has(type);
+  }
+
+  inHand(type: string): number {
+    return (this.running.get(type) ?? 0) + (this.queued.get(type) ?? 0) + (this.reserved.get(type) ?? 0);
+  }
+
+  /** A slot of `type` this worker holds and no job of it uses (running or promised). */
+  hasIdleSlot(type: string): boolean {
+    return (
+      this.trusted() &&
+      (this.held.get(type) ?? 0) > (this.running.get(type) ?? 0) + (this.reserved.get(type) ?? 0)
+    );
+  }
+
+  trusted(): boolean {
+    return performance.now() - this.confirmedAt < SLOT_TRUST_MS;
+  }
+
+  queuedDelta(type: string, n: number): void {
+    if (this.limited.has(type)) this.add(this.queued, type, n);
+  }
+
+  runningDelta(type: string, n: number): void {
+    if (!this.limited.has(type)) return;
+    this.add(this.running, type, n);
+    if (n < 0) this.lastActive.set(type, performance.now());
+  }
+
+  reservedDelta(type: string, n: number): void {
+    this.add(this.reserved, type, n);
+  }
+
+  /**
+   * Per type, the slots worth keeping: its jobs in hand, or one while it was active a moment ago (so the
+   * next enqueue of it starts at once). What a claim or a settle is told to keep.
+   */
+  keep(): Record<string, number> {
+    const keep: Record<string, number> = {};
+    const now = performance.now();
+    for (const type of this.limited) {
+      const n = Math.max(
+        this.inHand(type),
+        now - (this.lastActive.get(type) ?? -Infinity) < SLOT_LINGER_MS ? 1 : 0,
+      );
+      if (n > 0) keep[type] = n;
+    }
+    return keep;
+  }
+
+  /** The holds as the database answered them, confirmed as of `at` (when the statement began). */
+  update(held: Record<string, number>, at: number): void {
+    this.held.clear();
+    for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
+    this.confirmedAt = at;
+  }
+
+  /** Slots held beyond what is worth keeping (a settle would give some up). */
+  holdsMoreThanKept(): boolean {
+    const keep = this.keep();
+    for (const [type, n] of this.held) if (n > (keep[type] ?? 0)) return true;
+    return false;
+  }
+}
+
 /**
  * The local runtime's worker. It claims due jobs in batches into a local queue (one statement per batch),
  * runs them in process with a concurrency limit, and records results in batches (one statement per
@@ -147,6 +246,15 @@ export class Worker<M extends JobTypeMap, S> {
   private readonly logger: Logger;
 
   private readonly queue = new LocalQueue();
+  /** This worker's id: the holder of the slots it takes of types with a concurrency limit. */
+  readonly id = randomUUID();
+  /** The types with a limit and this worker's slots of them; null when no type has a limit. */
+  private readonly slots: TypeSlots | null;
+  /** Jobs of a limited type taken from the queue while the worker ran as many of them as it holds slots. */
+  private readonly parked = new Map<string, { job: ClaimedJob; claimedAt: number }[]>();
+  private parkedCount = 0;
+  private slotTimer: NodeJS.Timeout | undefined;
+  private settlingSlots: Promise<void> | null = null;
   /** Running jobs by id, each with the handle that interrupts it. */
   private readonly running = new Map<string, AbortableRun | null>();
   /** One options object for every dispatch: the run registers itself as it starts. */
@@ -198,6 +306,13 @@ export class Worker<M extends JobTypeMap, S> {
       throw new Error('claimBatchSize must be a positive integer');
     }
     this.sizer = new ClaimSizer(this.concurrency, this.claimBatchSize);
+    const limited = new Set(
+      this.tracker.registry
+        .list()
+        .filter((t) => t.concurrency !== undefined)
+        .map((t) => t.type),
+    );
+    this.slots = limited.size > 0 ? new TypeSlots(limited) : null;
     this.rescuer = new LeaseRescuer({
       tracker: this.tracker,
       intervalMs: options.rescueIntervalMs ?? 15_000,
@@ -283,13 +398,18 @@ export class Worker<M extends JobTypeMap, S> {
   }
 
   get stats() {
-    return { queued: this.queue.length, running: this.running.size, unrecorded: this.toRecord.length };
+    return {
+      queued: this.queue.length + this.parkedCount,
+      running: this.running.size,
+      unrecorded: this.toRecord.length,
+    };
   }
 
   private isIdle(): boolean {
     return (
       !this.fetching &&
       this.queue.length === 0 &&
+      this.parkedCount === 0 &&
       this.running.size === 0 &&
       this.reserved === 0 &&
       this.toRecord.length === 0 &&
@@ -308,15 +428,28 @@ export class Worker<M extends JobTypeMap, S> {
   private async fetch(): Promise<void> {
     if (this.stopping || this.fetching) return;
     // Claim only what the slots can soon use, so other workers get a share and leases stay meaningful.
-    const room = this.sizer.room(this.queue.length + this.running.size + this.reserved);
+    const room = this.sizer.room(this.queue.length + this.parkedCount + this.running.size + this.reserved);
     if (room < 1) return;
     this.claim = 'in-flight';
     clearTimeout(this.pollTimer);
     let claimed: ClaimedJob[] = [];
     let nextDueAt: Date | null | undefined;
+    let leftBehind = false;
     const claimStart = performance.now();
     try {
-      ({ jobs: claimed, nextDueAt } = await this.tracker.claimForWorker(room));
+      const slots = this.slots;
+      const answer = await this.tracker.claimForWorker(
+        room,
+        slots ? { worker: this.id, concurrency: this.concurrency, inHand: slots.keep() } : undefined,
+      );
+      ({ jobs: claimed, nextDueAt, leftBehind } = answer);
+      if (slots) {
+        slots.update(answer.held, claimStart);
+        for (const job of claimed) slots.queuedDelta(job.jobType, 1);
+        // Claimed up to a held type's share: more of it may be due, so claim again as the queue runs low.
+        if (leftBehind && this.claimedAShare(claimed, room)) nextDueAt = undefined;
+        this.armSlotTimer();
+      }
       this.consecutiveErrors = 0;
       this.sizer.claimed(claimStart, performance.now());
     } catch (err) {
@@ -328,12 +461,20 @@ export class Worker<M extends JobTypeMap, S> {
     this.changed();
     if (this.stopping) {
       // Claimed while stopping: hand them straight back.
-      if (claimed.length > 0) await this.releaseUnstarted(claimed);
+      if (claimed.length > 0) {
+        for (const job of claimed) this.slots?.queuedDelta(job.jobType, -1);
+        await this.releaseUnstarted(claimed);
+      }
       this.checkIdle();
       return;
     }
     this.queue.push(claimed, performance.now());
-    this.lastClaim = this.consecutiveErrors > 0 ? 'failed' : claimed.length < room ? 'short' : 'full';
+    this.lastClaim =
+      this.consecutiveErrors > 0
+        ? 'failed'
+        : claimed.length < room && nextDueAt !== undefined
+          ? 'short'
+          : 'full';
     // More may be waiting if the batch came back full, or a wake-up arrived during the claim.
     this.wokenSinceClaim = this.consecutiveErrors === 0 && wokenDuringClaim;
     this.fillSlots();
@@ -343,6 +484,63 @@ export class Worker<M extends JobTypeMap, S> {
       this.scheduleNextPoll(nextDueAt);
     }
     this.checkIdle();
+  }
+
+  /**
+   * Whether a claim took a held type's whole share (what `lana_jobs_claim_slotted` lets a worker claim ahead
+   * of a type it holds slots of): then more of that type may be due, and the worker claims again as its
+   * queue runs low, instead of waiting to be woken.
+   */
+  private claimedAShare(claimed: readonly ClaimedJob[], room: number): boolean {
+    const slots = this.slots;
+    if (!slots || claimed.length === 0) return false;
+    const byType = new Map<string, number>();
+    for (const job of claimed)
+      if (slots.isLimited(job.jobType)) byType.set(job.jobType, (byType.get(job.jobType) ?? 0) + 1);
+    for (const [type, n] of byType) {
+      const held = slots.held.get(type) ?? 0;
+      if (held > 0 && n >= Math.ceil((room * held) / this.concurrency)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Keeps the slot holds honest between claims: renews them before they expire while the worker holds
+   * slots and claims nothing (long jobs), and gives up those it no longer needs a moment after its last
+   * job of their type (waking the workers that wait for them).
+   */
+  private armSlotTimer(): void {
+    const slots = this.slots;
+    if (!slots || this.stopping) return;
+    clearTimeout(this.slotTimer);
+    if (slots.held.size === 0) return;
+    const delay = slots.holdsMoreThanKept() ? SLOT_LINGER_MS : SLOT_HEARTBEAT_MS;
+    this.slotTimer = setTimeout(() => void this.settleSlots(), delay);
+    this.slotTimer.unref?.();
+  }
+
+  /** Settles the slot holds now (renews what is worth keeping, gives up the rest). */
+  private settleSlots(keep?: Record<string, number>): Promise<void> {
+    const slots = this.slots;
+    if (!slots) return Promise.resolve();
+    if (this.settlingSlots) return this.settlingSlots;
+    const at = performance.now();
+    this.settlingSlots = this.tracker
+      .settleWorkerSlots(this.id, this.concurrency, keep ?? slots.keep())
+      .then(
+        (held) => {
+          // A claim that began after this settle answered already: its answer is newer.
+          if (slots.confirmedAt <= at) slots.update(held, at);
+        },
+        (err: unknown) =>
+          this.logger.warn('could not renew the slots of limited types', { error: errorMessage(err) }),
+      )
+      .finally(() => {
+        this.settlingSlots = null;
+        this.armSlotTimer();
+        this.fillSlots();
+      });
+    return this.settlingSlots;
   }
 
   private backoffMs(): number {
@@ -396,15 +594,20 @@ export class Worker<M extends JobTypeMap, S> {
    * of its jobs waits for the eager job, exactly as if the enqueue had come a moment before the poll.
    */
   private readonly eagerStarter: EagerStarter = {
-    reserve: (): EagerSlot | undefined => {
+    reserve: (jobType: string): EagerSlot | undefined => {
       if (this.stopping || this.lastClaim !== 'short' || this.queue.length > 0) return undefined;
       if (this.running.size + this.reserved >= this.concurrency) return undefined;
+      // A limited type starts eagerly only in a slot this worker holds and no job of it uses.
+      const limited = this.slots?.isLimited(jobType) ?? false;
+      if (limited && !this.slots!.hasIdleSlot(jobType)) return undefined;
       this.reserved++;
+      if (limited) this.slots!.reservedDelta(jobType, 1);
       let settled = false;
       const settle = () => {
         if (settled) throw new Error('an eager slot was settled twice; this is a bug');
         settled = true;
         this.reserved--;
+        if (limited) this.slots!.reservedDelta(jobType, -1);
         this.changed();
       };
       return {
@@ -416,6 +619,7 @@ export class Worker<M extends JobTypeMap, S> {
             return;
           }
           this.running.set(job.id, null);
+          this.slots?.runningDelta(job.jobType, 1);
           void this.run(job);
         },
         cancel: () => {
@@ -429,12 +633,27 @@ export class Worker<M extends JobTypeMap, S> {
 
   private fillSlots(): void {
     const stale: ClaimedJob[] = [];
+    const slots = this.slots;
+    if (slots && this.parkedCount > 0) this.startParked(slots, stale);
     while (!this.stopping && this.running.size + this.reserved < this.concurrency && this.queue.length > 0) {
       const claimedAt = this.queue.headClaimedAt;
       const job = this.queue.shift()!;
       if (!this.hasLeaseForRun(job, claimedAt)) {
+        slots?.queuedDelta(job.jobType, -1);
         stale.push(job);
         continue;
+      }
+      if (slots?.isLimited(job.jobType)) {
+        if (!this.mayStartLimited(slots, job.jobType)) {
+          // Its type runs as many jobs here as this worker holds slots: it waits for one of them.
+          const parked = this.parked.get(job.jobType) ?? [];
+          parked.push({ job, claimedAt });
+          this.parked.set(job.jobType, parked);
+          this.parkedCount++;
+          continue;
+        }
+        slots.queuedDelta(job.jobType, -1);
+        slots.runningDelta(job.jobType, 1);
       }
       this.running.set(job.id, null);
       void this.run(job);
@@ -447,6 +666,44 @@ export class Worker<M extends JobTypeMap, S> {
     if (!this.stopping && this.mayHaveMore && this.queue.length < this.sizer.lowWater && !this.fetching) {
       void this.fetch();
     }
+  }
+
+  private mayStartLimited(slots: TypeSlots, type: string): boolean {
+    return slots.trusted() && (slots.running.get(type) ?? 0) < (slots.held.get(type) ?? 0);
+  }
+
+  /** Starts parked jobs (oldest claims first) of the types with a slot free here again. */
+  private startParked(slots: TypeSlots, stale: ClaimedJob[]): void {
+    for (const [type, waiting] of this.parked) {
+      while (
+        !this.stopping &&
+        waiting.length > 0 &&
+        this.running.size + this.reserved < this.concurrency &&
+        this.mayStartLimited(slots, type)
+      ) {
+        const { job, claimedAt } = waiting.shift()!;
+        this.parkedCount--;
+        slots.queuedDelta(type, -1);
+        if (!this.hasLeaseForRun(job, claimedAt)) {
+          stale.push(job);
+          continue;
+        }
+        slots.runningDelta(type, 1);
+        this.running.set(job.id, null);
+        void this.run(job);
+      }
+      if (waiting.length === 0) this.parked.delete(type);
+    }
+  }
+
+  /** Empties the local queue and the parked jobs, returning what they held. */
+  private drainQueued(): ClaimedJob[] {
+    const all = this.queue.drain();
+    for (const waiting of this.parked.values()) for (const { job } of waiting) all.push(job);
+    this.parked.clear();
+    this.parkedCount = 0;
+    if (this.slots) for (const job of all) this.slots.queuedDelta(job.jobType, -1);
+    return all;
   }
 
   /**
@@ -469,6 +726,7 @@ export class Worker<M extends JobTypeMap, S> {
     // first its executor must actually have stopped.
     if (interrupted && !(await settlesWithin(handle.executorStopped, this.shutdownGraceMs))) {
       this.running.delete(job.id);
+      this.slots?.runningDelta(job.jobType, -1);
       this.changed();
       this.logger.error('an interrupted executor ignored its abort signal; leaving its job to the rescuer', {
         type: job.jobType,
@@ -481,6 +739,10 @@ export class Worker<M extends JobTypeMap, S> {
     if (this.killed) return;
     this.sizer.finished();
     this.running.delete(job.id);
+    if (this.slots?.isLimited(job.jobType)) {
+      this.slots.runningDelta(job.jobType, -1);
+      if (this.slots.inHand(job.jobType) === 0) this.armSlotTimer();
+    }
     this.changed();
     this.toRecord.push({ job, result, interrupted });
     this.scheduleFlush();
@@ -596,8 +858,9 @@ export class Worker<M extends JobTypeMap, S> {
     clearTimeout(this.pollTimer);
     this.rescuer.stop();
     this.scheduler.stop();
+    clearTimeout(this.slotTimer);
     this.toRecord.length = 0;
-    this.queue.drain();
+    this.drainQueued();
     for (const run of this.running.values()) run?.abort(new Error('process killed'));
     this.running.clear();
     this.changed();
@@ -615,7 +878,7 @@ export class Worker<M extends JobTypeMap, S> {
     await this.unlisten?.().catch(() => {});
     // A claim, or an eager enqueue, in flight when stop began: its jobs are released once it answers.
     await this.until(() => !this.fetching && this.reserved === 0);
-    const unstarted = this.queue.drain();
+    const unstarted = this.drainQueued();
     if (unstarted.length > 0) await this.releaseUnstarted(unstarted);
     await settlesWithin(
       this.until(() => this.running.size === 0),
@@ -634,6 +897,12 @@ export class Worker<M extends JobTypeMap, S> {
     }
     // A claim that was in flight when stop began hands its jobs back after `fetching` clears: wait for it.
     while (this.releasing.size > 0) await Promise.all(this.releasing);
+    // Every slot this worker holds goes back (the other workers are woken for them).
+    clearTimeout(this.slotTimer);
+    if (this.slots && this.slots.held.size > 0) {
+      await this.settlingSlots;
+      await this.settleSlots({});
+    }
     this.checkIdle();
   }
 }

@@ -146,7 +146,7 @@ beforeAll(async () => {
   await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }), token });
   await cachePlan('fail', sql.failAttemptsFromInputSql, { now, items: one({ error: 'boom' }), token });
   await cachePlan('release', sql.releaseClaimsSql, { now, items: one(), require_unstarted: false });
-  await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100, token: null });
+  await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100, token: null, max_handbacks: 10 });
   await cachePlan('queue_state', sql.queueStateSql, { now });
   await cachePlan('next_due', sql.nextDueAtSql, {});
   await cachePlan('overdue', sql.overdueRunningSql, { now });

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler, lingerUntil } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
+import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
 import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
@@ -382,7 +382,7 @@ function cappedExecutor(
 ) {
   return createExecutorHandler({
     runtime: { db, registry: tracker.registry, tracker } as unknown as JobRuntime,
-    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as SeedDispatcher,
+    dispatcher: new JobDispatcher(tracker.registry, services) as unknown as LendingDispatcher,
     jobType: 'capped',
     o: createObservability('executor-test', { silent: true }),
     ...(handOver ? { handOver } : {}),
@@ -485,7 +485,7 @@ test('a slot is handed over by publishing the type’s next due job, within its 
 });
 
 describe('complete and take the next job in one statement', () => {
-  test('over the Data API an executor pays one call per job it keeps running', async () => {
+  test('over the Data API an executor pays two calls per job it keeps running: report+claim, begin', async () => {
     const tracker = trackerOver(dataApi);
     const services: Services = { runs: [] };
     const handler = cappedExecutor(dataApi, tracker, services);
@@ -496,8 +496,10 @@ describe('complete and take the next job in one statement', () => {
       getRemainingTimeInMillis: () => 3_600_000,
     } as Context);
     expect(result).toEqual({ outcome: 'completed', nextJobsRun: 4 });
-    // The start, then one statement per job: its completion and the next claim (the last finds none).
-    expect(fixture.counts.Execute).toBe(1 + 5);
+    // The first start, then per job its completion with the next claim (the last finds none), and the
+    // next job's start: the claim holds only a dispatch lease until the executor begins it. Plus, once per
+    // process, the statement that makes the type's slot rows.
+    expect(fixture.counts.Execute).toBe(1 + 5 + 4 + 1);
     expect(await runningCount('capped')).toBe(0);
     const history = await t.db.query<{ n: number }>(
       "SELECT count(*)::integer AS n FROM job_executions WHERE outcome = 'completed'",
@@ -524,7 +526,8 @@ describe('complete and take the next job in one statement', () => {
         { id: a!.id, attempt: a!.attempts, durationMs: 5 },
         'capped',
       );
-      expect(fixture.counts.Execute).toBe(2);
+      // The process's first limited claim makes the slot rows; then the statement and its resend.
+      expect(fixture.counts.Execute).toBe(1 + 2);
       expect(completed).toBe(true);
       expect(next).not.toBeNull();
       // Exactly the job the caller got is running: the resend claimed nothing more.

@@ -2,7 +2,8 @@
 
 /**
  * Marks a claimed attempt as begun by its executor and renews its lease from the claim's short dispatch
- * lease to the run's (the type's timeout plus grace). Returns the job only for the first delivery of the
+ * lease to the run's (the type's timeout plus grace), and closes the type's circuit breaker (see
+ * `rescueExpiredLeasesSql`). Returns the job only for the first delivery of the
  * current attempt while its dispatch lease holds; a duplicate, a stale attempt, or an event that arrived
  * after the dispatch lease expired (the rescuer hands such a claim back, and a newer attempt may already
  * run) gets no row, so nothing runs.
@@ -10,18 +11,25 @@
  * finds its own token and gets the job again; another delivery brings another token.
  */
 export const startAttemptSql = `
-UPDATE jobs
-SET lease_expires_at = CASE WHEN started_at IS NULL
-                       THEN COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => lease_seconds)
-                       ELSE lease_expires_at END,
-    started_at = COALESCE(started_at, COALESCE(CAST(:now AS timestamptz), now())),
-    start_token = CAST(:token AS uuid),
-    updated_at = COALESCE(CAST(:now AS timestamptz), now())
-WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
-  AND ((started_at IS NULL AND lease_expires_at > COALESCE(CAST(:now AS timestamptz), now()))
-       OR start_token = CAST(:token AS uuid))
-RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
-  scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at`;
+WITH started AS (
+  UPDATE jobs
+  SET lease_expires_at = CASE WHEN started_at IS NULL
+                         THEN COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => lease_seconds)
+                         ELSE lease_expires_at END,
+      started_at = COALESCE(started_at, COALESCE(CAST(:now AS timestamptz), now())),
+      start_token = CAST(:token AS uuid),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now())
+  WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
+    AND ((started_at IS NULL AND lease_expires_at > COALESCE(CAST(:now AS timestamptz), now()))
+         OR start_token = CAST(:token AS uuid))
+  RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+    scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+), delivered AS (
+  -- An executor began an attempt of this type: its events arrive, so its circuit breaker closes.
+  UPDATE job_type_dispatch d SET undelivered_streak = 0
+  FROM started s WHERE d.job_type = s.job_type AND d.undelivered_streak > 0
+)
+SELECT * FROM started`;
 
 /**
  * Completes attempts in one statement. Fenced: only a row still running the given attempt changes, so an
@@ -63,10 +71,12 @@ FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, 
 
 /**
  * An executor's report and its next job in one statement: completes one attempt (fenced, as
- * `completeAttemptsSql`) and then claims the next due job of :only_type, begun at once, within the type's
- * concurrency limit (`lana_jobs_claim_limited`, which sees the completion: a volatile function sees the
- * changes its calling statement made before it, and the claim waits on `finished`, so the slot the
- * completion freed is free). Answers one row: whether the completion applied, and the next job's columns
+ * `completeAttemptsSql`) and then claims the next due job of :only_type within the type's concurrency
+ * limit (`lana_jobs_claim_slotted`, which sees the completion: a volatile function sees the changes its
+ * calling statement made before it, and the claim waits on `finished`, so the slot the completion freed
+ * is free). The next job holds a dispatch lease, not a run's: the executor begins it with
+ * `startAttemptSql`, so an executor that dies in between frees the slot within the dispatch lease and the
+ * claim goes back uncounted (`undelivered`). Answers one row: whether the completion applied, and the next job's columns
  * (NULL when none). :token marks both, so a resent statement reports its first run's completion and
  * answers with the job that run claimed, and claims nothing more.
  */
@@ -107,10 +117,10 @@ WITH items AS (
   UNION ALL
   SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
          lease_expires_at
-  FROM finished f CROSS JOIN LATERAL lana_jobs_claim_limited(
+  FROM finished f CROSS JOIN LATERAL lana_jobs_claim_slotted(
     CAST(:limits AS jsonb), CAST(:only_type AS text), CASE WHEN f.prior_claims > 0 THEN 0 ELSE 1 END,
-    COALESCE(CAST(:now AS timestamptz), now()), true, CAST(:dispatch_lease_seconds AS integer),
-    CAST(:token AS uuid))
+    COALESCE(CAST(:now AS timestamptz), now()), false, CAST(:dispatch_lease_seconds AS integer),
+    CAST(:token AS uuid), NULL, NULL, NULL, NULL)
 )
 SELECT f.applied > 0 AS applied, n.*
 FROM finished f LEFT JOIN next n ON true`;
@@ -152,6 +162,7 @@ WITH input AS (
       attempt_offset = j.attempt_offset + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
       completed_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
                           THEN COALESCE(CAST(:now AS timestamptz), now()) END,
+      handbacks = j.handbacks + CASE WHEN x.outcome = 'undelivered' THEN 1 ELSE 0 END,
       last_error = x.error,
       updated_at = COALESCE(CAST(:now AS timestamptz), now()),
       finish_token = CAST(:token AS uuid)
@@ -186,17 +197,24 @@ SELECT id, job_type, attempts, status, scheduled_at, duration_ms, outcome FROM r
  * attempt that began (its executor crashed, hung or timed out) fails under the retry rule. A claim whose
  * attempt never began (its event was lost, or reached the executor after the dispatch lease, which the
  * start then refused) is handed back, due at once, and does not count as an attempt: it is recorded
- * `undelivered`. Bounded per call (:limit); concurrent rescuers skip each other's rows.
+ * `undelivered`, up to :max_handbacks times: the claim that reaches it fails the job for good, saying it
+ * was never delivered. Each type's hand-backs feed its circuit breaker (`job_type_dispatch`: while open,
+ * the claim lets one probe through at a time), which an executor's start closes. Bounded per call
+ * (:limit); concurrent rescuers skip each other's rows.
  */
 export const rescueExpiredLeasesSql = `
 WITH input AS (
   SELECT j.id, j.attempts AS attempt,
-         CASE WHEN j.started_at IS NULL
+         CASE WHEN j.started_at IS NULL AND j.handbacks + 1 >= CAST(:max_handbacks AS integer)
+              THEN 'never delivered: no executor began any of its last ' || (j.handbacks + 1)
+                   || ' claims before their dispatch lease expired'
+              WHEN j.started_at IS NULL
               THEN 'undelivered: no executor began the attempt before its dispatch lease expired'
               ELSE 'lease expired: the executor did not report within ' || j.lease_seconds || ' s'
          END AS error,
          CASE WHEN j.started_at IS NULL THEN COALESCE(CAST(:now AS timestamptz), now()) END AS retry_at,
-         false AS permanent, NULL::integer AS duration_ms,
+         (j.started_at IS NULL AND j.handbacks + 1 >= CAST(:max_handbacks AS integer)) AS permanent,
+         NULL::integer AS duration_ms,
          CASE WHEN j.started_at IS NULL THEN 'undelivered' ELSE 'lease_expired' END AS outcome,
          j.started_at IS NULL AS uncounted
   FROM jobs j
@@ -218,6 +236,7 @@ WITH input AS (
       attempt_offset = j.attempt_offset + CASE WHEN x.uncounted THEN 1 ELSE 0 END,
       completed_at = CASE WHEN x.permanent OR (NOT x.uncounted AND j.attempts >= j.max_attempts)
                           THEN COALESCE(CAST(:now AS timestamptz), now()) END,
+      handbacks = j.handbacks + CASE WHEN x.outcome = 'undelivered' THEN 1 ELSE 0 END,
       last_error = x.error,
       updated_at = COALESCE(CAST(:now AS timestamptz), now()),
       finish_token = CAST(:token AS uuid)
@@ -236,6 +255,14 @@ WITH input AS (
                   (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
                                       - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
   FROM failed e
+), streak AS (
+  -- Each type's undelivered hand-backs since one of its attempts last began: its circuit breaker.
+  INSERT INTO job_type_dispatch AS d (job_type, undelivered_streak, last_undelivered_at)
+  SELECT f.job_type, count(*), COALESCE(CAST(:now AS timestamptz), now())
+  FROM failed f WHERE f.outcome = 'undelivered' GROUP BY f.job_type
+  ON CONFLICT (job_type) DO UPDATE
+  SET undelivered_streak = d.undelivered_streak + EXCLUDED.undelivered_streak,
+      last_undelivered_at = EXCLUDED.last_undelivered_at
 ), resent AS (
   -- This call's own earlier run (:token), sent again after it committed: report what it did.
   SELECT j.id, j.job_type, j.attempts, j.status, j.scheduled_at, x.duration_ms, x.outcome

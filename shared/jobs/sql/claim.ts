@@ -163,10 +163,11 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
 FROM claimed`;
 
 /**
- * The limited claim, one row per job in claim order: at most each limited type's free slots (:limits,
- * `{"type": max running}`), or only :only_type's jobs. Priorities go first across types; within one
- * priority, types take turns by their earliest due job (`lana_jobs_claim_limited` says how the limits
- * hold across concurrent claimers). A resent claim (`prior`, as in `claimDueJobsSql`) answers with its
+ * The limited claim, one row per job in claim order: each job of a limited type (:limits,
+ * `{"type": max running}`) takes a free slot of its own, or only :only_type's jobs are claimed.
+ * Priorities go first across types; within one priority, types take turns by their earliest due job
+ * (`lana_jobs_claim_slotted`, migration 0013, says how the limits hold across concurrent claimers without
+ * any claimer waiting for another). A resent claim (`prior`, as in `claimDueJobsSql`) answers with its
  * first run's jobs and claims nothing more.
  */
 export const claimLimitedSql = `
@@ -175,10 +176,11 @@ WITH prior AS (
     lease_expires_at
   FROM jobs WHERE claim_token = CAST(:claim_token AS uuid) AND status = 'running'
 ), claimed AS (
-  SELECT * FROM lana_jobs_claim_limited(CAST(:limits AS jsonb), CAST(:only_type AS text),
+  SELECT * FROM lana_jobs_claim_slotted(CAST(:limits AS jsonb), CAST(:only_type AS text),
     (CASE WHEN EXISTS (SELECT 1 FROM prior) THEN 0 ELSE CAST(:limit AS integer) END),
     COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean),
-    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid))
+    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid),
+    NULL, NULL, NULL, NULL)
 )
 SELECT * FROM (
   SELECT * FROM prior
@@ -192,10 +194,11 @@ ORDER BY priority, scheduled_at, id`;
 /** The limited claim (`claimLimitedSql`, without the resend check) as one JSON document in claim order. */
 export const claimLimitedAsDocumentSql = `
 WITH claimed AS (
-  SELECT * FROM lana_jobs_claim_limited(CAST(:limits AS jsonb), CAST(:only_type AS text),
+  SELECT * FROM lana_jobs_claim_slotted(CAST(:limits AS jsonb), CAST(:only_type AS text),
     CAST(:limit AS integer),
     COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean),
-    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid))
+    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid),
+    NULL, NULL, NULL, NULL)
 )
 SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
          priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
@@ -204,9 +207,13 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
 FROM claimed`;
 
 /**
- * The local worker's limited claim: the document, and for a short claim when the next waiting job is due
- * (as in `claimDueJobsForWorkerSql`) and whether due jobs were left behind (a type at its limit, or rows
- * another claimer held): the worker then asks again soon instead of sleeping until the next due time.
+ * The local worker's claim when types have limits. The worker :worker holds slots of a limited type and
+ * runs at most that many of its jobs at once, claiming ahead as for any type (`lana_jobs_claim_slotted`):
+ * :in_hand (`{"type": jobs running or queued}`) and :concurrency say what it can use, and every slot it
+ * holds beyond that is given up in the same statement. Answers the document, for a short claim when the
+ * next waiting job is due (as `claimDueJobsForWorkerSql`) and whether due jobs were left behind (a type
+ * whose slots others hold, or rows another claimer held), and `held`: the slots the worker holds now, per
+ * type (`{"type": n}`), read after the claim (a volatile function sees the claim's changes).
  */
 export const claimLimitedForWorkerSql = `
 WITH RECURSIVE ready_priorities AS (
@@ -217,10 +224,10 @@ WITH RECURSIVE ready_priorities AS (
     SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying') AND priority > e.priority
     ORDER BY priority, scheduled_at LIMIT 1) n
 ), claimed AS (
-  SELECT * FROM lana_jobs_claim_limited(CAST(:limits AS jsonb), CAST(:only_type AS text),
-    CAST(:limit AS integer),
-    COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean),
-    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid))
+  SELECT * FROM lana_jobs_claim_slotted(CAST(:limits AS jsonb), NULL, CAST(:limit AS integer),
+    COALESCE(CAST(:now AS timestamptz), now()), true, NULL, NULL,
+    CAST(:worker AS uuid), CAST(:concurrency AS integer), CAST(:in_hand AS jsonb),
+    CAST(:slot_lease_seconds AS integer))
 )
 SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
          priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
@@ -242,5 +249,33 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
              AND id NOT IN (SELECT id FROM claimed)
            LIMIT 1) left_behind
          WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
-       ) ELSE false END AS left_behind
+       ) ELSE false END AS left_behind,
+       lana_jobs_worker_slots(CAST(:worker AS uuid), count(*)) AS held
 FROM claimed`;
+
+/**
+ * A local worker's slots settled outside a claim: per type, keeps as many as :keep says
+ * (`{"type": jobs in hand}`), renewed, and gives up the rest (waking the other workers). Its heartbeat
+ * while it holds slots and claims nothing, and its hand-back of idle slots and of all of them at shutdown
+ * (:keep `{}`). Answers the slots it holds afterwards, per type.
+ */
+export const settleWorkerSlotsSql = `
+WITH settled AS (
+  SELECT * FROM lana_jobs_settle_worker_slots(CAST(:worker AS uuid), CAST(:limits AS jsonb),
+    CAST(:concurrency AS integer), CAST(:keep AS jsonb), COALESCE(CAST(:now AS timestamptz), now()),
+    CAST(:slot_lease_seconds AS integer))
+)
+SELECT COALESCE(jsonb_object_agg(slot_type, n), '{}'::jsonb)::text AS held
+FROM (SELECT slot_type, count(*)::integer AS n FROM settled WHERE NOT given_up GROUP BY slot_type) h`;
+
+/**
+ * Makes the slot rows of the limited types (:limits, `{"type": max running}`) that do not exist yet, in a
+ * statement of its own, before a process's first limited claim: inside a claim, an insert would wait for
+ * another claimer that inserted the same rows and has not committed. Rows beyond a lowered limit stay
+ * and are not used.
+ */
+export const ensureSlotsSql = `
+INSERT INTO job_slots (job_type, slot)
+SELECT l.key, s.n
+FROM jsonb_each_text(CAST(:limits AS jsonb)) l CROSS JOIN LATERAL generate_series(0, l.value::integer - 1) s(n)
+ON CONFLICT DO NOTHING`;

@@ -8,25 +8,25 @@ import {
   OVERDUE_AFTER_DUE_DAYS,
 } from './obligations.js';
 
-export interface DemoData {
+export interface DemoPortfolio {
   facilityIds: string[];
   approvalProcessId: string;
   paymentDueDate: string;
 }
 
 /**
- * A few credit facilities for the demo: different rates and collateral, one closed, one with an interest
- * obligation due in three days (its last cycle, so today's reminder sweep finds it), one thinly
+ * The demo's portfolio, a few credit facilities: different rates and collateral, one closed, one with an
+ * interest obligation due in three days (its last cycle, so today's reminder sweep finds it), one thinly
  * collateralised (so a valuation at today's price triggers a margin call), plus an approval process for a
  * disbursal awaiting its votes.
  */
-export async function seedDemoData(
+export async function createDemoPortfolio(
   db: Database,
   jobs: Pick<JobTracker, 'enqueueUntyped'>,
   today = utcDay(new Date()),
-): Promise<DemoData> {
+): Promise<DemoPortfolio> {
   await ensureDemoGovernance(db);
-  const seeded = await db.transaction(async (tx) => {
+  const created = await db.transaction(async (tx) => {
     const dueDate = addDays(today, 3);
     const rows = await tx.query<{ id: string }>(
       `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents,
@@ -64,10 +64,10 @@ export async function seedDemoData(
     return { facilityIds: rows.rows.map((r) => r.id), paymentDueDate: dueDate };
   });
   const approvalProcessId = await createApprovalProcess(db, jobs, {
-    facilityId: seeded.facilityIds[2]!,
+    facilityId: created.facilityIds[2]!,
     amountCents: 2_500_000n,
   });
-  return { ...seeded, approvalProcessId };
+  return { ...created, approvalProcessId };
 }
 
 /** The demo's credit committee (three members) and its disbursal policy (two approvals), unless set. */

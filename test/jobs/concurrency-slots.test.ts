@@ -1,0 +1,338 @@
+import type { Context } from 'aws-lambda';
+import pg from 'pg';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { z } from 'zod';
+import { createExecutorHandler } from '../../functions/executor/handler.js';
+import { createObservability } from '../../functions/lib/powertools.js';
+import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
+import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
+import type { Database } from '../../shared/db/port.js';
+import { MAX_HANDBACKS } from '../../shared/jobs/attempts.js';
+import { ManualClock } from '../../shared/jobs/clock.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { fanOutDueJobs, type JobPublisher } from '../../shared/jobs/fan-out.js';
+import { DISPATCH_LEASE_SECONDS, JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { JobTracker } from '../../shared/jobs/tracker.js';
+import { Worker } from '../../shared/runtime/worker.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+/**
+ * Concurrency limits kept by slot rows (migration 0013): a limited type's claim never waits for another
+ * claim, of its type or any other; a local worker holding a type's slots claims its jobs again as soon as
+ * it finishes them, with no poll; a claim no executor begins is handed back a bounded number of times, and
+ * a type whose claims keep coming back undelivered gets one probe at a time; an executor's next job holds
+ * only a dispatch lease until the executor begins it.
+ */
+function registry(onRun?: (type: string) => Promise<void> | void) {
+  const execute = (type: string) => async (): Promise<undefined> => {
+    await onRun?.(type);
+    return undefined;
+  };
+  return new JobTypeRegistry()
+    .register({
+      type: 'alpha',
+      description: 'limited',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: 3,
+      timeoutSeconds: 60,
+      execute: execute('alpha'),
+    })
+    .register({
+      type: 'beta',
+      description: 'limited',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: 2,
+      timeoutSeconds: 60,
+      execute: execute('beta'),
+    });
+}
+type Registry = ReturnType<typeof registry>;
+
+let t: TestDatabase;
+let fixture: DataApiFixture;
+let dataApi: DataApiDatabase;
+let clock: ManualClock;
+
+beforeAll(async () => {
+  t = await createTestDatabase({ poolSize: 8 });
+  fixture = await startDataApiFixture(t.url);
+  dataApi = dataApiDriverOver(fixture, t.name);
+});
+afterAll(async () => {
+  await dataApi?.close();
+  await fixture?.close();
+  await t?.drop();
+});
+beforeEach(async () => {
+  await t.db.query('TRUNCATE jobs, job_executions CASCADE');
+  clock = new ManualClock('2026-06-01T00:00:00Z');
+});
+
+const trackerOver = (db: Database, withClock = true) =>
+  new JobTracker({ db, registry: registry(), ...(withClock ? { clock } : {}) });
+
+async function enqueue(tracker: JobTracker<Registry['schemas']>, type: 'alpha' | 'beta', n: number) {
+  await tracker.enqueueMany(Array.from({ length: n }, (_, i) => ({ type, payload: { n: i } })));
+}
+
+async function statusOf(id: string) {
+  const r = await t.db.query<{ status: string; attempts: number; max_attempts: number; handbacks: number }>(
+    'SELECT status, attempts, max_attempts, handbacks FROM jobs WHERE id = :id',
+    { id },
+  );
+  return r.rows[0]!;
+}
+
+/** A session holding `type`'s slots mid-claim (its transaction open): a stalled claimer. */
+async function stallHolderOf(type: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: t.url });
+  await c.connect();
+  await c.query('BEGIN');
+  await c.query(
+    `SELECT count(*) FROM lana_jobs_claim_slotted($1::jsonb, $2, 100, now(), false, 90, NULL, NULL, NULL, NULL, NULL)`,
+    [JSON.stringify({ alpha: 3, beta: 2 }), type],
+  );
+  return c;
+}
+
+describe.each([
+  ['node-postgres', () => t.db],
+  ['Data API', () => dataApi],
+])('no claim waits for another (%s)', (_name, db) => {
+  test("a stalled holder of one type's slots delays no claim of another type", async () => {
+    const tracker = trackerOver(db(), false);
+    // The first claim makes the slot rows.
+    expect(await tracker.fetchReady(1)).toEqual([]);
+    await enqueue(tracker, 'alpha', 5);
+    await enqueue(tracker, 'beta', 4);
+    // The holder locked alpha's jobs and slots and stalls with them.
+    const holder = await stallHolderOf('alpha');
+    try {
+      const started = performance.now();
+      const claimed = await tracker.fetchReady(30);
+      const ms = performance.now() - started;
+      // The all-types claim passed over alpha's held slots and took beta's free ones, without waiting.
+      expect(claimed.map((j) => j.jobType)).toEqual(['beta', 'beta']);
+      expect(ms).toBeLessThan(3000);
+      // A claim of alpha alone finds its slots taken and answers at once, empty.
+      expect(await tracker.fetchReady(5, { jobType: 'alpha' })).toEqual([]);
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+    // The holder gave up: alpha's slots are free again.
+    expect(await tracker.fetchReady(30, { jobType: 'alpha' })).toHaveLength(3);
+  });
+
+  test('claimers of one type take different slots side by side', async () => {
+    const tracker = trackerOver(db());
+    await enqueue(tracker, 'alpha', 6);
+    const both = await Promise.all([tracker.fetchReady(2), tracker.fetchReady(2)]);
+    const slots = await t.db.query<{ slot: number }>(
+      "SELECT slot FROM jobs WHERE status = 'running' ORDER BY slot",
+    );
+    expect(both.flat()).toHaveLength(3);
+    expect(slots.rows.map((r) => r.slot)).toEqual([0, 1, 2]);
+  });
+});
+
+describe('a claim that no executor begins', () => {
+  test(`is handed back uncounted at most ${MAX_HANDBACKS} times, then fails as never delivered`, async () => {
+    const tracker = trackerOver(t.db);
+    await enqueue(tracker, 'beta', 1);
+    let id = '';
+    for (let cycle = 1; cycle <= MAX_HANDBACKS; cycle++) {
+      const [claimed] = await tracker.fetchReady(1, { jobType: 'beta' });
+      // While the breaker is open the claim lets one probe through: this job is it.
+      expect(claimed, `cycle ${cycle}`).toBeDefined();
+      id = claimed!.id;
+      clock.advance((DISPATCH_LEASE_SECONDS + 1) * 1000);
+      const [rescued] = await tracker.rescueExpiredLeases();
+      expect(rescued).toMatchObject({ undelivered: true, neverDelivered: cycle === MAX_HANDBACKS });
+    }
+    const job = await statusOf(id);
+    expect(job).toMatchObject({ status: 'failed', handbacks: MAX_HANDBACKS });
+    const last = await tracker.getJob(id);
+    expect(last?.lastError).toMatch(/never delivered: no executor began any of its last 10 claims/);
+    // No attempt was ever counted against it: every one of them was an undelivered claim.
+    const outcomes = await t.db.query<{ outcome: string }>(
+      'SELECT DISTINCT outcome FROM job_executions WHERE job_id = :id',
+      { id },
+    );
+    expect(outcomes.rows).toEqual([{ outcome: 'undelivered' }]);
+  });
+
+  test('opens its type’s breaker: one probe at a time, until an executor begins an attempt', async () => {
+    const tracker = trackerOver(t.db);
+    await enqueue(tracker, 'alpha', 6);
+    // Three claims come back undelivered: the breaker opens.
+    expect(await tracker.fetchReady(3)).toHaveLength(3);
+    clock.advance((DISPATCH_LEASE_SECONDS + 1) * 1000);
+    expect(await tracker.rescueExpiredLeases()).toHaveLength(3);
+    // One probe, and none more while it waits for its executor, though three slots are free.
+    const [probe, ...rest] = await tracker.fetchReady(10);
+    expect(rest).toEqual([]);
+    expect(await tracker.fetchReady(10)).toEqual([]);
+    // The probe is delivered: the executor begins it, and the type flows again.
+    expect(await tracker.startAttempt(probe!.id, probe!.attempts)).not.toBeNull();
+    expect(await tracker.fetchReady(10)).toHaveLength(2);
+    const streak = await t.db.query('SELECT undelivered_streak FROM job_type_dispatch');
+    expect(streak.rows).toEqual([{ undelivered_streak: 0 }]);
+  });
+
+  test('a fan-out reports the hand-backs of each type, for its metric and alarm', async () => {
+    const tracker = trackerOver(t.db);
+    await enqueue(tracker, 'alpha', 2);
+    await enqueue(tracker, 'beta', 1);
+    const publisher: JobPublisher = { maxBatch: 10, publish: async (e) => e.map(() => ({ ok: true })) };
+    expect((await fanOutDueJobs(tracker, publisher, { rescueLimit: 0 })).published).toBe(3);
+    clock.advance((DISPATCH_LEASE_SECONDS + 1) * 1000);
+    const run = await fanOutDueJobs(tracker, publisher);
+    expect(run.handedBack).toBe(3);
+    expect(run.handedBackByType).toEqual({ alpha: 2, beta: 1 });
+  });
+});
+
+describe("an executor's next job", () => {
+  const o = createObservability('executor-test');
+  function executor(db: Database, die: { afterClaim: boolean }) {
+    const tracker = new JobTracker({ db, registry: registry(), clock });
+    const runtime = { tracker, registry: tracker.registry } as unknown as JobRuntime;
+    const dispatcher = new JobDispatcher(tracker.registry, {}) as unknown as SeedDispatcher;
+    if (die.afterClaim) {
+      // The invocation dies right after the statement that reported a job and claimed the next.
+      const complete = tracker.completeAndClaimNext.bind(tracker);
+      tracker.completeAndClaimNext = async (...args) => {
+        await complete(...args);
+        throw new Error('the Lambda died');
+      };
+    }
+    return { tracker, handler: createExecutorHandler({ runtime, dispatcher, jobType: 'alpha', o }) };
+  }
+
+  test('holds a dispatch lease until begun: a dead executor frees its slot within the lease, uncounted', async () => {
+    const { tracker, handler } = executor(dataApi, { afterClaim: true });
+    await enqueue(tracker, 'alpha', 2);
+    const [first] = await tracker.fetchReady(1);
+    const context = { getRemainingTimeInMillis: () => 3_600_000 } as Context;
+    await expect(
+      handler(
+        {
+          source: 'lana.jobs',
+          'detail-type': 'job.ready',
+          detail: { jobId: first!.id, jobType: 'alpha', attempt: first!.attempts, payload: { n: 0 } },
+        },
+        context,
+      ),
+    ).rejects.toThrow(/the Lambda died/);
+    const next = await t.db.query<{ id: string; started_at: Date | null; lease_expires_at: Date }>(
+      "SELECT id, started_at, lease_expires_at FROM jobs WHERE status = 'running'",
+    );
+    expect(next.rows).toHaveLength(1);
+    expect(next.rows[0]!.started_at).toBeNull();
+    expect(next.rows[0]!.lease_expires_at.getTime() - clock.now()!.getTime()).toBe(
+      DISPATCH_LEASE_SECONDS * 1000,
+    );
+    clock.advance((DISPATCH_LEASE_SECONDS + 1) * 1000);
+    const [rescued] = await tracker.rescueExpiredLeases();
+    expect(rescued).toMatchObject({ id: next.rows[0]!.id, undelivered: true, status: 'pending' });
+    const job = await statusOf(next.rows[0]!.id);
+    // The attempt number stays used (a fencing token) but does not count: max attempts grew with it.
+    expect(job.max_attempts - job.attempts).toBe(6);
+    // Its slot is free: the type's three slots can all be taken again.
+    await enqueue(tracker, 'alpha', 2);
+    expect(await tracker.fetchReady(10, { jobType: 'alpha' })).toHaveLength(3);
+  });
+});
+
+describe('a local worker holding a limited type’s slots', () => {
+  test('claims again as it finishes its jobs, without waiting for a poll or a notification', async () => {
+    const tracker = trackerOver(t.db, false);
+    await enqueue(tracker, 'alpha', 600);
+    let claims = 0;
+    const claim = tracker.claimForWorker.bind(tracker);
+    tracker.claimForWorker = (...args) => {
+      claims++;
+      return claim(...args);
+    };
+    // No LISTEN and a poll an hour away: only finishing its own jobs can make it claim again.
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      concurrency: 3,
+      pollIntervalMs: 3_600_000,
+    });
+    await worker.start();
+    await worker.idle();
+    await worker.stop();
+    const done = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM jobs WHERE status = 'completed'",
+    );
+    expect(done.rows[0]!.n).toBe(600);
+    // It claims ahead, as for a type without a limit: far fewer claims than jobs.
+    expect(claims).toBeLessThan(600 / 3);
+    // And gave its slots back as it stopped.
+    const held = await t.db.query('SELECT 1 FROM job_slots WHERE holder IS NOT NULL');
+    expect(held.rows).toEqual([]);
+  });
+
+  test('never runs more of a type at once than its limit, across workers', async () => {
+    let running = { alpha: 0, beta: 0 };
+    const most = { alpha: 0, beta: 0 };
+    const reg = () =>
+      registry(async (type) => {
+        const k = type as 'alpha' | 'beta';
+        running = { ...running, [k]: running[k] + 1 };
+        most[k] = Math.max(most[k], running[k]);
+        await new Promise((r) => setTimeout(r, 3));
+        running = { ...running, [k]: running[k] - 1 };
+      });
+    const workers = [1, 2, 3].map(() => {
+      const tracker = new JobTracker({ db: t.db, registry: reg() });
+      return new Worker({
+        tracker,
+        dispatcher: new JobDispatcher(tracker.registry, {}),
+        concurrency: 4,
+        listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+      });
+    });
+    const tracker = trackerOver(t.db, false);
+    await enqueue(tracker, 'alpha', 150);
+    await enqueue(tracker, 'beta', 100);
+    await Promise.all(workers.map((w) => w.start()));
+    await expect
+      .poll(
+        async () =>
+          (
+            await t.db.query<{ n: number }>(
+              "SELECT count(*)::integer AS n FROM jobs WHERE status = 'completed'",
+            )
+          ).rows[0]!.n,
+        { timeout: 30_000, interval: 100 },
+      )
+      .toBe(250);
+    await Promise.all(workers.map((w) => w.stop()));
+    expect(most.alpha).toBeLessThanOrEqual(3);
+    expect(most.beta).toBeLessThanOrEqual(2);
+    expect(most.alpha).toBeGreaterThan(0);
+  });
+
+  test('starts an eagerly enqueued job in a slot it holds, and no more than its limit', async () => {
+    const tracker = trackerOver(t.db, false);
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      concurrency: 10,
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+    });
+    await worker.start();
+    // The first job goes through the queue, and the worker takes a slot of beta for it.
+    await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+    await worker.idle();
+    // The slot lingers: the next job starts in it as its enqueue commits.
+    const { job } = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
+    expect(job.status).toBe('running');
+    await worker.stop();
+  });
+});
