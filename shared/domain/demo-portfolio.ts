@@ -1,12 +1,7 @@
-import { type Database, date, uuid } from '../db/port.js';
+import { type Database, date } from '../db/port.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import { createApprovalProcess, createCommittee, setApprovalPolicy } from './approvals.js';
 import { addDays, utcDay } from './money.js';
-import {
-  DEFAULTED_AFTER_DUE_DAYS,
-  INTEREST_DUE_AFTER_CYCLE_DAYS,
-  OVERDUE_AFTER_DUE_DAYS,
-} from './obligations.js';
 
 export interface DemoPortfolio {
   facilityIds: string[];
@@ -15,8 +10,8 @@ export interface DemoPortfolio {
 }
 
 /**
- * The demo's portfolio, a few credit facilities: different rates and collateral, one closed, one with an
- * interest obligation due in three days (its last cycle, so today's reminder sweep finds it), one thinly
+ * The demo's portfolio, a few credit facilities: different rates and collateral, one closed, one maturing
+ * in three days (today's reminder sweep makes its principal an obligation and reminds of it), one thinly
  * collateralised (so a valuation at today's price triggers a margin call), plus an approval process for a
  * disbursal awaiting its votes.
  */
@@ -30,36 +25,16 @@ export async function createDemoPortfolio(
     const dueDate = addDays(today, 3);
     const rows = await tx.query<{ id: string }>(
       `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents,
-                                      annual_rate, collateral_sats, created_at)
+                                      annual_rate, collateral_sats, maturity_date, created_at)
        SELECT * FROM (VALUES
-         ('alice@example.com', 'active', 10000000::bigint, 5000000::bigint, 0.120000::numeric, 15000000::bigint, now() - interval '30 days'),
-         ('bob@example.com',   'active', 50000000, 20000000, 0.085000, 300000000, now() - interval '90 days'),
-         ('carol@example.com', 'active', 20000000, 0, 0.100000, 5000000, now() - interval '10 days'),
-         ('dave@example.com',  'closed', 5000000, 0, 0.150000, 0, now() - interval '400 days')
+         ('alice@example.com', 'active', 10000000::bigint, 5000000::bigint, 0.120000::numeric, 15000000::bigint, CAST(:due AS date), now() - interval '30 days'),
+         ('bob@example.com',   'active', 50000000, 20000000, 0.085000, 300000000, NULL, now() - interval '90 days'),
+         ('carol@example.com', 'active', 20000000, 0, 0.100000, 5000000, NULL, now() - interval '10 days'),
+         ('dave@example.com',  'closed', 5000000, 0, 0.150000, 0, NULL, now() - interval '400 days')
        ) AS f(customer_email, status, facility_limit_cents, drawn_principal_cents, annual_rate, collateral_sats,
-              created_at)
+              maturity_date, created_at)
        RETURNING id`,
-    );
-    // Alice's last cycle (its 23 days of 50,000.00 at 12 %: 378.08) is posted and due in three days.
-    const alice = rows.rows[0]!.id;
-    const cycleEnd = addDays(dueDate, -INTEREST_DUE_AFTER_CYCLE_DAYS);
-    await tx.query(
-      `WITH posted AS (
-         INSERT INTO obligations (facility_id, kind, period_start, period_end, amount_cents, due_date,
-                                  overdue_date, defaulted_date)
-         VALUES (CAST(:facility AS uuid), 'interest', CAST(:start AS date), CAST(:end AS date), 37808,
-                 CAST(:due AS date), CAST(:due AS date) + ${OVERDUE_AFTER_DUE_DAYS},
-                 CAST(:due AS date) + ${DEFAULTED_AFTER_DUE_DAYS})
-       )
-       UPDATE credit_facilities SET accrued_interest_cents = 37808, next_payment_due = CAST(:due AS date),
-                                    interest_posted_through = CAST(:end AS date)
-       WHERE id = CAST(:facility AS uuid)`,
-      {
-        facility: uuid(alice),
-        start: date(addDays(cycleEnd, -22)),
-        end: date(cycleEnd),
-        due: date(dueDate),
-      },
+      { due: date(dueDate) },
     );
     return { facilityIds: rows.rows.map((r) => r.id), paymentDueDate: dueDate };
   });
