@@ -22,6 +22,7 @@ import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { acceptPriceCommand } from './price.js';
+import { repayCommand } from './repay.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -56,6 +57,8 @@ Commands:
                                   unless --yes)
   cancel <id> [--reason TEXT]     stop a pending, retrying or running job
   work [--concurrency N]          run a worker until Ctrl-C
+  repay <facility-id> --amount A [--reference R]
+                                  record a repayment (settles obligations oldest first)
   dev                             embedded PostgreSQL + migrations + demo + worker + console, until Ctrl-C
   accept-price --price USD --by NAME --reason TEXT
                                   accept a BTC/USD price by hand (audited) and revalue at it
@@ -311,6 +314,7 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
         token: stringOption(ctx.args, 'token') ?? process.env.JOBS_CONSOLE_TOKEN,
       }),
   },
+  repay: repayCommand,
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
   'accept-price': acceptPriceCommand,

@@ -10,9 +10,10 @@ export interface DemoPortfolio {
 }
 
 /**
- * The demo's portfolio, a few credit facilities: different rates and collateral, one closed, one with a payment
- * due in three days (so today's reminder sweep finds it), one thinly collateralised (so a valuation at
- * today's price triggers a margin call), plus an approval process for a disbursal awaiting its votes.
+ * The demo's portfolio, a few credit facilities: different rates and collateral, one closed, one maturing
+ * in three days (today's reminder sweep makes its principal an obligation and reminds of it), one thinly
+ * collateralised (so a valuation at today's price triggers a margin call), plus an approval process for a
+ * disbursal awaiting its votes.
  */
 export async function createDemoPortfolio(
   db: Database,
@@ -24,16 +25,16 @@ export async function createDemoPortfolio(
     const dueDate = addDays(today, 3);
     const rows = await tx.query<{ id: string }>(
       `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents,
-                                      annual_rate, collateral_sats, next_payment_due, created_at)
+                                      annual_rate, collateral_sats, maturity_date, created_at)
        SELECT * FROM (VALUES
          ('alice@example.com', 'active', 10000000::bigint, 5000000::bigint, 0.120000::numeric, 15000000::bigint, CAST(:due AS date), now() - interval '30 days'),
-         ('bob@example.com',   'active', 50000000, 20000000, 0.085000, 300000000, CAST(:later AS date), now() - interval '90 days'),
+         ('bob@example.com',   'active', 50000000, 20000000, 0.085000, 300000000, NULL, now() - interval '90 days'),
          ('carol@example.com', 'active', 20000000, 0, 0.100000, 5000000, NULL, now() - interval '10 days'),
          ('dave@example.com',  'closed', 5000000, 0, 0.150000, 0, NULL, now() - interval '400 days')
        ) AS f(customer_email, status, facility_limit_cents, drawn_principal_cents, annual_rate, collateral_sats,
-              next_payment_due, created_at)
+              maturity_date, created_at)
        RETURNING id`,
-      { due: date(dueDate), later: date(addDays(today, 20)) },
+      { due: date(dueDate) },
     );
     return { facilityIds: rows.rows.map((r) => r.id), paymentDueDate: dueDate };
   });

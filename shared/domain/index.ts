@@ -21,6 +21,15 @@ export {
 export { createDemoPortfolio, ensureDemoGovernance } from './demo-portfolio.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
+export {
+  listObligations,
+  type Obligation,
+  type ObligationStatus,
+  obligationStatus,
+  type Repayment,
+  type RepaymentResult,
+  recordRepayment,
+} from './obligations.js';
 export { acceptPriceByHand } from './portfolio.js';
 export {
   createHttpPriceSource,

@@ -3,6 +3,7 @@ import type { NotificationPayload, NotificationService } from '../job-types/serv
 import { PermanentJobError } from '../jobs/errors.js';
 import { formatCents } from './money.js';
 import type { Notifier } from './notifier.js';
+import { renderObligationNotice } from './obligations.js';
 
 interface FacilityRow {
   [k: string]: unknown;
@@ -19,20 +20,12 @@ export interface Rendered {
   body: string;
 }
 
-type ReminderPayload = Extract<NotificationPayload, { kind: 'payment-reminder' }>;
+/** A payment reminder or an overdue notice: rendered from the obligations (`renderObligationNotice`). */
+type ReminderPayload = Extract<NotificationPayload, { dueDate: string }>;
 type TransitionPayload = Exclude<NotificationPayload, ReminderPayload>;
 
-/** The payment reminder's template. Plain text: these go to borrowers' inboxes. */
-export function renderNotification(n: ReminderPayload, f: FacilityRow): Rendered {
-  return {
-    subject: `Payment reminder: due ${n.dueDate}`,
-    body: [
-      `Your credit facility ${n.facilityId} has a payment due on ${n.dueDate}.`,
-      `Outstanding principal: USD ${formatCents(f.drawn_principal_cents)}.`,
-      `Interest accrued to date: USD ${formatCents(f.accrued_interest_cents)}.`,
-      'Please make sure funds are available. Thank you.',
-    ].join('\n'),
-  };
+function isObligationNotice(n: NotificationPayload): n is ReminderPayload {
+  return n.kind === 'payment-reminder' || n.kind === 'obligation-overdue';
 }
 
 /** A collateralization transition with the figures stored when it happened (NULL before migration 0105). */
@@ -119,8 +112,11 @@ export function renderTransitionNotice(
 
 export type SendResult =
   | { outcome: 'sent' | 'already_sent'; notificationId: string; messageId: string | null }
-  /** The facility was closed before the notice went out: nothing recorded, nothing sent. */
-  | { outcome: 'skipped_facility_closed'; notificationId: null; messageId: null };
+  /**
+   * The facility was closed before the notice went out, or nothing due on the reminded date is unpaid any
+   * more: nothing recorded, nothing sent.
+   */
+  | { outcome: 'skipped_facility_closed' | 'skipped_settled'; notificationId: null; messageId: null };
 
 /** The notification service with its result typed (an extension, so callers passing a signal see it too). */
 export interface LendingNotificationService extends NotificationService {
@@ -204,21 +200,25 @@ export function createNotificationService(db: Database, notifier: Notifier): Len
     const params = { facility: uuid(n.facilityId), kind: n.kind, key_date: date(n.dueDate) };
     const where =
       'facility_id = CAST(:facility AS uuid) AND kind = :kind AND key_date = CAST(:key_date AS date) AND transition_id IS NULL';
-    // A notice queued before the facility was closed is moot, unless it is already in the outbox (it was
-    // due while the facility was open, and delivery below finishes it).
-    if (facility.status === 'closed') {
+    // A notice queued before the facility was closed, or about what has been paid since (a settled
+    // obligation is never reminded), is moot, unless it is already in the outbox (it was due when
+    // recorded, and delivery below finishes it).
+    const rendered = await renderObligationNotice(db, n);
+    if (facility.status === 'closed' || rendered === null) {
       const recorded = await db.query(`SELECT 1 FROM notifications WHERE ${where}`, params);
       if (recorded.rowCount === 0) {
-        return { outcome: 'skipped_facility_closed', notificationId: null, messageId: null };
+        const outcome = facility.status === 'closed' ? 'skipped_facility_closed' : 'skipped_settled';
+        return { outcome, notificationId: null, messageId: null };
       }
     }
-    const rendered = renderNotification(n, facility);
-    await db.query(
-      `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
-       VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)
-       ON CONFLICT (facility_id, kind, key_date) WHERE transition_id IS NULL DO NOTHING`,
-      { ...params, recipient: facility.customer_email, subject: rendered.subject, body: rendered.body },
-    );
+    if (rendered) {
+      await db.query(
+        `INSERT INTO notifications (facility_id, kind, key_date, recipient, subject, body)
+         VALUES (CAST(:facility AS uuid), :kind, CAST(:key_date AS date), :recipient, :subject, :body)
+         ON CONFLICT (facility_id, kind, key_date) WHERE transition_id IS NULL DO NOTHING`,
+        { ...params, recipient: facility.customer_email, subject: rendered.subject, body: rendered.body },
+      );
+    }
     return deliver(where, params, `${n.kind}:${n.facilityId}:${n.dueDate}`, signal);
   }
 
@@ -275,7 +275,6 @@ export function createNotificationService(db: Database, notifier: Notifier): Len
   }
 
   return {
-    send: (n, signal) =>
-      n.kind === 'payment-reminder' ? sendReminder(n, signal) : sendTransitionNotice(n, signal),
+    send: (n, signal) => (isObligationNotice(n) ? sendReminder(n, signal) : sendTransitionNotice(n, signal)),
   };
 }

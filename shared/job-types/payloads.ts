@@ -58,6 +58,12 @@ export const notificationPayload = z.discriminatedUnion('kind', [
     dueDate: businessDate,
   }),
   z.strictObject({
+    /** What was due on `dueDate` is unpaid and overdue. */
+    kind: z.literal('obligation-overdue'),
+    facilityId: z.uuid(),
+    dueDate: businessDate,
+  }),
+  z.strictObject({
     /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
     kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
@@ -80,8 +86,15 @@ export const syncPayload = z.strictObject({
 });
 
 export const paymentRemindersPayload = z.strictObject({
-  /** The day the sweep runs for (UTC); reminders go to payments due a few days later. Omitted: today. */
-  date: businessDate.optional(),
+  /**
+   * The day the sweep runs for (UTC); reminders go to obligations due from it to a few days later.
+   * Omitted: today. A day that has not begun is refused: its reminders would go out early.
+   */
+  date: businessDate
+    .refine((s) => s <= new Date().toISOString().slice(0, 10), {
+      message: 'that day has not begun yet (UTC): a sweep runs on its day or later, never ahead',
+    })
+    .optional(),
 });
 
 export const maintenancePayload = z.strictObject({

@@ -273,6 +273,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
        SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, 100000000, '2025-12-20Z'
        FROM generate_series(1, 40) g`,
     );
+    // What the reminders remind of: an unpaid interest obligation per facility, due on 1 December.
+    await control.query(
+      `INSERT INTO obligations (facility_id, kind, period_start, period_end, amount_cents, due_date, overdue_date,
+                               defaulted_date)
+       SELECT id, 'interest', DATE '2026-10-22', DATE '2026-11-21', 100, DATE '2026-12-01', DATE '2026-12-08',
+              DATE '2027-03-01'
+       FROM credit_facilities`,
+    );
     // The last accepted price (a disbursal's cover is checked at it, valid for the whole run) and a
     // one-member disbursal committee.
     await control.query(

@@ -481,9 +481,10 @@ describe('jobs CLI', () => {
     expect(out.text()).toMatch(/^approval-processing\n {2}processId\?: uuid, sweep\?: "expire"$/m);
     expect(out.text()).toMatch(/^interest-accrual\n {2}date\?: YYYY-MM-DD$/m);
     expect(out.text()).toMatch(/^ {2}kind: "payment-reminder", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
+    expect(out.text()).toMatch(/^ {2}kind: "obligation-overdue", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
     const json = sink();
     await runCli(['types', '--json'], { stdout: json.stream, stderr: sink().stream });
     const types = JSON.parse(json.text()) as { type: string; payload: string[] }[];
-    expect(types.find((x) => x.type === 'notification')!.payload).toHaveLength(2);
+    expect(types.find((x) => x.type === 'notification')!.payload).toHaveLength(3);
   });
 });

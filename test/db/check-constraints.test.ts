@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ApprovalRule, ProcessStatus } from '../../shared/domain/approvals.js';
+import type { ObligationKind } from '../../shared/domain/obligations.js';
 import type { CollateralizationState, PriceBasis } from '../../shared/domain/portfolio.js';
 import type { NotificationPayload } from '../../shared/job-types/services.js';
 import { JOB_STATUSES } from '../../shared/jobs/model.js';
@@ -34,9 +35,11 @@ const PROCESS_STATUSES = exactly<ProcessStatus>()([
   'expired',
 ]);
 const PRICE_BASES = exactly<PriceBasis>()(['sources', 'sustained-move', 'manual']);
+const OBLIGATION_KINDS = exactly<ObligationKind>()(['interest', 'principal']);
 const APPROVAL_RULES = exactly<ApprovalRule['kind']>()(['all-members', 'threshold', 'auto-approve']);
 const NOTIFICATION_KINDS = exactly<NotificationPayload['kind']>()([
   'payment-reminder',
+  'obligation-overdue',
   'margin-call',
   'liquidation-call',
   'collateral-recovered',
@@ -64,6 +67,10 @@ const ENUMS: Record<string, { values: readonly string[]; source: string }> = {
   'notifications.kind': {
     values: NOTIFICATION_KINDS,
     source: "NotificationPayload['kind'] (shared/job-types/payloads.ts)",
+  },
+  'obligations.kind': {
+    values: OBLIGATION_KINDS,
+    source: 'ObligationKind (shared/domain/obligations.ts)',
   },
   'collateral_valuations.basis': { values: PRICE_BASES, source: 'PriceBasis (shared/domain/portfolio.ts)' },
   // No exported union: the domain's SQL and row types spell these.

@@ -16,7 +16,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, price_observations, manual_prices, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, price_observations, manual_prices, credit_facilities CASCADE',
   );
 });
 
@@ -435,9 +435,11 @@ describe('approval processing', () => {
 describe('notifications', () => {
   test('a payment reminder is recorded in the outbox, sent once, and never again on retry or duplicate', async () => {
     const facility = await insertFacility(t.db, {
-      principalCents: 1_234_56n,
+      principalCents: 5_000_00n,
       rate: '0.1',
       email: 'ann@example.com',
+      nextPaymentDue: '2026-12-01',
+      dueCents: 1_234_56n,
     });
     const { tracker, drain, notifications, services } = domainHarness(t.db);
     const payload = { kind: 'payment-reminder' as const, facilityId: facility, dueDate: '2026-12-01' };
@@ -449,9 +451,9 @@ describe('notifications', () => {
     expect(notifications.sent).toHaveLength(1);
     expect(notifications.sent[0]).toMatchObject({
       to: 'ann@example.com',
-      subject: 'Payment reminder: due 2026-12-01',
+      subject: 'Payment reminder: USD 1,234.56 due 2026-12-01',
     });
-    expect(notifications.sent[0]!.body).toContain('USD 1,234.56');
+    expect(notifications.sent[0]!.body).toContain('interest: USD 1,234.56');
     expect(await services.notifications.send(payload, signal())).toMatchObject({ outcome: 'already_sent' });
     expect(notifications.sent).toHaveLength(1);
     expect(await one('SELECT status, provider_message_id FROM notifications')).toEqual({
@@ -461,7 +463,11 @@ describe('notifications', () => {
   });
 
   test('a delivery failure is retried and then sent exactly once', async () => {
-    const facility = await insertFacility(t.db, { principalCents: 100n, rate: '0.1' });
+    const facility = await insertFacility(t.db, {
+      principalCents: 100n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-01',
+    });
     const { tracker, drain, notifications } = domainHarness(t.db);
     notifications.failNextSends(1);
     const { job } = await tracker.enqueue({
@@ -533,25 +539,38 @@ describe('notifications', () => {
     expect(notifications.sent).toHaveLength(0);
   });
 
-  test('the daily sweep enqueues reminders for payments due in three days, once', async () => {
+  test('the daily sweep reminds of obligations due in three days, once, stating the amount due; interest only too', async () => {
     const due = await insertFacility(t.db, {
       principalCents: 100n,
       rate: '0.1',
       nextPaymentDue: '2026-12-04',
     });
     await insertFacility(t.db, { principalCents: 100n, rate: '0.1', nextPaymentDue: '2026-12-05' });
-    await insertFacility(t.db, { principalCents: 0n, rate: '0.1', nextPaymentDue: '2026-12-04' });
+    // Owes 500.00 of interest and no principal: reminded all the same.
+    const interestOnly = await insertFacility(t.db, {
+      principalCents: 0n,
+      rate: '0.1',
+      nextPaymentDue: '2026-12-04',
+      dueCents: 500_00n,
+      email: 'interest-only@example.com',
+    });
     const { tracker, drain, notifications } = domainHarness(t.db);
     await tracker.enqueueMany([
       { type: 'payment-reminders', payload: { date: '2026-12-01' } },
       { type: 'payment-reminders', payload: { date: '2026-12-01' } },
     ]);
     await drain();
-    expect(notifications.sent).toHaveLength(1);
-    const sentFor = await one<{ facility_id: string; key_date: string }>(
-      'SELECT facility_id, key_date FROM notifications',
+    expect(notifications.sent.map((m) => [m.to, m.subject]).sort()).toEqual([
+      ['borrower@example.com', 'Payment reminder: USD 10.00 due 2026-12-04'],
+      ['interest-only@example.com', 'Payment reminder: USD 500.00 due 2026-12-04'],
+    ]);
+    const sentFor = await t.db.query<{ facility_id: string; key_date: string }>(
+      'SELECT facility_id, key_date FROM notifications ORDER BY recipient',
     );
-    expect(sentFor).toEqual({ facility_id: due, key_date: '2026-12-04' });
+    expect(sentFor.rows).toEqual([
+      { facility_id: due, key_date: '2026-12-04' },
+      { facility_id: interestOnly, key_date: '2026-12-04' },
+    ]);
   });
 
   test('a missed sweep is healed by the next: every payment due within the window and not yet reminded', async () => {
@@ -582,28 +601,36 @@ describe('notifications', () => {
       { facility_id: dueFourth, key_date: '2026-12-04' },
     ]);
     expect(notifications.sent.map((m) => m.subject).sort()).toEqual([
-      'Payment reminder: due 2026-12-02',
-      'Payment reminder: due 2026-12-04',
+      'Payment reminder: USD 10.00 due 2026-12-02',
+      'Payment reminder: USD 10.00 due 2026-12-04',
     ]);
     // The next day's sweep finds those two reminded; only the payment due on the 6th is new.
     await tracker.enqueue({ type: 'payment-reminders', payload: { date: '2026-12-03' } });
     await drain();
     expect(notifications.sent.map((m) => m.subject)).toHaveLength(3);
-    expect(notifications.sent[2]!.subject).toBe('Payment reminder: due 2026-12-06');
+    expect(notifications.sent[2]!.subject).toBe('Payment reminder: USD 10.00 due 2026-12-06');
   });
 
   test('the sweep pages through many due payments and a second sweep enqueues none', async () => {
     await t.db.query(
-      `INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
-                                      next_payment_due)
-       SELECT 'due' || g || '@example.com', 1000000, 1000, 0.1, DATE '2026-12-04' FROM generate_series(1, 1234) g`,
+      `WITH f AS (
+         INSERT INTO credit_facilities (customer_email, facility_limit_cents, drawn_principal_cents, annual_rate,
+                                        accrued_interest_cents)
+         SELECT 'due' || g || '@example.com', 1000000, 1000, 0.1, 100 FROM generate_series(1, 1234) g
+         RETURNING id
+       )
+       INSERT INTO obligations (facility_id, kind, period_start, period_end, amount_cents, due_date, overdue_date,
+                                defaulted_date)
+       SELECT id, 'interest', DATE '2026-10-26', DATE '2026-11-24', 100, DATE '2026-12-04', DATE '2026-12-11',
+              DATE '2027-03-04'
+       FROM f`,
     );
     const { services } = domainHarness(t.db);
-    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toEqual({
+    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toMatchObject({
       dueDate: '2026-12-04',
       enqueued: 1234,
     });
-    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toEqual({
+    expect(await services.reminders.enqueueDueReminders('2026-12-01', signal())).toMatchObject({
       dueDate: '2026-12-04',
       enqueued: 0,
     });

@@ -13,7 +13,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities CASCADE',
   );
 });
 
@@ -29,7 +29,7 @@ const accruals = async () =>
   ).rows;
 
 describe('interest accrual', () => {
-  test('daily interest = principal × rate / 365, rounded half up to the cent, once per facility per day', async () => {
+  test('a first day accrues principal × rate / 365 rounded half up to the cent, one row per facility per day', async () => {
     // 1,000,000.00 at 10 %: 100,000,000 × 0.1 / 365 = 27,397.26… cents → 27,397
     const a = await facility({ principalCents: 100_000_000n, rate: '0.100000' });
     // 365.00 at 5 %: 36,500 × 0.05 / 365 = 5.0 cents exactly
@@ -365,7 +365,7 @@ describe('interest accrual', () => {
       await t.db.query('SELECT id, accrued_interest_cents FROM credit_facilities ORDER BY id')
     ).rows;
     await t.db.query('TRUNCATE interest_accruals');
-    await t.db.query('UPDATE credit_facilities SET accrued_interest_cents = 0');
+    await t.db.query('UPDATE credit_facilities SET accrued_interest_cents = 0, accrued_interest_basis = 0');
     // Batches of 37 facilities; the process dies after the third batch.
     const crashing = createCreditService(t.db, {
       batchSize: 37,

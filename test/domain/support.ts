@@ -75,14 +75,17 @@ export async function insertFacility(
     principalCents: bigint;
     rate: string;
     collateralSats?: bigint;
+    /** An unpaid interest obligation of `dueCents` (default 10.00) due on this day. */
     nextPaymentDue?: string | null;
+    dueCents?: bigint;
     createdAt?: string;
+    maturityDate?: string;
   },
 ): Promise<string> {
   const res = await db.query<{ id: string }>(
     `INSERT INTO credit_facilities (customer_email, status, facility_limit_cents, drawn_principal_cents, annual_rate,
-                                    collateral_sats, next_payment_due, created_at)
-     VALUES (:email, :status, :limit, :principal, CAST(:rate AS numeric), :sats, CAST(:due AS date),
+                                    collateral_sats, maturity_date, created_at)
+     VALUES (:email, :status, :limit, :principal, CAST(:rate AS numeric), :sats, CAST(:maturity AS date),
              COALESCE(CAST(:created AS timestamptz), '2026-01-01T00:00:00Z'))
      RETURNING id`,
     {
@@ -92,9 +95,47 @@ export async function insertFacility(
       principal: f.principalCents,
       rate: f.rate,
       sats: f.collateralSats ?? 0n,
-      due: f.nextPaymentDue ? date(f.nextPaymentDue) : null,
+      maturity: f.maturityDate ? date(f.maturityDate) : null,
       created: f.createdAt ?? null,
     },
+  );
+  const id = res.rows[0]!.id;
+  if (f.nextPaymentDue) {
+    await insertObligation(db, {
+      facilityId: id,
+      amountCents: f.dueCents ?? 1_000n,
+      dueDate: f.nextPaymentDue,
+    });
+  }
+  return id;
+}
+
+/**
+ * An unpaid obligation as posting would leave it: interest is also in the facility's interest balance (a
+ * cycle ending ten days before its due date), principal in its drawn principal.
+ */
+export async function insertObligation(
+  db: Database,
+  o: { facilityId: string; kind?: 'interest' | 'principal'; amountCents: bigint; dueDate: string },
+): Promise<string> {
+  const kind = o.kind ?? 'interest';
+  const res = await db.query<{ id: string }>(
+    `WITH o AS (
+       INSERT INTO obligations (facility_id, kind, period_start, period_end, amount_cents, due_date, overdue_date,
+                                defaulted_date)
+       VALUES (CAST(:facility AS uuid), :kind,
+               CASE WHEN :kind = 'interest' THEN CAST(:due AS date) - 40 END,
+               CASE WHEN :kind = 'interest' THEN CAST(:due AS date) - 10 END,
+               CAST(:amount AS bigint), CAST(:due AS date), CAST(:due AS date) + 7, CAST(:due AS date) + 90)
+       RETURNING id
+     ), f AS (
+       UPDATE credit_facilities f
+       SET accrued_interest_cents = accrued_interest_cents + CASE WHEN :kind = 'interest' THEN CAST(:amount AS bigint) ELSE 0 END,
+           next_payment_due = LEAST(next_payment_due, CAST(:due AS date))
+       WHERE id = CAST(:facility AS uuid)
+     )
+     SELECT id FROM o`,
+    { facility: o.facilityId, kind, amount: o.amountCents, due: date(o.dueDate) },
   );
   return res.rows[0]!.id;
 }
