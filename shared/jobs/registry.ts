@@ -52,8 +52,9 @@ export interface JobTypeDefinition<
   enqueues?: readonly string[];
   /**
    * How many of this type's jobs may run at once, across every fetch-ready run, executor and local worker:
-   * the claim takes at most this many minus the type's attempts holding a lease. On AWS it is also what the
-   * executor function's reserved concurrency is set to, where reservations are on. Default: no limit.
+   * kept by the type's slot rows (migration 0013; a claim takes free ones with SKIP LOCKED, never waiting).
+   * On AWS it is also what the executor function's reserved concurrency is set to, where reservations are
+   * on. Default: no limit (on AWS, the stack's `defaultTypeConcurrency`).
    */
   concurrency?: number;
 }

@@ -494,7 +494,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       );
       if (open.rows[0]!.n === 0) break;
       await settler.idle();
-      const next = open.rows[0]!.next;
+      let next = open.rows[0]!.next;
+      if (next && next.getTime() <= clock.now().getTime()) {
+        // Due jobs the settler did not take: the slots of their type may still be held by a killed
+        // process, until its hold expires. A real clock gets there; this one jumps.
+        const held = await control.query<{ at: Date | null }>(
+          'SELECT min(expires_at) AS at FROM job_slots WHERE holder IS NOT NULL AND holder <> CAST(:settler AS uuid)',
+          { settler: settler.id },
+        );
+        if (held.rows[0]!.at) next = held.rows[0]!.at;
+      }
       if (next && next.getTime() > clock.now().getTime()) {
         // Also a jump past leases: an executor of a killed process that is still finishing (JavaScript
         // cannot be killed mid-await; a real process would be gone) is then overlapped by the rerun.

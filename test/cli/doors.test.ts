@@ -400,7 +400,10 @@ describe('one door policy: the same bad input is refused the same way at every d
 
   test('a good business date at each bound is accepted by every door', async () => {
     const before = await jobCount();
-    for (const [i, date] of ['2000-01-01', '2099-12-31'].entries()) {
+    // The sweep may not run for a day that has not begun: its upper bound is today (notifications' dates
+    // reach 2099-12-31).
+    const today = new Date().toISOString().slice(0, 10);
+    for (const [i, date] of ['2000-01-01', today].entries()) {
       const payload = JSON.stringify({ date });
       const cli = sink();
       const code = await runCli(

@@ -369,7 +369,7 @@ describe('reminders and overdue notices', () => {
     }
     await expect(
       tracker.enqueueUntyped([{ type: 'payment-reminders', payload: { date: '1999-12-31' } }]),
-    ).rejects.toThrow(/no obligation is due before 2000-01-01/);
+    ).rejects.toThrow(/must be from 2000-01-01 to 2099-12-31/);
     expect(await count('jobs')).toBe(0);
     expect(await count('notifications')).toBe(0);
     // Today is a day the sweep runs for.
