@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from 'vitest';
-import { SimLambda, throttleRetryMs } from '../../bench/simulate/lambda.js';
+import { AccountConcurrency, SimLambda, throttleRetryMs } from '../../bench/simulate/lambda.js';
 import { type Scenario, type ScenarioResult, simulate } from '../../bench/simulate/simulate.js';
 import { VirtualTime } from '../../bench/simulate/virtual-time.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -102,7 +102,8 @@ describe('the simulation’s own parts', () => {
     });
     const fn = new SimLambda(vt, {
       name: 'f',
-      concurrency: 1,
+      reservedConcurrency: 1,
+      account: new AccountConcurrency(1000),
       timeoutMs: 900_000,
       maxEventAgeMs: 60_000,
       deliveryMs: 0,

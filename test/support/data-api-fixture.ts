@@ -74,6 +74,11 @@ export interface DataApiFixtureOptions {
   sessionTimeZone?: string;
   /** Connections per database. Default 10. */
   poolSize?: number;
+  /**
+   * Told each statement's execution time on PostgreSQL (the driver round trip on the local socket, not
+   * the HTTP request around it): the simulator charges it as database time.
+   */
+  onStatement?: (ms: number) => void;
 }
 
 export interface DataApiFixture {
@@ -381,10 +386,13 @@ export async function startDataApiFixture(
     client: pg.ClientBase,
     { text, values }: { text: string; values: unknown[] },
   ): Promise<pg.QueryArrayResult<unknown[]>> {
+    const started = performance.now();
     try {
       return await client.query({ text, values, rowMode: 'array' });
     } catch (err) {
       throw sqlError(err);
+    } finally {
+      options.onStatement?.(performance.now() - started);
     }
   }
 
