@@ -21,6 +21,11 @@ export interface DatabaseModelOptions {
   acu: number;
   /** One vCPU of Aurora against one core of the machine that measures the statements. Default 1. */
   vcpuVsLocalCore?: number;
+  /**
+   * Aurora's commit: a write is durable once 4 of its 6 copies (in 3 AZs) acknowledge it. It holds the
+   * statement's locks, not a vCPU. Default 2 ms.
+   */
+  commitMs?: number;
   /** Share of calls answered with a 5xx, which the SDK sends again (half before running, half after). */
   serverErrorRate?: number;
   random: () => number;
@@ -51,7 +56,13 @@ class Resource {
 /** Real statements one at a time, so each one's measured time is its own and not a neighbour's. */
 class RealLane {
   private tail: Promise<unknown> = Promise.resolve();
+  /** The running statement's time: its server process's CPU time where known, else its wall time. */
   lastMs = 0;
+
+  /** For the fixture's `onStatement`. */
+  readonly record = (wallMs: number, cpuMs: number | undefined) => {
+    this.lastMs += cpuMs ?? wallMs;
+  };
 
   run<T>(work: () => Promise<T>): Promise<T> {
     const next = this.tail.then(
@@ -92,6 +103,7 @@ export class DatabaseModel {
   private readonly speed: number;
   private readonly locks = new Map<string, Resource>();
   private readonly samples = new Map<string, number[]>();
+  private readonly totals = new Map<string, { count: number; ms: number }>();
 
   constructor(
     private readonly vt: VirtualTime,
@@ -170,6 +182,7 @@ export class DatabaseModel {
     for (const lock of locks) await lock.acquire();
     if (keys.length > 0) this.lockWaits.push(this.vt.now - waitFrom);
     await this.cpus.acquire();
+    let cpuHeld = true;
     try {
       let measured = 0;
       const result = await this.vt.real(() =>
@@ -181,24 +194,51 @@ export class DatabaseModel {
       );
       this.statements++;
       const rows = result.rows.length || (result.rowCount ?? 0);
-      const cost = this.charge(`${rowsBucket(rows)}|${sql}`, measured) / this.speed;
+      const shape = `${rowsBucket(rows)}|${sql}`;
+      const cost = this.charge(shape, measured) / this.speed;
       this.dbMs += cost;
+      const total = this.totals.get(shape) ?? { count: 0, ms: 0 };
+      total.count++;
+      total.ms += cost;
+      this.totals.set(shape, total);
       await this.vt.sleep(cost);
+      this.cpus.release();
+      cpuHeld = false;
+      // The commit's flush to storage: the statement keeps its locks (a claim's advisory lock ends with
+      // its transaction), the vCPU is free.
+      if (WRITES.test(sql)) await this.vt.sleep(this.options.commitMs ?? 2);
       return result;
     } finally {
-      this.cpus.release();
+      if (cpuHeld) this.cpus.release();
       for (const lock of locks) lock.release();
     }
   }
 
   /** The median of the shape's last 15 measurements, in 0.05 ms steps. */
-  private charge(shape: string, measured: number): number {
+  private charge(shape: string, measured: number, record = true): number {
     const list = this.samples.get(shape) ?? [];
-    list.push(measured);
+    if (record) list.push(measured);
     if (list.length > 15) list.shift();
     this.samples.set(shape, list);
     const median = [...list].sort((a, b) => a - b)[list.length >> 1]!;
     return Math.round(median * 20) / 20;
+  }
+
+  /** The statements that cost most in all, with their count and charged median (first 60 characters). */
+  costliest(n = 8): { sql: string; rows: number; count: number; medianMs: number; totalMs: number }[] {
+    return [...this.totals.entries()]
+      .map(([shape, t]) => {
+        const [rows, ...sql] = shape.split('|');
+        return {
+          sql: sql.join('|').replace(/\s+/g, ' ').trim().slice(0, 60),
+          rows: Number(rows),
+          count: t.count,
+          medianMs: this.charge(shape, Number.NaN, false),
+          totalMs: Math.round(t.ms),
+        };
+      })
+      .sort((a, b) => b.totalMs - a.totalMs)
+      .slice(0, n);
   }
 
   lockWaitP99Ms(): number {
@@ -208,6 +248,9 @@ export class DatabaseModel {
     );
   }
 }
+
+/** Statements that write (a claim writes inside `lana_jobs_claim_limited`). */
+const WRITES = /\b(INSERT|UPDATE|DELETE|lana_jobs_claim_limited)\b/i;
 
 function rowsBucket(rows: number): number {
   return rows === 0 ? 0 : Math.ceil(Math.log2(rows + 1));

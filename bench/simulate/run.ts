@@ -4,7 +4,7 @@ import { type ScenarioResult, type SimulationOptions, scenarios, simulate } from
 
 /**
  * `npm run simulate [-- --json] [-- --seed N] [-- --scale F] [-- --only S1,S3] [-- --latency-ms 20]
- * [-- --acu 4] [-- --cold-start-ms 400] [-- --reserve] [-- --model charged|legacy] [-- --compare]`: the AWS
+ * [-- --acu 4] [-- --commit-ms 2] [-- --cold-start-ms 400] [-- --reserve] [-- --model charged|legacy] [-- --compare] [-- --statements]`: the AWS
  * path in virtual time (bench/simulate/simulate.ts), each scenario on a fresh database of the server named
  * by DATABASE_URL (else an embedded PostgreSQL). `--scale` shrinks the scenarios; `--compare` runs each
  * scenario in both models (charged first, then issue 15's legacy model).
@@ -30,8 +30,10 @@ const base: Omit<SimulationOptions, 'model'> = {
   seed,
   dataApiLatencyMs: num('--latency-ms') ?? 20,
   acu: num('--acu') ?? 4,
+  commitMs: num('--commit-ms'),
   coldStartMs: num('--cold-start-ms'),
   reserveConcurrency: args.includes('--reserve') ? true : undefined,
+  statements: args.includes('--statements'),
 };
 
 const server = await openBenchServer();

@@ -103,6 +103,8 @@ export interface SimulationOptions {
   dataApiLatencyMs?: number;
   /** Aurora capacity in ACU. Default 4, the stack's maximum (infra/jobs-stack.ts). */
   acu?: number;
+  /** Aurora's commit (the write's quorum in storage). Default 2 ms. */
+  commitMs?: number;
   /** Init phase of a new execution environment. Default 400 ms (charged), 0 (legacy). */
   coldStartMs?: number;
   /** Reserve each executor's concurrency (and fetch-ready's 2). Default false, the stack's default (legacy: true). */
@@ -113,6 +115,8 @@ export interface SimulationOptions {
   putEventsLatencyMs?: number;
   /** From an event reaching Lambda's queue to its invocation starting. Default 50 ms. */
   deliveryMs?: number;
+  /** Report the statements that cost the database most. */
+  statements?: boolean;
 }
 
 /** us-east-1 list prices (USD). */
@@ -169,6 +173,8 @@ export interface ScenarioResult {
   putEventsEntriesFailed: number;
   executorInvocations: number;
   virtualSeconds: number;
+  /** The statements that cost the database most (charged model). */
+  costliestStatements?: ReturnType<DatabaseModel['costliest']>;
 }
 
 const BUS = 'lana-jobs-sim';
@@ -227,6 +233,7 @@ export async function simulate(
     model,
     latencyMs: options.dataApiLatencyMs ?? 20,
     acu: options.acu ?? 4,
+    commitMs: options.commitMs,
     serverErrorRate: faults.dataApiServerErrorRate,
     random: prng(options.seed ^ 0xdb),
   });
@@ -282,9 +289,9 @@ export async function simulate(
 
   const fixture = await startDataApiFixture(database.url, {
     poolSize: 20,
-    onStatement: (ms) => {
-      dbModel.lane.lastMs += ms;
-    },
+    // Measured statements are their execution; Aurora's commit is charged apart (database.ts).
+    synchronousCommit: legacy,
+    onStatement: dbModel.lane.record,
   });
   const rdsClient = new RDSDataClient({
     endpoint: fixture.endpoint,
@@ -599,6 +606,7 @@ export async function simulate(
       putEventsEntriesFailed,
       executorInvocations: allExecutors.reduce((n, l) => n + l.invocations, 0),
       virtualSeconds: round(vt.now / 1000, 1),
+      ...(options.statements ? { costliestStatements: dbModel.costliest() } : {}),
     };
   } finally {
     eventBridge.restore();
