@@ -107,7 +107,7 @@ describe('the AWS path under load (virtual time)', () => {
     'S5 mixed: the six types at once, notifications saturated, every other type starts within 2 s',
     { timeout: 300_000 },
     async () => {
-      const r = await run({ name: 'S5', types: mixedTypes(20), senders: 4, saturated: ['notification'] });
+      const r = await run({ name: 'S5', types: mixedTypes(12), senders: 4, saturated: ['notification'] });
       expect(r.typesOverLimit).toEqual([]);
       expect(r.byType.notification!.maxRunning).toBe(20);
       for (const [type, t] of Object.entries(r.byType)) {
