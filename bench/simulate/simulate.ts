@@ -1,5 +1,6 @@
 import { EventBridgeClient, PutEventsCommand, type PutEventsCommandInput } from '@aws-sdk/client-eventbridge';
 import { RDSDataClient } from '@aws-sdk/client-rds-data';
+import type { Context } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import * as z from 'zod';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
@@ -14,38 +15,108 @@ import {
 } from '../../shared/aws/eventbridge-publisher.js';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
 import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
-import type { Database, Queryable, Row, SqlParams } from '../../shared/db/port.js';
+import type { Database } from '../../shared/db/port.js';
 import type { Clock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { handOverSlot } from '../../shared/jobs/fan-out.js';
+import { type FanOutResult, handOverSlot } from '../../shared/jobs/fan-out.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import type { RetrySettings } from '../../shared/jobs/retry-policy.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { startDataApiFixture } from '../../test/support/data-api-fixture.js';
 import { prng } from '../../test/support/prng.js';
-import { SimLambda } from './lambda.js';
+import { DatabaseModel, SimDatabase } from './database.js';
+import { AccountConcurrency, currentInvocation, SimLambda } from './lambda.js';
 import { VirtualTime } from './virtual-time.js';
 
-/** One scenario: how jobs arrive, how long they run, how many may run at once. */
-export interface Scenario {
-  name: string;
-  /** Jobs due at the start (enqueued in bulk, then fetch-ready is woken once). */
-  backlog?: number;
-  /** Or jobs enqueued one per call, each nudging, at this rate for this long. */
-  stream?: { perSecond: number; seconds: number };
+/** One job type's load in a scenario: how its jobs arrive, how long they run, how many may run at once. */
+export interface TypeLoad {
+  type: string;
+  /** The type's concurrency limit. */
+  concurrency: number;
   /** Each job's nominal run time; runs are drawn within ±20 % of it. */
   durationMs: number;
-  /** The job type's concurrency (and its executor function's reserved concurrency). */
-  concurrency: number;
+  timeoutSeconds?: number;
+  priority?: number;
+  retry?: Partial<RetrySettings>;
+  /** Jobs due at the start (enqueued in bulk, then fetch-ready is woken once). */
+  backlog?: number;
+  /** Jobs enqueued one per call through the senders, at this rate for this long. */
+  stream?: { perSecond: number; seconds: number };
+  /** A schedule: one job at 0, then one every `periodSeconds`, `count` in all (enqueued like a stream's). */
+  every?: { periodSeconds: number; count: number };
+}
+
+/** What goes wrong, drawn per job, call or event. */
+export interface Faults {
+  /** A run that throws (a failed attempt, retried under the type's backoff rule). */
+  executorErrorRate: number;
+  /** A run whose execution environment dies mid-run (the lease expires; fetch-ready's rescue). */
+  executorKillRate: number;
+  /** A job.ready event delivered twice. */
+  duplicateDeliveryRate: number;
+  /** A PutEvents send answered ThrottlingException (the SDK sends it again, 3 sends in all). */
+  putEventsThrottleRate: number;
+  /** An entry of an accepted PutEvents call failed (`InternalFailure`). */
+  putEventsEntryFailureRate: number;
+  /** A Data API call answered with a 5xx, which the SDK sends again (before or after it ran). */
+  dataApiServerErrorRate: number;
+}
+
+export const NO_FAULTS: Faults = {
+  executorErrorRate: 0,
+  executorKillRate: 0,
+  duplicateDeliveryRate: 0,
+  putEventsThrottleRate: 0,
+  putEventsEntryFailureRate: 0,
+  dataApiServerErrorRate: 0,
+};
+
+export const EVERY_FAULT: Faults = {
+  executorErrorRate: 0.02,
+  executorKillRate: 0.002,
+  duplicateDeliveryRate: 0.01,
+  putEventsThrottleRate: 0.02,
+  putEventsEntryFailureRate: 0.01,
+  dataApiServerErrorRate: 0.005,
+};
+
+export interface Scenario {
+  name: string;
+  /** The single type's shape (issue 15's scenarios), or `types`. */
+  backlog?: number;
+  stream?: { perSecond: number; seconds: number };
+  durationMs?: number;
+  concurrency?: number;
+  types?: TypeLoad[];
+  /** Application containers enqueueing (and nudging), each with its own nudge window. Default 1. */
+  senders?: number;
+  faults?: Partial<Faults>;
+  /** Types that are saturated on purpose (their pickup is not a target). */
+  saturated?: string[];
 }
 
 export interface SimulationOptions {
   seed: number;
-  /** Virtual latency of each Data API call. Default 20 ms. */
+  /** `charged` (default): database time, latency tail, cold starts, the stack's concurrency; `legacy`: issue 15's model. */
+  model?: 'charged' | 'legacy';
+  /** Data API latency: the median (charged) or the constant (legacy). Default 20 ms. */
   dataApiLatencyMs?: number;
+  /** Aurora capacity in ACU. Default 4, the stack's maximum (infra/jobs-stack.ts). */
+  acu?: number;
+  /** Aurora's commit (the write's quorum in storage). Default 2 ms. */
+  commitMs?: number;
+  /** Init phase of a new execution environment. Default 400 ms (charged), 0 (legacy). */
+  coldStartMs?: number;
+  /** Reserve each executor's concurrency (and fetch-ready's 2). Default false, the stack's default (legacy: true). */
+  reserveConcurrency?: boolean;
+  /** The account's concurrent executions. Default 1,000. */
+  accountConcurrency?: number;
   /** Virtual latency of each PutEvents call. Default 20 ms. */
   putEventsLatencyMs?: number;
   /** From an event reaching Lambda's queue to its invocation starting. Default 50 ms. */
   deliveryMs?: number;
+  /** Report the statements that cost the database most. */
+  statements?: boolean;
 }
 
 /** us-east-1 list prices (USD). */
@@ -61,6 +132,7 @@ export const PRICES = {
 
 export interface ScenarioResult {
   name: string;
+  model: 'charged' | 'legacy';
   jobs: number;
   drainSeconds: number;
   idealSeconds: number;
@@ -68,121 +140,166 @@ export interface ScenarioResult {
   attemptsPerJobMax: number;
   jobsFailedWithoutRun: number;
   attemptsBurned: number;
+  /** Jobs not completed, failed or cancelled at the end (lost). */
+  jobsNotFinal: number;
+  jobsFailed: number;
   dlqEvents: number;
   overlappingAttempts: number;
+  /** Runs at once of the first type (the single type of S1–S4, S6, S7). */
   maxConcurrentExecutions: number;
   concurrencyLimit: number;
+  /** Types whose runs at once ever exceeded their limit. */
+  typesOverLimit: string[];
   pickupP99Seconds: number;
+  /** Each type's pickup p99 (seconds) and most runs at once against its limit. */
+  byType: Record<string, { jobs: number; pickupP99Seconds: number; maxRunning: number; limit: number }>;
   fetchReadyInvocations: number;
   fetchReadyPerSecondMax: number;
   dataApiCallsPerJob: number;
   putEventsCallsPerJob: number;
   costPerMillionJobsUsd: number;
+  /** Virtual seconds of Aurora vCPU per job (statements' execution, scaled to the capacity). */
+  dbSecondsPerJob: number;
+  /** p99 of the claim statements' waits for their types' claim locks. */
+  lockWaitP99Ms: number;
+  coldStarts: number;
+  /** Claims no executor began within their dispatch lease, handed back by fetch-ready. */
+  handBacks: number;
+  duplicatesDelivered: number;
   throttles: number;
+  lambdaTimeouts: number;
+  executorsKilled: number;
+  dataApiResends: number;
+  putEventsEntriesFailed: number;
   executorInvocations: number;
   virtualSeconds: number;
+  /** The statements that cost the database most (charged model). */
+  costliestStatements?: ReturnType<DatabaseModel['costliest']>;
 }
 
-const JOB_TYPE = 'sim-work';
 const BUS = 'lana-jobs-sim';
-/** The stack's settings (infra/): fetch-ready 90 s and 2 at once, executors 900 s, events 60 s old at most. */
+/** The stack's settings (infra/): fetch-ready 90 s (2 at once where reserved), executors 900 s, events 60 s old at most. */
 const FETCH_READY = { timeoutMs: 90_000, concurrency: 2 };
 const EXECUTOR_TIMEOUT_MS = 900_000;
 const MAX_EVENT_AGE_MS = 60_000;
+/** A new environment's init phase: the executor bundle is 735 KiB minified (`npm run build:functions`). */
+export const DEFAULT_COLD_START_MS = 400;
+/** A run that has not ended all its jobs this long after the last arrival stops (they count as lost). */
+const GIVE_UP_AFTER_MS = 3 * 3600_000;
 
-/** The database port with a virtual latency per call, counted, each call's real I/O held by the engine. */
-class SimDatabase implements Database {
-  calls = 0;
-  readonly driverName: Database['driverName'];
-  readonly maxRowBytes: number | undefined;
-  readonly maxRequestBytes: number | undefined;
-  readonly resendsStatements: boolean | undefined;
-
-  constructor(
-    private readonly inner: Database,
-    private readonly vt: VirtualTime,
-    private readonly latencyMs: number,
-  ) {
-    this.driverName = inner.driverName;
-    this.maxRowBytes = inner.maxRowBytes;
-    this.maxRequestBytes = inner.maxRequestBytes;
-    this.resendsStatements = inner.resendsStatements;
-  }
-
-  async query<R extends Row = Row>(sql: string, params?: SqlParams) {
-    this.calls++;
-    await this.vt.sleep(this.latencyMs);
-    return this.vt.real(() => this.inner.query<R>(sql, params));
-  }
-
-  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.inner.transaction((tx) =>
-      work({
-        query: async <R extends Row = Row>(sql: string, params?: SqlParams) => {
-          this.calls++;
-          await this.vt.sleep(this.latencyMs);
-          return this.vt.real(() => tx.query<R>(sql, params));
-        },
-      }),
-    );
-  }
-
-  close() {
-    return this.inner.close();
-  }
+/** The scenario's loads, issue 15's single-type shape included. */
+export function typeLoads(scenario: Scenario): TypeLoad[] {
+  if (scenario.types) return scenario.types;
+  return [
+    {
+      type: 'sim-work',
+      concurrency: scenario.concurrency ?? 1,
+      durationMs: scenario.durationMs ?? 1000,
+      backlog: scenario.backlog,
+      stream: scenario.stream,
+    },
+  ];
 }
+
+const percentile = (sorted: number[], p: number) =>
+  sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 
 /**
  * Runs one scenario: the real fetch-ready and executor handlers, the real SQL through the Data API driver
- * and the local Data API fixture, on a real PostgreSQL (`pg`, a fresh migrated database named
- * `databaseName` at `url`), in virtual time. Modelled around them: the `rate(1 minute)` schedule,
- * PutEvents → rule → target, Lambda's asynchronous queue with reserved concurrency, throttling and its
- * retry backoff up to the event's maximum age, then the on-failure queue.
+ * and the local Data API fixture, on a real PostgreSQL (`pg`, a fresh migrated database named `name` at
+ * `url`), in virtual time. Modelled around them: the database's time and the Data API's latency
+ * (`database.ts`), the `rate(1 minute)` schedule, PutEvents → rule → target, Lambda's asynchronous queue,
+ * concurrency, execution environments and timeouts (`lambda.ts`), and the scenario's faults.
  */
 export async function simulate(
   scenario: Scenario,
   database: { pg: Database; url: string; name: string },
   options: SimulationOptions,
 ): Promise<ScenarioResult> {
+  const model = options.model ?? 'charged';
+  const legacy = model === 'legacy';
   const vt = new VirtualTime(Math.floor(Date.now() / 1000) * 1000);
-  const random = prng(options.seed);
-  const latencyMs = options.dataApiLatencyMs ?? 20;
+  // Separate streams, so switching a fault on does not change the jobs' durations.
+  const durations = prng(options.seed);
+  const faultDraws = prng(options.seed ^ 0x5eed);
+  const lambdaDraws = prng(options.seed ^ 0x1a3bd);
   const putLatencyMs = options.putEventsLatencyMs ?? 20;
   const deliveryMs = options.deliveryMs ?? 50;
+  const faults: Faults = { ...NO_FAULTS, ...scenario.faults };
   const clock: Clock = { now: () => vt.date() };
+  const loads = typeLoads(scenario);
 
-  // The job: a run of a drawn duration; every run is recorded (start, end) by job and attempt.
-  const runs: { jobId: string; attempt: number; start: number; end: number }[] = [];
-  let running = 0;
-  let maxRunning = 0;
-  const finishedJobs = new Set<string>();
-  const registry = new JobTypeRegistry<Record<never, never>, undefined>().register({
-    type: JOB_TYPE,
-    description: 'a simulated job of a drawn duration',
-    schema: z.object({ n: z.number().int() }),
-    concurrency: scenario.concurrency,
-    timeoutSeconds: 60,
-    execute: async (_payload, ctx) => {
-      const run = { jobId: ctx.job.id, attempt: ctx.attempt, start: vt.now, end: Number.NaN };
-      runs.push(run);
-      running++;
-      maxRunning = Math.max(maxRunning, running);
-      await vt.sleep(scenario.durationMs * (0.8 + 0.4 * random()));
-      running--;
-      run.end = vt.now;
-      finishedJobs.add(ctx.job.id);
-      return undefined;
-    },
+  const dbModel = new DatabaseModel(vt, {
+    model,
+    latencyMs: options.dataApiLatencyMs ?? 20,
+    acu: options.acu ?? 4,
+    commitMs: options.commitMs,
+    serverErrorRate: faults.dataApiServerErrorRate,
+    random: prng(options.seed ^ 0xdb),
   });
 
-  const fixture = await startDataApiFixture(database.url, { poolSize: 20 });
+  // The jobs: runs of a drawn duration, recorded (start, end) by job and attempt.
+  const runs: { jobId: string; jobType: string; attempt: number; start: number; end: number }[] = [];
+  const running = new Map<string, number>();
+  const maxRunning = new Map<string, number>();
+  let registry = new JobTypeRegistry<Record<never, never>, undefined>();
+  for (const load of loads) {
+    registry = registry.register({
+      type: load.type,
+      description: 'a simulated job of a drawn duration',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: load.concurrency,
+      timeoutSeconds: load.timeoutSeconds ?? 60,
+      ...(load.priority !== undefined ? { priority: load.priority } : {}),
+      ...(load.retry ? { retry: load.retry } : {}),
+      execute: async (_payload, ctx) => {
+        const run = {
+          jobId: ctx.job.id,
+          jobType: load.type,
+          attempt: ctx.attempt,
+          start: vt.now,
+          end: Number.NaN,
+        };
+        runs.push(run);
+        const now = (running.get(load.type) ?? 0) + 1;
+        running.set(load.type, now);
+        maxRunning.set(load.type, Math.max(maxRunning.get(load.type) ?? 0, now));
+        const end = () => {
+          run.end = vt.now;
+          running.set(load.type, running.get(load.type)! - 1);
+        };
+        const duration = load.durationMs * (0.8 + 0.4 * durations());
+        const fault = faultDraws();
+        const invocation = currentInvocation();
+        if (fault < faults.executorKillRate) {
+          await vt.sleep(duration * faultDraws());
+          end();
+          invocation?.kill();
+          throw new Error('the execution environment died');
+        }
+        await vt.sleep(duration);
+        end();
+        if (invocation?.killed) throw new Error('the invocation was killed');
+        if (fault < faults.executorKillRate + faults.executorErrorRate)
+          throw new Error('a simulated failure');
+        return undefined;
+      },
+    }) as typeof registry;
+  }
+
+  const fixture = await startDataApiFixture(database.url, {
+    poolSize: 20,
+    // Measured statements are their execution; Aurora's commit is charged apart (database.ts).
+    synchronousCommit: legacy,
+    onStatement: dbModel.lane.record,
+  });
   const rdsClient = new RDSDataClient({
     endpoint: fixture.endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
     maxAttempts: 1,
   });
-  const dataApi = (latency: number) =>
+  const dataApi = () =>
     new SimDatabase(
       new DataApiDatabase({
         resourceArn: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
@@ -190,65 +307,110 @@ export async function simulate(
         database: database.name,
         client: rdsClient,
       }),
-      vt,
-      latency,
+      dbModel,
     );
-  // The job system's own calls (fetch-ready, executors) and the application's enqueues, counted apart.
-  const systemDb = dataApi(latencyMs);
-  const appDb = dataApi(latencyMs);
+  // The job system's own calls (fetch-ready, executors) and the application's, counted apart.
+  const systemDb = dataApi();
+  const appDb = dataApi();
 
-  // PutEvents → rules → targets, through the real EventBridge client with its transport replaced.
-  let putEventsCalls = 0;
-  let putEventsEntries = 0;
   const eventBridge = mockClient(EventBridgeClient);
   const o = createObservability('simulation', { silent: true });
   const tracker = new JobTracker({ db: systemDb, registry, clock });
   const runtime = { db: systemDb, registry, tracker } as unknown as JobRuntime;
   const bus = new EventBridgeClient({ region: 'us-east-1' });
+  const publisher = createEventBridgePublisher({ busName: BUS, client: bus });
   const chain = createEnqueuedNudge({ busName: BUS, client: bus, windowMs: 0, reason: 'continue' });
   const fetchReadyHandler = createFetchReadyHandler({
     runtime,
-    publisher: createEventBridgePublisher({ busName: BUS, client: bus }),
+    publisher,
     o,
     chain,
     nowMs: () => vt.nowMs(),
     sleep: (ms) => vt.sleep(ms),
   });
-  const publisher = createEventBridgePublisher({ busName: BUS, client: bus });
-  const executorHandler = createExecutorHandler({
-    runtime,
-    dispatcher: new JobDispatcher(registry, undefined) as unknown as SeedDispatcher,
-    jobType: JOB_TYPE,
-    o,
-    handOver: () => handOverSlot(tracker, publisher, JOB_TYPE),
-  });
+  let handBacks = 0;
+  const account = new AccountConcurrency(options.accountConcurrency ?? 1000);
+  const reserve = options.reserveConcurrency ?? legacy;
+  const coldStartMs = options.coldStartMs ?? (legacy ? 0 : DEFAULT_COLD_START_MS);
   const fetchReady = new SimLambda(vt, {
     name: 'fetch-ready',
-    concurrency: FETCH_READY.concurrency,
+    reservedConcurrency: reserve ? FETCH_READY.concurrency : undefined,
+    account,
     timeoutMs: FETCH_READY.timeoutMs,
     maxEventAgeMs: MAX_EVENT_AGE_MS,
     deliveryMs,
-    handler: (event, context) => fetchReadyHandler(event, context),
+    coldStartMs,
+    random: lambdaDraws,
+    handler: async (event, context) => {
+      const r: FanOutResult = await fetchReadyHandler(event, context);
+      handBacks += r.handedBack;
+      return r;
+    },
   });
-  const executor = new SimLambda(vt, {
-    name: 'executor',
-    concurrency: scenario.concurrency,
-    timeoutMs: EXECUTOR_TIMEOUT_MS,
-    maxEventAgeMs: MAX_EVENT_AGE_MS,
-    deliveryMs,
-    handler: (event, context) => executorHandler(event, context),
-  });
+  const executors = new Map<string, SimLambda>();
+  for (const load of loads) {
+    const handler = createExecutorHandler({
+      runtime,
+      dispatcher: new JobDispatcher(registry, undefined) as unknown as SeedDispatcher,
+      jobType: load.type,
+      o,
+      handOver: () => handOverSlot(tracker, publisher, load.type),
+    });
+    executors.set(
+      load.type,
+      new SimLambda(vt, {
+        name: `executor-${load.type}`,
+        reservedConcurrency: reserve ? load.concurrency : undefined,
+        account,
+        timeoutMs: EXECUTOR_TIMEOUT_MS,
+        maxEventAgeMs: MAX_EVENT_AGE_MS,
+        deliveryMs,
+        coldStartMs,
+        random: lambdaDraws,
+        handler: (event, context: Context) => handler(event, context),
+      }),
+    );
+  }
+  const lambdas = [fetchReady, ...executors.values()];
+
+  // PutEvents → rules → targets, through the real EventBridge client with its transport replaced.
+  let putEventsCalls = 0;
+  let putEventsEntries = 0;
+  let putEventsEntriesFailed = 0;
+  let duplicatesDelivered = 0;
   eventBridge.on(PutEventsCommand).callsFake(async (input: PutEventsCommandInput) => {
-    putEventsCalls++;
+    if (currentInvocation()?.killed) throw new Error('the invocation was killed');
+    // The SDK's standard retry sends a throttled call again: 3 sends in all.
+    for (let send = 1; ; send++) {
+      putEventsCalls++;
+      await vt.sleep(putLatencyMs);
+      if (faultDraws() >= faults.putEventsThrottleRate) break;
+      if (send === 3) throw Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+      await vt.sleep(100 * 2 ** (send - 1) * faultDraws());
+    }
     const entries = input.Entries ?? [];
     putEventsEntries += entries.length;
-    await vt.sleep(putLatencyMs);
-    for (const e of entries) {
-      const event = { source: e.Source, 'detail-type': e.DetailType, detail: JSON.parse(e.Detail ?? '{}') };
-      if (e.DetailType === JOB_EVENT_DETAIL_TYPE) executor.invoke(event);
-      else if (e.DetailType === JOBS_ENQUEUED_DETAIL_TYPE) fetchReady.invoke(event);
-    }
-    return { FailedEntryCount: 0, Entries: entries.map((_, i) => ({ EventId: `e${putEventsCalls}-${i}` })) };
+    const route = (event: { 'detail-type'?: string; detail: { jobType?: string } }) => {
+      if (event['detail-type'] === JOB_EVENT_DETAIL_TYPE)
+        executors.get(event.detail.jobType ?? '')?.invoke(event);
+      else if (event['detail-type'] === JOBS_ENQUEUED_DETAIL_TYPE) fetchReady.invoke(event);
+    };
+    return {
+      FailedEntryCount: 0,
+      Entries: entries.map((e, i) => {
+        if (faultDraws() < faults.putEventsEntryFailureRate) {
+          putEventsEntriesFailed++;
+          return { ErrorCode: 'InternalFailure', ErrorMessage: 'simulated entry failure' };
+        }
+        const event = { source: e.Source, 'detail-type': e.DetailType, detail: JSON.parse(e.Detail ?? '{}') };
+        route(event);
+        if (e.DetailType === JOB_EVENT_DETAIL_TYPE && faultDraws() < faults.duplicateDeliveryRate) {
+          duplicatesDelivered++;
+          vt.at(vt.now + 1000 + 4000 * faultDraws(), () => route(event));
+        }
+        return { EventId: `e${putEventsCalls}-${i}` };
+      }),
+    };
   });
 
   try {
@@ -261,56 +423,92 @@ export async function simulate(
 
     const enqueuedAt = new Map<string, number>();
     let total = 0;
-    let enqueueDone = false;
-    if (scenario.backlog) {
-      total = scenario.backlog;
+    let pendingEnqueues = 0;
+    let enqueueCalls = 0;
+    let lastArrival = 0;
+
+    const backlog = loads.filter((l) => l.backlog);
+    if (backlog.length > 0) {
       const seeder = new JobTracker({ db: database.pg, registry, clock });
-      for (let from = 0; from < total; from += 10_000) {
-        const batch = Array.from({ length: Math.min(10_000, total - from) }, (_, i) => ({
-          type: JOB_TYPE as typeof JOB_TYPE,
-          payload: { n: from + i },
-        }));
-        const results = await seeder.enqueueMany(batch);
-        for (const r of results) enqueuedAt.set(r.job.id, 0);
+      for (const load of backlog) {
+        for (let from = 0; from < load.backlog!; from += 10_000) {
+          const batch = Array.from({ length: Math.min(10_000, load.backlog! - from) }, (_, i) => ({
+            type: load.type,
+            payload: { n: from + i },
+          }));
+          const results = await seeder.enqueueMany(batch as never);
+          for (const r of results) enqueuedAt.set(r.job.id, 0);
+          total += results.length;
+        }
       }
-      enqueueDone = true;
       fetchReady.invoke({ source: 'lana.jobs', 'detail-type': JOBS_ENQUEUED_DETAIL_TYPE, detail: {} });
-    } else if (scenario.stream) {
-      // The application: one process enqueueing through AwsJobClient, one job per call, each nudging.
-      const app = new AwsJobClient({
-        registry,
-        db: appDb,
-        busName: BUS,
-        eventBridge: bus,
-        clock,
-        nowMs: () => vt.nowMs(),
-      });
-      total = Math.round(scenario.stream.perSecond * scenario.stream.seconds);
-      const interval = 1000 / scenario.stream.perSecond;
-      let sent = 0;
-      let answered = 0;
-      const next = () => {
-        const n = sent++;
-        const at = vt.now;
-        void app.enqueue({ type: JOB_TYPE, payload: { n } }).then((r) => {
-          enqueuedAt.set(r.job.id, at);
-          if (++answered === total) enqueueDone = true;
-        });
-        if (sent < total) vt.at(Math.round(sent * interval), next);
-      };
-      vt.at(0, next);
     }
 
-    await vt.run(() => enqueueDone && finishedJobs.size >= total && executor.running === 0);
+    // The application: containers enqueueing through AwsJobClient, one job per call, each nudging.
+    const senders = Array.from(
+      { length: scenario.senders ?? 1 },
+      () =>
+        new AwsJobClient({
+          registry,
+          db: appDb,
+          busName: BUS,
+          eventBridge: bus,
+          clock,
+          nowMs: () => vt.nowMs(),
+          onNudgeError: () => {},
+        }),
+    );
+    let sent = 0;
+    const arrive = (type: string, at: number) => {
+      total++;
+      pendingEnqueues++;
+      lastArrival = Math.max(lastArrival, at);
+      vt.at(at, () => {
+        const sender = senders[sent++ % senders.length]!;
+        enqueueCalls++;
+        void sender.enqueue({ type, payload: { n: sent } } as never).then((r) => {
+          enqueuedAt.set(r.job.id, at);
+          pendingEnqueues--;
+        });
+      });
+    };
+    for (const load of loads) {
+      if (load.stream) {
+        const n = Math.round(load.stream.perSecond * load.stream.seconds);
+        for (let i = 0; i < n; i++) arrive(load.type, Math.round((i * 1000) / load.stream.perSecond));
+      }
+      if (load.every)
+        for (let i = 0; i < load.every.count; i++) arrive(load.type, i * load.every.periodSeconds * 1000);
+    }
+
+    // Done when every job is final (completed, failed, cancelled) and no executor runs.
+    let notFinal = total;
+    const poll = async () => {
+      const r = await vt.real(() =>
+        dbModel.lane.run(() =>
+          database.pg.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+          ),
+        ),
+      );
+      notFinal = r.rows[0]!.n;
+    };
+    const watch = () => {
+      void poll().then(() => vt.at(vt.now + 5_000, watch));
+    };
+    vt.at(5_000, watch);
+    const idle = () => [...executors.values()].every((e) => e.running === 0);
+    await vt.run(
+      () => (pendingEnqueues === 0 && notFinal === 0 && idle()) || vt.now > lastArrival + GIVE_UP_AFTER_MS,
+    );
+    await poll();
     // Let the last completions be recorded.
     const settleUntil = vt.now + 5_000;
     await vt.run(() => vt.now >= settleUntil);
 
-    const rows = await database.pg.query<{
-      id: string;
-      status: string;
-      counted: number;
-    }>('SELECT id::text AS id, status, attempts - attempt_offset AS counted FROM jobs');
+    const rows = await database.pg.query<{ id: string; job_type: string; status: string; counted: number }>(
+      'SELECT id::text AS id, job_type, status, attempts - attempt_offset AS counted FROM jobs',
+    );
     const runsByJob = new Map<string, typeof runs>();
     for (const r of runs) {
       const list = runsByJob.get(r.jobId) ?? [];
@@ -320,63 +518,144 @@ export async function simulate(
     let attemptsBurned = 0;
     let attemptsPerJobMax = 0;
     let jobsFailedWithoutRun = 0;
+    let jobsNotFinal = 0;
+    let jobsFailed = 0;
     let overlapping = 0;
-    const pickups: number[] = [];
+    const pickups = new Map<string, number[]>();
     for (const row of rows.rows) {
       const jobRuns = (runsByJob.get(row.id) ?? []).sort((a, b) => a.start - b.start);
       attemptsBurned += Math.max(0, row.counted - jobRuns.length);
       attemptsPerJobMax = Math.max(attemptsPerJobMax, row.counted);
+      if (row.status === 'failed') jobsFailed++;
       if (row.status === 'failed' && jobRuns.length === 0) jobsFailedWithoutRun++;
+      if (!['completed', 'failed', 'cancelled'].includes(row.status)) jobsNotFinal++;
       for (let i = 1; i < jobRuns.length; i++) if (jobRuns[i]!.start < jobRuns[i - 1]!.end) overlapping++;
       const first = jobRuns[0];
       const at = enqueuedAt.get(row.id);
-      if (first && at !== undefined) pickups.push((first.start - at) / 1000);
+      if (first && at !== undefined) {
+        const list = pickups.get(row.job_type) ?? [];
+        list.push((first.start - at) / 1000);
+        pickups.set(row.job_type, list);
+      }
     }
-    if (rows.rows.some((r) => r.status !== 'completed'))
-      throw new Error(`${scenario.name}: not every job completed`);
-    pickups.sort((a, b) => a - b);
-    const lastEnd = Math.max(...runs.map((r) => r.end));
+    const round = (n: number, d = 3) => +n.toFixed(d);
+    const byType: ScenarioResult['byType'] = {};
+    for (const load of loads) {
+      const list = (pickups.get(load.type) ?? []).sort((a, b) => a - b);
+      byType[load.type] = {
+        jobs: rows.rows.filter((r) => r.job_type === load.type).length,
+        pickupP99Seconds: round(percentile(list, 0.99)),
+        maxRunning: maxRunning.get(load.type) ?? 0,
+        limit: load.concurrency,
+      };
+    }
+    const allPickups = [...pickups.values()].flat().sort((a, b) => a - b);
+    const lastEnd = Math.max(0, ...runs.map((r) => (Number.isNaN(r.end) ? 0 : r.end)));
     const drainSeconds = lastEnd / 1000;
-    const idealSeconds = (total * scenario.durationMs) / scenario.concurrency / 1000;
+    // The ideal: the slowest type's work at its concurrency.
+    const idealSeconds = Math.max(
+      ...loads.map((l) => (byType[l.type]!.jobs * l.durationMs) / l.concurrency / 1000),
+    );
     const perSecond = new Map<number, number>();
     for (const s of fetchReady.starts)
       perSecond.set(Math.floor(s / 1000), (perSecond.get(Math.floor(s / 1000)) ?? 0) + 1);
-    const lambdaRequests = fetchReady.invocations + executor.invocations;
-    const gbSeconds = ((fetchReady.busyMs + executor.busyMs) / 1000) * PRICES.lambdaMemoryGb;
+    const lambdaRequests = lambdas.reduce((n, l) => n + l.invocations, 0);
+    const gbSeconds = (lambdas.reduce((n, l) => n + l.busyMs, 0) / 1000) * PRICES.lambdaMemoryGb;
+    // The job system's calls: its own, and the senders' beyond their enqueue statements (their claims).
+    const dataApiCalls = systemDb.calls + Math.max(0, appDb.calls - enqueueCalls);
     const cost =
-      systemDb.calls * PRICES.dataApiPerRequest +
+      dataApiCalls * PRICES.dataApiPerRequest +
       putEventsEntries * PRICES.putEventsPerEntry +
       lambdaRequests * PRICES.lambdaPerRequest +
       gbSeconds * PRICES.lambdaPerGbSecond;
-    const round = (n: number, d = 3) => +n.toFixed(d);
+    const first = loads[0]!;
+    const allExecutors = [...executors.values()];
     return {
       name: scenario.name,
+      model,
       jobs: total,
       drainSeconds: round(drainSeconds, 1),
       idealSeconds: round(idealSeconds, 1),
-      drainVsIdeal: round(drainSeconds / idealSeconds),
+      drainVsIdeal: idealSeconds > 0 ? round(drainSeconds / idealSeconds) : 0,
       attemptsPerJobMax,
       jobsFailedWithoutRun,
       attemptsBurned,
-      dlqEvents: fetchReady.onFailure + executor.onFailure,
+      jobsNotFinal,
+      jobsFailed,
+      dlqEvents: lambdas.reduce((n, l) => n + l.dropped, 0) + allExecutors.reduce((n, l) => n + l.failed, 0),
       overlappingAttempts: overlapping,
-      maxConcurrentExecutions: maxRunning,
-      concurrencyLimit: scenario.concurrency,
-      pickupP99Seconds: round(pickups[Math.min(pickups.length - 1, Math.floor(pickups.length * 0.99))] ?? 0),
+      maxConcurrentExecutions: maxRunning.get(first.type) ?? 0,
+      concurrencyLimit: first.concurrency,
+      typesOverLimit: loads.filter((l) => (maxRunning.get(l.type) ?? 0) > l.concurrency).map((l) => l.type),
+      pickupP99Seconds: round(percentile(allPickups, 0.99)),
+      byType,
       fetchReadyInvocations: fetchReady.invocations,
       fetchReadyPerSecondMax: Math.max(0, ...perSecond.values()),
-      dataApiCallsPerJob: round(systemDb.calls / total),
+      dataApiCallsPerJob: round(dataApiCalls / total),
       putEventsCallsPerJob: round(putEventsCalls / total),
       costPerMillionJobsUsd: round((cost / total) * 1e6, 2),
-      throttles: fetchReady.throttles + executor.throttles,
-      executorInvocations: executor.invocations,
+      dbSecondsPerJob: round(dbModel.dbMs / 1000 / total, 6),
+      lockWaitP99Ms: round(dbModel.lockWaitP99Ms(), 1),
+      coldStarts: lambdas.reduce((n, l) => n + l.coldStarts, 0),
+      handBacks,
+      duplicatesDelivered,
+      throttles: lambdas.reduce((n, l) => n + l.throttles, 0),
+      lambdaTimeouts: lambdas.reduce((n, l) => n + l.timedOut, 0),
+      executorsKilled: allExecutors.reduce((n, l) => n + l.killed, 0),
+      dataApiResends: dbModel.resends,
+      putEventsEntriesFailed,
+      executorInvocations: allExecutors.reduce((n, l) => n + l.invocations, 0),
       virtualSeconds: round(vt.now / 1000, 1),
+      ...(options.statements ? { costliestStatements: dbModel.costliest() } : {}),
     };
   } finally {
     eventBridge.restore();
     rdsClient.destroy();
     await fixture.close();
   }
+}
+
+/**
+ * The six shipped types (shared/job-types/index.ts) with their limits, timeouts, retry rules and
+ * schedules, for `seconds`: notifications saturated (40 a second of 1 s sends against a limit of 20),
+ * approvals a steady 2 a second, valuation every 5 minutes, and the daily and hourly jobs once.
+ */
+export function mixedTypes(seconds: number): TypeLoad[] {
+  const once = { periodSeconds: seconds, count: 1 };
+  return [
+    {
+      type: 'notification',
+      concurrency: 20,
+      timeoutSeconds: 30,
+      durationMs: 1000,
+      stream: { perSecond: 40, seconds },
+    },
+    {
+      type: 'approval-processing',
+      concurrency: 10,
+      timeoutSeconds: 60,
+      durationMs: 2000,
+      stream: { perSecond: 2, seconds },
+    },
+    {
+      type: 'sync',
+      concurrency: 1,
+      timeoutSeconds: 60,
+      durationMs: 20_000,
+      retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
+      every: { periodSeconds: 300, count: Math.max(1, Math.ceil(seconds / 300)) },
+    },
+    { type: 'interest-accrual', concurrency: 4, timeoutSeconds: 600, durationMs: 60_000, every: once },
+    { type: 'payment-reminders', concurrency: 1, timeoutSeconds: 120, durationMs: 5000, every: once },
+    {
+      type: 'maintenance',
+      concurrency: 1,
+      timeoutSeconds: 300,
+      durationMs: 30_000,
+      priority: 100,
+      every: once,
+    },
+  ];
 }
 
 /** The issue's scenarios, scaled (1 = full size). */
@@ -387,5 +666,15 @@ export function scenarios(scale = 1): Scenario[] {
     { name: 'S2 overload', backlog: n(10_000), durationMs: 10_000, concurrency: 5 },
     { name: 'S3 steady', stream: { perSecond: 50, seconds: n(600) }, durationMs: 200, concurrency: 20 },
     { name: 'S4 nudge storm', stream: { perSecond: 100, seconds: n(120) }, durationMs: 100, concurrency: 20 },
+    { name: 'S5 mixed', types: mixedTypes(n(600)), senders: 4, saturated: ['notification'] },
+    { name: 'S6 sparse', stream: { perSecond: 0.2, seconds: n(600) }, durationMs: 200, concurrency: 20 },
+    {
+      name: 'S7 faults',
+      stream: { perSecond: 50, seconds: n(600) },
+      durationMs: 200,
+      concurrency: 20,
+      senders: 4,
+      faults: EVERY_FAULT,
+    },
   ];
 }

@@ -2,6 +2,7 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
 import type { Clock } from '../jobs/clock.js';
+import { type JobPublisher, publishWithRetry, toJobReadyEvent } from '../jobs/fan-out.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
 import {
   createdJobDueNow,
@@ -10,7 +11,7 @@ import {
   type NewJob,
   type UntypedNewJob,
 } from '../jobs/tracker.js';
-import { createEnqueuedNudge } from './eventbridge-publisher.js';
+import { createEnqueuedNudge, createEventBridgePublisher, NUDGE_WINDOW_MS } from './eventbridge-publisher.js';
 
 /** How long an enqueue waits for its nudge to be accepted before it reports it failed. */
 const NUDGE_TIMEOUT_MS = 3_000;
@@ -32,6 +33,13 @@ export interface AwsJobClientOptions<M extends JobTypeMap, S> {
   nudgeWindowMs?: number;
   /** The clock the nudge window is measured on. Default `Date.now`. */
   nowMs?: () => number;
+  /**
+   * Start a lone due job at once (default true): the first single enqueue of a nudge window claims its
+   * type's next due job itself (within the type's limit, under a dispatch lease, as fetch-ready claims)
+   * and publishes its event to the executor, instead of waking fetch-ready. The rest of the window nudges
+   * as before, so a burst costs one extra claim per window.
+   */
+  startDueJobs?: boolean;
   /** The tracker's clock (tests and the simulator inject one). Default: the database's. */
   clock?: Clock;
   /** A nudge that failed (the job is enqueued all the same and starts at fetch-ready's next minute). */
@@ -55,6 +63,10 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   private readonly onNudgeError: (error: unknown) => void;
   private readonly ownsDb: boolean;
   private readonly ownEventBridge: EventBridgeClient | undefined;
+  private readonly publisher: JobPublisher | undefined;
+  private readonly windowMs: number;
+  private readonly nowMs: () => number;
+  private lastStartAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: AwsJobClientOptions<M, S>) {
     const env = options.env ?? process.env;
@@ -80,6 +92,12 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
             nowMs: options.nowMs,
           })
         : undefined;
+    this.publisher =
+      busName && eventBridge && options.startDueJobs !== false
+        ? createEventBridgePublisher({ busName, client: eventBridge })
+        : undefined;
+    this.windowMs = options.nudgeWindowMs ?? NUDGE_WINDOW_MS;
+    this.nowMs = options.nowMs ?? Date.now;
     this.onNudgeError =
       options.onNudgeError ??
       ((error) =>
@@ -127,8 +145,51 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   private async afterEnqueue(results: EnqueueResult[], options: InTransaction): Promise<EnqueueResult[]> {
-    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date()))
-      await this.wakeWorkers();
+    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date())) {
+      if (!(await this.startAlone(results))) await this.wakeWorkers();
+    }
     return results;
+  }
+
+  /**
+   * The quiet path: a single due job, the first of its window, is claimed and published here (the AWS
+   * twin of the local eager start), so it starts after a claim and an event instead of a nudge, a
+   * fetch-ready run and its wait for the window's end. The claim is fetch-ready's own (the type's limit,
+   * a dispatch lease, the attempt counted only when its executor begins it), so every guarantee holds: an
+   * event that cannot be published is released (due again at once, uncounted) and fetch-ready is nudged;
+   * a claim that finds no free slot leaves the job to the type's executors, which take their type's next
+   * due job as they finish, and to the nudge. Returns whether the enqueued job was started here.
+   */
+  private async startAlone(results: EnqueueResult[]): Promise<boolean> {
+    if (!this.publisher || results.length !== 1 || !results[0]!.created) return false;
+    const now = this.nowMs();
+    if (now - this.lastStartAt < this.windowMs) return false;
+    this.lastStartAt = now;
+    const enqueued = results[0]!.job;
+    try {
+      const [job] = await this.tracker.fetchReady(1, { jobType: enqueued.jobType });
+      if (!job) return false;
+      const event = toJobReadyEvent(job);
+      // One send: a refused event goes back to the queue at once, and the nudge wakes fetch-ready for it.
+      const { outcomes } = await publishWithRetry(this.publisher, [event], { maxPublishAttempts: 1 });
+      if (!outcomes[0]?.ok) {
+        await this.tracker.release([{ id: event.jobId, attempt: event.attempt }]);
+        return false;
+      }
+      // An older due job of the type may have been claimed instead: this one still needs fetch-ready.
+      return job.id === enqueued.id;
+    } catch (error) {
+      // The job is committed; fetch-ready takes it (a claim left unpublished is handed back uncounted).
+      this.report(error);
+      return false;
+    }
+  }
+
+  private report(error: unknown): void {
+    try {
+      this.onNudgeError(error);
+    } catch {
+      // See wakeWorkers.
+    }
   }
 }

@@ -1,10 +1,12 @@
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import * as z from 'zod';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
+import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { createdJobDueNow, JobTracker } from '../../shared/jobs/tracker.js';
-import { type DataApiFixture, startDataApiFixture } from '../support/data-api-fixture.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { createTestRegistry } from '../support/test-job-types.js';
 
@@ -53,6 +55,7 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
       env: env(),
       eventBridge,
       nowMs: () => now,
+      startDueJobs: false,
     });
     fixture.resetCounts();
     const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
@@ -89,7 +92,13 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
   });
 
   test('an enqueue whose answer is lost after it committed, and which the SDK sends again, succeeds once', async () => {
-    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    // The enqueue alone: its jobs stay pending (a lone job would otherwise be started at once).
+    const client = new AwsJobClient({
+      registry: createTestRegistry(),
+      env: env(),
+      eventBridge,
+      startDueJobs: false,
+    });
     const existing = await client.enqueue({ type: 'noop', payload: { n: 0 }, idempotencyKey: 'taken' });
     const batches: { type: 'noop'; payload: { n: number }; idempotencyKey?: string }[][] = [
       [{ type: 'noop', payload: { n: 1 } }],
@@ -136,6 +145,7 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
       env: env(),
       eventBridge,
       nudgeWindowMs: 0,
+      startDueJobs: false,
     });
     await client.enqueue({ type: 'noop', payload: { n: 1 }, runAt: new Date(Date.now() + 3_600_000) });
     expect(nudges()).toHaveLength(0);
@@ -248,5 +258,119 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     await client.close();
     expect((await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).rows[0]!.n).toBe(1);
     expect(nudges()).toEqual([[expect.objectContaining({ EventBusName: 'b' })]]);
+  });
+});
+
+describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
+  const registry = () =>
+    createTestRegistry().register({
+      type: 'one-at-a-time',
+      description: 'a type with a concurrency limit of 1',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: 1,
+      execute: async () => undefined,
+    });
+  const sent = () =>
+    bus.commandCalls(PutEventsCommand).map((c) => {
+      const entry = c.args[0].input.Entries![0]!;
+      return { detailType: entry.DetailType, detail: JSON.parse(entry.Detail!) as Record<string, unknown> };
+    });
+  const row = async (id: string) =>
+    (
+      await t.db.query<{ status: string; attempts: number; counted: number; leased: boolean }>(
+        `SELECT status, attempts, attempts - attempt_offset AS counted, lease_expires_at IS NOT NULL AS leased
+         FROM jobs WHERE id = CAST(:id AS uuid)`,
+        { id },
+      )
+    ).rows[0];
+
+  test('the first enqueue of a window claims its job and publishes it to the executor', async () => {
+    let now = Date.parse('2026-06-01T00:00:00Z');
+    const client = new AwsJobClient({ registry: registry(), env: env(), eventBridge, nowMs: () => now });
+    fixture.resetCounts();
+    const { job } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    // The insert and the claim: no fetch-ready run, no nudge.
+    expect(fixture.counts.Execute).toBe(2);
+    expect(sent()).toEqual([
+      { detailType: 'job.ready', detail: { jobId: job.id, jobType: 'noop', attempt: 1, payload: { n: 1 } } },
+    ]);
+    // Claimed under a dispatch lease; the attempt is begun (and counted) by its executor, not here.
+    expect(await row(job.id)).toMatchObject({ status: 'running', attempts: 1, leased: true });
+    // Later in the same window the enqueue nudges fetch-ready instead, as before.
+    now += 400;
+    const second = await client.enqueue({ type: 'noop', payload: { n: 2 } });
+    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued']);
+    expect(await row(second.job.id)).toMatchObject({ status: 'pending', attempts: 0 });
+    // A batch always nudges.
+    now += 1_000;
+    await client.enqueueMany([
+      { type: 'noop', payload: { n: 3 } },
+      { type: 'noop', payload: { n: 4 } },
+    ]);
+    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued', 'jobs.enqueued']);
+    await client.close();
+  });
+
+  test('a type at its concurrency limit is not claimed past it: the job waits and fetch-ready is nudged', async () => {
+    let now = Date.parse('2026-06-01T00:00:00Z');
+    const client = new AwsJobClient({ registry: registry(), env: env(), eventBridge, nowMs: () => now });
+    const first = await client.enqueue({ type: 'one-at-a-time', payload: { n: 1 } });
+    expect(await row(first.job.id)).toMatchObject({ status: 'running' });
+    now += 5_000;
+    const second = await client.enqueue({ type: 'one-at-a-time', payload: { n: 2 } });
+    expect(await row(second.job.id)).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued']);
+    await client.close();
+  });
+
+  test('an event EventBridge refuses releases the claim uncounted, and fetch-ready is nudged', async () => {
+    bus.on(PutEventsCommand).resolves({
+      FailedEntryCount: 1,
+      Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }],
+    });
+    const errors: unknown[] = [];
+    const client = new AwsJobClient({
+      registry: registry(),
+      env: env(),
+      eventBridge,
+      onNudgeError: (e) => errors.push(e),
+    });
+    const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(created).toBe(true);
+    expect(await row(job.id)).toMatchObject({ status: 'pending', counted: 0 });
+    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued']);
+    // The nudge was refused too: reported, and the enqueue still succeeded.
+    expect(errors).toHaveLength(1);
+    await client.close();
+  });
+
+  test('a claim the Data API fails leaves the job committed for fetch-ready and reports the error', async () => {
+    const dataApi = dataApiDriverOver(fixture, t.name);
+    let statements = 0;
+    // The insert goes through; the statement after it (the claim) fails.
+    const failingAfterInsert: Database = {
+      driverName: dataApi.driverName,
+      maxRowBytes: dataApi.maxRowBytes,
+      maxRequestBytes: dataApi.maxRequestBytes,
+      resendsStatements: dataApi.resendsStatements,
+      query: (sql, params) =>
+        ++statements === 1 ? dataApi.query(sql, params) : Promise.reject(new Error('DatabaseUnavailable')),
+      transaction: (work) => dataApi.transaction(work),
+      close: () => dataApi.close(),
+    };
+    const errors: unknown[] = [];
+    const client = new AwsJobClient({
+      registry: registry(),
+      db: failingAfterInsert,
+      busName: 'lana-jobs-bus',
+      eventBridge,
+      onNudgeError: (e) => errors.push(e),
+    });
+    const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(created).toBe(true);
+    expect(await row(job.id)).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(errors).toEqual([expect.objectContaining({ message: 'DatabaseUnavailable' })]);
+    expect(sent().map((e) => e.detailType)).toEqual(['jobs.enqueued']);
+    await dataApi.close();
   });
 });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import pg from 'pg';
 import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
@@ -74,6 +75,18 @@ export interface DataApiFixtureOptions {
   sessionTimeZone?: string;
   /** Connections per database. Default 10. */
   poolSize?: number;
+  /**
+   * Told each statement's time on PostgreSQL: its wall time (the driver round trip on the local socket,
+   * not the HTTP request around it) and, where `/proc` shows it (Linux, the server on this machine), the
+   * CPU time its server process spent on it, which a busy machine does not inflate. The simulator charges
+   * it as database time.
+   */
+  onStatement?: (ms: number, cpuMs: number | undefined) => void;
+  /**
+   * false: commits do not wait for the WAL flush (`synchronous_commit=off`), so a statement's measured time
+   * is its execution, not this machine's disk; the simulator charges Aurora's commit apart.
+   */
+  synchronousCommit?: boolean;
 }
 
 export interface DataApiFixture {
@@ -241,7 +254,7 @@ export async function startDataApiFixture(
         types: rawTypes,
         // The service cancels at 45 s. The time zone is the server's unless a test asks for another:
         // nothing on the client side makes a session UTC.
-        options: `-c statement_timeout=${statementTimeoutMs}${options.sessionTimeZone ? ` -c TimeZone=${options.sessionTimeZone}` : ''}`,
+        options: `-c statement_timeout=${statementTimeoutMs}${options.sessionTimeZone ? ` -c TimeZone=${options.sessionTimeZone}` : ''}${options.synchronousCommit === false ? ' -c synchronous_commit=off' : ''}`,
       });
       pool.on('error', () => {});
       entry = { pool, types: new Map() };
@@ -381,10 +394,20 @@ export async function startDataApiFixture(
     client: pg.ClientBase,
     { text, values }: { text: string; values: unknown[] },
   ): Promise<pg.QueryArrayResult<unknown[]>> {
+    const pid = options.onStatement ? await backendPid(client) : undefined;
+    const cpuBefore = cpuNs(pid);
+    const started = performance.now();
     try {
       return await client.query({ text, values, rowMode: 'array' });
     } catch (err) {
       throw sqlError(err);
+    } finally {
+      const wall = performance.now() - started;
+      const cpuAfter = cpuNs(pid);
+      options.onStatement?.(
+        wall,
+        cpuBefore !== undefined && cpuAfter !== undefined ? (cpuAfter - cpuBefore) / 1e6 : undefined,
+      );
     }
   }
 
@@ -590,6 +613,27 @@ export async function startDataApiFixture(
       for (const { pool } of databases.values()) await pool.end();
     },
   };
+}
+
+const backendPids = new WeakMap<pg.ClientBase, number | undefined>();
+
+/** The server process behind a connection (asked once per connection). */
+async function backendPid(client: pg.ClientBase): Promise<number | undefined> {
+  if (!backendPids.has(client)) {
+    const r = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid').catch(() => undefined);
+    backendPids.set(client, r?.rows[0]?.pid);
+  }
+  return backendPids.get(client);
+}
+
+/** The nanoseconds a process has run on a CPU (`/proc/<pid>/schedstat`), where readable. */
+function cpuNs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return undefined;
+  }
 }
 
 /** An unhinted value is bound with the JDBC type of its Field member, as the service does. */
