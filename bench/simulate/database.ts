@@ -85,8 +85,9 @@ const percentile = (sorted: number[], p: number) =>
 
 /**
  * The database behind the Data API, in virtual time: every call pays a drawn latency (half each way),
- * waits for the locks its statement takes (a limited claim holds its job types' claim locks, as
- * `lana_jobs_claim_limited` does), then for one of the instance's vCPUs, and holds it for the statement's
+ * waits for the locks its statement takes (the previous release's limited claim,
+ * `lana_jobs_claim_limited`, held its job types' claim locks; today's slot claim takes free slot rows with
+ * SKIP LOCKED and waits for none), then for one of the instance's vCPUs, and holds it for the statement's
  * cost: its execution on the real PostgreSQL, measured as it runs, scaled to the capacity. The cost of a
  * statement is the median of the last measurements of its shape (its text and how many rows it
  * answered), so one slow measurement on a noisy machine moves nothing by itself.
@@ -249,8 +250,8 @@ export class DatabaseModel {
   }
 }
 
-/** Statements that write (a claim writes inside `lana_jobs_claim_limited`). */
-const WRITES = /\b(INSERT|UPDATE|DELETE|lana_jobs_claim_limited)\b/i;
+/** Statements that write (a claim writes inside `lana_jobs_claim_slotted` or `lana_jobs_claim_limited`). */
+const WRITES = /\b(INSERT|UPDATE|DELETE|lana_jobs_claim_slotted|lana_jobs_claim_limited)\b/i;
 
 function rowsBucket(rows: number): number {
   return rows === 0 ? 0 : Math.ceil(Math.log2(rows + 1));

@@ -1,6 +1,7 @@
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { createEnqueuedNudge, createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
 import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
+import { defaultTypeConcurrency } from '../../shared/aws/type-limits.js';
 import { createDataApiClient, dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import {
@@ -11,10 +12,11 @@ import {
 } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
-import { DEFAULT_TYPE_CONCURRENCY, DEFAULT_TYPE_CONCURRENCY_ENV } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
 import { traceClient } from './tracing.js';
+
+export { defaultTypeConcurrency };
 
 export type LendingDispatcher = JobDispatcher<LendingRegistry['schemas'], JobServices>;
 /** @deprecated The former name, kept while bench/simulate moves to `LendingDispatcher`. */
@@ -50,18 +52,6 @@ export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = proces
   // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.
   eventBridgeClient(o);
   return { db, registry, tracker, o };
-}
-
-/** The stack's cap on a job type that declares no limit (`DEFAULT_TYPE_CONCURRENCY` when unset). */
-export function defaultTypeConcurrency(env: NodeJS.ProcessEnv): number {
-  const raw = env[DEFAULT_TYPE_CONCURRENCY_ENV];
-  if (raw === undefined || raw === '') return DEFAULT_TYPE_CONCURRENCY;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 10_000)
-    throw new Error(
-      `environment variable ${DEFAULT_TYPE_CONCURRENCY_ENV} must be an integer from 1 to 10000`,
-    );
-  return n;
 }
 
 let eventBridge: EventBridgeClient | undefined;

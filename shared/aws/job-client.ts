@@ -12,6 +12,7 @@ import {
   type UntypedNewJob,
 } from '../jobs/tracker.js';
 import { createEnqueuedNudge, createEventBridgePublisher, NUDGE_WINDOW_MS } from './eventbridge-publisher.js';
+import { defaultTypeConcurrency } from './type-limits.js';
 
 /** How long an enqueue waits for its nudge to be accepted before it reports it failed. */
 const NUDGE_TIMEOUT_MS = 3_000;
@@ -75,6 +76,8 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
       db: options.db ?? dataApiDatabaseFromEnv(env),
       registry: options.registry,
       clock: options.clock,
+      // A lone job it starts itself stays within the stack's cap on a type without a limit.
+      defaultConcurrency: defaultTypeConcurrency(env),
     });
     const busName = options.busName ?? env.JOBS_BUS_NAME;
     // A nudge only saves waiting for the next minute: it must not hold the caller's enqueue for long.
