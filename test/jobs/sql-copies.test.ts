@@ -89,6 +89,7 @@ const BLOCKS: Block[] = [
       'claimDueJobsAsDocumentSql',
       'claimDueJobsForWorkerSql',
       'lana_jobs_claim_limited',
+      'lana_jobs_claim_slotted',
     ],
   },
   {
@@ -121,11 +122,12 @@ const BLOCKS: Block[] = [
   },
   {
     name: 'the limited claim: the call',
-    // completeAndClaimNextSql calls it otherwise on purpose: one job, begun at once, its own token.
-    start: /lana_jobs_claim_limited\(CAST\(:limits AS jsonb\), CAST\(:only_type AS text\), (?=\(CASE|CAST)/g,
-    end: 'CAST(:claim_token AS uuid))',
+    // The worker's claim and completeAndClaimNextSql call it otherwise on purpose (slots held per worker;
+    // one job under a dispatch lease, its own token).
+    start: /lana_jobs_claim_slotted\(CAST\(:limits AS jsonb\), CAST\(:only_type AS text\), (?=\(CASE|CAST)/g,
+    end: 'NULL, NULL, NULL, NULL)',
     normalise: [PRIOR_LIMIT],
-    in: ['claimLimitedSql', 'claimLimitedAsDocumentSql', 'claimLimitedForWorkerSql'],
+    in: ['claimLimitedSql', 'claimLimitedAsDocumentSql'],
   },
   {
     name: "the claim's document",
