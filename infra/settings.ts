@@ -1,4 +1,4 @@
-import { lendingSettingsFromEnv, SETTING_NAMES } from '../shared/domain/settings.js';
+import { duplicatePriceUrl, lendingSettingsFromEnv, SETTING_NAMES } from '../shared/domain/settings.js';
 import type { JobsStackProps } from './jobs-stack.js';
 
 /**
@@ -66,6 +66,9 @@ export interface ValuationSettings {
   maxPriceJump?: string;
   maxPriceAgeSeconds?: number;
   collateralUpgradeBuffer?: string;
+  priceAgreement?: string;
+  priceConfirmRuns?: number;
+  maxValuationAgeSeconds?: number;
 }
 
 /** Each valuation setting's context key (and JobsStackProps field), with the variable the executors read. */
@@ -74,6 +77,9 @@ const VALUATION_VARIABLES = {
   maxPriceJump: SETTING_NAMES.maxPriceJump,
   maxPriceAgeSeconds: SETTING_NAMES.maxQuoteAgeSeconds,
   collateralUpgradeBuffer: SETTING_NAMES.upgradeBuffer,
+  priceAgreement: SETTING_NAMES.priceAgreement,
+  priceConfirmRuns: SETTING_NAMES.priceConfirmRuns,
+  maxValuationAgeSeconds: SETTING_NAMES.maxValuationAgeSeconds,
 } as const satisfies Record<keyof ValuationSettings, string>;
 
 /**
@@ -81,8 +87,20 @@ const VALUATION_VARIABLES = {
  * the same parser the functions run at start-up, so a value the functions would refuse fails the synth,
  * naming the context key, instead of every valuation after the deploy.
  */
-export function valuationEnvironment(settings: ValuationSettings): Record<string, string> {
+export function valuationEnvironment(
+  settings: ValuationSettings & { priceSourceUrl?: string },
+): Record<string, string> {
   const env: Record<string, string> = {};
+  const duplicate = duplicatePriceUrl([
+    ...(settings.priceSourceUrl ? [settings.priceSourceUrl] : []),
+    ...(settings.extraPriceSourceUrls ?? []),
+  ]);
+  if (duplicate) {
+    throw new StackSettingError(
+      `context key "extraPriceSourceUrls" names "${duplicate[1]}", the same price source as "${duplicate[0]}": ` +
+        'priceSourceUrl and extraPriceSourceUrls must name distinct sources (one source counted twice agrees with itself)',
+    );
+  }
   for (const key of Object.keys(VALUATION_VARIABLES) as (keyof ValuationSettings)[]) {
     const value = settings[key];
     if (value === undefined) continue;
@@ -152,5 +170,8 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     maxPriceJump: text('maxPriceJump'),
     maxPriceAgeSeconds: num('maxPriceAgeSeconds'),
     collateralUpgradeBuffer: text('collateralUpgradeBuffer'),
+    priceAgreement: text('priceAgreement'),
+    priceConfirmRuns: num('priceConfirmRuns'),
+    maxValuationAgeSeconds: num('maxValuationAgeSeconds'),
   };
 }

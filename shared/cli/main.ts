@@ -22,6 +22,7 @@ import {
 import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
+import { acceptPriceCommand } from './price.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -57,6 +58,8 @@ Commands:
   cancel <id> [--reason TEXT]     stop a pending, retrying or running job
   work [--concurrency N]          run a worker until Ctrl-C
   dev                             embedded PostgreSQL + migrations + demo + worker + console, until Ctrl-C
+  accept-price --price USD --by NAME --reason TEXT
+                                  accept a BTC/USD price by hand (audited) and revalue at it
   console [--port 4100] [--host 127.0.0.1] [--token T]
                                   the web console for operators, until Ctrl-C (a host other than
                                   loopback needs a token: --token or env JOBS_CONSOLE_TOKEN)
@@ -312,6 +315,7 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
   },
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
+  'accept-price': acceptPriceCommand,
 };
 
 /** `work` and `dev`: a worker until Ctrl-C; `dev` also runs the demo. */

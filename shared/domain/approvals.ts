@@ -2,10 +2,16 @@ import { type Database, type Queryable, uuid } from '../db/port.js';
 import type { ApprovalService } from '../job-types/services.js';
 import { PermanentJobError } from '../jobs/errors.js';
 import type { JobTracker } from '../jobs/tracker.js';
+import { LOCK_FACILITY_BULK_UPDATES_SQL } from './bulk.js';
 import { LendingInputError } from './errors.js';
 
 export type ApprovalOutcome = 'approved' | 'denied';
-export type ProcessStatus = 'pending' | ApprovalOutcome | 'failed';
+export type ProcessStatus = 'pending' | ApprovalOutcome | 'failed' | 'withdrawn' | 'expired';
+
+/** How long an open process waits for its decision unless its policy says otherwise: a week. */
+export const DEFAULT_PROCESS_EXPIRY_SECONDS = 7 * 86_400;
+/** Processes expired per statement by the sweep. */
+const EXPIRY_BATCH = 1000;
 
 /** How a policy approves: every member, a threshold of members, or the system at once. */
 export type ApprovalRule =
@@ -57,16 +63,24 @@ export async function createCommittee(
 }
 
 /**
- * Sets the policy of a process type: which committee votes and by which rule. A threshold above the
- * committee's size is refused (such a process could never be approved and would stay pending for ever).
+ * Sets the policy of a process type: which committee votes, by which rule, and how long an open process
+ * waits for its decision before it expires (`expiresAfterSeconds`, 60 s to a year, default a week). A
+ * threshold above the committee's size is refused (such a process could never be approved).
  */
 export async function setApprovalPolicy(
   db: Database,
-  input: { processType: string; committeeId?: string; rule: ApprovalRule },
+  input: { processType: string; committeeId?: string; rule: ApprovalRule; expiresAfterSeconds?: number },
 ): Promise<void> {
+  const expiry = input.expiresAfterSeconds ?? DEFAULT_PROCESS_EXPIRY_SECONDS;
+  if (!Number.isInteger(expiry) || expiry < 60 || expiry > 365 * 86_400) {
+    throw new LendingInputError(
+      'invalid_policy',
+      `a process expires after 60 s to a year, in whole seconds (got ${String(input.expiresAfterSeconds)})`,
+    );
+  }
   await db.transaction(async (tx) => {
     if (input.rule.kind === 'auto-approve') {
-      await upsertPolicy(tx, input.processType, null, 'auto-approve', null);
+      await upsertPolicy(tx, input.processType, null, 'auto-approve', null, expiry);
       return;
     }
     if (!input.committeeId)
@@ -87,10 +101,10 @@ export async function setApprovalPolicy(
           `threshold must be 1 to ${size} (the committee's size), got ${n}`,
         );
       }
-      await upsertPolicy(tx, input.processType, input.committeeId, 'threshold', n);
+      await upsertPolicy(tx, input.processType, input.committeeId, 'threshold', n, expiry);
       return;
     }
-    await upsertPolicy(tx, input.processType, input.committeeId, 'all-members', null);
+    await upsertPolicy(tx, input.processType, input.committeeId, 'all-members', null, expiry);
   });
 }
 
@@ -100,13 +114,21 @@ async function upsertPolicy(
   committeeId: string | null,
   rule: string,
   threshold: number | null,
+  expiresAfterSeconds: number,
 ): Promise<void> {
   await tx.query(
-    `INSERT INTO approval_policies (process_type, committee_id, rule, threshold)
-     VALUES (:type, CAST(:committee AS uuid), :rule, :threshold)
+    `INSERT INTO approval_policies (process_type, committee_id, rule, threshold, expires_after_seconds)
+     VALUES (:type, CAST(:committee AS uuid), :rule, :threshold, :expiry)
      ON CONFLICT (process_type) DO UPDATE
-       SET committee_id = EXCLUDED.committee_id, rule = EXCLUDED.rule, threshold = EXCLUDED.threshold`,
-    { type: processType, committee: committeeId === null ? null : uuid(committeeId), rule, threshold },
+       SET committee_id = EXCLUDED.committee_id, rule = EXCLUDED.rule, threshold = EXCLUDED.threshold,
+           expires_after_seconds = EXCLUDED.expires_after_seconds`,
+    {
+      type: processType,
+      committee: committeeId === null ? null : uuid(committeeId),
+      rule,
+      threshold,
+      expiry: expiresAfterSeconds,
+    },
   );
 }
 
@@ -114,22 +136,32 @@ async function upsertPolicy(
  * Opens a disbursal's approval process under its process type's policy, reserving the amount against the
  * facility's limit in the same statement (so two processes can never together exceed it). Refused, writing
  * nothing, when there is no policy, the facility is unknown or closed, or the amount does not fit. Under an
- * auto-approve policy the process opens approved and its job is enqueued in the same transaction.
+ * auto-approve policy the process opens approved and its job is enqueued in the same transaction. An open
+ * process expires its policy's time after opening; `initiatedBy` (the operator opening it) may withdraw it.
  */
 export async function createApprovalProcess(
   db: Database,
   jobs: Pick<JobTracker, 'enqueueUntyped'>,
-  input: { facilityId: string; amountCents: bigint; processType?: string },
+  input: { facilityId: string; amountCents: bigint; processType?: string; initiatedBy?: string },
 ): Promise<string> {
   const processType = input.processType ?? 'disbursal';
   if (input.amountCents <= 0n) throw new LendingInputError('invalid_amount', 'the amount must be positive');
+  const initiatedBy = input.initiatedBy?.trim();
+  if (initiatedBy !== undefined && (initiatedBy.length === 0 || initiatedBy.length > 200)) {
+    throw new LendingInputError('invalid_operator', 'the initiator is named in 1-200 characters');
+  }
   return db.transaction(async (tx) => {
-    const params = { facility: uuid(input.facilityId), amount: input.amountCents, type: processType };
+    const params = {
+      facility: uuid(input.facilityId),
+      amount: input.amountCents,
+      type: processType,
+      initiated_by: initiatedBy ?? null,
+    };
     const opened = await tx.query<{ id: string; status: ProcessStatus }>(
       `WITH policy AS (
          SELECT p.committee_id, p.rule,
                 (SELECT count(*)::integer FROM committee_members m WHERE m.committee_id = p.committee_id) AS size,
-                p.threshold
+                p.threshold, p.expires_after_seconds
          FROM approval_policies p WHERE p.process_type = :type
        ), reserved AS (
          UPDATE credit_facilities SET reserved_cents = reserved_cents + :amount
@@ -138,11 +170,13 @@ export async function createApprovalProcess(
          RETURNING id
        )
        INSERT INTO approval_processes (facility_id, amount_cents, process_type, committee_id, committee_size,
-                                       required_approvals, status, concluded_at)
+                                       required_approvals, status, concluded_at, initiated_by, expires_at)
        SELECT r.id, :amount, :type, p.committee_id, p.size,
               CASE p.rule WHEN 'threshold' THEN p.threshold WHEN 'all-members' THEN p.size ELSE 0 END,
               CASE WHEN p.rule = 'auto-approve' THEN 'approved' ELSE 'pending' END,
-              CASE WHEN p.rule = 'auto-approve' THEN now() END
+              CASE WHEN p.rule = 'auto-approve' THEN now() END,
+              :initiated_by,
+              CASE WHEN p.rule <> 'auto-approve' THEN now() + make_interval(secs => p.expires_after_seconds) END
        FROM reserved r CROSS JOIN policy p
        RETURNING id, status`,
       params,
@@ -210,8 +244,10 @@ export async function recordVote(tx: Queryable, vote: Vote): Promise<ApprovalOut
       required_approvals: number;
       facility_id: string;
       amount_cents: bigint;
+      expired: boolean;
     }>(
-      `SELECT status, committee_id, required_approvals, facility_id, amount_cents
+      `SELECT status, committee_id, required_approvals, facility_id, amount_cents,
+              COALESCE(expires_at <= now(), false) AS expired
        FROM approval_processes WHERE id = CAST(:id AS uuid) FOR UPDATE`,
       { id: uuid(vote.processId) },
     )
@@ -222,6 +258,13 @@ export async function recordVote(tx: Queryable, vote: Vote): Promise<ApprovalOut
     throw new LendingInputError(
       'approval_process_concluded',
       `approval process ${vote.processId} is already ${process.status}`,
+    );
+  }
+  if (process.expired) {
+    // The sweep concludes it (and releases the reservation); a late vote decides nothing.
+    throw new LendingInputError(
+      'approval_process_expired',
+      `approval process ${vote.processId} has expired: its policy's time to decide is over`,
     );
   }
   const reason = vote.reason?.trim();
@@ -296,20 +339,111 @@ export async function castVote(
   });
 }
 
+/**
+ * The initiator of an open process withdraws it: concluded as `withdrawn` with the reason, and its
+ * reservation released, in one transaction under the process's lock. Refused, writing nothing, for anyone
+ * but the initiator (a process opened without one cannot be withdrawn, only expire), without a reason, or
+ * once the process is concluded.
+ */
+export async function withdrawApprovalProcess(
+  db: Database,
+  input: { processId: string; by: string; reason: string },
+): Promise<void> {
+  const reason = input.reason.trim();
+  if (reason.length === 0 || reason.length > 1000) {
+    throw new LendingInputError('reason_required', 'a withdrawal needs a reason (1-1000 characters)');
+  }
+  await db.transaction(async (tx) => {
+    const process = (
+      await tx.query<{
+        status: ProcessStatus;
+        initiated_by: string | null;
+        facility_id: string;
+        amount_cents: bigint;
+      }>(
+        `SELECT status, initiated_by, facility_id, amount_cents FROM approval_processes
+         WHERE id = CAST(:id AS uuid) FOR UPDATE`,
+        { id: uuid(input.processId) },
+      )
+    ).rows[0];
+    if (!process) {
+      throw new LendingInputError('approval_process_not_found', `no approval process ${input.processId}`);
+    }
+    if (process.status !== 'pending') {
+      throw new LendingInputError(
+        'approval_process_concluded',
+        `approval process ${input.processId} is already ${process.status}`,
+      );
+    }
+    if (process.initiated_by === null || process.initiated_by !== input.by.trim()) {
+      throw new LendingInputError(
+        'not_the_initiator',
+        `only the initiator of approval process ${input.processId} may withdraw it`,
+      );
+    }
+    await tx.query(
+      `UPDATE approval_processes SET status = 'withdrawn', concluded_at = now(), withdrawal_reason = :reason
+       WHERE id = CAST(:id AS uuid)`,
+      { id: uuid(input.processId), reason },
+    );
+    await releaseReservation(tx, process.facility_id, process.amount_cents);
+  });
+}
+
+/**
+ * Expires up to EXPIRY_BATCH open processes past their `expires_at` and releases their reservations, in
+ * one statement: a process a vote or a withdrawal concluded meanwhile is no longer pending when the row
+ * lock is granted, so it is skipped. Returns how many it expired.
+ */
+const EXPIRE_BATCH_SQL = `
+WITH due AS (
+  SELECT id FROM approval_processes
+  WHERE status = 'pending' AND expires_at <= now()
+  ORDER BY expires_at, id LIMIT ${EXPIRY_BATCH}
+  FOR UPDATE SKIP LOCKED
+), expired AS (
+  UPDATE approval_processes p SET status = 'expired', concluded_at = now()
+  FROM due WHERE p.id = due.id AND p.status = 'pending'
+  RETURNING p.facility_id, p.amount_cents
+), released AS (
+  UPDATE credit_facilities f SET reserved_cents = f.reserved_cents - e.total
+  FROM (SELECT facility_id, sum(amount_cents) AS total FROM expired GROUP BY facility_id) e
+  WHERE f.id = e.facility_id
+  RETURNING f.id
+)
+SELECT (SELECT count(*) FROM expired)::integer AS expired`;
+
 /** The approval service with its result typed (an extension, so callers passing a signal see it too). */
 export interface LendingApprovalService extends ApprovalService {
   processApproval(processId: string, signal?: AbortSignal): Promise<ApprovalResult>;
+  expireOverdueProcesses(signal?: AbortSignal): Promise<{ expired: number }>;
 }
 
 /**
  * The approval-processing executor's work: carries out the RECORDED outcome, never recomputing it. An
  * approved process whose disbursal is not yet made is disbursed (reserved amount moves to drawn principal)
- * unless the facility is closed, past maturity, or would be left below its margin-call cover at the last
- * accepted price, in which case the process is concluded as failed with the reason and the reservation is
- * released. One transaction under the process's lock, so running it twice changes nothing.
+ * unless the facility is closed, past maturity, the last accepted price is stale (past its `valid_until`),
+ * or the facility would be left below its margin-call cover at that price, in which case the process is
+ * concluded as failed with the reason and the reservation is released. One transaction under the
+ * process's lock, so running it twice changes nothing. Also the scheduled expiry sweep
+ * (`expireOverdueProcesses`).
  */
 export function createApprovalService(db: Database): LendingApprovalService {
   return {
+    async expireOverdueProcesses(signal) {
+      let expired = 0;
+      for (;;) {
+        signal?.throwIfAborted();
+        const n = await db.transaction(async (tx) => {
+          // Serialised with the bulk facility updates (valuation, accrual): this one also updates many.
+          await tx.query(LOCK_FACILITY_BULK_UPDATES_SQL);
+          return (await tx.query<{ expired: number }>(EXPIRE_BATCH_SQL)).rows[0]!.expired;
+        });
+        expired += n;
+        if (n < EXPIRY_BATCH) return { expired };
+      }
+    },
+
     processApproval: (processId: string) =>
       db.transaction(async (tx): Promise<ApprovalResult> => {
         const process = (
@@ -340,13 +474,22 @@ export function createApprovalService(db: Database): LendingApprovalService {
           return { processId, action: 'already_concluded', status: process.status, disbursedCents: 0n };
         }
         const check = (
-          await tx.query<{ status: string; past_maturity: boolean; price_known: boolean; covered: boolean }>(
+          await tx.query<{
+            status: string;
+            past_maturity: boolean;
+            price_known: boolean;
+            price_fresh: boolean;
+            price_valued_at: Date | null;
+            covered: boolean;
+          }>(
             `SELECT f.status, COALESCE(f.maturity_date <= CAST(now() AT TIME ZONE 'UTC' AS date), false) AS past_maturity,
                     pr.cents IS NOT NULL AS price_known,
+                    COALESCE(pr.valid_until >= now(), false) AS price_fresh, pr.valued_at AS price_valued_at,
                     COALESCE(div(f.collateral_sats::numeric * pr.cents, 100000000)
                       >= f.margin_call_cvl * (f.drawn_principal_cents + f.accrued_interest_cents + :amount), false) AS covered
              FROM credit_facilities f
-             LEFT JOIN LATERAL (SELECT btc_usd_cents AS cents FROM collateral_valuations ORDER BY valued_at DESC, id DESC LIMIT 1) pr ON true
+             LEFT JOIN LATERAL (SELECT btc_usd_cents AS cents, valid_until, valued_at FROM collateral_valuations
+                                ORDER BY valued_at DESC, id DESC LIMIT 1) pr ON true
              WHERE f.id = CAST(:facility AS uuid) FOR UPDATE OF f`,
             { facility: uuid(process.facility_id), amount: process.amount_cents },
           )
@@ -358,9 +501,12 @@ export function createApprovalService(db: Database): LendingApprovalService {
               ? 'the facility has reached its maturity date'
               : !check.price_known
                 ? 'no collateral price has been accepted yet'
-                : !check.covered
-                  ? 'the disbursal would leave the facility below its margin-call cover'
-                  : null;
+                : !check.price_fresh
+                  ? `the last accepted collateral price (valued at ${check.price_valued_at!.toISOString()}) is ` +
+                    "older than the valuation's max age: no disbursal against a stale price"
+                  : !check.covered
+                    ? 'the disbursal would leave the facility below its margin-call cover'
+                    : null;
         if (refusal) {
           await tx.query(
             `UPDATE approval_processes SET status = 'failed', failure_reason = :reason WHERE id = CAST(:id AS uuid)`,

@@ -18,7 +18,11 @@ export class LendingInputError extends Error {
       | 'no_policy'
       | 'facility_not_found'
       | 'facility_closed'
-      | 'over_limit',
+      | 'over_limit'
+      | 'not_the_initiator'
+      | 'approval_process_expired'
+      | 'invalid_price'
+      | 'invalid_operator',
     message: string,
   ) {
     super(message);

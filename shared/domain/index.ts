@@ -16,10 +16,12 @@ export {
   createCommittee,
   recordVote,
   setApprovalPolicy,
+  withdrawApprovalProcess,
 } from './approvals.js';
 export { createDemoPortfolio, ensureDemoGovernance } from './demo-portfolio.js';
 export { LendingInputError } from './errors.js';
 export { createFileNotifier, createSesNotifier, type Notifier } from './notifier.js';
+export { acceptPriceByHand } from './portfolio.js';
 export {
   createHttpPriceSource,
   type PriceQuote,
@@ -34,8 +36,14 @@ export interface JobServicesDeps {
   notifier: Notifier;
   /** One source or several (the price is their median; see `createPortfolioService`). */
   priceSource: PriceSource | readonly PriceSource[];
-  /** Share of the last accepted price a new price may move without two sources agreeing (default 0.2). */
+  /** Share of the reference price a quote may be from it before the move needs confirming (default 0.2). */
   maxPriceJump?: string;
+  /** How far apart quotes may be and still agree (default 0.02). */
+  priceAgreement?: string;
+  /** Consecutive agreeing runs a move beyond the jump guard needs (default 3). */
+  priceConfirmRuns?: number;
+  /** How long an accepted price backs a disbursal, in seconds (default 900). */
+  maxValuationAgeSeconds?: number;
   /** How old a price quote may be, in seconds (default 300). */
   maxQuoteAgeSeconds?: number;
   /** Cover above a level needed to move back up a collateralization state (default 0.05). */
@@ -64,6 +72,9 @@ export function createJobServices(deps: JobServicesDeps): LendingJobServices {
       jobs: deps.tracker,
       priceSource: deps.priceSource,
       maxPriceJump: deps.maxPriceJump,
+      priceAgreement: deps.priceAgreement,
+      priceConfirmRuns: deps.priceConfirmRuns,
+      maxValuationAgeSeconds: deps.maxValuationAgeSeconds,
       maxQuoteAgeSeconds: deps.maxQuoteAgeSeconds,
       upgradeBuffer: deps.upgradeBuffer,
     }),

@@ -11,6 +11,8 @@ export interface PriceQuote {
 
 /** Where the BTC/USD price comes from. */
 export interface PriceSource {
+  /** How the valuation names the source in its observations and errors (the URL for an HTTP source). */
+  readonly name?: string;
   /** The current BTC price, dated. Throws (a retryable failure) on any bad answer. */
   btcUsdQuote(signal?: AbortSignal): Promise<PriceQuote>;
 }
@@ -89,6 +91,7 @@ export function createHttpPriceSource(options: { url: string; timeoutMs?: number
     throw new Error(`price source URL must be an http(s) URL, got "${options.url}"`);
   }
   return {
+    name: options.url,
     async btcUsdQuote(signal) {
       const timeout = AbortSignal.timeout(timeoutMs);
       let res: Response;

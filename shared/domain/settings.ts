@@ -14,6 +14,9 @@ export const SETTING_NAMES = {
   maxPriceJump: 'LANA_PRICE_MAX_JUMP',
   maxQuoteAgeSeconds: 'LANA_PRICE_MAX_AGE_SECONDS',
   upgradeBuffer: 'LANA_COLLATERAL_UPGRADE_BUFFER',
+  priceAgreement: 'LANA_PRICE_AGREEMENT',
+  priceConfirmRuns: 'LANA_PRICE_CONFIRM_RUNS',
+  maxValuationAgeSeconds: 'LANA_VALUATION_MAX_AGE_SECONDS',
 } as const;
 
 export interface LendingSettings {
@@ -36,6 +39,18 @@ export interface LendingSettings {
   maxQuoteAgeSeconds: number;
   /** Cover above a level needed to move back up a collateralization state. Default "0.05". */
   upgradeBuffer: string;
+  /**
+   * How far apart (a share of the lowest) quotes may be and still agree: with fewer than three answers
+   * every quote must agree with the others, or the run is refused. Default "0.02".
+   */
+  priceAgreement: string;
+  /**
+   * Consecutive runs in which every source answers and all agree that a move beyond the jump guard needs
+   * before it is accepted. Default 3.
+   */
+  priceConfirmRuns: number;
+  /** How long an accepted price may back a disbursal, in seconds. Default 900. */
+  maxValuationAgeSeconds: number;
 }
 
 const positiveInt = z.coerce.number().int().positive();
@@ -62,7 +77,35 @@ const schema = z.object({
   maxPriceJump: share.default('0.2'),
   maxQuoteAgeSeconds: positiveInt.max(86_400).default(300),
   upgradeBuffer: share.default('0.05'),
+  priceAgreement: share.default('0.02'),
+  priceConfirmRuns: positiveInt.min(2).max(100).default(3),
+  maxValuationAgeSeconds: positiveInt.min(60).max(86_400).default(900),
 });
+
+/**
+ * A price URL in the form that identifies its source: scheme and host lower-cased, default port and
+ * fragment dropped (URL parsing does the rest). Two URLs with the same form are one source.
+ */
+export function normalisePriceUrl(url: string): string {
+  const parsed = new URL(url);
+  parsed.hash = '';
+  return parsed.href;
+}
+
+/**
+ * The first pair of URLs that are the same source after normalising, if any: a source counted twice
+ * agrees with itself, so one wrong answer would pass as two agreeing ones.
+ */
+export function duplicatePriceUrl(urls: readonly string[]): [string, string] | undefined {
+  const seen = new Map<string, string>();
+  for (const url of urls) {
+    const key = normalisePriceUrl(url);
+    const first = seen.get(key);
+    if (first !== undefined) return [first, url];
+    seen.set(key, url);
+  }
+  return undefined;
+}
 
 export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): LendingSettings {
   const raw = Object.fromEntries(
@@ -76,6 +119,17 @@ export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Le
     });
     throw new Error(`invalid settings: ${problems.join('; ')}`);
   }
+  const duplicate = duplicatePriceUrl([
+    ...(parsed.data.priceUrl ? [parsed.data.priceUrl] : []),
+    ...parsed.data.extraPriceUrls,
+  ]);
+  if (duplicate) {
+    throw new Error(
+      `invalid settings: ${SETTING_NAMES.extraPriceUrls}=${JSON.stringify(raw.extraPriceUrls)}: "${duplicate[1]}" is ` +
+        `the same price source as "${duplicate[0]}" (${SETTING_NAMES.priceUrl} and ${SETTING_NAMES.extraPriceUrls} ` +
+        'together must name distinct sources: one source counted twice agrees with itself)',
+    );
+  }
   return {
     priceUrl: parsed.data.priceUrl,
     priceTimeoutMs: parsed.data.priceTimeoutMs,
@@ -85,5 +139,8 @@ export function lendingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Le
     maxPriceJump: parsed.data.maxPriceJump,
     maxQuoteAgeSeconds: parsed.data.maxQuoteAgeSeconds,
     upgradeBuffer: parsed.data.upgradeBuffer,
+    priceAgreement: parsed.data.priceAgreement,
+    priceConfirmRuns: parsed.data.priceConfirmRuns,
+    maxValuationAgeSeconds: parsed.data.maxValuationAgeSeconds,
   };
 }

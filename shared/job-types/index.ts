@@ -24,12 +24,15 @@ export function createJobTypeRegistry() {
   return new JobTypeRegistry<Record<never, never>, JobServices>()
     .register({
       type: 'approval-processing',
-      description: 'Concludes an approval process whose votes are in; executes the disbursal when approved',
+      description:
+        'Concludes an approval process whose votes are in; executes the disbursal when approved. ' +
+        'With {"sweep":"expire"}: expires open processes past their policy\'s time',
       schema: approvalProcessingPayload,
       timeoutSeconds: 60,
       concurrency: 10,
-      execute: async ({ processId }, ctx) => {
-        await ctx.services.approvals.processApproval(processId, ctx.signal);
+      execute: async (payload, ctx) => {
+        if ('sweep' in payload) await ctx.services.approvals.expireOverdueProcesses(ctx.signal);
+        else await ctx.services.approvals.processApproval(payload.processId, ctx.signal);
         return undefined;
       },
     })
@@ -68,8 +71,9 @@ export function createJobTypeRegistry() {
       enqueues: ['notification'], // margin calls
       // A stale price is soon replaced by the next scheduled run: retry quickly, give up sooner.
       retry: { maxAttempts: 4, backoffBaseSeconds: 30, backoffCapSeconds: 240 },
-      execute: async (_payload, ctx) => {
-        await ctx.services.portfolio.revalue(ctx.signal);
+      execute: async ({ manualPriceId }, ctx) => {
+        if (manualPriceId) await ctx.services.portfolio.applyManualPrice(manualPriceId, ctx.signal);
+        else await ctx.services.portfolio.revalue(ctx.signal);
         return undefined;
       },
     })

@@ -13,9 +13,12 @@ const isoDate = z
     },
   );
 
-export const approvalProcessingPayload = z.strictObject({
-  processId: z.uuid(),
-});
+export const approvalProcessingPayload = z.union([
+  /** Carry out a process's recorded outcome. */
+  z.strictObject({ processId: z.uuid() }),
+  /** The scheduled sweep: expire every open process past its policy's time, releasing its reservation. */
+  z.strictObject({ sweep: z.literal('expire') }),
+]);
 
 /** No facility predates this day; an earlier date (such as year 0000) is a typo, not a back-fill. */
 export const EARLIEST_ACCRUAL_DATE = '2000-01-01';
@@ -45,14 +48,22 @@ export const notificationPayload = z.discriminatedUnion('kind', [
     /** A collateralization transition: into margin call, to the liquidation level, or recovered. */
     kind: z.enum(['margin-call', 'liquidation-call', 'collateral-recovered']),
     facilityId: z.uuid(),
-    /** The valuation day of the transition (one notice per facility, kind and day). */
+    /** The day of the transition (UTC). */
     valuationDate: isoDate,
+    /**
+     * The transition the notice is about: one notice per transition, its text from the figures stored
+     * with it. Absent only in jobs queued before transitions had ids (their notice is the facility's
+     * last transition of that kind on that day).
+     */
+    transitionId: z.uuid().optional(),
   }),
 ]);
 export type NotificationPayload = z.output<typeof notificationPayload>;
 
 export const syncPayload = z.strictObject({
   target: z.literal('portfolio-valuation').default('portfolio-valuation'),
+  /** Value at this price accepted by hand (`lana-jobs accept-price`) instead of asking the sources. */
+  manualPriceId: z.uuid().optional(),
 });
 
 export const paymentRemindersPayload = z.strictObject({

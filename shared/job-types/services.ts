@@ -10,6 +10,8 @@ export type { NotificationPayload } from './payloads.js';
 export interface ApprovalService {
   /** Concludes an approval process whose votes are in and, when approved, executes its disbursal. Idempotent. */
   processApproval(processId: string, signal: AbortSignal): Promise<unknown>;
+  /** Expires every open process past its policy's time and releases its reservation. Idempotent. */
+  expireOverdueProcesses(signal: AbortSignal): Promise<unknown>;
 }
 
 export interface CreditService {
@@ -33,6 +35,8 @@ export interface ReminderService {
 export interface PortfolioService {
   /** Revalues collateral from the price source and flags facilities below the margin-call threshold. */
   revalue(signal: AbortSignal): Promise<unknown>;
+  /** Revalues collateral at a price an operator accepted by hand. Idempotent. */
+  applyManualPrice(manualPriceId: string, signal: AbortSignal): Promise<unknown>;
 }
 
 export interface MaintenanceService {

@@ -8,7 +8,7 @@ import {
 import { lendingSettingsFromEnv } from '../domain/settings.js';
 import type { JobServices } from '../job-types/services.js';
 import type { JobTracker } from '../jobs/tracker.js';
-import { startDemoPriceFeed } from './demo-price-feed.js';
+import { createDemoMarket, startDemoPriceFeed } from './demo-price-feed.js';
 import type { Logger } from './logger.js';
 
 export interface LocalServices {
@@ -47,10 +47,12 @@ export async function createLocalServices(deps: {
   let priceUrls = [...(priceUrl ? [priceUrl] : []), ...settings.extraPriceUrls];
   let closeFeed = async () => {};
   if (!priceUrl) {
-    // Two simulated sources, as production should have: the valuation takes their median.
+    // Two simulated sources quoting one simulated market, as production should have two or more
+    // independent ones: the valuation cross-checks them.
+    const market = createDemoMarket();
     const feeds = [
-      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests }),
-      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests }),
+      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests, market }),
+      await startDemoPriceFeed({ failFirst: deps.failFirstPriceRequests, market }),
     ];
     priceUrl = feeds[0]!.url;
     priceUrls = feeds.map((f) => f.url);
@@ -65,6 +67,9 @@ export async function createLocalServices(deps: {
     notifier,
     priceSource: priceUrls.map((url) => createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs })),
     maxPriceJump: settings.maxPriceJump,
+    priceAgreement: settings.priceAgreement,
+    priceConfirmRuns: settings.priceConfirmRuns,
+    maxValuationAgeSeconds: settings.maxValuationAgeSeconds,
     maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
     upgradeBuffer: settings.upgradeBuffer,
     retentionDays: settings.retentionDays,

@@ -35,6 +35,12 @@ export const schedules: readonly RecurringSchedule[] = [
     job: () => ({ type: 'maintenance', payload: { task: 'prune' } }),
   },
   {
+    name: 'approval-expiry',
+    description: "Every 10 minutes, expire open approval processes past their policy's time",
+    expression: { kind: 'rate', minutes: 10 },
+    job: () => ({ type: 'approval-processing', payload: { sweep: 'expire' } }),
+  },
+  {
     name: 'portfolio-valuation',
     description: 'Every 5 minutes, revalue collateral from the BTC/USD price',
     expression: { kind: 'rate', minutes: 5 },

@@ -268,9 +268,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
        SELECT 'b' || g || '@example.com', 100000000, g * 12345, 0.05 + g / 1000.0, 100000000, '2025-12-20Z'
        FROM generate_series(1, 40) g`,
     );
-    // The last accepted price (a disbursal's cover is checked at it) and a one-member disbursal committee.
+    // The last accepted price (a disbursal's cover is checked at it, valid for the whole run) and a
+    // one-member disbursal committee.
     await control.query(
-      'INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold) VALUES (10000000, 0, 0)',
+      `INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold, basis, priced_at, valid_until)
+       VALUES (10000000, 0, 0, 'sources', now(), now() + interval '1 day')`,
     );
     const committeeId = await createCommittee(control, { name: 'chaos', members: ['chair'] });
     await setApprovalPolicy(control, {

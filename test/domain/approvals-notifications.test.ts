@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { uuid } from '../../shared/db/port.js';
 import {
   castVote,
   createApprovalProcess,
@@ -15,7 +16,7 @@ beforeAll(async () => {
 afterAll(async () => t.drop());
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, price_observations, manual_prices, credit_facilities',
   );
 });
 
@@ -25,6 +26,22 @@ const signal = () => new AbortController().signal;
 
 const count = async (table: string) =>
   (await one<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).n;
+/**
+ * Records a collateralization transition as a valuation would, with its figures: 1 BTC at 100,000.00
+ * against 80,000.00 principal and 1,000.00 interest (cover 1.2346).
+ */
+const transition = async (facilityId: string, from: string, to: string, at = new Date()) =>
+  (
+    await one<{ id: string }>(
+      `INSERT INTO collateral_transitions (valuation_id, facility_id, from_state, to_state, cover, btc_usd_cents,
+         collateral_sats, collateral_value_cents, principal_cents, interest_cents, margin_call_cvl, liquidation_cvl, at)
+       VALUES (gen_random_uuid(), CAST(:facility AS uuid), :from, :to, 1.2346, 10000000, 100000000, 10000000,
+               8000000, 100000, 1.25, 1.05, CAST(:at AS timestamptz))
+       RETURNING id`,
+      { facility: uuid(facilityId), from, to, at },
+    )
+  ).id;
+
 /** 1 BTC at 100,000.00 covers 80,000.00 of outstanding at the default 125 % margin-call level. */
 const ONE_BTC = 100_000_000n;
 const PRICE = 10_000_000n;
@@ -466,7 +483,13 @@ describe('notifications', () => {
   test('concurrent duplicate deliveries send once', async () => {
     const facility = await insertFacility(t.db, { principalCents: 100n, rate: '0.1' });
     const { services, notifications } = domainHarness(t.db);
-    const payload = { kind: 'margin-call' as const, facilityId: facility, valuationDate: '2026-12-01' };
+    const transitionId = await transition(facility, 'fully-collateralized', 'under-margin-call');
+    const payload = {
+      kind: 'margin-call' as const,
+      facilityId: facility,
+      valuationDate: '2026-12-01',
+      transitionId,
+    };
     const results = await Promise.all([1, 2, 3, 4].map(() => services.notifications.send(payload, signal())));
     expect(results.map((r) => r.outcome).sort()).toEqual([
       'already_sent',

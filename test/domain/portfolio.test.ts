@@ -54,11 +54,12 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await t.db.query(
-    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, credit_facilities',
+    'TRUNCATE jobs, job_executions, interest_accruals, notifications, disbursals, approval_votes, approval_processes, approval_policies, committee_members, committees, collateral_transitions, collateral_valuations, price_observations, manual_prices, credit_facilities',
   );
 });
 
 const signal = () => new AbortController().signal;
+const today = () => new Date().toISOString().slice(0, 10);
 
 const snapshot = async () =>
   (
@@ -258,8 +259,8 @@ describe('portfolio valuation', () => {
     expect(recovered).toMatchObject({ transitions: 1, notices: 1 });
     expect(await states()).toEqual({ [f]: 'fully-collateralized' });
     expect(notifications.sent.map((m) => m.subject)).toEqual([
-      'Margin call: collateral below the required level',
-      'Collateral restored: margin call lifted',
+      `Margin call (${today()}): collateral below the required level`,
+      `Collateral restored (${today()}): fully collateralized again`,
     ]);
     const transitions = (
       await t.db.query<{ from_state: string; to_state: string }>(
@@ -289,14 +290,16 @@ describe('portfolio valuation', () => {
     await drain();
     expect(await tracker.getJob(job.id)).toMatchObject({
       status: 'retrying',
-      lastError: expect.stringMatching(/no second source agrees: refused/),
+      lastError: expect.stringMatching(
+        /source 1 1 cents is more than 20 % from the reference 10000000 cents .*: refused until a majority of the sources agrees on it in 3 consecutive runs \(this is run 1\)/,
+      ),
     });
     expect(await states()).toEqual({ [f]: 'fully-collateralized' });
     expect(await snapshot()).toEqual(before);
     expect(await noticeKinds()).toEqual([]);
   });
 
-  test('the price is the median of the sources; a jump two sources agree on is accepted', async () => {
+  test('a real move beyond the guard that a majority of sources agrees on is accepted on the third run', async () => {
     const f = await insertFacility(t.db, {
       principalCents: 5_000_000n,
       rate: '0.1',
@@ -306,12 +309,28 @@ describe('portfolio valuation', () => {
     const b = movablePrice(10_010_000n);
     const c = movablePrice(1n);
     const { services } = domainHarness(t.db, { price: [a.source, b.source, c.source] });
-    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 10_000_000n, quotes: 3 });
-    // A real crash: two sources agree on 60,000.00 (a 40 % move), the third is wrong.
+    // The first price ever: no reference yet; the median of three, a wrong third one included.
+    expect(await services.portfolio.revalue(signal())).toMatchObject({
+      btcUsdCents: 10_000_000n,
+      quotes: 3,
+      basis: 'sources',
+    });
+    // A real crash: two of three sources agree on 60,000.00 (a 40 % move), the third is wrong. Refused twice,
+    // writing nothing, and accepted once the majority has agreed in three consecutive runs.
     a.set(6_000_000n);
     b.set(6_001_000n);
     c.set(100n);
-    expect(await services.portfolio.revalue(signal())).toMatchObject({ btcUsdCents: 6_000_000n });
+    for (const run of [1, 2]) {
+      await expect(services.portfolio.revalue(signal())).rejects.toThrow(
+        new RegExp(`in 3 consecutive runs \\(this is run ${run}\\)`),
+      );
+      expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    }
+    expect(await services.portfolio.revalue(signal())).toMatchObject({
+      btcUsdCents: 6_000_500n,
+      basis: 'sustained-move',
+      quotes: 2,
+    });
     expect(await states()).toEqual({ [f]: 'under-margin-call' });
     // Only one of three answers: refused (two are needed).
     const failing: PriceSource = {
@@ -478,7 +497,8 @@ describe('portfolio valuation', () => {
       ).rows,
       notices: (
         await t.db.query(
-          "SELECT idempotency_key FROM jobs WHERE job_type = 'notification' ORDER BY idempotency_key",
+          `SELECT payload->>'facilityId' AS facility, payload->>'kind' AS kind FROM jobs
+           WHERE job_type = 'notification' ORDER BY 1, 2`,
         )
       ).rows,
     });
@@ -499,7 +519,7 @@ describe('portfolio valuation', () => {
     await t.db.query(
       "UPDATE credit_facilities SET collateral_value_cents = NULL, collateral_to_loan_ratio = NULL, collateralization_state = 'no-exposure'",
     );
-    await t.db.query('TRUNCATE jobs, collateral_transitions, collateral_valuations');
+    await t.db.query('TRUNCATE jobs, notifications, collateral_transitions, collateral_valuations');
     await expect(
       make(23, async (n) => {
         if (n === 4) throw new Error('Lambda timed out');
@@ -535,8 +555,10 @@ describe('portfolio valuation at scale', () => {
     const jobs = await t.db.query<{ n: number; facilities: number; dated_today: number; keyed: number }>(
       `SELECT count(*)::int AS n, count(DISTINCT payload->>'facilityId')::int AS facilities,
               count(*) FILTER (WHERE payload->>'valuationDate' = :today)::int AS dated_today,
-              count(*) FILTER (WHERE idempotency_key = 'liquidation-call:' || (payload->>'facilityId') || ':' || :today)::int AS keyed
-       FROM jobs WHERE job_type = 'notification' AND payload->>'kind' = 'liquidation-call'`,
+              count(*) FILTER (WHERE idempotency_key = 'transition:' || (payload->>'transitionId')
+                                 AND t.facility_id = CAST(payload->>'facilityId' AS uuid))::int AS keyed
+       FROM jobs LEFT JOIN collateral_transitions t ON t.id = CAST(payload->>'transitionId' AS uuid)
+       WHERE job_type = 'notification' AND payload->>'kind' = 'liquidation-call'`,
       { today },
     );
     expect(jobs.rows[0]).toEqual({ n: 1201, facilities: 1201, dated_today: 1201, keyed: 1201 });
@@ -565,8 +587,9 @@ describe('portfolio valuation at scale', () => {
     expect(await snapshot()).toEqual({ valuations: 2, valued: 1202, notifications: 1201 });
   });
 
-  test('collateral value rounds half up to the cent, exactly', async () => {
-    // At 12,345.50 USD/BTC: 1 sat = 0.0123455 cents → 0; 500,000 sats = 6,172.75 cents → 6,173 (half up).
+  test("collateral value rounds down to the cent, in the lender's favour", async () => {
+    // At 12,345.50 USD/BTC: 1 sat = 0.0123455 cents → 0; 500,000 sats = 6,172.75 cents → 6,172 (down, not
+    // half up to 6,173).
     const oneSat = await insertFacility(t.db, { principalCents: 100n, rate: '0.1', collateralSats: 1n });
     const halfSats = await insertFacility(t.db, {
       principalCents: 100n,
@@ -580,7 +603,7 @@ describe('portfolio valuation at scale', () => {
     );
     expect(values.rows).toEqual([
       { id: oneSat, collateral_value_cents: 0n },
-      { id: halfSats, collateral_value_cents: 6_173n },
+      { id: halfSats, collateral_value_cents: 6_172n },
     ]);
   });
 });

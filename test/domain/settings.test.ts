@@ -15,6 +15,9 @@ test('one set of names for the local runtime and the Lambda functions, with defa
     maxPriceJump: '0.2',
     maxQuoteAgeSeconds: 300,
     upgradeBuffer: '0.05',
+    priceAgreement: '0.02',
+    priceConfirmRuns: 3,
+    maxValuationAgeSeconds: 900,
   });
   expect(
     lendingSettingsFromEnv({
@@ -26,6 +29,9 @@ test('one set of names for the local runtime and the Lambda functions, with defa
       LANA_PRICE_MAX_JUMP: '0.15',
       LANA_PRICE_MAX_AGE_SECONDS: '120',
       LANA_COLLATERAL_UPGRADE_BUFFER: '0.1',
+      LANA_PRICE_AGREEMENT: '0.01',
+      LANA_PRICE_CONFIRM_RUNS: '5',
+      LANA_VALUATION_MAX_AGE_SECONDS: '600',
     }),
   ).toEqual({
     priceUrl: 'https://prices.example/btc?vs=usd',
@@ -36,6 +42,9 @@ test('one set of names for the local runtime and the Lambda functions, with defa
     maxPriceJump: '0.15',
     maxQuoteAgeSeconds: 120,
     upgradeBuffer: '0.1',
+    priceAgreement: '0.01',
+    priceConfirmRuns: 5,
+    maxValuationAgeSeconds: 600,
   });
   // An empty variable is an unset one.
   expect(lendingSettingsFromEnv({ LANA_PRICE_TIMEOUT_MS: '' }).priceTimeoutMs).toBe(5000);
@@ -58,6 +67,15 @@ test('a malformed value stops start-up with an error naming the variable and the
   expect(() => lendingSettingsFromEnv({ LANA_PRICE_URLS_EXTRA: 'https://a.example, nope' })).toThrow(
     /LANA_PRICE_URLS_EXTRA/,
   );
+  expect(() => lendingSettingsFromEnv({ LANA_PRICE_AGREEMENT: '2%' })).toThrow(/LANA_PRICE_AGREEMENT="2%"/);
+  for (const runs of ['1', '101', 'three'])
+    expect(() => lendingSettingsFromEnv({ LANA_PRICE_CONFIRM_RUNS: runs })).toThrow(
+      `LANA_PRICE_CONFIRM_RUNS="${runs}"`,
+    );
+  for (const age of ['59', '86401', '15m'])
+    expect(() => lendingSettingsFromEnv({ LANA_VALUATION_MAX_AGE_SECONDS: age })).toThrow(
+      `LANA_VALUATION_MAX_AGE_SECONDS="${age}"`,
+    );
   expect(() => lendingSettingsFromEnv({ LANA_NOTIFICATION_FROM_ADDRESS: 'loans' })).toThrow(
     /LANA_NOTIFICATION_FROM_ADDRESS="loans"/,
   );

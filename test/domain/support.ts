@@ -114,11 +114,17 @@ export async function disbursalPolicy(
   return committeeId;
 }
 
-/** Records an accepted BTC/USD price, as a valuation run would (the last accepted price is what disbursals use). */
-export async function acceptedPrice(db: Database, cents: bigint): Promise<void> {
+/**
+ * Records an accepted BTC/USD price, as a valuation run would (the last accepted price is what disbursals
+ * use), accepted `ageSeconds` ago and valid for 900 s (the default max valuation age) from then.
+ */
+export async function acceptedPrice(db: Database, cents: bigint, ageSeconds = 0): Promise<void> {
   await db.query(
-    'INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold) VALUES (:cents, 0, 0)',
-    { cents },
+    `INSERT INTO collateral_valuations (btc_usd_cents, facilities_valued, below_threshold, basis, valued_at, priced_at,
+                                       valid_until)
+     SELECT :cents, 0, 0, 'sources', at, at, at + interval '900 seconds'
+     FROM (SELECT now() - make_interval(secs => :age) AS at) t`,
+    { cents, age: ageSeconds },
   );
 }
 
