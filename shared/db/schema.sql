@@ -435,11 +435,13 @@ CREATE TABLE approval_policies (
   process_type text NOT NULL,
   committee_id uuid,
   rule text NOT NULL,
-  threshold integer
+  threshold integer,
+  expires_after_seconds integer DEFAULT 604800 NOT NULL
 );
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_check CHECK (((rule = 'auto-approve'::text) = (committee_id IS NULL)));
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_check1 CHECK (((rule = 'threshold'::text) = (threshold IS NOT NULL)));
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_committee_id_fkey FOREIGN KEY (committee_id) REFERENCES committees(id);
+ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_expires_after_seconds_check CHECK (((expires_after_seconds >= 60) AND (expires_after_seconds <= 31536000)));
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_pkey PRIMARY KEY (process_type);
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_process_type_check CHECK (((length(process_type) >= 1) AND (length(process_type) <= 100)));
 ALTER TABLE approval_policies ADD CONSTRAINT approval_policies_rule_check CHECK ((rule = ANY (ARRAY['all-members'::text, 'threshold'::text, 'auto-approve'::text])));
@@ -457,15 +459,20 @@ CREATE TABLE approval_processes (
   process_type text DEFAULT 'disbursal'::text NOT NULL,
   committee_id uuid,
   denial_reason text,
-  failure_reason text
+  failure_reason text,
+  initiated_by text,
+  expires_at timestamp with time zone,
+  withdrawal_reason text
 );
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_amount_cents_check CHECK ((amount_cents > 0));
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_committee_id_fkey FOREIGN KEY (committee_id) REFERENCES committees(id);
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_committee_size_check CHECK ((committee_size >= 0));
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_facility_id_fkey FOREIGN KEY (facility_id) REFERENCES credit_facilities(id);
+ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_initiated_by_check CHECK (((length(btrim(initiated_by)) >= 1) AND (length(btrim(initiated_by)) <= 200)));
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_pkey PRIMARY KEY (id);
 ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_required_approvals_check CHECK (((required_approvals >= 0) AND (required_approvals <= committee_size)));
-ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'denied'::text, 'failed'::text])));
+ALTER TABLE approval_processes ADD CONSTRAINT approval_processes_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'denied'::text, 'failed'::text, 'withdrawn'::text, 'expired'::text])));
+CREATE INDEX approval_processes_pending_expiry_idx ON public.approval_processes USING btree (expires_at) WHERE (status = 'pending'::text);
 
 CREATE TABLE approval_votes (
   process_id uuid NOT NULL,
@@ -485,9 +492,18 @@ CREATE TABLE collateral_transitions (
   from_state text NOT NULL,
   to_state text NOT NULL,
   cover numeric,
-  at timestamp with time zone DEFAULT now() NOT NULL
+  at timestamp with time zone DEFAULT now() NOT NULL,
+  id uuid DEFAULT lana_uuid_v7() NOT NULL,
+  btc_usd_cents bigint,
+  collateral_sats bigint,
+  collateral_value_cents bigint,
+  principal_cents bigint,
+  interest_cents bigint,
+  margin_call_cvl numeric,
+  liquidation_cvl numeric
 );
 ALTER TABLE collateral_transitions ADD CONSTRAINT collateral_transitions_facility_id_fkey FOREIGN KEY (facility_id) REFERENCES credit_facilities(id);
+ALTER TABLE collateral_transitions ADD CONSTRAINT collateral_transitions_id_key UNIQUE (id);
 ALTER TABLE collateral_transitions ADD CONSTRAINT collateral_transitions_pkey PRIMARY KEY (valuation_id, facility_id);
 
 CREATE TABLE collateral_valuations (
@@ -504,10 +520,18 @@ CREATE TABLE collateral_valuations (
   under_margin_call integer,
   under_liquidation integer,
   no_collateral integer,
-  no_exposure integer
+  no_exposure integer,
+  basis text,
+  priced_at timestamp with time zone,
+  valid_until timestamp with time zone,
+  manual_price_id uuid
 );
+ALTER TABLE collateral_valuations ADD CONSTRAINT collateral_valuations_basis_check CHECK ((basis = ANY (ARRAY['sources'::text, 'sustained-move'::text, 'manual'::text])));
 ALTER TABLE collateral_valuations ADD CONSTRAINT collateral_valuations_btc_usd_cents_check CHECK ((btc_usd_cents > 0));
+ALTER TABLE collateral_valuations ADD CONSTRAINT collateral_valuations_manual_price_id_fkey FOREIGN KEY (manual_price_id) REFERENCES manual_prices(id);
+ALTER TABLE collateral_valuations ADD CONSTRAINT collateral_valuations_manual_price_id_key UNIQUE (manual_price_id);
 ALTER TABLE collateral_valuations ADD CONSTRAINT collateral_valuations_pkey PRIMARY KEY (id);
+CREATE INDEX collateral_valuations_newest_idx ON public.collateral_valuations USING btree (valued_at DESC, id DESC);
 
 CREATE TABLE committee_members (
   committee_id uuid NOT NULL,
@@ -682,6 +706,18 @@ CREATE TABLE lana_migrations (
 );
 ALTER TABLE lana_migrations ADD CONSTRAINT lana_migrations_pkey PRIMARY KEY (name);
 
+CREATE TABLE manual_prices (
+  id uuid NOT NULL,
+  btc_usd_cents bigint NOT NULL,
+  accepted_by text NOT NULL,
+  reason text NOT NULL,
+  accepted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+ALTER TABLE manual_prices ADD CONSTRAINT manual_prices_accepted_by_check CHECK (((length(btrim(accepted_by)) >= 1) AND (length(btrim(accepted_by)) <= 200)));
+ALTER TABLE manual_prices ADD CONSTRAINT manual_prices_btc_usd_cents_check CHECK ((btc_usd_cents > 0));
+ALTER TABLE manual_prices ADD CONSTRAINT manual_prices_pkey PRIMARY KEY (id);
+ALTER TABLE manual_prices ADD CONSTRAINT manual_prices_reason_check CHECK (((length(btrim(reason)) >= 1) AND (length(btrim(reason)) <= 1000)));
+
 CREATE TABLE notifications (
   id uuid DEFAULT lana_uuid_v7() NOT NULL,
   facility_id uuid NOT NULL,
@@ -693,10 +729,28 @@ CREATE TABLE notifications (
   status text DEFAULT 'pending'::text NOT NULL,
   provider_message_id text,
   created_at timestamp with time zone DEFAULT now() NOT NULL,
-  sent_at timestamp with time zone
+  sent_at timestamp with time zone,
+  transition_id uuid
 );
 ALTER TABLE notifications ADD CONSTRAINT notifications_facility_id_fkey FOREIGN KEY (facility_id) REFERENCES credit_facilities(id);
-ALTER TABLE notifications ADD CONSTRAINT notifications_facility_id_kind_key_date_key UNIQUE (facility_id, kind, key_date);
 ALTER TABLE notifications ADD CONSTRAINT notifications_kind_check CHECK ((kind = ANY (ARRAY['payment-reminder'::text, 'margin-call'::text, 'liquidation-call'::text, 'collateral-recovered'::text])));
 ALTER TABLE notifications ADD CONSTRAINT notifications_pkey PRIMARY KEY (id);
 ALTER TABLE notifications ADD CONSTRAINT notifications_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sent'::text])));
+ALTER TABLE notifications ADD CONSTRAINT notifications_transition_id_fkey FOREIGN KEY (transition_id) REFERENCES collateral_transitions(id);
+CREATE UNIQUE INDEX notifications_day_key ON public.notifications USING btree (facility_id, kind, key_date) WHERE (transition_id IS NULL);
+CREATE UNIQUE INDEX notifications_transition_key ON public.notifications USING btree (transition_id) WHERE (transition_id IS NOT NULL);
+
+CREATE TABLE price_observations (
+  id uuid NOT NULL,
+  observed_at timestamp with time zone DEFAULT now() NOT NULL,
+  sources_configured integer NOT NULL,
+  quotes jsonb NOT NULL,
+  median_cents bigint,
+  majority_agrees boolean NOT NULL,
+  outcome text NOT NULL,
+  reason text
+);
+ALTER TABLE price_observations ADD CONSTRAINT price_observations_outcome_check CHECK ((outcome = ANY (ARRAY['accepted'::text, 'refused'::text])));
+ALTER TABLE price_observations ADD CONSTRAINT price_observations_pkey PRIMARY KEY (id);
+ALTER TABLE price_observations ADD CONSTRAINT price_observations_sources_configured_check CHECK ((sources_configured >= 1));
+CREATE INDEX price_observations_observed_at_idx ON public.price_observations USING btree (observed_at DESC, id DESC);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ApprovalRule, ProcessStatus } from '../../shared/domain/approvals.js';
-import type { CollateralizationState } from '../../shared/domain/portfolio.js';
+import type { CollateralizationState, PriceBasis } from '../../shared/domain/portfolio.js';
 import type { NotificationPayload } from '../../shared/job-types/services.js';
 import { JOB_STATUSES } from '../../shared/jobs/model.js';
 import { EXECUTION_OUTCOMES } from '../../shared/jobs/outcomes.js';
@@ -25,7 +25,15 @@ const COLLATERALIZATION_STATES = exactly<CollateralizationState>()([
   'no-collateral',
   'no-exposure',
 ]);
-const PROCESS_STATUSES = exactly<ProcessStatus>()(['pending', 'approved', 'denied', 'failed']);
+const PROCESS_STATUSES = exactly<ProcessStatus>()([
+  'pending',
+  'approved',
+  'denied',
+  'failed',
+  'withdrawn',
+  'expired',
+]);
+const PRICE_BASES = exactly<PriceBasis>()(['sources', 'sustained-move', 'manual']);
 const APPROVAL_RULES = exactly<ApprovalRule['kind']>()(['all-members', 'threshold', 'auto-approve']);
 const NOTIFICATION_KINDS = exactly<NotificationPayload['kind']>()([
   'payment-reminder',
@@ -57,7 +65,12 @@ const ENUMS: Record<string, { values: readonly string[]; source: string }> = {
     values: NOTIFICATION_KINDS,
     source: "NotificationPayload['kind'] (shared/job-types/payloads.ts)",
   },
-  // No exported union: the domain's SQL and row types spell these two.
+  'collateral_valuations.basis': { values: PRICE_BASES, source: 'PriceBasis (shared/domain/portfolio.ts)' },
+  // No exported union: the domain's SQL and row types spell these.
+  'price_observations.outcome': {
+    values: ['accepted', 'refused'],
+    source: 'shared/domain/portfolio.ts (no union)',
+  },
   'credit_facilities.status': { values: ['active', 'closed'], source: 'the lending SQL (no union)' },
   'notifications.status': {
     values: ['pending', 'sent'],
