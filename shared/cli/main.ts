@@ -22,6 +22,7 @@ import {
 import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
+import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
 import { runWorkerCommand } from './work.js';
 
@@ -56,6 +57,9 @@ Commands:
                                   delete finished jobs and their history (shows what it would delete
                                   unless --yes)
   cancel <id> [--reason TEXT]     stop a pending, retrying or running job
+  pause <type> [--reason TEXT] [--by NAME]
+                                  stop claiming a job type's due jobs (running jobs finish)
+  resume <type>                   claim a paused type's jobs again
   work [--concurrency N]          run a worker until Ctrl-C
   dev                             embedded PostgreSQL + migrations + demo + worker + console, until Ctrl-C
   accept-price --price USD --by NAME --reason TEXT
@@ -77,6 +81,8 @@ interface Command {
   positionals: number;
   /** Commands that only read the registry need no database. */
   needsDatabase: boolean;
+  /** Reads the database only when one is named (`--database-url`, `--data-api`, DATABASE_URL). */
+  usesNamedDatabase?: boolean;
   run(ctx: CommandContext): Promise<number>;
 }
 
@@ -126,12 +132,15 @@ delays, timeout and lease.`,
     options: {},
     positionals: 0,
     needsDatabase: false,
+    usesNamedDatabase: true,
     async run(ctx) {
       const types = ctx.registry.list();
+      const paused = ctx.opened ? await pausedTypesForListing(ctx.tracker, ctx.io) : null;
       print(
         ctx,
-        formatTypes(types),
+        formatTypes(types, paused),
         types.map((t) => ({
+          ...(paused ? { paused: paused.get(t.type) ?? null } : {}),
           type: t.type,
           description: t.description,
           payload: payloadFields(t.schema),
@@ -316,6 +325,8 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
   'accept-price': acceptPriceCommand,
+  pause: pauseCommand,
+  resume: resumeCommand,
 };
 
 /** `work` and `dev`: a worker until Ctrl-C; `dev` also runs the demo. */
@@ -382,7 +393,10 @@ export async function runCli(
       return 0;
     }
     const registry = createJobTypeRegistry();
-    if (command.needsDatabase) {
+    const named =
+      command.usesNamedDatabase &&
+      (args.values['data-api'] || stringOption(args, 'database-url') || process.env.DATABASE_URL);
+    if (command.needsDatabase || named) {
       const url = stringOption(args, 'database-url');
       if (args.values['data-api'] && url)
         throw new UsageError('use either --data-api or --database-url, not both');
@@ -395,7 +409,8 @@ export async function runCli(
             databaseUrl: url,
             logger: name === 'work' || name === 'dev' ? logger : undefined,
           });
-      if (name !== 'migrate' && name !== 'work' && name !== 'dev') await assertMigrated(opened);
+      if (command.needsDatabase && name !== 'migrate' && name !== 'work' && name !== 'dev')
+        await assertMigrated(opened);
     }
     const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
     return await command.run({

@@ -13,6 +13,7 @@ import { latestTick, nextTick, toEventBridgeExpression } from '../schedules/cron
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { barChart } from './charts.js';
 import { Html, html } from './html.js';
+import { mountPauseRoutes } from './pauses.js';
 
 /**
  * The operator console: server-rendered pages over the job tracker, the same functions the CLI calls, so
@@ -118,7 +119,7 @@ export function createConsoleApp(options: ConsoleOptions): Hono<Vars> {
 <html lang="en"><head><meta charset="utf-8"><title>${title} · lana-jobs console</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>${new Html(CSS)}</style></head>
 <body><header><strong>lana-jobs</strong>
-<nav><a href="/">Overview</a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/schedules">Schedules</a><a href="/enqueue">Enqueue</a></nav>
+<nav><a href="/">Overview</a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/schedules">Schedules</a><a href="/types">Types</a><a href="/enqueue">Enqueue</a></nav>
 <span class="muted">${options.description ?? ''}</span></header>
 <main><h1>${title}</h1>${body}</main>${extraScript ? html`<script nonce="${nonce}">${extraScript}</script>` : ''}</body></html>`;
   const page = (c: Context<Vars>, title: string, body: Html, script?: Html) =>
@@ -224,6 +225,8 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
       return c.redirect(`/jobs/${encodeURIComponent(id)}?done=${action}`, 303);
     });
   }
+
+  mountPauseRoutes(app, { tracker, csrfField, page });
 
   // Enqueue.
   app.get('/enqueue', (c) => {

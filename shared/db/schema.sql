@@ -132,20 +132,23 @@ BEGIN
         AND (v_type IS NULL OR job_type > v_type)
       ORDER BY job_type LIMIT 1;
       EXIT WHEN NOT FOUND;
-      v_priority := NULL;
-      LOOP
-        SELECT priority, scheduled_at INTO v_best FROM jobs
-        WHERE status IN ('pending', 'retrying') AND job_type = v_type
-          AND (v_priority IS NULL OR priority > v_priority)
-        ORDER BY priority, scheduled_at LIMIT 1;
-        EXIT WHEN NOT FOUND;
-        v_priority := v_best.priority;
-        IF v_best.scheduled_at <= p_now THEN
-          v_candidates := v_candidates || jsonb_build_object(
-            'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
-            'max_running', p_limits -> v_type);
-        END IF;
-      END LOOP;
+      -- A paused type is no candidate: one probe of the paused types' key per type with ready jobs.
+      IF NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = v_type) THEN
+        v_priority := NULL;
+        LOOP
+          SELECT priority, scheduled_at INTO v_best FROM jobs
+          WHERE status IN ('pending', 'retrying') AND job_type = v_type
+            AND (v_priority IS NULL OR priority > v_priority)
+          ORDER BY priority, scheduled_at LIMIT 1;
+          EXIT WHEN NOT FOUND;
+          v_priority := v_best.priority;
+          IF v_best.scheduled_at <= p_now THEN
+            v_candidates := v_candidates || jsonb_build_object(
+              'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
+              'max_running', p_limits -> v_type);
+          END IF;
+        END LOOP;
+      END IF;
       EXIT WHEN p_only_type IS NOT NULL;
     END LOOP;
   END IF;
@@ -644,6 +647,17 @@ CREATE TABLE job_type_dispatch (
   last_undelivered_at timestamp with time zone
 );
 ALTER TABLE job_type_dispatch ADD CONSTRAINT job_type_dispatch_pkey PRIMARY KEY (job_type);
+
+CREATE TABLE job_type_pauses (
+  job_type text NOT NULL,
+  paused_by text NOT NULL,
+  paused_at timestamp with time zone DEFAULT now() NOT NULL,
+  reason text
+);
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_job_type_check CHECK (((length(job_type) >= 1) AND (length(job_type) <= 200)));
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_paused_by_check CHECK (((length(paused_by) >= 1) AND (length(paused_by) <= 200)));
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_pkey PRIMARY KEY (job_type);
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_reason_check CHECK ((length(reason) <= 1000));
 
 CREATE TABLE jobs (
   id uuid DEFAULT lana_uuid_v7() NOT NULL,

@@ -252,7 +252,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
 
   /** When the earliest job left waiting after a short claim is due (`null`: none). */
   private async nextDueAtAfterShortClaim(): Promise<Date | null> {
-    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql, this.params({}));
     return res.rows[0]?.next_due_at ?? null;
   }
 

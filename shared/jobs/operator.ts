@@ -12,6 +12,7 @@ import {
   rowToJob,
 } from './model.js';
 import { isFailureOutcome } from './outcomes.js';
+import { type JobTypePause, type PauseRow, toPause } from './pauses.js';
 import type { JobTypeMap } from './registry.js';
 import * as sql from './sql.js';
 import { TrackerPart } from './tracker-part.js';
@@ -50,7 +51,8 @@ export interface JobStats {
     avgDurationMs: number;
     maxDurationMs: number;
     failureRate: number;
-  }[];
+  }[] /** The paused job types (none of their due jobs is claimed), with who paused each, when and why. */;
+  paused: JobTypePause[];
 }
 
 /** The console's (and any operator's) filter over jobs; every field optional. */
@@ -287,7 +289,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
 
   /** When the next ready job becomes due (null when the queue holds none). */
   async nextDueAt(): Promise<Date | null> {
-    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql, this.params({}));
     return res.rows[0]?.next_due_at ?? null;
   }
 
@@ -297,7 +299,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
    * `windowSeconds`' outcomes.
    */
   async stats(windowSeconds = 3600, finishedWindowSeconds = 86_400): Promise<JobStats> {
-    const [counts, queue, overdue, recent] = await Promise.all([
+    const [counts, queue, overdue, recent, paused] = await Promise.all([
       this.db.query<{ job_type: string; status: JobStatus; count: number }>(
         sql.countsByStatusAndTypeBoundedSql,
         this.params({ finished_window_seconds: finishedWindowSeconds }),
@@ -311,6 +313,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
         avg_duration_ms: number;
         max_duration_ms: number;
       }>(sql.recentOutcomesSql, this.params({ window_seconds: windowSeconds })),
+      this.db.query<PauseRow>(sql.pausedJobTypesSql),
     ]);
     const byType = new Map<string, JobStats['lastHour'][number] & { weighted: number }>();
     for (const r of recent.rows) {
@@ -343,6 +346,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       overdueRunning: overdue.rows[0]?.overdue ?? 0,
       finishedWindowSeconds,
       lastHour,
+      paused: paused.rows.map(toPause),
     };
   }
 

@@ -18,6 +18,7 @@ import {
 import { type JobMetrics, noMetrics } from './metrics.js';
 import type { ClaimedJob, Job } from './model.js';
 import { OperatorQueries } from './operator.js';
+import { JobTypePauses } from './pauses.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from './registry.js';
 import * as sql from './sql.js';
 import type { TrackerDeps } from './tracker-part.js';
@@ -57,6 +58,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   private readonly enqueuer: JobEnqueuer<M, S>;
   private readonly attempts: AttemptLifecycle<M, S>;
   private readonly operator: OperatorQueries<M, S>;
+  private readonly pauses: JobTypePauses<M, S>;
 
   constructor(options: JobTrackerOptions<M, S>) {
     this.db = options.db;
@@ -74,6 +76,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     this.enqueuer = new JobEnqueuer(deps);
     this.attempts = new AttemptLifecycle(deps);
     this.operator = new OperatorQueries(deps);
+    this.pauses = new JobTypePauses(deps);
     // Every session a pool opens pays its first job insert's planning ahead (see warmUpInsertSql),
     // including the sessions that replace those reaching their lifetime.
     this.db.warmSessionsWith?.(sql.warmUpInsertSql);
@@ -245,5 +248,21 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   countFinished(...args: Parameters<OperatorQueries<M, S>['countFinished']>) {
     return this.operator.countFinished(...args);
+  }
+
+  // Pausing job types.
+
+  /** Stops every claim from taking `jobType`'s due jobs until it is resumed; running jobs finish. */
+  pauseType(...args: Parameters<JobTypePauses<M, S>['pause']>) {
+    return this.pauses.pause(...args);
+  }
+
+  /** Lets `jobType`'s due jobs be claimed again and wakes the local workers; null when it was not paused. */
+  resumeType(jobType: string) {
+    return this.pauses.resume(jobType);
+  }
+
+  pausedTypes() {
+    return this.pauses.list();
   }
 }

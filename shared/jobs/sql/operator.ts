@@ -137,7 +137,11 @@ SELECT (SELECT count(*) FROM jobs
               < COALESCE(CAST(:now AS timestamptz), now()))::integer
          AS running_past_timeout`;
 
-/** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
+/**
+ * The earliest time a ready job becomes due (for a worker deciding how long it may sleep). While a type is
+ * paused (migration 0015), due jobs may be paused ones no claim takes, so the answer is then the earliest
+ * job scheduled after now (one range read per priority): a worker does not poll again and again for them.
+ */
 export const nextDueAtSql = `
 WITH RECURSIVE earliest AS (
   (SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying')
@@ -147,7 +151,14 @@ WITH RECURSIVE earliest AS (
     SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying') AND priority > e.priority
     ORDER BY priority, scheduled_at LIMIT 1) n
 )
-SELECT min(scheduled_at) AS next_due_at FROM earliest`;
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM job_type_pauses) THEN (SELECT min(scheduled_at) FROM earliest)
+       ELSE (SELECT min(ahead.scheduled_at) FROM earliest r CROSS JOIN LATERAL (
+               SELECT scheduled_at FROM jobs
+               WHERE status IN ('pending', 'retrying') AND priority = r.priority
+                 AND scheduled_at > COALESCE(CAST(:now AS timestamptz), now())
+               ORDER BY scheduled_at
+               LIMIT 1) ahead)
+       END AS next_due_at`;
 
 /** Attempts finished in the last :window_seconds, by outcome (failure rate over the last hour). */
 export const recentOutcomesSql = `
