@@ -122,6 +122,8 @@ DECLARE
   v_in_hand integer;
   v_slots integer[];
   v_released integer;
+  v_rate jsonb;
+  v_rate_slots integer[];
 BEGIN
   IF p_limit > 0 THEN
     v_type := NULL;
@@ -158,6 +160,20 @@ BEGIN
            ORDER BY x.priority, x.scheduled_at, x.job_type LOOP
     EXIT WHEN v_taken >= p_limit;
     v_room := p_limit - v_taken;
+
+    -- A rate-limited type: one rate slot per job, among those last used at least perSeconds ago.
+    v_rate := p_limits -> '$rates' -> c.job_type;
+    IF v_rate IS NOT NULL THEN
+      v_rate_slots := ARRAY(
+        SELECT slot FROM job_rate_slots
+        WHERE job_type = c.job_type AND slot < (v_rate ->> 0)::integer
+          AND (last_used_at IS NULL
+               OR last_used_at <= p_now - make_interval(secs => (v_rate ->> 1)::double precision))
+        ORDER BY slot LIMIT v_room
+        FOR UPDATE SKIP LOCKED);
+      v_room := COALESCE(cardinality(v_rate_slots), 0);
+      CONTINUE WHEN v_room = 0;
+    END IF;
 
     IF c.max_running IS NOT NULL THEN
       IF NOT v_budget ? c.job_type THEN
@@ -277,6 +293,10 @@ BEGIN
         FOR UPDATE SKIP LOCKED))
       RETURNING j.*;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
+    END IF;
+    IF v_rate IS NOT NULL AND v_rows > 0 THEN
+      UPDATE job_rate_slots SET last_used_at = p_now
+      WHERE job_type = c.job_type AND slot = ANY(v_rate_slots[1:v_rows]);
     END IF;
     v_taken := v_taken + v_rows;
   END LOOP;
@@ -631,6 +651,14 @@ ALTER TABLE job_executions ADD CONSTRAINT job_executions_attempt_check CHECK ((a
 ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'retry_requested'::text, 'interrupted'::text, 'lease_expired'::text, 'released'::text, 'cancelled'::text, 'undelivered'::text])));
 ALTER TABLE job_executions ADD CONSTRAINT job_executions_pkey PRIMARY KEY (job_id, attempt);
 CREATE INDEX job_executions_finished_idx ON public.job_executions USING brin (finished_at);
+
+CREATE TABLE job_rate_slots (
+  job_type text NOT NULL,
+  slot integer NOT NULL,
+  last_used_at timestamp with time zone
+);
+ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_pkey PRIMARY KEY (job_type, slot);
+ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_slot_check CHECK ((slot >= 0));
 
 CREATE TABLE job_slots (
   job_type text NOT NULL,

@@ -246,6 +246,8 @@ FROM claimed`;
  * next waiting job is due (as `claimDueJobsForWorkerSql`) and whether due jobs were left behind (a type
  * whose slots others hold, or rows another claimer held), and `held`: the slots the worker holds now, per
  * type (`{"type": n}`), read after the claim (a volatile function sees the claim's changes).
+ * `rate_slot_free_at`, for a short claim: when the next rate slot used within its window frees (NULL: none),
+ * so a worker left with jobs over a type's rate asks again as it frees, instead of at its next poll.
  */
 export const claimLimitedForWorkerSql = `
 WITH RECURSIVE ready_priorities AS (
@@ -284,6 +286,13 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
            LIMIT 1) left_behind
          WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
        ) ELSE false END AS left_behind,
+       CASE WHEN count(*) < :limit THEN (
+         SELECT min(s.last_used_at + make_interval(secs => (r.value ->> 1)::double precision))
+         FROM jsonb_each(CAST(:limits AS jsonb) -> '$rates') r
+         JOIN job_rate_slots s ON s.job_type = r.key AND s.slot < (r.value ->> 0)::integer
+         WHERE s.last_used_at > COALESCE(CAST(:now AS timestamptz), now())
+                                - make_interval(secs => (r.value ->> 1)::double precision)
+       ) END AS rate_slot_free_at,
        lana_jobs_worker_slots(CAST(:worker AS uuid), count(*)) AS held
 FROM claimed`;
 
@@ -312,4 +321,15 @@ export const ensureSlotsSql = `
 INSERT INTO job_slots (job_type, slot)
 SELECT l.key, s.n
 FROM jsonb_each_text(CAST(:limits AS jsonb)) l CROSS JOIN LATERAL generate_series(0, l.value::integer - 1) s(n)
+ON CONFLICT DO NOTHING`;
+
+/**
+ * Makes the rate slot rows of the rate-limited types (:rates, `{"type": [limit, perSeconds]}`) that do not
+ * exist yet, in a statement of its own, as `ensureSlotsSql` does for the concurrency slots. Rows beyond a
+ * lowered limit stay and are not used.
+ */
+export const ensureRateSlotsSql = `
+INSERT INTO job_rate_slots (job_type, slot)
+SELECT r.key, s.n
+FROM jsonb_each(CAST(:rates AS jsonb)) r CROSS JOIN LATERAL generate_series(0, (r.value ->> 0)::integer - 1) s(n)
 ON CONFLICT DO NOTHING`;

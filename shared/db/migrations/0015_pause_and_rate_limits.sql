@@ -1,4 +1,4 @@
--- Pause and resume a job type (issue 27).
+-- Pause and resume a job type, and rate limits per type (issue 27).
 --
 -- An operator pauses a type (`lana-jobs pause <type>`, the console): its row here stops every claim from
 -- taking the type's due jobs, from the next claim on. Jobs already running finish and report as usual;
@@ -21,7 +21,22 @@ CREATE TABLE job_type_pauses (
   reason text CHECK (length(reason) <= 1000)
 );
 
--- As in migration 0013, with paused types left out of the candidates.
+-- Rate limits per type: at most `limit` of a type's jobs claimed in any `perSeconds` window, across every
+-- claimer. A rate-limited type has `limit` rows here, each the time it was last used; a claim takes rows
+-- last used at least `perSeconds` ago, with FOR UPDATE SKIP LOCKED (it never waits), one per job, and marks
+-- them used now. So each row is used at most once in any window of `perSeconds`: a rate is a limit whose
+-- slots free themselves with time instead of with completion. No index but the key; the rows are made by
+-- `ensureRateSlotsSql` before a process's first claim, like `job_slots`.
+CREATE TABLE job_rate_slots (
+  job_type text NOT NULL,
+  slot integer NOT NULL CHECK (slot >= 0),
+  last_used_at timestamptz,
+  PRIMARY KEY (job_type, slot)
+) WITH (fillfactor = 50);
+
+-- As in migration 0013, with paused types left out of the candidates, and the rate limits kept:
+-- p_limits may hold `"$rates": {"type": [limit, perSeconds]}` (no job type is named `$rates`; code of the
+-- previous release never sends it).
 CREATE OR REPLACE FUNCTION lana_jobs_claim_slotted(
   p_limits jsonb, p_only_type text, p_limit integer, p_now timestamptz, p_start_now boolean,
   p_dispatch_lease_seconds integer, p_claim_token uuid,
@@ -46,6 +61,8 @@ DECLARE
   v_in_hand integer;
   v_slots integer[];
   v_released integer;
+  v_rate jsonb;
+  v_rate_slots integer[];
 BEGIN
   IF p_limit > 0 THEN
     v_type := NULL;
@@ -82,6 +99,20 @@ BEGIN
            ORDER BY x.priority, x.scheduled_at, x.job_type LOOP
     EXIT WHEN v_taken >= p_limit;
     v_room := p_limit - v_taken;
+
+    -- A rate-limited type: one rate slot per job, among those last used at least perSeconds ago.
+    v_rate := p_limits -> '$rates' -> c.job_type;
+    IF v_rate IS NOT NULL THEN
+      v_rate_slots := ARRAY(
+        SELECT slot FROM job_rate_slots
+        WHERE job_type = c.job_type AND slot < (v_rate ->> 0)::integer
+          AND (last_used_at IS NULL
+               OR last_used_at <= p_now - make_interval(secs => (v_rate ->> 1)::double precision))
+        ORDER BY slot LIMIT v_room
+        FOR UPDATE SKIP LOCKED);
+      v_room := COALESCE(cardinality(v_rate_slots), 0);
+      CONTINUE WHEN v_room = 0;
+    END IF;
 
     IF c.max_running IS NOT NULL THEN
       IF NOT v_budget ? c.job_type THEN
@@ -201,6 +232,10 @@ BEGIN
         FOR UPDATE SKIP LOCKED))
       RETURNING j.*;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
+    END IF;
+    IF v_rate IS NOT NULL AND v_rows > 0 THEN
+      UPDATE job_rate_slots SET last_used_at = p_now
+      WHERE job_type = c.job_type AND slot = ANY(v_rate_slots[1:v_rows]);
     END IF;
     v_taken := v_taken + v_rows;
   END LOOP;
