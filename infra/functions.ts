@@ -65,6 +65,7 @@ export class JobFunctions extends Construct {
       bus: props.bus,
       serviceName: props.serviceName,
       metricsNamespace: props.metricsNamespace,
+      rateLimits: props.rateLimits,
     };
 
     this.migrations = new Migrations(this, 'Migrations', env);

@@ -24,6 +24,8 @@ export interface FunctionEnvironment {
   bus: events.IEventBus;
   serviceName: string;
   metricsNamespace: string;
+  /** The rate limits every claiming function keeps (`JOBS_RATE_LIMITS`, from `rateLimitEnvironment`). */
+  rateLimits?: Readonly<Record<string, string>>;
 }
 
 export interface JobsFunctionOptions {
@@ -102,6 +104,7 @@ export function createJobsFunction(
       // Results can hold payload data; traces keep timings only.
       POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
+      ...env.rateLimits,
       ...options.environment,
     },
   });

@@ -11,6 +11,7 @@ import {
 } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
+import { RATE_LIMITS_VARIABLE, rateLimitsFromText } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
 import { traceClient } from './tracing.js';
@@ -40,7 +41,13 @@ export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = proces
   const client = createDataApiClient(env.DATA_API_ENDPOINT ? { endpoint: env.DATA_API_ENDPOINT } : {});
   const db = dataApiDatabaseFromEnv(env, traceClient(o, client));
   const registry = createJobTypeRegistry();
-  const tracker = new JobTracker({ db, registry, metrics: createPowertoolsJobMetrics(o.metrics) });
+  const tracker = new JobTracker({
+    db,
+    registry,
+    metrics: createPowertoolsJobMetrics(o.metrics),
+    // The stack's rate limits (e.g. the account's SES quota) replace the types' own, in every claim.
+    rateLimitOverrides: rateLimitsFromText(env[RATE_LIMITS_VARIABLE]),
+  });
   // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.
   eventBridgeClient(o);
   return { db, registry, tracker, o };

@@ -77,6 +77,26 @@ export function assertRateLimit(rate: RateLimit, what: string): void {
     throw new Error(`${what}: rateLimit.perSeconds must be an integer from 1 to 86400`);
 }
 
+/** The variable the AWS functions read the stack's rate limits from (`rateLimitsFromText`). */
+export const RATE_LIMITS_VARIABLE = 'JOBS_RATE_LIMITS';
+
+/**
+ * Rate limits as a setting writes them: `type=limit/perSeconds`, comma-separated (`notification=14/1`).
+ * Throws naming the part that is wrong.
+ */
+export function rateLimitsFromText(text: string | undefined): Record<string, RateLimit> {
+  const rates: Record<string, RateLimit> = {};
+  for (const part of (text ?? '').split(',').map((p) => p.trim())) {
+    if (part === '') continue;
+    const m = /^([a-z0-9-]+)=(\d+)\/(\d+)$/.exec(part);
+    if (!m) throw new Error(`rate limit "${part}" must read type=limit/perSeconds, e.g. notification=14/1`);
+    const rate = { limit: Number(m[2]), perSeconds: Number(m[3]) };
+    assertRateLimit(rate, `rate limit "${part}"`);
+    rates[m[1]!] = rate;
+  }
+  return rates;
+}
+
 /** A job type with every setting resolved. */
 export interface RegisteredJobType<S = unknown> {
   type: string;

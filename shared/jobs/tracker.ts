@@ -19,7 +19,7 @@ import { type JobMetrics, noMetrics } from './metrics.js';
 import type { ClaimedJob, Job } from './model.js';
 import { OperatorQueries } from './operator.js';
 import { JobTypePauses } from './pauses.js';
-import type { InTransaction, JobTypeMap, JobTypeRegistry } from './registry.js';
+import type { InTransaction, JobTypeMap, JobTypeRegistry, RateLimit } from './registry.js';
 import * as sql from './sql.js';
 import type { TrackerDeps } from './tracker-part.js';
 
@@ -41,6 +41,8 @@ export interface JobTrackerOptions<M extends JobTypeMap, S> {
    * no backlog can take the account's whole Lambda concurrency; locally there is none by default.
    */
   defaultConcurrency?: number;
+  /** Rate limits replacing the types' own (on AWS, the stack's setting, from `JOBS_RATE_LIMITS`). */
+  rateLimitOverrides?: Readonly<Record<string, RateLimit>>;
 }
 
 /**
@@ -72,6 +74,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       metrics: this.metrics,
       limits: driverLimits(this.db),
       defaultConcurrency: options.defaultConcurrency,
+      rateLimitOverrides: options.rateLimitOverrides,
     };
     this.enqueuer = new JobEnqueuer(deps);
     this.attempts = new AttemptLifecycle(deps);

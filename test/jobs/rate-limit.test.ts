@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { z } from 'zod';
+import { rateLimitEnvironment, StackSettingError } from '../../infra/settings.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { JobTypeRegistry, rateLimitsFromText } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
@@ -141,4 +142,42 @@ test('local workers together start at most `limit` in any window, and keep to th
   const sorted = [...starts].sort((a, b) => a - b);
   for (let i = 3; i < sorted.length; i++) expect(sorted[i]! - sorted[i - 3]!).toBeGreaterThanOrEqual(1_990);
   expect(sorted[8]! - begun).toBeLessThan(5_500);
+});
+
+describe("the stack's rate limits replace the types' own", () => {
+  test('JOBS_RATE_LIMITS is read as type=limit/perSeconds; anything else is refused naming it', () => {
+    expect(rateLimitsFromText('notification=20/1, mail=3/60')).toEqual({
+      notification: { limit: 20, perSeconds: 1 },
+      mail: { limit: 3, perSeconds: 60 },
+    });
+    expect(rateLimitsFromText(undefined)).toEqual({});
+    expect(() => rateLimitsFromText('notification=20')).toThrow(
+      /"notification=20" must read type=limit\/perSeconds/,
+    );
+    expect(() => rateLimitsFromText('notification=0/1')).toThrow(/limit must be an integer from 1 to 10000/);
+  });
+
+  test('the stack setting becomes the functions’ variable, checked at synth', () => {
+    expect(rateLimitEnvironment(undefined)).toEqual({});
+    expect(rateLimitEnvironment(40)).toEqual({ JOBS_RATE_LIMITS: 'notification=40/1' });
+    expect(() => rateLimitEnvironment(2.5)).toThrow(
+      /"notificationRateLimit" must be an integer from 1 to 10000/,
+    );
+    expect(() => rateLimitEnvironment(0)).toThrow(StackSettingError);
+  });
+
+  test('a tracker given an override claims by it', async () => {
+    const tracker = new JobTracker({
+      db: t.db,
+      registry: registry(),
+      clock,
+      rateLimitOverrides: rateLimitsFromText('mail=1/60'),
+    }) as Tracker;
+    await enqueue(tracker, 'mail', 3);
+    expect(await tracker.fetchReady(10)).toHaveLength(1);
+    clock.advance(2_000);
+    expect(await tracker.fetchReady(10)).toEqual([]);
+    clock.advance(58_000);
+    expect(await tracker.fetchReady(10)).toHaveLength(1);
+  });
 });
