@@ -24,6 +24,7 @@ import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
+import { formatPayloadChanges, retryCommand } from './replay.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -52,7 +53,9 @@ Commands:
   list [--status S] [--type T] [--limit N]
   show <id>                       a job with its attempt history
   stats                           counts by status and type (finished: last day), queue depth, failure rate
-  retry <id>                      put a failed or cancelled job back in the queue
+  retry <id> [--payload JSON] [--by NAME]
+                                  put a failed or cancelled job back in the queue (with --payload:
+                                  replayed with a new payload, the old one kept in its history)
   purge --status S --older-than D [--type T] [--yes]
                                   delete finished jobs and their history (shows what it would delete
                                   unless --yes)
@@ -212,7 +215,12 @@ delays, timeout and lease.`,
       const id = requirePositional(ctx.args, 0, 'id');
       const job = await ctx.tracker.requireJob(id);
       const executions = await ctx.tracker.getExecutions(id);
-      print(ctx, formatJob(job, executions), { job, executions });
+      const payloadChanges = await ctx.tracker.getPayloadChanges(id);
+      print(ctx, formatJob(job, executions) + formatPayloadChanges(payloadChanges), {
+        job,
+        executions,
+        payloadChanges,
+      });
       return 0;
     },
   },
@@ -226,17 +234,7 @@ delays, timeout and lease.`,
       return 0;
     },
   },
-  retry: {
-    options: {},
-    positionals: 1,
-    needsDatabase: true,
-    async run(ctx) {
-      const job = await ctx.tracker.retry(requirePositional(ctx.args, 0, 'id'));
-      print(ctx, `${job.id} is pending again (attempt budget ${job.maxAttempts - job.attempts})`, job);
-      await wakeWorkers(ctx);
-      return 0;
-    },
-  },
+  retry: retryCommand,
   purge: {
     help: `${CLI_NAME} purge --status S --older-than D [--type T] [--yes]: delete finished jobs and their
 attempt history. Without --yes (or with --dry-run) it only shows what it would delete.

@@ -652,6 +652,18 @@ ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check CHECK ((o
 ALTER TABLE job_executions ADD CONSTRAINT job_executions_pkey PRIMARY KEY (job_id, attempt);
 CREATE INDEX job_executions_finished_idx ON public.job_executions USING brin (finished_at);
 
+CREATE TABLE job_payload_changes (
+  id bigint NOT NULL,
+  job_id uuid NOT NULL,
+  changed_at timestamp with time zone NOT NULL,
+  changed_by text NOT NULL,
+  previous_payload jsonb NOT NULL,
+  payload jsonb NOT NULL
+);
+ALTER TABLE job_payload_changes ADD CONSTRAINT job_payload_changes_changed_by_check CHECK (((length(changed_by) >= 1) AND (length(changed_by) <= 200)));
+ALTER TABLE job_payload_changes ADD CONSTRAINT job_payload_changes_pkey PRIMARY KEY (id);
+CREATE INDEX job_payload_changes_job_idx ON public.job_payload_changes USING btree (job_id, id);
+
 CREATE TABLE job_rate_slots (
   job_type text NOT NULL,
   slot integer NOT NULL,

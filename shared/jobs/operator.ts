@@ -1,4 +1,5 @@
 import { json, uuid } from '../db/port.js';
+import { MAX_PAYLOAD_BYTES } from './enqueue.js';
 import { JobInputError } from './errors.js';
 import { assertUuid } from './ids.js';
 import {
@@ -53,6 +54,14 @@ export interface JobStats {
     failureRate: number;
   }[] /** The paused job types (none of their due jobs is claimed), with who paused each, when and why. */;
   paused: JobTypePause[];
+}
+
+/** A replay's change of a job's payload: what it was, what it became, who changed it and when. */
+export interface PayloadChange {
+  changedAt: Date;
+  changedBy: string;
+  previousPayload: unknown;
+  payload: unknown;
 }
 
 /** The console's (and any operator's) filter over jobs; every field optional. */
@@ -258,6 +267,55 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       'invalid_state',
       `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`,
     );
+  }
+
+  /**
+   * Replays a failed or cancelled job with a new payload, validated by its type's schema (and size) as an
+   * enqueue is: the job is pending again, due now, with a fresh attempt budget, and the payload it had is
+   * kept in its history with `by` and the time. Bad input changes nothing.
+   */
+  async retryWithPayload(id: string, payload: unknown, by: string): Promise<Job> {
+    assertUuid(id);
+    const current = await this.requireJob(id);
+    const who = by.trim();
+    if (who === '' || who.length > 200)
+      throw new JobInputError('invalid_option', 'who changes the payload must be 1 to 200 characters');
+    const parsed = this.registry.parsePayload(current.jobType, payload);
+    const payloadJson = JSON.stringify(parsed);
+    const bytes = Buffer.byteLength(payloadJson, 'utf8');
+    if (bytes > MAX_PAYLOAD_BYTES)
+      throw new JobInputError(
+        'payload_too_large',
+        `payload of ${current.jobType} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
+      );
+    const budget = this.registry.get(current.jobType)?.retry.maxAttempts ?? current.maxAttempts;
+    const res = await this.db.query<JobRow>(
+      sql.retryJobWithPayloadSql,
+      this.params({ id: uuid(id), budget, payload: payloadJson, changed_by: who }),
+    );
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`,
+    );
+  }
+
+  /** A job's payload changes by replays, oldest first. */
+  async getPayloadChanges(id: string): Promise<PayloadChange[]> {
+    assertUuid(id);
+    const res = await this.db.query<{
+      changed_at: Date;
+      changed_by: string;
+      previous_payload: string;
+      payload: string;
+    }>(sql.payloadChangesByJobSql, { id: uuid(id) });
+    return res.rows.map((r) => ({
+      changedAt: new Date(r.changed_at),
+      changedBy: r.changed_by,
+      previousPayload: JSON.parse(r.previous_payload) as unknown,
+      payload: JSON.parse(r.payload) as unknown,
+    }));
   }
 
   /** Due ready jobs and the age of the oldest; also reported to the metrics port. */

@@ -229,6 +229,15 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.operator.retry(id);
   }
 
+  /** Replays a failed or cancelled job with a new payload; the old one stays in its history. */
+  retryWithPayload(id: string, payload: unknown, by: string) {
+    return this.operator.retryWithPayload(id, payload, by);
+  }
+
+  getPayloadChanges(id: string) {
+    return this.operator.getPayloadChanges(id);
+  }
+
   queueState() {
     return this.operator.queueState();
   }

@@ -1,4 +1,4 @@
--- Pause and resume a job type, and rate limits per type (issue 27).
+-- Pause and resume a job type, replay with a changed payload, and rate limits per type (issue 27).
 --
 -- An operator pauses a type (`lana-jobs pause <type>`, the console): its row here stops every claim from
 -- taking the type's due jobs, from the next claim on. Jobs already running finish and report as usual;
@@ -20,6 +20,21 @@ CREATE TABLE job_type_pauses (
   paused_at timestamptz NOT NULL DEFAULT now(),
   reason text CHECK (length(reason) <= 1000)
 );
+
+-- Replay with a changed payload (`lana-jobs retry <id> --payload JSON`): a failed or cancelled job goes
+-- back to the queue with a new payload, and the payload it had is kept here with who changed it and when,
+-- in the same statement. The job's history is its execution rows and these. No foreign key, as for
+-- `job_executions`: the purge deletes a job's rows here with it (`pruneFinishedJobsSql`), and `jobs` can
+-- be truncated on its own.
+CREATE TABLE job_payload_changes (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id uuid NOT NULL,
+  changed_at timestamptz NOT NULL,
+  changed_by text NOT NULL CHECK (length(changed_by) BETWEEN 1 AND 200),
+  previous_payload jsonb NOT NULL,
+  payload jsonb NOT NULL
+);
+CREATE INDEX job_payload_changes_job_idx ON job_payload_changes (job_id, id);
 
 -- Rate limits per type: at most `limit` of a type's jobs claimed in any `perSeconds` window, across every
 -- claimer. A rate-limited type has `limit` rows here, each the time it was last used; a claim takes rows

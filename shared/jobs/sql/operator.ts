@@ -63,6 +63,41 @@ WITH retried AS (
 -- A SELECT in WITH runs only if referenced: the count makes the notification happen.
 SELECT retried.* FROM retried, (SELECT count(*) FROM woken) AS notified`;
 
+/**
+ * As `retryJobSql`, with a new payload (:payload, validated by the caller against the type's schema): the
+ * payload the job had is kept in `job_payload_changes` with who changed it (:changed_by) and when, in the
+ * same statement, so a replay never loses what the job was first asked to do.
+ */
+export const retryJobWithPayloadSql = `
+WITH previous AS (
+  SELECT id, payload FROM jobs WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled') FOR UPDATE
+), retried AS (
+  UPDATE jobs j
+  SET status = 'pending', scheduled_at = COALESCE(CAST(:now AS timestamptz), now()), completed_at = NULL,
+      started_at = NULL, max_attempts = j.attempts + :budget, attempt_offset = j.attempts,
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), payload = CAST(:payload AS jsonb)
+  FROM previous p
+  WHERE j.id = p.id
+  RETURNING j.id, j.job_type, j.payload, j.status, j.attempts, j.max_attempts, j.priority, j.idempotency_key,
+            j.scheduled_at, j.started_at, j.completed_at, j.lease_expires_at, j.last_error, j.created_at,
+            j.updated_at, p.payload AS previous_payload
+), recorded AS (
+  INSERT INTO job_payload_changes (job_id, changed_at, changed_by, previous_payload, payload)
+  SELECT id, COALESCE(CAST(:now AS timestamptz), now()), CAST(:changed_by AS text), previous_payload, payload
+  FROM retried
+  RETURNING 1
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried) AS any_retried
+)
+SELECT r.id, r.job_type, r.payload, r.status, r.attempts, r.max_attempts, r.priority, r.idempotency_key,
+       r.scheduled_at, r.started_at, r.completed_at, r.lease_expires_at, r.last_error, r.created_at, r.updated_at
+FROM retried r, (SELECT count(*) FROM woken) AS notified, (SELECT count(*) FROM recorded) AS kept`;
+
+/** A job's payload changes (replays with a new payload), oldest first. */
+export const payloadChangesByJobSql = `
+SELECT changed_at, changed_by, previous_payload::text AS previous_payload, payload::text AS payload
+FROM job_payload_changes WHERE job_id = CAST(:id AS uuid) ORDER BY id`;
+
 /** One job by id. */
 export const jobByIdSql = `
 SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
@@ -177,7 +212,7 @@ WHERE status = 'running' AND lease_expires_at < COALESCE(CAST(:now AS timestampt
 
 /**
  * Retention: deletes up to :batch finished jobs of the given statuses (a JSON list) whose completion is
- * older than :before, with their execution rows. Bounded, so each call is a short transaction; callers
+ * older than :before, with their execution rows and payload changes. Bounded, so each call is a short transaction; callers
  * loop until it returns fewer than :batch.
  */
 export const pruneFinishedJobsSql = `
@@ -190,6 +225,8 @@ WITH doomed AS (
   FOR UPDATE SKIP LOCKED
 ), executions AS (
   DELETE FROM job_executions e USING doomed d WHERE e.job_id = d.id
+), payload_changes AS (
+  DELETE FROM job_payload_changes c USING doomed d WHERE c.job_id = d.id
 )
 DELETE FROM jobs j USING doomed d WHERE j.id = d.id
 RETURNING j.id`;
