@@ -14,6 +14,7 @@ import {
   waitingGrowth,
 } from './workloads/core.js';
 import { load } from './workloads/load.js';
+import { rateLimited } from './workloads/rate.js';
 import { valuationWal } from './workloads/valuation.js';
 
 /**
@@ -155,6 +156,14 @@ try {
     results.LOAD_100k = r;
     log(
       `LOAD            ${r.jobs} jobs (5% failing) drained in ${r.seconds} s (${r.jobsPerSecond} jobs/s); worker RSS ${r.rssMiB.start} MiB at start, peak ${r.rssMiB.peak}, peak in the second half ${r.rssMiB.peakInSecondHalf}`,
+    );
+  }
+  // A minute long: only when asked for by name.
+  if (only?.has('RATE')) {
+    const r = await rateLimited(server);
+    results.RATE_limited = r;
+    log(
+      `RATE            ${r.limit} starts a second: at most ${r.maxInAnyWindow} begun in any 1 s window, ${r.startsPerSecond} a second over ${r.seconds} s (${r.started} started, ${r.workers} workers)`,
     );
   }
 } finally {

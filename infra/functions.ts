@@ -66,6 +66,7 @@ export class JobFunctions extends Construct {
       serviceName: props.serviceName,
       metricsNamespace: props.metricsNamespace,
       defaultTypeConcurrency: props.defaultTypeConcurrency,
+      rateLimits: props.rateLimits,
     };
 
     this.migrations = new Migrations(this, 'Migrations', env);

@@ -12,6 +12,7 @@ import { JobFunctions, type JobTypeSpec } from './functions.js';
 import { type AlarmThresholds, DEFAULT_THRESHOLDS, JobMonitoring } from './monitoring.js';
 import { acknowledgeNagFindings } from './nag.js';
 import {
+  rateLimitEnvironment,
   type ValuationSettings,
   validatePriceSourceUrl,
   validateSender,
@@ -61,6 +62,11 @@ export interface JobsStackProps extends ValuationSettings, StackProps {
   priceSourceUrl: string;
   /** Days finished jobs are kept before the maintenance job prunes them. Default 30 (the code's default). */
   jobRetentionDays?: number;
+  /**
+   * Notifications claimed per second, across every function: the account's SES sending quota. Default:
+   * the type's own (14, SES's default quota).
+   */
+  notificationRateLimit?: number;
   thresholds?: Partial<AlarmThresholds>;
 }
 
@@ -112,6 +118,7 @@ export class JobsStack extends Stack {
       schedules,
       serviceName: SERVICE_NAME,
       metricsNamespace: METRICS_NAMESPACE,
+      rateLimits: rateLimitEnvironment(props.notificationRateLimit),
       reservedConcurrency: reserve ? (t) => t.concurrency ?? executorDefault : undefined,
       fetchReadyReservedConcurrency: reserve ? (props.fetchReadyReservedConcurrency ?? 2) : undefined,
       claimBatchSize: props.claimBatchSize ?? DEFAULT_CLAIM_BATCH,

@@ -27,6 +27,8 @@ export interface FunctionEnvironment {
   metricsNamespace: string;
   /** The concurrency limit of a job type that declares none (every function that claims reads it). */
   defaultTypeConcurrency: number;
+  /** The rate limits every claiming function keeps (`JOBS_RATE_LIMITS`, from `rateLimitEnvironment`). */
+  rateLimits?: Readonly<Record<string, string>>;
 }
 
 export interface JobsFunctionOptions {
@@ -106,6 +108,7 @@ export function createJobsFunction(
       // Results can hold payload data; traces keep timings only.
       POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
+      ...env.rateLimits,
       ...options.environment,
     },
   });

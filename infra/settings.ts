@@ -1,4 +1,5 @@
 import { duplicatePriceUrl, lendingSettingsFromEnv, SETTING_NAMES } from '../shared/domain/settings.js';
+import { RATE_LIMITS_VARIABLE, rateLimitsFromText } from '../shared/jobs/registry.js';
 import type { JobsStackProps } from './jobs-stack.js';
 
 /**
@@ -124,6 +125,23 @@ export function valuationEnvironment(
   return env;
 }
 
+/**
+ * The functions' environment for the stack's rate limits: `notificationRateLimit` (notifications a second,
+ * the account's SES quota) replaces the type's own. Checked at synth by the parser the functions run.
+ */
+export function rateLimitEnvironment(notificationRateLimit: number | undefined): Record<string, string> {
+  if (notificationRateLimit === undefined) return {};
+  const text = `notification=${notificationRateLimit}/1`;
+  try {
+    rateLimitsFromText(text);
+  } catch {
+    throw new StackSettingError(
+      `context key "notificationRateLimit" must be an integer from 1 to 10000 (got "${notificationRateLimit}")`,
+    );
+  }
+  return { [RATE_LIMITS_VARIABLE]: text };
+}
+
 type ContextReader = (key: string) => unknown;
 
 /** JobsStackProps from context; throws naming the key of a missing or malformed setting. */
@@ -182,5 +200,6 @@ export function stackPropsFromContext(read: ContextReader): JobsStackProps {
     priceAgreement: text('priceAgreement'),
     priceConfirmRuns: num('priceConfirmRuns'),
     maxValuationAgeSeconds: num('maxValuationAgeSeconds'),
+    notificationRateLimit: num('notificationRateLimit'),
   };
 }

@@ -12,6 +12,7 @@ import {
 } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import type { JobPublisher } from '../../shared/jobs/fan-out.js';
+import { RATE_LIMITS_VARIABLE, rateLimitsFromText } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';
 import { traceClient } from './tracing.js';
@@ -48,6 +49,8 @@ export function runtimeFromEnv(o: Observability, env: NodeJS.ProcessEnv = proces
     registry,
     metrics: createPowertoolsJobMetrics(o.metrics),
     defaultConcurrency: defaultTypeConcurrency(env),
+    // The stack's rate limits (e.g. the account's SES quota) replace the types' own, in every claim.
+    rateLimitOverrides: rateLimitsFromText(env[RATE_LIMITS_VARIABLE]),
   });
   // The EventBridge client publisherFromEnv/nudgeFromEnv hand out is created here, traced.
   eventBridgeClient(o);

@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import type { Job, JobExecution, JobStatus } from '../jobs/model.js';
+import type { JobTypePause } from '../jobs/pauses.js';
 import type { RegisteredJobType } from '../jobs/registry.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
 import type { JobStats } from '../jobs/tracker.js';
@@ -78,6 +79,7 @@ export function formatTypes(
     RegisteredJobType,
     'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds' | 'schema'
   >[],
+  paused: ReadonlyMap<string, Pick<JobTypePause, 'pausedBy' | 'pausedAt' | 'reason'>> | null = null,
 ): string {
   const payloads = types
     .map((t) => {
@@ -85,7 +87,9 @@ export function formatTypes(
       return `${t.type}\n${fields.map((f) => `  ${f}`).join('\n')}`;
     })
     .join('\n');
-  return `${typeTable(types)}\n\nPayload fields (? = optional):\n${payloads}`;
+  const pauses =
+    paused === null ? '' : `\n\n${formatPauses([...paused].map(([jobType, p]) => ({ jobType, ...p })))}`;
+  return `${typeTable(types)}${pauses}\n\nPayload fields (? = optional):\n${payloads}`;
 }
 
 function typeTable(
@@ -181,6 +185,7 @@ export function formatStats(stats: JobStats): string {
     `oldest ready job waiting   ${humanSeconds(stats.queue.oldestReadyAgeSeconds)}`,
     `running past their lease   ${stats.overdueRunning}`,
     '',
+    ...(stats.paused.length === 0 ? [] : [formatPauses(stats.paused), '']),
     // Attempts, not jobs: a job that failed once and then completed counts once in each column.
     'attempts finished in the last hour:',
     stats.lastHour.length === 0
@@ -203,4 +208,13 @@ export function formatStats(stats: JobStats): string {
 function truncateLine(text: string, max: number): string {
   const line = text.replace(/\s+/g, ' ');
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+/** The paused types, with who paused each, when and why. */
+export function formatPauses(paused: readonly JobTypePause[]): string {
+  if (paused.length === 0) return 'no paused job types';
+  return `paused (none of their due jobs is claimed until resumed):\n${table(
+    ['TYPE', 'PAUSED BY', 'SINCE', 'REASON'],
+    paused.map((p) => [p.jobType, p.pausedBy, iso(p.pausedAt), p.reason ?? '-']),
+  )}`;
 }

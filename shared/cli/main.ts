@@ -21,8 +21,10 @@ import {
 import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
+import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
 import { repayCommand } from './repay.js';
+import { formatPayloadChanges, retryCommand } from './replay.js';
 import { runWorkerCommand } from './work.js';
 
 export interface CliIo {
@@ -51,11 +53,16 @@ Commands:
   list [--status S] [--type T] [--limit N]
   show <id>                       a job with its attempt history
   stats                           counts by status and type (finished: last day), queue depth, failure rate
-  retry <id>                      put a failed or cancelled job back in the queue
+  retry <id> [--payload JSON] [--by NAME]
+                                  put a failed or cancelled job back in the queue (with --payload:
+                                  replayed with a new payload, the old one kept in its history)
   purge --status S --older-than D [--type T] [--yes]
                                   delete finished jobs and their history (shows what it would delete
                                   unless --yes)
   cancel <id> [--reason TEXT]     stop a pending, retrying or running job
+  pause <type> [--reason TEXT] [--by NAME]
+                                  stop claiming a job type's due jobs (running jobs finish)
+  resume <type>                   claim a paused type's jobs again
   work [--concurrency N]          run a worker until Ctrl-C
   repay <facility-id> --amount A [--reference R]
                                   record a repayment (settles obligations oldest first)
@@ -78,6 +85,8 @@ interface Command {
   positionals: number;
   /** Commands that only read the registry need no database. */
   needsDatabase: boolean;
+  /** Reads the database only when one is named (`--database-url`, `--data-api`, DATABASE_URL). */
+  usesNamedDatabase?: boolean;
   run(ctx: CommandContext): Promise<number>;
 }
 
@@ -127,12 +136,15 @@ delays, timeout and lease.`,
     options: {},
     positionals: 0,
     needsDatabase: false,
+    usesNamedDatabase: true,
     async run(ctx) {
       const types = ctx.registry.list();
+      const paused = ctx.opened ? await pausedTypesForListing(ctx.tracker, ctx.io) : null;
       print(
         ctx,
-        formatTypes(types),
+        formatTypes(types, paused),
         types.map((t) => ({
+          ...(paused ? { paused: paused.get(t.type) ?? null } : {}),
           type: t.type,
           description: t.description,
           payload: payloadFields(t.schema),
@@ -204,7 +216,12 @@ delays, timeout and lease.`,
       const id = requirePositional(ctx.args, 0, 'id');
       const job = await ctx.tracker.requireJob(id);
       const executions = await ctx.tracker.getExecutions(id);
-      print(ctx, formatJob(job, executions), { job, executions });
+      const payloadChanges = await ctx.tracker.getPayloadChanges(id);
+      print(ctx, formatJob(job, executions) + formatPayloadChanges(payloadChanges), {
+        job,
+        executions,
+        payloadChanges,
+      });
       return 0;
     },
   },
@@ -218,17 +235,7 @@ delays, timeout and lease.`,
       return 0;
     },
   },
-  retry: {
-    options: {},
-    positionals: 1,
-    needsDatabase: true,
-    async run(ctx) {
-      const job = await ctx.tracker.retry(requirePositional(ctx.args, 0, 'id'));
-      print(ctx, `${job.id} is pending again (attempt budget ${job.maxAttempts - job.attempts})`, job);
-      await wakeWorkers(ctx);
-      return 0;
-    },
-  },
+  retry: retryCommand,
   purge: {
     help: `${CLI_NAME} purge --status S --older-than D [--type T] [--yes]: delete finished jobs and their
 attempt history. Without --yes (or with --dry-run) it only shows what it would delete.
@@ -318,6 +325,8 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
   work: workerCommand({ demo: false }),
   dev: workerCommand({ demo: true }),
   'accept-price': acceptPriceCommand,
+  pause: pauseCommand,
+  resume: resumeCommand,
 };
 
 /** `work` and `dev`: a worker until Ctrl-C; `dev` also runs the demo. */
@@ -391,7 +400,10 @@ export async function runCli(
         throw new UsageError(errorMessage(err));
       }
     }
-    if (command.needsDatabase) {
+    const named =
+      command.usesNamedDatabase &&
+      (args.values['data-api'] || stringOption(args, 'database-url') || process.env.DATABASE_URL);
+    if (command.needsDatabase || named) {
       const url = stringOption(args, 'database-url');
       if (url !== undefined && url.trim() === '') {
         throw new UsageError(
@@ -409,7 +421,8 @@ export async function runCli(
             databaseUrl: url,
             logger: name === 'work' || name === 'dev' ? logger : undefined,
           });
-      if (name !== 'migrate' && name !== 'work' && name !== 'dev') await assertMigrated(opened);
+      if (command.needsDatabase && name !== 'migrate' && name !== 'work' && name !== 'dev')
+        await assertMigrated(opened);
     }
     const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
     return await command.run({

@@ -22,6 +22,7 @@ import {
 import { bodySizeGuard, csrfGuard, tokenGuard, type Vars } from './guard.js';
 import { Html, html } from './html.js';
 import { CSS, JOBS_COLUMNS, jobRow, renderJob, renderOverview, userText } from './pages.js';
+import { mountPauseRoutes } from './pauses.js';
 
 /**
  * The operator console: server-rendered pages over the job tracker, the same functions the CLI calls, so
@@ -60,7 +61,7 @@ export function createConsoleApp(options: ConsoleOptions): Hono<Vars> {
 <html lang="en"><head><meta charset="utf-8"><title>${title} · lana-jobs console</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>${new Html(CSS)}</style></head>
 <body><header><strong>lana-jobs</strong>
-<nav><a href="/">Overview</a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/schedules">Schedules</a><a href="/enqueue">Enqueue</a></nav>
+<nav><a href="/">Overview</a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/schedules">Schedules</a><a href="/types">Types</a><a href="/enqueue">Enqueue</a></nav>
 <span class="muted">${options.description ?? ''}</span></header>
 <main><h1><bdi dir="auto">${title}</bdi></h1>${body}</main>${extraScript ? html`<script nonce="${nonce}">${extraScript}</script>` : ''}</body></html>`;
   const page = (c: Context<Vars>, title: string, body: Html, script?: Html) =>
@@ -196,6 +197,8 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
       return c.redirect(`/jobs/${encodeURIComponent(id)}?done=${action}`, 303);
     });
   }
+
+  mountPauseRoutes(app, { tracker, csrfField, page });
 
   // Enqueue.
   app.get('/enqueue', (c) => {

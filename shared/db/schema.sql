@@ -151,6 +151,8 @@ DECLARE
   v_in_hand integer;
   v_slots integer[];
   v_released integer;
+  v_rate jsonb;
+  v_rate_slots integer[];
 BEGIN
   IF p_limit > 0 THEN
     v_type := NULL;
@@ -161,20 +163,23 @@ BEGIN
         AND (v_type IS NULL OR job_type > v_type)
       ORDER BY job_type LIMIT 1;
       EXIT WHEN NOT FOUND;
-      v_priority := NULL;
-      LOOP
-        SELECT priority, scheduled_at INTO v_best FROM jobs
-        WHERE status IN ('pending', 'retrying') AND job_type = v_type
-          AND (v_priority IS NULL OR priority > v_priority)
-        ORDER BY priority, scheduled_at LIMIT 1;
-        EXIT WHEN NOT FOUND;
-        v_priority := v_best.priority;
-        IF v_best.scheduled_at <= p_now THEN
-          v_candidates := v_candidates || jsonb_build_object(
-            'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
-            'max_running', p_limits -> v_type);
-        END IF;
-      END LOOP;
+      -- A paused type is no candidate: one probe of the paused types' key per type with ready jobs.
+      IF NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = v_type) THEN
+        v_priority := NULL;
+        LOOP
+          SELECT priority, scheduled_at INTO v_best FROM jobs
+          WHERE status IN ('pending', 'retrying') AND job_type = v_type
+            AND (v_priority IS NULL OR priority > v_priority)
+          ORDER BY priority, scheduled_at LIMIT 1;
+          EXIT WHEN NOT FOUND;
+          v_priority := v_best.priority;
+          IF v_best.scheduled_at <= p_now THEN
+            v_candidates := v_candidates || jsonb_build_object(
+              'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
+              'max_running', p_limits -> v_type);
+          END IF;
+        END LOOP;
+      END IF;
       EXIT WHEN p_only_type IS NOT NULL;
     END LOOP;
   END IF;
@@ -184,6 +189,20 @@ BEGIN
            ORDER BY x.priority, x.scheduled_at, x.job_type LOOP
     EXIT WHEN v_taken >= p_limit;
     v_room := p_limit - v_taken;
+
+    -- A rate-limited type: one rate slot per job, among those last used at least perSeconds ago.
+    v_rate := p_limits -> '$rates' -> c.job_type;
+    IF v_rate IS NOT NULL THEN
+      v_rate_slots := ARRAY(
+        SELECT slot FROM job_rate_slots
+        WHERE job_type = c.job_type AND slot < (v_rate ->> 0)::integer
+          AND (last_used_at IS NULL
+               OR last_used_at <= p_now - make_interval(secs => (v_rate ->> 1)::double precision))
+        ORDER BY slot LIMIT v_room
+        FOR UPDATE SKIP LOCKED);
+      v_room := COALESCE(cardinality(v_rate_slots), 0);
+      CONTINUE WHEN v_room = 0;
+    END IF;
 
     IF c.max_running IS NOT NULL THEN
       IF NOT v_budget ? c.job_type THEN
@@ -303,6 +322,10 @@ BEGIN
         FOR UPDATE SKIP LOCKED))
       RETURNING j.*;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
+    END IF;
+    IF v_rate IS NOT NULL AND v_rows > 0 THEN
+      UPDATE job_rate_slots SET last_used_at = p_now
+      WHERE job_type = c.job_type AND slot = ANY(v_rate_slots[1:v_rows]);
     END IF;
     v_taken := v_taken + v_rows;
   END LOOP;
@@ -679,6 +702,26 @@ ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check CHECK ((o
 ALTER TABLE job_executions ADD CONSTRAINT job_executions_pkey PRIMARY KEY (job_id, attempt);
 CREATE INDEX job_executions_finished_idx ON public.job_executions USING brin (finished_at);
 
+CREATE TABLE job_payload_changes (
+  id bigint NOT NULL,
+  job_id uuid NOT NULL,
+  changed_at timestamp with time zone NOT NULL,
+  changed_by text NOT NULL,
+  previous_payload jsonb NOT NULL,
+  payload jsonb NOT NULL
+);
+ALTER TABLE job_payload_changes ADD CONSTRAINT job_payload_changes_changed_by_check CHECK (((length(changed_by) >= 1) AND (length(changed_by) <= 200)));
+ALTER TABLE job_payload_changes ADD CONSTRAINT job_payload_changes_pkey PRIMARY KEY (id);
+CREATE INDEX job_payload_changes_job_idx ON public.job_payload_changes USING btree (job_id, id);
+
+CREATE TABLE job_rate_slots (
+  job_type text NOT NULL,
+  slot integer NOT NULL,
+  last_used_at timestamp with time zone
+);
+ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_pkey PRIMARY KEY (job_type, slot);
+ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_slot_check CHECK ((slot >= 0));
+
 CREATE TABLE job_slots (
   job_type text NOT NULL,
   slot integer NOT NULL,
@@ -694,6 +737,17 @@ CREATE TABLE job_type_dispatch (
   last_undelivered_at timestamp with time zone
 );
 ALTER TABLE job_type_dispatch ADD CONSTRAINT job_type_dispatch_pkey PRIMARY KEY (job_type);
+
+CREATE TABLE job_type_pauses (
+  job_type text NOT NULL,
+  paused_by text NOT NULL,
+  paused_at timestamp with time zone DEFAULT now() NOT NULL,
+  reason text
+);
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_job_type_check CHECK (((length(job_type) >= 1) AND (length(job_type) <= 200)));
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_paused_by_check CHECK (((length(paused_by) >= 1) AND (length(paused_by) <= 200)));
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_pkey PRIMARY KEY (job_type);
+ALTER TABLE job_type_pauses ADD CONSTRAINT job_type_pauses_reason_check CHECK ((length(reason) <= 1000));
 
 CREATE TABLE jobs (
   id uuid DEFAULT lana_uuid_v7() NOT NULL,

@@ -55,8 +55,10 @@ export function createJobTypeRegistry() {
       description: 'Sends a notification (payment reminder, margin call) through the outbox',
       schema: notificationPayload,
       timeoutSeconds: 30,
-      // The e-mail provider's sending rate, not the queue, is the bound.
+      // The e-mail provider's sending rate, not the queue, is the bound: SES sends 14 a second by default
+      // (the stack's `notificationRateLimit` setting matches it to the account's quota).
       concurrency: 20,
+      rateLimit: { limit: 14, perSeconds: 1 },
       execute: async (payload, ctx) => {
         await ctx.services.notifications.send(payload, ctx.signal);
         return undefined;

@@ -115,12 +115,17 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
   /** The slot rows of the limited types, made once per process before its first limited claim. */
   private slotsMade: Promise<void> | null = null;
 
-  /** The claims' limits, with their slot rows made (once). */
+  /** The claims' limits (concurrency and rates), with their slot rows made (once). */
   private async limitsWithSlots(): Promise<string | null> {
-    const limits = this.concurrencyLimits();
-    if (limits === null) return null;
+    const claimLimits = this.claimLimits();
+    if (claimLimits === null) return null;
     if (!this.slotsMade) {
-      this.slotsMade = this.db.query(sql.ensureSlotsSql, { limits }).then(
+      const limits = this.concurrencyLimits();
+      const rates = this.rateLimits();
+      this.slotsMade = Promise.all([
+        limits === null ? null : this.db.query(sql.ensureSlotsSql, { limits }),
+        rates === null ? null : this.db.query(sql.ensureRateSlotsSql, { rates }),
+      ]).then(
         () => undefined,
         (err: unknown) => {
           this.slotsMade = null;
@@ -129,7 +134,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
       );
     }
     await this.slotsMade;
-    return limits;
+    return claimLimits;
   }
 
   /**
@@ -192,6 +197,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
         jobs: string;
         next_due_at: Date | null;
         left_behind: boolean;
+        rate_slot_free_at: Date | null;
         held: string;
       }>(
         sql.claimLimitedForWorkerSql,
@@ -208,7 +214,11 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
       const jobs = claimedJobsFromDocument(row?.jobs ?? '[]');
       const held = JSON.parse(row?.held ?? '{}') as Record<string, number>;
       if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held };
-      return { jobs, nextDueAt: row?.next_due_at ?? null, leftBehind: row?.left_behind ?? false, held };
+      // Jobs over a type's rate are due but not claimable before a rate slot frees: ask again then.
+      const times = [row?.next_due_at, row?.rate_slot_free_at].filter((d): d is Date => d != null);
+      const nextDueAt =
+        times.length === 0 ? null : new Date(Math.min(...times.map((d) => new Date(d).getTime())));
+      return { jobs, nextDueAt, leftBehind: row?.left_behind ?? false, held };
     }
     const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,
@@ -252,7 +262,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
 
   /** When the earliest job left waiting after a short claim is due (`null`: none). */
   private async nextDueAtAfterShortClaim(): Promise<Date | null> {
-    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql, this.params({}));
     return res.rows[0]?.next_due_at ?? null;
   }
 
@@ -306,7 +316,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     jobType: string,
   ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
     assertUuid(done.id);
-    await this.limitsWithSlots();
+    const limits = await this.limitsWithSlots();
     const res = await this.db.query<JobRow & { applied: boolean }>(
       sql.completeAndClaimNextSql,
       this.params({
@@ -314,7 +324,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
         attempt: done.attempt,
         duration_ms: roundMs(done.durationMs),
         token: uuid(randomUUID()),
-        limits: this.concurrencyLimits() ?? '{}',
+        limits: limits ?? '{}',
         only_type: jobType,
         dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
       }),

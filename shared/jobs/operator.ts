@@ -1,4 +1,5 @@
 import { json, uuid } from '../db/port.js';
+import { MAX_PAYLOAD_BYTES } from './enqueue.js';
 import { JobInputError } from './errors.js';
 import { assertUuid } from './ids.js';
 import {
@@ -12,6 +13,7 @@ import {
   rowToJob,
 } from './model.js';
 import { isFailureOutcome } from './outcomes.js';
+import { type JobTypePause, type PauseRow, toPause } from './pauses.js';
 import type { JobTypeMap } from './registry.js';
 import * as sql from './sql.js';
 import { TrackerPart } from './tracker-part.js';
@@ -50,7 +52,16 @@ export interface JobStats {
     avgDurationMs: number;
     maxDurationMs: number;
     failureRate: number;
-  }[];
+  }[] /** The paused job types (none of their due jobs is claimed), with who paused each, when and why. */;
+  paused: JobTypePause[];
+}
+
+/** A replay's change of a job's payload: what it was, what it became, who changed it and when. */
+export interface PayloadChange {
+  changedAt: Date;
+  changedBy: string;
+  previousPayload: unknown;
+  payload: unknown;
 }
 
 /** The console's (and any operator's) filter over jobs; every field optional. */
@@ -258,6 +269,55 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
     );
   }
 
+  /**
+   * Replays a failed or cancelled job with a new payload, validated by its type's schema (and size) as an
+   * enqueue is: the job is pending again, due now, with a fresh attempt budget, and the payload it had is
+   * kept in its history with `by` and the time. Bad input changes nothing.
+   */
+  async retryWithPayload(id: string, payload: unknown, by: string): Promise<Job> {
+    assertUuid(id);
+    const current = await this.requireJob(id);
+    const who = by.trim();
+    if (who === '' || who.length > 200)
+      throw new JobInputError('invalid_option', 'who changes the payload must be 1 to 200 characters');
+    const parsed = this.registry.parsePayload(current.jobType, payload);
+    const payloadJson = JSON.stringify(parsed);
+    const bytes = Buffer.byteLength(payloadJson, 'utf8');
+    if (bytes > MAX_PAYLOAD_BYTES)
+      throw new JobInputError(
+        'payload_too_large',
+        `payload of ${current.jobType} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
+      );
+    const budget = this.registry.get(current.jobType)?.retry.maxAttempts ?? current.maxAttempts;
+    const res = await this.db.query<JobRow>(
+      sql.retryJobWithPayloadSql,
+      this.params({ id: uuid(id), budget, payload: payloadJson, changed_by: who }),
+    );
+    if (res.rows[0]) return rowToJob(res.rows[0]);
+    const job = await this.requireJob(id);
+    throw new JobInputError(
+      'invalid_state',
+      `job ${id} is ${job.status}; only failed or cancelled jobs can be retried`,
+    );
+  }
+
+  /** A job's payload changes by replays, oldest first. */
+  async getPayloadChanges(id: string): Promise<PayloadChange[]> {
+    assertUuid(id);
+    const res = await this.db.query<{
+      changed_at: Date;
+      changed_by: string;
+      previous_payload: string;
+      payload: string;
+    }>(sql.payloadChangesByJobSql, { id: uuid(id) });
+    return res.rows.map((r) => ({
+      changedAt: new Date(r.changed_at),
+      changedBy: r.changed_by,
+      previousPayload: JSON.parse(r.previous_payload) as unknown,
+      payload: JSON.parse(r.payload) as unknown,
+    }));
+  }
+
   /** Due ready jobs and the age of the oldest; also reported to the metrics port. */
   async queueState(): Promise<QueueState> {
     const res = await this.db.query<{ depth: number; oldest_ready_age_seconds: number }>(
@@ -287,7 +347,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
 
   /** When the next ready job becomes due (null when the queue holds none). */
   async nextDueAt(): Promise<Date | null> {
-    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql);
+    const res = await this.db.query<{ next_due_at: Date | null }>(sql.nextDueAtSql, this.params({}));
     return res.rows[0]?.next_due_at ?? null;
   }
 
@@ -297,7 +357,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
    * `windowSeconds`' outcomes.
    */
   async stats(windowSeconds = 3600, finishedWindowSeconds = 86_400): Promise<JobStats> {
-    const [counts, queue, overdue, recent] = await Promise.all([
+    const [counts, queue, overdue, recent, paused] = await Promise.all([
       this.db.query<{ job_type: string; status: JobStatus; count: number }>(
         sql.countsByStatusAndTypeBoundedSql,
         this.params({ finished_window_seconds: finishedWindowSeconds }),
@@ -311,6 +371,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
         avg_duration_ms: number;
         max_duration_ms: number;
       }>(sql.recentOutcomesSql, this.params({ window_seconds: windowSeconds })),
+      this.db.query<PauseRow>(sql.pausedJobTypesSql),
     ]);
     const byType = new Map<string, JobStats['lastHour'][number] & { weighted: number }>();
     for (const r of recent.rows) {
@@ -343,6 +404,7 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
       overdueRunning: overdue.rows[0]?.overdue ?? 0,
       finishedWindowSeconds,
       lastHour,
+      paused: paused.rows.map(toPause),
     };
   }
 

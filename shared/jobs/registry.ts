@@ -57,6 +57,46 @@ export interface JobTypeDefinition<
    * on. Default: no limit (on AWS, the stack's `defaultTypeConcurrency`).
    */
   concurrency?: number;
+  /**
+   * At most `limit` of this type's jobs claimed in any `perSeconds` window, across every claimer (the
+   * provider's quota: SES sends 14 a second by default). A job over the rate waits, due, with no attempt
+   * counted. Default: no rate limit.
+   */
+  rateLimit?: RateLimit;
+}
+
+/** A rate limit: at most `limit` claims in any window of `perSeconds`. */
+export interface RateLimit {
+  limit: number;
+  perSeconds: number;
+}
+
+/** Checks a rate limit's range; the message names `what`. Used for a type's and for a stack's override. */
+export function assertRateLimit(rate: RateLimit, what: string): void {
+  if (!Number.isInteger(rate.limit) || rate.limit < 1 || rate.limit > 10_000)
+    throw new Error(`${what}: rateLimit.limit must be an integer from 1 to 10000`);
+  if (!Number.isInteger(rate.perSeconds) || rate.perSeconds < 1 || rate.perSeconds > 86_400)
+    throw new Error(`${what}: rateLimit.perSeconds must be an integer from 1 to 86400`);
+}
+
+/** The variable the AWS functions read the stack's rate limits from (`rateLimitsFromText`). */
+export const RATE_LIMITS_VARIABLE = 'JOBS_RATE_LIMITS';
+
+/**
+ * Rate limits as a setting writes them: `type=limit/perSeconds`, comma-separated (`notification=14/1`).
+ * Throws naming the part that is wrong.
+ */
+export function rateLimitsFromText(text: string | undefined): Record<string, RateLimit> {
+  const rates: Record<string, RateLimit> = {};
+  for (const part of (text ?? '').split(',').map((p) => p.trim())) {
+    if (part === '') continue;
+    const m = /^([a-z0-9-]+)=(\d+)\/(\d+)$/.exec(part);
+    if (!m) throw new Error(`rate limit "${part}" must read type=limit/perSeconds, e.g. notification=14/1`);
+    const rate = { limit: Number(m[2]), perSeconds: Number(m[3]) };
+    assertRateLimit(rate, `rate limit "${part}"`);
+    rates[m[1]!] = rate;
+  }
+  return rates;
 }
 
 /** A job type with every setting resolved. */
@@ -72,6 +112,8 @@ export interface RegisteredJobType<S = unknown> {
   enqueues: readonly string[];
   /** Most jobs of this type running at once; undefined: no limit. */
   concurrency: number | undefined;
+  /** Most of this type's jobs claimed in any window of `perSeconds`; undefined: no rate limit. */
+  rateLimit: RateLimit | undefined;
 }
 
 /**
@@ -136,6 +178,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
     ) {
       throw new Error(`job type "${def.type}": concurrency must be an integer from 1 to 10000`);
     }
+    if (def.rateLimit !== undefined) assertRateLimit(def.rateLimit, `job type "${def.type}"`);
     this.types.set(def.type, {
       type: def.type,
       description: def.description,
@@ -147,6 +190,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       priority,
       enqueues: [...(def.enqueues ?? [])],
       concurrency: def.concurrency,
+      rateLimit: def.rateLimit ? { ...def.rateLimit } : undefined,
     });
     this.limitsCache.clear();
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
@@ -191,6 +235,19 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       this.limitsCache.set(defaultLimit, json);
     }
     return json;
+  }
+
+  /**
+   * The rate limits as the claim takes them (`{"type": [limit, perSeconds], ...}` as JSON), or null when
+   * no type has one. `overrides` (a stack's setting) replace a type's own limit, or give it one.
+   */
+  rateLimitsJson(overrides: Readonly<Record<string, RateLimit>> = {}): string | null {
+    const rates: Record<string, [number, number]> = {};
+    for (const t of this.types.values()) {
+      const rate = overrides[t.type] ?? t.rateLimit;
+      if (rate !== undefined) rates[t.type] = [rate.limit, rate.perSeconds];
+    }
+    return Object.keys(rates).length > 0 ? JSON.stringify(rates) : null;
   }
 
   /** Validates a payload against its type's schema; the error names each failing field. */

@@ -13,3 +13,4 @@ export * from './sql/attempts.js';
 export * from './sql/claim.js';
 export * from './sql/enqueue.js';
 export * from './sql/operator.js';
+export * from './sql/pauses.js';

@@ -2,7 +2,7 @@ import type { Database, SqlParams } from '../db/port.js';
 import type { Clock } from './clock.js';
 import type { DriverLimits } from './driver-limits.js';
 import type { JobMetrics } from './metrics.js';
-import type { JobTypeMap, JobTypeRegistry } from './registry.js';
+import type { JobTypeMap, JobTypeRegistry, RateLimit } from './registry.js';
 
 /** What the tracker's parts (enqueue, attempts, operator queries) share. */
 export interface TrackerDeps<M extends JobTypeMap, S> {
@@ -13,6 +13,8 @@ export interface TrackerDeps<M extends JobTypeMap, S> {
   limits: DriverLimits;
   /** The concurrency limit of every type that declares none (the AWS stack's cap); undefined: none. */
   defaultConcurrency?: number;
+  /** Rate limits replacing the types' own (the AWS stack's setting, e.g. the account's SES quota). */
+  rateLimitOverrides?: Readonly<Record<string, RateLimit>>;
 }
 
 /** A part of the tracker: its dependencies, and the clock every statement's `:now` comes from. */
@@ -23,9 +25,12 @@ export abstract class TrackerPart<M extends JobTypeMap, S> {
   readonly metrics: JobMetrics;
   protected readonly limits: DriverLimits;
   private readonly defaultConcurrency: number | undefined;
+  private readonly rateLimitOverrides: Readonly<Record<string, RateLimit>>;
+  private claimLimitsCache: string | null | undefined;
 
   constructor(deps: TrackerDeps<M, S>) {
     this.defaultConcurrency = deps.defaultConcurrency;
+    this.rateLimitOverrides = deps.rateLimitOverrides ?? {};
     this.db = deps.db;
     this.registry = deps.registry;
     this.clock = deps.clock;
@@ -36,6 +41,27 @@ export abstract class TrackerPart<M extends JobTypeMap, S> {
   /** The claims' concurrency limits (`{"type": max}` as JSON), or null when no type has one. */
   protected concurrencyLimits(): string | null {
     return this.registry.concurrencyLimitsJson(this.defaultConcurrency);
+  }
+
+  /** The claims' rate limits (`{"type": [limit, perSeconds]}` as JSON), or null when no type has one. */
+  protected rateLimits(): string | null {
+    return this.registry.rateLimitsJson(this.rateLimitOverrides);
+  }
+
+  /**
+   * What the limited claim takes as :limits: the concurrency limits, with the rate limits under `$rates`
+   * (no job type can be named so); null when there are neither.
+   */
+  protected claimLimits(): string | null {
+    if (this.claimLimitsCache === undefined) {
+      const limits = this.concurrencyLimits();
+      const rates = this.rateLimits();
+      this.claimLimitsCache =
+        rates === null
+          ? limits
+          : JSON.stringify({ ...(limits === null ? {} : JSON.parse(limits)), $rates: JSON.parse(rates) });
+    }
+    return this.claimLimitsCache;
   }
 
   /** Statement parameters with `:now` (NULL: the database's clock). */

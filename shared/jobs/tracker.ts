@@ -18,7 +18,8 @@ import {
 import { type JobMetrics, noMetrics } from './metrics.js';
 import type { ClaimedJob, Job } from './model.js';
 import { OperatorQueries } from './operator.js';
-import type { InTransaction, JobTypeMap, JobTypeRegistry } from './registry.js';
+import { JobTypePauses } from './pauses.js';
+import type { InTransaction, JobTypeMap, JobTypeRegistry, RateLimit } from './registry.js';
 import * as sql from './sql.js';
 import type { TrackerDeps } from './tracker-part.js';
 
@@ -40,6 +41,8 @@ export interface JobTrackerOptions<M extends JobTypeMap, S> {
    * no backlog can take the account's whole Lambda concurrency; locally there is none by default.
    */
   defaultConcurrency?: number;
+  /** Rate limits replacing the types' own (on AWS, the stack's setting, from `JOBS_RATE_LIMITS`). */
+  rateLimitOverrides?: Readonly<Record<string, RateLimit>>;
 }
 
 /**
@@ -57,6 +60,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   private readonly enqueuer: JobEnqueuer<M, S>;
   private readonly attempts: AttemptLifecycle<M, S>;
   private readonly operator: OperatorQueries<M, S>;
+  private readonly pauses: JobTypePauses<M, S>;
 
   constructor(options: JobTrackerOptions<M, S>) {
     this.db = options.db;
@@ -70,10 +74,12 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
       metrics: this.metrics,
       limits: driverLimits(this.db),
       defaultConcurrency: options.defaultConcurrency,
+      rateLimitOverrides: options.rateLimitOverrides,
     };
     this.enqueuer = new JobEnqueuer(deps);
     this.attempts = new AttemptLifecycle(deps);
     this.operator = new OperatorQueries(deps);
+    this.pauses = new JobTypePauses(deps);
     // Every session a pool opens pays its first job insert's planning ahead (see warmUpInsertSql),
     // including the sessions that replace those reaching their lifetime.
     this.db.warmSessionsWith?.(sql.warmUpInsertSql);
@@ -223,6 +229,15 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.operator.retry(id);
   }
 
+  /** Replays a failed or cancelled job with a new payload; the old one stays in its history. */
+  retryWithPayload(id: string, payload: unknown, by: string) {
+    return this.operator.retryWithPayload(id, payload, by);
+  }
+
+  getPayloadChanges(id: string) {
+    return this.operator.getPayloadChanges(id);
+  }
+
   queueState() {
     return this.operator.queueState();
   }
@@ -245,5 +260,21 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   countFinished(...args: Parameters<OperatorQueries<M, S>['countFinished']>) {
     return this.operator.countFinished(...args);
+  }
+
+  // Pausing job types.
+
+  /** Stops every claim from taking `jobType`'s due jobs until it is resumed; running jobs finish. */
+  pauseType(...args: Parameters<JobTypePauses<M, S>['pause']>) {
+    return this.pauses.pause(...args);
+  }
+
+  /** Lets `jobType`'s due jobs be claimed again and wakes the local workers; null when it was not paused. */
+  resumeType(jobType: string) {
+    return this.pauses.resume(jobType);
+  }
+
+  pausedTypes() {
+    return this.pauses.list();
   }
 }

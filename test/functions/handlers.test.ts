@@ -80,8 +80,14 @@ function eventFor(detail: { jobId: string; jobType: string; attempt: number; pay
 
 describe('fetch-ready', () => {
   test('publishes one event per claimed job in batches of 10, resending only failed entries', async () => {
-    // 23 notifications due; the type runs at most 20 at once, so the claim (of up to 25) takes 20.
-    await runtime.tracker.enqueueMany(
+    // 23 notifications due; the type runs at most 20 at once, so the claim (of up to 25) takes 20 (its
+    // rate, 14 a second, raised as a stack's setting would, so that the concurrency limit is the bound).
+    const tracker = new JobTracker({
+      db: t.db,
+      registry: runtime.registry,
+      rateLimitOverrides: { notification: { limit: 100, perSeconds: 1 } },
+    });
+    await tracker.enqueueMany(
       Array.from({ length: 23 }, (_, i) => ({
         type: 'notification' as const,
         payload: {
@@ -104,7 +110,12 @@ describe('fetch-ready', () => {
         ),
       };
     });
-    const result = await createFetchReadyHandler({ runtime, publisher: publisher(), o, batchSize: 25 })({
+    const result = await createFetchReadyHandler({
+      runtime: { ...runtime, tracker },
+      publisher: publisher(),
+      o,
+      batchSize: 25,
+    })({
       source: 'aws.events',
     });
     expect(result).toMatchObject({ claimed: 20, published: 20, released: 0, publishCalls: 3 });

@@ -148,7 +148,7 @@ beforeAll(async () => {
   await cachePlan('release', sql.releaseClaimsSql, { now, items: one(), require_unstarted: false });
   await cachePlan('rescue', sql.rescueExpiredLeasesSql, { now, limit: 100, token: null, max_handbacks: 10 });
   await cachePlan('queue_state', sql.queueStateSql, { now });
-  await cachePlan('next_due', sql.nextDueAtSql, {});
+  await cachePlan('next_due', sql.nextDueAtSql, { now });
   await cachePlan('overdue', sql.overdueRunningSql, { now });
   await cachePlan('by_key', sql.jobsByIdempotencyKeySql, {
     keys: JSON.stringify([{ job_type: 'noop', idempotency_key: 'order-1' }]),

@@ -9,6 +9,13 @@
  * lowest priority first: one index descent per distinct priority (a loose scan of `jobs_ready_idx`), so it
  * costs the same with a million jobs scheduled ahead as with none, where `min(scheduled_at)` over the ready
  * rows would read all of them.
+ *
+ * A paused type (`job_type_pauses`, migration 0015) is claimed by none of them. `lana_jobs_claim_slotted`
+ * leaves it out of its candidates (one key probe per type with ready jobs). The plain claims read the due
+ * jobs by priority across all types, so they cannot skip a type without testing each job: while no type is
+ * paused they run as written (one read of the empty pauses table), and while any type is, the same
+ * statement claims through `lana_jobs_claim_slotted` with no limits instead (`around_pauses`: the two
+ * branches test the pauses in the statement's one snapshot, so exactly one of them claims).
  */
 
 /**
@@ -63,12 +70,21 @@ WITH RECURSIVE ready_priorities AS (
       ORDER BY scheduled_at, id
       LIMIT (CASE WHEN EXISTS (SELECT 1 FROM prior) THEN 0 ELSE CAST(:limit AS integer) END)
       FOR UPDATE SKIP LOCKED) due
-    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now()) AND NOT EXISTS (SELECT 1 FROM job_type_pauses)
     LIMIT (CASE WHEN EXISTS (SELECT 1 FROM prior) THEN 0 ELSE CAST(:limit AS integer) END)))
   RETURNING id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
     lease_expires_at
+), around_pauses AS (
+  SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+    lease_expires_at
+  FROM lana_jobs_claim_slotted('{}'::jsonb, NULL,
+    (CASE WHEN EXISTS (SELECT 1 FROM job_type_pauses) THEN (CASE WHEN EXISTS (SELECT 1 FROM prior) THEN 0 ELSE CAST(:limit AS integer) END) ELSE 0 END),
+    COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer),
+    CAST(:claim_token AS uuid), NULL, NULL, NULL, NULL)
+  WHERE EXISTS (SELECT 1 FROM job_type_pauses)
 )
-SELECT * FROM (SELECT * FROM prior UNION ALL SELECT * FROM claimed) c ORDER BY priority, scheduled_at, id`;
+SELECT * FROM (SELECT * FROM prior UNION ALL SELECT * FROM claimed UNION ALL SELECT * FROM around_pauses) c
+ORDER BY priority, scheduled_at, id`;
 
 /**
  * The plain claim (as `claimDueJobsSql`, without the resend check: only drivers that never resend use it)
@@ -100,16 +116,24 @@ WITH RECURSIVE ready_priorities AS (
       ORDER BY scheduled_at, id
       LIMIT :limit
       FOR UPDATE SKIP LOCKED) due
-    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now()) AND NOT EXISTS (SELECT 1 FROM job_type_pauses)
     LIMIT :limit))
   RETURNING id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
     lease_expires_at
+), around_pauses AS (
+  SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+    lease_expires_at
+  FROM lana_jobs_claim_slotted('{}'::jsonb, NULL,
+    (CASE WHEN EXISTS (SELECT 1 FROM job_type_pauses) THEN CAST(:limit AS integer) ELSE 0 END),
+    COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer),
+    CAST(:claim_token AS uuid), NULL, NULL, NULL, NULL)
+  WHERE EXISTS (SELECT 1 FROM job_type_pauses)
 )
 SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
          priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
            '[]')::text
        AS jobs
-FROM claimed`;
+FROM (SELECT * FROM claimed UNION ALL SELECT * FROM around_pauses) claimed`;
 
 /**
  * The local worker's claim: the document of `claimDueJobsAsDocumentSql` and, for a claim that came back
@@ -143,10 +167,18 @@ WITH RECURSIVE ready_priorities AS (
       ORDER BY scheduled_at, id
       LIMIT :limit
       FOR UPDATE SKIP LOCKED) due
-    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+    WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now()) AND NOT EXISTS (SELECT 1 FROM job_type_pauses)
     LIMIT :limit))
   RETURNING id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
     lease_expires_at
+), around_pauses AS (
+  SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+    lease_expires_at
+  FROM lana_jobs_claim_slotted('{}'::jsonb, NULL,
+    (CASE WHEN EXISTS (SELECT 1 FROM job_type_pauses) THEN CAST(:limit AS integer) ELSE 0 END),
+    COALESCE(CAST(:now AS timestamptz), now()), CAST(:start_now AS boolean), CAST(:dispatch_lease_seconds AS integer),
+    CAST(:claim_token AS uuid), NULL, NULL, NULL, NULL)
+  WHERE EXISTS (SELECT 1 FROM job_type_pauses)
 )
 SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
          priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
@@ -160,7 +192,7 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
            ORDER BY scheduled_at
            LIMIT 1) ahead
        ) END AS next_due_at
-FROM claimed`;
+FROM (SELECT * FROM claimed UNION ALL SELECT * FROM around_pauses) claimed`;
 
 /**
  * The limited claim, one row per job in claim order: each job of a limited type (:limits,
@@ -214,6 +246,8 @@ FROM claimed`;
  * next waiting job is due (as `claimDueJobsForWorkerSql`) and whether due jobs were left behind (a type
  * whose slots others hold, or rows another claimer held), and `held`: the slots the worker holds now, per
  * type (`{"type": n}`), read after the claim (a volatile function sees the claim's changes).
+ * `rate_slot_free_at`, for a short claim: when the next rate slot used within its window frees (NULL: none),
+ * so a worker left with jobs over a type's rate asks again as it frees, instead of at its next poll.
  */
 export const claimLimitedForWorkerSql = `
 WITH RECURSIVE ready_priorities AS (
@@ -247,9 +281,18 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
            WHERE status IN ('pending', 'retrying') AND priority = r.priority
              AND scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
              AND id NOT IN (SELECT id FROM claimed)
+             AND (NOT EXISTS (SELECT 1 FROM job_type_pauses)
+                  OR job_type NOT IN (SELECT job_type FROM job_type_pauses))
            LIMIT 1) left_behind
          WHERE r.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
        ) ELSE false END AS left_behind,
+       CASE WHEN count(*) < :limit THEN (
+         SELECT min(s.last_used_at + make_interval(secs => (r.value ->> 1)::double precision))
+         FROM jsonb_each(CAST(:limits AS jsonb) -> '$rates') r
+         JOIN job_rate_slots s ON s.job_type = r.key AND s.slot < (r.value ->> 0)::integer
+         WHERE s.last_used_at > COALESCE(CAST(:now AS timestamptz), now())
+                                - make_interval(secs => (r.value ->> 1)::double precision)
+       ) END AS rate_slot_free_at,
        lana_jobs_worker_slots(CAST(:worker AS uuid), count(*)) AS held
 FROM claimed`;
 
@@ -278,4 +321,15 @@ export const ensureSlotsSql = `
 INSERT INTO job_slots (job_type, slot)
 SELECT l.key, s.n
 FROM jsonb_each_text(CAST(:limits AS jsonb)) l CROSS JOIN LATERAL generate_series(0, l.value::integer - 1) s(n)
+ON CONFLICT DO NOTHING`;
+
+/**
+ * Makes the rate slot rows of the rate-limited types (:rates, `{"type": [limit, perSeconds]}`) that do not
+ * exist yet, in a statement of its own, as `ensureSlotsSql` does for the concurrency slots. Rows beyond a
+ * lowered limit stay and are not used.
+ */
+export const ensureRateSlotsSql = `
+INSERT INTO job_rate_slots (job_type, slot)
+SELECT r.key, s.n
+FROM jsonb_each(CAST(:rates AS jsonb)) r CROSS JOIN LATERAL generate_series(0, (r.value ->> 0)::integer - 1) s(n)
 ON CONFLICT DO NOTHING`;

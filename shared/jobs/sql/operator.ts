@@ -63,6 +63,41 @@ WITH retried AS (
 -- A SELECT in WITH runs only if referenced: the count makes the notification happen.
 SELECT retried.* FROM retried, (SELECT count(*) FROM woken) AS notified`;
 
+/**
+ * As `retryJobSql`, with a new payload (:payload, validated by the caller against the type's schema): the
+ * payload the job had is kept in `job_payload_changes` with who changed it (:changed_by) and when, in the
+ * same statement, so a replay never loses what the job was first asked to do.
+ */
+export const retryJobWithPayloadSql = `
+WITH previous AS (
+  SELECT id, payload FROM jobs WHERE id = CAST(:id AS uuid) AND status IN ('failed', 'cancelled') FOR UPDATE
+), retried AS (
+  UPDATE jobs j
+  SET status = 'pending', scheduled_at = COALESCE(CAST(:now AS timestamptz), now()), completed_at = NULL,
+      started_at = NULL, max_attempts = j.attempts + :budget, attempt_offset = j.attempts,
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), payload = CAST(:payload AS jsonb)
+  FROM previous p
+  WHERE j.id = p.id
+  RETURNING j.id, j.job_type, j.payload, j.status, j.attempts, j.max_attempts, j.priority, j.idempotency_key,
+            j.scheduled_at, j.started_at, j.completed_at, j.lease_expires_at, j.last_error, j.created_at,
+            j.updated_at, p.payload AS previous_payload
+), recorded AS (
+  INSERT INTO job_payload_changes (job_id, changed_at, changed_by, previous_payload, payload)
+  SELECT id, COALESCE(CAST(:now AS timestamptz), now()), CAST(:changed_by AS text), previous_payload, payload
+  FROM retried
+  RETURNING 1
+), woken AS (
+  SELECT pg_notify('lana_jobs', '') FROM (SELECT 1 FROM retried) AS any_retried
+)
+SELECT r.id, r.job_type, r.payload, r.status, r.attempts, r.max_attempts, r.priority, r.idempotency_key,
+       r.scheduled_at, r.started_at, r.completed_at, r.lease_expires_at, r.last_error, r.created_at, r.updated_at
+FROM retried r, (SELECT count(*) FROM woken) AS notified, (SELECT count(*) FROM recorded) AS kept`;
+
+/** A job's payload changes (replays with a new payload), oldest first. */
+export const payloadChangesByJobSql = `
+SELECT changed_at, changed_by, previous_payload::text AS previous_payload, payload::text AS payload
+FROM job_payload_changes WHERE job_id = CAST(:id AS uuid) ORDER BY id`;
+
 /** One job by id. */
 export const jobByIdSql = `
 SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
@@ -137,7 +172,11 @@ SELECT (SELECT count(*) FROM jobs
               < COALESCE(CAST(:now AS timestamptz), now()))::integer
          AS running_past_timeout`;
 
-/** The earliest time a ready job becomes due (for a worker deciding how long it may sleep). */
+/**
+ * The earliest time a ready job becomes due (for a worker deciding how long it may sleep). While a type is
+ * paused (migration 0015), due jobs may be paused ones no claim takes, so the answer is then the earliest
+ * job scheduled after now (one range read per priority): a worker does not poll again and again for them.
+ */
 export const nextDueAtSql = `
 WITH RECURSIVE earliest AS (
   (SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying')
@@ -147,7 +186,14 @@ WITH RECURSIVE earliest AS (
     SELECT priority, scheduled_at FROM jobs WHERE status IN ('pending', 'retrying') AND priority > e.priority
     ORDER BY priority, scheduled_at LIMIT 1) n
 )
-SELECT min(scheduled_at) AS next_due_at FROM earliest`;
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM job_type_pauses) THEN (SELECT min(scheduled_at) FROM earliest)
+       ELSE (SELECT min(ahead.scheduled_at) FROM earliest r CROSS JOIN LATERAL (
+               SELECT scheduled_at FROM jobs
+               WHERE status IN ('pending', 'retrying') AND priority = r.priority
+                 AND scheduled_at > COALESCE(CAST(:now AS timestamptz), now())
+               ORDER BY scheduled_at
+               LIMIT 1) ahead)
+       END AS next_due_at`;
 
 /** Attempts finished in the last :window_seconds, by outcome (failure rate over the last hour). */
 export const recentOutcomesSql = `
@@ -166,7 +212,7 @@ WHERE status = 'running' AND lease_expires_at < COALESCE(CAST(:now AS timestampt
 
 /**
  * Retention: deletes up to :batch finished jobs of the given statuses (a JSON list) whose completion is
- * older than :before, with their execution rows. Bounded, so each call is a short transaction; callers
+ * older than :before, with their execution rows and payload changes. Bounded, so each call is a short transaction; callers
  * loop until it returns fewer than :batch.
  */
 export const pruneFinishedJobsSql = `
@@ -179,6 +225,8 @@ WITH doomed AS (
   FOR UPDATE SKIP LOCKED
 ), executions AS (
   DELETE FROM job_executions e USING doomed d WHERE e.job_id = d.id
+), payload_changes AS (
+  DELETE FROM job_payload_changes c USING doomed d WHERE c.job_id = d.id
 )
 DELETE FROM jobs j USING doomed d WHERE j.id = d.id
 RETURNING j.id`;
