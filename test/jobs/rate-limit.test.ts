@@ -140,7 +140,9 @@ test('local workers together start at most `limit` in any window, and keep to th
   }
   // 9 jobs at 3 per 2 s: three windows, so the last starts 4 s after the first, and not much later.
   const sorted = [...starts].sort((a, b) => a - b);
-  for (let i = 3; i < sorted.length; i++) expect(sorted[i]! - sorted[i - 3]!).toBeGreaterThanOrEqual(1_990);
+  // The rate is kept on the claims' time; an executor starts a few milliseconds after its job's claim,
+  // later on a loaded machine, so the starts are held to the window less that delay.
+  for (let i = 3; i < sorted.length; i++) expect(sorted[i]! - sorted[i - 3]!).toBeGreaterThanOrEqual(1_900);
   expect(sorted[8]! - begun).toBeLessThan(5_500);
 });
 
