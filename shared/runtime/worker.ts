@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { SLOT_LEASE_SECONDS } from '../jobs/attempts.js';
 import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
@@ -15,8 +14,10 @@ import type {
 import type { RecurringSchedule } from '../schedules/definitions.js';
 import { ClaimSizer } from './claim-sizer.js';
 import { LeaseRescuer } from './lease-rescuer.js';
+import { LocalQueue } from './local-queue.js';
 import { type Logger, silentLogger } from './logger.js';
 import { ScheduleFirer } from './schedule-firer.js';
+import { DEFAULT_SLOT_LINGER_MS, SLOT_HEARTBEAT_MS, TypeSlots } from './type-slots.js';
 
 /** The abort reason of runs interrupted by `stop()`. */
 const SHUTDOWN = new Error('interrupted: the worker shut down during the attempt');
@@ -91,169 +92,6 @@ interface Finished {
   result: JobResult;
   /** The run was interrupted by shutdown: retry at once rather than after a backoff. */
   interrupted: boolean;
-}
-
-/**
- * Claimed jobs waiting for a free slot, kept as the claim batches they arrived in: one record per claim
- * rather than per job, with the claim's time on this process's monotonic clock.
- */
-class LocalQueue {
-  private batches: { jobs: ClaimedJob[]; next: number; claimedAt: number }[] = [];
-  length = 0;
-
-  push(jobs: ClaimedJob[], claimedAt: number): void {
-    if (jobs.length === 0) return;
-    this.batches.push({ jobs, next: 0, claimedAt });
-    this.length += jobs.length;
-  }
-
-  /** The claim time of the job `shift()` would return next. */
-  get headClaimedAt(): number {
-    return this.batches[0]?.claimedAt ?? 0;
-  }
-
-  shift(): ClaimedJob | undefined {
-    const batch = this.batches[0];
-    if (!batch) return undefined;
-    const job = batch.jobs[batch.next++];
-    if (batch.next >= batch.jobs.length) this.batches.shift();
-    this.length--;
-    return job;
-  }
-
-  /** Empties the queue, returning what it held. */
-  drain(): ClaimedJob[] {
-    const all = this.batches.flatMap((b) => b.jobs.slice(b.next));
-    this.batches = [];
-    this.length = 0;
-    return all;
-  }
-}
-
-/** How long a limited type's slots stay held after its last job here: an enqueue soon after starts at once. */
-const DEFAULT_SLOT_LINGER_MS = 1000;
-/** How often a worker holding slots renews them when it has made no claim since. */
-const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
-/** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */
-const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS - 15) * 1000;
-
-/**
- * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
- * most that many of a type's jobs at once, across every process), and its jobs of each type in hand
- * (running, queued, parked or promised to an eager start), which is what it keeps slots for.
- */
-class TypeSlots {
-  readonly held = new Map<string, number>();
-  readonly running = new Map<string, number>();
-  /** Queued (including parked) jobs per type. */
-  readonly queued = new Map<string, number>();
-  readonly reserved = new Map<string, number>();
-  /** When a type's last job here finished (monotonic ms): its slots linger a moment for the next one. */
-  private readonly lastActive = new Map<string, number>();
-  /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
-  confirmedAt = 0;
-
-  constructor(
-    readonly limited: ReadonlySet<string>,
-    private readonly lingerMs: number,
-  ) {}
-
-  private add(map: Map<string, number>, type: string, n: number): void {
-    const v = (map.get(type) ?? 0) + n;
-    if (v === 0) map.delete(type);
-    else map.set(type, v);
-  }
-
-  isLimited(type: string): boolean {
-    return this.limited.has(type);
-  }
-
-  inHand(type: string): number {
-    return (this.running.get(type) ?? 0) + (this.queued.get(type) ?? 0) + (this.reserved.get(type) ?? 0);
-  }
-
-  /** A slot of `type` this worker holds and no job of it uses (running or promised). */
-  hasIdleSlot(type: string): boolean {
-    return (
-      this.trusted() &&
-      (this.held.get(type) ?? 0) > (this.running.get(type) ?? 0) + (this.reserved.get(type) ?? 0)
-    );
-  }
-
-  trusted(): boolean {
-    return performance.now() - this.confirmedAt < SLOT_TRUST_MS;
-  }
-
-  queuedDelta(type: string, n: number): void {
-    if (this.limited.has(type)) this.add(this.queued, type, n);
-  }
-
-  runningDelta(type: string, n: number): void {
-    if (!this.limited.has(type)) return;
-    this.add(this.running, type, n);
-    if (n < 0) this.lastActive.set(type, performance.now());
-  }
-
-  reservedDelta(type: string, n: number): void {
-    this.add(this.reserved, type, n);
-  }
-
-  /**
-   * Per type, the slots worth keeping: its jobs in hand, or one while it was active a moment ago (so the
-   * next enqueue of it starts at once). What a claim or a settle is told to keep.
-   */
-  keep(): Record<string, number> {
-    const keep: Record<string, number> = {};
-    const now = performance.now();
-    for (const type of this.limited) {
-      const n = Math.max(
-        this.inHand(type),
-        now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs ? 1 : 0,
-      );
-      if (n > 0) keep[type] = n;
-    }
-    return keep;
-  }
-
-  /**
-   * While a statement that settles the holds to `keep` is in flight, the worker counts on no more than
-   * that: the database gives up the rest, and a job started meanwhile must not use a slot being given up.
-   */
-  capHeld(keep: Record<string, number>): void {
-    for (const [type, n] of this.held) {
-      const k = keep[type] ?? 0;
-      if (n > k) {
-        if (k > 0) this.held.set(type, k);
-        else this.held.delete(type);
-      }
-    }
-  }
-
-  /** The holds as the database answered them, confirmed as of `at` (when the statement began). */
-  update(held: Record<string, number>, at: number): void {
-    this.held.clear();
-    for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
-    this.confirmedAt = at;
-  }
-
-  /** Milliseconds until the linger of a held type with nothing in hand ends (undefined: none lingers). */
-  lingerEndsInMs(): number | undefined {
-    let soonest: number | undefined;
-    const now = performance.now();
-    for (const type of this.held.keys()) {
-      if (this.inHand(type) > 0) continue;
-      const left = (this.lastActive.get(type) ?? -Infinity) + this.lingerMs - now;
-      soonest = Math.min(soonest ?? Number.POSITIVE_INFINITY, Math.max(0, left));
-    }
-    return soonest;
-  }
-
-  /** Slots held beyond what is worth keeping (a settle would give some up). */
-  holdsMoreThanKept(): boolean {
-    const keep = this.keep();
-    for (const [type, n] of this.held) if (n > (keep[type] ?? 0)) return true;
-    return false;
-  }
 }
 
 /**

@@ -1,0 +1,38 @@
+import type { ClaimedJob } from '../jobs/model.js';
+
+/**
+ * Claimed jobs waiting for a free slot, kept as the claim batches they arrived in: one record per claim
+ * rather than per job, with the claim's time on this process's monotonic clock.
+ */
+export class LocalQueue {
+  private batches: { jobs: ClaimedJob[]; next: number; claimedAt: number }[] = [];
+  length = 0;
+
+  push(jobs: ClaimedJob[], claimedAt: number): void {
+    if (jobs.length === 0) return;
+    this.batches.push({ jobs, next: 0, claimedAt });
+    this.length += jobs.length;
+  }
+
+  /** The claim time of the job `shift()` would return next. */
+  get headClaimedAt(): number {
+    return this.batches[0]?.claimedAt ?? 0;
+  }
+
+  shift(): ClaimedJob | undefined {
+    const batch = this.batches[0];
+    if (!batch) return undefined;
+    const job = batch.jobs[batch.next++];
+    if (batch.next >= batch.jobs.length) this.batches.shift();
+    this.length--;
+    return job;
+  }
+
+  /** Empties the queue, returning what it held. */
+  drain(): ClaimedJob[] {
+    const all = this.batches.flatMap((b) => b.jobs.slice(b.next));
+    this.batches = [];
+    this.length = 0;
+    return all;
+  }
+}

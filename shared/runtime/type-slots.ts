@@ -1,0 +1,127 @@
+import { SLOT_LEASE_SECONDS } from '../jobs/attempts.js';
+
+/** How long a limited type's slots stay held after its last job here: an enqueue soon after starts at once. */
+export const DEFAULT_SLOT_LINGER_MS = 1000;
+/** How often a worker holding slots renews them when it has made no claim since. */
+export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
+/** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */
+const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS - 15) * 1000;
+
+/**
+ * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
+ * most that many of a type's jobs at once, across every process), and its jobs of each type in hand
+ * (running, queued, parked or promised to an eager start), which is what it keeps slots for.
+ */
+export class TypeSlots {
+  readonly held = new Map<string, number>();
+  readonly running = new Map<string, number>();
+  /** Queued (including parked) jobs per type. */
+  readonly queued = new Map<string, number>();
+  readonly reserved = new Map<string, number>();
+  /** When a type's last job here finished (monotonic ms): its slots linger a moment for the next one. */
+  private readonly lastActive = new Map<string, number>();
+  /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
+  confirmedAt = 0;
+
+  constructor(
+    readonly limited: ReadonlySet<string>,
+    private readonly lingerMs: number,
+  ) {}
+
+  private add(map: Map<string, number>, type: string, n: number): void {
+    const v = (map.get(type) ?? 0) + n;
+    if (v === 0) map.delete(type);
+    else map.set(type, v);
+  }
+
+  isLimited(type: string): boolean {
+    return this.limited.has(type);
+  }
+
+  inHand(type: string): number {
+    return (this.running.get(type) ?? 0) + (this.queued.get(type) ?? 0) + (this.reserved.get(type) ?? 0);
+  }
+
+  /** A slot of `type` this worker holds and no job of it uses (running or promised). */
+  hasIdleSlot(type: string): boolean {
+    return (
+      this.trusted() &&
+      (this.held.get(type) ?? 0) > (this.running.get(type) ?? 0) + (this.reserved.get(type) ?? 0)
+    );
+  }
+
+  trusted(): boolean {
+    return performance.now() - this.confirmedAt < SLOT_TRUST_MS;
+  }
+
+  queuedDelta(type: string, n: number): void {
+    if (this.limited.has(type)) this.add(this.queued, type, n);
+  }
+
+  runningDelta(type: string, n: number): void {
+    if (!this.limited.has(type)) return;
+    this.add(this.running, type, n);
+    if (n < 0) this.lastActive.set(type, performance.now());
+  }
+
+  reservedDelta(type: string, n: number): void {
+    this.add(this.reserved, type, n);
+  }
+
+  /**
+   * Per type, the slots worth keeping: its jobs in hand, or one while it was active a moment ago (so the
+   * next enqueue of it starts at once). What a claim or a settle is told to keep.
+   */
+  keep(): Record<string, number> {
+    const keep: Record<string, number> = {};
+    const now = performance.now();
+    for (const type of this.limited) {
+      const n = Math.max(
+        this.inHand(type),
+        now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs ? 1 : 0,
+      );
+      if (n > 0) keep[type] = n;
+    }
+    return keep;
+  }
+
+  /**
+   * While a statement that settles the holds to `keep` is in flight, the worker counts on no more than
+   * that: the database gives up the rest, and a job started meanwhile must not use a slot being given up.
+   */
+  capHeld(keep: Record<string, number>): void {
+    for (const [type, n] of this.held) {
+      const k = keep[type] ?? 0;
+      if (n > k) {
+        if (k > 0) this.held.set(type, k);
+        else this.held.delete(type);
+      }
+    }
+  }
+
+  /** The holds as the database answered them, confirmed as of `at` (when the statement began). */
+  update(held: Record<string, number>, at: number): void {
+    this.held.clear();
+    for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
+    this.confirmedAt = at;
+  }
+
+  /** Milliseconds until the linger of a held type with nothing in hand ends (undefined: none lingers). */
+  lingerEndsInMs(): number | undefined {
+    let soonest: number | undefined;
+    const now = performance.now();
+    for (const type of this.held.keys()) {
+      if (this.inHand(type) > 0) continue;
+      const left = (this.lastActive.get(type) ?? -Infinity) + this.lingerMs - now;
+      soonest = Math.min(soonest ?? Number.POSITIVE_INFINITY, Math.max(0, left));
+    }
+    return soonest;
+  }
+
+  /** Slots held beyond what is worth keeping (a settle would give some up). */
+  holdsMoreThanKept(): boolean {
+    const keep = this.keep();
+    for (const [type, n] of this.held) if (n > (keep[type] ?? 0)) return true;
+    return false;
+  }
+}
