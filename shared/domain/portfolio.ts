@@ -231,8 +231,8 @@ ORDER BY valued_at DESC, id DESC LIMIT ${REFERENCE_WINDOW}`;
  *   wrong run can move: a quote further than `maxPriceJump` from it does not count;
  * - with fewer than three quotes left, they must agree with each other within `priceAgreement`;
  * - the price is the median of the quotes left;
- * - a move beyond the jump guard is accepted once a majority of the sources (all, with one or two)
- *   has agreed on it in `priceConfirmRuns` consecutive runs.
+ * - a move beyond the jump guard is accepted once all the sources have agreed on it in
+ *   `priceConfirmRuns` consecutive runs.
  * A refused run records what it saw in `price_observations`, writes nothing else and fails its attempt
  * (the job retries). An accepted price values the facilities batch by batch of ids, each batch one
  * transaction that also enqueues its transitions' notices (one per transition), so a crash between
@@ -288,8 +288,12 @@ export function createPortfolioService(deps: {
   const now = deps.now ?? (() => new Date());
   /** Sources needed to price a run: two once two or more are configured. */
   const needed = Math.min(2, sources.length);
-  /** Agreeing sources that confirm a move beyond the jump guard: a strict majority. */
-  const majority = Math.floor(sources.length / 2) + 1;
+  /**
+   * Agreeing sources that confirm a move beyond the jump guard: all of them (issue 26: "all sources
+   * agreeing over several runs"). A source that is down blocks a confirmation: an operator accepts a
+   * price by hand meanwhile (`lana-jobs accept-price`). (`price_observations.majority_agrees` records it.)
+   */
+  const majority = sources.length;
 
   /** The quote when it is fresh; a stale or future-dated quote is refused like a failed request. */
   async function freshQuote(source: PriceSource, signal?: AbortSignal): Promise<PriceQuote> {
@@ -377,7 +381,7 @@ export function createPortfolioService(deps: {
       `reference ${cents(reference!)} (the median of the last accepted prices)`;
     if (agreeing.length < majority) {
       return {
-        refused: `${moved}, and no majority of the ${sources.length} sources agrees on a price: refused`,
+        refused: `${moved}, and not all ${sources.length} sources agree on a price: refused`,
       };
     }
     const price = median(agreeing);
@@ -385,7 +389,7 @@ export function createPortfolioService(deps: {
     if (runs < confirmRuns) {
       return {
         refused:
-          `${moved}: refused until a majority of the sources agrees on it in ${confirmRuns} consecutive runs ` +
+          `${moved}: refused until all the sources agree on it in ${confirmRuns} consecutive runs ` +
           `(this is run ${runs})`,
       };
     }

@@ -291,7 +291,7 @@ describe('portfolio valuation', () => {
     expect(await tracker.getJob(job.id)).toMatchObject({
       status: 'retrying',
       lastError: expect.stringMatching(
-        /source 1 1 cents is more than 20 % from the reference 10000000 cents .*: refused until a majority of the sources agrees on it in 3 consecutive runs \(this is run 1\)/,
+        /source 1 1 cents is more than 20 % from the reference 10000000 cents .*: refused until all the sources agree on it in 3 consecutive runs \(this is run 1\)/,
       ),
     });
     expect(await states()).toEqual({ [f]: 'fully-collateralized' });
@@ -299,7 +299,7 @@ describe('portfolio valuation', () => {
     expect(await noticeKinds()).toEqual([]);
   });
 
-  test('a real move beyond the guard that a majority of sources agrees on is accepted on the third run', async () => {
+  test('a real move beyond the guard is accepted once all sources agree on it three runs in a row', async () => {
     const f = await insertFacility(t.db, {
       principalCents: 5_000_000n,
       rate: '0.1',
@@ -315,11 +315,19 @@ describe('portfolio valuation', () => {
       quotes: 3,
       basis: 'sources',
     });
-    // A real crash: two of three sources agree on 60,000.00 (a 40 % move), the third is wrong. Refused twice,
-    // writing nothing, and accepted once the majority has agreed in three consecutive runs.
+    // A crash that two of three sources report while the third is wrong: never accepted by itself (an
+    // operator accepts a price by hand meanwhile), nothing written.
     a.set(6_000_000n);
     b.set(6_001_000n);
     c.set(100n);
+    for (const run of [1, 2, 3, 4]) {
+      await expect(services.portfolio.revalue(signal()), `run ${run}`).rejects.toThrow(
+        /not all 3 sources agree on a price: refused/,
+      );
+      expect(await states()).toEqual({ [f]: 'fully-collateralized' });
+    }
+    // All three agree on 60,010.00 (a 40 % move): refused twice, accepted on the third run in a row.
+    c.set(6_002_000n);
     for (const run of [1, 2]) {
       await expect(services.portfolio.revalue(signal())).rejects.toThrow(
         new RegExp(`in 3 consecutive runs \\(this is run ${run}\\)`),
@@ -327,9 +335,9 @@ describe('portfolio valuation', () => {
       expect(await states()).toEqual({ [f]: 'fully-collateralized' });
     }
     expect(await services.portfolio.revalue(signal())).toMatchObject({
-      btcUsdCents: 6_000_500n,
+      btcUsdCents: 6_001_000n,
       basis: 'sustained-move',
-      quotes: 2,
+      quotes: 3,
     });
     expect(await states()).toEqual({ [f]: 'under-margin-call' });
     // Only one of three answers: refused (two are needed).

@@ -71,7 +71,7 @@ describe('defect 1: one wrong source among two cannot set or walk the price', ()
     for (let run = 0; run < 7; run++) {
       bad.set(wrong);
       await expect(services.portfolio.revalue(signal())).rejects.toThrow(
-        /no majority of the 2 sources agrees on a price: refused/,
+        /not all 2 sources agree on a price: refused/,
       );
       wrong = (wrong * 119n) / 100n;
     }
