@@ -157,19 +157,22 @@ BEGIN
   IF p_limit > 0 THEN
     v_type := NULL;
     LOOP
-      SELECT job_type INTO v_type FROM jobs
-      WHERE status IN ('pending', 'retrying')
-        AND (p_only_type IS NULL OR job_type = p_only_type)
-        AND (v_type IS NULL OR job_type > v_type)
-      ORDER BY job_type LIMIT 1;
-      EXIT WHEN NOT FOUND;
+      IF p_only_type IS NOT NULL THEN
+        -- One type: the walk of its priorities below finds whether it has ready jobs.
+        v_type := p_only_type;
+      ELSE
+        SELECT job_type INTO v_type FROM jobs
+        WHERE status IN ('pending', 'retrying') AND job_type > COALESCE(v_type, '')
+        ORDER BY job_type LIMIT 1;
+        EXIT WHEN NOT FOUND;
+      END IF;
       -- A paused type is no candidate: one probe of the paused types' key per type with ready jobs.
       IF NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = v_type) THEN
         v_priority := NULL;
         LOOP
           SELECT priority, scheduled_at INTO v_best FROM jobs
           WHERE status IN ('pending', 'retrying') AND job_type = v_type
-            AND (v_priority IS NULL OR priority > v_priority)
+            AND priority > COALESCE(v_priority, -2147483648)
           ORDER BY priority, scheduled_at LIMIT 1;
           EXIT WHEN NOT FOUND;
           v_priority := v_best.priority;
