@@ -137,15 +137,36 @@ export function localPostgresCpuMs(): number | null {
   return found ? ticks * 10 : null;
 }
 
-/** The server's current WAL position, to measure the WAL a workload writes. */
+/**
+ * The server's current WAL position, to measure the WAL a workload writes. Also makes `pg_walinspect`
+ * (PostgreSQL 15's contrib) ready in the database where it can, so `walBytesSince` can count this
+ * database's WAL alone: the server may be shared, and its WAL is one stream for all databases.
+ */
 export async function walPosition(db: { query: PgDatabase['query'] }): Promise<string> {
+  await db.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect').catch(() => {});
   const res = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
   return res.rows[0]!.lsn;
 }
 
+/**
+ * WAL written since `from` by this database: the records touching its relations and the rest of their
+ * transactions' records (commits), read with `pg_walinspect`; without it, the server's whole WAL since.
+ */
 export async function walBytesSince(db: { query: PgDatabase['query'] }, from: string): Promise<number> {
+  const inspect = await db.query<{ ok: boolean }>(
+    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect') AS ok",
+  );
   const res = await db.query<{ bytes: string }>(
-    'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
+    inspect.rows[0]!.ok
+      ? `WITH r AS (
+           SELECT xid, record_length, block_ref FROM pg_get_wal_records_info(CAST(:from AS pg_lsn), pg_current_wal_lsn())
+         ), mine AS (
+           SELECT * FROM r WHERE block_ref LIKE '%/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/%'
+         )
+         SELECT (COALESCE((SELECT sum(record_length) FROM mine), 0)
+                 + COALESCE((SELECT sum(record_length) FROM r WHERE block_ref IS NULL AND xid <> '0'
+                               AND xid IN (SELECT xid FROM mine)), 0))::text AS bytes`
+      : 'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
     { from },
   );
   return Number(res.rows[0]!.bytes);
