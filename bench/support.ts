@@ -176,11 +176,24 @@ export async function walBytesSince(db: PgDatabase, from: string): Promise<numbe
   const pin = walPins.get(from);
   walPins.delete(from);
   try {
+    // Read up to what is flushed (reading further waits for WAL no one may write): wait for this
+    // database's last commit to be flushed, which asynchronous commits (a peer's) leave to the WAL writer.
+    if (pin) {
+      const end = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      for (let i = 0; i < 100; i++) {
+        const flushed = await db.query<{ ok: boolean }>(
+          'SELECT pg_current_wal_flush_lsn() >= CAST(:end AS pg_lsn) AS ok',
+          { end: end.rows[0]!.lsn },
+        );
+        if (flushed.rows[0]!.ok) break;
+        await sleep(20);
+      }
+    }
     const res = await db.query<{ bytes: string }>(
       pin
         ? `WITH r AS (
              SELECT xid, record_length, block_ref
-             FROM pg_get_wal_records_info(CAST(:from AS pg_lsn), pg_current_wal_lsn())
+             FROM pg_get_wal_records_info(CAST(:from AS pg_lsn), pg_current_wal_flush_lsn())
            ), mine AS (
              SELECT * FROM r
              WHERE block_ref LIKE '%/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/%'
