@@ -10,17 +10,26 @@ import {
   latency,
   latencyFloor,
   latencyOverFloor,
+  limitName,
+  limitOneFloor,
+  type NoopLimit,
+  type ThroughputResult,
   throughput,
+  WORKER_CONCURRENCY,
   waitingGrowth,
 } from './workloads/core.js';
 import { load } from './workloads/load.js';
 import { rateLimited } from './workloads/rate.js';
+import { slots } from './workloads/slots.js';
 import { valuationWal } from './workloads/valuation.js';
 
 /**
  * `npm run bench [-- --json] [-- --only W1,W2]`: the benchmark workloads, each on a fresh database of the
  * server named by DATABASE_URL (else an embedded PostgreSQL). Compare figures within one run: the machine
  * is shared and noisy.
+ *
+ * W1, W2 and W3 run the no-op type three ways: limited to the worker's concurrency and to 1, as every
+ * shipped type is limited, and with no limit; the ratios against the issue's targets are printed.
  *
  * `--peers` also runs W1 and W2 on graphile-worker (tuned) in the same run and prints the ratios; it needs
  * `npm install --no-save graphile-worker@0.18.0` first.
@@ -45,25 +54,56 @@ const results: Record<string, unknown> = {
 const log = (line: string) => {
   if (!json) console.log(line);
 };
+/** The paths W1 to W3 measure: the type limited as the shipped ones are, and with no limit. */
+const LIMITS: readonly NoopLimit[] = [WORKER_CONCURRENCY, 1, undefined];
+const ratio = (a: number, b: number) => +(a / b).toFixed(2);
+const ratios: Record<string, { value: number; target: string }> = {};
 try {
   if (wanted('W1')) {
-    const r = await throughput(server);
-    results.W1_throughput = r;
+    // Alternating rounds, each path's median drain: the machine's speed drifts between minutes.
+    const rounds = LIMITS.map((): ThroughputResult[] => []);
+    for (let r = 0; r < 3; r++)
+      for (const [p, limit] of LIMITS.entries()) rounds[p]!.push(await throughput(server, 20_000, limit));
+    const w1 = LIMITS.map((limit, p) => ({
+      limit: limitName(limit),
+      ...rounds[p]!.sort((a, b) => a.drainJobsPerSecond - b.drainJobsPerSecond)[1]!,
+    }));
+    results.W1_throughput = w1;
+    for (const r of w1)
+      log(
+        `W1 ${r.limit.padEnd(12)} enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms and server CPU ${r.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.walBytesPerJob} B per job`,
+      );
+    ratios['W1 drain, limit 10 / no limit'] = {
+      value: ratio(w1[0]!.drainJobsPerSecond, w1[2]!.drainJobsPerSecond),
+      target: '>= 0.9',
+    };
+    ratios['W1 WAL per job, limit 10 (B)'] = { value: w1[0]!.walBytesPerJob, target: '<= 1000' };
+    const floor = await limitOneFloor(server);
+    results.W1_limit_one_floor = floor;
     log(
-      `W1 throughput   enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms and server CPU ${r.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.walBytesPerJob} B per job`,
+      `W1 limit 1      drain ${floor.workerJobsPerSecond} jobs/s vs a bare one-row claim + complete loop on one connection ${floor.floorJobsPerSecond} jobs/s (${floor.jobs} jobs, medians of ${floor.rounds} alternating rounds)`,
     );
+    ratios['W1 drain, limit 1 / bare claim + complete loop'] = { value: floor.ratio, target: '>= 0.5' };
   }
   if (wanted('W2')) {
-    const r = await latency(server, 'same-process');
-    results.W2_latency = r;
-    log(
-      `W2 latency      enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker, enqueued in its process: eager start)`,
-    );
-    const other = await latency(server, 'another-process');
-    results.W2_latency_from_another_process = other;
-    log(
-      `W2 other proc.  enqueue-to-start p50 ${other.p50Ms} ms, p99 ${other.p99Ms} ms, max ${other.maxMs} ms (enqueued through another connection pool: NOTIFY and claim)`,
-    );
+    const w2 = [];
+    for (const limit of LIMITS) {
+      const r = await latency(server, 'same-process', 300, limit);
+      const other = await latency(server, 'another-process', 300, limit);
+      w2.push({ limit: limitName(limit), sameProcess: r, anotherProcess: other });
+      log(
+        `W2 ${limitName(limit).padEnd(12)} enqueue-to-start p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (${r.jobs} jobs, idle worker, enqueued in its process: eager start); enqueued through another pool (NOTIFY and claim) p50 ${other.p50Ms} ms, p99 ${other.p99Ms} ms, max ${other.maxMs} ms`,
+      );
+    }
+    results.W2_latency = w2;
+    ratios['W2 pickup p50 in process, limit 10 / no limit'] = {
+      value: ratio(w2[0]!.sameProcess.p50Ms, w2[2]!.sameProcess.p50Ms),
+      target: '<= 1.2',
+    };
+    ratios['W2 pickup p50 from another process, limit 10 / no limit'] = {
+      value: ratio(w2[0]!.anotherProcess.p50Ms, w2[2]!.anotherProcess.p50Ms),
+      target: '<= 1.2',
+    };
     const floor = await latencyFloor(server);
     results.W2_floor = floor;
     log(
@@ -81,47 +121,78 @@ try {
       log('PEERS           graphile-worker is not installed: npm install --no-save graphile-worker@0.18.0');
     } else {
       const r = await graphileWorker(server, gw);
-      const w1 = results.W1_throughput as Awaited<ReturnType<typeof throughput>> | undefined;
-      const w2 = results.W2_latency as Awaited<ReturnType<typeof latency>> | undefined;
-      const w2other = results.W2_latency_from_another_process as
-        | Awaited<ReturnType<typeof latency>>
+      const w1 = results.W1_throughput as (ThroughputResult & { limit: string })[] | undefined;
+      const w2 = results.W2_latency as
+        | { sameProcess: { p50Ms: number }; anotherProcess: { p50Ms: number } }[]
         | undefined;
-      const ratios = {
-        drain: w1 ? +(w1.drainJobsPerSecond / r.W1.drainJobsPerSecond).toFixed(2) : null,
-        enqueue: w1 ? +(w1.enqueueRowsPerSecond / r.W1.enqueueRowsPerSecond).toFixed(2) : null,
-        latencyP50: w2 ? +(w2.p50Ms / r.W2.p50Ms).toFixed(2) : null,
-        latencyP99: w2 ? +(w2.p99Ms / r.W2.p99Ms).toFixed(2) : null,
-        latencyFromAnotherProcessP50: w2other ? +(w2other.p50Ms / r.W2.p50Ms).toFixed(2) : null,
-        latencyFromAnotherProcessP99: w2other ? +(w2other.p99Ms / r.W2.p99Ms).toFixed(2) : null,
-      };
-      results.PEER_graphile_worker = { ...r, ratios };
+      results.PEER_graphile_worker = r;
       log(
         `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s, its CPU ${r.W1.processCpuMsPer1000Jobs} ms and server CPU ${r.W1.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.W1.walBytesPerJob} B per job`,
       );
       log(
         `PEER W2         graphile-worker: add-to-start p50 ${r.W2.p50Ms} ms, p99 ${r.W2.p99Ms} ms, max ${r.W2.maxMs} ms`,
       );
-      log(
-        `RATIOS          lana-jobs / graphile-worker: drain ${ratios.drain ?? '-'}x, enqueue ${ratios.enqueue ?? '-'}x, latency p50 ${ratios.latencyP50 ?? '-'}x, p99 ${ratios.latencyP99 ?? '-'}x (same process), p50 ${ratios.latencyFromAnotherProcessP50 ?? '-'}x, p99 ${ratios.latencyFromAnotherProcessP99 ?? '-'}x (another process) (latency: lower is better)`,
-      );
+      if (w1) {
+        ratios['W1 drain, limit 10 / graphile-worker'] = {
+          value: ratio(w1[0]!.drainJobsPerSecond, r.W1.drainJobsPerSecond),
+          target: '>= 1.3',
+        };
+        ratios['W1 drain, no limit / graphile-worker'] = {
+          value: ratio(w1[2]!.drainJobsPerSecond, r.W1.drainJobsPerSecond),
+          target: '-',
+        };
+      }
+      if (w2)
+        ratios['W2 pickup p50 from another process, limit 10 / graphile-worker'] = {
+          value: ratio(w2[0]!.anotherProcess.p50Ms, r.W2.p50Ms),
+          target: '-',
+        };
     }
   }
   if (wanted('W3')) {
-    const r = await growth(server);
-    results.W3_growth = r;
-    log(
-      `W3 growth       claim+complete ${r.small.claimCompleteMsPer1000} ms/1000 jobs with ${r.small.history} in history, ${r.large.claimCompleteMsPer1000} with ${r.large.history}: ratio ${r.ratio}`,
-    );
-    const w = await waitingGrowth(server);
+    const g = await growth(server, LIMITS);
+    results.W3_growth = g;
+    for (const r of g)
+      log(
+        `W3 growth       ${r.limit}: claim+complete ${r.small.claimCompleteMsPer1000} ms/1000 jobs with ${r.small.history} in history, ${r.large.claimCompleteMsPer1000} with ${r.large.history}: ratio ${r.ratio}`,
+      );
+    const w = await waitingGrowth(server, LIMITS);
     results.W3_waiting = w;
-    log(
-      `W3 waiting      idle worker's claim ${w.idleClaimMs.empty} ms with no job waiting, ${w.idleClaimMs.waiting} ms with ${w.waiting} scheduled ahead: ratio ${w.ratio}`,
-    );
-    const b = await burstAfterIdle(server);
+    for (const r of w)
+      log(
+        `W3 waiting      ${r.limit}: idle worker's claim ${r.idleClaimMs.empty} ms with no job waiting, ${r.idleClaimMs.waiting} ms with ${r.waiting} scheduled ahead: ratio ${r.ratio}`,
+      );
+    const b = [];
+    for (const limit of LIMITS) {
+      const r = await burstAfterIdle(server, limit);
+      b.push(r);
+      log(
+        `W3 burst        ${r.limit}: claim+complete ${r.claimCompleteMsPer1000.dueOnly} ms/1000 jobs draining ${r.burst.due} due jobs, ${r.claimCompleteMsPer1000.withTheRest} with ${r.burst.scheduledAhead} more scheduled ahead and ${r.burst.runningElsewhere} running elsewhere (plans made on an idle queue): ratio ${r.ratio}`,
+      );
+    }
     results.W3_burst = b;
+    ratios['W3 growth claim+complete with 1,000,000 in history, limit 10 / no limit'] = {
+      value: ratio(g[0]!.large.claimCompleteMsPer1000, g[2]!.large.claimCompleteMsPer1000),
+      target: '-',
+    };
+  }
+  if (wanted('SLOTS')) {
+    const r = await slots(server);
+    results.SLOTS_data_api = r;
     log(
-      `W3 burst        claim+complete ${b.claimCompleteMsPer1000.dueOnly} ms/1000 jobs draining ${b.burst.due} due jobs, ${b.claimCompleteMsPer1000.withTheRest} with ${b.burst.scheduledAhead} more scheduled ahead and ${b.burst.runningElsewhere} running elsewhere (plans made on an idle queue): ratio ${b.ratio}`,
+      `SLOTS Data API  ${r.executors} executors looping complete-and-claim on one type: ${r.claimsPerSecond.limited} claims/s limited to ${r.executors}, ${r.claimsPerSecond.unlimited} with no limit`,
     );
+    log(
+      `SLOTS stall     fetch-ready's claim of a free type p50 ${r.freeTypeClaim.withoutStall.p50Ms} ms, p99 ${r.freeTypeClaim.withoutStall.p99Ms} ms; while another type's slot holder stalls p50 ${r.freeTypeClaim.withStall.p50Ms} ms, p99 ${r.freeTypeClaim.withStall.p99Ms} ms`,
+    );
+    ratios['Data API claims/s, 64 executors, limit 64 / no limit'] = {
+      value: r.claimsPerSecond.ratio,
+      target: '>= 0.9',
+    };
+    ratios["Data API free type's claim p99, another type's holder stalled / not"] = {
+      value: r.freeTypeClaim.p99Ratio,
+      target: '~1',
+    };
   }
   if (wanted('W6')) {
     const r = await consolePages(server);
@@ -166,6 +237,9 @@ try {
       `RATE            ${r.limit} starts a second: at most ${r.maxInAnyWindow} begun in any 1 s window, ${r.startsPerSecond} a second over ${r.seconds} s (${r.started} started, ${r.workers} workers)`,
     );
   }
+  results.ratios = ratios;
+  for (const [name, r] of Object.entries(ratios))
+    log(`RATIO           ${name}: ${r.value} (target ${r.target})`);
 } finally {
   await server.stop();
 }

@@ -137,16 +137,75 @@ export function localPostgresCpuMs(): number | null {
   return found ? ticks * 10 : null;
 }
 
-/** The server's current WAL position, to measure the WAL a workload writes. */
-export async function walPosition(db: { query: PgDatabase['query'] }): Promise<string> {
-  const res = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-  return res.rows[0]!.lsn;
+/** Sessions holding a temporary replication slot from a `walPosition` until its `walBytesSince`. */
+const walPins = new Map<string, pg.Client>();
+
+/**
+ * The server's current WAL position, to measure the WAL a workload writes. Where it can, it also makes
+ * `pg_walinspect` (PostgreSQL 15's contrib) ready in the database and keeps the WAL from here with a
+ * temporary replication slot on a session of its own, so `walBytesSince` can count this database's WAL
+ * alone: the server may be shared, its WAL is one stream for all databases, and others' checkpoints
+ * would remove the segments before they are read.
+ */
+export async function walPosition(db: PgDatabase): Promise<string> {
+  const inspect = await db.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect').then(
+    () => true,
+    () => false,
+  );
+  const pin = new pg.Client({ connectionString: db.options.connectionString });
+  try {
+    if (!inspect) throw new Error('no pg_walinspect');
+    await pin.connect();
+    const res = await pin.query<{ lsn: string }>(
+      `SELECT lsn::text FROM pg_create_physical_replication_slot('lana_bench_' || pg_backend_pid(), true, true)`,
+    );
+    walPins.set(res.rows[0]!.lsn, pin);
+    return res.rows[0]!.lsn;
+  } catch {
+    await pin.end().catch(() => {});
+    const res = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    return res.rows[0]!.lsn;
+  }
 }
 
-export async function walBytesSince(db: { query: PgDatabase['query'] }, from: string): Promise<number> {
-  const res = await db.query<{ bytes: string }>(
-    'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
-    { from },
-  );
-  return Number(res.rows[0]!.bytes);
+/**
+ * WAL written since `from` by this database: the records touching its relations and the rest of their
+ * transactions' records (commits), read with `pg_walinspect`; without it, the server's whole WAL since.
+ */
+export async function walBytesSince(db: PgDatabase, from: string): Promise<number> {
+  const pin = walPins.get(from);
+  walPins.delete(from);
+  try {
+    // Read up to what is flushed (reading further waits for WAL no one may write): wait for this
+    // database's last commit to be flushed, which asynchronous commits (a peer's) leave to the WAL writer.
+    if (pin) {
+      const end = await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      for (let i = 0; i < 100; i++) {
+        const flushed = await db.query<{ ok: boolean }>(
+          'SELECT pg_current_wal_flush_lsn() >= CAST(:end AS pg_lsn) AS ok',
+          { end: end.rows[0]!.lsn },
+        );
+        if (flushed.rows[0]!.ok) break;
+        await sleep(20);
+      }
+    }
+    const res = await db.query<{ bytes: string }>(
+      pin
+        ? `WITH r AS (
+             SELECT xid, record_length, block_ref
+             FROM pg_get_wal_records_info(CAST(:from AS pg_lsn), pg_current_wal_flush_lsn())
+           ), mine AS (
+             SELECT * FROM r
+             WHERE block_ref LIKE '%/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/%'
+           )
+           SELECT (COALESCE((SELECT sum(record_length) FROM mine), 0)
+                   + COALESCE((SELECT sum(record_length) FROM r WHERE block_ref IS NULL AND xid <> '0'
+                                 AND xid IN (SELECT xid FROM mine)), 0))::text AS bytes`
+        : 'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
+      { from },
+    );
+    return Number(res.rows[0]!.bytes);
+  } finally {
+    await pin?.end();
+  }
 }

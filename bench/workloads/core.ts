@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { z } from 'zod';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
@@ -35,6 +36,24 @@ function noopRegistry(onStart?: (payload: { i: number }) => void, concurrency?: 
 
 /** The no-op type's concurrency limit in a run: none, or a number (the shipped types all have one). */
 export type NoopLimit = number | undefined;
+
+/** The default worker's concurrency: W1 and W2's workers, and the worker W3's claims stand for. */
+export const WORKER_CONCURRENCY = 10;
+
+/** How a figure names its path: the unlimited type, or a limit. */
+export const limitName = (limit: NoopLimit) => (limit === undefined ? 'no limit' : `limit ${limit}`);
+
+/**
+ * W3's claim as a default worker with nothing in hand makes it: with a limit, the slotted claim of a worker
+ * holding the type's slots (`WorkerSlots`), as `Worker` sends it.
+ */
+function workerClaim(tracker: JobTracker<ReturnType<typeof noopRegistry>['schemas']>, limit: NoopLimit) {
+  const worker = randomUUID();
+  return (n: number) =>
+    limit === undefined
+      ? tracker.claimForWorker(n)
+      : tracker.claimForWorker(n, { worker, concurrency: WORKER_CONCURRENCY, inHand: {} });
+}
 
 export interface ThroughputResult {
   jobs: number;
@@ -97,6 +116,69 @@ export async function throughput(
   } finally {
     await drop();
   }
+}
+
+export interface LimitOneFloorResult {
+  jobs: number;
+  rounds: number;
+  /** The default worker draining no-op jobs of a type limited to 1 (W1's drain, medians of the rounds). */
+  workerJobsPerSecond: number;
+  /** A bare loop of one-row claim and complete statements on one connection. */
+  floorJobsPerSecond: number;
+  ratio: number;
+}
+
+/**
+ * Limit 1's floor: a type that runs one job at a time, drained by the default worker, against the same
+ * work with no job system: one connection looping a one-row claim (`FOR UPDATE SKIP LOCKED` on a partial
+ * index of ready rows) and a one-row completion, two commits per job. Alternating rounds, medians.
+ */
+export async function limitOneFloor(
+  server: BenchServer,
+  jobs = 5_000,
+  rounds = 3,
+): Promise<LimitOneFloorResult> {
+  const worker: number[] = [];
+  const floor: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    worker.push((await throughput(server, jobs, 1)).drainJobsPerSecond);
+    const { url, drop } = await server.freshDatabase(1, { migrate: false });
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query('CREATE TABLE floor_jobs (id bigserial PRIMARY KEY, state text NOT NULL)');
+      await c.query(`CREATE INDEX floor_jobs_ready ON floor_jobs (id) WHERE state = 'ready'`);
+      await c.query(`INSERT INTO floor_jobs (state) SELECT 'ready' FROM generate_series(1, $1)`, [jobs]);
+      await c.query('VACUUM ANALYZE floor_jobs');
+      const t = performance.now();
+      for (;;) {
+        const claimed = await c.query<{ id: string }>({
+          name: 'claim',
+          text: `UPDATE floor_jobs SET state = 'running' WHERE id = (
+                   SELECT id FROM floor_jobs WHERE state = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING id`,
+        });
+        const id = claimed.rows[0]?.id;
+        if (id === undefined) break;
+        await c.query({
+          name: 'complete',
+          text: `UPDATE floor_jobs SET state = 'completed' WHERE id = $1`,
+          values: [id],
+        });
+      }
+      floor.push(Math.round(jobs / ((performance.now() - t) / 1000)));
+    } finally {
+      await c.end();
+      await drop();
+    }
+  }
+  return {
+    jobs,
+    rounds,
+    workerJobsPerSecond: median(worker),
+    floorJobsPerSecond: median(floor),
+    ratio: +(median(worker) / median(floor)).toFixed(2),
+  };
 }
 
 /** W2's worker: default configuration, LISTEN on, started and left idle a moment before the first job. */
@@ -285,6 +367,7 @@ export async function latencyOverFloor(server: BenchServer, rounds = 300): Promi
 }
 
 export interface GrowthResult {
+  limit: string;
   jobsPerRound: number;
   small: { history: number; claimCompleteMsPer1000: number };
   large: { history: number; claimCompleteMsPer1000: number };
@@ -293,15 +376,17 @@ export interface GrowthResult {
 
 /**
  * W3: the cost of claim + complete with 10,000 versus 1,000,000 completed jobs (and their execution rows)
- * in history. History is written in bulk by SQL, then analysed, as a long-running system would be.
+ * in history, for each of `limits` on the same two databases. History is written in bulk by SQL, then
+ * analysed, as a long-running system would be.
  */
 export async function growth(
   server: BenchServer,
+  limits: readonly NoopLimit[] = [undefined],
   large = 1_000_000,
   small = 10_000,
   jobs = 10_000,
   rounds = 5,
-): Promise<GrowthResult> {
+): Promise<GrowthResult[]> {
   const prepare = async (history: number) => {
     const fresh = await server.freshDatabase();
     for (let done = 0; done < history; done += 250_000) {
@@ -320,17 +405,21 @@ export async function growth(
     }
     await fresh.db.query('VACUUM ANALYZE jobs');
     await fresh.db.query('VACUUM ANALYZE job_executions');
-    return { ...fresh, tracker: new JobTracker({ db: fresh.db, registry: noopRegistry() }) };
+    const paths = limits.map((limit) => {
+      const tracker = new JobTracker({ db: fresh.db, registry: noopRegistry(undefined, limit) });
+      return { tracker, claim: workerClaim(tracker, limit) };
+    });
+    return { ...fresh, paths };
   };
   /** One round: `jobs / rounds` jobs claimed and completed with the worker's own statements. */
-  const round = async (tracker: Awaited<ReturnType<typeof prepare>>['tracker']) => {
+  const round = async ({ tracker, claim }: Awaited<ReturnType<typeof prepare>>['paths'][number]) => {
     const n = Math.ceil(jobs / rounds);
     await tracker.enqueueMany(
       Array.from({ length: n }, (_, i) => ({ type: 'noop' as const, payload: { i } })),
     );
     const t = performance.now();
     for (;;) {
-      const claimed = await tracker.fetchReady(200, { startNow: true });
+      const { jobs: claimed } = await claim(200);
       if (claimed.length === 0) break;
       await tracker.completeMany(claimed.map((c) => ({ id: c.id, attempt: c.attempts, durationMs: 0 })));
     }
@@ -339,19 +428,22 @@ export async function growth(
   const smallDb = await prepare(small);
   const largeDb = await prepare(large);
   try {
-    // Alternate the two databases round by round and compare medians: the machine's speed drifts.
-    const smallMs: number[] = [];
-    const largeMs: number[] = [];
+    // Alternate the databases and the paths round by round and compare medians: the machine's speed drifts.
+    const smallMs = limits.map((): number[] => []);
+    const largeMs = limits.map((): number[] => []);
     for (let r = 0; r < rounds; r++) {
-      smallMs.push(await round(smallDb.tracker));
-      largeMs.push(await round(largeDb.tracker));
+      for (let p = 0; p < limits.length; p++) {
+        smallMs[p]!.push(await round(smallDb.paths[p]!));
+        largeMs[p]!.push(await round(largeDb.paths[p]!));
+      }
     }
-    return {
+    return limits.map((limit, p) => ({
+      limit: limitName(limit),
       jobsPerRound: Math.ceil(jobs / rounds),
-      small: { history: small, claimCompleteMsPer1000: +median(smallMs).toFixed(1) },
-      large: { history: large, claimCompleteMsPer1000: +median(largeMs).toFixed(1) },
-      ratio: +(median(largeMs) / median(smallMs)).toFixed(2),
-    };
+      small: { history: small, claimCompleteMsPer1000: +median(smallMs[p]!).toFixed(1) },
+      large: { history: large, claimCompleteMsPer1000: +median(largeMs[p]!).toFixed(1) },
+      ratio: +(median(largeMs[p]!) / median(smallMs[p]!)).toFixed(2),
+    }));
   } finally {
     await smallDb.drop();
     await largeDb.drop();
@@ -359,6 +451,7 @@ export async function growth(
 }
 
 export interface WaitingResult {
+  limit: string;
   waiting: number;
   idleClaimMs: { empty: number; waiting: number };
   ratio: number;
@@ -367,13 +460,15 @@ export interface WaitingResult {
 /**
  * W3, the other way a queue grows: an idle worker's claim (nothing due, so it also asks when the next job
  * is due) on an empty queue versus one with `waiting` jobs scheduled ahead in three priorities, as an
- * outage's retries or tomorrow's reminders would leave it. Medians of claims alternating between the two.
+ * outage's retries or tomorrow's reminders would leave it, for each of `limits`. Medians of claims
+ * alternating between the two databases and the paths.
  */
 export async function waitingGrowth(
   server: BenchServer,
+  limits: readonly NoopLimit[] = [undefined],
   waiting = 300_000,
   claims = 60,
-): Promise<WaitingResult> {
+): Promise<WaitingResult[]> {
   const prepare = async (n: number) => {
     const fresh = await server.freshDatabase();
     if (n > 0)
@@ -384,28 +479,34 @@ export async function waitingGrowth(
         { n },
       );
     await fresh.db.query('VACUUM ANALYZE jobs');
-    return { ...fresh, tracker: new JobTracker({ db: fresh.db, registry: noopRegistry() }) };
+    const claims = limits.map((limit) =>
+      workerClaim(new JobTracker({ db: fresh.db, registry: noopRegistry(undefined, limit) }), limit),
+    );
+    return { ...fresh, claims };
   };
   const empty = await prepare(0);
   const full = await prepare(waiting);
   try {
-    const claimMs = async (tracker: (typeof empty)['tracker']) => {
+    const claimMs = async (claim: (n: number) => Promise<{ jobs: unknown[] }>) => {
       const t = performance.now();
-      const claim = await tracker.claimForWorker(10);
-      if (claim.jobs.length > 0) throw new Error('W3 waiting: a job was due');
+      const { jobs } = await claim(10);
+      if (jobs.length > 0) throw new Error('W3 waiting: a job was due');
       return performance.now() - t;
     };
-    const emptyMs: number[] = [];
-    const waitingMs: number[] = [];
+    const emptyMs = limits.map((): number[] => []);
+    const waitingMs = limits.map((): number[] => []);
     for (let i = 0; i < claims; i++) {
-      emptyMs.push(await claimMs(empty.tracker));
-      waitingMs.push(await claimMs(full.tracker));
+      for (let p = 0; p < limits.length; p++) {
+        emptyMs[p]!.push(await claimMs(empty.claims[p]!));
+        waitingMs[p]!.push(await claimMs(full.claims[p]!));
+      }
     }
-    return {
+    return limits.map((limit, p) => ({
+      limit: limitName(limit),
       waiting,
-      idleClaimMs: { empty: +median(emptyMs).toFixed(2), waiting: +median(waitingMs).toFixed(2) },
-      ratio: +(median(waitingMs) / median(emptyMs)).toFixed(2),
-    };
+      idleClaimMs: { empty: +median(emptyMs[p]!).toFixed(2), waiting: +median(waitingMs[p]!).toFixed(2) },
+      ratio: +(median(waitingMs[p]!) / median(emptyMs[p]!)).toFixed(2),
+    }));
   } finally {
     await empty.drop();
     await full.drop();
@@ -413,6 +514,7 @@ export async function waitingGrowth(
 }
 
 export interface BurstResult {
+  limit: string;
   burst: { due: number; scheduledAhead: number; runningElsewhere: number };
   claimCompleteMsPer1000: { dueOnly: number; withTheRest: number };
   ratio: number;
@@ -430,11 +532,12 @@ export interface BurstResult {
  */
 export async function burstAfterIdle(
   server: BenchServer,
+  limit?: NoopLimit,
   due = 10_000,
   claimSize = 100,
 ): Promise<BurstResult> {
   const burst = { due, scheduledAhead: 2 * due, runningElsewhere: due / 5 };
-  const registry = noopRegistry();
+  const registry = noopRegistry(undefined, limit);
   const insert = (n: number, status: string, scheduledAt: string) =>
     `INSERT INTO jobs (job_type, payload, status, attempts, priority, scheduled_at, completed_at, lease_expires_at)
      SELECT 'noop', jsonb_build_object('i', g), '${status}', ${status === 'pending' ? 0 : 1}, g % 3, ${scheduledAt},
@@ -447,8 +550,9 @@ export async function burstAfterIdle(
     await fresh.db.query(insert(100_000, 'completed', "now() - interval '2 hours'"));
     await fresh.db.query('VACUUM ANALYZE jobs');
     const tracker = new JobTracker({ db: fresh.db, registry });
+    const claimAsWorker = workerClaim(tracker, limit);
     const cycle = async () => {
-      const claim = await tracker.claimForWorker(claimSize);
+      const claim = await claimAsWorker(claimSize);
       await tracker.completeMany(claim.jobs.map((j) => ({ id: j.id, attempt: j.attempts })));
       return claim.jobs.length;
     };
@@ -489,6 +593,7 @@ export async function burstAfterIdle(
     }
     const per1000 = (name: 'quiet' | 'busy') => +((ms[name] / done[name]) * 1000).toFixed(1);
     return {
+      limit: limitName(limit),
       burst,
       claimCompleteMsPer1000: { dueOnly: per1000('quiet'), withTheRest: per1000('busy') },
       ratio: +(per1000('busy') / per1000('quiet')).toFixed(2),
