@@ -1,7 +1,8 @@
 /**
  * The claims. The plain claim walks the ready index priority by priority in one statement; when job types
  * have concurrency limits, or a claim is for one type, the limited claim goes through
- * `lana_jobs_claim_limited` (migrations 0007 and 0012). Each comes in three answers: rows (for drivers with
+ * `lana_jobs_claim_slotted` (migrations 0013, 0015 and 0016: slot rows taken with SKIP LOCKED, paused types
+ * and rate limits left out, its walk bounded under a generic plan). Each comes in three answers: rows (for drivers with
  * a per-row size limit, the Data API's 64 KB), one JSON document (cheaper to decode), and the local
  * worker's document that also says when the next waiting job is due.
  *
