@@ -3,6 +3,7 @@ import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
 import type { Clock } from '../jobs/clock.js';
 import { type JobPublisher, publishWithRetry, toJobReadyEvent } from '../jobs/fan-out.js';
+import type { ClaimedJob } from '../jobs/model.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
 import {
   createdJobDueNow,
@@ -114,7 +115,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   /** Many jobs in one statement (all or nothing), then at most one nudge. */
   async enqueueMany(jobs: readonly NewJob<M>[], options: InTransaction = {}): Promise<EnqueueResult[]> {
-    return this.afterEnqueue(await this.tracker.enqueueMany(jobs, options), options);
+    return this.enqueueUntyped(jobs as readonly UntypedNewJob[], options);
   }
 
   /** Untyped input (a queue message, a webhook): validated against the registry at run time. */
@@ -122,6 +123,10 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
     jobs: readonly UntypedNewJob[],
     options: InTransaction = {},
   ): Promise<EnqueueResult[]> {
+    if (jobs.length === 1 && options.db === undefined) {
+      const started = await this.enqueueAlone(jobs[0]!);
+      if (started) return [started];
+    }
     return this.afterEnqueue(await this.tracker.enqueueUntyped(jobs, options), options);
   }
 
@@ -148,44 +153,51 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   private async afterEnqueue(results: EnqueueResult[], options: InTransaction): Promise<EnqueueResult[]> {
-    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date())) {
-      if (!(await this.startAlone(results))) await this.wakeWorkers();
-    }
+    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date()))
+      await this.wakeWorkers();
     return results;
   }
 
   /**
-   * The quiet path: a single due job, the first of its window, is claimed and published here (the AWS
-   * twin of the local eager start), so it starts after a claim and an event instead of a nudge, a
-   * fetch-ready run and its wait for the window's end. The claim is fetch-ready's own (the type's limit,
-   * a dispatch lease, the attempt counted only when its executor begins it), so every guarantee holds: an
+   * The quiet path: a single due job, the first of its window, is enqueued and its type's next due job
+   * claimed in one statement (the AWS twin of the local eager start), and the claim is published here, so
+   * the job starts after one call and an event instead of a nudge, a fetch-ready run and its wait for the
+   * window's end. The claim is fetch-ready's own (the type's pause, rate and concurrency limits, a
+   * dispatch lease, the attempt counted only when its executor begins it), so every guarantee holds: an
    * event that cannot be published is released (due again at once, uncounted) and fetch-ready is nudged;
    * a claim that finds no free slot leaves the job to the type's executors, which take their type's next
-   * due job as they finish, and to the nudge. Returns whether the enqueued job was started here.
+   * due job as they finish, and to the nudge. Undefined when this path does not apply (enqueue as usual).
    */
-  private async startAlone(results: EnqueueResult[]): Promise<boolean> {
-    if (!this.publisher || results.length !== 1 || !results[0]!.created) return false;
+  private async enqueueAlone(job: UntypedNewJob): Promise<EnqueueResult | undefined> {
+    if (!this.publisher) return undefined;
     const now = this.nowMs();
-    if (now - this.lastStartAt < this.windowMs) return false;
+    if (now - this.lastStartAt < this.windowMs) return undefined;
+    const enqueued = await this.tracker.enqueueAndClaim(job);
+    if (!enqueued) return undefined;
     this.lastStartAt = now;
-    const enqueued = results[0]!.job;
+    const { result, claimed } = enqueued;
+    if (!result.created) return result;
+    if (!(await this.publishClaim(claimed)) || claimed!.id !== result.job.id) await this.wakeWorkers();
+    return result;
+  }
+
+  /**
+   * Publishes a claim to its executor; false when there was none, or it could not be published (then it
+   * is released). An older due job of the type may have been claimed instead of the one enqueued.
+   */
+  private async publishClaim(job: ClaimedJob | null): Promise<boolean> {
+    if (!job || !this.publisher) return false;
+    const event = toJobReadyEvent(job);
     try {
-      const [job] = await this.tracker.fetchReady(1, { jobType: enqueued.jobType });
-      if (!job) return false;
-      const event = toJobReadyEvent(job);
       // One send: a refused event goes back to the queue at once, and the nudge wakes fetch-ready for it.
       const { outcomes } = await publishWithRetry(this.publisher, [event], { maxPublishAttempts: 1 });
-      if (!outcomes[0]?.ok) {
-        await this.tracker.release([{ id: event.jobId, attempt: event.attempt }]);
-        return false;
-      }
-      // An older due job of the type may have been claimed instead: this one still needs fetch-ready.
-      return job.id === enqueued.id;
+      if (outcomes[0]?.ok) return true;
+      await this.tracker.release([{ id: event.jobId, attempt: event.attempt }]);
     } catch (error) {
       // The job is committed; fetch-ready takes it (a claim left unpublished is handed back uncounted).
       this.report(error);
-      return false;
     }
+    return false;
   }
 
   private report(error: unknown): void {

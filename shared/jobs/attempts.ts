@@ -115,8 +115,8 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
   /** The slot rows of the limited types, made once per process before its first limited claim. */
   private slotsMade: Promise<void> | null = null;
 
-  /** The claims' limits (concurrency and rates), with their slot rows made (once). */
-  private async limitsWithSlots(): Promise<string | null> {
+  /** The claims' limits (concurrency and rates), with their slot rows made (once per process). */
+  async limitsWithSlots(): Promise<string | null> {
     const claimLimits = this.claimLimits();
     if (claimLimits === null) return null;
     if (!this.slotsMade) {

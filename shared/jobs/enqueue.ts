@@ -9,7 +9,7 @@ import {
   parseRunAt,
   requirePayloadObject,
 } from './job-input.js';
-import { type ClaimedJob, type Job, type JobRow, rowToJob } from './model.js';
+import { type ClaimedJob, type Job, type JobRow, rowToClaimedJob, rowToJob } from './model.js';
 import type { InTransaction, JobTypeMap } from './registry.js';
 import * as sql from './sql.js';
 import { TrackerPart } from './tracker-part.js';
@@ -119,11 +119,68 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     }
     const now = this.clock.now() ?? new Date();
     const validated = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
-    const rows = validated.map((v) => v.row);
-    if (rows.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
+    if (validated.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
       const started = await this.enqueueStarted(validated[0]!, now);
       if (started) return [started];
     }
+    return this.insertValidated(validated, options);
+  }
+
+  /**
+   * AWS's quiet path (`AwsJobClient`): ONE due job enqueued and its type's next due job claimed for an
+   * executor, in one statement (`insertJobAndClaimSql`), within :limits (the claims' limits, their slot
+   * rows made). Undefined when the job is scheduled ahead: enqueue it as usual. `claimed` may be an older
+   * due job of the type, or null (no free slot, paused, over its rate, or the key existed).
+   */
+  async enqueueAndClaim(
+    job: UntypedNewJob,
+    limits: string,
+    dispatchLeaseSeconds: number,
+  ): Promise<{ result: EnqueueResult; claimed: ClaimedJob | null } | undefined> {
+    const now = this.clock.now() ?? new Date();
+    const input = this.validateNewJob(job, 0, now);
+    if (input.row.scheduled_at !== null) return undefined;
+    const claim = {
+      limits,
+      dispatch_lease_seconds: dispatchLeaseSeconds,
+      claim_token: this.limits.callToken(),
+    };
+    let answer: (JobRow & { enqueued_at: Date }) | undefined;
+    try {
+      const res = await this.db.query<JobRow & { enqueued_at: Date }>(sql.insertJobAndClaimSql, {
+        ...this.oneRowParams(input),
+        ...claim,
+      });
+      answer = res.rows[0];
+    } catch (err) {
+      // An earlier send of this statement committed and its answer was lost (the id is this call's own):
+      // settled below as a skipped insert.
+      if (!isDuplicateJobId(err)) throw err;
+    }
+    if (answer) {
+      this.metrics.jobsEnqueued(input.row.job_type, 1);
+      return {
+        result: { job: newJobFromInput(input, answer.enqueued_at), created: true },
+        claimed: answer.id ? rowToClaimedJob(answer) : null,
+      };
+    }
+    // Skipped: its key exists, or an earlier send wrote it. The insert path says which (the same id and
+    // key), and a resent statement's first claim is found by its token (a claim of none: `prior` only).
+    const [result] = await this.insertValidated([input], {});
+    if (!result!.created || claim.claim_token === null) return { result: result!, claimed: null };
+    const prior = await this.db.query<JobRow>(sql.claimLimitedSql, {
+      ...this.params({ limit: 0, start_now: false, only_type: input.row.job_type }),
+      ...claim,
+    });
+    return { result: result!, claimed: prior.rows[0] ? rowToClaimedJob(prior.rows[0]) : null };
+  }
+
+  /** Inserts validated jobs: one statement per request (several in one transaction under a request limit). */
+  private async insertValidated(
+    validated: readonly ValidatedJob[],
+    options: InTransaction,
+  ): Promise<EnqueueResult[]> {
+    const rows = validated.map((v) => v.row);
     const db = options.db ?? this.db;
     const requests = rows.length === 1 ? [] : this.limits.insertDocuments(rows);
     const insertedKeyed = new Set<string>();

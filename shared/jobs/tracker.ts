@@ -19,7 +19,13 @@ import { type JobMetrics, noMetrics } from './metrics.js';
 import type { ClaimedJob, Job } from './model.js';
 import { OperatorQueries } from './operator.js';
 import { JobTypePauses } from './pauses.js';
-import type { InTransaction, JobTypeMap, JobTypeRegistry, RateLimit } from './registry.js';
+import {
+  DISPATCH_LEASE_SECONDS,
+  type InTransaction,
+  type JobTypeMap,
+  type JobTypeRegistry,
+  type RateLimit,
+} from './registry.js';
 import * as sql from './sql.js';
 import type { TrackerDeps } from './tracker-part.js';
 
@@ -107,6 +113,18 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   /** Enqueue from untyped input (the CLI, events): same validation, checked at run time only. */
   enqueueUntyped(jobs: readonly UntypedNewJob[], options: InTransaction = {}): Promise<EnqueueResult[]> {
     return this.enqueuer.enqueueUntyped(jobs, options);
+  }
+
+  /**
+   * AWS's quiet path: one due job enqueued and its type's next due job claimed for an executor (within the
+   * type's pause, rate and concurrency limits, under a dispatch lease) in ONE statement. Undefined for a
+   * job scheduled ahead (enqueue it as usual). `claimed` may be an older due job of the type, or null.
+   */
+  async enqueueAndClaim(
+    job: UntypedNewJob,
+  ): Promise<{ result: EnqueueResult; claimed: ClaimedJob | null } | undefined> {
+    const limits = await this.attempts.limitsWithSlots();
+    return this.enqueuer.enqueueAndClaim(job, limits ?? '{}', DISPATCH_LEASE_SECONDS);
   }
 
   /** Has `connections` sessions pay ahead what a session's first job insert costs. Writes nothing. */

@@ -289,18 +289,28 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
     const client = new AwsJobClient({ registry: registry(), env: env(), eventBridge, nowMs: () => now });
     fixture.resetCounts();
     const { job } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
-    // The insert and the claim: no fetch-ready run, no nudge. Every type is limited on AWS (the stack's
-    // cap on a type without one), so the process's first claim also makes the slot rows, once.
-    expect(fixture.counts.Execute).toBe(1 + 2);
+    // The insert and the claim in one statement: no fetch-ready run, no nudge. Every type is limited on
+    // AWS (the stack's cap on a type without one), so the process's first claim also makes the slot rows,
+    // once.
+    expect(fixture.counts.Execute).toBe(1 + 1);
+    fixture.resetCounts();
+    now += 1_000;
+    const next = await client.enqueue({ type: 'noop', payload: { n: 5 } });
+    expect(fixture.counts.Execute).toBe(1);
+    expect(await row(next.job.id)).toMatchObject({ status: 'running', attempts: 1 });
     expect(sent()).toEqual([
       { detailType: 'job.ready', detail: { jobId: job.id, jobType: 'noop', attempt: 1, payload: { n: 1 } } },
+      {
+        detailType: 'job.ready',
+        detail: { jobId: next.job.id, jobType: 'noop', attempt: 1, payload: { n: 5 } },
+      },
     ]);
     // Claimed under a dispatch lease; the attempt is begun (and counted) by its executor, not here.
     expect(await row(job.id)).toMatchObject({ status: 'running', attempts: 1, leased: true });
     // Later in the same window the enqueue nudges fetch-ready instead, as before.
     now += 400;
     const second = await client.enqueue({ type: 'noop', payload: { n: 2 } });
-    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued']);
+    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'job.ready', 'jobs.enqueued']);
     expect(await row(second.job.id)).toMatchObject({ status: 'pending', attempts: 0 });
     // A batch always nudges.
     now += 1_000;
@@ -308,7 +318,12 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
       { type: 'noop', payload: { n: 3 } },
       { type: 'noop', payload: { n: 4 } },
     ]);
-    expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued', 'jobs.enqueued']);
+    expect(sent().map((e) => e.detailType)).toEqual([
+      'job.ready',
+      'job.ready',
+      'jobs.enqueued',
+      'jobs.enqueued',
+    ]);
     await client.close();
   });
 
@@ -321,6 +336,16 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
     const second = await client.enqueue({ type: 'one-at-a-time', payload: { n: 2 } });
     expect(await row(second.job.id)).toMatchObject({ status: 'pending', attempts: 0 });
     expect(sent().map((e) => e.detailType)).toEqual(['job.ready', 'jobs.enqueued']);
+    await client.close();
+  });
+
+  test('a paused type is not claimed: the job waits and fetch-ready is nudged', async () => {
+    const client = new AwsJobClient({ registry: registry(), env: env(), eventBridge });
+    await client.tracker.pauseType('noop', { reason: 'provider down', by: 'test' });
+    const { job } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
+    expect(await row(job.id)).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(sent().map((e) => e.detailType)).toEqual(['jobs.enqueued']);
+    await client.tracker.resumeType('noop');
     await client.close();
   });
 
@@ -345,11 +370,11 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
     await client.close();
   });
 
-  test('a claim the Data API fails leaves the job committed for fetch-ready and reports the error', async () => {
+  test('an enqueue and claim the Data API fails writes nothing and fails as any enqueue', async () => {
     const dataApi = dataApiDriverOver(fixture, t.name);
     let statements = 0;
-    // The insert goes through; the statement after it (the claim) fails.
-    const failingAfterInsert: Database = {
+    // The slot rows are made; the statement after (the insert and its claim) fails.
+    const failingAfterSlots: Database = {
       driverName: dataApi.driverName,
       maxRowBytes: dataApi.maxRowBytes,
       maxRequestBytes: dataApi.maxRequestBytes,
@@ -359,19 +384,44 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
       transaction: (work) => dataApi.transaction(work),
       close: () => dataApi.close(),
     };
-    const errors: unknown[] = [];
     const client = new AwsJobClient({
       registry: registry(),
-      db: failingAfterInsert,
+      db: failingAfterSlots,
       busName: 'lana-jobs-bus',
       eventBridge,
-      onNudgeError: (e) => errors.push(e),
     });
+    await expect(client.enqueue({ type: 'noop', payload: { n: 1 } })).rejects.toThrow('DatabaseUnavailable');
+    expect((await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM jobs')).rows[0]!.n).toBe(0);
+    expect(sent()).toEqual([]);
+    await dataApi.close();
+  });
+
+  test('an enqueue and claim sent again after it committed answers with its job and its claim', async () => {
+    // The SDK's default retries, as on AWS: the first send commits, its answer is lost, the SDK resends.
+    const dataApi = dataApiDriverOver(fixture, t.name, { sdkRetries: true });
+    const client = new AwsJobClient({ registry: registry(), db: dataApi, busName: 'b', eventBridge });
+    // The process's first claim makes the slot rows first: lose the answer of the statement after it.
+    await client.tracker.enqueueAndClaim({ type: 'noop', payload: { n: 0 } });
+    await t.db.query('TRUNCATE jobs, job_executions');
+    fixture.injectFault({
+      error: 'InternalServerErrorException',
+      status: 500,
+      operation: 'Execute',
+      afterRunning: true,
+    });
+    fixture.resetCounts();
     const { job, created } = await client.enqueue({ type: 'noop', payload: { n: 1 } });
     expect(created).toBe(true);
-    expect(await row(job.id)).toMatchObject({ status: 'pending', attempts: 0 });
-    expect(errors).toEqual([expect.objectContaining({ message: 'DatabaseUnavailable' })]);
-    expect(sent().map((e) => e.detailType)).toEqual(['jobs.enqueued']);
+    // One job, claimed once (attempt 1), and published once.
+    expect(
+      (await t.db.query<{ n: number }>("SELECT count(*)::int AS n FROM jobs WHERE job_type = 'noop'"))
+        .rows[0]!.n,
+    ).toBe(1);
+    expect(await row(job.id)).toMatchObject({ status: 'running', attempts: 1 });
+    expect(sent()).toEqual([
+      { detailType: 'job.ready', detail: { jobId: job.id, jobType: 'noop', attempt: 1, payload: { n: 1 } } },
+    ]);
+    fixture.clearFaults();
     await dataApi.close();
   });
 });

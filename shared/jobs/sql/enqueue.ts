@@ -77,6 +77,40 @@ ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOT
 RETURNING created_at`;
 
 /**
+ * Inserts ONE due job and, in the same statement, claims its type's next due job for an executor (AWS's
+ * quiet path, `AwsJobClient`): one call instead of an insert and a claim. The claim is fetch-ready's
+ * (`lana_jobs_claim_slotted` for :job_type alone: the type's pause, rate and concurrency limits, a
+ * dispatch lease, the attempt counted only when an executor begins it), and it sees the insert: the
+ * volatile function's statements see what its calling statement wrote before it, and it is called only
+ * after `inserted` is read to its end. It claims nothing when the insert was skipped (the (type, key)
+ * exists), and then answers no row. Otherwise one row: the insert's time and the claimed job's columns
+ * (NULL when none was claimed: no free slot, paused, over its rate), which may be an older due job of the
+ * type than the one inserted (claim order holds). :claim_token marks the claim, so a statement sent
+ * again after it committed finds the job its first run claimed (`claimLimitedSql`'s `prior`).
+ */
+export const insertJobAndClaimSql = `
+WITH inserted AS (
+  INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+  VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+          COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+          CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+          CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+          CAST(:idempotency_key AS text),
+          COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()))
+  ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING created_at
+), claimed AS (
+  SELECT c.* FROM (SELECT count(*) AS n FROM inserted) i
+  CROSS JOIN LATERAL lana_jobs_claim_slotted(CAST(:limits AS jsonb), CAST(:job_type AS text),
+    CASE WHEN i.n > 0 THEN 1 ELSE 0 END, COALESCE(CAST(:now AS timestamptz), now()), false,
+    CAST(:dispatch_lease_seconds AS integer), CAST(:claim_token AS uuid), NULL, NULL, NULL, NULL) c
+)
+SELECT i.created_at AS enqueued_at, c.id, c.job_type, c.payload, c.attempts, c.max_attempts, c.priority,
+       c.idempotency_key, c.scheduled_at, c.lease_expires_at
+FROM inserted i LEFT JOIN claimed c ON true`;
+
+/**
  * An insert of no rows, which writes nothing (no transaction id, no WAL). A session's first insert into
  * `jobs` plans against every index, compiles the insert trigger and plans its check of the inserted rows:
  * several times what the inserts after it cost (docs/performance.md). Run once per session ahead of time
