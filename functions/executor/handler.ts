@@ -2,9 +2,10 @@ import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
 import { handOverSlot } from '../../shared/jobs/fan-out.js';
-import type { ClaimedJob } from '../../shared/jobs/model.js';
+import type { ClaimedJob, Job } from '../../shared/jobs/model.js';
 import { DEFAULT_TIMEOUT_SECONDS, DISPATCH_LEASE_SECONDS } from '../../shared/jobs/registry.js';
 import { type RecordedAttempt, recordResult } from '../../shared/jobs/run-attempt.js';
+import { plannedStart } from '../../shared/jobs/tracker.js';
 import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import {
@@ -34,6 +35,9 @@ export type ExecutorOutcome = 'completed' | 'retrying' | 'failed' | 'fenced_out'
 /** A job an invocation claimed for itself is begun (its lease renewed) this long before its dispatch lease ends. */
 const BEGIN_BEFORE_LEASE_ENDS_MS = 30_000;
 
+/** A planned start is at most about a second ahead; a longer wait would come from a clock gone wrong. */
+const MAX_PLANNED_START_WAIT_MS = 5_000;
+
 /** Time kept beyond a job's own timeout before an invocation takes another job: reporting it, and margin. */
 export const NEXT_JOB_MARGIN_SECONDS = 30;
 
@@ -60,10 +64,25 @@ export function createExecutorHandler(deps: {
    * of at fetch-ready's next minute: on AWS it publishes the type's next due job (`handOverSlot`).
    */
   handOver?: () => Promise<unknown>;
+  /** The clock a planned start is waited for on, and the wait (the simulator passes virtual ones). */
+  nowMs?: () => number;
+  sleep?: (ms: number) => Promise<void>;
 }) {
   const runtime = deps.runtime;
   const timeoutSeconds = runtime.registry.get(deps.jobType)?.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
   const attemptBudgetMs = (timeoutSeconds + NEXT_JOB_MARGIN_SECONDS) * 1000;
+  const nowMs = deps.nowMs ?? Date.now;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const rateLimited = runtime.tracker.isRateLimited(deps.jobType);
+  /**
+   * A rate-limited type's job runs at its planned start (its rate slot's time), not before: its starts
+   * keep the rate however its claim and its event were delayed. Others start at once.
+   */
+  const waitForStart = async (at: Date | null) => {
+    if (!rateLimited || !at) return;
+    const wait = Math.min(at.getTime() - nowMs(), MAX_PLANNED_START_WAIT_MS);
+    if (wait > 0) await sleep(wait);
+  };
 
   const logResult = (recorded: RecordedAttempt) => {
     const r = recorded.result;
@@ -95,7 +114,7 @@ export function createExecutorHandler(deps: {
    * completion and the next claim go in one statement. Returns the first run's record and how many more ran.
    */
   const runFrom = async (
-    first: ClaimedJob | null,
+    first: Job | null,
     context: Context | undefined,
   ): Promise<{ firstRecorded: RecordedAttempt | null; nextJobsRun: number }> => {
     const timeForAnother = () =>
@@ -105,7 +124,7 @@ export function createExecutorHandler(deps: {
     // renews the lease to the run's. An invocation that dies before that frees the slot within the
     // dispatch lease and the claim goes back uncounted (bounded by MAX_HANDBACKS, so a job that kills its
     // executor every time still ends).
-    const claimNext = async () => (await runtime.tracker.fetchReady(1, { jobType: deps.jobType }))[0] ?? null;
+    const claimNext = async () => (await runtime.tracker.completeAndClaimNext(null, deps.jobType)).next;
     const beginIfLong = (job: ClaimedJob): NodeJS.Timeout | undefined => {
       const leaseLeftMs = (job.leaseExpiresAt?.getTime() ?? Date.now()) - Date.now();
       const timer = setTimeout(
@@ -135,6 +154,7 @@ export function createExecutorHandler(deps: {
     while (current) {
       const job = current;
       if (!isFirst) deps.o.logger.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
+      await waitForStart(isFirst ? (first?.startedAt ?? null) : plannedStart(job));
       const renewal = isFirst ? undefined : beginIfLong(job);
       const result = await deps.dispatcher.dispatch(job).finally(() => clearTimeout(renewal));
       let recorded: RecordedAttempt;
@@ -187,8 +207,17 @@ export function createExecutorHandler(deps: {
       throw new Error(`this executor runs ${deps.jobType} jobs, not ${jobType}`);
     }
     deps.o.logger.appendKeys({ jobId, jobType, attempt });
-    const job = await runtime.tracker.startAttempt(jobId, attempt);
-    if (!job) deps.o.logger.info('duplicate, stale or late delivery ignored');
+    const job = await runtime.tracker.startAttempt(jobId, attempt, { paced: true });
+    if (!job && rateLimited) {
+      // No rate slot within reach (or a duplicate, stale or late delivery: then this changes nothing): the
+      // claim goes back to the queue uncounted, for an executor that plans its start.
+      const released = await runtime.tracker.release([{ id: jobId, attempt }]);
+      deps.o.logger.info(
+        released.length > 0
+          ? 'over the rate: claim handed back'
+          : 'duplicate, stale or late delivery ignored',
+      );
+    } else if (!job) deps.o.logger.info('duplicate, stale or late delivery ignored');
     const { firstRecorded, nextJobsRun } = await runFrom(job, context);
     const outcome: ExecutorOutcome = firstRecorded?.recorded ?? 'duplicate';
     return context ? { outcome, nextJobsRun } : { outcome };

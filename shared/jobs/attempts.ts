@@ -33,6 +33,24 @@ export const SLOT_LEASE_SECONDS = 60;
  */
 export const MAX_HANDBACKS = 10;
 
+/**
+ * On AWS a rate-limited type's starts are planned on its rate slots (`startAttemptSql`,
+ * `completeAndClaimNextSql`), at least this long after the statement, so that its answer is back before
+ * the start and every start happens on its plan: a Data API round trip, its tail included.
+ */
+export const RATE_START_LEAD_MS = 200;
+
+/** How far ahead a rate-limited type's starts are planned at most (less for a window under a second). */
+export const RATE_AHEAD_SECONDS = 1;
+
+/**
+ * When a job claimed for an executor is to start: its claim's time (its dispatch lease less the lease's
+ * length), ahead of now for a rate-limited type's planned start, else already past.
+ */
+export function plannedStart(job: ClaimedJob): Date | null {
+  return job.leaseExpiresAt ? new Date(job.leaseExpiresAt.getTime() - DISPATCH_LEASE_SECONDS * 1000) : null;
+}
+
 /** What a local worker tells its claim about the slots of limited types it holds and could use. */
 export interface WorkerSlots {
   /** The worker's id: the holder of its slots. */
@@ -268,13 +286,22 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
 
   /**
    * Records that an executor began `attempt`. Returns the job for the first delivery of the current
-   * attempt, `null` for a duplicate delivery or a stale attempt (do not run it).
+   * attempt, `null` for a duplicate delivery or a stale attempt (do not run it). `paced` (an event's
+   * delivery): a rate-limited type's start is planned on a rate slot, `startedAt` (run it then), or, with
+   * none within reach, refused (`null`; hand the claim back with `release`).
    */
-  async startAttempt(id: string, attempt: number): Promise<Job | null> {
+  async startAttempt(id: string, attempt: number, options: { paced?: boolean } = {}): Promise<Job | null> {
     assertUuid(id);
     const res = await this.db.query<JobRow>(
       sql.startAttemptSql,
-      this.params({ id: uuid(id), attempt, token: uuid(randomUUID()) }),
+      this.params({
+        id: uuid(id),
+        attempt,
+        token: uuid(randomUUID()),
+        rates: options.paced ? this.rateLimits() : null,
+        start_lead_ms: RATE_START_LEAD_MS,
+        rate_ahead_seconds: RATE_AHEAD_SECONDS,
+      }),
     );
     return res.rows[0] ? rowToJob(res.rows[0]) : null;
   }
@@ -305,33 +332,43 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
     return applied;
   }
 
+  /** Whether claims of `jobType` keep a rate (its own, or the stack's override). */
+  isRateLimited(jobType: string): boolean {
+    const rates = this.rateLimits();
+    return rates !== null && jobType in (JSON.parse(rates) as Record<string, unknown>);
+  }
+
   /**
-   * Completes `attempt` and claims the next due job of `jobType` (within the type's concurrency limit,
-   * under a dispatch lease: begin it with `startAttempt`), in one statement.
+   * Completes `attempt` (none: `null`) and claims the next due job of `jobType` (within the type's
+   * concurrency limit, under a dispatch lease), in one statement. A rate-limited type's next job is
+   * claimed ahead: its start is planned at its claim's time (`plannedStart`), which may be up to a second
+   * ahead.
    * `completed` is false when the attempt was fenced out; `next` is null when no job of the type is due
    * or the type is at its limit.
    */
   async completeAndClaimNext(
-    done: CompletedAttempt,
+    done: CompletedAttempt | null,
     jobType: string,
   ): Promise<{ completed: boolean; next: ClaimedJob | null }> {
-    assertUuid(done.id);
+    if (done) assertUuid(done.id);
     const limits = await this.limitsWithSlots();
     const res = await this.db.query<JobRow & { applied: boolean }>(
       sql.completeAndClaimNextSql,
       this.params({
-        id: uuid(done.id),
-        attempt: done.attempt,
-        duration_ms: roundMs(done.durationMs),
+        id: done ? uuid(done.id) : null,
+        attempt: done?.attempt ?? null,
+        duration_ms: roundMs(done?.durationMs),
         token: uuid(randomUUID()),
         limits: limits ?? '{}',
         only_type: jobType,
         dispatch_lease_seconds: DISPATCH_LEASE_SECONDS,
+        start_lead_ms: RATE_START_LEAD_MS,
+        rate_ahead_seconds: RATE_AHEAD_SECONDS,
       }),
     );
     const row = res.rows[0];
     const completed = row?.applied === true;
-    if (completed) this.metrics.attemptFinished(jobType, 'completed', roundMs(done.durationMs));
+    if (completed) this.metrics.attemptFinished(jobType, 'completed', roundMs(done?.durationMs));
     return { completed, next: row?.id ? rowToClaimedJob(row) : null };
   }
 

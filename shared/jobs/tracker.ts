@@ -151,8 +151,8 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.attempts.settleWorkerSlots(worker, concurrency, keep);
   }
 
-  startAttempt(id: string, attempt: number): Promise<Job | null> {
-    return this.attempts.startAttempt(id, attempt);
+  startAttempt(id: string, attempt: number, options: { paced?: boolean } = {}): Promise<Job | null> {
+    return this.attempts.startAttempt(id, attempt, options);
   }
 
   /** Completes `attempt` of a job. Returns false when the attempt is no longer current (fenced out). */
@@ -166,8 +166,13 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     return this.attempts.completeMany(items);
   }
 
-  completeAndClaimNext(done: CompletedAttempt, jobType: string) {
+  completeAndClaimNext(done: CompletedAttempt | null, jobType: string) {
     return this.attempts.completeAndClaimNext(done, jobType);
+  }
+
+  /** Whether claims of `jobType` keep a rate (its own, or the stack's override). */
+  isRateLimited(jobType: string): boolean {
+    return this.attempts.isRateLimited(jobType);
   }
 
   /**

@@ -141,6 +141,9 @@ beforeAll(async () => {
     id: running.id,
     attempt: running.attempts,
     token: '00000000-0000-4000-8000-000000000001',
+    rates: null,
+    start_lead_ms: 200,
+    rate_ahead_seconds: 1,
   });
   const token = '00000000-0000-4000-8000-000000000003';
   await cachePlan('complete', sql.completeAttemptsSql, { now, items: one({ duration_ms: 1 }), token });

@@ -6,7 +6,7 @@ import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { JobTypeRegistry, rateLimitsFromText } from '../../shared/jobs/registry.js';
-import { JobTracker } from '../../shared/jobs/tracker.js';
+import { JobTracker, plannedStart, RATE_START_LEAD_MS } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -144,6 +144,72 @@ test('local workers together start at most `limit` in any window, and keep to th
   // later on a loaded machine, so the starts are held to the window less that delay.
   for (let i = 3; i < sorted.length; i++) expect(sorted[i]! - sorted[i - 3]!).toBeGreaterThanOrEqual(1_900);
   expect(sorted[8]! - begun).toBeLessThan(5_500);
+});
+
+describe('on AWS the starts keep the rate, not only the claims', () => {
+  // `mail`: 3 per 2 s, so a start is planned at most 1 s ahead (RATE_AHEAD_SECONDS).
+  const trackerOver = () => new JobTracker({ db: t.db, registry: registry(10), clock }) as Tracker;
+  const at = (ms: number) => new Date(Date.parse('2026-06-01T00:00:00Z') + ms);
+
+  test("an executor's next job is claimed ahead onto the slot free soonest, its start planned then", async () => {
+    const tracker = trackerOver();
+    await enqueue(tracker, 'mail', 8);
+    const first = await tracker.fetchReady(10);
+    expect(first).toHaveLength(3);
+    clock.advance(1_500);
+    // The three slots were used at 0: each frees at 2 s, within a second (and the lead) of 1.5 s.
+    const next = await tracker.completeAndClaimNext({ id: first[0]!.id, attempt: 1 }, 'mail');
+    expect(next.completed).toBe(true);
+    expect(plannedStart(next.next!)).toEqual(at(2_000));
+    expect(plannedStart((await tracker.completeAndClaimNext(null, 'mail')).next!)).toEqual(at(2_000));
+    expect(plannedStart((await tracker.completeAndClaimNext(null, 'mail')).next!)).toEqual(at(2_000));
+    // Every slot's next use is planned: the next one frees at 4 s, more than a second ahead.
+    expect((await tracker.completeAndClaimNext(null, 'mail')).next).toBeNull();
+    expect(await waitingUncounted()).toBe(2);
+    // Free slots: planned a lead after the statement (its answer is back by then).
+    clock.advance(3_000);
+    expect(plannedStart((await tracker.completeAndClaimNext(null, 'mail')).next!)).toEqual(
+      at(4_500 + RATE_START_LEAD_MS),
+    );
+  });
+
+  test("an event's start takes back its claim's slot, or one free soonest, or is refused", async () => {
+    const tracker = trackerOver();
+    await enqueue(tracker, 'mail', 6);
+    const claimed = await tracker.fetchReady(10);
+    expect(claimed).toHaveLength(3);
+    clock.advance(500);
+    // Its claim's slot, unused since: planned a lead from now.
+    const begun = await tracker.startAttempt(claimed[0]!.id, 1, { paced: true });
+    expect(begun!.startedAt).toEqual(at(500 + RATE_START_LEAD_MS));
+    expect(begun!.leaseExpiresAt!.getTime()).toBeGreaterThan(at(500 + RATE_START_LEAD_MS).getTime());
+    // The other two slots are planned ahead by an executor before their events arrive.
+    clock.advance(1_200);
+    expect((await tracker.completeAndClaimNext(null, 'mail')).next).not.toBeNull();
+    expect((await tracker.completeAndClaimNext(null, 'mail')).next).not.toBeNull();
+    // A late event takes the slot free soonest within a second: the first one's, a window after it.
+    const late = await tracker.startAttempt(claimed[1]!.id, 1, { paced: true });
+    expect(late!.startedAt).toEqual(at(2_500 + RATE_START_LEAD_MS));
+    // The last finds none within reach: refused, nothing begun; handed back uncounted.
+    expect(await tracker.startAttempt(claimed[2]!.id, 1, { paced: true })).toBeNull();
+    expect(await tracker.release([{ id: claimed[2]!.id, attempt: 1 }])).toEqual([claimed[2]!.id]);
+    const back = await t.db.query<{ status: string; counted: number }>(
+      'SELECT status, attempts - attempt_offset AS counted FROM jobs WHERE id = CAST(:id AS uuid)',
+      { id: claimed[2]!.id },
+    );
+    expect(back.rows[0]).toEqual({ status: 'pending', counted: 0 });
+    // A duplicate of the begun one is still refused; a renewal (not paced) of a begun attempt as before.
+    expect(await tracker.startAttempt(claimed[0]!.id, 1, { paced: true })).toBeNull();
+    // Every planned start of a slot is a window after its previous one.
+    const stamps = await t.db.query<{ last_used_at: Date }>(
+      "SELECT last_used_at FROM job_rate_slots WHERE job_type = 'mail' ORDER BY last_used_at",
+    );
+    expect(stamps.rows.map((r) => r.last_used_at.getTime() - at(0).getTime())).toEqual([
+      2_000,
+      2_000,
+      2_500 + RATE_START_LEAD_MS,
+    ]);
+  });
 });
 
 describe("the stack's rate limits replace the types' own", () => {

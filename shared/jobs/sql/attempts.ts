@@ -9,18 +9,66 @@
  * run) gets no row, so nothing runs.
  * :token is made per call: the same statement sent again by its driver (an answer lost after the commit)
  * finds its own token and gets the job again; another delivery brings another token.
+ *
+ * A paced start (:rates, `{"type": [limit, perSeconds]}`, given for an event's delivery on AWS) of a
+ * rate-limited type plans the run's start on a rate slot, so that the type's starts, not only its claims,
+ * keep the rate: the job's claim marked a slot at the claim's time, and the event arrives later by a
+ * varying delay. The start takes back that slot if nobody used it since (its previous use is a window
+ * before the claim, so starting now is within the rate), else the slot free soonest within
+ * `rateAheadSeconds` (:rate_ahead_seconds at most), and marks it with the planned start: :start_lead_ms
+ * from now, or a window after the slot's last use. `started_at` is that planned start (the executor
+ * waits for it), and the lease runs from it. No slot within reach: no row (the executor hands the claim
+ * back, uncounted). A type without a rate, or :rates NULL (a lease renewal), starts now as before.
  */
 export const startAttemptSql = `
-WITH started AS (
+WITH target AS (
+  -- The job by its key alone (OFFSET 0 keeps the planner from reading it through another index).
+  SELECT j.id, j.job_type, j.claimed_at, CAST(:rates AS jsonb) -> j.job_type AS rate
+  FROM (SELECT id, job_type, claimed_at, attempts, status, started_at, lease_expires_at FROM jobs
+        WHERE id = CAST(:id AS uuid) OFFSET 0) j
+  WHERE j.attempts = :attempt AND j.status = 'running' AND j.started_at IS NULL
+    AND j.lease_expires_at > COALESCE(CAST(:now AS timestamptz), now())
+    AND COALESCE(CAST(:rates AS jsonb) ? j.job_type, false)
+), own AS (
+  SELECT s.job_type, s.slot, s.last_used_at FROM target t
+  JOIN job_rate_slots s ON s.job_type = t.job_type AND s.slot < (t.rate ->> 0)::integer
+                       AND s.last_used_at = t.claimed_at
+  ORDER BY s.slot LIMIT 1
+  FOR UPDATE OF s SKIP LOCKED
+), other AS (
+  SELECT s.job_type, s.slot, s.last_used_at + make_interval(secs => (t.rate ->> 1)::double precision) AS free_at
+  FROM target t
+  JOIN job_rate_slots s ON s.job_type = t.job_type AND s.slot < (t.rate ->> 0)::integer
+  WHERE NOT EXISTS (SELECT 1 FROM own)
+    AND (s.last_used_at IS NULL
+         OR s.last_used_at <= COALESCE(CAST(:now AS timestamptz), now())
+              + make_interval(secs => LEAST((t.rate ->> 1)::double precision, :rate_ahead_seconds)
+                                      - (t.rate ->> 1)::double precision))
+  ORDER BY s.last_used_at NULLS FIRST, s.slot LIMIT 1
+  FOR UPDATE OF s SKIP LOCKED
+), pace AS (
+  SELECT job_type, slot, COALESCE(CAST(:now AS timestamptz), now())
+                         + make_interval(secs => CAST(:start_lead_ms AS integer) / 1000.0) AS at
+  FROM own
+  UNION ALL
+  SELECT job_type, slot, GREATEST(COALESCE(CAST(:now AS timestamptz), now())
+                                  + make_interval(secs => CAST(:start_lead_ms AS integer) / 1000.0),
+                                  free_at) FROM other
+), stamped AS (
+  UPDATE job_rate_slots r SET last_used_at = p.at
+  FROM pace p WHERE r.job_type = p.job_type AND r.slot = p.slot
+), started AS (
   UPDATE jobs
   SET lease_expires_at = CASE WHEN started_at IS NULL
-                         THEN COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => lease_seconds)
+                         THEN COALESCE((SELECT at FROM pace), COALESCE(CAST(:now AS timestamptz), now()))
+                              + make_interval(secs => lease_seconds)
                          ELSE lease_expires_at END,
-      started_at = COALESCE(started_at, COALESCE(CAST(:now AS timestamptz), now())),
+      started_at = COALESCE(started_at, (SELECT at FROM pace), COALESCE(CAST(:now AS timestamptz), now())),
       start_token = CAST(:token AS uuid),
       updated_at = COALESCE(CAST(:now AS timestamptz), now())
   WHERE id = CAST(:id AS uuid) AND attempts = :attempt AND status = 'running'
-    AND ((started_at IS NULL AND lease_expires_at > COALESCE(CAST(:now AS timestamptz), now()))
+    AND ((started_at IS NULL AND lease_expires_at > COALESCE(CAST(:now AS timestamptz), now())
+          AND (NOT EXISTS (SELECT 1 FROM target) OR EXISTS (SELECT 1 FROM pace)))
          OR start_token = CAST(:token AS uuid))
   RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
     scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
@@ -79,6 +127,11 @@ FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, 
  * claim goes back uncounted (`undelivered`). Answers one row: whether the completion applied, and the next job's columns
  * (NULL when none). :token marks both, so a resent statement reports its first run's completion and
  * answers with the job that run claimed, and claims nothing more.
+ * A rate-limited type's next job is claimed ahead, at the time its start is planned (`pace`): the rate
+ * slot free soonest, if it frees within `min(perSeconds, :rate_ahead_seconds)` (else nothing is claimed:
+ * the type's starts are planned that far ahead already), and never sooner than :start_lead_ms from now, so
+ * the answer is back before it. The claim's time (its lease less the dispatch lease) is the planned start.
+ * :id NULL claims without completing anything.
  */
 export const completeAndClaimNextSql = `
 WITH items AS (
@@ -112,14 +165,33 @@ WITH items AS (
 ), finished AS (
   SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM resent) AS applied,
          (SELECT count(*) FROM prior) AS prior_claims
+), rate AS (
+  SELECT CAST(:limits AS jsonb) -> '$rates' -> CAST(:only_type AS text) AS r
+), pace AS (
+  -- A rate-limited type's next job is claimed ahead onto the rate slot free soonest: its start is
+  -- planned then (the claim's time; the executor waits for it), never sooner than :start_lead_ms from now.
+  SELECT CASE WHEN rate.r IS NULL THEN COALESCE(CAST(:now AS timestamptz), now())
+              ELSE GREATEST(COALESCE(CAST(:now AS timestamptz), now())
+                              + make_interval(secs => CAST(:start_lead_ms AS integer) / 1000.0),
+                            (SELECT min(COALESCE(s.last_used_at, '-infinity'::timestamptz))
+                             FROM job_rate_slots s
+                             WHERE s.job_type = CAST(:only_type AS text) AND s.slot < (rate.r ->> 0)::integer)
+                              + make_interval(secs => (rate.r ->> 1)::double precision)) END AS at,
+         CASE WHEN rate.r IS NULL THEN 0 ELSE LEAST((rate.r ->> 1)::double precision, :rate_ahead_seconds) END
+           AS ahead_seconds
+  FROM rate
 ), next AS (
   SELECT * FROM prior
   UNION ALL
   SELECT id, job_type, payload, attempts, max_attempts, priority, idempotency_key, scheduled_at,
          lease_expires_at
-  FROM finished f CROSS JOIN LATERAL lana_jobs_claim_slotted(
-    CAST(:limits AS jsonb), CAST(:only_type AS text), CASE WHEN f.prior_claims > 0 THEN 0 ELSE 1 END,
-    COALESCE(CAST(:now AS timestamptz), now()), false, CAST(:dispatch_lease_seconds AS integer),
+  FROM finished f CROSS JOIN pace p CROSS JOIN LATERAL lana_jobs_claim_slotted(
+    CAST(:limits AS jsonb), CAST(:only_type AS text),
+    CASE WHEN f.prior_claims > 0
+              OR p.at > COALESCE(CAST(:now AS timestamptz), now())
+                          + make_interval(secs => p.ahead_seconds + CAST(:start_lead_ms AS integer) / 1000.0)
+         THEN 0 ELSE 1 END,
+    p.at, false, CAST(:dispatch_lease_seconds AS integer),
     CAST(:token AS uuid), NULL, NULL, NULL, NULL)
 )
 SELECT f.applied > 0 AS applied, n.*
