@@ -99,6 +99,16 @@ export class DatabaseModel {
   statements = 0;
   /** Calls answered with a 5xx that the SDK sent again. */
   resends = 0;
+  /** Slot claims. */
+  claims = 0;
+  /**
+   * Slot claims that ran while another write of the same type (or of unknown or every type) was
+   * committing: on PostgreSQL the rows that write changed (a slot it freed or took, a job it released) stay
+   * locked until its commit and the claim skips them (SKIP LOCKED), where the model, whose statements are
+   * measured one at a time, shows it them committed.
+   */
+  claimsDuringAnothersCommit = 0;
+  private readonly committing = new Map<string, number>();
   readonly lane = new RealLane();
   private readonly cpus: Resource;
   private readonly speed: number;
@@ -184,6 +194,14 @@ export class DatabaseModel {
     if (keys.length > 0) this.lockWaits.push(this.vt.now - waitFrom);
     await this.cpus.acquire();
     let cpuHeld = true;
+    const writeKey = typeKey(params);
+    if (sql.includes('lana_jobs_claim_slotted(')) {
+      this.claims++;
+      const meets = [...this.committing].some(
+        ([k, n]) => n > 0 && (k === writeKey || k === ALL_TYPES || writeKey === ALL_TYPES),
+      );
+      if (meets) this.claimsDuringAnothersCommit++;
+    }
     try {
       let measured = 0;
       const result = await this.vt.real(() =>
@@ -207,7 +225,14 @@ export class DatabaseModel {
       cpuHeld = false;
       // The commit's flush to storage: the statement keeps its locks (a claim's advisory lock ends with
       // its transaction), the vCPU is free.
-      if (WRITES.test(sql)) await this.vt.sleep(this.options.commitMs ?? 2);
+      if (WRITES.test(sql)) {
+        this.committing.set(writeKey, (this.committing.get(writeKey) ?? 0) + 1);
+        try {
+          await this.vt.sleep(this.options.commitMs ?? 2);
+        } finally {
+          this.committing.set(writeKey, this.committing.get(writeKey)! - 1);
+        }
+      }
       return result;
     } finally {
       if (cpuHeld) this.cpus.release();
@@ -248,6 +273,13 @@ export class DatabaseModel {
       0.99,
     );
   }
+}
+
+const ALL_TYPES = '*';
+
+/** The job type a statement works on (its :only_type or :job_type), `*` when it names none. */
+export function typeKey(params: SqlParams | undefined): string {
+  return text(params?.only_type) ?? text(params?.job_type) ?? ALL_TYPES;
 }
 
 /** Statements that write (a claim writes inside `lana_jobs_claim_slotted` or `lana_jobs_claim_limited`). */

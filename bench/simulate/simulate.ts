@@ -44,6 +44,15 @@ export interface TypeLoad {
   stream?: { perSecond: number; seconds: number };
   /** A schedule: one job at 0, then one every `periodSeconds`, `count` in all (enqueued like a stream's). */
   every?: { periodSeconds: number; count: number };
+  /** The type's rate limit (issue 27): at most `limit` starts in any `perSeconds`. */
+  rateLimit?: { limit: number; perSeconds: number };
+  /**
+   * The provider each run calls at its start (SES for notifications): it accepts at most `limit` calls in
+   * any `perSeconds` and throttles the rest, failing the attempt (retried under the backoff rule).
+   */
+  provider?: { limit: number; perSeconds: number };
+  /** An operator pauses the type at `atSeconds` and resumes it at `resumeAtSeconds` (virtual). */
+  pause?: { atSeconds: number; resumeAtSeconds: number };
 }
 
 /** What goes wrong, drawn per job, call or event. */
@@ -151,8 +160,26 @@ export interface ScenarioResult {
   /** Types whose runs at once ever exceeded their limit. */
   typesOverLimit: string[];
   pickupP99Seconds: number;
-  /** Each type's pickup p99 (seconds) and most runs at once against its limit. */
-  byType: Record<string, { jobs: number; pickupP99Seconds: number; maxRunning: number; limit: number }>;
+  /**
+   * Each type's pickup p99 (seconds) and most runs at once against its limit; for a rate-limited type the
+   * most starts in any window of its rate; for a paused type the claims made while it was paused and the
+   * time from the resume to its next start.
+   */
+  byType: Record<
+    string,
+    {
+      jobs: number;
+      pickupP99Seconds: number;
+      maxRunning: number;
+      limit: number;
+      maxStartsPerRateWindow?: number;
+      rateLimit?: number;
+      claimsWhilePaused?: number;
+      resumeToStartSeconds?: number;
+    }
+  >;
+  /** Provider calls throttled (a run over the provider's rate: a failed attempt). */
+  providerThrottles: number;
   fetchReadyInvocations: number;
   fetchReadyPerSecondMax: number;
   dataApiCallsPerJob: number;
@@ -160,8 +187,13 @@ export interface ScenarioResult {
   costPerMillionJobsUsd: number;
   /** Virtual seconds of Aurora vCPU per job (statements' execution, scaled to the capacity). */
   dbSecondsPerJob: number;
-  /** p99 of the claim statements' waits for their types' claim locks. */
+  /** p99 of the claim statements' waits for their types' claim locks (the previous release's claim only). */
   lockWaitP99Ms: number;
+  /**
+   * Share of slot claims that ran while another claim of their type was committing (`DatabaseModel`):
+   * how often PostgreSQL's row locks would have made a claim skip rows the model shows it taken.
+   */
+  claimsDuringAnothersCommit: number;
   coldStarts: number;
   /** Claims no executor began within their dispatch lease, handed back by fetch-ready. */
   handBacks: number;
@@ -201,6 +233,17 @@ export function typeLoads(scenario: Scenario): TypeLoad[] {
   ];
 }
 
+/** The most of `sorted` (times, ms) in any window (t - windowMs, t]. */
+function mostInAnyWindow(sorted: readonly number[], windowMs: number): number {
+  let most = 0;
+  let from = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    while (Math.round(sorted[from]!) <= Math.round(sorted[i]!) - windowMs) from++;
+    most = Math.max(most, i - from + 1);
+  }
+  return most;
+}
+
 const percentile = (sorted: number[], p: number) =>
   sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 
@@ -238,6 +281,19 @@ export async function simulate(
     random: prng(options.seed ^ 0xdb),
   });
 
+  // A provider's rate: its accepted calls' times per type, whole milliseconds (a provider does not tell
+  // apart calls a fraction of a millisecond either side of its window's edge).
+  let providerThrottles = 0;
+  const providerCalls = new Map<string, number[]>();
+  const providerAccepts = (type: string, rate: { limit: number; perSeconds: number }) => {
+    const t = Math.round(vt.now);
+    const calls = (providerCalls.get(type) ?? []).filter((c) => c > t - rate.perSeconds * 1000);
+    providerCalls.set(type, calls);
+    if (calls.length >= rate.limit) return false;
+    calls.push(t);
+    return true;
+  };
+
   // The jobs: runs of a drawn duration, recorded (start, end) by job and attempt.
   const runs: { jobId: string; jobType: string; attempt: number; start: number; end: number }[] = [];
   const running = new Map<string, number>();
@@ -252,6 +308,7 @@ export async function simulate(
       timeoutSeconds: load.timeoutSeconds ?? 60,
       ...(load.priority !== undefined ? { priority: load.priority } : {}),
       ...(load.retry ? { retry: load.retry } : {}),
+      ...(load.rateLimit ? { rateLimit: load.rateLimit } : {}),
       execute: async (_payload, ctx) => {
         const run = {
           jobId: ctx.job.id,
@@ -271,6 +328,11 @@ export async function simulate(
         const duration = load.durationMs * (0.8 + 0.4 * durations());
         const fault = faultDraws();
         const invocation = currentInvocation();
+        if (load.provider && !providerAccepts(load.type, load.provider)) {
+          providerThrottles++;
+          end();
+          throw new Error('Throttling: Maximum sending rate exceeded');
+        }
         if (fault < faults.executorKillRate) {
           await vt.sleep(duration * faultDraws());
           end();
@@ -355,6 +417,8 @@ export async function simulate(
       jobType: load.type,
       o,
       handOver: () => handOverSlot(tracker, publisher, load.type),
+      nowMs: () => vt.nowMs(),
+      sleep: (ms) => vt.sleep(ms),
     });
     executors.set(
       load.type,
@@ -414,6 +478,25 @@ export async function simulate(
   });
 
   try {
+    // An operator's pause and resume (issue 27), straight on the database.
+    const pauses = new Map<string, { at: Date; resumedAt?: Date }>();
+    const operations: Promise<unknown>[] = [];
+    const operator = new JobTracker({ db: database.pg, registry, clock });
+    for (const load of loads) {
+      if (!load.pause) continue;
+      const operate = (work: () => Promise<unknown>) => {
+        operations.push(vt.real(() => dbModel.lane.run(work)));
+      };
+      vt.at(load.pause.atSeconds * 1000, () => {
+        pauses.set(load.type, { at: vt.date() });
+        operate(() => operator.pauseType(load.type, { by: 'simulated operator', reason: 'provider down' }));
+      });
+      vt.at(load.pause.resumeAtSeconds * 1000, () => {
+        pauses.get(load.type)!.resumedAt = vt.date();
+        operate(() => operator.resumeType(load.type));
+      });
+    }
+
     // The schedule: fetch-ready every minute.
     const tick = () => {
       fetchReady.invoke({ source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {} });
@@ -502,6 +585,7 @@ export async function simulate(
       () => (pendingEnqueues === 0 && notFinal === 0 && idle()) || vt.now > lastArrival + GIVE_UP_AFTER_MS,
     );
     await poll();
+    await Promise.all(operations);
     // Let the last completions be recorded.
     const settleUntil = vt.now + 5_000;
     await vt.run(() => vt.now >= settleUntil);
@@ -542,19 +626,46 @@ export async function simulate(
     const byType: ScenarioResult['byType'] = {};
     for (const load of loads) {
       const list = (pickups.get(load.type) ?? []).sort((a, b) => a - b);
-      byType[load.type] = {
+      const starts = runs
+        .filter((r) => r.jobType === load.type)
+        .map((r) => r.start)
+        .sort((a, b) => a - b);
+      const entry: ScenarioResult['byType'][string] = {
         jobs: rows.rows.filter((r) => r.job_type === load.type).length,
         pickupP99Seconds: round(percentile(list, 0.99)),
         maxRunning: maxRunning.get(load.type) ?? 0,
         limit: load.concurrency,
       };
+      if (load.rateLimit) {
+        entry.maxStartsPerRateWindow = mostInAnyWindow(starts, load.rateLimit.perSeconds * 1000);
+        entry.rateLimit = load.rateLimit.limit;
+      }
+      const pause = pauses.get(load.type);
+      if (pause?.resumedAt) {
+        // Every attempt closes with one execution row: those claimed while the type was paused.
+        const claimed = await database.pg.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM job_executions e JOIN jobs j ON j.id = e.job_id
+           WHERE j.job_type = :type AND e.claimed_at > :paused AND e.claimed_at < :resumed`,
+          { type: load.type, paused: pause.at, resumed: pause.resumedAt },
+        );
+        entry.claimsWhilePaused = claimed.rows[0]!.n;
+        const resumedAt = pause.resumedAt.getTime() - vt.epochMs;
+        const next = starts.find((t) => t >= resumedAt);
+        if (next !== undefined) entry.resumeToStartSeconds = round((next - resumedAt) / 1000);
+      }
+      byType[load.type] = entry;
     }
     const allPickups = [...pickups.values()].flat().sort((a, b) => a - b);
     const lastEnd = Math.max(0, ...runs.map((r) => (Number.isNaN(r.end) ? 0 : r.end)));
     const drainSeconds = lastEnd / 1000;
-    // The ideal: the slowest type's work at its concurrency.
+    // The ideal: the slowest type's work at its concurrency, or at its rate.
     const idealSeconds = Math.max(
-      ...loads.map((l) => (byType[l.type]!.jobs * l.durationMs) / l.concurrency / 1000),
+      ...loads.map((l) =>
+        Math.max(
+          (byType[l.type]!.jobs * l.durationMs) / l.concurrency / 1000,
+          l.rateLimit ? (byType[l.type]!.jobs * l.rateLimit.perSeconds) / l.rateLimit.limit : 0,
+        ),
+      ),
     );
     const perSecond = new Map<number, number>();
     for (const s of fetchReady.starts)
@@ -596,11 +707,14 @@ export async function simulate(
       costPerMillionJobsUsd: round((cost / total) * 1e6, 2),
       dbSecondsPerJob: round(dbModel.dbMs / 1000 / total, 6),
       lockWaitP99Ms: round(dbModel.lockWaitP99Ms(), 1),
+      claimsDuringAnothersCommit:
+        dbModel.claims === 0 ? 0 : round(dbModel.claimsDuringAnothersCommit / dbModel.claims),
       coldStarts: lambdas.reduce((n, l) => n + l.coldStarts, 0),
       handBacks,
       duplicatesDelivered,
       throttles: lambdas.reduce((n, l) => n + l.throttles, 0),
       lambdaTimeouts: lambdas.reduce((n, l) => n + l.timedOut, 0),
+      providerThrottles,
       executorsKilled: allExecutors.reduce((n, l) => n + l.killed, 0),
       dataApiResends: dbModel.resends,
       putEventsEntriesFailed,
@@ -658,6 +772,35 @@ export function mixedTypes(seconds: number): TypeLoad[] {
   ];
 }
 
+/** `n` notifications due at once (a reminder sweep), at SES's default rate, 14 a second. */
+export function rateLimitedNotifications(n: number): TypeLoad {
+  const rate = { limit: 14, perSeconds: 1 };
+  return {
+    type: 'notification',
+    concurrency: 20,
+    timeoutSeconds: 30,
+    durationMs: 200,
+    backlog: n,
+    rateLimit: rate,
+    provider: rate,
+  };
+}
+
+/**
+ * `n` jobs of 1 s at a limit of 20, the type paused by an operator after a fifth of its drain and resumed
+ * after another fifth and 10 s (so the resume falls between fetch-ready's minutes).
+ */
+export function pausedThenResumed(n: number): TypeLoad {
+  const ideal = n / 20;
+  return {
+    type: 'sim-work',
+    concurrency: 20,
+    durationMs: 1000,
+    backlog: n,
+    pause: { atSeconds: Math.round(ideal / 5), resumeAtSeconds: Math.round((2 * ideal) / 5) + 10 },
+  };
+}
+
 /** The issue's scenarios, scaled (1 = full size). */
 export function scenarios(scale = 1): Scenario[] {
   const n = (x: number) => Math.max(1, Math.round(x * scale));
@@ -668,6 +811,13 @@ export function scenarios(scale = 1): Scenario[] {
     { name: 'S4 nudge storm', stream: { perSecond: 100, seconds: n(120) }, durationMs: 100, concurrency: 20 },
     { name: 'S5 mixed', types: mixedTypes(n(600)), senders: 4, saturated: ['notification'] },
     { name: 'S6 sparse', stream: { perSecond: 0.2, seconds: n(600) }, durationMs: 200, concurrency: 20 },
+    {
+      // Issue 27: a reminder sweep's notifications at SES's default rate, 14 a second, against a provider
+      // that throttles above it.
+      name: 'S8 rate-limited notifications',
+      types: [rateLimitedNotifications(n(10_000))],
+    },
+    { name: 'S9 pause and resume', types: [pausedThenResumed(n(6_000))] },
     {
       name: 'S7 faults',
       stream: { perSecond: 50, seconds: n(600) },
