@@ -210,6 +210,20 @@ describe('on AWS the starts keep the rate, not only the claims', () => {
       2_500 + RATE_START_LEAD_MS,
     ]);
   });
+
+  test('a start paced for a rate no claimer keeps (no rate slot rows) starts now', async () => {
+    const claimer = trackerOver();
+    await enqueue(claimer, 'sync', 1);
+    const [job] = await claimer.fetchReady(1, { jobType: 'sync' });
+    const starter = new JobTracker({
+      db: t.db,
+      registry: registry(10),
+      clock,
+      rateLimitOverrides: rateLimitsFromText('sync=1/60'),
+    }) as Tracker;
+    const begun = await starter.startAttempt(job!.id, 1, { paced: true });
+    expect(begun!.startedAt).toEqual(at(0));
+  });
 });
 
 describe("the stack's rate limits replace the types' own", () => {

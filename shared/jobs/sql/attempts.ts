@@ -18,7 +18,8 @@
  * `rateAheadSeconds` (:rate_ahead_seconds at most), and marks it with the planned start: :start_lead_ms
  * from now, or a window after the slot's last use. `started_at` is that planned start (the executor
  * waits for it), and the lease runs from it. No slot within reach: no row (the executor hands the claim
- * back, uncounted). A type without a rate, or :rates NULL (a lease renewal), starts now as before.
+ * back, uncounted). A type without a rate (or without rate slot rows: no claimer keeps one for it), or
+ * :rates NULL (a lease renewal), starts now as before.
  */
 export const startAttemptSql = `
 WITH target AS (
@@ -29,6 +30,8 @@ WITH target AS (
   WHERE j.attempts = :attempt AND j.status = 'running' AND j.started_at IS NULL
     AND j.lease_expires_at > COALESCE(CAST(:now AS timestamptz), now())
     AND COALESCE(CAST(:rates AS jsonb) ? j.job_type, false)
+    -- No rate slot rows: the claimers keep no rate for the type (a setting not yet everywhere).
+    AND EXISTS (SELECT 1 FROM job_rate_slots WHERE job_type = j.job_type)
 ), own AS (
   SELECT s.job_type, s.slot, s.last_used_at FROM target t
   JOIN job_rate_slots s ON s.job_type = t.job_type AND s.slot < (t.rate ->> 0)::integer
