@@ -777,13 +777,16 @@ CREATE TABLE jobs (
   claim_token uuid,
   finish_token uuid,
   slot integer,
-  handbacks integer DEFAULT 0 NOT NULL
+  handbacks integer DEFAULT 0 NOT NULL,
+  debounce_key text,
+  debounce_until timestamp with time zone
 );
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check CHECK (((attempts >= 0) AND (attempts <= max_attempts)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check1 CHECK (((status <> 'running'::text) OR (lease_expires_at IS NOT NULL)));
+ALTER TABLE jobs ADD CONSTRAINT jobs_debounce_key_check CHECK (((length(debounce_key) >= 1) AND (length(debounce_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_job_type_check CHECK (((length(job_type) >= 1) AND (length(job_type) <= 100)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_lease_seconds_check CHECK (((lease_seconds >= 1) AND (lease_seconds <= 86400)));
@@ -794,6 +797,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['p
 CREATE INDEX jobs_cancelled_idx ON public.jobs USING btree (id) WHERE (status = 'cancelled'::text);
 CREATE INDEX jobs_claim_token_idx ON public.jobs USING btree (claim_token) WHERE ((claim_token IS NOT NULL) AND (status = 'running'::text));
 CREATE INDEX jobs_completed_at_brin ON public.jobs USING brin (completed_at);
+CREATE UNIQUE INDEX jobs_debounce_idx ON public.jobs USING btree (job_type, debounce_key) WHERE ((debounce_key IS NOT NULL) AND (status = 'pending'::text) AND (attempts = 0));
 CREATE INDEX jobs_failed_idx ON public.jobs USING btree (id) WHERE (status = 'failed'::text);
 CREATE INDEX jobs_finished_at_idx ON public.jobs USING btree (completed_at) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (job_type, idempotency_key) WHERE (idempotency_key IS NOT NULL);
@@ -921,3 +925,11 @@ ALTER TABLE principal_changes ADD CONSTRAINT principal_changes_facility_id_fkey 
 ALTER TABLE principal_changes ADD CONSTRAINT principal_changes_pkey PRIMARY KEY (id);
 CREATE INDEX principal_changes_changed_at_idx ON public.principal_changes USING btree (changed_at);
 CREATE INDEX principal_changes_facility_idx ON public.principal_changes USING btree (facility_id, changed_at);
+
+CREATE TABLE schedule_ticks (
+  schedule text NOT NULL,
+  tick timestamp with time zone NOT NULL,
+  fired_at timestamp with time zone DEFAULT now() NOT NULL
+);
+ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_pkey PRIMARY KEY (schedule, tick);
+ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_schedule_check CHECK (((length(schedule) >= 1) AND (length(schedule) <= 200)));
