@@ -929,7 +929,8 @@ CREATE INDEX principal_changes_facility_idx ON public.principal_changes USING bt
 CREATE TABLE schedule_ticks (
   schedule text NOT NULL,
   tick timestamp with time zone NOT NULL,
-  fired_at timestamp with time zone DEFAULT now() NOT NULL
+  fired_at timestamp with time zone DEFAULT now() NOT NULL,
+  fired_by uuid NOT NULL
 );
 ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_pkey PRIMARY KEY (schedule, tick);
 ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_schedule_check CHECK (((length(schedule) >= 1) AND (length(schedule) <= 200)));

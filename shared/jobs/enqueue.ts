@@ -78,6 +78,14 @@ export interface UntypedNewJob {
   debounce?: DebounceInput;
 }
 
+/** A schedule's tick with the job it enqueues (`enqueueScheduleTicks`). */
+export interface ScheduleTickJob {
+  schedule: string;
+  /** The tick, to the minute. */
+  tick: Date;
+  job: UntypedNewJob;
+}
+
 export interface EnqueueResult {
   job: Job;
   /**
@@ -225,6 +233,36 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
+  }
+
+  /**
+   * Enqueues the jobs of schedule ticks that no firer has recorded yet, and records them, in one
+   * transaction (`recordScheduleTicksSql`): each tick is enqueued once even after retention deleted its
+   * job, which the tick's job key alone could not promise. Results in input order; null for a tick
+   * already recorded. Jobs are enqueued in input order, so ticks given oldest first run oldest first.
+   * Bad input (a job its type refuses) rolls back the ticks too: nothing written.
+   */
+  async enqueueScheduleTicks(ticks: readonly ScheduleTickJob[]): Promise<(EnqueueResult | null)[]> {
+    if (ticks.length === 0) return [];
+    const at = (schedule: string, tick: Date | string) => `${schedule}\u0000${new Date(tick).getTime()}`;
+    const token = newJobId();
+    return this.db.transaction(async (tx) => {
+      const recorded = await tx.query<{ schedule: string; tick: Date }>(
+        sql.recordScheduleTicksSql,
+        this.params({
+          token,
+          ticks: json(ticks.map((t) => ({ schedule: t.schedule, tick: t.tick.toISOString() }))),
+        }),
+      );
+      const fresh = new Set(recorded.rows.map((r) => at(r.schedule, r.tick)));
+      const chosen = ticks.filter((t) => fresh.has(at(t.schedule, t.tick)));
+      const results = await this.enqueueUntyped(
+        chosen.map((t) => t.job),
+        { db: tx },
+      );
+      const byTick = new Map(chosen.map((t, i) => [at(t.schedule, t.tick), results[i]!]));
+      return ticks.map((t) => byTick.get(at(t.schedule, t.tick)) ?? null);
+    });
   }
 
   /**

@@ -21,11 +21,13 @@ CREATE UNIQUE INDEX jobs_debounce_idx ON jobs (job_type, debounce_key)
 -- insert here made the row, so a missed tick inside the window is enqueued once even after its job is
 -- gone (retention may delete a completed job after one day, inside a three-day window). The tick's job
 -- key (`schedule:<name>@<tick>`) still guards it as for every schedule. No foreign key: jobs are deleted
--- by retention and purge while their ticks stay. A row is about 60 bytes; a daily schedule adds 365 a
--- year.
+-- by retention and purge while their ticks stay. A row is under 100 bytes; a daily schedule adds 365 a
+-- year. `fired_by` is the firing call's token: a statement the Data API's client sends again inside the
+-- transaction finds the ticks its first send recorded (see `recordScheduleTicksSql`).
 CREATE TABLE schedule_ticks (
   schedule text NOT NULL CHECK (length(schedule) BETWEEN 1 AND 200),
   tick timestamptz NOT NULL,
   fired_at timestamptz NOT NULL DEFAULT now(),
+  fired_by uuid NOT NULL,
   PRIMARY KEY (schedule, tick)
 );
