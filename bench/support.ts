@@ -156,9 +156,11 @@ export async function walPosition(db: PgDatabase): Promise<string> {
   try {
     if (!inspect) throw new Error('no pg_walinspect');
     await pin.connect();
-    const res = await pin.query<{ lsn: string }>(
-      `SELECT lsn::text FROM pg_create_physical_replication_slot('lana_bench_' || pg_backend_pid(), true, true)`,
+    // The slot keeps WAL from the last checkpoint's redo point: the workload starts at the position after it.
+    await pin.query(
+      `SELECT lsn FROM pg_create_physical_replication_slot('lana_bench_' || pg_backend_pid(), true, true)`,
     );
+    const res = await pin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
     walPins.set(res.rows[0]!.lsn, pin);
     return res.rows[0]!.lsn;
   } catch {

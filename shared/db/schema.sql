@@ -400,24 +400,23 @@ BEGIN
 END;
 $function$;
 
-CREATE OR REPLACE FUNCTION public.lana_jobs_slot_follows_job()
+CREATE OR REPLACE FUNCTION public.lana_jobs_slot_follows_attempt()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-  IF NEW.status = 'running' AND NEW.attempts = OLD.attempts AND NEW.slot IS NOT DISTINCT FROM OLD.slot THEN
+  IF NEW.status = 'running' AND NEW.attempts = OLD.attempts THEN
+    -- The same attempt, begun or renewed: the hold lasts as long as its lease.
     IF NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at THEN
       UPDATE job_slots SET expires_at = NEW.lease_expires_at
       WHERE job_type = OLD.job_type AND slot = OLD.slot AND holder = OLD.id;
     END IF;
   ELSE
+    -- The attempt ended (completed, failed, retried, handed back, rescued, cancelled).
     UPDATE job_slots SET holder = NULL, expires_at = NULL
     WHERE job_type = OLD.job_type AND slot = OLD.slot AND holder = OLD.id;
-    IF NEW.slot IS NOT DISTINCT FROM OLD.slot THEN
-      NEW.slot := NULL;
-    END IF;
   END IF;
-  RETURN NEW;
+  RETURN NULL;
 END;
 $function$;
 
@@ -721,7 +720,7 @@ CREATE TABLE job_rate_slots (
   job_type text NOT NULL,
   slot integer NOT NULL,
   last_used_at timestamp with time zone
-);
+) WITH (fillfactor=50);
 ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_pkey PRIMARY KEY (job_type, slot);
 ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_slot_check CHECK ((slot >= 0));
 
@@ -730,7 +729,7 @@ CREATE TABLE job_slots (
   slot integer NOT NULL,
   holder uuid,
   expires_at timestamp with time zone
-);
+) WITH (fillfactor=50);
 ALTER TABLE job_slots ADD CONSTRAINT job_slots_pkey PRIMARY KEY (job_type, slot);
 ALTER TABLE job_slots ADD CONSTRAINT job_slots_slot_check CHECK ((slot >= 0));
 
@@ -780,7 +779,7 @@ CREATE TABLE jobs (
   handbacks integer DEFAULT 0 NOT NULL,
   debounce_key text,
   debounce_until timestamp with time zone
-);
+) WITH (fillfactor=60);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
@@ -805,10 +804,10 @@ CREATE INDEX jobs_key_id_idx ON public.jobs USING btree (idempotency_key, id) WH
 CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
 CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
-CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id);
+CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_notify_inserted();
-CREATE TRIGGER jobs_slot_follows_job BEFORE UPDATE ON public.jobs FOR EACH ROW WHEN ((old.slot IS NOT NULL)) EXECUTE FUNCTION lana_jobs_slot_follows_job();
-CREATE TRIGGER jobs_slot_freed_by_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN ((old.slot IS NOT NULL)) EXECUTE FUNCTION lana_jobs_slot_freed_by_delete();
+CREATE TRIGGER jobs_slot_follows_attempt AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_follows_attempt();
+CREATE TRIGGER jobs_slot_freed_by_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_freed_by_delete();
 CREATE TRIGGER jobs_slots_freed_by_truncate AFTER TRUNCATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_slots_freed_by_truncate();
 
 CREATE TABLE lana_migrations (
