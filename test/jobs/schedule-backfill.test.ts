@@ -173,39 +173,44 @@ describe.each([
     expect(await keys()).toEqual(['schedule:test-daily@2026-05-10T08:00:00.000Z']);
     expect(await tickRows()).toBe(0);
   });
+});
 
-  test.runIf(_name === 'Data API')(
-    'a tick statement the client sends again inside the transaction still enqueues its ticks once',
-    async () => {
-      const clock = new ManualClock('2026-05-07T08:00:10Z');
-      await firer(clock).firer.fire();
-      clock.set('2026-05-10T10:00:00Z');
-      // The record statement runs, then its answer is lost; the SDK sends it again in the transaction.
-      fixture.injectFault({
-        error: 'InternalServerErrorException',
-        status: 500,
-        operation: 'Execute',
-        afterRunning: true,
-      });
-      const retrying = dataApiDriverOver(fixture, t.name, { sdkRetries: true });
-      try {
-        const tracker = new JobTracker({ db: retrying, registry: createCoreRegistry(), clock });
-        await new ScheduleFirer({
-          tracker,
-          schedules: [daily],
-          intervalMs: 60_000,
-          logger: silentLogger,
-        }).fire();
-      } finally {
-        fixture.clearFaults();
-        await retrying.close();
-      }
-      expect(await keys()).toEqual([
-        'schedule:test-daily@2026-05-07T08:00:00.000Z',
-        'schedule:test-daily@2026-05-08T08:00:00.000Z',
-        'schedule:test-daily@2026-05-09T08:00:00.000Z',
-        'schedule:test-daily@2026-05-10T08:00:00.000Z',
-      ]);
-    },
-  );
+describe('backfill through the Data API client that resends', () => {
+  test('a tick statement the client sends again inside the transaction still enqueues its ticks once', async () => {
+    const clock = new ManualClock('2026-05-07T08:00:10Z');
+    const first = new JobTracker({ db: dataApi, registry: createCoreRegistry(), clock });
+    await new ScheduleFirer({
+      tracker: first,
+      schedules: [daily],
+      intervalMs: 60_000,
+      logger: silentLogger,
+    }).fire();
+    clock.set('2026-05-10T10:00:00Z');
+    // The record statement runs, then its answer is lost; the SDK sends it again in the transaction.
+    fixture.injectFault({
+      error: 'InternalServerErrorException',
+      status: 500,
+      operation: 'Execute',
+      afterRunning: true,
+    });
+    const retrying = dataApiDriverOver(fixture, t.name, { sdkRetries: true });
+    try {
+      const tracker = new JobTracker({ db: retrying, registry: createCoreRegistry(), clock });
+      await new ScheduleFirer({
+        tracker,
+        schedules: [daily],
+        intervalMs: 60_000,
+        logger: silentLogger,
+      }).fire();
+    } finally {
+      fixture.clearFaults();
+      await retrying.close();
+    }
+    expect(await keys()).toEqual([
+      'schedule:test-daily@2026-05-07T08:00:00.000Z',
+      'schedule:test-daily@2026-05-08T08:00:00.000Z',
+      'schedule:test-daily@2026-05-09T08:00:00.000Z',
+      'schedule:test-daily@2026-05-10T08:00:00.000Z',
+    ]);
+  });
 });
