@@ -4,7 +4,9 @@ import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobInputError } from '../../shared/jobs/errors.js';
+import { newJobId } from '../../shared/jobs/ids.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { upsertDebouncedJobSql } from '../../shared/jobs/sql.js';
 import { JobTracker, type UntypedNewJob } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -156,6 +158,38 @@ describe.each([
       { id: old.job.id, status: 'pending', payload: payload(1) },
       { id: fresh.job.id, status: 'pending', payload: payload(3) },
     ]);
+  });
+
+  test('the statement sent again after its insert committed and a claim took the job answers with that job', async () => {
+    const clock = new ManualClock('2026-06-01T00:00:00Z');
+    const jobs = tracker(clock);
+    // As the Data API's client resends it: the same statement with the same parameters (the same id).
+    const params = {
+      now: clock.now(),
+      id: newJobId(),
+      job_type: 'revalue',
+      payload: JSON.stringify(payload(1)),
+      scheduled_at: null,
+      max_attempts: 3,
+      backoff_base_seconds: 60,
+      backoff_cap_seconds: 600,
+      lease_seconds: 60,
+      priority: 0,
+      idempotency_key: null,
+      debounce_key: 'facility:1',
+      window_seconds: 1,
+      max_wait_seconds: null,
+    };
+    const sent = await db().query<{ id: string; created: boolean }>(upsertDebouncedJobSql, params);
+    expect(sent.rows).toMatchObject([{ id: params.id, created: true }]);
+    clock.advance(1_000);
+    expect((await jobs.fetchReady(1)).map((j) => j.id)).toEqual([params.id]);
+    const resent = await db().query<{ id: string; status: string; created: boolean }>(upsertDebouncedJobSql, {
+      ...params,
+      now: clock.now(),
+    });
+    expect(resent.rows).toMatchObject([{ id: params.id, status: 'running', created: true }]);
+    expect(await rows()).toHaveLength(1);
   });
 
   const bad: [string, UntypedNewJob, RegExp][] = [

@@ -109,24 +109,37 @@ WHERE (job_type, idempotency_key) IN (
  * (`debounce_until`). One statement, arbitrated by the unique index: concurrent enqueues with one key leave
  * one pending job, and an enqueue racing the claim either pushes the job before the claim takes it or,
  * once the claim committed, finds no pending job and starts a new burst. `created` says whether the row
- * is this call's (its id: a resend of a committed insert finds its own row). Scheduled ahead, the insert
- * wakes no worker (the trigger notifies only due rows); a pushed job keeps its place until due.
+ * is this call's. A resend of this statement after its first send committed an insert (the Data API's
+ * client sends again when an answer is lost) finds the row by its id (`own`) and answers with it, even if
+ * a claim took it in between. Scheduled ahead, the insert wakes no worker (the trigger notifies only due
+ * rows).
  */
 export const upsertDebouncedJobSql = `
-INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                  backoff_cap_seconds, lease_seconds, priority, debounce_key, debounce_until,
-                  created_at, updated_at)
-VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
-        COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:window_seconds AS integer)),
-        CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
-        CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
-        CAST(:debounce_key AS text),
-        COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:max_wait_seconds AS integer)),
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()))
-ON CONFLICT (job_type, debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' AND attempts = 0
-DO UPDATE SET payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
-  scheduled_at = LEAST(EXCLUDED.scheduled_at, COALESCE(jobs.debounce_until, EXCLUDED.scheduled_at)),
-  updated_at = EXCLUDED.updated_at
-RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
-  scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at,
-  id = CAST(:id AS uuid) AS created`;
+WITH own AS (
+  SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+    scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at,
+    true AS created
+  FROM jobs WHERE id = CAST(:id AS uuid)
+), upserted AS (
+  INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                    backoff_cap_seconds, lease_seconds, priority, debounce_key, debounce_until,
+                    created_at, updated_at)
+  SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+         COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:window_seconds AS integer)),
+         CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+         CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+         CAST(:debounce_key AS text),
+         COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:max_wait_seconds AS integer)),
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now())
+  WHERE NOT EXISTS (SELECT 1 FROM own)
+  ON CONFLICT (job_type, debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' AND attempts = 0
+  DO UPDATE SET payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+    scheduled_at = LEAST(EXCLUDED.scheduled_at, COALESCE(jobs.debounce_until, EXCLUDED.scheduled_at)),
+    updated_at = EXCLUDED.updated_at
+  RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+    scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at,
+    id = CAST(:id AS uuid) AS created
+)
+SELECT * FROM upserted
+UNION ALL
+SELECT * FROM own`;
