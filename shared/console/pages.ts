@@ -130,6 +130,8 @@ export function renderJob(
     cancel: 'Cancelled.',
     enqueued: 'Enqueued.',
     existing: 'A job with this key already exists; nothing was written. This is that job.',
+    debounced:
+      'Joined the pending job with this debounce key: it has the new payload and runs when the window ends. This is that job.',
   };
   const fields: [string, unknown][] = [
     ['id', job.id],

@@ -229,7 +229,8 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
       if (type === undefined) throw new ConsoleInputError('choose a job type');
       const input = enqueueInputFromForm(tracker, type, fields);
       const [result] = await tracker.enqueueUntyped([input]);
-      return c.redirect(`/jobs/${result!.job.id}?done=${result!.created ? 'enqueued' : 'existing'}`, 303);
+      const done = result!.created ? 'enqueued' : input.debounce ? 'debounced' : 'existing';
+      return c.redirect(`/jobs/${result!.job.id}?done=${done}`, 303);
     } catch (err) {
       if (!(err instanceof JobInputError || err instanceof ConsoleInputError)) throw err;
       return c.html(
