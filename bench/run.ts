@@ -71,13 +71,17 @@ try {
     results.W1_throughput = w1;
     for (const r of w1)
       log(
-        `W1 ${r.limit.padEnd(12)} enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms and server CPU ${r.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.walBytesPerJob} B per job`,
+        `W1 ${r.limit.padEnd(12)} enqueue ${r.enqueueRowsPerSecond} rows/s, drain ${r.drainJobsPerSecond} jobs/s (default worker, concurrency 10), worker CPU ${r.workerCpuMsPer1000Jobs} ms and server CPU ${r.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.walBytesPerJobWithoutFullPageImages} B per job (${r.walBytesPerJob} B with full-page images)`,
       );
     ratios['W1 drain, limit 10 / no limit'] = {
       value: ratio(w1[0]!.drainJobsPerSecond, w1[2]!.drainJobsPerSecond),
       target: '>= 0.9',
     };
-    ratios['W1 WAL per job, limit 10 (B)'] = { value: w1[0]!.walBytesPerJob, target: '<= 1000' };
+    // Without full-page images: when checkpoints happen is the shared server's business (see WalWritten).
+    ratios['W1 WAL per job without full-page images, limit 10 (B)'] = {
+      value: w1[0]!.walBytesPerJobWithoutFullPageImages,
+      target: '<= 1000',
+    };
     const floor = await limitOneFloor(server);
     results.W1_limit_one_floor = floor;
     log(
@@ -127,7 +131,7 @@ try {
         | undefined;
       results.PEER_graphile_worker = r;
       log(
-        `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s, its CPU ${r.W1.processCpuMsPer1000Jobs} ms and server CPU ${r.W1.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.W1.walBytesPerJob} B per job`,
+        `PEER W1         graphile-worker (local queue 500, batched completion): enqueue ${r.W1.enqueueRowsPerSecond} rows/s, drain ${r.W1.drainJobsPerSecond} jobs/s, its CPU ${r.W1.processCpuMsPer1000Jobs} ms and server CPU ${r.W1.serverCpuMsPer1000Jobs ?? '?'} ms per 1,000 jobs, WAL ${r.W1.walBytesPerJobWithoutFullPageImages} B per job (${r.W1.walBytesPerJob} B with full-page images)`,
       );
       log(
         `PEER W2         graphile-worker: add-to-start p50 ${r.W2.p50Ms} ms, p99 ${r.W2.p99Ms} ms, max ${r.W2.maxMs} ms`,

@@ -28,6 +28,7 @@ export interface PeerResult {
     processCpuMsPer1000Jobs: number;
     serverCpuMsPer1000Jobs: number | null;
     walBytesPerJob: number;
+    walBytesPerJobWithoutFullPageImages: number;
   };
   W2: { jobs: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
@@ -102,7 +103,7 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     const drainSeconds = (performance.now() - t1) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const serverCpu1 = localPostgresCpuMs();
-    const walBytes = await walBytesSince(w1.db, wal0);
+    const wal = await walBytesSince(w1.db, wal0);
     await runner.stop();
     W1 = {
       enqueueRowsPerSecond: Math.round(20_000 / enqueueSeconds),
@@ -111,7 +112,8 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
       processCpuMsPer1000Jobs: +((cpu.user + cpu.system) / 1000 / 20).toFixed(1),
       serverCpuMsPer1000Jobs:
         serverCpu0 === null || serverCpu1 === null ? null : Math.round((serverCpu1 - serverCpu0) / 20),
-      walBytesPerJob: Math.round(walBytes / 20_000),
+      walBytesPerJob: Math.round(wal.bytes / 20_000),
+      walBytesPerJobWithoutFullPageImages: Math.round((wal.bytes - wal.fullPageImageBytes) / 20_000),
     };
   } finally {
     await pool1?.end().catch(() => {});
