@@ -33,7 +33,7 @@ export interface PeerResult {
   W2: { jobs: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
-interface GraphileWorkerApi {
+export interface GraphileWorkerApi {
   Logger: new (factory: () => () => void) => unknown;
   run(options: Record<string, unknown>): Promise<{ stop(): Promise<void> }>;
   makeWorkerUtils(options: { connectionString: string }): Promise<{
@@ -56,16 +56,23 @@ export async function loadGraphileWorker(): Promise<GraphileWorkerApi | null> {
 const TUNED = { concurrentJobs: 10, localQueue: { size: 500 }, completeJobBatchDelay: 0, pollInterval: 2000 };
 const silentLogFactory = () => () => {};
 
-export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi): Promise<PeerResult> {
-  const common = async (url: string) => {
-    const pool = new pg.Pool({ connectionString: url, max: 12 });
-    pool.on('error', () => {});
-    pool.on('connect', (client) => client.on('error', () => {}));
-    return { pool, logger: new gw.Logger(silentLogFactory) };
-  };
+const poolFor = async (gw: GraphileWorkerApi, url: string) => {
+  const pool = new pg.Pool({ connectionString: url, max: 12 });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return { pool, logger: new gw.Logger(silentLogFactory) };
+};
 
-  // W1: bulk enqueue 20,000 no-op jobs, then drain with concurrency 10; done when the queue table is empty
-  // (graphile-worker deletes a job when its completion commits).
+/**
+ * W1 on graphile-worker: bulk enqueue 20,000 no-op jobs, then drain with concurrency 10; done when the
+ * queue table is empty (graphile-worker deletes a job when its completion commits). `npm run bench` runs
+ * it in W1's alternating rounds, beside this project's paths.
+ */
+export async function graphileWorkerDrain(
+  server: BenchServer,
+  gw: GraphileWorkerApi,
+): Promise<PeerResult['W1']> {
+  const common = (url: string) => poolFor(gw, url);
   const w1 = await server.freshDatabase(1, { migrate: false });
   let W1: PeerResult['W1'];
   // Released in `finally` too: dropping the database under a live pool would end the process.
@@ -120,6 +127,17 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     await utils1?.release().catch(() => {});
     await w1.drop();
   }
+  return W1;
+}
+
+/** W1 (unless given, from W1's rounds) and W2 on graphile-worker. */
+export async function graphileWorker(
+  server: BenchServer,
+  gw: GraphileWorkerApi,
+  drained?: PeerResult['W1'],
+): Promise<PeerResult> {
+  const common = (url: string) => poolFor(gw, url);
+  const W1 = drained ?? (await graphileWorkerDrain(server, gw));
 
   // W2: an idle worker; 300 jobs added one at a time 20 ms apart; add-to-task-start latency.
   const w2 = await server.freshDatabase(1, { migrate: false });
