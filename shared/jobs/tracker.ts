@@ -13,6 +13,7 @@ import {
   type EnqueueResult,
   JobEnqueuer,
   type NewJob,
+  type ScheduleTickJob,
   type UntypedNewJob,
 } from './enqueue.js';
 import { type JobMetrics, noMetrics } from './metrics.js';
@@ -125,6 +126,14 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   ): Promise<{ result: EnqueueResult; claimed: ClaimedJob | null } | undefined> {
     const limits = await this.attempts.limitsWithSlots();
     return this.enqueuer.enqueueAndClaim(job, limits ?? '{}', DISPATCH_LEASE_SECONDS);
+  }
+
+  /**
+   * Enqueues the jobs of schedule ticks no firer has recorded yet, recording them (schedules with a
+   * backfill window); null for a tick already recorded. One transaction, all or nothing.
+   */
+  enqueueScheduleTicks(ticks: readonly ScheduleTickJob[]): Promise<(EnqueueResult | null)[]> {
+    return this.enqueuer.enqueueScheduleTicks(ticks);
   }
 
   /** Has `connections` sessions pay ahead what a session's first job insert costs. Writes nothing. */
