@@ -96,7 +96,7 @@ export class Executors extends Construct {
       });
       if (jobType.needs.includes('email-sender')) this.grantSendEmail(fn, props);
       // Every executor wakes fetch-ready when its invocation runs out of time for another job (its slot is
-      // refilled at once), and those whose jobs enqueue follow-ups after such a run (follow-up-nudge.ts).
+      // refilled at once), and those whose jobs enqueue follow-ups after such a run (shared/aws/follow-ups.ts).
       props.bus.grantPutEventsTo(fn);
       const rule = new events.Rule(this, `${name}Rule`, {
         description: `Routes ${jobType.type} jobs to their executor`,

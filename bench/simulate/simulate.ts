@@ -13,12 +13,12 @@ import {
   JOB_EVENT_DETAIL_TYPE,
   JOBS_ENQUEUED_DETAIL_TYPE,
 } from '../../shared/aws/eventbridge-publisher.js';
+import { type FanOutResult, handOverSlot } from '../../shared/aws/fetch-ready.js';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
 import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import type { Clock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { type FanOutResult, handOverSlot } from '../../shared/jobs/fan-out.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import type { RetrySettings } from '../../shared/jobs/retry-policy.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';

@@ -1,11 +1,11 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
 import { JOB_EVENT_DETAIL_TYPE, JOB_EVENT_SOURCE } from '../../shared/aws/eventbridge-publisher.js';
-import { handOverSlot } from '../../shared/jobs/fan-out.js';
+import { handOverSlot } from '../../shared/aws/fetch-ready.js';
+import { FollowUpNudge } from '../../shared/aws/follow-ups.js';
 import type { ClaimedJob } from '../../shared/jobs/model.js';
+import { type RecordedAttempt, recordResult } from '../../shared/jobs/record-result.js';
 import { DEFAULT_TIMEOUT_SECONDS, DISPATCH_LEASE_SECONDS } from '../../shared/jobs/registry.js';
-import { type RecordedAttempt, recordResult } from '../../shared/jobs/run-attempt.js';
-import { FollowUpNudge } from '../lib/follow-up-nudge.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import {
   dispatcherFor,

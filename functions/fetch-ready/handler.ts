@@ -6,7 +6,7 @@ import {
   type FanOutResult,
   fanOutDueJobs,
   type JobPublisher,
-} from '../../shared/jobs/fan-out.js';
+} from '../../shared/aws/fetch-ready.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import { chainFromEnv, type JobRuntime, publisherFromEnv, runtimeFromEnv } from '../lib/runtime.js';
 

@@ -1,5 +1,6 @@
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { createEnqueuedNudge, createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
+import type { JobPublisher } from '../../shared/aws/fetch-ready.js';
 import { createPowertoolsJobMetrics } from '../../shared/aws/powertools-metrics.js';
 import { defaultTypeConcurrency } from '../../shared/aws/type-limits.js';
 import { createDataApiClient, dataApiDatabaseFromEnv } from '../../shared/db/data-api-driver.js';
@@ -11,7 +12,6 @@ import {
   type LendingTracker,
 } from '../../shared/job-types/index.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import type { JobPublisher } from '../../shared/jobs/fan-out.js';
 import { RATE_LIMITS_VARIABLE, rateLimitsFromText } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import type { Observability } from './powertools.js';

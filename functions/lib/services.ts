@@ -1,8 +1,8 @@
 import { SESv2Client } from '@aws-sdk/client-sesv2';
+import type { ServiceTracker } from '../../shared/aws/follow-ups.js';
 import { createHttpPriceSource, createJobServices, createSesNotifier } from '../../shared/domain/index.js';
 import { lendingSettingsFromEnv, SETTING_NAMES } from '../../shared/domain/settings.js';
 import type { JobServices } from '../../shared/job-types/index.js';
-import type { ServiceTracker } from './follow-up-nudge.js';
 import type { JobRuntime } from './runtime.js';
 import { traceClient } from './tracing.js';
 

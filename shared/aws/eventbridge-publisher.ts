@@ -1,5 +1,5 @@
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
-import type { JobPublisher, JobReadyEvent } from '../jobs/fan-out.js';
+import type { JobPublisher, JobReadyEvent } from './fetch-ready.js';
 
 /** The event source and detail type every per-type executor rule matches on. */
 export const JOB_EVENT_SOURCE = 'lana.jobs';

@@ -2,7 +2,6 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
 import type { Clock } from '../jobs/clock.js';
-import { type JobPublisher, publishWithRetry, toJobReadyEvent } from '../jobs/fan-out.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
 import {
   createdJobDueNow,
@@ -12,6 +11,7 @@ import {
   type UntypedNewJob,
 } from '../jobs/tracker.js';
 import { createEnqueuedNudge, createEventBridgePublisher, NUDGE_WINDOW_MS } from './eventbridge-publisher.js';
+import { type JobPublisher, publishWithRetry, toJobReadyEvent } from './fetch-ready.js';
 import { defaultTypeConcurrency } from './type-limits.js';
 
 /** How long an enqueue waits for its nudge to be accepted before it reports it failed. */

@@ -6,14 +6,14 @@ import { createObservability } from '../../functions/lib/powertools.js';
 import { defaultTypeConcurrency } from '../../functions/lib/runtime.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
 import { createEnqueuedNudge } from '../../shared/aws/eventbridge-publisher.js';
-import { createPowertoolsJobMetrics, METRIC } from '../../shared/aws/powertools-metrics.js';
-import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import {
   fanOutDueJobs,
   type JobPublisher,
   type JobReadyEvent,
   type PublishOutcome,
-} from '../../shared/jobs/fan-out.js';
+} from '../../shared/aws/fetch-ready.js';
+import { createPowertoolsJobMetrics, METRIC } from '../../shared/aws/powertools-metrics.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import { DEFAULT_TYPE_CONCURRENCY } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';

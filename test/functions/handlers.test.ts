@@ -4,7 +4,6 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
-import { FollowUpNudge } from '../../functions/lib/follow-up-nudge.js';
 import { createObservability } from '../../functions/lib/powertools.js';
 import { dispatcherFor, type JobRuntime } from '../../functions/lib/runtime.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
@@ -14,6 +13,7 @@ import {
   createEventBridgePublisher,
   JOBS_ENQUEUED_DETAIL_TYPE,
 } from '../../shared/aws/eventbridge-publisher.js';
+import { FollowUpNudge } from '../../shared/aws/follow-ups.js';
 import { loadMigrations } from '../../shared/db/migrate.js';
 import { createJobServices } from '../../shared/domain/index.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+import { runDeliveredAttempt } from '../../shared/jobs/record-result.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {

@@ -8,18 +8,18 @@ import { createFetchReadyHandler, lingerUntil } from '../../functions/fetch-read
 import { createObservability } from '../../functions/lib/powertools.js';
 import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
 import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
-import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
-import type { Database } from '../../shared/db/port.js';
-import { ManualClock } from '../../shared/jobs/clock.js';
-import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import {
   fanOutDueJobs,
   handOverSlot,
   type JobPublisher,
   type JobReadyEvent,
-} from '../../shared/jobs/fan-out.js';
+} from '../../shared/aws/fetch-ready.js';
+import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
+import type { Database } from '../../shared/db/port.js';
+import { ManualClock } from '../../shared/jobs/clock.js';
+import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
+import { runDeliveredAttempt } from '../../shared/jobs/record-result.js';
 import { DISPATCH_LEASE_SECONDS, JobTypeRegistry, LEASE_GRACE_SECONDS } from '../../shared/jobs/registry.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';

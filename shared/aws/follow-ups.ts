@@ -1,4 +1,4 @@
-import { createdJobDueNow, type JobTracker } from '../../shared/jobs/tracker.js';
+import { createdJobDueNow, type JobTracker } from '../jobs/tracker.js';
 
 /** What the lending services use of the tracker. */
 export type ServiceTracker = Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
