@@ -85,13 +85,16 @@ export class Executors extends Construct {
         reservedConcurrency: props.reservedConcurrency?.(jobType),
         environment: {
           JOB_TYPE: jobType.type,
-          // The same names the local runtime reads (shared/domain/settings.ts).
-          [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
-          [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
-          ...(jobType.needs.includes('valuation-settings') ? props.valuationSettings : {}),
-          ...(props.jobRetentionDays === undefined
-            ? {}
-            : { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }),
+          // The same names the local runtime reads (shared/domain/settings.ts); only what the type needs.
+          ...(jobType.needs.includes('email-sender')
+            ? { [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress }
+            : {}),
+          ...(jobType.needs.includes('valuation-settings')
+            ? { [SETTING_NAMES.priceUrl]: props.priceSourceUrl, ...props.valuationSettings }
+            : {}),
+          ...(jobType.needs.includes('job-retention') && props.jobRetentionDays !== undefined
+            ? { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }
+            : {}),
         },
       });
       if (jobType.needs.includes('email-sender')) this.grantSendEmail(fn, props);

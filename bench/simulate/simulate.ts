@@ -6,15 +6,11 @@ import * as z from 'zod';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
-import {
-  createEnqueuedNudge,
-  createEventBridgePublisher,
-  JOB_EVENT_DETAIL_TYPE,
-  JOBS_ENQUEUED_DETAIL_TYPE,
-} from '../../shared/aws/eventbridge-publisher.js';
-import { type FanOutResult, handOverSlot } from '../../shared/aws/fetch-ready.js';
+import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
+import { createEventBridgePublisher, JOB_EVENT_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
+import type { FanOutResult } from '../../shared/aws/fetch-ready.js';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
+import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/waker.js';
 import { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import type { Clock } from '../../shared/jobs/clock.js';
@@ -351,10 +347,10 @@ export async function simulate(
   for (const load of loads) {
     const handler = createExecutorHandler({
       runtime,
-      dispatcher: new JobDispatcher(registry, undefined) as unknown as SeedDispatcher,
+      dispatcher: new JobDispatcher(registry, undefined) as unknown as LendingDispatcher,
       jobType: load.type,
       o,
-      handOver: () => handOverSlot(tracker, publisher, load.type),
+      publisher,
     });
     executors.set(
       load.type,

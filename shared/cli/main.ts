@@ -19,7 +19,7 @@ import {
   UsageError,
 } from './args.js';
 import { runConsoleCommand } from './console.js';
-import { openDataApiFromEnv } from './data-api.js';
+import { openDataApiFromEnv, wakeFetchReady } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
@@ -104,19 +104,6 @@ function print(ctx: CommandContext, human: string, data: unknown): void {
   ctx.io.stdout.write(`${ctx.json ? toJson(data) : human}\n`);
 }
 
-/** After a write that made a job due now (see `OpenedDatabase.wakeWorkers`). Best effort: it only warns. */
-async function wakeWorkers(ctx: CommandContext): Promise<void> {
-  const wake = ctx.opened?.wakeWorkers;
-  if (!wake) return;
-  try {
-    await wake();
-  } catch (err) {
-    ctx.io.stderr.write(
-      `warning: could not wake fetch-ready (${errorMessage(err)}); the job runs at its next minute\n`,
-    );
-  }
-}
-
 const commands: Record<string, Command> = {
   migrate: {
     options: {},
@@ -186,7 +173,8 @@ delays, timeout and lease.`,
           : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
         { created, job },
       );
-      if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date())) await wakeWorkers(ctx);
+      if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date()))
+        await wakeFetchReady(ctx.opened, ctx.io.stderr);
       return 0;
     },
   },
@@ -316,6 +304,7 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
         tracker: ctx.tracker,
         io: ctx.io,
         description: ctx.opened!.description,
+        waker: ctx.opened!.waker,
         port: integerOption(ctx.args, 'port', 0, 65_535) ?? 4100,
         host: stringOption(ctx.args, 'host'),
         token: stringOption(ctx.args, 'token') ?? process.env.JOBS_CONSOLE_TOKEN,

@@ -3,6 +3,7 @@ import type { SeedTracker } from '../job-types/index.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 import { type OptionSpec, type Parsed, requirePositional, textOption, UsageError } from './args.js';
+import { wakeFetchReady } from './data-api.js';
 import { iso, toJson } from './format.js';
 
 interface PauseCommandContext {
@@ -76,11 +77,7 @@ fetch-ready with --data-api and JOBS_BUS_NAME).`,
     );
     if (ended) {
       // Best effort, as after an enqueue: without it AWS claims the type's jobs at fetch-ready's next minute.
-      await ctx.opened?.wakeWorkers?.().catch((err: unknown) => {
-        ctx.io.stderr.write(
-          `warning: could not wake fetch-ready (${String(err)}); the type's jobs run at its next minute\n`,
-        );
-      });
+      await wakeFetchReady(ctx.opened, ctx.io.stderr, "the type's jobs run");
     }
     return 0;
   },

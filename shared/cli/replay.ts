@@ -11,6 +11,7 @@ import {
   textOption,
   UsageError,
 } from './args.js';
+import { wakeFetchReady } from './data-api.js';
 import { iso, table, toJson } from './format.js';
 
 interface RetryCommandContext {
@@ -57,11 +58,7 @@ due now, with a fresh attempt budget.
           : `${job.id} is pending again${payload === undefined ? '' : ' with the new payload'} (attempt budget ${job.maxAttempts - job.attempts})`
       }\n`,
     );
-    await ctx.opened?.wakeWorkers?.().catch((err: unknown) => {
-      ctx.io.stderr.write(
-        `warning: could not wake fetch-ready (${String(err)}); the job runs at its next minute\n`,
-      );
-    });
+    await wakeFetchReady(ctx.opened, ctx.io.stderr);
     return 0;
   },
 };

@@ -13,6 +13,8 @@ export interface PauseRoutesOptions<E extends Env> {
   tracker: SeedTracker;
   csrfField: Html;
   page: (c: Context<E>, title: string, body: Html) => string;
+  /** See `ConsoleOptions.wake`. */
+  wake?: (due: string) => Promise<unknown>;
 }
 
 export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRoutesOptions<E>): void {
@@ -48,8 +50,8 @@ export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRout
   });
 
   app.post('/types/:type/resume', async (c) => {
-    // Local workers are woken by the resume itself (NOTIFY).
-    await tracker.resumeType(c.req.param('type'));
+    // Local workers are woken by the resume itself (NOTIFY); on AWS fetch-ready is woken here.
+    if (await tracker.resumeType(c.req.param('type'))) await options.wake?.("the type's jobs run");
     return c.redirect('/types?done=resume', 303);
   });
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AbortableRun, DispatchOptions, JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import { errorMessage } from '../jobs/errors.js';
 import type { ClaimedJob } from '../jobs/model.js';
+import { attemptReport } from '../jobs/record-result.js';
 import type { JobTypeMap } from '../jobs/registry.js';
 import type {
   CompletedAttempt,
@@ -664,17 +665,9 @@ export class Worker<M extends JobTypeMap, S> {
     const completions: CompletedAttempt[] = [];
     const failures: FailedAttempt[] = [];
     for (const { job, result, interrupted } of batch) {
-      const ref = { id: job.id, attempt: job.attempts, durationMs: result.durationMs };
-      if (result.outcome === 'completed') completions.push(ref);
-      else if (result.outcome === 'retry_later')
-        failures.push({ ...ref, error: result.reason, retryAt: result.retryAt });
-      else if (interrupted) {
-        failures.push({
-          ...ref,
-          error: 'interrupted: the worker shut down during the attempt',
-          interrupted: true,
-        });
-      } else failures.push({ ...ref, error: result.error, permanent: result.permanent });
+      const report = attemptReport(job, result, { interrupted });
+      if (report.kind === 'complete') completions.push(report.attempt);
+      else failures.push(report.attempt);
     }
     const [completed, failed] =
       failures.length === 0

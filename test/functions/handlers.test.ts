@@ -8,12 +8,9 @@ import { createObservability } from '../../functions/lib/powertools.js';
 import { dispatcherFor, type JobRuntime } from '../../functions/lib/runtime.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
-import {
-  createEnqueuedNudge,
-  createEventBridgePublisher,
-  JOBS_ENQUEUED_DETAIL_TYPE,
-} from '../../shared/aws/eventbridge-publisher.js';
+import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
 import { FollowUpNudge } from '../../shared/aws/follow-ups.js';
+import { FetchReadyWaker, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/waker.js';
 import { loadMigrations } from '../../shared/db/migrate.js';
 import { createJobServices } from '../../shared/domain/index.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
@@ -308,7 +305,10 @@ describe('executor with follow-ups', () => {
   const remindersExecutor = () => {
     const followUps = new FollowUpNudge(
       runtime.tracker,
-      createEnqueuedNudge({ busName: 'lana-jobs', client: new EventBridgeClient({ region: 'us-east-1' }) }),
+      FetchReadyWaker.forBus({
+        busName: 'lana-jobs',
+        client: new EventBridgeClient({ region: 'us-east-1' }),
+      }),
     );
     const services = createJobServices({
       db: t.db,
