@@ -1,6 +1,6 @@
 import type { FetchReadyWaker } from '../aws/waker.js';
 import { ConsoleInputError, startConsole } from '../console/server.js';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { errorMessage } from '../jobs/errors.js';
 import { schedules } from '../schedules/definitions.js';
 import { UsageError } from './args.js';
@@ -8,7 +8,7 @@ import type { CliIo } from './main.js';
 
 /** `lana-jobs console`: the web console over the command's database (local or `--data-api`), until Ctrl-C. */
 export async function runConsoleCommand(options: {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   io: CliIo;
   description: string;
   port: number;

@@ -1,6 +1,6 @@
 import { migrate } from '../db/migrate.js';
 import { lendingSettingsFromEnv } from '../domain/settings.js';
-import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
+import { createJobTypeRegistry, type LendingRegistry, type LendingTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
@@ -94,10 +94,10 @@ interface CommandContext {
   args: Parsed;
   io: CliIo;
   json: boolean;
-  registry: SeedRegistry;
+  registry: LendingRegistry;
   opened: OpenedDatabase | null;
   /** Only for commands with `needsDatabase`. */
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 function print(ctx: CommandContext, human: string, data: unknown): void {
@@ -340,7 +340,7 @@ function workerCommand(options: { demo: boolean }): Command {
  * The job as typed: text goes to the tracker as given, which reads it by the same rules (and with the
  * same messages) as the console's form and application code (`shared/jobs/job-input.ts`).
  */
-function enqueueInput(args: Parsed, tracker: SeedTracker): UntypedNewJob {
+function enqueueInput(args: Parsed, tracker: LendingTracker): UntypedNewJob {
   const type = requirePositional(args, 0, 'type');
   tracker.registry.require(type);
   const at = stringOption(args, 'at');
@@ -413,14 +413,14 @@ export async function runCli(
       if (command.needsDatabase && name !== 'migrate' && name !== 'work' && name !== 'dev')
         await assertMigrated(opened);
     }
-    const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
+    const tracker: LendingTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
     return await command.run({
       args,
       io,
       json: Boolean(args.values.json),
       registry,
       opened,
-      get tracker(): SeedTracker {
+      get tracker(): LendingTracker {
         if (!tracker) throw new Error(`"${name}" does not use the database`);
         return tracker;
       },

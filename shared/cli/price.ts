@@ -1,5 +1,5 @@
 import { acceptPriceByHand, LendingInputError } from '../domain/index.js';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 import { type OptionSpec, type Parsed, stringOption, textOption, UsageError } from './args.js';
 import { wakeFetchReady } from './data-api.js';
@@ -14,7 +14,7 @@ interface PriceCommandContext {
   io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   json: boolean;
   opened: OpenedDatabase | null;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 /**

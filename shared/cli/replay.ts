@@ -1,5 +1,5 @@
 import { userInfo } from 'node:os';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { parsePayloadText } from '../jobs/job-input.js';
 import type { PayloadChange } from '../jobs/operator.js';
 import type { OpenedDatabase } from '../runtime/database.js';
@@ -19,7 +19,7 @@ interface RetryCommandContext {
   io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   json: boolean;
   opened: OpenedDatabase | null;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 /** Kept in `job_payload_changes`: bounded as the table's check is. */

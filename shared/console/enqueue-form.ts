@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { JobInputError } from '../jobs/errors.js';
 import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
 import type { UntypedNewJob } from '../jobs/tracker.js';
@@ -53,7 +53,7 @@ function payloadFields(schema: z.ZodType): PayloadField[] | null {
 }
 
 export function enqueueForm(
-  tracker: SeedTracker,
+  tracker: LendingTracker,
   type: string | undefined,
   csrfField: Html,
   values: Record<string, string>,
@@ -112,7 +112,7 @@ ${
  * without saying so.
  */
 export function enqueueInputFromForm(
-  tracker: SeedTracker,
+  tracker: LendingTracker,
   type: string,
   fields: Record<string, string>,
 ): UntypedNewJob {

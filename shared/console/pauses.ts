@@ -1,5 +1,5 @@
 import type { Context, Env, Hono } from 'hono';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import { type Html, html } from './html.js';
 
@@ -10,7 +10,7 @@ import { type Html, html } from './html.js';
  * written.
  */
 export interface PauseRoutesOptions<E extends Env> {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   csrfField: Html;
   page: (c: Context<E>, title: string, body: Html) => string;
   /** See `ConsoleOptions.wake`. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type ServerType, serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { assertUuid, createdJobDueNow } from '../jobs/tracker.js';
 import { latestTick, nextTick, toEventBridgeExpression } from '../schedules/cron.js';
@@ -32,7 +32,7 @@ import { mountPauseRoutes } from './pauses.js';
  * `pages.ts` (rendering); the routes are here.
  */
 export interface ConsoleOptions {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   schedules: readonly RecurringSchedule[];
   /** Required for every request when set (bearer header, cookie, or `?token=` once). */
   token?: string;
