@@ -5,8 +5,6 @@ import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
 import { consolePages } from './workloads/console.js';
 import {
-  burstAfterIdle,
-  growth,
   latency,
   latencyFloor,
   latencyOverFloor,
@@ -16,8 +14,8 @@ import {
   type ThroughputResult,
   throughput,
   WORKER_CONCURRENCY,
-  waitingGrowth,
 } from './workloads/core.js';
+import { burstAfterIdle, growth, waitingGrowth } from './workloads/growth.js';
 import { load } from './workloads/load.js';
 import { rateLimited } from './workloads/rate.js';
 import { slots } from './workloads/slots.js';
