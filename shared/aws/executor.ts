@@ -1,6 +1,6 @@
 import type { JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import type { ClaimedJob } from '../jobs/model.js';
-import { type RecordedAttempt, recordResult } from '../jobs/record-result.js';
+import { attemptReport, type RecordedAttempt, recordResult } from '../jobs/record-result.js';
 import { DEFAULT_TIMEOUT_SECONDS, DISPATCH_LEASE_SECONDS, type JobTypeMap } from '../jobs/registry.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import { type JobPublisher, publishWithRetry, toJobReadyEvent } from './fetch-ready.js';
@@ -117,11 +117,9 @@ export class AwsExecutor<M extends JobTypeMap, S> {
     const { tracker, jobType } = this.options;
     let recorded: RecordedAttempt;
     let next: ClaimedJob | null = null;
-    if (take !== 'none' && result.outcome === 'completed') {
-      const r = await tracker.completeAndClaimNext(
-        { id: job.id, attempt: job.attempts, durationMs: result.durationMs },
-        jobType,
-      );
+    const report = attemptReport(job, result);
+    if (take !== 'none' && report.kind === 'complete') {
+      const r = await tracker.completeAndClaimNext(report.attempt, jobType);
       recorded = r.completed ? { recorded: 'completed', result } : { recorded: 'fenced_out', result };
       next = r.next;
     } else {
