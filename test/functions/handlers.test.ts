@@ -5,7 +5,14 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vit
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import { dispatcherFor, type JobRuntime } from '../../functions/lib/runtime.js';
+import {
+  chainFromEnv,
+  dispatcherFor,
+  type JobRuntime,
+  publisherFromEnv,
+  runtimeFromEnv,
+  wakerFromEnv,
+} from '../../functions/lib/runtime.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
 import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
@@ -445,5 +452,36 @@ describe('migrate', () => {
     } finally {
       await fresh.drop();
     }
+  });
+});
+
+describe('the runtime built from the environment', () => {
+  test('builds one EventBridge client: the publisher, the waker and the chain all send through it', async () => {
+    const env = {
+      DATA_API_RESOURCE_ARN: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+      DATA_API_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+      DATA_API_DATABASE: 'lana',
+      JOBS_BUS_NAME: 'lana-jobs',
+    };
+    const built = runtimeFromEnv(o, env);
+    const other = runtimeFromEnv(o, env);
+    expect(built.eventBridge).toBeInstanceOf(EventBridgeClient);
+    // Each execution environment's runtime has its own, traced with its own function's tracer.
+    expect(other.eventBridge).not.toBe(built.eventBridge);
+    eventBridge.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '1' }] });
+    await publisherFromEnv(built, env).publish([
+      { jobId: randomUUID(), jobType: 'sync', attempt: 1, payload: {} },
+    ]);
+    expect(await wakerFromEnv(built, () => {}, env).wake()).toBe(true);
+    await chainFromEnv(built, env)();
+    const calls = eventBridge.commandCalls(PutEventsCommand);
+    expect(calls.map((c) => c.args[0].input.Entries?.[0]?.DetailType)).toEqual([
+      'job.ready',
+      'jobs.enqueued',
+      'jobs.enqueued',
+    ]);
+    for (const call of calls) expect(call.thisValue).toBe(built.eventBridge);
+    await built.db.close();
+    await other.db.close();
   });
 });
