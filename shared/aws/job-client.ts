@@ -2,18 +2,13 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
 import type { Clock } from '../jobs/clock.js';
-import { type JobPublisher, publishWithRetry, toJobReadyEvent } from '../jobs/fan-out.js';
 import type { ClaimedJob } from '../jobs/model.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
-import {
-  createdJobDueNow,
-  type EnqueueResult,
-  JobTracker,
-  type NewJob,
-  type UntypedNewJob,
-} from '../jobs/tracker.js';
-import { createEnqueuedNudge, createEventBridgePublisher, NUDGE_WINDOW_MS } from './eventbridge-publisher.js';
+import { type EnqueueResult, JobTracker, type NewJob, type UntypedNewJob } from '../jobs/tracker.js';
+import { createEventBridgePublisher } from './eventbridge-publisher.js';
+import { type JobPublisher, publishWithRetry, toJobReadyEvent } from './fetch-ready.js';
 import { defaultTypeConcurrency } from './type-limits.js';
+import { FetchReadyWaker, NUDGE_WINDOW_MS } from './waker.js';
 
 /** How long an enqueue waits for its nudge to be accepted before it reports it failed. */
 const NUDGE_TIMEOUT_MS = 3_000;
@@ -37,8 +32,8 @@ export interface AwsJobClientOptions<M extends JobTypeMap, S> {
   nowMs?: () => number;
   /**
    * Start a lone due job at once (default true): the first single enqueue of a nudge window claims its
-   * type's next due job itself (within the type's limit, under a dispatch lease, as fetch-ready claims)
-   * and publishes its event to the executor, instead of waking fetch-ready. The rest of the window nudges
+   * type's next due job itself, in the enqueue's statement (within the type's limits, under a dispatch
+   * lease, as fetch-ready claims) and publishes its event to the executor, instead of waking fetch-ready. The rest of the window nudges
    * as before, so a burst costs one extra claim per window.
    */
   startDueJobs?: boolean;
@@ -61,7 +56,7 @@ export interface AwsJobClientOptions<M extends JobTypeMap, S> {
  */
 export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly tracker: JobTracker<M, S>;
-  private readonly nudge: (() => Promise<void>) | undefined;
+  private readonly waker: FetchReadyWaker | undefined;
   private readonly onNudgeError: (error: unknown) => void;
   private readonly ownsDb: boolean;
   private readonly ownEventBridge: EventBridgeClient | undefined;
@@ -87,13 +82,18 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
         ? new EventBridgeClient({ requestHandler: { requestTimeout: NUDGE_TIMEOUT_MS } })
         : undefined;
     const eventBridge = options.eventBridge ?? this.ownEventBridge;
-    this.nudge =
+    this.onNudgeError =
+      options.onNudgeError ??
+      ((error) =>
+        console.warn('lana-jobs: could not wake fetch-ready; the job starts at its next minute', error));
+    this.waker =
       busName && eventBridge
-        ? createEnqueuedNudge({
+        ? FetchReadyWaker.forBus({
             busName,
             client: eventBridge,
             windowMs: options.nudgeWindowMs,
             nowMs: options.nowMs,
+            onError: this.onNudgeError,
           })
         : undefined;
     this.publisher =
@@ -102,10 +102,6 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
         : undefined;
     this.windowMs = options.nudgeWindowMs ?? NUDGE_WINDOW_MS;
     this.nowMs = options.nowMs ?? Date.now;
-    this.onNudgeError =
-      options.onNudgeError ??
-      ((error) =>
-        console.warn('lana-jobs: could not wake fetch-ready; the job starts at its next minute', error));
   }
 
   async enqueue(job: NewJob<M>, options: InTransaction = {}): Promise<EnqueueResult> {
@@ -132,18 +128,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   /** Wakes fetch-ready now (after committing a transaction that enqueued due jobs). Never throws. */
   async wakeWorkers(): Promise<boolean> {
-    if (!this.nudge) return false;
-    try {
-      await this.nudge();
-      return true;
-    } catch (error) {
-      try {
-        this.onNudgeError(error);
-      } catch {
-        // A reporter that throws must not turn a committed enqueue into a failed one (a retry would enqueue twice).
-      }
-      return false;
-    }
+    return this.waker ? this.waker.wake() : false;
   }
 
   /** Closes the clients this client made (a database or EventBridge client passed in is the caller's). */
@@ -153,8 +138,8 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   private async afterEnqueue(results: EnqueueResult[], options: InTransaction): Promise<EnqueueResult[]> {
-    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date()))
-      await this.wakeWorkers();
+    if (options.db === undefined && this.waker)
+      await this.waker.afterEnqueue(results, this.tracker.clock.now() ?? new Date());
     return results;
   }
 
@@ -169,22 +154,20 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * due job as they finish, and to the nudge. Undefined when this path does not apply (enqueue as usual).
    */
   private async enqueueAlone(job: UntypedNewJob): Promise<EnqueueResult | undefined> {
-    if (!this.publisher) return undefined;
+    if (!this.publisher || !this.waker) return undefined;
     const now = this.nowMs();
     if (now - this.lastStartAt < this.windowMs) return undefined;
     const enqueued = await this.tracker.enqueueAndClaim(job);
     if (!enqueued) return undefined;
     this.lastStartAt = now;
     const { result, claimed } = enqueued;
-    if (!result.created) return result;
-    if (!(await this.publishClaim(claimed)) || claimed!.id !== result.job.id) await this.wakeWorkers();
+    // An older due job of the type may have been claimed instead: this one still needs fetch-ready.
+    if (!(await this.publishClaim(claimed)) || claimed!.id !== result.job.id)
+      await this.waker.afterEnqueue([result], this.tracker.clock.now() ?? new Date());
     return result;
   }
 
-  /**
-   * Publishes a claim to its executor; false when there was none, or it could not be published (then it
-   * is released). An older due job of the type may have been claimed instead of the one enqueued.
-   */
+  /** Publishes a claim to its executor; false when there was none, or it could not be (then released). */
   private async publishClaim(job: ClaimedJob | null): Promise<boolean> {
     if (!job || !this.publisher) return false;
     const event = toJobReadyEvent(job);
@@ -204,7 +187,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
     try {
       this.onNudgeError(error);
     } catch {
-      // See wakeWorkers.
+      // A reporter that throws must not turn a committed enqueue into a failed one.
     }
   }
 }

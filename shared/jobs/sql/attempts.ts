@@ -50,8 +50,10 @@ WITH target AS (
   ORDER BY s.last_used_at NULLS FIRST, s.slot LIMIT 1
   FOR UPDATE OF s SKIP LOCKED
 ), pace AS (
-  SELECT job_type, slot, COALESCE(CAST(:now AS timestamptz), now())
-                         + make_interval(secs => CAST(:start_lead_ms AS integer) / 1000.0) AS at
+  -- Its own slot no sooner than the claim's time: a claim made ahead planned it then.
+  SELECT job_type, slot, GREATEST(COALESCE(CAST(:now AS timestamptz), now())
+                                  + make_interval(secs => CAST(:start_lead_ms AS integer) / 1000.0),
+                                  last_used_at) AS at
   FROM own
   UNION ALL
   SELECT job_type, slot, GREATEST(COALESCE(CAST(:now AS timestamptz), now())
