@@ -211,6 +211,19 @@ describe('on AWS the starts keep the rate, not only the claims', () => {
     ]);
   });
 
+  test('a job claimed ahead and handed to a new invocation starts no sooner than its plan', async () => {
+    const tracker = trackerOver();
+    await enqueue(tracker, 'mail', 4);
+    expect(await tracker.fetchReady(3)).toHaveLength(3);
+    clock.advance(1_500);
+    // Claimed ahead onto a slot free at 2 s, then published (an invocation out of time hands it over).
+    const { next } = await tracker.completeAndClaimNext(null, 'mail');
+    expect(plannedStart(next!)).toEqual(at(2_000));
+    clock.advance(100);
+    const begun = await tracker.startAttempt(next!.id, next!.attempts, { paced: true });
+    expect(begun!.startedAt).toEqual(at(2_000));
+  });
+
   test('a start paced for a rate no claimer keeps (no rate slot rows) starts now', async () => {
     const claimer = trackerOver();
     await enqueue(claimer, 'sync', 1);
