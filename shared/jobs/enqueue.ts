@@ -3,6 +3,7 @@ import { DatabaseError, json, type Queryable, type QueryResult, type SqlParams }
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
 import {
+  parseConcurrencyKey,
   parseIdempotencyKey,
   parseMaxAttempts,
   parsePriority,
@@ -253,6 +254,8 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
+    // A job with a concurrency key goes through a claim, which is what keeps its key's limit.
+    if (row.concurrency_key !== null) return undefined;
     // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
@@ -299,6 +302,7 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       lease_seconds: row.lease_seconds,
       priority: row.priority,
       idempotency_key: row.idempotency_key,
+      concurrency_key: row.concurrency_key,
     });
   }
 
@@ -340,6 +344,9 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       lease_seconds: jobType.leaseSeconds,
       priority,
       idempotency_key: key ?? null,
+      concurrency_key: jobType.concurrencyKey
+        ? parseConcurrencyKey(jobType.type, jobType.concurrencyKey.field, payload)
+        : null,
     };
     return { row, payloadJson };
   }
@@ -373,6 +380,8 @@ interface NewJobRow {
   lease_seconds: number;
   priority: number;
   idempotency_key: string | null;
+  /** The job's key under its type's per-key limit (`concurrencyKey`), from its payload. */
+  concurrency_key: string | null;
 }
 
 /** A validated job: its row, and its payload's JSON text (measured for the size limit, parsed for the result). */

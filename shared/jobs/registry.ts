@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Queryable } from '../db/port.js';
 import { JobInputError, type RetryJobLater } from './errors.js';
 import { PRIORITY_RANGE } from './job-input.js';
@@ -63,6 +63,67 @@ export interface JobTypeDefinition<
    * counted. Default: no rate limit.
    */
   rateLimit?: RateLimit;
+  /**
+   * At most `limit` of this type's jobs with the same key run at once, across every claimer, while jobs
+   * with other keys flow: the key is the payload's `field` (a string or an integer), stored with the job
+   * at enqueue. A job whose key is at its limit waits, due, with no attempt counted. A payload without
+   * the field has no key (make the field required in the schema if every job must have one). Default: none.
+   */
+  concurrencyKey?: ConcurrencyKey<PayloadField<z.output<Schema>>>;
+}
+
+/** A per-key concurrency limit: the payload field that holds the key, and how many per key run at once. */
+export interface ConcurrencyKey<F extends string = string> {
+  field: F;
+  limit: number;
+}
+
+/** The top-level fields of a payload type (of any variant of a union). */
+type PayloadField<P> = P extends unknown ? Extract<keyof P, string> : never;
+
+/** The most jobs a per-key limit may allow, as for a type's concurrency. */
+export const MAX_KEY_LIMIT = 10_000;
+const KEY_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+
+/**
+ * Checks a type's per-key limit at registration: the limit's range, and a field the payload schema has
+ * (when the schema lists its fields) whose values can be keys (strings or integers).
+ */
+function assertConcurrencyKey(type: string, key: ConcurrencyKey, schema: AnySchema): void {
+  const what = `job type "${type}": concurrencyKey`;
+  if (typeof key !== 'object' || key === null) throw new Error(`${what} must be { field, limit }`);
+  if (typeof key.field !== 'string' || !KEY_FIELD.test(key.field))
+    throw new Error(
+      `${what}.field must name a top-level payload field (letters, digits, _; got ${String(key.field)})`,
+    );
+  if (!Number.isInteger(key.limit) || key.limit < 1 || key.limit > MAX_KEY_LIMIT)
+    throw new Error(`${what}.limit must be an integer from 1 to ${MAX_KEY_LIMIT}`);
+  let root: JsonSchemaNode;
+  try {
+    root = z.toJSONSchema(schema, { unrepresentable: 'any' }) as JsonSchemaNode;
+  } catch {
+    return; // a schema JSON Schema cannot show: the enqueue checks each value
+  }
+  const variants = (root.anyOf ?? root.oneOf ?? [root]).filter((v) => v.properties !== undefined);
+  if (variants.length === 0) return;
+  const fields = variants.map((v) => v.properties?.[key.field]).filter((f) => f !== undefined);
+  if (fields.length === 0)
+    throw new Error(`${what}.field "${key.field}" is not a field of its payload schema`);
+  const types = fields.flatMap((f) =>
+    f.type === undefined ? [] : Array.isArray(f.type) ? f.type : [f.type],
+  );
+  const unfit = types.filter((t) => t !== 'string' && t !== 'integer' && t !== 'number' && t !== 'null');
+  if (unfit.length > 0)
+    throw new Error(
+      `${what}.field "${key.field}" must hold a string or an integer (its schema says ${unfit.join(', ')})`,
+    );
+}
+
+interface JsonSchemaNode {
+  type?: string | string[];
+  properties?: Record<string, JsonSchemaNode>;
+  anyOf?: JsonSchemaNode[];
+  oneOf?: JsonSchemaNode[];
 }
 
 /** A rate limit: at most `limit` claims in any window of `perSeconds`. */
@@ -114,6 +175,8 @@ export interface RegisteredJobType<S = unknown> {
   concurrency: number | undefined;
   /** Most of this type's jobs claimed in any window of `perSeconds`; undefined: no rate limit. */
   rateLimit: RateLimit | undefined;
+  /** At most `limit` running at once per key (the payload's `field`); undefined: no per-key limit. */
+  concurrencyKey: ConcurrencyKey | undefined;
 }
 
 /**
@@ -179,6 +242,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       throw new Error(`job type "${def.type}": concurrency must be an integer from 1 to 10000`);
     }
     if (def.rateLimit !== undefined) assertRateLimit(def.rateLimit, `job type "${def.type}"`);
+    if (def.concurrencyKey !== undefined) assertConcurrencyKey(def.type, def.concurrencyKey, def.schema);
     this.types.set(def.type, {
       type: def.type,
       description: def.description,
@@ -191,6 +255,9 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       enqueues: [...(def.enqueues ?? [])],
       concurrency: def.concurrency,
       rateLimit: def.rateLimit ? { ...def.rateLimit } : undefined,
+      concurrencyKey: def.concurrencyKey
+        ? { field: def.concurrencyKey.field, limit: def.concurrencyKey.limit }
+        : undefined,
     });
     this.limitsCache.clear();
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
@@ -248,6 +315,16 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       if (rate !== undefined) rates[t.type] = [rate.limit, rate.perSeconds];
     }
     return Object.keys(rates).length > 0 ? JSON.stringify(rates) : null;
+  }
+
+  /**
+   * The per-key limits as the claim takes them (`{"type": limit, ...}` as JSON, under `$keys`), or null
+   * when no type has one.
+   */
+  keyLimitsJson(): string | null {
+    const keys: Record<string, number> = {};
+    for (const t of this.types.values()) if (t.concurrencyKey) keys[t.type] = t.concurrencyKey.limit;
+    return Object.keys(keys).length > 0 ? JSON.stringify(keys) : null;
   }
 
   /** Validates a payload against its type's schema; the error names each failing field. */

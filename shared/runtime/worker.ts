@@ -154,6 +154,8 @@ export class Worker<M extends JobTypeMap, S> {
   private lastClaim: 'none' | 'full' | 'short' | 'failed' = 'none';
   /** A wake-up (a notification, a rescue) arrived since the last claim answered: more may be due. */
   private wokenSinceClaim = false;
+  /** The last claim left due jobs behind (a key or a type at its limit, rows another claimer held). */
+  private leftBehind = false;
   private readonly sizer: ClaimSizer;
   private readonly rescuer: LeaseRescuer<M, S>;
   private readonly scheduler: ScheduleFirer<M, S>;
@@ -321,6 +323,7 @@ export class Worker<M extends JobTypeMap, S> {
         slots && keep ? { worker: this.id, concurrency: this.concurrency, inHand: keep } : undefined,
       );
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
+      this.leftBehind = leftBehind;
       if (slots) {
         slots.update(answer.held, claimStart);
         for (const job of claimed) slots.queuedDelta(job.jobType, 1);
@@ -680,6 +683,11 @@ export class Worker<M extends JobTypeMap, S> {
       failures.length === 0
         ? [await this.tracker.completeMany(completions), []]
         : await Promise.all([this.tracker.completeMany(completions), this.tracker.failMany(failures)]);
+    // A job with a per-key limit ended, which may free its key for a job the last claim had to leave due:
+    // claim again now rather than at the next poll (nothing else announces a key's end).
+    if (this.leftBehind && batch.some(({ job }) => this.tracker.registry.get(job.jobType)?.concurrencyKey)) {
+      this.wake();
+    }
     const onRecorded = this.options.onAttemptRecorded;
     // The common case: every completion applied, nothing failed, nobody listening. Nothing more to do.
     if (!onRecorded && failures.length === 0 && completed.length === completions.length) return;

@@ -12,16 +12,18 @@
 export const insertJobsSql = `
 WITH inserted AS (
   INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                    concurrency_key)
   SELECT r.id, r.job_type, CAST(r.payload AS jsonb),
          COALESCE(r.scheduled_at, COALESCE(CAST(:now AS timestamptz), now())),
          r.max_attempts, r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority,
          r.idempotency_key,
-         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now())
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         r.concurrency_key
   FROM json_to_recordset(CAST(:rows AS json)) AS r(
     ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
     backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
-    idempotency_key text)
+    idempotency_key text, concurrency_key text)
   ORDER BY r.ord
   ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, idempotency_key, created_at
@@ -42,13 +44,15 @@ ORDER BY part`;
  */
 export const insertJobSql = `
 INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                  concurrency_key)
 VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
         COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
         CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
         CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
         CAST(:idempotency_key AS text),
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()))
+        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+        CAST(:concurrency_key AS text))
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
