@@ -248,8 +248,9 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
 
   /**
    * Eager start: inserts a due job already claimed by a local worker with a free slot, and hands it over.
-   * Undefined when no worker has a slot, or the (type, key) already exists (the caller then enqueues
-   * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
+   * Undefined when no worker has a slot, the (type, key) already exists, or the type is paused (the caller
+   * then enqueues normally, which finds the existing job or queues the new one to wait for the resume). A
+   * failed insert frees the slot and throws, writing nothing.
    */
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;

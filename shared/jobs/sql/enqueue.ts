@@ -60,23 +60,26 @@ RETURNING created_at`;
  * Inserts ONE job already claimed and begun (attempt 1, running, leased from now): a local worker's eager
  * start, where the process that enqueues a due job has a free slot and runs it as soon as this commits.
  * One commit instead of an insert and a claim, and none of the other workers is woken for it (the insert
- * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert.
- * It returns only the statement's time: the start and the lease follow from it (one instant per statement),
- * and every timestamp more to format and parse would be paid by every eager start.
+ * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert;
+ * so is a job of a paused type (`job_type_pauses`): it is a claim too, and no claim takes a paused type's
+ * jobs (the caller then enqueues it to wait). It returns only the statement's time: the start and the lease
+ * follow from it (one instant per statement), and every timestamp more to format and parse would be paid by
+ * every eager start.
  */
 export const insertStartedJobSql = `
 INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
                   backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
                   status, attempts, claimed_at, started_at, lease_expires_at)
-VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
-        COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
-        CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
-        CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
-        CAST(:idempotency_key AS text),
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
-        'running', 1,
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
-        COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer)))
+SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+       COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+       CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+       CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+       CAST(:idempotency_key AS text),
+       COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+       'running', 1,
+       COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+       COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer))
+WHERE NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = CAST(:job_type AS text))
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
