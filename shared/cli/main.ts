@@ -132,7 +132,8 @@ const commands: Record<string, Command> = {
   },
   types: {
     help: `${CLI_NAME} types: each job type with its payload fields (from its schema), attempts, retry
-delays, timeout and lease.`,
+delays, timeout, lease and limits (at once, per time, per key: \`1 per facilityId\` runs one job per
+facility at a time).`,
     options: {},
     positionals: 0,
     needsDatabase: false,
@@ -152,6 +153,9 @@ delays, timeout and lease.`,
           timeoutSeconds: t.timeoutSeconds,
           leaseSeconds: t.leaseSeconds,
           priority: t.priority,
+          concurrency: t.concurrency ?? null,
+          rateLimit: t.rateLimit ?? null,
+          concurrencyKey: t.concurrencyKey ?? null,
         })),
       );
       return 0;
