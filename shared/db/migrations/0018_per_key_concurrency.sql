@@ -8,7 +8,8 @@
 -- takes K's transaction-scoped advisory lock with pg_try_advisory_xact_lock, which never waits (a key held
 -- by another claim in progress is passed over by this claim, as SKIP LOCKED passes a row), and then, in a
 -- statement of its own, counts K's running jobs (leases not expired, as a slot's hold); it takes at most the
--- limit less that count. Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
+-- limit less that count. (A key already at its limit by a count made before the lock is passed over
+-- without locking it: passing over is always safe, and a claim holds few locks.) Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
 -- later one takes it only after the earlier one committed or rolled back, and a PL/pgSQL statement of a
 -- volatile function takes a fresh snapshot, so the count is made on a snapshot that holds every claim of K
 -- that committed before. A job ending (completed, failed, retried, handed back, rescued, cancelled) frees
@@ -58,8 +59,14 @@ BEGIN
     EXIT WHEN cardinality(v_tids) >= p_room;
     IF r.concurrency_key IS NOT NULL THEN
       IF NOT v_left ? r.concurrency_key THEN
-        IF pg_try_advisory_xact_lock(hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
-          -- A statement of its own: its snapshot is taken after the lock was granted.
+        -- First without the lock: a key at its limit is passed over without taking its lock, so a claim
+        -- holds the locks of about as many keys as it takes jobs of, however many keys are at their limit.
+        SELECT count(*)::integer INTO v_n FROM jobs
+        WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
+          AND lease_expires_at > p_now;
+        IF v_n < p_key_limit
+           AND pg_try_advisory_xact_lock(hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
+          -- Again in a statement of its own, whose snapshot is taken after the lock was granted.
           SELECT p_key_limit - count(*)::integer INTO v_n FROM jobs
           WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
             AND lease_expires_at > p_now;
