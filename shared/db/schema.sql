@@ -383,8 +383,14 @@ BEGIN
     EXIT WHEN cardinality(v_tids) >= p_room;
     IF r.concurrency_key IS NOT NULL THEN
       IF NOT v_left ? r.concurrency_key THEN
-        IF pg_try_advisory_xact_lock(hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
-          -- A statement of its own: its snapshot is taken after the lock was granted.
+        -- First without the lock: a key at its limit is passed over without taking its lock, so a claim
+        -- holds the locks of about as many keys as it takes jobs of, however many keys are at their limit.
+        SELECT count(*)::integer INTO v_n FROM jobs
+        WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
+          AND lease_expires_at > p_now;
+        IF v_n < p_key_limit
+           AND pg_try_advisory_xact_lock(hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
+          -- Again in a statement of its own, whose snapshot is taken after the lock was granted.
           SELECT p_key_limit - count(*)::integer INTO v_n FROM jobs
           WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
             AND lease_expires_at > p_now;

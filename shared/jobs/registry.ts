@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { Queryable } from '../db/port.js';
 import { JobInputError, type RetryJobLater } from './errors.js';
 import { PRIORITY_RANGE } from './job-input.js';
@@ -87,7 +87,8 @@ const KEY_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 /**
  * Checks a type's per-key limit at registration: the limit's range, and a field the payload schema has
- * (when the schema lists its fields) whose values can be keys (strings or integers).
+ * (when it is an object, or a union of objects) that can hold a key (not an object, an array, a boolean...).
+ * Read from the schema's structure, so the core needs no more of zod than the types do.
  */
 function assertConcurrencyKey(type: string, key: ConcurrencyKey, schema: AnySchema): void {
   const what = `job type "${type}": concurrencyKey`;
@@ -98,32 +99,44 @@ function assertConcurrencyKey(type: string, key: ConcurrencyKey, schema: AnySche
     );
   if (!Number.isInteger(key.limit) || key.limit < 1 || key.limit > MAX_KEY_LIMIT)
     throw new Error(`${what}.limit must be an integer from 1 to ${MAX_KEY_LIMIT}`);
-  let root: JsonSchemaNode;
-  try {
-    root = z.toJSONSchema(schema, { unrepresentable: 'any' }) as JsonSchemaNode;
-  } catch {
-    return; // a schema JSON Schema cannot show: the enqueue checks each value
-  }
-  const variants = (root.anyOf ?? root.oneOf ?? [root]).filter((v) => v.properties !== undefined);
-  if (variants.length === 0) return;
-  const fields = variants.map((v) => v.properties?.[key.field]).filter((f) => f !== undefined);
+  const shapes = objectShapes(schema);
+  if (shapes === undefined) return; // another kind of schema: the enqueue checks each value
+  const fields = shapes.map((shape) => shape[key.field]).filter((f) => f !== undefined);
   if (fields.length === 0)
     throw new Error(`${what}.field "${key.field}" is not a field of its payload schema`);
-  const types = fields.flatMap((f) =>
-    f.type === undefined ? [] : Array.isArray(f.type) ? f.type : [f.type],
-  );
-  const unfit = types.filter((t) => t !== 'string' && t !== 'integer' && t !== 'number' && t !== 'null');
+  const unfit = fields.map(kindOf).filter((k): k is string => k !== undefined && UNFIT_KEY_KINDS.has(k));
   if (unfit.length > 0)
     throw new Error(
       `${what}.field "${key.field}" must hold a string or an integer (its schema says ${unfit.join(', ')})`,
     );
 }
 
-interface JsonSchemaNode {
-  type?: string | string[];
-  properties?: Record<string, JsonSchemaNode>;
-  anyOf?: JsonSchemaNode[];
-  oneOf?: JsonSchemaNode[];
+/** Schema kinds whose values are never a string or an integer. */
+const UNFIT_KEY_KINDS = new Set(['object', 'array', 'tuple', 'record', 'map', 'set', 'boolean', 'date']);
+
+interface SchemaNode {
+  def?: { type?: string; innerType?: SchemaNode };
+  shape?: Record<string, SchemaNode>;
+  options?: SchemaNode[];
+}
+
+/** The fields of an object schema, or of each object of a union; undefined for any other schema. */
+function objectShapes(schema: unknown): Record<string, SchemaNode>[] | undefined {
+  const node = schema as SchemaNode;
+  if (node.def?.type === 'object' && node.shape) return [node.shape];
+  if (node.def?.type === 'union' && Array.isArray(node.options)) {
+    const shapes = node.options.map((o) => (o.def?.type === 'object' ? o.shape : undefined));
+    return shapes.every((x) => x !== undefined) ? shapes : undefined;
+  }
+  return undefined;
+}
+
+/** A field's kind, through optional, nullable and default wrappers. */
+function kindOf(field: SchemaNode): string | undefined {
+  let def = field.def;
+  while (def && (def.type === 'optional' || def.type === 'nullable' || def.type === 'default'))
+    def = def.innerType?.def;
+  return def?.type;
 }
 
 /** A rate limit: at most `limit` claims in any window of `perSeconds`. */

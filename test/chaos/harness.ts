@@ -493,8 +493,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const pausedIntervals: { from: Date; to: Date }[] = [];
     let pausing: Promise<void> = Promise.resolve();
     let pauseTick = 0;
+    let pauseInFlight = false;
     const pauser = setInterval(() => {
-      if (pauseTick++ % 2 === 1) return;
+      // One pause at a time: a second one's resume would end the first's interval early.
+      if (pauseTick++ % 2 === 1 || pauseInFlight) return;
+      pauseInFlight = true;
       pausing = (async () => {
         await tracker.pauseType('chaos-effect', { by: 'chaos', reason: 'injected pause' });
         fault('type_paused');
@@ -502,7 +505,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         await new Promise((r) => setTimeout(r, 50 + rand() * 200));
         pausedIntervals.push({ from, to: clock.now() });
         await tracker.resumeType('chaos-effect');
-      })().catch(() => {});
+      })()
+        .catch(() => {})
+        .finally(() => {
+          pauseInFlight = false;
+        });
     }, 400);
 
     // Connections killed mid-statement or mid-transaction.

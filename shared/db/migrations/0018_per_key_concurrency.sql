@@ -9,7 +9,8 @@
 -- by another claim in progress is passed over by this claim, as SKIP LOCKED passes a row), and then, in a
 -- statement of its own, counts K's running jobs (leases not expired, as a slot's hold); it takes at most the
 -- limit less that count. (A key already at its limit by a count made before the lock is passed over
--- without locking it: passing over is always safe, and a claim holds few locks.) Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
+-- without locking it: passing over is always safe, and a claim holds few locks. The lock is a 64-bit hash
+-- of type and key: two keys sharing one would only be passed over together while a claim holds it.) Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
 -- later one takes it only after the earlier one committed or rolled back, and a PL/pgSQL statement of a
 -- volatile function takes a fresh snapshot, so the count is made on a snapshot that holds every claim of K
 -- that committed before. A job ending (completed, failed, retried, handed back, rescued, cancelled) frees
