@@ -156,9 +156,11 @@ export async function walPosition(db: PgDatabase): Promise<string> {
   try {
     if (!inspect) throw new Error('no pg_walinspect');
     await pin.connect();
-    const res = await pin.query<{ lsn: string }>(
-      `SELECT lsn::text FROM pg_create_physical_replication_slot('lana_bench_' || pg_backend_pid(), true, true)`,
+    // The slot keeps WAL from the last checkpoint's redo point: the workload starts at the position after it.
+    await pin.query(
+      `SELECT lsn FROM pg_create_physical_replication_slot('lana_bench_' || pg_backend_pid(), true, true)`,
     );
+    const res = await pin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
     walPins.set(res.rows[0]!.lsn, pin);
     return res.rows[0]!.lsn;
   } catch {
@@ -168,11 +170,23 @@ export async function walPosition(db: PgDatabase): Promise<string> {
   }
 }
 
+/** WAL written: all of it, and the part that is full-page images. */
+export interface WalWritten {
+  bytes: number;
+  /**
+   * Full-page images: the first change to a page after a checkpoint logs the whole page. On a shared
+   * server other sessions decide when checkpoints happen (a dropped database forces one), so this part
+   * of a workload's WAL is theirs to decide; `bytes - fullPageImageBytes` is the workload's own.
+   */
+  fullPageImageBytes: number;
+}
+
 /**
  * WAL written since `from` by this database: the records touching its relations and the rest of their
- * transactions' records (commits), read with `pg_walinspect`; without it, the server's whole WAL since.
+ * transactions' records (commits), read with `pg_walinspect`; without it, the server's whole WAL since
+ * (full-page images then unknown: 0).
  */
-export async function walBytesSince(db: PgDatabase, from: string): Promise<number> {
+export async function walBytesSince(db: PgDatabase, from: string): Promise<WalWritten> {
   const pin = walPins.get(from);
   walPins.delete(from);
   try {
@@ -189,10 +203,10 @@ export async function walBytesSince(db: PgDatabase, from: string): Promise<numbe
         await sleep(20);
       }
     }
-    const res = await db.query<{ bytes: string }>(
+    const res = await db.query<{ bytes: string; fpi: string }>(
       pin
         ? `WITH r AS (
-             SELECT xid, record_length, block_ref
+             SELECT xid, record_length, fpi_length, block_ref
              FROM pg_get_wal_records_info(CAST(:from AS pg_lsn), pg_current_wal_flush_lsn())
            ), mine AS (
              SELECT * FROM r
@@ -200,11 +214,12 @@ export async function walBytesSince(db: PgDatabase, from: string): Promise<numbe
            )
            SELECT (COALESCE((SELECT sum(record_length) FROM mine), 0)
                    + COALESCE((SELECT sum(record_length) FROM r WHERE block_ref IS NULL AND xid <> '0'
-                                 AND xid IN (SELECT xid FROM mine)), 0))::text AS bytes`
-        : 'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes',
+                                 AND xid IN (SELECT xid FROM mine)), 0))::text AS bytes,
+                  COALESCE((SELECT sum(fpi_length) FROM mine), 0)::text AS fpi`
+        : `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:from AS pg_lsn))::text AS bytes, '0' AS fpi`,
       { from },
     );
-    return Number(res.rows[0]!.bytes);
+    return { bytes: Number(res.rows[0]!.bytes), fullPageImageBytes: Number(res.rows[0]!.fpi) };
   } finally {
     await pin?.end();
   }

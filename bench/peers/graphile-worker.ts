@@ -28,11 +28,12 @@ export interface PeerResult {
     processCpuMsPer1000Jobs: number;
     serverCpuMsPer1000Jobs: number | null;
     walBytesPerJob: number;
+    walBytesPerJobWithoutFullPageImages: number;
   };
   W2: { jobs: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
-interface GraphileWorkerApi {
+export interface GraphileWorkerApi {
   Logger: new (factory: () => () => void) => unknown;
   run(options: Record<string, unknown>): Promise<{ stop(): Promise<void> }>;
   makeWorkerUtils(options: { connectionString: string }): Promise<{
@@ -55,16 +56,23 @@ export async function loadGraphileWorker(): Promise<GraphileWorkerApi | null> {
 const TUNED = { concurrentJobs: 10, localQueue: { size: 500 }, completeJobBatchDelay: 0, pollInterval: 2000 };
 const silentLogFactory = () => () => {};
 
-export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi): Promise<PeerResult> {
-  const common = async (url: string) => {
-    const pool = new pg.Pool({ connectionString: url, max: 12 });
-    pool.on('error', () => {});
-    pool.on('connect', (client) => client.on('error', () => {}));
-    return { pool, logger: new gw.Logger(silentLogFactory) };
-  };
+const poolFor = async (gw: GraphileWorkerApi, url: string) => {
+  const pool = new pg.Pool({ connectionString: url, max: 12 });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return { pool, logger: new gw.Logger(silentLogFactory) };
+};
 
-  // W1: bulk enqueue 20,000 no-op jobs, then drain with concurrency 10; done when the queue table is empty
-  // (graphile-worker deletes a job when its completion commits).
+/**
+ * W1 on graphile-worker: bulk enqueue 20,000 no-op jobs, then drain with concurrency 10; done when the
+ * queue table is empty (graphile-worker deletes a job when its completion commits). `npm run bench` runs
+ * it in W1's alternating rounds, beside this project's paths.
+ */
+export async function graphileWorkerDrain(
+  server: BenchServer,
+  gw: GraphileWorkerApi,
+): Promise<PeerResult['W1']> {
+  const common = (url: string) => poolFor(gw, url);
   const w1 = await server.freshDatabase(1, { migrate: false });
   let W1: PeerResult['W1'];
   // Released in `finally` too: dropping the database under a live pool would end the process.
@@ -102,7 +110,7 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
     const drainSeconds = (performance.now() - t1) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const serverCpu1 = localPostgresCpuMs();
-    const walBytes = await walBytesSince(w1.db, wal0);
+    const wal = await walBytesSince(w1.db, wal0);
     await runner.stop();
     W1 = {
       enqueueRowsPerSecond: Math.round(20_000 / enqueueSeconds),
@@ -111,13 +119,25 @@ export async function graphileWorker(server: BenchServer, gw: GraphileWorkerApi)
       processCpuMsPer1000Jobs: +((cpu.user + cpu.system) / 1000 / 20).toFixed(1),
       serverCpuMsPer1000Jobs:
         serverCpu0 === null || serverCpu1 === null ? null : Math.round((serverCpu1 - serverCpu0) / 20),
-      walBytesPerJob: Math.round(walBytes / 20_000),
+      walBytesPerJob: Math.round(wal.bytes / 20_000),
+      walBytesPerJobWithoutFullPageImages: Math.round((wal.bytes - wal.fullPageImageBytes) / 20_000),
     };
   } finally {
     await pool1?.end().catch(() => {});
     await utils1?.release().catch(() => {});
     await w1.drop();
   }
+  return W1;
+}
+
+/** W1 (unless given, from W1's rounds) and W2 on graphile-worker. */
+export async function graphileWorker(
+  server: BenchServer,
+  gw: GraphileWorkerApi,
+  drained?: PeerResult['W1'],
+): Promise<PeerResult> {
+  const common = (url: string) => poolFor(gw, url);
+  const W1 = drained ?? (await graphileWorkerDrain(server, gw));
 
   // W2: an idle worker; 300 jobs added one at a time 20 ms apart; add-to-task-start latency.
   const w2 = await server.freshDatabase(1, { migrate: false });

@@ -63,6 +63,8 @@ export interface ThroughputResult {
   /** All local postgres processes during the drain (null when the server is not local). */
   serverCpuMsPer1000Jobs: number | null;
   walBytesPerJob: number;
+  /** The drain's own WAL: without the full-page images that checkpoints (others' on a shared server) cause. */
+  walBytesPerJobWithoutFullPageImages: number;
   executionRows: number;
 }
 
@@ -93,7 +95,7 @@ export async function throughput(
     const drainSeconds = (performance.now() - t1) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const serverCpu1 = localPostgresCpuMs();
-    const walBytes = await walBytesSince(db, wal0);
+    const wal = await walBytesSince(db, wal0);
     await worker.stop();
     const check = await db.query<{ completed: number; executions: number }>(
       `SELECT (SELECT count(*) FROM jobs WHERE status = 'completed')::int AS completed,
@@ -110,7 +112,8 @@ export async function throughput(
         serverCpu0 === null || serverCpu1 === null
           ? null
           : Math.round(((serverCpu1 - serverCpu0) / jobs) * 1000),
-      walBytesPerJob: Math.round(walBytes / jobs),
+      walBytesPerJob: Math.round(wal.bytes / jobs),
+      walBytesPerJobWithoutFullPageImages: Math.round((wal.bytes - wal.fullPageImageBytes) / jobs),
       executionRows: executions,
     };
   } finally {

@@ -41,7 +41,7 @@ export async function valuationWal(server: BenchServer, facilities = 100_000): P
     const signal = new AbortController().signal;
     let from = await walPosition(db);
     await portfolio.revalue(signal);
-    const walFirst = await walBytesSince(db, from);
+    const walFirst = (await walBytesSince(db, from)).bytes;
     const changed = Math.floor(facilities / 100);
     await db.query(
       `UPDATE credit_facilities SET accrued_interest_cents = accrued_interest_cents + 12345
@@ -50,7 +50,7 @@ export async function valuationWal(server: BenchServer, facilities = 100_000): P
     );
     from = await walPosition(db);
     const second = await portfolio.revalue(signal);
-    const walSecond = await walBytesSince(db, from);
+    const walSecond = (await walBytesSince(db, from)).bytes;
     if (second.facilitiesChanged !== changed) {
       throw new Error(`valuation WAL: ${second.facilitiesChanged} rows written, ${changed} expected`);
     }

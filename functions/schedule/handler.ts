@@ -1,6 +1,7 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
-import { findSchedule, jobForTick } from '../../shared/schedules/definitions.js';
+import { findSchedule, jobForTick, ticksToFire } from '../../shared/schedules/definitions.js';
+import { fireTicks } from '../../shared/schedules/fire.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import { type JobRuntime, nudgeFromEnv, runtimeFromEnv } from '../lib/runtime.js';
 
@@ -13,7 +14,9 @@ export const scheduleTickSchema = z.object({
 /**
  * Invoked by one EventBridge rule per recurring schedule. Enqueues the schedule's job with the idempotency
  * key `schedule:<name>@<tick>`, so a duplicate or late delivery of the same tick (the midnight interest
- * accrual, say) enqueues it once.
+ * accrual, say) enqueues it once. For a schedule with a backfill window the tick also enqueues each earlier
+ * tick of the window not yet recorded, oldest first: the first tick delivered after an outage (EventBridge
+ * retries a failed invocation for up to two hours) fills in those it missed.
  */
 export function createScheduleHandler(deps: {
   runtime: JobRuntime;
@@ -34,20 +37,32 @@ export function createScheduleHandler(deps: {
       deps.o.logger.error('unknown schedule; nothing written', { schedule: parsed.data.schedule });
       throw new Error(`unknown schedule ${parsed.data.schedule}`);
     }
-    const [result] = await deps.runtime.tracker.enqueueUntyped([
-      jobForTick(schedule, new Date(parsed.data.time)),
-    ]);
-    deps.o.logger.info(result!.created ? 'schedule tick enqueued' : 'schedule tick already enqueued', {
+    const time = new Date(parsed.data.time);
+    const { tracker } = deps.runtime;
+    // The event's own tick is the last (without a backfill window, the only) one.
+    const ticks = schedule.backfill === undefined ? [time] : ticksToFire(schedule, time);
+    const results = await fireTicks(
+      tracker,
+      ticks.map((tick) => ({ schedule, tick })),
+    );
+    const own = jobForTick(schedule, time);
+    const mine = results.at(-1);
+    // A backfilled tick recorded before: its job, if retention has not deleted it.
+    const jobId = mine?.job.id ?? (await tracker.getJobByKey(own.type, own.idempotencyKey!))?.id ?? null;
+    const created = mine?.created === true;
+    const backfilled = results.slice(0, -1).filter((r) => r?.created).length;
+    deps.o.logger.info(created ? 'schedule tick enqueued' : 'schedule tick already enqueued', {
       schedule: schedule.name,
-      jobId: result!.job.id,
+      jobId,
+      ...(backfilled > 0 ? { backfilled } : {}),
     });
-    if (result!.created && deps.nudge) {
+    if ((created || backfilled > 0) && deps.nudge) {
       // Best effort: the job is committed, and the every-minute fetch-ready finds it anyway.
       await deps
         .nudge()
         .catch((err: unknown) => deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }));
     }
-    return { jobId: result!.job.id, created: result!.created };
+    return backfilled > 0 ? { jobId, created, backfilled } : { jobId, created };
   };
 }
 

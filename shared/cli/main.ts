@@ -50,6 +50,7 @@ Commands:
   migrate                         apply the SQL migrations
   types                           list job types: payload fields, retry settings
   enqueue <type> [--payload JSON] [--at ISO | --in 5m] [--key K] [--priority N] [--max-attempts N]
+          [--debounce K --window 30s [--max-wait 5m]]
   list [--status S] [--type T] [--limit N]
   show <id>                       a job with its attempt history
   stats                           counts by status and type (finished: last day), queue depth, failure rate
@@ -168,7 +169,11 @@ facility at a time).`,
   --in DURATION       or run it after a delay: 30s, 5m, 2h, 1d
   --key KEY           idempotency key: a second enqueue with the same type and key writes nothing
   --priority N        ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}; lower runs first (default: the type's, usually 0)
-  --max-attempts N    ${MAX_ATTEMPTS_RANGE.min} to ${MAX_ATTEMPTS_RANGE.max} (default: the type's)`,
+  --max-attempts N    ${MAX_ATTEMPTS_RANGE.min} to ${MAX_ATTEMPTS_RANGE.max} (default: the type's)
+  --debounce KEY      run once after a burst: while the type's job with this key has not started, an
+                      enqueue replaces its payload and moves its run to the end of --window
+  --window DURATION   the debounce window (with --debounce), 1s to 1d, e.g. 30s
+  --max-wait DURATION with --debounce: run at the latest this long after the burst's first enqueue`,
     options: {
       payload: { type: 'string' },
       at: { type: 'string' },
@@ -176,6 +181,9 @@ facility at a time).`,
       key: { type: 'string' },
       priority: { type: 'string' },
       'max-attempts': { type: 'string' },
+      debounce: { type: 'string' },
+      window: { type: 'string' },
+      'max-wait': { type: 'string' },
     },
     positionals: 1,
     needsDatabase: true,
@@ -183,11 +191,14 @@ facility at a time).`,
       const { job, created } = await ctx.tracker
         .enqueueUntyped([enqueueInput(ctx.args, ctx.tracker)])
         .then((r) => r[0]!);
+      const debounced = stringOption(ctx.args, 'debounce') !== undefined;
       print(
         ctx,
         created
           ? `enqueued ${job.jobType} ${job.id} (due ${job.scheduledAt.toISOString()})`
-          : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
+          : debounced
+            ? `joined the pending ${job.jobType} ${job.id} with this debounce key: new payload, due ${job.scheduledAt.toISOString()}`
+            : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
         { created, job },
       );
       if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date())) await wakeWorkers(ctx);
@@ -363,6 +374,13 @@ function enqueueInput(args: Parsed, tracker: SeedTracker): UntypedNewJob {
   if (at !== undefined && inText !== undefined) throw new UsageError('use either --at or --in, not both');
   const now = tracker.clock.now() ?? new Date();
   const payload = stringOption(args, 'payload');
+  const debounceKey = stringOption(args, 'debounce');
+  const window = stringOption(args, 'window');
+  const maxWait = stringOption(args, 'max-wait');
+  if (debounceKey === undefined && (window !== undefined || maxWait !== undefined))
+    throw new UsageError('--window and --max-wait belong to --debounce KEY');
+  if (debounceKey !== undefined && window === undefined)
+    throw new UsageError('--debounce needs --window (e.g. --window 30s)');
   return {
     type,
     payload: payload === undefined ? {} : parsePayloadText(payload),
@@ -370,6 +388,15 @@ function enqueueInput(args: Parsed, tracker: SeedTracker): UntypedNewJob {
     idempotencyKey: stringOption(args, 'key'),
     priority: stringOption(args, 'priority'),
     maxAttempts: stringOption(args, 'max-attempts'),
+    // Whole seconds as the tracker reads them; a window of 1500ms is refused there, with its rule.
+    debounce:
+      debounceKey === undefined
+        ? undefined
+        : {
+            key: debounceKey,
+            windowSeconds: parseDuration(window!, 'window') / 1000,
+            maxWaitSeconds: maxWait === undefined ? undefined : parseDuration(maxWait, 'max-wait') / 1000,
+          },
   };
 }
 

@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import type { SeedTracker } from '../job-types/index.js';
 import { parsePayloadText } from '../jobs/job-input.js';
-import type { PayloadChange } from '../jobs/operator.js';
+import { MAX_CHANGED_BY_LENGTH, type PayloadChange } from '../jobs/operator.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 import {
   type OptionSpec,
@@ -20,9 +20,6 @@ interface RetryCommandContext {
   opened: OpenedDatabase | null;
   tracker: SeedTracker;
 }
-
-/** Kept in `job_payload_changes`: bounded as the table's check is. */
-const MAX_CHANGED_BY_LENGTH = 200;
 
 /**
  * `retry <id> [--payload JSON [--by NAME]]`: a failed or cancelled job back in the queue; with `--payload`,

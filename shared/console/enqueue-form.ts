@@ -1,8 +1,14 @@
 import { z } from 'zod';
 import type { SeedTracker } from '../job-types/index.js';
 import { JobInputError } from '../jobs/errors.js';
-import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
+import {
+  DEBOUNCE_WINDOW_SECONDS_RANGE,
+  MAX_ATTEMPTS_RANGE,
+  PRIORITY_RANGE,
+  parsePayloadText,
+} from '../jobs/job-input.js';
 import type { UntypedNewJob } from '../jobs/tracker.js';
+import { ConsoleInputError } from './errors.js';
 import { parseConsoleTime } from './filters.js';
 import { type Html, html } from './html.js';
 
@@ -102,6 +108,9 @@ ${
 <label>run at <span class="muted">empty: now; or a UTC time, e.g. 2026-12-01T00:00</span> <input name="at" value="${values.at ?? ''}" placeholder="now"></label>
 <label>priority <span class="muted">${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}; lower runs first; empty: the type's (${chosen.priority})</span> <input name="priority" value="${values.priority ?? ''}" placeholder="${chosen.priority}"></label>
 <label>max attempts <span class="muted">${MAX_ATTEMPTS_RANGE.min} to ${MAX_ATTEMPTS_RANGE.max}; empty: the type's (${chosen.retry.maxAttempts})</span> <input name="maxAttempts" value="${values.maxAttempts ?? ''}" placeholder="${chosen.retry.maxAttempts}"></label>
+<label>debounce key <span class="muted">optional; while this type's job with the key has not started, an enqueue replaces its payload and moves its run to the end of the window</span> <input name="debounceKey" value="${values.debounceKey ?? ''}" dir="auto"></label>
+<label>debounce window <span class="muted">seconds, ${DEBOUNCE_WINDOW_SECONDS_RANGE.min} to ${DEBOUNCE_WINDOW_SECONDS_RANGE.max}; with a debounce key</span> <input name="debounceWindow" value="${values.debounceWindow ?? ''}" inputmode="decimal"></label>
+<label>debounce maximum wait <span class="muted">seconds; optional: the latest it runs after the burst's first enqueue</span> <input name="debounceMaxWait" value="${values.debounceMaxWait ?? ''}" inputmode="decimal"></label>
 <button type="submit" id="enqueue">Enqueue</button></form>`;
 }
 
@@ -138,6 +147,10 @@ export function enqueueInputFromForm(
   const given = (name: string) =>
     fields[name] === undefined || fields[name].trim() === '' ? undefined : fields[name];
   const at = given('at');
+  const debounceKey =
+    fields.debounceKey === undefined || fields.debounceKey === '' ? undefined : fields.debounceKey;
+  if (debounceKey === undefined && (given('debounceWindow') ?? given('debounceMaxWait')) !== undefined)
+    throw new ConsoleInputError('a debounce window or maximum wait needs a debounce key');
   return {
     type,
     payload,
@@ -145,6 +158,15 @@ export function enqueueInputFromForm(
     idempotencyKey: fields.key === undefined || fields.key === '' ? undefined : fields.key,
     priority: given('priority'),
     maxAttempts: given('maxAttempts'),
+    // As text: the tracker reads the numbers by the same rules, and with the same messages, as the CLI's.
+    debounce:
+      debounceKey === undefined
+        ? undefined
+        : {
+            key: debounceKey,
+            windowSeconds: given('debounceWindow') ?? '',
+            maxWaitSeconds: given('debounceMaxWait'),
+          },
   };
 }
 

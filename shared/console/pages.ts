@@ -120,12 +120,18 @@ export function renderJob(
   executions: JobExecution[],
   csrfField: Html,
   done: string | undefined,
+  /** The replay form and payload history (`replay.ts`), shown after the actions. */
+  replay: Html | string = '',
 ): Html {
   const notice: Record<string, string> = {
     retry: 'Retried: the job is pending again.',
+    replay:
+      'Retried with the new payload: the job is pending again; its previous payload is in its history below.',
     cancel: 'Cancelled.',
     enqueued: 'Enqueued.',
     existing: 'A job with this key already exists; nothing was written. This is that job.',
+    debounced:
+      'Joined the pending job with this debounce key: it has the new payload and runs when the window ends. This is that job.',
   };
   const fields: [string, unknown][] = [
     ['id', job.id],
@@ -150,6 +156,7 @@ ${canRetry ? html`<form method="post" action="/jobs/${job.id}/retry">${csrfField
 ${canCancel ? html`<form method="post" action="/jobs/${job.id}/cancel">${csrfField}<button type="submit" id="cancel">Cancel</button></form>` : ''}
 </div>
 <h2>Payload</h2><pre class="payload" dir="ltr">${visibleControls(JSON.stringify(job.payload, null, 2))}</pre>
+${replay}
 <h2>Attempts</h2>
 ${
   executions.length === 0

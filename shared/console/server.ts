@@ -23,6 +23,7 @@ import { bodySizeGuard, csrfGuard, tokenGuard, type Vars } from './guard.js';
 import { Html, html } from './html.js';
 import { CSS, JOBS_COLUMNS, jobRow, renderJob, renderOverview, userText } from './pages.js';
 import { mountPauseRoutes } from './pauses.js';
+import { mountReplayRoutes, payloadHistory, replayForm } from './replay.js';
 
 /**
  * The operator console: server-rendered pages over the job tracker, the same functions the CLI calls, so
@@ -184,9 +185,21 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
   app.get('/jobs/:id', async (c) => {
     const id = c.req.param('id');
     const job = await tracker.requireJob(id);
-    const executions = await tracker.getExecutions(id);
+    const [executions, changes] = await Promise.all([
+      tracker.getExecutions(id),
+      tracker.getPayloadChanges(id),
+    ]);
     const done = c.req.query('done');
-    return c.html(page(c, `Job ${job.id}`, renderJob(job, executions, csrfField, done)));
+    const canReplay = job.status === 'failed' || job.status === 'cancelled';
+    const replay = canReplay
+      ? replayForm(
+          job.id,
+          csrfField,
+          { payload: JSON.stringify(job.payload, null, 2), by: '', error: null },
+          changes,
+        )
+      : payloadHistory(changes);
+    return c.html(page(c, `Job ${job.id}`, renderJob(job, executions, csrfField, done, replay)));
   });
 
   for (const action of ['retry', 'cancel'] as const) {
@@ -199,6 +212,7 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
   }
 
   mountPauseRoutes(app, { tracker, csrfField, page });
+  mountReplayRoutes(app, { tracker, csrfField, page });
 
   // Enqueue.
   app.get('/enqueue', (c) => {
@@ -215,7 +229,8 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
       if (type === undefined) throw new ConsoleInputError('choose a job type');
       const input = enqueueInputFromForm(tracker, type, fields);
       const [result] = await tracker.enqueueUntyped([input]);
-      return c.redirect(`/jobs/${result!.job.id}?done=${result!.created ? 'enqueued' : 'existing'}`, 303);
+      const done = result!.created ? 'enqueued' : input.debounce ? 'debounced' : 'existing';
+      return c.redirect(`/jobs/${result!.job.id}?done=${done}`, 303);
     } catch (err) {
       if (!(err instanceof JobInputError || err instanceof ConsoleInputError)) throw err;
       return c.html(

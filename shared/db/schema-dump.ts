@@ -80,7 +80,13 @@ async function describeTable(db: Queryable, oid: string, name: string): Promise<
   const lines = columns.rows.map(
     (c) => `  ${c.name} ${c.type}${c.def === null ? '' : ` DEFAULT ${c.def}`}${c.notnull ? ' NOT NULL' : ''}`,
   );
-  const out = [`CREATE TABLE ${name} (\n${lines.join(',\n')}\n);`];
+  // Storage parameters (a fillfactor) are part of the design: they say how the table is written.
+  const options = await db.query<{ options: string | null }>(
+    `SELECT array_to_string(reloptions, ', ') AS options FROM pg_class WHERE oid = CAST(:oid AS oid)`,
+    { oid },
+  );
+  const withOptions = options.rows[0]?.options ? ` WITH (${options.rows[0].options})` : '';
+  const out = [`CREATE TABLE ${name} (\n${lines.join(',\n')}\n)${withOptions};`];
 
   // 'n' (NOT NULL as a constraint, PostgreSQL 18) is already said by the column.
   const constraints = await db.query<{ name: string; def: string }>(

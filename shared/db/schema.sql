@@ -470,24 +470,23 @@ BEGIN
 END;
 $function$;
 
-CREATE OR REPLACE FUNCTION public.lana_jobs_slot_follows_job()
+CREATE OR REPLACE FUNCTION public.lana_jobs_slot_follows_attempt()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-  IF NEW.status = 'running' AND NEW.attempts = OLD.attempts AND NEW.slot IS NOT DISTINCT FROM OLD.slot THEN
+  IF NEW.status = 'running' AND NEW.attempts = OLD.attempts THEN
+    -- The same attempt, begun or renewed: the hold lasts as long as its lease.
     IF NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at THEN
       UPDATE job_slots SET expires_at = NEW.lease_expires_at
       WHERE job_type = OLD.job_type AND slot = OLD.slot AND holder = OLD.id;
     END IF;
   ELSE
+    -- The attempt ended (completed, failed, retried, handed back, rescued, cancelled).
     UPDATE job_slots SET holder = NULL, expires_at = NULL
     WHERE job_type = OLD.job_type AND slot = OLD.slot AND holder = OLD.id;
-    IF NEW.slot IS NOT DISTINCT FROM OLD.slot THEN
-      NEW.slot := NULL;
-    END IF;
   END IF;
-  RETURN NEW;
+  RETURN NULL;
 END;
 $function$;
 
@@ -791,7 +790,7 @@ CREATE TABLE job_rate_slots (
   job_type text NOT NULL,
   slot integer NOT NULL,
   last_used_at timestamp with time zone
-);
+) WITH (fillfactor=50);
 ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_pkey PRIMARY KEY (job_type, slot);
 ALTER TABLE job_rate_slots ADD CONSTRAINT job_rate_slots_slot_check CHECK ((slot >= 0));
 
@@ -800,7 +799,7 @@ CREATE TABLE job_slots (
   slot integer NOT NULL,
   holder uuid,
   expires_at timestamp with time zone
-);
+) WITH (fillfactor=50);
 ALTER TABLE job_slots ADD CONSTRAINT job_slots_pkey PRIMARY KEY (job_type, slot);
 ALTER TABLE job_slots ADD CONSTRAINT job_slots_slot_check CHECK ((slot >= 0));
 
@@ -848,14 +847,17 @@ CREATE TABLE jobs (
   finish_token uuid,
   slot integer,
   handbacks integer DEFAULT 0 NOT NULL,
-  concurrency_key text
-);
+  concurrency_key text,
+  debounce_key text,
+  debounce_until timestamp with time zone
+) WITH (fillfactor=50);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check CHECK (((attempts >= 0) AND (attempts <= max_attempts)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check1 CHECK (((status <> 'running'::text) OR (lease_expires_at IS NOT NULL)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_concurrency_key_length CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 200))) NOT VALID;
+ALTER TABLE jobs ADD CONSTRAINT jobs_debounce_key_check CHECK (((length(debounce_key) >= 1) AND (length(debounce_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_job_type_check CHECK (((length(job_type) >= 1) AND (length(job_type) <= 100)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_lease_seconds_check CHECK (((lease_seconds >= 1) AND (lease_seconds <= 86400)));
@@ -866,6 +868,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['p
 CREATE INDEX jobs_cancelled_idx ON public.jobs USING btree (id) WHERE (status = 'cancelled'::text);
 CREATE INDEX jobs_claim_token_idx ON public.jobs USING btree (claim_token) WHERE ((claim_token IS NOT NULL) AND (status = 'running'::text));
 CREATE INDEX jobs_completed_at_brin ON public.jobs USING brin (completed_at);
+CREATE UNIQUE INDEX jobs_debounce_idx ON public.jobs USING btree (job_type, debounce_key) WHERE ((debounce_key IS NOT NULL) AND (status = 'pending'::text) AND (attempts = 0));
 CREATE INDEX jobs_failed_idx ON public.jobs USING btree (id) WHERE (status = 'failed'::text);
 CREATE INDEX jobs_finished_at_idx ON public.jobs USING btree (completed_at) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (job_type, idempotency_key) WHERE (idempotency_key IS NOT NULL);
@@ -874,10 +877,10 @@ CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, 
 CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
 CREATE INDEX jobs_running_key_idx ON public.jobs USING btree (job_type, concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
-CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id);
+CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_notify_inserted();
-CREATE TRIGGER jobs_slot_follows_job BEFORE UPDATE ON public.jobs FOR EACH ROW WHEN ((old.slot IS NOT NULL)) EXECUTE FUNCTION lana_jobs_slot_follows_job();
-CREATE TRIGGER jobs_slot_freed_by_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN ((old.slot IS NOT NULL)) EXECUTE FUNCTION lana_jobs_slot_freed_by_delete();
+CREATE TRIGGER jobs_slot_follows_attempt AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_follows_attempt();
+CREATE TRIGGER jobs_slot_freed_by_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_freed_by_delete();
 CREATE TRIGGER jobs_slots_freed_by_truncate AFTER TRUNCATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_slots_freed_by_truncate();
 
 CREATE TABLE lana_migrations (
@@ -994,3 +997,12 @@ ALTER TABLE principal_changes ADD CONSTRAINT principal_changes_facility_id_fkey 
 ALTER TABLE principal_changes ADD CONSTRAINT principal_changes_pkey PRIMARY KEY (id);
 CREATE INDEX principal_changes_changed_at_idx ON public.principal_changes USING btree (changed_at);
 CREATE INDEX principal_changes_facility_idx ON public.principal_changes USING btree (facility_id, changed_at);
+
+CREATE TABLE schedule_ticks (
+  schedule text NOT NULL,
+  tick timestamp with time zone NOT NULL,
+  fired_at timestamp with time zone DEFAULT now() NOT NULL,
+  fired_by uuid NOT NULL
+);
+ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_pkey PRIMARY KEY (schedule, tick);
+ALTER TABLE schedule_ticks ADD CONSTRAINT schedule_ticks_schedule_check CHECK (((length(schedule) >= 1) AND (length(schedule) <= 200)));

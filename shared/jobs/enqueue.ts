@@ -3,7 +3,10 @@ import { DatabaseError, json, type Queryable, type QueryResult, type SqlParams }
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
 import {
+  type Debounce,
+  type DebounceInput,
   parseConcurrencyKey,
+  parseDebounce,
   parseIdempotencyKey,
   parseMaxAttempts,
   parsePriority,
@@ -46,6 +49,14 @@ export interface EnqueueOptions {
   priority?: number;
   /** Overrides the type's max attempts for this job. */
   maxAttempts?: number;
+  /**
+   * Run once after a burst: while the type has a pending job with this key that has not started, this
+   * enqueue replaces its payload (and priority and max attempts) and moves its run time to now +
+   * `windowSeconds`, never past `maxWaitSeconds` after the burst's first enqueue. Once the job has been
+   * claimed, the next enqueue starts a new burst. Enqueued on its own (one job per call), without
+   * `runAt` (its window says when) or `idempotencyKey`.
+   */
+  debounce?: { key: string; windowSeconds: number; maxWaitSeconds?: number };
 }
 
 /** A job to enqueue, typed by the registry: a wrong payload does not compile. */
@@ -65,11 +76,23 @@ export interface UntypedNewJob {
   idempotencyKey?: string;
   priority?: number | string;
   maxAttempts?: number | string;
+  debounce?: DebounceInput;
+}
+
+/** A schedule's tick with the job it enqueues (`enqueueScheduleTicks`). */
+export interface ScheduleTickJob {
+  schedule: string;
+  /** The tick, to the minute. */
+  tick: Date;
+  job: UntypedNewJob;
 }
 
 export interface EnqueueResult {
   job: Job;
-  /** False when the idempotency key matched an existing job and nothing was written. */
+  /**
+   * False when the idempotency key matched an existing job and nothing was written, or when a debounced
+   * enqueue joined its key's pending job (`job` is that job, with this payload and its new run time).
+   */
   created: boolean;
 }
 
@@ -120,6 +143,16 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     }
     const now = this.clock.now() ?? new Date();
     const validated = jobs.map((job, ord) => this.validateNewJob(job, ord, now));
+    const debounced = validated.find((v) => v.debounce !== null);
+    if (debounced) {
+      if (validated.length > 1) {
+        throw new JobInputError(
+          'invalid_option',
+          'a debounced job is enqueued on its own (one job per call): a batch cannot replace its own rows',
+        );
+      }
+      return [await this.enqueueDebounced(debounced, options)];
+    }
     const rows = validated.map((v) => v.row);
     if (rows.length === 1 && options.db === undefined && this.eagerStarters.size > 0) {
       const started = await this.enqueueStarted(validated[0]!, now);
@@ -201,6 +234,36 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     for (const r of results) if (r.created) perType.set(r.job.jobType, (perType.get(r.job.jobType) ?? 0) + 1);
     for (const [type, count] of perType) this.metrics.jobsEnqueued(type, count);
     return results;
+  }
+
+  /**
+   * Enqueues the jobs of schedule ticks that no firer has recorded yet, and records them, in one
+   * transaction (`recordScheduleTicksSql`): each tick is enqueued once even after retention deleted its
+   * job, which the tick's job key alone could not promise. Results in input order; null for a tick
+   * already recorded. Jobs are enqueued in input order, so ticks given oldest first run oldest first.
+   * Bad input (a job its type refuses) rolls back the ticks too: nothing written.
+   */
+  async enqueueScheduleTicks(ticks: readonly ScheduleTickJob[]): Promise<(EnqueueResult | null)[]> {
+    if (ticks.length === 0) return [];
+    const at = (schedule: string, tick: Date | string) => `${schedule}\u0000${new Date(tick).getTime()}`;
+    const token = newJobId();
+    return this.db.transaction(async (tx) => {
+      const recorded = await tx.query<{ schedule: string; tick: Date }>(
+        sql.recordScheduleTicksSql,
+        this.params({
+          token,
+          ticks: json(ticks.map((t) => ({ schedule: t.schedule, tick: t.tick.toISOString() }))),
+        }),
+      );
+      const fresh = new Set(recorded.rows.map((r) => at(r.schedule, r.tick)));
+      const chosen = ticks.filter((t) => fresh.has(at(t.schedule, t.tick)));
+      const results = await this.enqueueUntyped(
+        chosen.map((t) => t.job),
+        { db: tx },
+      );
+      const byTick = new Map(chosen.map((t, i) => [at(t.schedule, t.tick), results[i]!]));
+      return ticks.map((t) => byTick.get(at(t.schedule, t.tick)) ?? null);
+    });
   }
 
   /**
@@ -290,6 +353,28 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     return { job, created: true };
   }
 
+  /**
+   * A debounced job: inserted at the end of its window, or joined to its key's pending job (one statement,
+   * `upsertDebouncedJobSql`). Never started eagerly: it is due only when its burst ends.
+   */
+  private async enqueueDebounced(input: ValidatedJob, options: InTransaction): Promise<EnqueueResult> {
+    const debounce = input.debounce!;
+    const res = await (options.db ?? this.db).query<JobRow & { created: boolean }>(
+      sql.upsertDebouncedJobSql,
+      {
+        ...this.oneRowParams(input),
+        debounce_key: debounce.key,
+        window_seconds: debounce.windowSeconds,
+        max_wait_seconds: debounce.maxWaitSeconds,
+      },
+    );
+    const row = res.rows[0];
+    if (!row) throw new Error('a debounced enqueue got no row back; this is a bug');
+    const created = row.created === true;
+    if (created) this.metrics.jobsEnqueued(input.row.job_type, 1);
+    return { job: rowToJob(row), created };
+  }
+
   /** One validated job as the parameters of the one-row inserts (its payload's JSON text as made). */
   private oneRowParams({ row, payloadJson }: ValidatedJob): SqlParams {
     return this.params({
@@ -324,6 +409,19 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       );
     }
     const key = job.idempotencyKey === undefined ? undefined : parseIdempotencyKey(job.idempotencyKey);
+    const debounce = job.debounce === undefined ? null : parseDebounce(job.debounce);
+    if (debounce && key !== undefined) {
+      throw new JobInputError(
+        'invalid_option',
+        'a debounced job takes no idempotency key: its debounce key already names the burst it joins',
+      );
+    }
+    if (debounce && job.runAt !== undefined) {
+      throw new JobInputError(
+        'invalid_option',
+        'a debounced job takes no run time: it runs when its window ends after the last enqueue',
+      );
+    }
     const priority = parsePriority(job.priority ?? jobType.priority);
     const maxAttempts = parseMaxAttempts(job.maxAttempts ?? jobType.retry.maxAttempts);
     let scheduledAt: string | null = null;
@@ -349,7 +447,7 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
         ? parseConcurrencyKey(jobType.type, jobType.concurrencyKey.field, payload)
         : null,
     };
-    return { row, payloadJson };
+    return { row, payloadJson, debounce };
   }
 }
 
@@ -389,6 +487,7 @@ interface NewJobRow {
 interface ValidatedJob {
   row: NewJobRow;
   payloadJson: string;
+  debounce: Debounce | null;
 }
 
 /** A new job as stored: its input, pending, no attempt yet; due at its runAt or when it was created. */

@@ -58,22 +58,73 @@ export function isIntactText(text: string): boolean {
   return !text.includes('\uFFFD') && !LONE_SURROGATE.test(text);
 }
 
-export function parseIdempotencyKey(value: unknown): string {
+export function parseIdempotencyKey(value: unknown, label = 'idempotency key'): string {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
     throw new JobInputError(
       'invalid_option',
-      `idempotency key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof value === 'string' ? value.length : got(value)})`,
+      `${label} must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${typeof value === 'string' ? value.length : got(value)})`,
     );
   }
   if (value.includes('\u0000'))
-    throw new JobInputError('invalid_option', 'idempotency key contains a NUL character');
+    throw new JobInputError('invalid_option', `${label} contains a NUL character`);
   if (!isIntactText(value)) {
     throw new JobInputError(
       'invalid_option',
-      'idempotency key is not valid UTF-8 text (it holds U+FFFD or a lone surrogate)',
+      `${label} is not valid UTF-8 text (it holds U+FFFD or a lone surrogate)`,
     );
   }
   return value;
+}
+
+/** A debounce window: a burst's job runs this long after its last enqueue. */
+export const DEBOUNCE_WINDOW_SECONDS_RANGE = { min: 1, max: 86_400 } as const;
+/** The longest a burst may hold its job back, from its first enqueue (at least the window). */
+export const DEBOUNCE_MAX_WAIT_SECONDS_MAX = 7 * 86_400;
+
+/** Debounce as given: application code passes numbers, a command line or a form may pass text. */
+export interface DebounceInput {
+  key: unknown;
+  windowSeconds: unknown;
+  maxWaitSeconds?: unknown;
+}
+
+export interface Debounce {
+  key: string;
+  windowSeconds: number;
+  /** Null: no deadline, an endless burst holds its job back for as long as it lasts. */
+  maxWaitSeconds: number | null;
+}
+
+/**
+ * `debounce: { key, windowSeconds, maxWaitSeconds? }`: the key by the rules of an idempotency key (it is
+ * stored in the same kind of column), the window from 1 s to a day, the maximum wait from the window to
+ * seven days.
+ */
+export function parseDebounce(value: unknown): Debounce {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new JobInputError(
+      'invalid_option',
+      `debounce must be an object { key, windowSeconds, maxWaitSeconds? } (got ${Array.isArray(value) ? 'an array' : got(value)})`,
+    );
+  }
+  const input = value as DebounceInput;
+  const key = parseIdempotencyKey(input.key, 'debounce key');
+  const windowSeconds = integerIn(
+    'debounce window',
+    input.windowSeconds,
+    DEBOUNCE_WINDOW_SECONDS_RANGE,
+    ' seconds',
+  );
+  const maxWaitSeconds =
+    input.maxWaitSeconds === undefined || input.maxWaitSeconds === null
+      ? null
+      : integerIn(
+          'debounce maximum wait',
+          input.maxWaitSeconds,
+          { min: windowSeconds, max: DEBOUNCE_MAX_WAIT_SECONDS_MAX },
+          ' seconds (at least the window)',
+        );
+  return { key, windowSeconds, maxWaitSeconds };
 }
 
 const TIME_TEXT =

@@ -93,6 +93,9 @@ export interface FailureGroup {
 /** How many jobs a bulk action changes at most in one call. */
 export const BULK_ACTION_LIMIT = 10_000;
 
+/** Who changed a payload by a replay: kept in `job_payload_changes`, bounded as its check is. */
+export const MAX_CHANGED_BY_LENGTH = 200;
+
 export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   async getJob(id: string): Promise<Job | null> {
     assertUuid(id);
@@ -279,8 +282,11 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
     assertUuid(id);
     const current = await this.requireJob(id);
     const who = by.trim();
-    if (who === '' || who.length > 200)
-      throw new JobInputError('invalid_option', 'who changes the payload must be 1 to 200 characters');
+    if (who === '' || who.length > MAX_CHANGED_BY_LENGTH)
+      throw new JobInputError(
+        'invalid_option',
+        `who changes the payload must be 1 to ${MAX_CHANGED_BY_LENGTH} characters`,
+      );
     const parsed = this.registry.parsePayload(current.jobType, payload);
     const payloadJson = JSON.stringify(parsed);
     const bytes = Buffer.byteLength(payloadJson, 'utf8');

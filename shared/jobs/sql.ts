@@ -14,3 +14,4 @@ export * from './sql/claim.js';
 export * from './sql/enqueue.js';
 export * from './sql/operator.js';
 export * from './sql/pauses.js';
+export * from './sql/schedules.js';

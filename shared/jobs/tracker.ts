@@ -13,6 +13,7 @@ import {
   type EnqueueResult,
   JobEnqueuer,
   type NewJob,
+  type ScheduleTickJob,
   type UntypedNewJob,
 } from './enqueue.js';
 import { type JobMetrics, noMetrics } from './metrics.js';
@@ -107,6 +108,14 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   /** Enqueue from untyped input (the CLI, events): same validation, checked at run time only. */
   enqueueUntyped(jobs: readonly UntypedNewJob[], options: InTransaction = {}): Promise<EnqueueResult[]> {
     return this.enqueuer.enqueueUntyped(jobs, options);
+  }
+
+  /**
+   * Enqueues the jobs of schedule ticks no firer has recorded yet, recording them (schedules with a
+   * backfill window); null for a tick already recorded. One transaction, all or nothing.
+   */
+  enqueueScheduleTicks(ticks: readonly ScheduleTickJob[]): Promise<(EnqueueResult | null)[]> {
+    return this.enqueuer.enqueueScheduleTicks(ticks);
   }
 
   /** Has `connections` sessions pay ahead what a session's first job insert costs. Writes nothing. */

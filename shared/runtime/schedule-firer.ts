@@ -1,14 +1,17 @@
 import { errorMessage } from '../jobs/errors.js';
 import type { JobTypeMap } from '../jobs/registry.js';
 import type { JobTracker } from '../jobs/tracker.js';
-import { latestTick } from '../schedules/cron.js';
-import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
+import { type RecurringSchedule, ticksToFire } from '../schedules/definitions.js';
+import { fireTicks } from '../schedules/fire.js';
 import type { Logger } from './logger.js';
 
 /**
- * Fires recurring schedules: every `intervalMs`, each schedule's latest tick is enqueued once. A tick's
- * job carries the idempotency key `schedule:<name>@<tick>`, so several processes (or a late check) firing
- * the same tick enqueue it once; the firer only remembers which ticks it already sent, to skip the insert.
+ * Fires recurring schedules: every `intervalMs`, each schedule's latest tick is enqueued once, and for a
+ * schedule with a backfill window every tick of the window too, oldest first (after downtime: at start).
+ * A tick's job carries the idempotency key `schedule:<name>@<tick>`, so several processes (or a late
+ * check) firing the same tick enqueue it once; backfilled ticks are also recorded (`schedule_ticks`), so
+ * they stay enqueued once after retention deletes their jobs. The firer only remembers the newest tick it
+ * sent per schedule, to skip the statement.
  */
 export class ScheduleFirer<M extends JobTypeMap, S> {
   private readonly lastTicks = new Map<string, number>();
@@ -41,17 +44,19 @@ export class ScheduleFirer<M extends JobTypeMap, S> {
     const { schedules, tracker, logger } = this.options;
     if (schedules.length === 0 || this.stopped) return;
     const now = tracker.clock.now() ?? new Date();
-    const due = schedules.flatMap((s) => {
-      const tick = latestTick(s.expression, now);
-      if (!tick || this.lastTicks.get(s.name) === tick.getTime()) return [];
-      return [{ s, tick }];
+    const due = schedules.flatMap((schedule) => {
+      const sent = this.lastTicks.get(schedule.name) ?? Number.NEGATIVE_INFINITY;
+      return ticksToFire(schedule, now)
+        .filter((tick) => tick.getTime() > sent)
+        .map((tick) => ({ schedule, tick }));
     });
     if (due.length === 0) return;
     try {
-      const results = await tracker.enqueueUntyped(due.map(({ s, tick }) => jobForTick(s, tick)));
-      due.forEach(({ s, tick }, i) => {
-        this.lastTicks.set(s.name, tick.getTime());
-        if (results[i]?.created) logger.info('schedule fired', { schedule: s.name, tick });
+      const results = await fireTicks(tracker, due);
+      due.forEach(({ schedule, tick }, i) => {
+        const sent = this.lastTicks.get(schedule.name) ?? Number.NEGATIVE_INFINITY;
+        this.lastTicks.set(schedule.name, Math.max(tick.getTime(), sent));
+        if (results[i]?.created) logger.info('schedule fired', { schedule: schedule.name, tick });
       });
     } catch (err) {
       logger.error('firing schedules failed', { error: errorMessage(err) });

@@ -108,3 +108,25 @@ export function nextTick(e: ScheduleExpression, at: Date): Date | null {
   }
   return null;
 }
+
+/**
+ * The ticks after `after` and at or before `upTo` (to the minute), oldest first: at most `max`, the newest
+ * ones when there are more.
+ */
+export function ticksBetween(e: ScheduleExpression, after: Date, upTo: Date, max: number): Date[] {
+  const from = Math.floor(after.getTime() / 60_000) * 60_000;
+  const to = Math.floor(upTo.getTime() / 60_000) * 60_000;
+  const ticks: Date[] = [];
+  if (e.kind === 'rate') {
+    const period = e.minutes * 60_000;
+    for (let t = Math.floor(to / period) * period; t > from && ticks.length < max; t -= period)
+      ticks.push(new Date(t));
+  } else {
+    const c = compile(e);
+    for (let t = to; t > from && ticks.length < max; t -= 60_000) {
+      const d = new Date(t);
+      if (matches(c, d)) ticks.push(d);
+    }
+  }
+  return ticks.reverse();
+}

@@ -165,6 +165,33 @@ describe('AwsJobClient: enqueue from application code on AWS', () => {
     await client.close();
   });
 
+  test('a debounced enqueue through the Data API joins its burst, with a resend after commit counted once', async () => {
+    const client = new AwsJobClient({ registry: createTestRegistry(), env: env(), eventBridge });
+    const debounce = { key: 'facility:1', windowSeconds: 30 };
+    const resentAfterCommit = () =>
+      fixture.injectFault({
+        error: 'InternalServerErrorException',
+        status: 500,
+        operation: 'Execute',
+        afterRunning: true,
+      });
+    // The insert commits and its answer is lost: the resend finds its own row, created by this call.
+    resentAfterCommit();
+    const first = await client.enqueue({ type: 'noop', payload: { n: 1 }, debounce });
+    expect(first.created).toBe(true);
+    // The same for a replacement: the resend replaces the payload again, with the same one.
+    resentAfterCommit();
+    const second = await client.enqueue({ type: 'noop', payload: { n: 2 }, debounce });
+    expect(second).toMatchObject({ created: false, job: { id: first.job.id, payload: { n: 2 } } });
+    const stored = await t.db.query<{ id: string; payload: string }>(
+      'SELECT id, payload::text AS payload FROM jobs',
+    );
+    expect(stored.rows).toEqual([{ id: first.job.id, payload: '{"n": 2}' }]);
+    // Due when its window ends: nothing to wake or start now (fetch-ready's minute takes it).
+    expect(nudges()).toEqual([]);
+    await client.close();
+  });
+
   test('a failed nudge does not fail the enqueue: the job is committed and the error reported', async () => {
     bus.on(PutEventsCommand).rejects(new Error('throttled'));
     const errors: unknown[] = [];

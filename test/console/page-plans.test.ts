@@ -84,6 +84,9 @@ beforeAll(async () => {
   await session.query(
     `UPDATE jobs SET status = 'failed', completed_at = now(), last_error = 'boom ' || (attempts % 2) WHERE idempotency_key IN ('live-1', 'live-2', 'live-3')`,
   );
+  await session.query(
+    `UPDATE jobs SET status = 'running', attempts = 1, lease_expires_at = now() + interval '1 minute' WHERE idempotency_key IN ('live-4', 'live-5')`,
+  );
   await session.query('ANALYZE jobs');
 }, 120_000);
 
@@ -111,6 +114,24 @@ describe('each console page reads its rows, not the history', () => {
     [
       'jobs list, filtered by type',
       () => [sql.jobsPageSql({ ...noFilter, jobType: true }, false), { job_type: 'maintenance', limit: 51 }],
+    ],
+    [
+      'jobs list, filtered by type, a type with history',
+      () => [sql.jobsPageSql({ ...noFilter, jobType: true }, false), { job_type: 'sync', limit: 51 }],
+    ],
+    [
+      'jobs list, filtered by type, a later page',
+      () => [
+        sql.jobsPageSql({ ...noFilter, jobType: true }, true),
+        { job_type: 'maintenance', before: 'ffffffff-ffff-7fff-bfff-ffffffffffff', limit: 51 },
+      ],
+    ],
+    [
+      'jobs list, filtered by type and running',
+      () => [
+        sql.jobsPageSql({ ...noFilter, status: 'running', jobType: true }, false),
+        { job_type: 'sync', limit: 51 },
+      ],
     ],
     [
       'jobs list, filtered by key',

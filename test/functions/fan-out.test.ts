@@ -210,6 +210,6 @@ describe('schedule nudge', () => {
     });
     const result = await handler({ schedule: 'job-retention-hourly', time: '2026-11-29T10:17:00Z' });
     expect(result.created).toBe(true);
-    expect(await runtime.tracker.getJob(result.jobId)).toMatchObject({ jobType: 'maintenance' });
+    expect(await runtime.tracker.getJob(result.jobId!)).toMatchObject({ jobType: 'maintenance' });
   });
 });

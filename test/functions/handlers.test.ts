@@ -385,10 +385,33 @@ describe('schedule', () => {
     const again = await handler({ ...tick, time: '2026-11-29T00:00:37Z' }); // same tick, late within the minute
     expect(first.created).toBe(true);
     expect(again).toEqual({ jobId: first.jobId, created: false });
-    expect(await runtime.tracker.getJob(first.jobId)).toMatchObject({
+    expect(await runtime.tracker.getJob(first.jobId!)).toMatchObject({
       jobType: 'interest-accrual',
       payload: { date: '2026-11-28' },
     });
+  });
+
+  test('the first payment-reminders tick after an outage enqueues the missed days, oldest first, once', async () => {
+    await t.db.query('TRUNCATE schedule_ticks');
+    const nudge = vi.fn(async () => undefined);
+    const handler = createScheduleHandler({ runtime, o, nudge });
+    const schedule = 'payment-reminders-daily';
+    expect(await handler({ schedule, time: '2026-11-25T08:00:00Z' })).toMatchObject({ created: true });
+    // Nothing delivered on the 26th to the 28th (the function failing past EventBridge's retries).
+    const after = await handler({ schedule, time: '2026-11-29T08:00:00Z' });
+    expect(after).toMatchObject({ created: true, backfilled: 2 });
+    const dates = await t.db.query<{ date: string }>(
+      "SELECT payload->>'date' AS date FROM jobs WHERE job_type = 'payment-reminders' ORDER BY id",
+    );
+    // The window is three days back from the tick: the 27th and 28th; the 26th is past it.
+    expect(dates.rows.map((r) => r.date)).toEqual(['2026-11-25', '2026-11-27', '2026-11-28', '2026-11-29']);
+    // A late duplicate delivery of the tick enqueues nothing more.
+    expect(await handler({ schedule, time: '2026-11-29T08:00:41Z' })).toEqual({
+      jobId: after.jobId,
+      created: false,
+    });
+    expect(await counts()).toEqual({ pending: 4 });
+    expect(nudge).toHaveBeenCalledTimes(2);
   });
 
   test('a malformed or unknown schedule event writes nothing', async () => {

@@ -125,6 +125,30 @@ describe.each([
     expect(await tracker.fetchReady(30, { jobType: 'alpha' })).toHaveLength(3);
   });
 
+  test("an executor's report hands its slot to the type's next job in the same statement", async () => {
+    const tracker = trackerOver(db());
+    await enqueue(tracker, 'beta', 3);
+    // Both of beta's slots are held: only the slot the report frees can take the next job.
+    const held = await tracker.fetchReady(2, { startNow: true, jobType: 'beta' });
+    expect(held).toHaveLength(2);
+    const { completed, next } = await tracker.completeAndClaimNext(
+      { id: held[0]!.id, attempt: held[0]!.attempts, durationMs: 1 },
+      'beta',
+    );
+    expect(completed).toBe(true);
+    expect(next).not.toBeNull();
+    const slots = await t.db.query<{ holder: string | null }>(
+      "SELECT holder::text FROM job_slots WHERE job_type = 'beta' ORDER BY holder",
+    );
+    expect(slots.rows.map((r) => r.holder).sort()).toEqual([held[1]!.id, next!.id].sort());
+    // When the last job ends, its slot is free again.
+    await tracker.completeMany([{ id: next!.id, attempt: next!.attempts }]);
+    const free = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM job_slots WHERE job_type = 'beta' AND holder IS NULL",
+    );
+    expect(free.rows[0]!.n).toBe(1);
+  });
+
   test('claimers of one type take different slots side by side', async () => {
     const tracker = trackerOver(db());
     await enqueue(tracker, 'alpha', 6);

@@ -303,6 +303,27 @@ describe('observing the queue', () => {
     expect((await tracker.stats()).lastHour).toEqual([]);
   });
 
+  test("a type's page lists its running jobs beside the others, newest first, page by page", async () => {
+    const { tracker } = kit;
+    const queued = await tracker.enqueueMany(
+      Array.from({ length: 5 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),
+    );
+    await tracker.enqueueMany([{ type: 'always-fails', payload: { reason: 'other type' } }]);
+    const ids = queued.map((r) => r.job.id);
+    // The two oldest run, the third completes: running, completed and pending jobs of one type.
+    const claimed = await tracker.fetchReady(3, { startNow: true, jobType: 'noop' });
+    expect(claimed.map((j) => j.id)).toEqual(ids.slice(0, 3));
+    await tracker.completeMany([{ id: ids[2]!, attempt: 1 }]);
+    const first = await tracker.listJobsPage({ jobType: 'noop' }, { limit: 3 });
+    expect(first.jobs.map((j) => j.id)).toEqual([ids[4], ids[3], ids[2]]);
+    const second = await tracker.listJobsPage({ jobType: 'noop' }, { limit: 3, before: first.nextBefore! });
+    expect(second.jobs.map((j) => [j.id, j.status])).toEqual([
+      [ids[1], 'running'],
+      [ids[0], 'running'],
+    ]);
+    expect(second.nextBefore).toBeNull();
+  });
+
   test('listJobs filters by status and type; getExecutions includes the attempt in progress', async () => {
     const { tracker, clock } = kit;
     // Jobs due at the same instant are claimed in id order, which is random within a millisecond: make

@@ -178,6 +178,15 @@ describe('the key at enqueue', () => {
     expect((await t.db.query('SELECT 1 FROM jobs')).rows).toEqual([]);
   });
 
+  test('a debounced job has its payload’s key, and the burst’s last payload’s key', async () => {
+    const tr = tracker();
+    const debounce = { key: 'burst', windowSeconds: 60 };
+    const { job } = await tr.enqueue({ type: 'disburse', payload: { n: 1, facility: 'f-1' }, debounce });
+    expect(await keyOf(job.id)).toBe('f-1');
+    await tr.enqueue({ type: 'disburse', payload: { n: 2, facility: 'f-2' }, debounce });
+    expect(await keyOf(job.id)).toBe('f-2');
+  });
+
   test('a replay with a new payload takes the new payload’s key', async () => {
     const tr = tracker();
     const { job } = await tr.enqueue({ type: 'disburse', payload: { n: 1, facility: 'f-1' } });

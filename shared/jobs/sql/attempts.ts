@@ -73,8 +73,8 @@ FROM (SELECT id, job_type, duration_ms FROM done UNION ALL SELECT id, job_type, 
  * An executor's report and its next job in one statement: completes one attempt (fenced, as
  * `completeAttemptsSql`) and then claims the next due job of :only_type within the type's concurrency
  * limit (`lana_jobs_claim_slotted`, which sees the completion: a volatile function sees the changes its
- * calling statement made before it, and the claim waits on `finished`, so the slot the completion freed
- * is free). The next job holds a dispatch lease, not a run's: the executor begins it with
+ * calling statement made before it, and the claim waits on `finished`, which waits on `freed`, so the
+ * slot the completion freed is free). The next job holds a dispatch lease, not a run's: the executor begins it with
  * `startAttemptSql`, so an executor that dies in between frees the slot within the dispatch lease and the
  * claim goes back uncounted (`undelivered`). Answers one row: whether the completion applied, and the next job's columns
  * (NULL when none). :token marks both, so a resent statement reports its first run's completion and
@@ -92,7 +92,14 @@ WITH items AS (
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
   RETURNING j.id, j.job_type, j.attempts,
             COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
-            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
+            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error,
+            j.slot
+), freed AS (
+  -- The attempt's slot, freed here for the claim below: the trigger that frees it runs at the end of the
+  -- statement (migration 0017), after the claim.
+  UPDATE job_slots s SET holder = NULL, expires_at = NULL
+  FROM done d WHERE s.job_type = d.job_type AND s.slot = d.slot AND s.holder = d.id
+  RETURNING 1
 ), closed AS (
   INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
                               duration_ms)
@@ -111,6 +118,7 @@ WITH items AS (
   FROM jobs WHERE claim_token = CAST(:token AS uuid) AND status = 'running'
 ), finished AS (
   SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM resent) AS applied,
+         (SELECT count(*) FROM freed) AS freed_slots,
          (SELECT count(*) FROM prior) AS prior_claims
 ), next AS (
   SELECT * FROM prior

@@ -107,3 +107,48 @@ SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempote
 WHERE (job_type, idempotency_key) IN (
   SELECT k.job_type, k.idempotency_key
   FROM jsonb_to_recordset(CAST(:keys AS jsonb)) AS k(job_type text, idempotency_key text))`;
+
+/**
+ * Enqueues ONE debounced job (`debounce: { key, windowSeconds, maxWaitSeconds }`): inserted due at the end
+ * of its window, unless the type has a pending job with this key that no claim has taken yet
+ * (`jobs_debounce_idx`, migration 0019); that job then takes this payload (and its concurrency key),
+ * priority and attempt budget, and its run time moves to the end of this window, but never past the
+ * deadline its burst's first enqueue set (`debounce_until`). One statement, arbitrated by the unique index: concurrent enqueues with one key leave
+ * one pending job, and an enqueue racing the claim either pushes the job before the claim takes it or,
+ * once the claim committed, finds no pending job and starts a new burst. `created` says whether the row
+ * is this call's. A resend of this statement after its first send committed an insert (the Data API's
+ * client sends again when an answer is lost) finds the row by its id (`own`) and answers with it, even if
+ * a claim took it in between. Scheduled ahead, the insert wakes no worker (the trigger notifies only due
+ * rows).
+ */
+export const upsertDebouncedJobSql = `
+WITH own AS (
+  SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+    scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at,
+    true AS created
+  FROM jobs WHERE id = CAST(:id AS uuid)
+), upserted AS (
+  INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                    backoff_cap_seconds, lease_seconds, priority, debounce_key, debounce_until,
+                    created_at, updated_at, concurrency_key)
+  SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+         COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:window_seconds AS integer)),
+         CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+         CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+         CAST(:debounce_key AS text),
+         COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:max_wait_seconds AS integer)),
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         CAST(:concurrency_key AS text)
+  WHERE NOT EXISTS (SELECT 1 FROM own)
+  ON CONFLICT (job_type, debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' AND attempts = 0
+  DO UPDATE SET payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+    concurrency_key = EXCLUDED.concurrency_key,
+    scheduled_at = LEAST(EXCLUDED.scheduled_at, COALESCE(jobs.debounce_until, EXCLUDED.scheduled_at)),
+    updated_at = EXCLUDED.updated_at
+  RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,
+    scheduled_at, started_at, completed_at, lease_expires_at, last_error, created_at, updated_at,
+    id = CAST(:id AS uuid) AS created
+)
+SELECT * FROM upserted
+UNION ALL
+SELECT * FROM own`;

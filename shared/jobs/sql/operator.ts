@@ -264,6 +264,8 @@ export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
   if (shape.status !== null) {
     if (!JOB_STATUSES.includes(shape.status)) throw new Error(`not a job status: ${String(shape.status)}`);
     p.push(`${alias}.status = '${shape.status}'`);
+    // Always true of a running job (a claim sets the lease): lets a plan read `jobs_running_lease_idx`.
+    if (shape.status === 'running') p.push(`${alias}.lease_expires_at IS NOT NULL`);
   }
   if (shape.jobType) p.push(`${alias}.job_type = CAST(:job_type AS text)`);
   if (shape.key) p.push(`${alias}.idempotency_key = CAST(:idempotency_key AS text)`);
@@ -276,13 +278,32 @@ export function jobFilterSql(shape: JobFilterShape, alias = 'jobs'): string {
  * A page of jobs, newest first, after the keyset cursor :before (an id; absent for the first page). Read
  * backwards on the primary key (unfiltered, a time range, or a status that is mostly among the newest
  * jobs: completed, pending, retrying, running), `jobs_failed_idx`, `jobs_cancelled_idx`, `jobs_type_id_idx`
- * or `jobs_key_id_idx` (migration 0010): a page reads its rows and what its filter skips, never OFFSET.
+ * (with the running ones beside it) or `jobs_key_id_idx` (migrations 0010, 0017): a page reads its rows and
+ * what its filter skips, never OFFSET.
  */
 export function jobsPageSql(shape: JobFilterShape, withCursor: boolean): string {
   const cursor = withCursor ? ' AND id < CAST(:before AS uuid)' : '';
+  const columns = `id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
+       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at`;
+  if (shape.jobType && shape.status === null && !shape.key) {
+    // `jobs_type_id_idx` leaves running jobs out (a claim adds no entry to it, migration 0017): a type's
+    // page merges its other jobs, read backwards on that index, with its running ones, read through
+    // `jobs_running_lease_idx` (a running job always has a lease).
+    return `
+SELECT ${columns} FROM (
+  (SELECT ${columns} FROM jobs
+   WHERE ${jobFilterSql(shape)} AND status <> 'running'${cursor}
+   ORDER BY id DESC LIMIT :limit)
+  UNION ALL
+  (SELECT ${columns} FROM jobs
+   WHERE ${jobFilterSql(shape)} AND status = 'running' AND lease_expires_at IS NOT NULL${cursor}
+   ORDER BY id DESC LIMIT :limit)
+) AS page
+ORDER BY id DESC
+LIMIT :limit`;
+  }
   return `
-SELECT id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key, scheduled_at,
-       started_at, completed_at, lease_expires_at, last_error, created_at, updated_at
+SELECT ${columns}
 FROM jobs
 WHERE ${jobFilterSql(shape)}${cursor}
 ORDER BY id DESC
