@@ -8,20 +8,21 @@
 -- takes K's transaction-scoped advisory lock with pg_try_advisory_xact_lock, which never waits (a key held
 -- by another claim in progress is passed over by this claim, as SKIP LOCKED passes a row), and then, in a
 -- statement of its own, counts K's running jobs (leases not expired, as a slot's hold); it takes at most the
--- limit less that count. (A key already at its limit by a count made before the lock is passed over
--- without locking it: passing over is always safe, and a claim holds few locks. The lock is a 64-bit hash
--- of type and key: two keys sharing one would only be passed over together while a claim holds it.) Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
+-- limit less that count. Race-free under READ COMMITTED: two claims of K never hold its lock at once, the
 -- later one takes it only after the earlier one committed or rolled back, and a PL/pgSQL statement of a
 -- volatile function takes a fresh snapshot, so the count is made on a snapshot that holds every claim of K
 -- that committed before. A job ending (completed, failed, retried, handed back, rescued, cancelled) frees
 -- its key by leaving `running` or by its lease expiring: nothing else to write, nothing to lose in a crash
 -- (the lock dies with the transaction). Under REPEATABLE READ the count would read the transaction's first
--- snapshot, so such a claim is refused with an error rather than run unsafely.
+-- snapshot, so such a claim is refused with an error rather than run unsafely. A key already at its limit
+-- by a count made before the lock is passed over without locking it (passing over is always safe), so a
+-- claim holds about as many key locks as it takes jobs. The lock is a 64-bit hash of type and key: two keys
+-- sharing one would only be passed over together while a claim holds it.
 --
 -- A job whose key is at its limit stays due, with no attempt counted, and the claim goes on to the next due
 -- job (`lana_jobs_lock_keyed_due`). A keyed type's claim therefore reads past the due jobs of keys at their
--- limit: a key with a backlog costs each claim of its type (and priority) a read of that backlog's index
--- entries. Jobs without a key (the payload has no such field) are claimed as any job of their type.
+-- limit (a count per such key, a look-up per such job). Jobs without a key (the payload has no such field)
+-- are claimed as any job of their type.
 
 ALTER TABLE jobs ADD COLUMN concurrency_key text;
 -- Every existing row has no key: NOT VALID spares a scan of the table under its lock; new rows are checked.
