@@ -66,8 +66,8 @@ BEGIN
         SELECT count(*)::integer INTO v_n FROM jobs
         WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
           AND lease_expires_at > p_now;
-        IF v_n < p_key_limit
-           AND pg_try_advisory_xact_lock(hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
+        IF v_n < p_key_limit AND pg_try_advisory_xact_lock(
+             hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
           -- Again in a statement of its own, whose snapshot is taken after the lock was granted.
           SELECT p_key_limit - count(*)::integer INTO v_n FROM jobs
           WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
@@ -87,7 +87,8 @@ BEGIN
     IF FOUND THEN
       v_tids := v_tids || v_tid;
       IF r.concurrency_key IS NOT NULL THEN
-        v_left := v_left || jsonb_build_object(r.concurrency_key, (v_left ->> r.concurrency_key)::integer - 1);
+        v_left := v_left
+          || jsonb_build_object(r.concurrency_key, (v_left ->> r.concurrency_key)::integer - 1);
       END IF;
     END IF;
   END LOOP;
