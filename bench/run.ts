@@ -10,8 +10,6 @@ import { interestAccrual } from './workloads/accrual.js';
 import { awsCost } from './workloads/aws-cost.js';
 import { consolePages } from './workloads/console.js';
 import {
-  burstAfterIdle,
-  growth,
   latency,
   latencyFloor,
   latencyOverFloor,
@@ -21,8 +19,8 @@ import {
   type ThroughputResult,
   throughput,
   WORKER_CONCURRENCY,
-  waitingGrowth,
 } from './workloads/core.js';
+import { burstAfterIdle, growth, waitingGrowth } from './workloads/growth.js';
 import { load } from './workloads/load.js';
 import { rateLimited } from './workloads/rate.js';
 import { slots } from './workloads/slots.js';

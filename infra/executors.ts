@@ -85,18 +85,21 @@ export class Executors extends Construct {
         reservedConcurrency: props.reservedConcurrency?.(jobType),
         environment: {
           JOB_TYPE: jobType.type,
-          // The same names the local runtime reads (shared/domain/settings.ts).
-          [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress,
-          [SETTING_NAMES.priceUrl]: props.priceSourceUrl,
-          ...(jobType.needs.includes('valuation-settings') ? props.valuationSettings : {}),
-          ...(props.jobRetentionDays === undefined
-            ? {}
-            : { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }),
+          // The same names the local runtime reads (shared/domain/settings.ts); only what the type needs.
+          ...(jobType.needs.includes('email-sender')
+            ? { [SETTING_NAMES.notificationFromAddress]: props.notificationFromAddress }
+            : {}),
+          ...(jobType.needs.includes('valuation-settings')
+            ? { [SETTING_NAMES.priceUrl]: props.priceSourceUrl, ...props.valuationSettings }
+            : {}),
+          ...(jobType.needs.includes('job-retention') && props.jobRetentionDays !== undefined
+            ? { [SETTING_NAMES.retentionDays]: String(props.jobRetentionDays) }
+            : {}),
         },
       });
       if (jobType.needs.includes('email-sender')) this.grantSendEmail(fn, props);
       // Every executor wakes fetch-ready when its invocation runs out of time for another job (its slot is
-      // refilled at once), and those whose jobs enqueue follow-ups after such a run (follow-up-nudge.ts).
+      // refilled at once), and those whose jobs enqueue follow-ups after such a run (shared/aws/follow-ups.ts).
       props.bus.grantPutEventsTo(fn);
       const rule = new events.Rule(this, `${name}Rule`, {
         description: `Routes ${jobType.type} jobs to their executor`,

@@ -3,7 +3,8 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { Construct } from 'constructs';
-import { JOB_EVENT_SOURCE, JOBS_ENQUEUED_DETAIL_TYPE } from '../shared/aws/eventbridge-publisher.js';
+import { JOB_EVENT_SOURCE } from '../shared/aws/eventbridge-publisher.js';
+import { JOBS_ENQUEUED_DETAIL_TYPE } from '../shared/aws/waker.js';
 import { createJobsFunction, type FunctionEnvironment } from './lambda-function.js';
 
 export interface FetchReadyProps extends FunctionEnvironment {

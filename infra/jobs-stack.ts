@@ -1,9 +1,9 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import type { Construct } from 'constructs';
+import { DEFAULT_CLAIM_BATCH } from '../shared/aws/fetch-ready.js';
 import { executorNeeds } from '../shared/job-types/executor-needs.js';
 import { createJobTypeRegistry } from '../shared/job-types/index.js';
-import { DEFAULT_CLAIM_BATCH } from '../shared/jobs/fan-out.js';
 import { DEFAULT_TYPE_CONCURRENCY } from '../shared/jobs/registry.js';
 import { schedules } from '../shared/schedules/definitions.js';
 import { JobsDatabase } from './database.js';

@@ -1,12 +1,12 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
-import { JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
 import {
   DEFAULT_CLAIM_BATCH,
   type FanOutResult,
   fanOutDueJobs,
   type JobPublisher,
-} from '../../shared/jobs/fan-out.js';
+} from '../../shared/aws/fetch-ready.js';
+import { JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/waker.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
 import { chainFromEnv, type JobRuntime, publisherFromEnv, runtimeFromEnv } from '../lib/runtime.js';
 
@@ -122,13 +122,16 @@ const o = createObservability('fetch-ready');
 let lazy: ReturnType<typeof createFetchReadyHandler> | undefined;
 /** The Lambda entry point: dependencies built once per execution environment. */
 export const handler = withObservability((event: unknown, context: Context) => {
-  lazy ??= createFetchReadyHandler({
-    runtime: runtimeFromEnv(o),
-    publisher: publisherFromEnv(),
-    o,
-    batchSize: positiveInt('CLAIM_BATCH_SIZE', process.env.CLAIM_BATCH_SIZE),
-    maxClaims: positiveInt('MAX_CLAIMS_PER_RUN', process.env.MAX_CLAIMS_PER_RUN),
-    chain: chainFromEnv(),
-  });
+  if (!lazy) {
+    const runtime = runtimeFromEnv(o);
+    lazy = createFetchReadyHandler({
+      runtime,
+      publisher: publisherFromEnv(runtime),
+      o,
+      batchSize: positiveInt('CLAIM_BATCH_SIZE', process.env.CLAIM_BATCH_SIZE),
+      maxClaims: positiveInt('MAX_CLAIMS_PER_RUN', process.env.MAX_CLAIMS_PER_RUN),
+      chain: chainFromEnv(runtime),
+    });
+  }
   return lazy(event, context);
 }, o);

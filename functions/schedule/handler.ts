@@ -1,9 +1,10 @@
 import type { Context } from 'aws-lambda';
 import * as z from 'zod';
+import type { FetchReadyWaker } from '../../shared/aws/waker.js';
 import { findSchedule, jobForTick, ticksToFire } from '../../shared/schedules/definitions.js';
 import { fireTicks } from '../../shared/schedules/fire.js';
 import { createObservability, type Observability, withObservability } from '../lib/powertools.js';
-import { type JobRuntime, nudgeFromEnv, runtimeFromEnv } from '../lib/runtime.js';
+import { type JobRuntime, runtimeFromEnv, wakerFromEnv } from '../lib/runtime.js';
 
 /** The rule's input: the schedule's name and the scheduled time of this tick (EventBridge `<aws.events.event.time>`). */
 export const scheduleTickSchema = z.object({
@@ -22,7 +23,7 @@ export function createScheduleHandler(deps: {
   runtime: JobRuntime;
   o: Observability;
   /** Wakes fetch-ready at once after a new job (optional: without it the job waits for the next minute). */
-  nudge?: () => Promise<void>;
+  waker?: FetchReadyWaker;
 }) {
   return async (event: unknown, _context?: Context) => {
     const parsed = scheduleTickSchema.safeParse(event);
@@ -56,12 +57,8 @@ export function createScheduleHandler(deps: {
       jobId,
       ...(backfilled > 0 ? { backfilled } : {}),
     });
-    if ((created || backfilled > 0) && deps.nudge) {
-      // Best effort: the job is committed, and the every-minute fetch-ready finds it anyway.
-      await deps
-        .nudge()
-        .catch((err: unknown) => deps.o.logger.warn('could not nudge fetch-ready', { error: String(err) }));
-    }
+    // Best effort: the job is committed, and the every-minute fetch-ready finds it anyway.
+    if (created || backfilled > 0) await deps.waker?.wake();
     return backfilled > 0 ? { jobId, created, backfilled } : { jobId, created };
   };
 }
@@ -69,6 +66,12 @@ export function createScheduleHandler(deps: {
 const o = createObservability('schedule');
 let lazy: ReturnType<typeof createScheduleHandler> | undefined;
 export const handler = withObservability((event: unknown, context: Context) => {
-  lazy ??= createScheduleHandler({ runtime: runtimeFromEnv(o), o, nudge: nudgeFromEnv() });
+  if (!lazy) {
+    const runtime = runtimeFromEnv(o);
+    const waker = wakerFromEnv(runtime, (err) =>
+      o.logger.warn('could not nudge fetch-ready', { error: String(err) }),
+    );
+    lazy = createScheduleHandler({ runtime, o, waker });
+  }
   return lazy(event, context);
 }, o);

@@ -2,17 +2,13 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
 import type { Database } from '../db/port.js';
 import type { Clock } from '../jobs/clock.js';
-import { type JobPublisher, publishWithRetry, toJobReadyEvent } from '../jobs/fan-out.js';
+import { createdJobDueNow } from '../jobs/enqueue.js';
 import type { InTransaction, JobTypeMap, JobTypeRegistry } from '../jobs/registry.js';
-import {
-  createdJobDueNow,
-  type EnqueueResult,
-  JobTracker,
-  type NewJob,
-  type UntypedNewJob,
-} from '../jobs/tracker.js';
-import { createEnqueuedNudge, createEventBridgePublisher, NUDGE_WINDOW_MS } from './eventbridge-publisher.js';
+import { type EnqueueResult, JobTracker, type NewJob, type UntypedNewJob } from '../jobs/tracker.js';
+import { createEventBridgePublisher } from './eventbridge-publisher.js';
+import { type JobPublisher, publishWithRetry, toJobReadyEvent } from './fetch-ready.js';
 import { defaultTypeConcurrency } from './type-limits.js';
+import { FetchReadyWaker, NUDGE_WINDOW_MS } from './waker.js';
 
 /** How long an enqueue waits for its nudge to be accepted before it reports it failed. */
 const NUDGE_TIMEOUT_MS = 3_000;
@@ -60,7 +56,7 @@ export interface AwsJobClientOptions<M extends JobTypeMap, S> {
  */
 export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly tracker: JobTracker<M, S>;
-  private readonly nudge: (() => Promise<void>) | undefined;
+  private readonly waker: FetchReadyWaker | undefined;
   private readonly onNudgeError: (error: unknown) => void;
   private readonly ownsDb: boolean;
   private readonly ownEventBridge: EventBridgeClient | undefined;
@@ -86,13 +82,18 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
         ? new EventBridgeClient({ requestHandler: { requestTimeout: NUDGE_TIMEOUT_MS } })
         : undefined;
     const eventBridge = options.eventBridge ?? this.ownEventBridge;
-    this.nudge =
+    this.onNudgeError =
+      options.onNudgeError ??
+      ((error) =>
+        console.warn('lana-jobs: could not wake fetch-ready; the job starts at its next minute', error));
+    this.waker =
       busName && eventBridge
-        ? createEnqueuedNudge({
+        ? FetchReadyWaker.forBus({
             busName,
             client: eventBridge,
             windowMs: options.nudgeWindowMs,
             nowMs: options.nowMs,
+            onError: this.onNudgeError,
           })
         : undefined;
     this.publisher =
@@ -101,10 +102,6 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
         : undefined;
     this.windowMs = options.nudgeWindowMs ?? NUDGE_WINDOW_MS;
     this.nowMs = options.nowMs ?? Date.now;
-    this.onNudgeError =
-      options.onNudgeError ??
-      ((error) =>
-        console.warn('lana-jobs: could not wake fetch-ready; the job starts at its next minute', error));
   }
 
   async enqueue(job: NewJob<M>, options: InTransaction = {}): Promise<EnqueueResult> {
@@ -127,18 +124,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   /** Wakes fetch-ready now (after committing a transaction that enqueued due jobs). Never throws. */
   async wakeWorkers(): Promise<boolean> {
-    if (!this.nudge) return false;
-    try {
-      await this.nudge();
-      return true;
-    } catch (error) {
-      try {
-        this.onNudgeError(error);
-      } catch {
-        // A reporter that throws must not turn a committed enqueue into a failed one (a retry would enqueue twice).
-      }
-      return false;
-    }
+    return this.waker ? this.waker.wake() : false;
   }
 
   /** Closes the clients this client made (a database or EventBridge client passed in is the caller's). */
@@ -148,8 +134,9 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
   }
 
   private async afterEnqueue(results: EnqueueResult[], options: InTransaction): Promise<EnqueueResult[]> {
-    if (options.db === undefined && createdJobDueNow(results, this.tracker.clock.now() ?? new Date())) {
-      if (!(await this.startAlone(results))) await this.wakeWorkers();
+    if (options.db === undefined && this.waker) {
+      const now = this.tracker.clock.now() ?? new Date();
+      if (!(await this.startAlone(results, now))) await this.waker.afterEnqueue(results, now);
     }
     return results;
   }
@@ -163,8 +150,8 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
    * a claim that finds no free slot leaves the job to the type's executors, which take their type's next
    * due job as they finish, and to the nudge. Returns whether the enqueued job was started here.
    */
-  private async startAlone(results: EnqueueResult[]): Promise<boolean> {
-    if (!this.publisher || results.length !== 1 || !results[0]!.created) return false;
+  private async startAlone(results: EnqueueResult[], dbNow: Date): Promise<boolean> {
+    if (!this.publisher || results.length !== 1 || !createdJobDueNow(results, dbNow)) return false;
     const now = this.nowMs();
     if (now - this.lastStartAt < this.windowMs) return false;
     this.lastStartAt = now;
@@ -192,7 +179,7 @@ export class AwsJobClient<M extends JobTypeMap = JobTypeMap, S = unknown> {
     try {
       this.onNudgeError(error);
     } catch {
-      // See wakeWorkers.
+      // A reporter that throws must not turn a committed enqueue into a failed one.
     }
   }
 }

@@ -1,17 +1,21 @@
+import type { FetchReadyWaker } from '../aws/waker.js';
 import { ConsoleInputError, startConsole } from '../console/server.js';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
+import { errorMessage } from '../jobs/errors.js';
 import { schedules } from '../schedules/definitions.js';
 import { UsageError } from './args.js';
 import type { CliIo } from './main.js';
 
 /** `lana-jobs console`: the web console over the command's database (local or `--data-api`), until Ctrl-C. */
 export async function runConsoleCommand(options: {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   io: CliIo;
   description: string;
   port: number;
   host?: string;
   token?: string;
+  /** With `--data-api` and JOBS_BUS_NAME: wakes fetch-ready after an enqueue, retry or resume. */
+  waker?: FetchReadyWaker;
   stopSignal?: AbortSignal;
 }): Promise<number> {
   const running = await startConsole({
@@ -21,6 +25,14 @@ export async function runConsoleCommand(options: {
     host: options.host,
     token: options.token,
     description: options.description,
+    wake: options.waker
+      ? (due) =>
+          options.waker!.wake((err) =>
+            options.io.stderr.write(
+              `warning: could not wake fetch-ready (${errorMessage(err)}); ${due} at its next minute\n`,
+            ),
+          )
+      : undefined,
   }).catch((err: unknown) => {
     throw err instanceof ConsoleInputError ? new UsageError(err.message) : err;
   });

@@ -1,5 +1,7 @@
-import { createEnqueuedNudge } from '../aws/eventbridge-publisher.js';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { FetchReadyWaker } from '../aws/waker.js';
 import { dataApiDatabaseFromEnv } from '../db/data-api-driver.js';
+import { errorMessage } from '../jobs/errors.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 
 /**
@@ -9,10 +11,28 @@ import type { OpenedDatabase } from '../runtime/database.js';
 export function openDataApiFromEnv(env: NodeJS.ProcessEnv): OpenedDatabase {
   const db = dataApiDatabaseFromEnv(env);
   const busName = env.JOBS_BUS_NAME;
+  const eventBridge = busName ? new EventBridgeClient({}) : undefined;
   return {
     db,
     description: `RDS Data API ${env.DATA_API_RESOURCE_ARN ?? ''} (database ${env.DATA_API_DATABASE ?? ''})`,
-    close: () => db.close(),
-    ...(busName ? { wakeWorkers: createEnqueuedNudge({ busName }) } : {}),
+    close: async () => {
+      eventBridge?.destroy();
+      await db.close();
+    },
+    ...(busName && eventBridge ? { waker: FetchReadyWaker.forBus({ busName, client: eventBridge }) } : {}),
   };
+}
+
+/**
+ * After a command's write made jobs due now (see `OpenedDatabase.waker`). Best effort: a failed wake only
+ * warns on `stderr`, naming what now runs at fetch-ready's next minute (`the job`, `the valuation`).
+ */
+export async function wakeFetchReady(
+  opened: OpenedDatabase | null,
+  stderr: NodeJS.WritableStream,
+  what = 'the job runs',
+): Promise<void> {
+  await opened?.waker?.wake((err) => {
+    stderr.write(`warning: could not wake fetch-ready (${errorMessage(err)}); ${what} at its next minute\n`);
+  });
 }

@@ -1,6 +1,6 @@
 import { migrate } from '../db/migrate.js';
 import { lendingSettingsFromEnv } from '../domain/settings.js';
-import { createJobTypeRegistry, type SeedRegistry, type SeedTracker } from '../job-types/index.js';
+import { createJobTypeRegistry, type LendingRegistry, type LendingTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
 import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
@@ -19,7 +19,7 @@ import {
   UsageError,
 } from './args.js';
 import { runConsoleCommand } from './console.js';
-import { openDataApiFromEnv } from './data-api.js';
+import { openDataApiFromEnv, wakeFetchReady } from './data-api.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
@@ -95,27 +95,14 @@ interface CommandContext {
   args: Parsed;
   io: CliIo;
   json: boolean;
-  registry: SeedRegistry;
+  registry: LendingRegistry;
   opened: OpenedDatabase | null;
   /** Only for commands with `needsDatabase`. */
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 function print(ctx: CommandContext, human: string, data: unknown): void {
   ctx.io.stdout.write(`${ctx.json ? toJson(data) : human}\n`);
-}
-
-/** After a write that made a job due now (see `OpenedDatabase.wakeWorkers`). Best effort: it only warns. */
-async function wakeWorkers(ctx: CommandContext): Promise<void> {
-  const wake = ctx.opened?.wakeWorkers;
-  if (!wake) return;
-  try {
-    await wake();
-  } catch (err) {
-    ctx.io.stderr.write(
-      `warning: could not wake fetch-ready (${errorMessage(err)}); the job runs at its next minute\n`,
-    );
-  }
 }
 
 const commands: Record<string, Command> = {
@@ -201,7 +188,8 @@ facility at a time).`,
             : `already enqueued with this key: ${job.jobType} ${job.id} (${job.status}); nothing written`,
         { created, job },
       );
-      if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date())) await wakeWorkers(ctx);
+      if (createdJobDueNow([{ job, created }], ctx.tracker.clock.now() ?? new Date()))
+        await wakeFetchReady(ctx.opened, ctx.io.stderr);
       return 0;
     },
   },
@@ -331,6 +319,7 @@ attempt history. Without --yes (or with --dry-run) it only shows what it would d
         tracker: ctx.tracker,
         io: ctx.io,
         description: ctx.opened!.description,
+        waker: ctx.opened!.waker,
         port: integerOption(ctx.args, 'port', 0, 65_535) ?? 4100,
         host: stringOption(ctx.args, 'host'),
         token: stringOption(ctx.args, 'token') ?? process.env.JOBS_CONSOLE_TOKEN,
@@ -366,7 +355,7 @@ function workerCommand(options: { demo: boolean }): Command {
  * The job as typed: text goes to the tracker as given, which reads it by the same rules (and with the
  * same messages) as the console's form and application code (`shared/jobs/job-input.ts`).
  */
-function enqueueInput(args: Parsed, tracker: SeedTracker): UntypedNewJob {
+function enqueueInput(args: Parsed, tracker: LendingTracker): UntypedNewJob {
   const type = requirePositional(args, 0, 'type');
   tracker.registry.require(type);
   const at = stringOption(args, 'at');
@@ -455,14 +444,14 @@ export async function runCli(
       if (command.needsDatabase && name !== 'migrate' && name !== 'work' && name !== 'dev')
         await assertMigrated(opened);
     }
-    const tracker: SeedTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
+    const tracker: LendingTracker | null = opened ? new JobTracker({ db: opened.db, registry }) : null;
     return await command.run({
       args,
       io,
       json: Boolean(args.values.json),
       registry,
       opened,
-      get tracker(): SeedTracker {
+      get tracker(): LendingTracker {
         if (!tracker) throw new Error(`"${name}" does not use the database`);
         return tracker;
       },

@@ -1,8 +1,9 @@
 import { userInfo } from 'node:os';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 import { type OptionSpec, type Parsed, requirePositional, textOption, UsageError } from './args.js';
+import { wakeFetchReady } from './data-api.js';
 import { iso, toJson } from './format.js';
 
 interface PauseCommandContext {
@@ -10,7 +11,7 @@ interface PauseCommandContext {
   io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   json: boolean;
   opened: OpenedDatabase | null;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 /** Who pauses when `--by` is not given: the operating-system user running the command. */
@@ -76,11 +77,7 @@ fetch-ready with --data-api and JOBS_BUS_NAME).`,
     );
     if (ended) {
       // Best effort, as after an enqueue: without it AWS claims the type's jobs at fetch-ready's next minute.
-      await ctx.opened?.wakeWorkers?.().catch((err: unknown) => {
-        ctx.io.stderr.write(
-          `warning: could not wake fetch-ready (${String(err)}); the type's jobs run at its next minute\n`,
-        );
-      });
+      await wakeFetchReady(ctx.opened, ctx.io.stderr, "the type's jobs run");
     }
     return 0;
   },
@@ -92,7 +89,7 @@ fetch-ready with --data-api and JOBS_BUS_NAME).`,
  * reported on stderr and the types are listed without their pause state.
  */
 export async function pausedTypesForListing(
-  tracker: SeedTracker,
+  tracker: LendingTracker,
   io: { stderr: NodeJS.WritableStream },
 ): Promise<Map<string, { pausedBy: string; pausedAt: Date; reason: string | null }> | null> {
   try {

@@ -1,7 +1,8 @@
 import { acceptPriceByHand, LendingInputError } from '../domain/index.js';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import type { OpenedDatabase } from '../runtime/database.js';
 import { type OptionSpec, type Parsed, stringOption, textOption, UsageError } from './args.js';
+import { wakeFetchReady } from './data-api.js';
 import { toJson } from './format.js';
 
 /** Kept in `manual_prices`: bounded as the table's checks are. */
@@ -13,7 +14,7 @@ interface PriceCommandContext {
   io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   json: boolean;
   opened: OpenedDatabase | null;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 /**
@@ -59,11 +60,7 @@ transaction, and the price becomes the reference the sources' quotes are judged 
       }\n`,
     );
     // Best effort, as after an enqueue: without it the valuation runs at fetch-ready's next minute.
-    await ctx.opened?.wakeWorkers?.().catch((err: unknown) => {
-      ctx.io.stderr.write(
-        `warning: could not wake fetch-ready (${String(err)}); the valuation runs at its next minute\n`,
-      );
-    });
+    await wakeFetchReady(ctx.opened, ctx.io.stderr, 'the valuation runs');
     return 0;
   },
 };

@@ -1,5 +1,5 @@
 import { userInfo } from 'node:os';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { parsePayloadText } from '../jobs/job-input.js';
 import { MAX_CHANGED_BY_LENGTH, type PayloadChange } from '../jobs/operator.js';
 import type { OpenedDatabase } from '../runtime/database.js';
@@ -11,6 +11,7 @@ import {
   textOption,
   UsageError,
 } from './args.js';
+import { wakeFetchReady } from './data-api.js';
 import { iso, table, toJson } from './format.js';
 
 interface RetryCommandContext {
@@ -18,7 +19,7 @@ interface RetryCommandContext {
   io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   json: boolean;
   opened: OpenedDatabase | null;
-  tracker: SeedTracker;
+  tracker: LendingTracker;
 }
 
 /**
@@ -54,11 +55,7 @@ due now, with a fresh attempt budget.
           : `${job.id} is pending again${payload === undefined ? '' : ' with the new payload'} (attempt budget ${job.maxAttempts - job.attempts})`
       }\n`,
     );
-    await ctx.opened?.wakeWorkers?.().catch((err: unknown) => {
-      ctx.io.stderr.write(
-        `warning: could not wake fetch-ready (${String(err)}); the job runs at its next minute\n`,
-      );
-    });
+    await wakeFetchReady(ctx.opened, ctx.io.stderr);
     return 0;
   },
 };

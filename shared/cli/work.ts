@@ -29,7 +29,7 @@ export interface WorkerCommandOptions {
 }
 
 /**
- * `lana-jobs work` and `lana-jobs dev`: migrations, then a worker with the seed's job types and schedules, until
+ * `lana-jobs work` and `lana-jobs dev`: migrations, then a worker with the product's job types and schedules, until
  * SIGINT/SIGTERM; then a graceful stop that leaves no job running.
  */
 export async function runWorkerCommand(options: WorkerCommandOptions): Promise<number> {

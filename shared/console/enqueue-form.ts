@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { JobInputError } from '../jobs/errors.js';
 import {
   DEBOUNCE_WINDOW_SECONDS_RANGE,
@@ -59,7 +59,7 @@ function payloadFields(schema: z.ZodType): PayloadField[] | null {
 }
 
 export function enqueueForm(
-  tracker: SeedTracker,
+  tracker: LendingTracker,
   type: string | undefined,
   csrfField: Html,
   values: Record<string, string>,
@@ -121,7 +121,7 @@ ${
  * without saying so.
  */
 export function enqueueInputFromForm(
-  tracker: SeedTracker,
+  tracker: LendingTracker,
   type: string,
   fields: Record<string, string>,
 ): UntypedNewJob {

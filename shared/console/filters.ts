@@ -1,4 +1,4 @@
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { parseIdempotencyKey, parseTimeText } from '../jobs/job-input.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
 import type { JobQuery } from '../jobs/operator.js';
@@ -73,7 +73,7 @@ export function bulkActionsFor(form: FilterForm): BulkAction[] {
   );
 }
 
-export function filterForm(form: FilterForm, tracker: SeedTracker): Html {
+export function filterForm(form: FilterForm, tracker: LendingTracker): Html {
   const types = tracker.registry.list().map((t) => t.type);
   return html`<form method="get" action="/jobs" class="filters">
 <label>status <select name="status"><option value="">any</option>${JOB_STATUSES.map((s) => html`<option${form.status === s ? html` selected` : ''}>${s}</option>`)}</select></label>

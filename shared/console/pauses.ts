@@ -1,6 +1,6 @@
 import type { Context, Env, Hono } from 'hono';
 import { limitsText } from '../cli/format.js';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import { type Html, html } from './html.js';
 
@@ -11,9 +11,11 @@ import { type Html, html } from './html.js';
  * written.
  */
 export interface PauseRoutesOptions<E extends Env> {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   csrfField: Html;
   page: (c: Context<E>, title: string, body: Html) => string;
+  /** See `ConsoleOptions.wake`. */
+  wake?: (due: string) => Promise<unknown>;
 }
 
 export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRoutesOptions<E>): void {
@@ -50,8 +52,8 @@ export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRout
   });
 
   app.post('/types/:type/resume', async (c) => {
-    // Local workers are woken by the resume itself (NOTIFY).
-    await tracker.resumeType(c.req.param('type'));
+    // Local workers are woken by the resume itself (NOTIFY); on AWS fetch-ready is woken here.
+    if (await tracker.resumeType(c.req.param('type'))) await options.wake?.("the type's jobs run");
     return c.redirect('/types?done=resume', 303);
   });
 }

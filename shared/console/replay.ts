@@ -1,5 +1,5 @@
 import type { Context, Env, Hono } from 'hono';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { JobInputError } from '../jobs/errors.js';
 import { parsePayloadText } from '../jobs/job-input.js';
 import { MAX_CHANGED_BY_LENGTH, type PayloadChange } from '../jobs/operator.js';
@@ -15,9 +15,11 @@ import { renderJob } from './pages.js';
  * is named in the form, as for a pause.
  */
 export interface ReplayRoutesOptions<E extends Env> {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   csrfField: Html;
   page: (c: Context<E>, title: string, body: Html) => string;
+  /** See `ConsoleOptions.wake`. */
+  wake?: (due: string) => Promise<unknown>;
 }
 
 /** The replay form's fields as the operator left them, and the error to show above them. */
@@ -80,6 +82,7 @@ export function mountReplayRoutes<E extends Env>(app: Hono<E>, options: ReplayRo
         400,
       );
     }
+    await options.wake?.('the job runs');
     return c.redirect(`/jobs/${encodeURIComponent(id)}?done=replay`, 303);
   });
 }

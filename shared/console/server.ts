@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { type ServerType, serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
-import type { SeedTracker } from '../job-types/index.js';
+import type { LendingTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
-import { assertUuid } from '../jobs/tracker.js';
+import { assertUuid, createdJobDueNow } from '../jobs/tracker.js';
 import { latestTick, nextTick, toEventBridgeExpression } from '../schedules/cron.js';
 import { jobForTick, type RecurringSchedule } from '../schedules/definitions.js';
 import { enqueueForm, enqueueInputFromForm } from './enqueue-form.js';
@@ -33,7 +33,7 @@ import { mountReplayRoutes, payloadHistory, replayForm } from './replay.js';
  * `pages.ts` (rendering); the routes are here.
  */
 export interface ConsoleOptions {
-  tracker: SeedTracker;
+  tracker: LendingTracker;
   schedules: readonly RecurringSchedule[];
   /** Required for every request when set (bearer header, cookie, or `?token=` once). */
   token?: string;
@@ -41,6 +41,12 @@ export interface ConsoleOptions {
   refreshMs?: number;
   /** Where the console reads from, shown in the header. */
   description?: string;
+  /**
+   * Called after a write that made jobs due now (an enqueue, a retry, a resume), naming what runs, for a
+   * warning should it fail. On AWS (`--data-api`) it wakes fetch-ready, which otherwise claims them at its
+   * next minute; locally it is not needed (the insert trigger's NOTIFY wakes the workers).
+   */
+  wake?: (due: string) => Promise<unknown>;
 }
 
 /**
@@ -173,6 +179,7 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
     const action = bulkAction(field('action'));
     const { query, form } = parseFilter(field);
     const ids = action === 'retry' ? await tracker.retryMatching(query) : await tracker.cancelMatching(query);
+    if (action === 'retry' && ids.length > 0) await options.wake?.('the jobs run');
     return c.html(
       page(
         c,
@@ -205,14 +212,16 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
   for (const action of ['retry', 'cancel'] as const) {
     app.post(`/jobs/:id/${action}`, async (c) => {
       const id = c.req.param('id');
-      if (action === 'retry') await tracker.retry(id);
-      else await tracker.cancel(id);
+      if (action === 'retry') {
+        await tracker.retry(id);
+        await options.wake?.('the job runs');
+      } else await tracker.cancel(id);
       return c.redirect(`/jobs/${encodeURIComponent(id)}?done=${action}`, 303);
     });
   }
 
-  mountPauseRoutes(app, { tracker, csrfField, page });
-  mountReplayRoutes(app, { tracker, csrfField, page });
+  mountPauseRoutes(app, { tracker, csrfField, page, wake: options.wake });
+  mountReplayRoutes(app, { tracker, csrfField, page, wake: options.wake });
 
   // Enqueue.
   app.get('/enqueue', (c) => {
@@ -229,6 +238,8 @@ ${FILTER_FIELDS.map((k) => html`<input type="hidden" name="${k}" value="${form[k
       if (type === undefined) throw new ConsoleInputError('choose a job type');
       const input = enqueueInputFromForm(tracker, type, fields);
       const [result] = await tracker.enqueueUntyped([input]);
+      if (createdJobDueNow([result!], tracker.clock.now() ?? new Date()))
+        await options.wake?.('the job runs');
       const done = result!.created ? 'enqueued' : input.debounce ? 'debounced' : 'existing';
       return c.redirect(`/jobs/${result!.job.id}?done=${done}`, 303);
     } catch (err) {

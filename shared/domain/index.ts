@@ -69,24 +69,53 @@ export interface LendingJobServices extends JobServices {
   portfolio: LendingPortfolioService;
 }
 
+/** What `createJobService` needs: the notifier only for `notifications`, the price source only for `portfolio`. */
+export type OneJobServiceDeps = Omit<JobServicesDeps, 'notifier' | 'priceSource'> &
+  Partial<Pick<JobServicesDeps, 'notifier' | 'priceSource'>>;
+
+/**
+ * One job service, built alone: an executor on AWS builds only its type's, so it needs only that one's
+ * settings (an executor that sends no e-mail has no sender). A dependency the service needs and `deps`
+ * lacks is an error naming it.
+ */
+export function createJobService<K extends keyof LendingJobServices>(
+  key: K,
+  deps: OneJobServiceDeps,
+): LendingJobServices[K] {
+  const need = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`the ${key} job service needs ${what}`);
+    return value;
+  };
+  const build: { [P in keyof LendingJobServices]: () => LendingJobServices[P] } = {
+    approvals: () => createApprovalService(deps.db),
+    credit: () => createCreditService(deps.db),
+    notifications: () => createNotificationService(deps.db, need(deps.notifier, 'a notifier')),
+    reminders: () => createReminderService({ db: deps.db, jobs: deps.tracker }),
+    portfolio: () =>
+      createPortfolioService({
+        db: deps.db,
+        jobs: deps.tracker,
+        priceSource: need(deps.priceSource, 'a price source'),
+        maxPriceJump: deps.maxPriceJump,
+        priceAgreement: deps.priceAgreement,
+        priceConfirmRuns: deps.priceConfirmRuns,
+        maxValuationAgeSeconds: deps.maxValuationAgeSeconds,
+        maxQuoteAgeSeconds: deps.maxQuoteAgeSeconds,
+        upgradeBuffer: deps.upgradeBuffer,
+      }),
+    maintenance: () => createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),
+  };
+  return build[key]();
+}
+
 /** Everything the job types' executors need, on real tables. Adapters build this once. */
 export function createJobServices(deps: JobServicesDeps): LendingJobServices {
   return {
-    approvals: createApprovalService(deps.db),
-    credit: createCreditService(deps.db),
-    notifications: createNotificationService(deps.db, deps.notifier),
-    reminders: createReminderService({ db: deps.db, jobs: deps.tracker }),
-    portfolio: createPortfolioService({
-      db: deps.db,
-      jobs: deps.tracker,
-      priceSource: deps.priceSource,
-      maxPriceJump: deps.maxPriceJump,
-      priceAgreement: deps.priceAgreement,
-      priceConfirmRuns: deps.priceConfirmRuns,
-      maxValuationAgeSeconds: deps.maxValuationAgeSeconds,
-      maxQuoteAgeSeconds: deps.maxQuoteAgeSeconds,
-      upgradeBuffer: deps.upgradeBuffer,
-    }),
-    maintenance: createMaintenanceService(deps.tracker, { retentionDays: deps.retentionDays }),
+    approvals: createJobService('approvals', deps),
+    credit: createJobService('credit', deps),
+    notifications: createJobService('notifications', deps),
+    reminders: createJobService('reminders', deps),
+    portfolio: createJobService('portfolio', deps),
+    maintenance: createJobService('maintenance', deps),
   };
 }

@@ -4,9 +4,9 @@ import type { PortfolioService } from '../job-types/services.js';
 import { PermanentJobError } from '../jobs/errors.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import { ENQUEUE_PAGE_SIZE, FIRST_PAGE_AFTER_ID, LOCK_FACILITY_BULK_UPDATES_SQL } from './bulk.js';
-import { LendingInputError } from './errors.js';
-import { decimalToCents, formatCents } from './money.js';
+import { agree, largestAgreeingSet, median, percent, share, withinJump } from './price-agreement.js';
 import { type PriceQuote, type PriceSource, PriceSourceError } from './price-source.js';
+import { NOTICES_PAGE_SQL, VALUE_BATCH_SQL } from './valuation-sql.js';
 
 /** How far (a share of the reference price) a quote may be from it before it needs confirming. */
 export const DEFAULT_MAX_PRICE_JUMP = '0.2';
@@ -67,60 +67,6 @@ export interface LendingPortfolioService extends PortfolioService {
   applyManualPrice(manualPriceId: string, signal?: AbortSignal): Promise<ValuationResult | null>;
 }
 
-/** A share as an exact fraction: "0.02" is 2/100. */
-interface Share {
-  num: bigint;
-  den: bigint;
-  text: string;
-}
-
-function share(text: string, what: string): Share {
-  const m = /^(\d+)(?:\.(\d+))?$/.exec(text);
-  if (!m || Number(text) <= 0 || Number(text) >= 1) {
-    throw new Error(`${what} must be a decimal share between 0 and 1 such as "0.2", got "${text}"`);
-  }
-  const fraction = m[2] ?? '';
-  return { num: BigInt(`${m[1]}${fraction}`), den: 10n ** BigInt(fraction.length), text };
-}
-
-const percent = (s: Share): string => `${Number(s.text) * 100} %`;
-
-function sorted(values: readonly bigint[]): bigint[] {
-  return [...values].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/** The median; for an even count, the mean of the middle two (rounded down, in the lender's favour). */
-function median(values: readonly bigint[]): bigint {
-  const s = sorted(values);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2n;
-}
-
-/** True when the quotes lie within `tolerance` of the lowest of them. */
-function agree(values: readonly bigint[], tolerance: Share): boolean {
-  if (values.length < 2) return true;
-  const s = sorted(values);
-  return (s[s.length - 1]! - s[0]!) * tolerance.den <= s[0]! * tolerance.num;
-}
-
-/** The largest set of quotes that agree with each other (the lower one first on a tie). */
-function largestAgreeingSet(values: readonly bigint[], tolerance: Share): bigint[] {
-  const s = sorted(values);
-  let best: bigint[] = [];
-  for (let i = 0; i < s.length; i++) {
-    let j = i;
-    while (j + 1 < s.length && agree([s[i]!, s[j + 1]!], tolerance)) j++;
-    if (j - i + 1 > best.length) best = s.slice(i, j + 1);
-  }
-  return best;
-}
-
-/** True when `quote` lies within `limit` of `reference` (exactly at the limit is within). */
-function withinJump(quote: bigint, reference: bigint, limit: Share): boolean {
-  const distance = quote > reference ? quote - reference : reference - quote;
-  return distance * limit.den <= reference * limit.num;
-}
-
 interface Answer {
   source: string;
   cents: bigint;
@@ -134,79 +80,6 @@ interface Accepted {
   /** When the price was priced: its oldest quote. */
   pricedAt: Date;
 }
-
-/**
- * One batch (facility ids in (:after, :upto]): values the collateral at the price (sats × price / 10^8,
- * rounded DOWN to the cent, in the lender's favour), the cover on TOTAL outstanding (drawn principal plus
- * accrued interest not yet paid), and the collateralization state against the facility's own levels;
- * moving back UP a state needs the cover to clear that level plus the buffer. Only rows whose value, cover
- * or state changed are written, and each state change is recorded as a transition of this run with the
- * figures its notice states (price, value, principal, interest, levels) as they are now.
- */
-const VALUE_BATCH_SQL = `
-WITH priced AS (
-  SELECT f.id, f.collateralization_state AS old_state, f.collateral_value_cents AS old_value,
-         f.collateral_to_loan_ratio AS old_ratio, f.collateral_sats, f.margin_call_cvl, f.liquidation_cvl,
-         f.drawn_principal_cents AS principal, f.accrued_interest_cents AS interest,
-         div(f.collateral_sats::numeric * :price, 100000000)::bigint AS value,
-         f.drawn_principal_cents + f.accrued_interest_cents AS outstanding
-  FROM credit_facilities f
-  WHERE f.status = 'active' AND f.id > CAST(:after AS uuid) AND f.id <= CAST(:upto AS uuid)
-), ranked AS (
-  SELECT p.*,
-         CASE WHEN p.outstanding > 0 THEN round(p.value::numeric / p.outstanding, 4) END AS ratio,
-         CASE WHEN p.value < p.liquidation_cvl * p.outstanding THEN 0
-              WHEN p.value < p.margin_call_cvl * p.outstanding THEN 1 ELSE 2 END AS raw_rank,
-         CASE WHEN p.value < (p.liquidation_cvl + CAST(:buffer AS numeric)) * p.outstanding THEN 0
-              WHEN p.value < (p.margin_call_cvl + CAST(:buffer AS numeric)) * p.outstanding THEN 1 ELSE 2 END AS buffered_rank,
-         CASE p.old_state WHEN 'under-liquidation' THEN 0 WHEN 'under-margin-call' THEN 1
-                          WHEN 'fully-collateralized' THEN 2 END AS old_rank
-  FROM priced p
-), judged AS (
-  SELECT r.*,
-         CASE WHEN r.outstanding = 0 THEN 'no-exposure'
-              WHEN r.collateral_sats = 0 THEN 'no-collateral'
-              ELSE (ARRAY['under-liquidation', 'under-margin-call', 'fully-collateralized'])[1 +
-                CASE WHEN r.old_rank IS NULL OR r.raw_rank <= r.old_rank THEN r.raw_rank
-                     ELSE GREATEST(r.old_rank, r.buffered_rank) END]
-         END AS new_state
-  FROM ranked r
-), changed AS (
-  UPDATE credit_facilities f
-  SET collateral_value_cents = j.value, collateral_to_loan_ratio = j.ratio,
-      collateralization_state = j.new_state, valued_at = now()
-  FROM judged j
-  WHERE f.id = j.id AND (j.value IS DISTINCT FROM j.old_value OR j.ratio IS DISTINCT FROM j.old_ratio
-                         OR j.new_state <> j.old_state)
-  RETURNING f.id
-), transitions AS (
-  INSERT INTO collateral_transitions (valuation_id, facility_id, from_state, to_state, cover, btc_usd_cents,
-                                      collateral_sats, collateral_value_cents, principal_cents, interest_cents,
-                                      margin_call_cvl, liquidation_cvl)
-  SELECT CAST(:run AS uuid), j.id, j.old_state, j.new_state, j.ratio, :price, j.collateral_sats, j.value,
-         j.principal, j.interest, j.margin_call_cvl, j.liquidation_cvl
-  FROM judged j WHERE j.new_state <> j.old_state
-  RETURNING facility_id
-)
-SELECT (SELECT count(*) FROM judged)::integer AS valued, (SELECT count(*) FROM changed)::integer AS changed,
-       (SELECT count(*) FROM transitions)::integer AS transitions`;
-
-/**
- * The notice a transition deserves: into margin call (from above; the way up from the liquidation level
- * is no margin call), to the liquidation level, or recovered. One per transition, keyed by it.
- */
-const NOTICES_PAGE_SQL = `
-SELECT id, facility_id, kind, CAST(CAST(at AT TIME ZONE 'UTC' AS date) AS text) AS valuation_date FROM (
-  SELECT t.id, t.facility_id, t.at,
-         CASE WHEN t.to_state = 'under-liquidation' THEN 'liquidation-call'
-              WHEN t.to_state = 'under-margin-call' AND t.from_state <> 'under-liquidation' THEN 'margin-call'
-              WHEN t.to_state = 'fully-collateralized'
-                   AND t.from_state IN ('under-margin-call', 'under-liquidation') THEN 'collateral-recovered'
-         END AS kind
-  FROM collateral_transitions t
-  WHERE t.valuation_id = CAST(:run AS uuid) AND t.facility_id > CAST(:after AS uuid)
-    AND t.facility_id <= CAST(:upto AS uuid)
-) n WHERE kind IS NOT NULL ORDER BY facility_id LIMIT ${ENQUEUE_PAGE_SIZE}`;
 
 const NEXT_BATCH_END_SQL = `
 SELECT id AS upto FROM (
@@ -586,66 +459,4 @@ export function createPortfolioService(deps: {
   };
 }
 
-/** Most a price accepted by hand may be: 100,000,000.00 USD per BTC (a typo guard, not a forecast). */
-const MAX_MANUAL_PRICE_CENTS = 10_000_000_000n;
-
-/**
- * An operator accepts a BTC/USD price by hand (when the sources cannot agree, or to correct a wrong
- * acceptance): recorded with who, when and why in `manual_prices`, and a portfolio valuation at that
- * price enqueued in the same transaction. The price then resets the reference the sources' quotes are
- * judged against. Refused, writing nothing, without a positive price in dollars and cents, an operator
- * name or a reason.
- */
-export async function acceptPriceByHand(
-  db: Database,
-  jobs: Pick<JobTracker, 'enqueueUntyped'>,
-  input: { btcUsd: string; acceptedBy: string; reason: string },
-): Promise<{ manualPriceId: string; jobId: string; btcUsdCents: bigint }> {
-  const text = input.btcUsd.trim();
-  if (!/^\d+(\.\d{1,2})?$/.test(text)) {
-    throw new LendingInputError(
-      'invalid_price',
-      `the price must be US dollars per BTC with at most two decimals, such as 97123.45 (got "${input.btcUsd}")`,
-    );
-  }
-  const cents = decimalToCents(text);
-  if (cents <= 0n || cents > MAX_MANUAL_PRICE_CENTS) {
-    throw new LendingInputError(
-      'invalid_price',
-      `the price must be above 0 and at most ${formatCents(MAX_MANUAL_PRICE_CENTS)} (got "${input.btcUsd}")`,
-    );
-  }
-  const by = input.acceptedBy.trim();
-  if (by.length === 0 || by.length > 200) {
-    throw new LendingInputError(
-      'invalid_operator',
-      'the operator accepting the price is named (1-200 characters)',
-    );
-  }
-  const reason = input.reason.trim();
-  if (reason.length === 0 || reason.length > 1000) {
-    throw new LendingInputError(
-      'reason_required',
-      'a price accepted by hand needs a reason (1-1000 characters)',
-    );
-  }
-  const id = randomUUID();
-  return db.transaction(async (tx) => {
-    await tx.query(
-      `INSERT INTO manual_prices (id, btc_usd_cents, accepted_by, reason)
-       VALUES (CAST(:id AS uuid), :cents, :by, :reason) ON CONFLICT (id) DO NOTHING`,
-      { id: uuid(id), cents, by, reason },
-    );
-    const [enqueued] = await jobs.enqueueUntyped(
-      [
-        {
-          type: 'sync',
-          payload: { target: 'portfolio-valuation', manualPriceId: id },
-          idempotencyKey: `manual-price:${id}`,
-        },
-      ],
-      { db: tx },
-    );
-    return { manualPriceId: id, jobId: enqueued!.job.id, btcUsdCents: cents };
-  });
-}
+export { acceptPriceByHand } from './manual-price.js';

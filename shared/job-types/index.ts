@@ -124,7 +124,3 @@ import type { JobTracker } from '../jobs/tracker.js';
 import type { JobServices as Services } from './services.js';
 /** A tracker over the lending platform's job types. */
 export type LendingTracker = JobTracker<LendingRegistry['schemas'], Services>;
-/** @deprecated The former names, kept while shared/cli and shared/console move to the new ones. */
-export type SeedRegistry = LendingRegistry;
-/** @deprecated See `SeedRegistry`. */
-export type SeedTracker = LendingTracker;

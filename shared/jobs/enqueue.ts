@@ -1,9 +1,17 @@
 import type { z } from 'zod';
-import { DatabaseError, json, type Queryable, type QueryResult, type SqlParams } from '../db/port.js';
+import { json, type Queryable, type QueryResult, type SqlParams } from '../db/port.js';
+import {
+  type InsertAnswerRow,
+  isDuplicateJobId,
+  keyOf,
+  type NewJobRow,
+  newJobFromInput,
+  type StartedRow,
+  type ValidatedJob,
+} from './enqueue-rows.js';
 import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
 import {
-  type Debounce,
   type DebounceInput,
   parseConcurrencyKey,
   parseDebounce,
@@ -449,74 +457,4 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     };
     return { row, payloadJson, debounce };
   }
-}
-
-/** The insert's answer: a summary row (part 0), then the ids of inserted keyed rows in chunks. */
-interface InsertAnswerRow {
-  [column: string]: unknown;
-  part: number;
-  inserted: number | null;
-  created_at: Date | null;
-  keyed_ids: string | null;
-}
-
-/** What the eager insert returns of its job: the statement's time, from which its start and lease follow. */
-interface StartedRow {
-  [column: string]: unknown;
-  created_at: Date;
-}
-
-/** A job's row as the insert takes it (one element of its JSON array). */
-interface NewJobRow {
-  ord: number;
-  id: string;
-  job_type: string;
-  payload: unknown;
-  scheduled_at: string | null;
-  max_attempts: number;
-  backoff_base_seconds: number;
-  backoff_cap_seconds: number;
-  lease_seconds: number;
-  priority: number;
-  idempotency_key: string | null;
-  /** The job's key under its type's per-key limit (`concurrencyKey`), from its payload. */
-  concurrency_key: string | null;
-}
-
-/** A validated job: its row, and its payload's JSON text (measured for the size limit, parsed for the result). */
-interface ValidatedJob {
-  row: NewJobRow;
-  payloadJson: string;
-  debounce: Debounce | null;
-}
-
-/** A new job as stored: its input, pending, no attempt yet; due at its runAt or when it was created. */
-function newJobFromInput({ row: input, payloadJson }: ValidatedJob, createdAt: Date): Job {
-  return {
-    id: input.id,
-    jobType: input.job_type,
-    // As stored: JSON, not the caller's object.
-    payload: JSON.parse(payloadJson),
-    status: 'pending',
-    attempts: 0,
-    maxAttempts: input.max_attempts,
-    priority: input.priority,
-    idempotencyKey: input.idempotency_key,
-    scheduledAt: input.scheduled_at === null ? createdAt : new Date(input.scheduled_at),
-    startedAt: null,
-    completedAt: null,
-    leaseExpiresAt: null,
-    lastError: null,
-    createdAt,
-    updatedAt: createdAt,
-  };
-}
-
-/** A unique violation of the jobs' primary key: an insert met a job id that already exists. */
-function isDuplicateJobId(err: unknown): boolean {
-  return err instanceof DatabaseError && err.code === '23505' && err.message.includes('"jobs_pkey"');
-}
-
-function keyOf(r: { job_type: string; idempotency_key: string | null }): string {
-  return `${r.job_type}\u0000${r.idempotency_key}`;
 }

@@ -47,7 +47,7 @@ export interface AttemptOutcomeRow {
  *   (`permanent` or not) or `retry_later` (recorded as `retry_requested`).
  * - `RecordedStatus`: what the job table says after an executor's report: the job's status, or
  *   `fenced_out` when the attempt was no longer current and nothing changed. `RecordedAttempt`
- *   (run-attempt.ts), the worker's `AttemptEvent` and `ExecutorOutcome` (with `duplicate`, a delivery
+ *   (record-result.ts), the worker's `AttemptEvent` and `ExecutorOutcome` (with `duplicate`, a delivery
  *   whose attempt had begun) say the same; `FailResult` (attempts.ts) is its failed half.
  * - `AttemptOutcome` (metrics.ts): a finished attempt as the metrics count it.
  * - `isFailureOutcome`: the failure rate of `lana-jobs stats` and the console.

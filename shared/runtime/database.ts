@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
+import type { FetchReadyWaker } from '../aws/waker.js';
 import { PgDatabase } from '../db/pg-driver.js';
 import type { Database } from '../db/port.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
@@ -21,7 +22,7 @@ export interface OpenedDatabase {
    * `jobs.enqueued` nudge, so fetch-ready runs at once instead of at its next minute; locally unneeded (the
    * insert trigger's NOTIFY wakes workers).
    */
-  wakeWorkers?: () => Promise<void>;
+  waker?: FetchReadyWaker;
   /** The embedded server (this process may be the one to stop it on close). */
   embedded?: boolean;
   close(): Promise<void>;

@@ -36,3 +36,38 @@ export class LocalQueue {
     return all;
   }
 }
+
+/**
+ * Jobs of limited types taken from the queue while the worker already ran as many of their type as it
+ * holds slots: each waits, by type and in claim order, for one of those slots.
+ */
+export class ParkedJobs {
+  private readonly byType = new Map<string, { job: ClaimedJob; claimedAt: number }[]>();
+  length = 0;
+
+  park(job: ClaimedJob, claimedAt: number): void {
+    const waiting = this.byType.get(job.jobType) ?? [];
+    waiting.push({ job, claimedAt });
+    this.byType.set(job.jobType, waiting);
+    this.length++;
+  }
+
+  /** Takes parked jobs, oldest claims first within a type, while `mayStart(type)` holds for the next. */
+  *take(mayStart: (type: string) => boolean): Generator<{ job: ClaimedJob; claimedAt: number }> {
+    for (const [type, waiting] of this.byType) {
+      while (waiting.length > 0 && mayStart(type)) {
+        this.length--;
+        yield waiting.shift()!;
+      }
+      if (waiting.length === 0) this.byType.delete(type);
+    }
+  }
+
+  /** Empties it, returning what it held. */
+  drain(): ClaimedJob[] {
+    const all = [...this.byType.values()].flatMap((waiting) => waiting.map((w) => w.job));
+    this.byType.clear();
+    this.length = 0;
+    return all;
+  }
+}

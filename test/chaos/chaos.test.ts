@@ -49,5 +49,7 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0);
   }
   expect(report.followUps).toBeGreaterThan(0);
+  // The deployed executor loop (shared/aws) ran its share of the attempts, under the same faults.
+  expect(report.executorRuns).toBeGreaterThan(0);
   expect((report.outcomes.completed ?? 0) + (report.outcomes.failed ?? 0)).toBe(150 + report.followUps);
 });

@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { z } from 'zod';
+import { AwsExecutor, type ExecutorLog } from '../../shared/aws/executor.js';
+import { fanOutDueJobs, type JobPublisher } from '../../shared/aws/fetch-ready.js';
 import { migrate } from '../../shared/db/migrate.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
+import type { Database } from '../../shared/db/port.js';
 import {
   createApprovalProcess,
   createApprovalService,
@@ -15,18 +18,18 @@ import { createNotificationService } from '../../shared/domain/notifications.js'
 import type { Notifier } from '../../shared/domain/notifier.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { PermanentJobError } from '../../shared/jobs/errors.js';
-import type { ClaimedJob } from '../../shared/jobs/model.js';
 import { JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { backoffSeconds } from '../../shared/jobs/retry-policy.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
+import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { prng } from '../support/prng.js';
 
 /**
- * The fault-injection run: real trackers, dispatchers, workers and "Lambda" executors (the delivered-
- * attempt path the executor functions use) on a real PostgreSQL, with faults injected at random from a
- * printed seed, then invariants checked on what the tables and the executors recorded.
+ * The fault-injection run: real trackers, dispatchers and workers, and the AWS runtime's own fetch-ready
+ * and executor loops (shared/aws, as the deployed functions run them) over the RDS Data API fixture, on a
+ * real PostgreSQL, with faults injected at random from a printed seed, then invariants checked on what
+ * the tables and the executors recorded.
  */
 export interface ChaosOptions {
   adminUrl: string;
@@ -61,6 +64,8 @@ export interface ChaosReport {
   overlapsCausedByClockJumps: number;
   /** Runs of one key beyond its limit only because an injected clock jump expired a live lease. */
   keyOverrunsCausedByClockJumps: number;
+  /** Attempts the AWS path's executor loop ran (delivered, or taken as its type's next job). */
+  executorRuns: number;
   /** Jobs enqueued by executors (a worker's follow-ups take its eager start when it has a free slot). */
   followUps: number;
   /** Of those, the ones a worker started eagerly (inserted already claimed). */
@@ -98,6 +103,8 @@ export interface Run {
   leaseExpiresAt: number;
   /** The job's concurrency key (its lane), if it has one. */
   key?: string;
+  /** When the attempt was claimed, on the database's clock (read from its execution row after the run). */
+  claimedAt?: number;
 }
 
 /**
@@ -149,7 +156,8 @@ export function classifyKeyOverruns(
     for (const cur of list) {
       const live = list.filter((r) => r.jobId !== cur.jobId && r.start <= cur.start && cur.start < r.end);
       if (live.length < limit) continue;
-      const claimedAt = cur.leaseExpiresAt - leaseMs;
+      // An executor's next job holds a shorter dispatch lease: its claim time is read, not derived, if known.
+      const claimedAt = cur.claimedAt ?? cur.leaseExpiresAt - leaseMs;
       const held = live.filter((r) => claimedAt < r.leaseExpiresAt);
       if (held.length >= limit) overruns.push({ cur, live: held });
       else overrunsCausedByClockJumps++;
@@ -159,12 +167,16 @@ export function classifyKeyOverruns(
 }
 
 interface ChaosServices {
-  db: PgDatabase;
+  /** The database of the process the attempt runs in: a worker's pool, or a Lambda's Data API client. */
+  db: Database;
   /** Kills the process the attempt runs in, after its work: the result is never reported. */
   crash: () => void;
   /** Enqueues job `n`'s follow-up through the tracker of the process the attempt runs in. */
   enqueueFollowUp: (n: number) => Promise<void>;
 }
+
+/** The executors' log: the harness reads what they did from the tables. */
+const silentExecutorLog: ExecutorLog = { info() {}, warn() {}, error() {}, appendKeys() {} };
 
 /** Follow-up jobs are numbered from here; their idempotency key names the parent, so reruns add none. */
 const FOLLOW_UP_BASE = 1_000_000;
@@ -190,6 +202,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faults[kind] = (faults[kind] ?? 0) + 1;
   };
   const runs: Run[] = [];
+  let executorRuns = 0;
   // Reminders delivered, by outbox key, across every simulated process.
   const sends = new Map<string, number>();
   const countingNotifier: Notifier = {
@@ -203,6 +216,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let offsetMs = 0;
   const clock = { now: () => new Date(Date.now() + offsetMs) };
   const pools: PgDatabase[] = [];
+  const fixtures: DataApiFixture[] = [];
   const pool = (label: string) => {
     const p = new PgDatabase({ connectionString: dbUrl, max: 4, applicationName: `chaos-${label}` });
     pools.push(p);
@@ -402,81 +416,117 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await worker.start();
     };
     const workers: Worker<typeof registry.schemas, ChaosServices>[] = [];
-    for (let i = 0; i < options.workers; i++) await startWorker(i, 0);
 
-    // Simulated AWS path: fetch-ready claims and "publishes" to an in-memory bus; executor "Lambdas" run
-    // deliveries through the same path as functions/executor (start → dispatch → record, fenced).
-    const bus: { id: string; attempt: number }[] = [];
-    const delivered: { id: string; attempt: number }[] = [];
-    for (let i = 0; i < options.lambdas; i++) {
-      const db = pool(`l${i}`);
+    // The AWS path, as deployed: fetch-ready's loop and the executor Lambda's loop (shared/aws), each
+    // "Lambda" talking to the database through the RDS Data API (the local fixture, its own connections).
+    const runLambda = async (i: number): Promise<void> => {
+      const appUrl = new URL(dbUrl);
+      appUrl.searchParams.set('application_name', `chaos-l${i}`);
+      const fixture = await startDataApiFixture(appUrl.toString(), { poolSize: 4 });
+      fixtures.push(fixture);
+      const db = dataApiDriverOver(fixture, name);
       const lambdaTracker = new JobTracker({ db, registry, clock });
       let crashed = false;
       const services: ChaosServices = {
         db,
         enqueueFollowUp: followUpEnqueuer(lambdaTracker),
         crash: () => {
+          // The execution environment dies after the work: none of its calls arrive any more, so the
+          // result is never reported and the lease expires. The next invocation is a fresh environment.
           crashed = true;
+          fixture.injectFault({ error: 'ServiceUnavailableError', message: 'environment died', times: 1e9 });
         },
       };
-      const dispatcher = new JobDispatcher(registry, services);
-      tasks.push(
-        (async () => {
-          while (!stopping) {
-            try {
-              await lambdaTracker.rescueExpiredLeases();
-              const claimed: ClaimedJob[] = await lambdaTracker.fetchReady(5);
-              for (const job of claimed) {
-                const r = rand();
-                if (r < 0.05) {
-                  fault('fetch_ready_died_before_publishing');
-                  continue;
-                }
-                if (r < 0.1) {
-                  fault('publish_partial_failure_released');
-                  await lambdaTracker.release([{ id: job.id, attempt: job.attempts }]);
-                  continue;
-                }
-                bus.push({ id: job.id, attempt: job.attempts });
-                if (r < 0.2) {
-                  fault('duplicate_delivery');
-                  bus.push({ id: job.id, attempt: job.attempts });
-                }
-              }
-              // Deliver, sometimes out of order, sometimes an old (stale) attempt again.
-              while (bus.length > 0) {
-                const event = bus.splice(Math.floor(rand() * bus.length), 1)[0]!;
-                delivered.push(event);
-                crashed = false;
-                const job = await lambdaTracker.startAttempt(event.id, event.attempt);
-                if (!job) continue;
-                const dispatched = await dispatcher.dispatch(job);
-                if (crashed) continue; // the Lambda died after the work: no report, the lease expires
-                if (dispatched.outcome === 'completed')
-                  await lambdaTracker.markCompleted(job.id, job.attempts);
-                else if (dispatched.outcome === 'failed')
-                  await lambdaTracker.markFailed(job.id, job.attempts, dispatched.error, {
-                    permanent: dispatched.permanent,
-                  });
-                else
-                  await lambdaTracker.markFailed(job.id, job.attempts, dispatched.reason, {
-                    retryAt: dispatched.retryAt,
-                  });
-              }
-              if (delivered.length > 0 && rand() < 0.1) {
-                fault('stale_attempt_redelivered');
-                const old = delivered[Math.floor(rand() * delivered.length)]!;
-                const outcome = await runDeliveredAttempt(lambdaTracker, dispatcher, old);
-                if (outcome.recorded !== 'duplicate') fault('stale_attempt_ran');
-              }
-            } catch {
-              // A killed connection or a failed statement: the next tick starts over, as a new invocation would.
+      // The bus: what fetch-ready (and an executor handing its slot over) publishes, with faults.
+      const bus: { jobId: string; attempt: number }[] = [];
+      const publisher: JobPublisher = {
+        maxBatch: 10,
+        async publish(events) {
+          return events.map((event) => {
+            const r = rand();
+            if (r < 0.05) {
+              // Accepted, never delivered (or fetch-ready died between claim and publish): the claim is
+              // handed back once its dispatch lease ends, uncounted.
+              fault('fetch_ready_died_before_publishing');
+              return { ok: true as const };
             }
-            await new Promise((r) => setTimeout(r, 15));
+            if (r < 0.1) {
+              fault('publish_partial_failure_released');
+              return { ok: false as const, error: 'InternalFailure: injected' };
+            }
+            bus.push({ jobId: event.jobId, attempt: event.attempt });
+            if (r < 0.2) {
+              fault('duplicate_delivery');
+              bus.push({ jobId: event.jobId, attempt: event.attempt });
+            }
+            return { ok: true as const };
+          });
+        },
+      };
+      const executor = new AwsExecutor({
+        tracker: lambdaTracker,
+        dispatcher: new JobDispatcher(registry, services),
+        jobType: 'chaos-effect',
+        log: silentExecutorLog,
+        publisher,
+      });
+      /** One executor invocation: time for `more` of the type's next jobs, then its slot is handed over. */
+      const invoke = async (event: { jobId: string; attempt: number }, more: number | undefined) => {
+        let left = more ?? 0;
+        try {
+          const result = await executor.run(
+            event,
+            more === undefined ? undefined : () => (left-- > 0 ? 15 * 60_000 : 1_000),
+          );
+          executorRuns += (result.outcome === 'duplicate' ? 0 : 1) + result.nextJobsRun;
+          return result;
+        } catch {
+          // A killed connection or a failed statement: the invocation ends; the lease or the dispatch
+          // lease brings the job back.
+          return undefined;
+        } finally {
+          if (crashed) {
+            crashed = false;
+            fixture.clearFaults();
           }
-        })(),
-      );
-    }
+        }
+      };
+      const delivered: { jobId: string; attempt: number }[] = [];
+      while (!stopping) {
+        try {
+          await fanOutDueJobs(lambdaTracker, publisher, {
+            batchSize: 5,
+            maxClaims: 1,
+            maxPublishAttempts: 1,
+          });
+        } catch {
+          // As above: the next run starts over, as the next scheduled fetch-ready would.
+        }
+        // Deliver, sometimes out of order; an invocation with time left takes its type's next jobs.
+        while (bus.length > 0) {
+          const event = bus.splice(Math.floor(rand() * bus.length), 1)[0]!;
+          delivered.push(event);
+          await invoke(event, Math.floor(rand() * 4));
+        }
+        if (delivered.length > 0 && rand() < 0.1) {
+          fault('stale_attempt_redelivered');
+          const old = delivered[Math.floor(rand() * delivered.length)]!;
+          const outcome = await invoke(old, undefined);
+          if (outcome && outcome.outcome !== 'duplicate') fault('stale_attempt_ran');
+        }
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      await db.close();
+    };
+    for (let i = 0; i < options.lambdas; i++) tasks.push(runLambda(i));
+    // The workers join halfway through the faults: they claim ahead and would otherwise take nearly every
+    // job before the Lambdas' slower Data API round trips, leaving the AWS path next to nothing to run.
+    tasks.push(
+      (async () => {
+        await new Promise((r) => setTimeout(r, (options.faultSeconds * 1000) / 2));
+        for (let i = 0; i < options.workers; i++) await startWorker(i, 0);
+      })(),
+    );
 
     // Every few seconds (and now and then besides) the clock jumps forward past every lease and retry time.
     let tick = 0;
@@ -674,6 +724,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       log(`overlap: ${JSON.stringify({ prev, cur, job: job.rows[0], history: history.rows })}`);
     }
     violations.attempts_running_concurrently = overlaps;
+    const claims = await control.query<{ job_id: string; attempt: number; claimed_at: Date }>(
+      'SELECT job_id, attempt, claimed_at FROM job_executions',
+    );
+    const claimedAt = new Map(claims.rows.map((r) => [`${r.job_id}/${r.attempt}`, r.claimed_at.getTime()]));
+    for (const r of runs) {
+      const at = claimedAt.get(`${r.jobId}/${r.attempt}`);
+      if (r.key !== undefined && at !== undefined) r.claimedAt = at;
+    }
     const { overruns, overrunsCausedByClockJumps } = classifyKeyOverruns(
       runs,
       registry.require('chaos-effect').leaseSeconds * 1000,
@@ -720,6 +778,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       effectsRerun,
       overlapsCausedByClockJumps,
       keyOverrunsCausedByClockJumps: overrunsCausedByClockJumps,
+      executorRuns,
       followUps: await q("SELECT count(*)::int AS n FROM jobs WHERE idempotency_key LIKE 'follow-up-of-%'"),
       // Claimed by the statement that inserted them: their first attempt's claim time is their creation time.
       followUpsStartedEagerly: await q(
@@ -729,6 +788,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     };
   } finally {
     for (const p of pools) await p.close().catch(() => {});
+    for (const f of fixtures) await f.close().catch(() => {});
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
     await admin.end();
   }

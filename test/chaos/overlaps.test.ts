@@ -75,6 +75,12 @@ describe('chaos: runs of one key beyond its limit', () => {
     expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
   });
 
+  test('take the claim time read from the execution row over the one derived from the lease', () => {
+    // A next job's dispatch lease is shorter than the run's: derived, its claim would look earlier.
+    const runs = [keyed('a', 0, 100, 0), { ...keyed('b', 50, 150, LEASE_MS - 30_000), claimedAt: LEASE_MS }];
+    expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
+  });
+
   test('ignore runs one after another, other keys, unkeyed runs and two attempts of one job', () => {
     const runs = [
       keyed('a', 0, 100, 0),

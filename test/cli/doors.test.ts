@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { AwsJobClient } from '../../shared/aws/job-client.js';
 import { runCli } from '../../shared/cli/main.js';
 import { createConsoleApp } from '../../shared/console/server.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobInputError } from '../../shared/jobs/errors.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
@@ -16,7 +16,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
  */
 
 let t: TestDatabase;
-let tracker: SeedTracker;
+let tracker: LendingTracker;
 let consoleApp: ReturnType<typeof createConsoleApp>;
 const makeAws = () => new AwsJobClient({ registry: createJobTypeRegistry(), db: t.db, busName: '' });
 let aws: ReturnType<typeof makeAws>;

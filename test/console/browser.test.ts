@@ -1,7 +1,7 @@
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type RunningConsole, startConsole } from '../../shared/console/server.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
 import { launchChromium } from '../support/chromium.js';
@@ -14,7 +14,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
  */
 
 let t: TestDatabase;
-let tracker: SeedTracker;
+let tracker: LendingTracker;
 let consoleServer: RunningConsole;
 let chromium: Awaited<ReturnType<typeof launchChromium>>;
 let page: Page;

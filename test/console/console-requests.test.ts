@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { MAX_BODY_BYTES } from '../../shared/console/guard.js';
 import { createConsoleApp } from '../../shared/console/server.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -9,7 +9,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 /** The console's answers to requests: refusals, limits, and what its pages offer and say. */
 
 let t: TestDatabase;
-let tracker: SeedTracker;
+let tracker: LendingTracker;
 let app: ReturnType<typeof createConsoleApp>;
 let csrf: string;
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, expect, test } from 'vitest';
 import { createConsoleApp } from '../../shared/console/server.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -8,7 +8,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 /** The console's enqueue form debounces as the CLI and application code do, by the same rules. */
 
 let t: TestDatabase;
-let tracker: SeedTracker;
+let tracker: LendingTracker;
 let app: ReturnType<typeof createConsoleApp>;
 let csrf: string;
 beforeAll(async () => {

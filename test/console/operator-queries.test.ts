@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Database } from '../../shared/db/port.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobInputError } from '../../shared/jobs/errors.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
@@ -13,7 +13,7 @@ describe.each(drivers)('console operator queries over %s', (driver) => {
   let t: TestDatabase;
   let fixture: DataApiFixture | undefined;
   let db: Database;
-  let tracker: SeedTracker;
+  let tracker: LendingTracker;
 
   const statusOf = async (id: string) =>
     (await t.db.query<{ status: string }>('SELECT status FROM jobs WHERE id = CAST(:id AS uuid)', { id }))

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createConsoleApp } from '../../shared/console/server.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 let t: TestDatabase;
-let tracker: SeedTracker;
+let tracker: LendingTracker;
 beforeAll(async () => {
   t = await createTestDatabase();
   tracker = new JobTracker({ db: t.db, registry: createJobTypeRegistry() });

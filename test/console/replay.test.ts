@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createConsoleApp } from '../../shared/console/server.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
-import { createJobTypeRegistry, type SeedTracker } from '../../shared/job-types/index.js';
+import { createJobTypeRegistry, type LendingTracker } from '../../shared/job-types/index.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { schedules } from '../../shared/schedules/definitions.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
@@ -29,7 +29,7 @@ describe.each([
   ['node-postgres', () => t.db as Database],
   ['Data API', () => dataApi as Database],
 ])('replay in the console (%s)', (_name, db) => {
-  let tracker: SeedTracker;
+  let tracker: LendingTracker;
   let app: ReturnType<typeof createConsoleApp>;
   beforeAll(() => {
     tracker = new JobTracker({ db: db(), registry: createJobTypeRegistry() });

@@ -62,7 +62,7 @@ const ENUMS: Record<string, { values: readonly string[]; source: string }> = {
   },
   'approval_policies.rule': {
     values: APPROVAL_RULES,
-    source: "ApprovalRule['kind'] (shared/domain/approvals.ts)",
+    source: "ApprovalRule['kind'] (shared/domain/approval-policies.ts)",
   },
   'notifications.kind': {
     values: NOTIFICATION_KINDS,

@@ -81,22 +81,38 @@ test('a malformed value stops start-up with an error naming the variable and the
   );
 });
 
-test('on AWS the price source and the sender must be set: the executors say which is missing', async () => {
+test('on AWS an executor builds only its type’s service, from only the settings its type declares', async () => {
   const t = await createTestDatabase();
   try {
     const registry = createJobTypeRegistry();
     const runtime = { db: t.db, registry, tracker: new JobTracker({ db: t.db, registry }) };
-    expect(() => servicesFromEnv(runtime, { LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example' })).toThrow(
-      /LANA_PRICE_URL is not set/,
+    // The valuation needs its price source, the notifications their sender: each says which is missing.
+    expect(() =>
+      servicesFromEnv(runtime, 'sync', { LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example' }),
+    ).toThrow(/LANA_PRICE_URL is not set/);
+    expect(() =>
+      servicesFromEnv(runtime, 'notification', { LANA_PRICE_URL: 'https://prices.example' }),
+    ).toThrow(/LANA_NOTIFICATION_FROM_ADDRESS is not set/);
+    const sync = servicesFromEnv(runtime, 'sync', { LANA_PRICE_URL: 'https://prices.example' });
+    expect(Object.keys(sync)).toEqual(['portfolio']);
+    expect(typeof sync.portfolio.revalue).toBe('function');
+    // Types that need no setting build with none.
+    for (const [type, key] of [
+      ['interest-accrual', 'credit'],
+      ['approval-processing', 'approvals'],
+      ['payment-reminders', 'reminders'],
+      ['maintenance', 'maintenance'],
+    ] as const) {
+      expect(Object.keys(servicesFromEnv(runtime, type, {})), type).toEqual([key]);
+    }
+    // Another service is refused, naming the declaration, never a silent default.
+    const credit = servicesFromEnv(runtime, 'interest-accrual', {});
+    expect(() => credit.notifications).toThrow(
+      /the interest-accrual executor builds only its credit service; notifications is not declared for it/,
     );
-    expect(() => servicesFromEnv(runtime, { LANA_PRICE_URL: 'https://prices.example' })).toThrow(
-      /LANA_NOTIFICATION_FROM_ADDRESS is not set/,
+    expect(() => servicesFromEnv(runtime, 'not-a-type', {})).toThrow(
+      /no job service is declared for not-a-type/,
     );
-    const services = servicesFromEnv(runtime, {
-      LANA_PRICE_URL: 'https://prices.example',
-      LANA_NOTIFICATION_FROM_ADDRESS: 'loans@bank.example',
-    });
-    expect(Object.keys(services).sort()).toEqual(expect.arrayContaining(['credit', 'notifications']));
   } finally {
     await t.drop();
   }

@@ -5,15 +5,15 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { createObservability } from '../../functions/lib/powertools.js';
 import { defaultTypeConcurrency } from '../../functions/lib/runtime.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
-import { createEnqueuedNudge } from '../../shared/aws/eventbridge-publisher.js';
-import { createPowertoolsJobMetrics, METRIC } from '../../shared/aws/powertools-metrics.js';
-import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import {
   fanOutDueJobs,
   type JobPublisher,
   type JobReadyEvent,
   type PublishOutcome,
-} from '../../shared/jobs/fan-out.js';
+} from '../../shared/aws/fetch-ready.js';
+import { createPowertoolsJobMetrics, METRIC } from '../../shared/aws/powertools-metrics.js';
+import { FetchReadyWaker } from '../../shared/aws/waker.js';
+import { createJobTypeRegistry } from '../../shared/job-types/index.js';
 import { DEFAULT_TYPE_CONCURRENCY } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -180,7 +180,10 @@ describe('schedule nudge', () => {
     const handler = createScheduleHandler({
       runtime,
       o: createObservability('test', { silent: true }),
-      nudge: createEnqueuedNudge({ busName: 'jobs', client: new EventBridgeClient({ region: 'us-east-1' }) }),
+      waker: FetchReadyWaker.forBus({
+        busName: 'jobs',
+        client: new EventBridgeClient({ region: 'us-east-1' }),
+      }),
     });
     const tick = { schedule: 'portfolio-valuation', time: '2026-11-29T10:05:00Z' };
     expect((await handler(tick)).created).toBe(true);
@@ -206,7 +209,10 @@ describe('schedule nudge', () => {
     const handler = createScheduleHandler({
       runtime,
       o: createObservability('test', { silent: true }),
-      nudge: createEnqueuedNudge({ busName: 'jobs', client: new EventBridgeClient({ region: 'us-east-1' }) }),
+      waker: FetchReadyWaker.forBus({
+        busName: 'jobs',
+        client: new EventBridgeClient({ region: 'us-east-1' }),
+      }),
     });
     const result = await handler({ schedule: 'job-retention-hourly', time: '2026-11-29T10:17:00Z' });
     expect(result.created).toBe(true);

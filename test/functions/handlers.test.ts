@@ -4,16 +4,20 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler } from '../../functions/fetch-ready/handler.js';
-import { FollowUpNudge } from '../../functions/lib/follow-up-nudge.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import { dispatcherFor, type JobRuntime } from '../../functions/lib/runtime.js';
+import {
+  chainFromEnv,
+  dispatcherFor,
+  type JobRuntime,
+  publisherFromEnv,
+  runtimeFromEnv,
+  wakerFromEnv,
+} from '../../functions/lib/runtime.js';
 import { createMigrateHandler } from '../../functions/migrate/handler.js';
 import { createScheduleHandler } from '../../functions/schedule/handler.js';
-import {
-  createEnqueuedNudge,
-  createEventBridgePublisher,
-  JOBS_ENQUEUED_DETAIL_TYPE,
-} from '../../shared/aws/eventbridge-publisher.js';
+import { createEventBridgePublisher } from '../../shared/aws/eventbridge-publisher.js';
+import { FollowUpNudge } from '../../shared/aws/follow-ups.js';
+import { FetchReadyWaker, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/waker.js';
 import { loadMigrations } from '../../shared/db/migrate.js';
 import { createJobServices } from '../../shared/domain/index.js';
 import { createJobTypeRegistry } from '../../shared/job-types/index.js';
@@ -308,7 +312,10 @@ describe('executor with follow-ups', () => {
   const remindersExecutor = () => {
     const followUps = new FollowUpNudge(
       runtime.tracker,
-      createEnqueuedNudge({ busName: 'lana-jobs', client: new EventBridgeClient({ region: 'us-east-1' }) }),
+      FetchReadyWaker.forBus({
+        busName: 'lana-jobs',
+        client: new EventBridgeClient({ region: 'us-east-1' }),
+      }),
     );
     const services = createJobServices({
       db: t.db,
@@ -394,7 +401,7 @@ describe('schedule', () => {
   test('the first payment-reminders tick after an outage enqueues the missed days, oldest first, once', async () => {
     await t.db.query('TRUNCATE schedule_ticks');
     const nudge = vi.fn(async () => undefined);
-    const handler = createScheduleHandler({ runtime, o, nudge });
+    const handler = createScheduleHandler({ runtime, o, waker: new FetchReadyWaker(nudge) });
     const schedule = 'payment-reminders-daily';
     expect(await handler({ schedule, time: '2026-11-25T08:00:00Z' })).toMatchObject({ created: true });
     // Nothing delivered on the 26th to the 28th (the function failing past EventBridge's retries).
@@ -445,5 +452,36 @@ describe('migrate', () => {
     } finally {
       await fresh.drop();
     }
+  });
+});
+
+describe('the runtime built from the environment', () => {
+  test('builds one EventBridge client: the publisher, the waker and the chain all send through it', async () => {
+    const env = {
+      DATA_API_RESOURCE_ARN: 'arn:aws:rds:us-east-1:123456789012:cluster:lana-jobs',
+      DATA_API_SECRET_ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:lana-jobs',
+      DATA_API_DATABASE: 'lana',
+      JOBS_BUS_NAME: 'lana-jobs',
+    };
+    const built = runtimeFromEnv(o, env);
+    const other = runtimeFromEnv(o, env);
+    expect(built.eventBridge).toBeInstanceOf(EventBridgeClient);
+    // Each execution environment's runtime has its own, traced with its own function's tracer.
+    expect(other.eventBridge).not.toBe(built.eventBridge);
+    eventBridge.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '1' }] });
+    await publisherFromEnv(built, env).publish([
+      { jobId: randomUUID(), jobType: 'sync', attempt: 1, payload: {} },
+    ]);
+    expect(await wakerFromEnv(built, () => {}, env).wake()).toBe(true);
+    await chainFromEnv(built, env)();
+    const calls = eventBridge.commandCalls(PutEventsCommand);
+    expect(calls.map((c) => c.args[0].input.Entries?.[0]?.DetailType)).toEqual([
+      'job.ready',
+      'jobs.enqueued',
+      'jobs.enqueued',
+    ]);
+    for (const call of calls) expect(call.thisValue).toBe(built.eventBridge);
+    await built.db.close();
+    await other.db.close();
   });
 });

@@ -71,16 +71,21 @@ describe('settings that must be given', () => {
     expect(() => synthStack({ priceSourceUrl: 'http://prices.lana-bank.io/btc' })).toThrow(/https/);
   });
 
-  test('valid settings pass through to the executors', () => {
+  test('valid settings pass through to the executors that need them, and to no other', () => {
     const props = stackPropsFromContext(context({ ...REQUIRED_SETTINGS, reserveConcurrency: 'true' }));
     expect(props).toMatchObject({ ...REQUIRED_SETTINGS, reserveConcurrency: true });
-    for (const [, fn] of ofType('AWS::Lambda::Function').filter(([id]) =>
-      id.startsWith('FunctionsExecutors'),
-    ))
-      expect((fn.Properties!.Environment as { Variables: Record<string, unknown> }).Variables).toMatchObject({
-        LANA_NOTIFICATION_FROM_ADDRESS: REQUIRED_SETTINGS.notificationFromAddress,
-        LANA_PRICE_URL: REQUIRED_SETTINGS.priceSourceUrl,
-      });
+    const executors = ofType('AWS::Lambda::Function').filter(([id]) => id.startsWith('FunctionsExecutors'));
+    expect(executors).toHaveLength(jobTypes.length);
+    for (const [, fn] of executors) {
+      const variables = (fn.Properties!.Environment as { Variables: Record<string, unknown> }).Variables;
+      const needs = EXECUTOR_NEEDS[variables.JOB_TYPE as keyof typeof EXECUTOR_NEEDS];
+      expect(variables.LANA_NOTIFICATION_FROM_ADDRESS, String(variables.JOB_TYPE)).toBe(
+        needs.includes('email-sender') ? REQUIRED_SETTINGS.notificationFromAddress : undefined,
+      );
+      expect(variables.LANA_PRICE_URL, String(variables.JOB_TYPE)).toBe(
+        needs.includes('valuation-settings') ? REQUIRED_SETTINGS.priceSourceUrl : undefined,
+      );
+    }
   });
 
   test('SES permission covers configuration sets: the named one, else any (an identity default set)', () => {

@@ -141,8 +141,10 @@ describe('one rule and one executor per job type', () => {
       Environment: {
         Variables: Match.objectLike({
           JOB_TYPE: type,
-          LANA_PRICE_URL: Match.stringLikeRegexp('^https://'),
-          LANA_NOTIFICATION_FROM_ADDRESS: Match.stringLikeRegexp('@'),
+          // Only what the type declares (shared/job-types/executor-needs.ts).
+          LANA_PRICE_URL: type === 'sync' ? Match.stringLikeRegexp('^https://') : Match.absent(),
+          LANA_NOTIFICATION_FROM_ADDRESS:
+            type === 'notification' ? Match.stringLikeRegexp('@') : Match.absent(),
         }),
       },
     });
@@ -291,14 +293,16 @@ describe('least privilege', () => {
     }
   });
 
-  test('jobRetentionDays reaches the executors under the name the code reads; unset, the code default applies', () => {
+  test('jobRetentionDays reaches the maintenance executor only, under the name the code reads; unset, the code default applies', () => {
     const executors = (template: Template) =>
       Object.values(template.findResources('AWS::Lambda::Function')).filter(
         (r) => (r.Properties?.Environment?.Variables as Record<string, string> | undefined)?.JOB_TYPE,
       );
     const withRetention = Template.fromStack(synthStack({ jobRetentionDays: 90 }));
     for (const fn of executors(withRetention))
-      expect(fn.Properties.Environment.Variables.LANA_JOB_RETENTION_DAYS).toBe('90');
+      expect(fn.Properties.Environment.Variables.LANA_JOB_RETENTION_DAYS).toBe(
+        fn.Properties.Environment.Variables.JOB_TYPE === 'maintenance' ? '90' : undefined,
+      );
     for (const fn of executors(template))
       expect(fn.Properties.Environment.Variables.LANA_JOB_RETENTION_DAYS).toBeUndefined();
   });

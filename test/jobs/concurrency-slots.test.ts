@@ -4,13 +4,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { z } from 'zod';
 import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
-import type { JobRuntime, SeedDispatcher } from '../../functions/lib/runtime.js';
+import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
+import { fanOutDueJobs, type JobPublisher } from '../../shared/aws/fetch-ready.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { MAX_HANDBACKS } from '../../shared/jobs/attempts.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
-import { fanOutDueJobs, type JobPublisher } from '../../shared/jobs/fan-out.js';
 import { DISPATCH_LEASE_SECONDS, JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
@@ -223,7 +223,7 @@ describe("an executor's next job", () => {
   function executor(db: Database, die: { afterClaim: boolean }) {
     const tracker = new JobTracker({ db, registry: registry(), clock });
     const runtime = { tracker, registry: tracker.registry } as unknown as JobRuntime;
-    const dispatcher = new JobDispatcher(tracker.registry, {}) as unknown as SeedDispatcher;
+    const dispatcher = new JobDispatcher(tracker.registry, {}) as unknown as LendingDispatcher;
     if (die.afterClaim) {
       // The invocation dies right after the statement that reported a job and claimed the next.
       const complete = tracker.completeAndClaimNext.bind(tracker);

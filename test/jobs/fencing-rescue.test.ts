@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { createObservability } from '../../functions/lib/powertools.js';
+import { AwsExecutor } from '../../shared/aws/executor.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
@@ -111,16 +112,21 @@ describe('fencing by attempt number', () => {
     const { tracker, dispatcher, services } = kit;
     const { job } = await tracker.enqueue({ type: 'noop', payload: { n: 9 } });
     const [claimed] = await tracker.fetchReady(1);
-    const delivery = { id: job.id, attempt: claimed!.attempts };
-    const [a, b] = await Promise.all([
-      runDeliveredAttempt(tracker, dispatcher, delivery),
-      runDeliveredAttempt(tracker, dispatcher, delivery),
-    ]);
-    expect([a.recorded, b.recorded].sort()).toEqual(['completed', 'duplicate']);
+    // The executor Lambda's loop, as deployed (shared/aws/executor.ts).
+    const executor = new AwsExecutor({
+      tracker,
+      dispatcher,
+      jobType: 'noop',
+      log: createObservability('test', { silent: true }).logger,
+    });
+    const delivery = { jobId: job.id, attempt: claimed!.attempts };
+    const [a, b] = await Promise.all([executor.run(delivery), executor.run(delivery)]);
+    expect([a.outcome, b.outcome].sort()).toEqual(['completed', 'duplicate']);
     expect(services.runs).toHaveLength(1);
     // A delivery of an attempt that is no longer current runs nothing either.
-    expect(await runDeliveredAttempt(tracker, dispatcher, { id: job.id, attempt: 2 })).toEqual({
-      recorded: 'duplicate',
+    expect(await executor.run({ jobId: job.id, attempt: 2 })).toEqual({
+      outcome: 'duplicate',
+      nextJobsRun: 0,
     });
     expect(services.runs).toHaveLength(1);
   });

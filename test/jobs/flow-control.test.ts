@@ -7,19 +7,19 @@ import { createExecutorHandler } from '../../functions/executor/handler.js';
 import { createFetchReadyHandler, lingerUntil } from '../../functions/fetch-ready/handler.js';
 import { createObservability } from '../../functions/lib/powertools.js';
 import type { JobRuntime, LendingDispatcher } from '../../functions/lib/runtime.js';
-import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/eventbridge-publisher.js';
+import { AwsExecutor } from '../../shared/aws/executor.js';
+import { fanOutDueJobs, type JobPublisher, type JobReadyEvent } from '../../shared/aws/fetch-ready.js';
+import { createEnqueuedNudge, JOBS_ENQUEUED_DETAIL_TYPE } from '../../shared/aws/waker.js';
 import type { DataApiDatabase } from '../../shared/db/data-api-driver.js';
 import type { Database } from '../../shared/db/port.js';
 import { ManualClock } from '../../shared/jobs/clock.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import {
-  fanOutDueJobs,
-  handOverSlot,
-  type JobPublisher,
-  type JobReadyEvent,
-} from '../../shared/jobs/fan-out.js';
-import { DISPATCH_LEASE_SECONDS, JobTypeRegistry, LEASE_GRACE_SECONDS } from '../../shared/jobs/registry.js';
-import { runDeliveredAttempt } from '../../shared/jobs/run-attempt.js';
+  DISPATCH_LEASE_SECONDS,
+  type JobTypeMap,
+  JobTypeRegistry,
+  LEASE_GRACE_SECONDS,
+} from '../../shared/jobs/registry.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -184,11 +184,11 @@ describe.each([
     await enqueue(tracker, 'capped', 1);
     const [claimed] = await tracker.fetchReady(1);
     clock.advance((DISPATCH_LEASE_SECONDS + 5) * 1000);
-    const outcome = await runDeliveredAttempt(tracker, dispatcher, {
-      id: claimed!.id,
+    const outcome = await executorFor(tracker, dispatcher).run({
+      jobId: claimed!.id,
       attempt: claimed!.attempts,
     });
-    expect(outcome).toEqual({ recorded: 'duplicate' });
+    expect(outcome).toEqual({ outcome: 'duplicate', nextJobsRun: 0 });
     expect(services.runs).toEqual([]);
   });
 
@@ -211,8 +211,8 @@ describe.each([
       expect(back!.scheduledAt.getTime()).toBe(clock.now().getTime());
     }
     const [last] = await tracker.fetchReady(1);
-    const outcome = await runDeliveredAttempt(tracker, dispatcher, { id: last!.id, attempt: last!.attempts });
-    expect(outcome).toMatchObject({ recorded: 'completed' });
+    const outcome = await executorFor(tracker, dispatcher).run({ jobId: last!.id, attempt: last!.attempts });
+    expect(outcome).toMatchObject({ outcome: 'completed' });
     expect(services.runs).toHaveLength(1);
     const history = await tracker.getExecutions(job.id);
     expect(history.map((e) => e.outcome)).toEqual(['undelivered', 'undelivered', 'undelivered', 'completed']);
@@ -373,19 +373,32 @@ test('nudges are coalesced: one per window per sender, and a failed one leaves t
   }
 });
 
+/** The executor Lambda's loop (shared/aws/executor.ts) for the `capped` type. */
+function executorFor<M extends JobTypeMap>(
+  tracker: JobTracker<M, Services>,
+  dispatcher: JobDispatcher<M, Services>,
+) {
+  return new AwsExecutor({
+    tracker,
+    dispatcher,
+    jobType: 'capped',
+    log: createObservability('executor-test', { silent: true }).logger,
+  });
+}
+
 /** The `capped` type's executor handler over `db`, running jobs into `services`. */
 function cappedExecutor(
   db: Database,
   tracker: ReturnType<typeof trackerOver>,
   services: Services,
-  handOver?: () => Promise<void>,
+  publisher?: JobPublisher,
 ) {
   return createExecutorHandler({
     runtime: { db, registry: tracker.registry, tracker } as unknown as JobRuntime,
     dispatcher: new JobDispatcher(tracker.registry, services) as unknown as LendingDispatcher,
     jobType: 'capped',
     o: createObservability('executor-test', { silent: true }),
-    ...(handOver ? { handOver } : {}),
+    publisher,
   });
 }
 
@@ -453,35 +466,56 @@ describe('executors take their type’s next job', () => {
   });
 });
 
-test('an executor out of time for another job hands its slot back to fetch-ready', async () => {
-  const tracker = trackerOver(t.db);
-  const services: Services = { runs: [] };
-  let handedOver = 0;
-  const handler = cappedExecutor(t.db, tracker, services, async () => {
-    handedOver++;
-  });
-  await enqueue(tracker, 'capped', 2);
-  const [first] = await tracker.fetchReady(1);
-  // Less than a whole attempt (60 s timeout + 30 s) left: the delivered job runs, the next waits.
-  const result = await handler(jobReadyEvent(first!), { getRemainingTimeInMillis: () => 60_000 } as Context);
-  expect(result).toEqual({ outcome: 'completed', nextJobsRun: 0 });
-  expect(handedOver).toBe(1);
-});
+describe('an executor out of time for another job hands its slot to a new invocation', () => {
+  // Less than a whole attempt (60 s timeout + 30 s) left: the delivered job runs, the next is published.
+  const outOfTime = { getRemainingTimeInMillis: () => 60_000 } as Context;
 
-test('a slot is handed over by publishing the type’s next due job, within its limit', async () => {
-  const tracker = trackerOver(t.db);
-  await enqueue(tracker, 'capped', 5);
-  const { publisher, events } = recordingPublisher();
-  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
-  expect(events).toHaveLength(1);
-  const claimed = await tracker.getJob(events[0]!.jobId);
-  // Claimed for a new invocation: under the dispatch lease, not begun.
-  expect(claimed).toMatchObject({ status: 'running', startedAt: null });
-  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
-  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(true);
-  // The type's 3 slots are taken: nothing more is handed over.
-  expect(await handOverSlot(tracker, publisher, 'capped')).toBe(false);
-  expect(events).toHaveLength(3);
+  test('its completion claims the type’s next due job, which is published, not run', async () => {
+    const tracker = trackerOver(t.db);
+    const services: Services = { runs: [] };
+    const { publisher, events } = recordingPublisher();
+    const handler = cappedExecutor(t.db, tracker, services, publisher);
+    await enqueue(tracker, 'capped', 2);
+    const [first] = await tracker.fetchReady(1);
+    const result = await handler(jobReadyEvent(first!), outOfTime);
+    expect(result).toEqual({ outcome: 'completed', nextJobsRun: 0 });
+    expect(services.runs).toHaveLength(1);
+    expect(events).toHaveLength(1);
+    // Claimed for a new invocation: under the dispatch lease, not begun.
+    expect(await tracker.getJob(events[0]!.jobId)).toMatchObject({ status: 'running', startedAt: null });
+  });
+
+  test('within the type’s limit: a slot freed by the run is the only one handed over', async () => {
+    const tracker = trackerOver(t.db);
+    const services: Services = { runs: [] };
+    const { publisher, events } = recordingPublisher();
+    const handler = cappedExecutor(t.db, tracker, services, publisher);
+    await enqueue(tracker, 'capped', 6);
+    const [first] = await tracker.fetchReady(10); // 3: the limit
+    await handler(jobReadyEvent(first!), outOfTime);
+    expect(events).toHaveLength(1);
+    expect(await runningCount('capped')).toBe(3);
+  });
+
+  test('a job whose event is refused goes back to the queue at once, uncounted', async () => {
+    const tracker = trackerOver(t.db);
+    const services: Services = { runs: [] };
+    const refusing: JobPublisher = {
+      maxBatch: 10,
+      publish: async (batch) => batch.map(() => ({ ok: false as const, error: 'ThrottlingException' })),
+    };
+    const handler = cappedExecutor(t.db, tracker, services, refusing);
+    await enqueue(tracker, 'capped', 2);
+    const [first] = await tracker.fetchReady(1);
+    await handler(jobReadyEvent(first!), outOfTime);
+    const other = (await tracker.listJobs({ jobType: 'capped' })).find((j) => j.id !== first!.id)!;
+    const back = await tracker.getJob(other.id);
+    expect(back).toMatchObject({ status: 'pending', startedAt: null });
+    expect(back!.scheduledAt.getTime()).toBeLessThanOrEqual(clock.now().getTime());
+    // Recorded as released: not an attempt toward its budget.
+    expect((await tracker.getExecutions(other.id)).map((e) => e.outcome)).toEqual(['released']);
+    expect(await runningCount('capped')).toBe(0);
+  });
 });
 
 describe('complete and take the next job in one statement', () => {

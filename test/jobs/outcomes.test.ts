@@ -11,7 +11,7 @@ import {
   type RecordedStatus,
   type ReportedJobStatus,
 } from '../../shared/jobs/outcomes.js';
-import type { RecordedAttempt } from '../../shared/jobs/run-attempt.js';
+import type { RecordedAttempt } from '../../shared/jobs/record-result.js';
 import { type FailResult, JobTracker } from '../../shared/jobs/tracker.js';
 import type { AttemptEvent } from '../../shared/runtime/worker.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { recordResult } from '../../shared/jobs/record-result.js';
 import { backoffSeconds, DEFAULT_RETRY, retrySchedule } from '../../shared/jobs/retry-policy.js';
-import { recordResult } from '../../shared/jobs/run-attempt.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { coreKit, executionRows, minutesBetween } from '../support/lifecycle.js';
 

@@ -257,6 +257,9 @@ export async function startDataApiFixture(
         options: `-c statement_timeout=${statementTimeoutMs}${options.sessionTimeZone ? ` -c TimeZone=${options.sessionTimeZone}` : ''}${options.synchronousCommit === false ? ' -c synchronous_commit=off' : ''}`,
       });
       pool.on('error', () => {});
+      // A connection killed while checked out (a pinned transaction's, say) errors on the client itself: the
+      // statement fails and the pool discards the client; the process must not die of the event.
+      pool.on('connect', (client) => client.on('error', () => {}));
       entry = { pool, types: new Map() };
       databases.set(key, entry);
     }

@@ -1,7 +1,7 @@
-import { errorMessage } from './errors.js';
-import type { ClaimedJob } from './model.js';
-import type { JobTypeMap } from './registry.js';
-import type { AttemptRef, FailResult, JobTracker, QueueActivity, QueueState } from './tracker.js';
+import { errorMessage } from '../jobs/errors.js';
+import type { ClaimedJob } from '../jobs/model.js';
+import type { JobTypeMap } from '../jobs/registry.js';
+import type { AttemptRef, FailResult, JobTracker, QueueActivity, QueueState } from '../jobs/tracker.js';
 
 /**
  * Fan-out: claim due jobs, publish one "job ready" event per job, hand back what could not be published.

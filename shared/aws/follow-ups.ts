@@ -1,4 +1,5 @@
-import { createdJobDueNow, type JobTracker } from '../../shared/jobs/tracker.js';
+import { createdJobDueNow, type JobTracker } from '../jobs/tracker.js';
+import type { FetchReadyWaker, WakeErrorReporter } from './waker.js';
 
 /** What the lending services use of the tracker. */
 export type ServiceTracker = Pick<JobTracker, 'enqueueUntyped' | 'pruneFinished' | 'clock'>;
@@ -17,7 +18,7 @@ export class FollowUpNudge {
 
   constructor(
     inner: ServiceTracker,
-    private readonly nudge: () => Promise<void>,
+    private readonly waker: FetchReadyWaker,
   ) {
     this.tracker = {
       get clock() {
@@ -33,15 +34,9 @@ export class FollowUpNudge {
   }
 
   /** After a run: nudges fetch-ready once if the run created a due job. Never throws. */
-  async afterRun(onError: (error: unknown) => void): Promise<boolean> {
+  async afterRun(onError: WakeErrorReporter): Promise<boolean> {
     if (!this.createdDueJob) return false;
     this.createdDueJob = false;
-    try {
-      await this.nudge();
-      return true;
-    } catch (error) {
-      onError(error);
-      return false;
-    }
+    return this.waker.wake(onError);
   }
 }
