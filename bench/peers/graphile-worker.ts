@@ -36,7 +36,7 @@ export interface PeerResult {
 export interface GraphileWorkerApi {
   Logger: new (factory: () => () => void) => unknown;
   run(options: Record<string, unknown>): Promise<{ stop(): Promise<void> }>;
-  makeWorkerUtils(options: { connectionString: string }): Promise<{
+  makeWorkerUtils(options: { pgPool: pg.Pool }): Promise<{
     migrate(): Promise<void>;
     addJob(identifier: string, payload: unknown): Promise<unknown>;
     addJobs(specs: { identifier: string; payload: unknown }[]): Promise<unknown>;
@@ -77,9 +77,13 @@ export async function graphileWorkerDrain(
   let W1: PeerResult['W1'];
   // Released in `finally` too: dropping the database under a live pool would end the process.
   let utils1: Awaited<ReturnType<GraphileWorkerApi['makeWorkerUtils']>> | undefined;
+  let utilsPool1: pg.Pool | undefined;
   let pool1: pg.Pool | undefined;
   try {
-    const utils = await gw.makeWorkerUtils({ connectionString: w1.url });
+    // Its utilities on a pool of ours, which ignores the errors of connections the drop ends.
+    const utilsPool = (await common(w1.url)).pool;
+    utilsPool1 = utilsPool;
+    const utils = await gw.makeWorkerUtils({ pgPool: utilsPool });
     utils1 = utils;
     await utils.migrate();
     const t0 = performance.now();
@@ -125,6 +129,7 @@ export async function graphileWorkerDrain(
   } finally {
     await pool1?.end().catch(() => {});
     await utils1?.release().catch(() => {});
+    await utilsPool1?.end().catch(() => {});
     await w1.drop();
   }
   return W1;
@@ -143,9 +148,12 @@ export async function graphileWorker(
   const w2 = await server.freshDatabase(1, { migrate: false });
   let W2: PeerResult['W2'];
   let utils2: Awaited<ReturnType<GraphileWorkerApi['makeWorkerUtils']>> | undefined;
+  let utilsPool2: pg.Pool | undefined;
   let pool2: pg.Pool | undefined;
   try {
-    const utils = await gw.makeWorkerUtils({ connectionString: w2.url });
+    const utilsPool = (await common(w2.url)).pool;
+    utilsPool2 = utilsPool;
+    const utils = await gw.makeWorkerUtils({ pgPool: utilsPool });
     utils2 = utils;
     await utils.migrate();
     await settle(w2.url);
@@ -177,6 +185,7 @@ export async function graphileWorker(
   } finally {
     await pool2?.end().catch(() => {});
     await utils2?.release().catch(() => {});
+    await utilsPool2?.end().catch(() => {});
     await w2.drop();
   }
   return { package: 'graphile-worker', W1, W2 };

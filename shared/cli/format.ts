@@ -74,11 +74,32 @@ function describeField(node: JsonSchemaNode): string {
   return Array.isArray(node.type) ? node.type.join(' | ') : (node.type ?? 'any');
 }
 
+/** A type's declared limits in a few words: `10 at once, 14 per 1s, 1 per facilityId`; `-` for none. */
+export function limitsText(
+  t: Pick<RegisteredJobType, 'concurrency' | 'rateLimit' | 'concurrencyKey'>,
+): string {
+  const parts = [
+    t.concurrency === undefined ? null : `${t.concurrency} at once`,
+    t.rateLimit === undefined ? null : `${t.rateLimit.limit} per ${humanSeconds(t.rateLimit.perSeconds)}`,
+    t.concurrencyKey === undefined ? null : `${t.concurrencyKey.limit} per ${t.concurrencyKey.field}`,
+  ].filter((p) => p !== null);
+  return parts.length === 0 ? '-' : parts.join(', ');
+}
+
+type ListedType = Pick<
+  RegisteredJobType,
+  | 'type'
+  | 'description'
+  | 'retry'
+  | 'timeoutSeconds'
+  | 'leaseSeconds'
+  | 'concurrency'
+  | 'rateLimit'
+  | 'concurrencyKey'
+>;
+
 export function formatTypes(
-  types: Pick<
-    RegisteredJobType,
-    'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds' | 'schema'
-  >[],
+  types: (ListedType & Pick<RegisteredJobType, 'schema'>)[],
   paused: ReadonlyMap<string, Pick<JobTypePause, 'pausedBy' | 'pausedAt' | 'reason'>> | null = null,
 ): string {
   const payloads = types
@@ -92,17 +113,16 @@ export function formatTypes(
   return `${typeTable(types)}${pauses}\n\nPayload fields (? = optional):\n${payloads}`;
 }
 
-function typeTable(
-  types: Pick<RegisteredJobType, 'type' | 'description' | 'retry' | 'timeoutSeconds' | 'leaseSeconds'>[],
-): string {
+function typeTable(types: ListedType[]): string {
   return table(
-    ['TYPE', 'MAX ATTEMPTS', 'RETRY DELAYS', 'TIMEOUT', 'LEASE', 'DESCRIPTION'],
+    ['TYPE', 'MAX ATTEMPTS', 'RETRY DELAYS', 'TIMEOUT', 'LEASE', 'LIMITS', 'DESCRIPTION'],
     types.map((t) => [
       t.type,
       t.retry.maxAttempts,
       retrySchedule(t.retry).map(humanSeconds).join(', ') || '-',
       humanSeconds(t.timeoutSeconds),
       humanSeconds(t.leaseSeconds),
+      limitsText(t),
       t.description,
     ]),
   );

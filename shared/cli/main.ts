@@ -2,9 +2,9 @@ import { migrate } from '../db/migrate.js';
 import { lendingSettingsFromEnv } from '../domain/settings.js';
 import { createJobTypeRegistry, type LendingRegistry, type LendingTracker } from '../job-types/index.js';
 import { errorMessage, JobInputError } from '../jobs/errors.js';
-import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE, parsePayloadText } from '../jobs/job-input.js';
+import { MAX_ATTEMPTS_RANGE, PRIORITY_RANGE } from '../jobs/job-input.js';
 import { JOB_STATUSES, type JobStatus } from '../jobs/model.js';
-import { createdJobDueNow, JobTracker, type UntypedNewJob } from '../jobs/tracker.js';
+import { createdJobDueNow, JobTracker } from '../jobs/tracker.js';
 import { DatabaseSettingError, type OpenedDatabase, openLocalDatabase } from '../runtime/database.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import {
@@ -20,6 +20,7 @@ import {
 } from './args.js';
 import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv, wakeFetchReady } from './data-api.js';
+import { enqueueInput } from './enqueue.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
 import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
@@ -120,7 +121,8 @@ const commands: Record<string, Command> = {
   },
   types: {
     help: `${CLI_NAME} types: each job type with its payload fields (from its schema), attempts, retry
-delays, timeout and lease.`,
+delays, timeout, lease and limits (at once, per time, per key: \`1 per facilityId\` runs one job per
+facility at a time).`,
     options: {},
     positionals: 0,
     needsDatabase: false,
@@ -140,6 +142,9 @@ delays, timeout and lease.`,
           timeoutSeconds: t.timeoutSeconds,
           leaseSeconds: t.leaseSeconds,
           priority: t.priority,
+          concurrency: t.concurrency ?? null,
+          rateLimit: t.rateLimit ?? null,
+          concurrencyKey: t.concurrencyKey ?? null,
         })),
       );
       return 0;
@@ -344,44 +349,6 @@ function workerCommand(options: { demo: boolean }): Command {
         demo: options.demo,
         console: options.demo ? { port: 4100 } : undefined,
       }),
-  };
-}
-
-/**
- * The job as typed: text goes to the tracker as given, which reads it by the same rules (and with the
- * same messages) as the console's form and application code (`shared/jobs/job-input.ts`).
- */
-function enqueueInput(args: Parsed, tracker: LendingTracker): UntypedNewJob {
-  const type = requirePositional(args, 0, 'type');
-  tracker.registry.require(type);
-  const at = stringOption(args, 'at');
-  const inText = stringOption(args, 'in');
-  if (at !== undefined && inText !== undefined) throw new UsageError('use either --at or --in, not both');
-  const now = tracker.clock.now() ?? new Date();
-  const payload = stringOption(args, 'payload');
-  const debounceKey = stringOption(args, 'debounce');
-  const window = stringOption(args, 'window');
-  const maxWait = stringOption(args, 'max-wait');
-  if (debounceKey === undefined && (window !== undefined || maxWait !== undefined))
-    throw new UsageError('--window and --max-wait belong to --debounce KEY');
-  if (debounceKey !== undefined && window === undefined)
-    throw new UsageError('--debounce needs --window (e.g. --window 30s)');
-  return {
-    type,
-    payload: payload === undefined ? {} : parsePayloadText(payload),
-    runAt: inText !== undefined ? new Date(now.getTime() + parseDuration(inText, 'in')) : at,
-    idempotencyKey: stringOption(args, 'key'),
-    priority: stringOption(args, 'priority'),
-    maxAttempts: stringOption(args, 'max-attempts'),
-    // Whole seconds as the tracker reads them; a window of 1500ms is refused there, with its rule.
-    debounce:
-      debounceKey === undefined
-        ? undefined
-        : {
-            key: debounceKey,
-            windowSeconds: parseDuration(window!, 'window') / 1000,
-            maxWaitSeconds: maxWait === undefined ? undefined : parseDuration(maxWait, 'max-wait') / 1000,
-          },
   };
 }
 

@@ -18,7 +18,7 @@ export interface WorkerCommandOptions {
   io: CliIo;
   json: boolean;
   concurrency?: number;
-  /** `lana-jobs dev`: seed demo data, enqueue a job of each type and narrate what happens. */
+  /** `lana-jobs dev`: create demo data, enqueue a job of each type and narrate what happens. */
   demo: boolean;
   /** `lana-jobs dev`: the web console beside the worker (a busy port: a free one instead). */
   console?: { port: number };

@@ -1,4 +1,5 @@
 import type { Context, Env, Hono } from 'hono';
+import { limitsText } from '../cli/format.js';
 import type { LendingTracker } from '../job-types/index.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import { type Html, html } from './html.js';
@@ -28,7 +29,7 @@ export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRout
       const action = p
         ? html`<form method="post" action="/types/${t.type}/resume">${csrfField}<button type="submit" id="resume-${t.type}">Resume</button></form>`
         : html`<form method="post" action="/types/${t.type}/pause">${csrfField}<input name="reason" maxlength="${MAX_PAUSE_REASON_LENGTH}" placeholder="reason"> <input name="by" maxlength="${MAX_PAUSED_BY_LENGTH}" placeholder="your name" required> <button type="submit" id="pause-${t.type}">Pause</button></form>`;
-      return html`<tr><td>${t.type}</td><td>${p ? html`<strong class="error-text">paused</strong> by ${p.pausedBy} since ${p.pausedAt}${p.reason ? html`: ${p.reason}` : ''}` : 'running'}</td><td>${action}</td></tr>`;
+      return html`<tr><td>${t.type}</td><td>${limitsText(t)}</td><td>${p ? html`<strong class="error-text">paused</strong> by ${p.pausedBy} since ${p.pausedAt}${p.reason ? html`: ${p.reason}` : ''}` : 'running'}</td><td>${action}</td></tr>`;
     });
     return c.html(
       page(
@@ -36,7 +37,8 @@ export function mountPauseRoutes<E extends Env>(app: Hono<E>, options: PauseRout
         'Job types',
         html`${done ? html`<p id="done">${done === 'pause' ? 'Paused: its due jobs wait; running jobs finish.' : 'Resumed: its due jobs are claimed again.'}</p>` : ''}
 <p class="muted">A paused type's due jobs are not claimed until it is resumed; jobs already running finish; nothing is cancelled or counted.</p>
-<table><thead><tr><th>type</th><th>state</th><th></th></tr></thead><tbody>${rows}</tbody></table>`,
+<p class="muted">Limits: how many of a type's jobs run at once, start per time, and run at once per key (<code>1 per facilityId</code>: one job per facility at a time, other facilities' jobs flow).</p>
+<table><thead><tr><th>type</th><th>limits</th><th>state</th><th></th></tr></thead><tbody>${rows}</tbody></table>`,
       ),
     );
   });

@@ -153,6 +153,9 @@ DECLARE
   v_released integer;
   v_rate jsonb;
   v_rate_slots integer[];
+  -- 0018: the due jobs of a type with a per-key limit, locked by `lana_jobs_lock_keyed_due` in claim order
+  -- (NULL for any other type: the claim reads them itself, as before).
+  v_keyed tid[];
 BEGIN
   IF p_limit > 0 THEN
     v_type := NULL;
@@ -262,15 +265,18 @@ BEGIN
           v_budget := v_budget || jsonb_build_object(c.job_type, 0);
           CONTINUE;
         END IF;
+        v_keyed := CASE WHEN p_limits -> '$keys' ? c.job_type THEN lana_jobs_lock_keyed_due(
+          c.job_type, c.priority, p_now, v_room, (p_limits -> '$keys' ->> c.job_type)::integer) END;
         RETURN QUERY
         WITH picked AS (
           SELECT p.ctid AS tid, row_number() OVER (ORDER BY p.scheduled_at, p.id) AS n
-          FROM (SELECT ctid, scheduled_at, id FROM jobs
+          FROM (SELECT * FROM (SELECT ctid, scheduled_at, id FROM jobs
                 WHERE status IN ('pending', 'retrying') AND job_type = c.job_type AND priority = c.priority
-                  AND scheduled_at <= p_now
+                  AND scheduled_at <= p_now AND v_keyed IS NULL
                 ORDER BY scheduled_at, id
                 LIMIT v_room
-                FOR UPDATE SKIP LOCKED) p
+                FOR UPDATE SKIP LOCKED) d
+                UNION ALL SELECT ctid, scheduled_at, id FROM jobs WHERE ctid = ANY(v_keyed)) p
         ), claimed AS (
           UPDATE jobs j
           SET status = 'running', attempts = j.attempts + 1, claimed_at = p_now, claim_token = p_claim_token,
@@ -288,6 +294,8 @@ BEGIN
         SELECT * FROM claimed;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
       ELSE
+        v_keyed := CASE WHEN p_limits -> '$keys' ? c.job_type THEN lana_jobs_lock_keyed_due(
+          c.job_type, c.priority, p_now, v_room, (p_limits -> '$keys' ->> c.job_type)::integer) END;
         RETURN QUERY
         UPDATE jobs j
         SET status = 'running', attempts = j.attempts + 1, claimed_at = p_now, claim_token = p_claim_token,
@@ -298,10 +306,10 @@ BEGIN
         WHERE j.ctid = ANY(ARRAY(
           SELECT ctid FROM jobs
           WHERE status IN ('pending', 'retrying') AND job_type = c.job_type AND priority = c.priority
-            AND scheduled_at <= p_now
+            AND scheduled_at <= p_now AND v_keyed IS NULL
           ORDER BY scheduled_at, id
           LIMIT v_room
-          FOR UPDATE SKIP LOCKED))
+          FOR UPDATE SKIP LOCKED) || v_keyed)
         RETURNING j.*;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
         v_claimed := v_claimed || jsonb_build_object(c.job_type,
@@ -309,6 +317,8 @@ BEGIN
       END IF;
       v_budget := v_budget || jsonb_build_object(c.job_type, (v_budget ->> c.job_type)::integer - v_rows);
     ELSE
+      v_keyed := CASE WHEN p_limits -> '$keys' ? c.job_type THEN lana_jobs_lock_keyed_due(
+        c.job_type, c.priority, p_now, v_room, (p_limits -> '$keys' ->> c.job_type)::integer) END;
       RETURN QUERY
       UPDATE jobs j
       SET status = 'running', attempts = j.attempts + 1, claimed_at = p_now, claim_token = p_claim_token,
@@ -319,10 +329,10 @@ BEGIN
       WHERE j.ctid = ANY(ARRAY(
         SELECT ctid FROM jobs
         WHERE status IN ('pending', 'retrying') AND job_type = c.job_type AND priority = c.priority
-          AND scheduled_at <= p_now
+          AND scheduled_at <= p_now AND v_keyed IS NULL
         ORDER BY scheduled_at, id
         LIMIT v_room
-        FOR UPDATE SKIP LOCKED))
+        FOR UPDATE SKIP LOCKED) || v_keyed)
       RETURNING j.*;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
     END IF;
@@ -344,6 +354,67 @@ BEGIN
          GROUP BY key) t),
       p_now, p_slot_lease_seconds) r WHERE r.given_up;
   END IF;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION public.lana_jobs_lock_keyed_due(p_type text, p_priority integer, p_now timestamp with time zone, p_room integer, p_key_limit integer)
+ RETURNS tid[]
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+  v_tids tid[] := '{}';
+  -- Per key met: how many more of its jobs this claim may take.
+  v_left jsonb := '{}'::jsonb;
+  v_n integer;
+  v_tid tid;
+  r record;
+BEGIN
+  IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+    RAISE EXCEPTION 'a claim of job type % (per-key limit) needs READ COMMITTED, not %', p_type,
+      current_setting('transaction_isolation')
+      USING ERRCODE = 'feature_not_supported';
+  END IF;
+  FOR r IN
+    SELECT id, concurrency_key FROM jobs
+    WHERE status IN ('pending', 'retrying') AND job_type = p_type AND priority = p_priority
+      AND scheduled_at <= p_now
+    ORDER BY scheduled_at, id
+  LOOP
+    EXIT WHEN cardinality(v_tids) >= p_room;
+    IF r.concurrency_key IS NOT NULL THEN
+      IF NOT v_left ? r.concurrency_key THEN
+        -- First without the lock: a key at its limit is passed over without taking its lock, so a claim
+        -- holds the locks of about as many keys as it takes jobs of, however many keys are at their limit.
+        SELECT count(*)::integer INTO v_n FROM jobs
+        WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
+          AND lease_expires_at > p_now;
+        IF v_n < p_key_limit AND pg_try_advisory_xact_lock(
+             hashtextextended('lana_jobs.key:' || p_type || ':' || r.concurrency_key, 0)) THEN
+          -- Again in a statement of its own, whose snapshot is taken after the lock was granted.
+          SELECT p_key_limit - count(*)::integer INTO v_n FROM jobs
+          WHERE status = 'running' AND job_type = p_type AND concurrency_key = r.concurrency_key
+            AND lease_expires_at > p_now;
+        ELSE
+          v_n := 0;
+        END IF;
+        v_left := v_left || jsonb_build_object(r.concurrency_key, v_n);
+      END IF;
+      CONTINUE WHEN (v_left ->> r.concurrency_key)::integer <= 0;
+    END IF;
+    -- The row's newest version, locked unless another claimer holds it; still due, and still this key.
+    SELECT ctid INTO v_tid FROM jobs
+    WHERE id = r.id AND status IN ('pending', 'retrying') AND job_type = p_type AND priority = p_priority
+      AND scheduled_at <= p_now AND concurrency_key IS NOT DISTINCT FROM r.concurrency_key
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+      v_tids := v_tids || v_tid;
+      IF r.concurrency_key IS NOT NULL THEN
+        v_left := v_left
+          || jsonb_build_object(r.concurrency_key, (v_left ->> r.concurrency_key)::integer - 1);
+      END IF;
+    END IF;
+  END LOOP;
+  RETURN v_tids;
 END;
 $function$;
 
@@ -777,6 +848,7 @@ CREATE TABLE jobs (
   finish_token uuid,
   slot integer,
   handbacks integer DEFAULT 0 NOT NULL,
+  concurrency_key text,
   debounce_key text,
   debounce_until timestamp with time zone
 ) WITH (fillfactor=50);
@@ -785,6 +857,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check CHECK (((attempts >= 0) AND (attempts <= max_attempts)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_check1 CHECK (((status <> 'running'::text) OR (lease_expires_at IS NOT NULL)));
+ALTER TABLE jobs ADD CONSTRAINT jobs_concurrency_key_length CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 200))) NOT VALID;
 ALTER TABLE jobs ADD CONSTRAINT jobs_debounce_key_check CHECK (((length(debounce_key) >= 1) AND (length(debounce_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_job_type_check CHECK (((length(job_type) >= 1) AND (length(job_type) <= 100)));
@@ -803,6 +876,7 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (job_typ
 CREATE INDEX jobs_key_id_idx ON public.jobs USING btree (idempotency_key, id) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
 CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+CREATE INDEX jobs_running_key_idx ON public.jobs USING btree (job_type, concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
 CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_notify_inserted();

@@ -109,9 +109,25 @@ async function whyNotOpened(
   );
 }
 
+/**
+ * Enqueues a concluded process's job with its facility: the job's concurrency key, so the jobs of one
+ * facility run one at a time. Read from the process row, so the key is the facility's one spelling.
+ */
 async function enqueueProcessing(tx: Queryable, jobs: Pick<JobTracker, 'enqueueUntyped'>, processId: string) {
+  const facilityId = (
+    await tx.query<{ facility_id: string }>(
+      'SELECT facility_id::text AS facility_id FROM approval_processes WHERE id = CAST(:id AS uuid)',
+      { id: uuid(processId) },
+    )
+  ).rows[0]!.facility_id;
   const [enqueued] = await jobs.enqueueUntyped(
-    [{ type: 'approval-processing', payload: { processId }, idempotencyKey: `approval:${processId}` }],
+    [
+      {
+        type: 'approval-processing',
+        payload: { processId, facilityId },
+        idempotencyKey: `approval:${processId}`,
+      },
+    ],
     { db: tx },
   );
   return enqueued!.job.id;
@@ -310,7 +326,11 @@ SELECT (SELECT count(*) FROM expired)::integer AS expired`;
 
 /** The approval service with its result typed (an extension, so callers passing a signal see it too). */
 export interface LendingApprovalService extends ApprovalService {
-  processApproval(processId: string, signal?: AbortSignal): Promise<ApprovalResult>;
+  /**
+   * `facilityId`, when the job's payload names one (its concurrency key), must be the process's facility:
+   * a job queued under another facility's key could run beside this facility's other jobs.
+   */
+  processApproval(processId: string, signal?: AbortSignal, facilityId?: string): Promise<ApprovalResult>;
   expireOverdueProcesses(signal?: AbortSignal): Promise<{ expired: number }>;
 }
 
@@ -339,7 +359,7 @@ export function createApprovalService(db: Database): LendingApprovalService {
       }
     },
 
-    processApproval: (processId: string) =>
+    processApproval: (processId: string, _signal?: AbortSignal, facilityId?: string) =>
       db.transaction(async (tx): Promise<ApprovalResult> => {
         const process = (
           await tx.query<{
@@ -353,6 +373,12 @@ export function createApprovalService(db: Database): LendingApprovalService {
           )
         ).rows[0];
         if (!process) throw new PermanentJobError(`no approval process ${processId}`);
+        if (facilityId !== undefined && facilityId.toLowerCase() !== process.facility_id.toLowerCase()) {
+          throw new PermanentJobError(
+            `approval process ${processId} is for facility ${process.facility_id}, not ${facilityId} ` +
+              "(the payload's facilityId, under whose key the job ran)",
+          );
+        }
         if (process.status === 'pending') {
           throw new PermanentJobError(`approval process ${processId} has no recorded outcome yet`);
         }

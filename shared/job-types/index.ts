@@ -30,9 +30,15 @@ export function createJobTypeRegistry() {
       schema: approvalProcessingPayload,
       timeoutSeconds: 60,
       concurrency: 10,
+      // One job per facility at a time: a facility's disbursals are decided one after another, in the
+      // order they came, each checking the limit and the collateral cover against the drawn principal the
+      // one before left. Run side by side, the second would only wait on the first's lock on the facility
+      // row, holding an executor (and a connection) idle meanwhile. Other facilities' jobs flow. The sweep
+      // carries no facility (it expires processes across all of them) and runs without a key.
+      concurrencyKey: { field: 'facilityId', limit: 1 },
       execute: async (payload, ctx) => {
         if (payload.processId !== undefined)
-          await ctx.services.approvals.processApproval(payload.processId, ctx.signal);
+          await ctx.services.approvals.processApproval(payload.processId, ctx.signal, payload.facilityId);
         else await ctx.services.approvals.expireOverdueProcesses(ctx.signal);
         return undefined;
       },

@@ -29,6 +29,11 @@ export const approvalProcessingPayload = z
   .strictObject({
     /** Carry out this process's recorded outcome. */
     processId: z.uuid().describe('a UUID, e.g. 0193a1b2-0000-7000-8000-000000000001').optional(),
+    /**
+     * The process's facility: the job's concurrency key (one job per facility at a time). The domain fills
+     * it in; absent (a job enqueued by hand, or before the key existed), the job runs without a key.
+     */
+    facilityId: z.uuid().describe("a UUID: the process's credit facility").optional(),
     /** The scheduled sweep: expire every open process past its policy's time, releasing its reservation. */
     sweep: z.literal('expire').optional(),
   })
@@ -36,6 +41,10 @@ export const approvalProcessingPayload = z
   .refine((p) => (p.processId === undefined) !== (p.sweep === undefined), {
     message: 'give processId (a UUID), or sweep "expire" for the scheduled sweep, not both',
     path: ['processId'],
+  })
+  .refine((p) => p.facilityId === undefined || p.processId !== undefined, {
+    message: 'facilityId goes with processId (the sweep covers every facility)',
+    path: ['facilityId'],
   });
 
 export const interestAccrualPayload = z.strictObject({

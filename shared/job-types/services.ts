@@ -9,7 +9,7 @@ export type { NotificationPayload } from './payloads.js';
 
 export interface ApprovalService {
   /** Concludes an approval process whose votes are in and, when approved, executes its disbursal. Idempotent. */
-  processApproval(processId: string, signal: AbortSignal): Promise<unknown>;
+  processApproval(processId: string, signal: AbortSignal, facilityId?: string): Promise<unknown>;
   /** Expires every open process past its policy's time and releases its reservation. Idempotent. */
   expireOverdueProcesses(signal: AbortSignal): Promise<unknown>;
 }

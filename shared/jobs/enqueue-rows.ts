@@ -32,6 +32,8 @@ export interface NewJobRow {
   lease_seconds: number;
   priority: number;
   idempotency_key: string | null;
+  /** The job's key under its type's per-key limit (`concurrencyKey`), from its payload. */
+  concurrency_key: string | null;
 }
 
 /** A validated job: its row, and its payload's JSON text (measured for the size limit, parsed for the result). */

@@ -13,6 +13,7 @@ import { JobInputError } from './errors.js';
 import { newJobId } from './ids.js';
 import {
   type DebounceInput,
+  parseConcurrencyKey,
   parseDebounce,
   parseIdempotencyKey,
   parseMaxAttempts,
@@ -376,12 +377,15 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
 
   /**
    * Eager start: inserts a due job already claimed by a local worker with a free slot, and hands it over.
-   * Undefined when no worker has a slot, or the (type, key) already exists (the caller then enqueues
-   * normally, which finds the existing job). A failed insert frees the slot and throws, writing nothing.
+   * Undefined when no worker has a slot, the (type, key) already exists, or the type is paused (the caller
+   * then enqueues normally, which finds the existing job or queues the new one to wait for the resume). A
+   * failed insert frees the slot and throws, writing nothing.
    */
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
+    // A job with a concurrency key goes through a claim, which is what keeps its key's limit.
+    if (row.concurrency_key !== null) return undefined;
     // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
@@ -450,6 +454,7 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       lease_seconds: row.lease_seconds,
       priority: row.priority,
       idempotency_key: row.idempotency_key,
+      concurrency_key: row.concurrency_key,
     });
   }
 
@@ -504,6 +509,9 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       lease_seconds: jobType.leaseSeconds,
       priority,
       idempotency_key: key ?? null,
+      concurrency_key: jobType.concurrencyKey
+        ? parseConcurrencyKey(jobType.type, jobType.concurrencyKey.field, payload)
+        : null,
     };
     return { row, payloadJson, debounce };
   }

@@ -238,3 +238,34 @@ export function parsePayloadText(text: string): Record<string, unknown> {
   }
   return requirePayloadObject(value);
 }
+
+/** A per-key limit's key is kept to this many characters (the table's CHECK holds the same). */
+export const MAX_CONCURRENCY_KEY_LENGTH = 200;
+
+/**
+ * A job's concurrency key, read from its validated payload's `field` (the type's `concurrencyKey`): a
+ * string, or an integer written in decimal. No key (null) when the payload has no such field or it is
+ * null: such a job is not limited per key. Anything else is refused, naming the field.
+ */
+export function parseConcurrencyKey(type: string, field: string, payload: unknown): string | null {
+  const value = (requirePayloadObject(payload) as Record<string, unknown>)[field];
+  if (value === undefined || value === null) return null;
+  const what = `payload.${field} (the concurrency key of ${type})`;
+  let key: string;
+  if (typeof value === 'string') key = value;
+  else if (typeof value === 'number' && Number.isSafeInteger(value)) key = String(value);
+  else
+    throw new JobInputError('invalid_payload', `${what} must be a string or an integer (got ${got(value)})`);
+  if (key.length === 0 || key.length > MAX_CONCURRENCY_KEY_LENGTH) {
+    throw new JobInputError(
+      'invalid_payload',
+      `${what} must be 1 to ${MAX_CONCURRENCY_KEY_LENGTH} characters (got ${key.length})`,
+    );
+  }
+  if (key.includes('\u0000') || !isIntactText(key))
+    throw new JobInputError(
+      'invalid_payload',
+      `${what} is not valid text (it holds NUL, U+FFFD or a lone surrogate)`,
+    );
+  return key;
+}

@@ -2,6 +2,7 @@ import { json, uuid } from '../db/port.js';
 import { MAX_PAYLOAD_BYTES } from './enqueue.js';
 import { JobInputError } from './errors.js';
 import { assertUuid } from './ids.js';
+import { parseConcurrencyKey } from './job-input.js';
 import {
   type ExecutionRow,
   JOB_STATUSES,
@@ -294,10 +295,21 @@ export class OperatorQueries<M extends JobTypeMap, S> extends TrackerPart<M, S> 
         'payload_too_large',
         `payload of ${current.jobType} is ${bytes} bytes; the limit is ${MAX_PAYLOAD_BYTES} bytes of JSON`,
       );
-    const budget = this.registry.get(current.jobType)?.retry.maxAttempts ?? current.maxAttempts;
+    const jobType = this.registry.get(current.jobType);
+    const budget = jobType?.retry.maxAttempts ?? current.maxAttempts;
+    // The new payload may name another key: the job waits under that one.
+    const concurrencyKey = jobType?.concurrencyKey
+      ? parseConcurrencyKey(jobType.type, jobType.concurrencyKey.field, parsed)
+      : null;
     const res = await this.db.query<JobRow>(
       sql.retryJobWithPayloadSql,
-      this.params({ id: uuid(id), budget, payload: payloadJson, changed_by: who }),
+      this.params({
+        id: uuid(id),
+        budget,
+        payload: payloadJson,
+        changed_by: who,
+        concurrency_key: concurrencyKey,
+      }),
     );
     if (res.rows[0]) return rowToJob(res.rows[0]);
     const job = await this.requireJob(id);

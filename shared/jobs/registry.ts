@@ -63,6 +63,80 @@ export interface JobTypeDefinition<
    * counted. Default: no rate limit.
    */
   rateLimit?: RateLimit;
+  /**
+   * At most `limit` of this type's jobs with the same key run at once, across every claimer, while jobs
+   * with other keys flow: the key is the payload's `field` (a string or an integer), stored with the job
+   * at enqueue. A job whose key is at its limit waits, due, with no attempt counted. A payload without
+   * the field has no key (make the field required in the schema if every job must have one). Default: none.
+   */
+  concurrencyKey?: ConcurrencyKey<PayloadField<z.output<Schema>>>;
+}
+
+/** A per-key concurrency limit: the payload field that holds the key, and how many per key run at once. */
+export interface ConcurrencyKey<F extends string = string> {
+  field: F;
+  limit: number;
+}
+
+/** The top-level fields of a payload type (of any variant of a union). */
+type PayloadField<P> = P extends unknown ? Extract<keyof P, string> : never;
+
+/** The most jobs a per-key limit may allow, as for a type's concurrency. */
+export const MAX_KEY_LIMIT = 10_000;
+const KEY_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+
+/**
+ * Checks a type's per-key limit at registration: the limit's range, and a field the payload schema has
+ * (when it is an object, or a union of objects) that can hold a key (not an object, an array, a boolean...).
+ * Read from the schema's structure, so the core needs no more of zod than the types do.
+ */
+function assertConcurrencyKey(type: string, key: ConcurrencyKey, schema: AnySchema): void {
+  const what = `job type "${type}": concurrencyKey`;
+  if (typeof key !== 'object' || key === null) throw new Error(`${what} must be { field, limit }`);
+  if (typeof key.field !== 'string' || !KEY_FIELD.test(key.field))
+    throw new Error(
+      `${what}.field must name a top-level payload field (letters, digits, _; got ${String(key.field)})`,
+    );
+  if (!Number.isInteger(key.limit) || key.limit < 1 || key.limit > MAX_KEY_LIMIT)
+    throw new Error(`${what}.limit must be an integer from 1 to ${MAX_KEY_LIMIT}`);
+  const shapes = objectShapes(schema);
+  if (shapes === undefined) return; // another kind of schema: the enqueue checks each value
+  const fields = shapes.map((shape) => shape[key.field]).filter((f) => f !== undefined);
+  if (fields.length === 0)
+    throw new Error(`${what}.field "${key.field}" is not a field of its payload schema`);
+  const unfit = fields.map(kindOf).filter((k): k is string => k !== undefined && UNFIT_KEY_KINDS.has(k));
+  if (unfit.length > 0)
+    throw new Error(
+      `${what}.field "${key.field}" must hold a string or an integer (its schema says ${unfit.join(', ')})`,
+    );
+}
+
+/** Schema kinds whose values are never a string or an integer. */
+const UNFIT_KEY_KINDS = new Set(['object', 'array', 'tuple', 'record', 'map', 'set', 'boolean', 'date']);
+
+interface SchemaNode {
+  def?: { type?: string; innerType?: SchemaNode };
+  shape?: Record<string, SchemaNode>;
+  options?: SchemaNode[];
+}
+
+/** The fields of an object schema, or of each object of a union; undefined for any other schema. */
+function objectShapes(schema: unknown): Record<string, SchemaNode>[] | undefined {
+  const node = schema as SchemaNode;
+  if (node.def?.type === 'object' && node.shape) return [node.shape];
+  if (node.def?.type === 'union' && Array.isArray(node.options)) {
+    const shapes = node.options.map((o) => (o.def?.type === 'object' ? o.shape : undefined));
+    return shapes.every((x) => x !== undefined) ? shapes : undefined;
+  }
+  return undefined;
+}
+
+/** A field's kind, through optional, nullable and default wrappers. */
+function kindOf(field: SchemaNode): string | undefined {
+  let def = field.def;
+  while (def && (def.type === 'optional' || def.type === 'nullable' || def.type === 'default'))
+    def = def.innerType?.def;
+  return def?.type;
 }
 
 /** A rate limit: at most `limit` claims in any window of `perSeconds`. */
@@ -114,6 +188,8 @@ export interface RegisteredJobType<S = unknown> {
   concurrency: number | undefined;
   /** Most of this type's jobs claimed in any window of `perSeconds`; undefined: no rate limit. */
   rateLimit: RateLimit | undefined;
+  /** At most `limit` running at once per key (the payload's `field`); undefined: no per-key limit. */
+  concurrencyKey: ConcurrencyKey | undefined;
 }
 
 /**
@@ -179,6 +255,7 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       throw new Error(`job type "${def.type}": concurrency must be an integer from 1 to 10000`);
     }
     if (def.rateLimit !== undefined) assertRateLimit(def.rateLimit, `job type "${def.type}"`);
+    if (def.concurrencyKey !== undefined) assertConcurrencyKey(def.type, def.concurrencyKey, def.schema);
     this.types.set(def.type, {
       type: def.type,
       description: def.description,
@@ -191,6 +268,9 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       enqueues: [...(def.enqueues ?? [])],
       concurrency: def.concurrency,
       rateLimit: def.rateLimit ? { ...def.rateLimit } : undefined,
+      concurrencyKey: def.concurrencyKey
+        ? { field: def.concurrencyKey.field, limit: def.concurrencyKey.limit }
+        : undefined,
     });
     this.limitsCache.clear();
     return this as unknown as JobTypeRegistry<M & Record<T, Schema>, S>;
@@ -248,6 +328,16 @@ export class JobTypeRegistry<M extends JobTypeMap = Record<never, never>, S = un
       if (rate !== undefined) rates[t.type] = [rate.limit, rate.perSeconds];
     }
     return Object.keys(rates).length > 0 ? JSON.stringify(rates) : null;
+  }
+
+  /**
+   * The per-key limits as the claim takes them (`{"type": limit, ...}` as JSON, under `$keys`), or null
+   * when no type has one.
+   */
+  keyLimitsJson(): string | null {
+    const keys: Record<string, number> = {};
+    for (const t of this.types.values()) if (t.concurrencyKey) keys[t.type] = t.concurrencyKey.limit;
+    return Object.keys(keys).length > 0 ? JSON.stringify(keys) : null;
   }
 
   /** Validates a payload against its type's schema; the error names each failing field. */

@@ -50,16 +50,21 @@ export abstract class TrackerPart<M extends JobTypeMap, S> {
 
   /**
    * What the limited claim takes as :limits: the concurrency limits, with the rate limits under `$rates`
-   * (no job type can be named so); null when there are neither.
+   * and the per-key limits under `$keys` (no job type can be named so); null when there are none of them.
    */
   protected claimLimits(): string | null {
     if (this.claimLimitsCache === undefined) {
       const limits = this.concurrencyLimits();
       const rates = this.rateLimits();
+      const keys = this.registry.keyLimitsJson();
       this.claimLimitsCache =
-        rates === null
+        rates === null && keys === null
           ? limits
-          : JSON.stringify({ ...(limits === null ? {} : JSON.parse(limits)), $rates: JSON.parse(rates) });
+          : JSON.stringify({
+              ...(limits === null ? {} : JSON.parse(limits)),
+              ...(rates === null ? {} : { $rates: JSON.parse(rates) }),
+              ...(keys === null ? {} : { $keys: JSON.parse(keys) }),
+            });
     }
     return this.claimLimitsCache;
   }

@@ -59,6 +59,8 @@ export class WorkerReports<M extends JobTypeMap, S> {
       onFailed: (failed: readonly FailResult[]) => void;
       /** A flush ended (the worker may be idle now). */
       onFlushed: () => void;
+      /** Jobs of a type with a per-key limit were recorded as ended: their keys may be free. */
+      onKeyedJobsEnded: () => void;
       onAttemptRecorded?: (event: AttemptEvent) => void;
     },
   ) {}
@@ -155,6 +157,8 @@ export class WorkerReports<M extends JobTypeMap, S> {
       failures.length === 0
         ? [await tracker.completeMany(completions), []]
         : await Promise.all([tracker.completeMany(completions), tracker.failMany(failures)]);
+    if (batch.some(({ job }) => tracker.registry.get(job.jobType)?.concurrencyKey))
+      this.deps.onKeyedJobsEnded();
     const onRecorded = this.deps.onAttemptRecorded;
     // The common case: every completion applied, nothing failed, nobody listening. Nothing more to do.
     if (!onRecorded && failures.length === 0 && completed.length === completions.length) return;

@@ -77,6 +77,8 @@ export class Worker<M extends JobTypeMap, S> {
   private lastClaim: 'none' | 'full' | 'short' | 'failed' = 'none';
   /** A wake-up (a notification, a rescue) arrived since the last claim answered: more may be due. */
   private wokenSinceClaim = false;
+  /** The last claim left due jobs behind (a key or a type at its limit, rows another claimer held). */
+  private leftBehind = false;
   private readonly sizer: ClaimSizer;
   private readonly rescuer: LeaseRescuer<M, S>;
   private readonly scheduler: ScheduleFirer<M, S>;
@@ -133,6 +135,11 @@ export class Worker<M extends JobTypeMap, S> {
       isKilled: () => this.killed,
       onFailed: (failed) => this.wakeForSoonRetries(failed),
       onFlushed: () => this.checkIdle(),
+      // A job with a per-key limit ended, which may free its key for a job the last claim had to leave
+      // due: claim again now rather than at the next poll (nothing else announces a key's end).
+      onKeyedJobsEnded: () => {
+        if (this.leftBehind) this.wake();
+      },
       onAttemptRecorded: options.onAttemptRecorded,
     });
     this.rescuer = new LeaseRescuer({
@@ -246,6 +253,7 @@ export class Worker<M extends JobTypeMap, S> {
         slots && keep ? { worker: this.id, concurrency: this.concurrency, inHand: keep } : undefined,
       );
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
+      this.leftBehind = leftBehind;
       if (slots) {
         slots.update(answer.held, claimStart);
         for (const job of claimed) slots.queuedDelta(job.jobType, 1);

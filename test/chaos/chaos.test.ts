@@ -36,12 +36,15 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     accrual_day_missing: 0,
     retry_before_backoff: 0,
     attempts_running_concurrently: 0,
+    key_limit_exceeded: 0,
+    claimed_while_paused: 0,
   });
   for (const kind of [
     'executor_throws',
     'executor_hangs_past_lease',
     'crash_between_work_and_report',
     'clock_jump',
+    'type_paused',
   ]) {
     expect(report.faults[kind] ?? 0, kind).toBeGreaterThan(0);
   }

@@ -62,6 +62,8 @@ export interface ChaosReport {
   remindersResentAfterCrash: number;
   /** Attempts that overlapped in real time only because an injected clock jump expired a live lease. */
   overlapsCausedByClockJumps: number;
+  /** Runs of one key beyond its limit only because an injected clock jump expired a live lease. */
+  keyOverrunsCausedByClockJumps: number;
   /** Attempts the AWS path's executor loop ran (delivered, or taken as its type's next job). */
   executorRuns: number;
   /** Jobs enqueued by executors (a worker's follow-ups take its eager start when it has a free slot). */
@@ -88,6 +90,9 @@ function behaviourOf(seed: number, jobId: string, attempt: number) {
 const CHAOS_RETRY = { maxAttempts: 6, backoffBaseSeconds: 1, backoffCapSeconds: 32 };
 /** The chaos type's concurrency limit: below what the workers and executors could run together, so it binds. */
 const CHAOS_CONCURRENCY = 6;
+/** Its per-key limit: jobs with a `lane` run one per lane at once (three lanes: it binds), as approvals per facility. */
+const CHAOS_KEY_LIMIT = 1;
+const CHAOS_LANES = 3;
 
 export interface Run {
   jobId: string;
@@ -96,6 +101,10 @@ export interface Run {
   end: number;
   /** The attempt's lease expiry on the database's (injected) clock; its claim was one lease length before. */
   leaseExpiresAt: number;
+  /** The job's concurrency key (its lane), if it has one. */
+  key?: string;
+  /** When the attempt was claimed, on the database's clock (read from its execution row after the run). */
+  claimedAt?: number;
 }
 
 /**
@@ -126,6 +135,35 @@ export function classifyOverlaps(
     }
   }
   return { overlapping, overlapsCausedByClockJumps };
+}
+
+/**
+ * Runs of one key beyond its limit: at a run's start, `limit` or more runs of other jobs with its key were
+ * under way. A violation unless some of them had lost their lease (on the database's clock) before this
+ * run was claimed, which only an injected clock jump does (as for `classifyOverlaps`): a claim counts a
+ * key's running jobs whose leases are live.
+ */
+export function classifyKeyOverruns(
+  runs: readonly Run[],
+  leaseMs: number,
+  limit: number,
+): { overruns: { cur: Run; live: Run[] }[]; overrunsCausedByClockJumps: number } {
+  let overrunsCausedByClockJumps = 0;
+  const overruns: { cur: Run; live: Run[] }[] = [];
+  const byKey = new Map<string, Run[]>();
+  for (const r of runs) if (r.key !== undefined) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r]);
+  for (const list of byKey.values()) {
+    for (const cur of list) {
+      const live = list.filter((r) => r.jobId !== cur.jobId && r.start <= cur.start && cur.start < r.end);
+      if (live.length < limit) continue;
+      // An executor's next job holds a shorter dispatch lease: its claim time is read, not derived, if known.
+      const claimedAt = cur.claimedAt ?? cur.leaseExpiresAt - leaseMs;
+      const held = live.filter((r) => claimedAt < r.leaseExpiresAt);
+      if (held.length >= limit) overruns.push({ cur, live: held });
+      else overrunsCausedByClockJumps++;
+    }
+  }
+  return { overruns, overrunsCausedByClockJumps };
 }
 
 interface ChaosServices {
@@ -203,10 +241,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         processId: z.string().optional(),
         remindFacility: z.string().optional(),
         followUp: z.boolean().optional(),
+        lane: z.string().optional(),
       }),
       // Limited, as every type the product ships is: the slotted claims (slots held by the local workers,
       // one slot per claim for the simulated executors) run under every fault.
       concurrency: CHAOS_CONCURRENCY,
+      // And per key, as approval processing is per facility: jobs with a lane keep its limit under every fault.
+      concurrencyKey: { field: 'lane', limit: CHAOS_KEY_LIMIT },
       timeoutSeconds: 2,
       // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
       retry: CHAOS_RETRY,
@@ -218,6 +259,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           start: performance.now(),
           end: Number.POSITIVE_INFINITY,
           leaseExpiresAt: ctx.job.leaseExpiresAt?.getTime() ?? Number.POSITIVE_INFINITY,
+          ...(payload.lane === undefined ? {} : { key: payload.lane }),
         };
         runs.push(run);
         try {
@@ -332,7 +374,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
                 ? { n, remindFacility: facilities[Math.floor(n / 10) % facilities.length]! }
                 : n % 10 === 9
                   ? { n, followUp: true }
-                  : { n },
+                  : n % 10 < 5
+                    ? { n, lane: `lane-${n % CHAOS_LANES}` }
+                    : { n },
       })),
     );
     log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
@@ -493,6 +537,31 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }
     }, 1000);
 
+    // The chaos type paused for a moment now and then, by an operator's pause through the control pool. Each
+    // interval runs from when the pause had committed (its call returned) to when the resume was sent, on
+    // the claims' clock: no claim whose time falls inside may take the type's jobs.
+    const pausedIntervals: { from: Date; to: Date }[] = [];
+    let pausing: Promise<void> = Promise.resolve();
+    let pauseTick = 0;
+    let pauseInFlight = false;
+    const pauser = setInterval(() => {
+      // One pause at a time: a second one's resume would end the first's interval early.
+      if (pauseTick++ % 2 === 1 || pauseInFlight) return;
+      pauseInFlight = true;
+      pausing = (async () => {
+        await tracker.pauseType('chaos-effect', { by: 'chaos', reason: 'injected pause' });
+        fault('type_paused');
+        const from = clock.now();
+        await new Promise((r) => setTimeout(r, 50 + rand() * 200));
+        pausedIntervals.push({ from, to: clock.now() });
+        await tracker.resumeType('chaos-effect');
+      })()
+        .catch(() => {})
+        .finally(() => {
+          pauseInFlight = false;
+        });
+    }, 400);
+
     // Connections killed mid-statement or mid-transaction.
     const killer = setInterval(() => {
       void admin
@@ -512,6 +581,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     await new Promise((r) => setTimeout(r, options.faultSeconds * 1000));
     clearInterval(killer);
+    clearInterval(pauser);
+    await pausing;
+    await tracker.resumeType('chaos-effect');
     log('faults stopped; letting the system settle');
 
     // Settle: no more injected faults from the clock (it keeps moving steadily), workers finish the rest.
@@ -543,10 +615,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await settler.idle();
       let next = open.rows[0]!.next;
       if (next && next.getTime() <= clock.now().getTime()) {
-        // Due jobs the settler did not take: the slots of their type may still be held by a killed
-        // process, until its hold expires. A real clock gets there; this one jumps.
+        // Due jobs the settler did not take: the slots of their type, or their key, may still be held by
+        // a killed process, until its hold or its job's lease expires. A real clock gets there; this one jumps.
         const held = await control.query<{ at: Date | null }>(
-          'SELECT min(expires_at) AS at FROM job_slots WHERE holder IS NOT NULL AND holder <> CAST(:settler AS uuid)',
+          `SELECT LEAST(
+             (SELECT min(expires_at) FROM job_slots WHERE holder IS NOT NULL AND holder <> CAST(:settler AS uuid)),
+             (SELECT min(lease_expires_at) FROM jobs WHERE status = 'running' AND concurrency_key IS NOT NULL)) AS at`,
           { settler: settler.id },
         );
         if (held.rows[0]!.at) next = held.rows[0]!.at;
@@ -650,6 +724,34 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       log(`overlap: ${JSON.stringify({ prev, cur, job: job.rows[0], history: history.rows })}`);
     }
     violations.attempts_running_concurrently = overlaps;
+    const claims = await control.query<{ job_id: string; attempt: number; claimed_at: Date }>(
+      'SELECT job_id, attempt, claimed_at FROM job_executions',
+    );
+    const claimedAt = new Map(claims.rows.map((r) => [`${r.job_id}/${r.attempt}`, r.claimed_at.getTime()]));
+    for (const r of runs) {
+      const at = claimedAt.get(`${r.jobId}/${r.attempt}`);
+      if (r.key !== undefined && at !== undefined) r.claimedAt = at;
+    }
+    const { overruns, overrunsCausedByClockJumps } = classifyKeyOverruns(
+      runs,
+      registry.require('chaos-effect').leaseSeconds * 1000,
+      CHAOS_KEY_LIMIT,
+    );
+    for (const o of overruns.slice(0, 3)) log(`key limit exceeded: ${JSON.stringify(o)}`);
+    violations.key_limit_exceeded = overruns.length;
+    // Claims (every attempt has its execution row, `attempts_without_one_closed_execution`) made while the
+    // type was paused: the claim's time is the time its statement was sent with, after the pause committed.
+    let claimedWhilePaused = 0;
+    for (const { from, to } of pausedIntervals) {
+      claimedWhilePaused += (
+        await control.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM job_executions
+           WHERE claimed_at > CAST(:from AS timestamptz) AND claimed_at < CAST(:to AS timestamptz)`,
+          { from, to },
+        )
+      ).rows[0]!.n;
+    }
+    violations.claimed_while_paused = claimedWhilePaused;
     const effectsRerun = await q(
       'SELECT (SELECT count(*) FROM chaos_effect_runs)::int - (SELECT count(*) FROM chaos_effects)::int AS n',
     );
@@ -675,6 +777,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       violations,
       effectsRerun,
       overlapsCausedByClockJumps,
+      keyOverrunsCausedByClockJumps: overrunsCausedByClockJumps,
       executorRuns,
       followUps: await q("SELECT count(*)::int AS n FROM jobs WHERE idempotency_key LIKE 'follow-up-of-%'"),
       // Claimed by the statement that inserted them: their first attempt's claim time is their creation time.

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { classifyOverlaps, type Run } from './harness.js';
+import { classifyKeyOverruns, classifyOverlaps, type Run } from './harness.js';
 
 const LEASE_MS = 122_000;
 const run = (attempt: number, start: number, end: number, claimedAt: number): Run => ({
@@ -48,5 +48,47 @@ describe('chaos: overlapping attempts of one job', () => {
       LEASE_MS,
     );
     expect(result.overlapping).toHaveLength(1);
+  });
+});
+
+describe('chaos: runs of one key beyond its limit', () => {
+  const keyed = (jobId: string, start: number, end: number, claimedAt: number, key = 'lane-0'): Run => ({
+    jobId,
+    attempt: 1,
+    start,
+    end,
+    leaseExpiresAt: claimedAt + LEASE_MS,
+    key,
+  });
+
+  test('are a violation when the key’s limit of other jobs ran, their leases live, as one began', () => {
+    const runs = [keyed('a', 0, 100, 0), keyed('b', 50, 150, 40)];
+    expect(classifyKeyOverruns(runs, LEASE_MS, 1).overruns).toHaveLength(1);
+    // Two at once is within a limit of two; a third is not.
+    expect(classifyKeyOverruns(runs, LEASE_MS, 2).overruns).toHaveLength(0);
+    const third = [...runs, keyed('c', 60, 70, 55)];
+    expect(classifyKeyOverruns(third, LEASE_MS, 2).overruns).toHaveLength(1);
+  });
+
+  test('are put down to a clock jump when a run’s lease had expired before the next was claimed', () => {
+    const runs = [keyed('a', 0, 100, 0), keyed('b', 50, 150, LEASE_MS)];
+    expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
+  });
+
+  test('take the claim time read from the execution row over the one derived from the lease', () => {
+    // A next job's dispatch lease is shorter than the run's: derived, its claim would look earlier.
+    const runs = [keyed('a', 0, 100, 0), { ...keyed('b', 50, 150, LEASE_MS - 30_000), claimedAt: LEASE_MS }];
+    expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
+  });
+
+  test('ignore runs one after another, other keys, unkeyed runs and two attempts of one job', () => {
+    const runs = [
+      keyed('a', 0, 100, 0),
+      keyed('b', 100, 200, 90),
+      keyed('c', 50, 150, 40, 'lane-1'),
+      { ...keyed('d', 50, 150, 40), key: undefined },
+      { ...keyed('a', 60, 90, 50), attempt: 2 },
+    ];
+    expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 0 });
   });
 });

@@ -478,7 +478,12 @@ describe('jobs CLI', () => {
   test("types shows each payload's fields, from its schema", async () => {
     const out = sink();
     expect(await runCli(['types'], { stdout: out.stream, stderr: sink().stream })).toBe(0);
-    expect(out.text()).toMatch(/^approval-processing\n {2}processId\?: uuid, sweep\?: "expire"$/m);
+    expect(out.text()).toMatch(
+      /^approval-processing\n {2}processId\?: uuid, facilityId\?: uuid, sweep\?: "expire"$/m,
+    );
+    // The limits: at once, per time, per key.
+    expect(out.text()).toMatch(/^approval-processing .* 10 at once, 1 per facilityId /m);
+    expect(out.text()).toMatch(/^notification .* 20 at once, 14 per 1s /m);
     expect(out.text()).toMatch(/^interest-accrual\n {2}date\?: YYYY-MM-DD$/m);
     expect(out.text()).toMatch(/^ {2}kind: "payment-reminder", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
     expect(out.text()).toMatch(/^ {2}kind: "obligation-overdue", facilityId: uuid, dueDate: YYYY-MM-DD$/m);
@@ -486,5 +491,9 @@ describe('jobs CLI', () => {
     await runCli(['types', '--json'], { stdout: json.stream, stderr: sink().stream });
     const types = JSON.parse(json.text()) as { type: string; payload: string[] }[];
     expect(types.find((x) => x.type === 'notification')!.payload).toHaveLength(3);
+    expect(types.find((x) => x.type === 'approval-processing')).toMatchObject({
+      concurrency: 10,
+      concurrencyKey: { field: 'facilityId', limit: 1 },
+    });
   });
 });

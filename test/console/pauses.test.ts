@@ -24,6 +24,8 @@ test('the types page pauses and resumes a type with the CSRF token; without it n
   const page = await (await app.request('/types')).text();
   const csrf = /name="_csrf" value="([^"]+)"/.exec(page)![1]!;
   expect(page).toContain('id="pause-notification"');
+  // Each type's limits, the per-key one included.
+  expect(page).toContain('<tr><td>approval-processing</td><td>10 at once, 1 per facilityId</td>');
 
   expect((await app.request('/types/notification/pause', post('wrong', { by: 'eve' }))).status).toBe(403);
   expect(await tracker.pausedTypes()).toEqual([]);

@@ -74,9 +74,11 @@ describe('approval processing', () => {
     const job = await tracker.getJob(decided.jobId!);
     expect(job).toMatchObject({
       jobType: 'approval-processing',
-      payload: { processId },
+      payload: { processId, facilityId: facility },
       idempotencyKey: `approval:${processId}`,
     });
+    // The facility is the job's concurrency key: one job per facility runs at a time.
+    expect(await one('SELECT concurrency_key FROM jobs')).toEqual({ concurrency_key: facility });
     await drain();
     expect(await tracker.getJob(job!.id)).toMatchObject({ status: 'completed' });
     expect(await one('SELECT drawn_principal_cents, reserved_cents FROM credit_facilities')).toEqual({
@@ -95,6 +97,28 @@ describe('approval processing', () => {
       message: expect.stringMatching(/already approved/),
     });
     expect(await count('approval_votes')).toBe(2);
+  });
+
+  test("a job naming another facility than its process's fails at once, changing nothing", async () => {
+    await disbursalPolicy(t.db, ['ann'], 1);
+    await acceptedPrice(t.db, PRICE);
+    const f = { principalCents: 0n, rate: '0.1', limitCents: 5_000_000n, collateralSats: ONE_BTC };
+    const facility = await insertFacility(t.db, f);
+    const other = await insertFacility(t.db, { ...f, email: 'other@example.com' });
+    const { tracker, services } = domainHarness(t.db);
+    const processId = await createApprovalProcess(t.db, tracker, {
+      facilityId: facility,
+      amountCents: 1000n,
+    });
+    await t.db.query("UPDATE approval_processes SET status = 'approved', concluded_at = now()");
+    await expect(services.approvals.processApproval(processId, signal(), other)).rejects.toMatchObject({
+      name: 'PermanentJobError',
+      message: expect.stringMatching(new RegExp(`is for facility ${facility}, not ${other}`)),
+    });
+    expect(await count('disbursals')).toBe(0);
+    expect((await services.approvals.processApproval(processId, signal(), facility)).action).toBe(
+      'disbursed',
+    );
   });
 
   test('strangers cannot vote: a stranger denial and three stranger approvals change nothing (3-of-3)', async () => {

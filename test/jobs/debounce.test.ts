@@ -177,6 +177,7 @@ describe.each([
       priority: 0,
       idempotency_key: null,
       debounce_key: 'facility:1',
+      concurrency_key: null,
       window_seconds: 1,
       max_wait_seconds: null,
     };

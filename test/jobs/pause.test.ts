@@ -184,3 +184,36 @@ describe('local workers and a paused type', () => {
     }
   });
 });
+
+describe('an eager start and a paused type', () => {
+  test('a job of a paused type enqueued beside an idle worker waits, instead of starting at once', async () => {
+    const registry = plainRegistry();
+    const tracker = new JobTracker({ db: t.db, registry }) as Tracker;
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(registry, {}),
+      concurrency: 4,
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+    });
+    await worker.start();
+    try {
+      // The worker is idle and starts a job enqueued beside it eagerly: it comes back running.
+      await expect
+        .poll(async () => (await tracker.enqueue({ type: 'sync', payload: { n: 0 } })).job.status, {
+          timeout: 15_000,
+        })
+        .toBe('running');
+      await tracker.pauseType('mail', { by: 'ops' });
+      const { job } = await tracker.enqueue({ type: 'mail', payload: { n: 1 } });
+      expect(job.status).toBe('pending');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await untouched('mail')).toBe(1);
+      await tracker.resumeType('mail');
+      await expect
+        .poll(async () => (await tracker.getJob(job.id))?.status, { timeout: 5000 })
+        .toBe('completed');
+    } finally {
+      await worker.stop();
+    }
+  });
+});

@@ -12,16 +12,18 @@
 export const insertJobsSql = `
 WITH inserted AS (
   INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                    concurrency_key)
   SELECT r.id, r.job_type, CAST(r.payload AS jsonb),
          COALESCE(r.scheduled_at, COALESCE(CAST(:now AS timestamptz), now())),
          r.max_attempts, r.backoff_base_seconds, r.backoff_cap_seconds, r.lease_seconds, r.priority,
          r.idempotency_key,
-         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now())
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         r.concurrency_key
   FROM json_to_recordset(CAST(:rows AS json)) AS r(
     ord integer, id uuid, job_type text, payload json, scheduled_at timestamptz, max_attempts integer,
     backoff_base_seconds integer, backoff_cap_seconds integer, lease_seconds integer, priority integer,
-    idempotency_key text)
+    idempotency_key text, concurrency_key text)
   ORDER BY r.ord
   ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, idempotency_key, created_at
@@ -42,13 +44,15 @@ ORDER BY part`;
  */
 export const insertJobSql = `
 INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
-                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at)
+                  backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                  concurrency_key)
 VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
         COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
         CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
         CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
         CAST(:idempotency_key AS text),
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()))
+        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+        CAST(:concurrency_key AS text))
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
@@ -56,23 +60,26 @@ RETURNING created_at`;
  * Inserts ONE job already claimed and begun (attempt 1, running, leased from now): a local worker's eager
  * start, where the process that enqueues a due job has a free slot and runs it as soon as this commits.
  * One commit instead of an insert and a claim, and none of the other workers is woken for it (the insert
- * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert.
- * It returns only the statement's time: the start and the lease follow from it (one instant per statement),
- * and every timestamp more to format and parse would be paid by every eager start.
+ * trigger notifies only for ready rows). A (type, key) that already exists is skipped, as in the insert;
+ * so is a job of a paused type (`job_type_pauses`): it is a claim too, and no claim takes a paused type's
+ * jobs (the caller then enqueues it to wait). It returns only the statement's time: the start and the lease
+ * follow from it (one instant per statement), and every timestamp more to format and parse would be paid by
+ * every eager start.
  */
 export const insertStartedJobSql = `
 INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
                   backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
                   status, attempts, claimed_at, started_at, lease_expires_at)
-VALUES (CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
-        COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
-        CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
-        CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
-        CAST(:idempotency_key AS text),
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
-        'running', 1,
-        COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
-        COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer)))
+SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+       COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+       CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+       CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+       CAST(:idempotency_key AS text),
+       COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+       'running', 1,
+       COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+       COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer))
+WHERE NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = CAST(:job_type AS text))
 ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING created_at`;
 
@@ -138,9 +145,9 @@ WHERE (job_type, idempotency_key) IN (
 /**
  * Enqueues ONE debounced job (`debounce: { key, windowSeconds, maxWaitSeconds }`): inserted due at the end
  * of its window, unless the type has a pending job with this key that no claim has taken yet
- * (`jobs_debounce_idx`, migration 0019); that job then takes this payload, priority and attempt budget, and
- * its run time moves to the end of this window, but never past the deadline its burst's first enqueue set
- * (`debounce_until`). One statement, arbitrated by the unique index: concurrent enqueues with one key leave
+ * (`jobs_debounce_idx`, migration 0019); that job then takes this payload (and its concurrency key),
+ * priority and attempt budget, and its run time moves to the end of this window, but never past the
+ * deadline its burst's first enqueue set (`debounce_until`). One statement, arbitrated by the unique index: concurrent enqueues with one key leave
  * one pending job, and an enqueue racing the claim either pushes the job before the claim takes it or,
  * once the claim committed, finds no pending job and starts a new burst. `created` says whether the row
  * is this call's. A resend of this statement after its first send committed an insert (the Data API's
@@ -157,17 +164,19 @@ WITH own AS (
 ), upserted AS (
   INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
                     backoff_cap_seconds, lease_seconds, priority, debounce_key, debounce_until,
-                    created_at, updated_at)
+                    created_at, updated_at, concurrency_key)
   SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
          COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:window_seconds AS integer)),
          CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
          CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
          CAST(:debounce_key AS text),
          COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:max_wait_seconds AS integer)),
-         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now())
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         CAST(:concurrency_key AS text)
   WHERE NOT EXISTS (SELECT 1 FROM own)
   ON CONFLICT (job_type, debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' AND attempts = 0
   DO UPDATE SET payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+    concurrency_key = EXCLUDED.concurrency_key,
     scheduled_at = LEAST(EXCLUDED.scheduled_at, COALESCE(jobs.debounce_until, EXCLUDED.scheduled_at)),
     updated_at = EXCLUDED.updated_at
   RETURNING id, job_type, payload, status, attempts, max_attempts, priority, idempotency_key,

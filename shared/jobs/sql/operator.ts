@@ -64,7 +64,8 @@ WITH retried AS (
 SELECT retried.* FROM retried, (SELECT count(*) FROM woken) AS notified`;
 
 /**
- * As `retryJobSql`, with a new payload (:payload, validated by the caller against the type's schema): the
+ * As `retryJobSql`, with a new payload (:payload, validated by the caller against the type's schema, and
+ * the concurrency key read from it, :concurrency_key): the
  * payload the job had is kept in `job_payload_changes` with who changed it (:changed_by) and when, in the
  * same statement, so a replay never loses what the job was first asked to do.
  */
@@ -75,7 +76,8 @@ WITH previous AS (
   UPDATE jobs j
   SET status = 'pending', scheduled_at = COALESCE(CAST(:now AS timestamptz), now()), completed_at = NULL,
       started_at = NULL, max_attempts = j.attempts + :budget, attempt_offset = j.attempts,
-      updated_at = COALESCE(CAST(:now AS timestamptz), now()), payload = CAST(:payload AS jsonb)
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), payload = CAST(:payload AS jsonb),
+      concurrency_key = CAST(:concurrency_key AS text)
   FROM previous p
   WHERE j.id = p.id
   RETURNING j.id, j.job_type, j.payload, j.status, j.attempts, j.max_attempts, j.priority, j.idempotency_key,
