@@ -229,6 +229,24 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await control.query('CREATE TABLE chaos_effects (job_id uuid PRIMARY KEY, attempt integer NOT NULL)');
     // Every time an executor performed the effect, absorbed or not.
     await control.query('CREATE TABLE chaos_effect_runs (job_id uuid NOT NULL, attempt integer NOT NULL)');
+    // Every claim or eager start, stamped with the time its statement reached the server (for the pause
+    // invariant): a statement that arrived after a pause committed takes its snapshot after it too, so it
+    // sees the pause, whatever the client's clock said or how long the statement waited to be sent.
+    await control.query(
+      'CREATE TABLE chaos_claims (job_id uuid NOT NULL, job_type text NOT NULL, attempt integer NOT NULL, at timestamptz NOT NULL)',
+    );
+    await control.query(`
+      CREATE FUNCTION chaos_log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO chaos_claims VALUES (NEW.id, NEW.job_type, NEW.attempts, statement_timestamp());
+        RETURN NULL;
+      END $$`);
+    await control.query(`
+      CREATE TRIGGER chaos_log_claim AFTER UPDATE ON jobs FOR EACH ROW
+      WHEN (NEW.status = 'running' AND OLD.status <> 'running') EXECUTE FUNCTION chaos_log_claim()`);
+    await control.query(`
+      CREATE TRIGGER chaos_log_eager_start AFTER INSERT ON jobs FOR EACH ROW
+      WHEN (NEW.status = 'running') EXECUTE FUNCTION chaos_log_claim()`);
 
     const registry = new JobTypeRegistry<Record<never, never>, ChaosServices>().register({
       type: 'chaos-effect',
@@ -539,8 +557,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     // The chaos type paused for a moment now and then, by an operator's pause through the control pool. Each
     // interval runs from when the pause had committed (its call returned) to when the resume was sent, on
-    // the claims' clock: no claim whose time falls inside may take the type's jobs.
+    // the server's clock: no claim statement that reached the server inside it may take the type's jobs.
     const pausedIntervals: { from: Date; to: Date }[] = [];
+    const serverNow = async () =>
+      (await control.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
     let pausing: Promise<void> = Promise.resolve();
     let pauseTick = 0;
     let pauseInFlight = false;
@@ -551,9 +571,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       pausing = (async () => {
         await tracker.pauseType('chaos-effect', { by: 'chaos', reason: 'injected pause' });
         fault('type_paused');
-        const from = clock.now();
+        const from = await serverNow();
         await new Promise((r) => setTimeout(r, 50 + rand() * 200));
-        pausedIntervals.push({ from, to: clock.now() });
+        pausedIntervals.push({ from, to: await serverNow() });
         await tracker.resumeType('chaos-effect');
       })()
         .catch(() => {})
@@ -739,14 +759,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     );
     for (const o of overruns.slice(0, 3)) log(`key limit exceeded: ${JSON.stringify(o)}`);
     violations.key_limit_exceeded = overruns.length;
-    // Claims (every attempt has its execution row, `attempts_without_one_closed_execution`) made while the
-    // type was paused: the claim's time is the time its statement was sent with, after the pause committed.
+    // Claims whose statement reached the server while the type was paused (see `chaos_claims`).
     let claimedWhilePaused = 0;
     for (const { from, to } of pausedIntervals) {
       claimedWhilePaused += (
         await control.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM job_executions
-           WHERE claimed_at > CAST(:from AS timestamptz) AND claimed_at < CAST(:to AS timestamptz)`,
+          `SELECT count(*)::int AS n FROM chaos_claims
+           WHERE job_type = 'chaos-effect' AND at > CAST(:from AS timestamptz) AND at < CAST(:to AS timestamptz)`,
           { from, to },
         )
       ).rows[0]!.n;
