@@ -214,13 +214,31 @@ export interface LatencyResult {
  * the eager start (inserted already claimed, one commit). `'another-process'` enqueues through a second
  * tracker on its own connection pool, as a web process beside the worker would: each job takes the queue
  * path (insert, NOTIFY, LISTEN, claim: two commits).
+ *
+ * Each path's jobs are split over `rounds` turns, the paths taking turns, so a machine whose speed drifts
+ * between minutes weighs on every path alike. One summary per path.
  */
-export async function latency(
+export async function latencyRounds(
   server: BenchServer,
   from: 'same-process' | 'another-process',
+  limits: readonly NoopLimit[],
   jobs = 300,
+  rounds = 3,
+): Promise<LatencyResult[]> {
+  const samples = limits.map((): number[] => []);
+  for (let r = 0; r < rounds; r++)
+    for (const [p, limit] of limits.entries())
+      samples[p]!.push(...(await latencySamples(server, from, Math.ceil(jobs / rounds), limit)));
+  return samples.map((s) => latencySummary(s));
+}
+
+/** W2's latencies, one per job (see `latencyRounds`). */
+async function latencySamples(
+  server: BenchServer,
+  from: 'same-process' | 'another-process',
+  jobs: number,
   limit?: NoopLimit,
-): Promise<LatencyResult> {
+): Promise<number[]> {
   const { db, url, drop } = await server.freshDatabase();
   const otherDb = from === 'another-process' ? new PgDatabase({ connectionString: url, max: 2 }) : undefined;
   await settle(url);
@@ -245,7 +263,7 @@ export async function latency(
     await worker.idle();
     await worker.stop();
     if (latencies.length !== jobs) throw new Error(`W2: ${latencies.length} of ${jobs} jobs started`);
-    return latencySummary(latencies);
+    return latencies;
   } finally {
     await otherDb?.close();
     await drop();
