@@ -851,7 +851,7 @@ CREATE TABLE jobs (
   concurrency_key text,
   debounce_key text,
   debounce_until timestamp with time zone
-) WITH (fillfactor=50);
+) WITH (fillfactor=70);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
