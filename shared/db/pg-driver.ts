@@ -214,12 +214,13 @@ export class PgDatabase implements Database {
   /**
    * LISTENs on a channel with a dedicated connection (pg only: the Data API has no sessions).
    * Reconnects after a lost connection and calls `onReconnect`, since notifications sent meanwhile are lost.
+   * `onNotify` gets each notification's payload ('' when none).
    * Returns a function that stops listening.
    */
   async listen(
     channel: string,
-    onNotify: () => void,
-    onReconnect: () => void = onNotify,
+    onNotify: (payload: string) => void,
+    onReconnect: () => void = () => onNotify(''),
   ): Promise<() => Promise<void>> {
     let stopped = false;
     let client: pg.Client | undefined;
@@ -228,7 +229,7 @@ export class PgDatabase implements Database {
         connectionString: this.options.connectionString,
         application_name: `${this.options.applicationName ?? 'lana-jobs'}-listen`,
       });
-      c.on('notification', () => onNotify());
+      c.on('notification', (message) => onNotify(message.payload ?? ''));
       c.on('error', () => {
         this.listeners.delete(c);
         c.end().catch(() => {});

@@ -466,7 +466,8 @@ BEGIN
     RETURN NEXT;
   END LOOP;
   IF v_any THEN
-    PERFORM pg_notify('lana_jobs', '');
+    -- Names the worker: it knows what it gave up and need not wake for it (see the header).
+    PERFORM pg_notify('lana_jobs', 'slots-given-up-by:' || p_worker::text);
   END IF;
 END;
 $function$;

@@ -2,6 +2,9 @@ import { SLOT_LEASE_SECONDS } from '../jobs/attempts.js';
 
 /** How long a limited type's slots stay held after its last job here: an enqueue soon after starts at once. */
 export const DEFAULT_SLOT_LINGER_MS = 1000;
+
+/** The payload of the notification a worker's given-up slots send (`lana_jobs_settle_worker_slots`, 0020). */
+export const slotsGivenUpBy = (worker: string) => `slots-given-up-by:${worker}`;
 /** How often a worker holding slots renews them when it has made no claim since. */
 export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 /** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */

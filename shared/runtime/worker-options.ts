@@ -19,9 +19,10 @@ export interface WorkerOptions<M extends JobTypeMap, S> {
   claimBatchSize?: number;
   /**
    * Subscribes to "new due jobs" notifications (PostgreSQL LISTEN); returns an unsubscribe function.
-   * Without it the worker polls.
+   * Without it the worker polls. `onNotify` takes the notification's payload, if the source passes it
+   * (the worker ignores the one that names its own slots given up).
    */
-  listen?: (onNotify: () => void) => Promise<() => Promise<void>>;
+  listen?: (onNotify: (payload?: string) => void) => Promise<() => Promise<void>>;
   /**
    * Eager start (default on): a single job enqueued through this worker's tracker, due now and outside a
    * caller's transaction, while this worker has a free slot and no known backlog, is inserted already

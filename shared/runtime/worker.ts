@@ -12,7 +12,7 @@ import { type Logger, silentLogger } from './logger.js';
 import { PollTimer } from './poll-timer.js';
 import { ScheduleFirer } from './schedule-firer.js';
 import { SlotHolds } from './slot-holds.js';
-import { DEFAULT_SLOT_LINGER_MS, TypeSlots } from './type-slots.js';
+import { DEFAULT_SLOT_LINGER_MS, slotsGivenUpBy, TypeSlots } from './type-slots.js';
 import { settlesWithin, Waiters } from './waiters.js';
 import type { WorkerOptions } from './worker-options.js';
 import { ErrorBackoff, WorkerReports } from './worker-reports.js';
@@ -182,7 +182,13 @@ export class Worker<M extends JobTypeMap, S> {
   async start(): Promise<void> {
     if (this.mode !== 'created') throw new Error('worker already started');
     this.mode = 'running';
-    if (this.options.listen) this.unlisten = await this.options.listen(() => this.wake());
+    if (this.options.listen) {
+      // Slots this worker gave up wake the others (migration 0020 names the worker): not itself.
+      const own = slotsGivenUpBy(this.id);
+      this.unlisten = await this.options.listen((payload) => {
+        if (payload !== own) this.wake();
+      });
+    }
     // Two sessions: the one an idle worker's poll holds, and one for an enqueue or an eager start beside it.
     await this.tracker.warmUp(2);
     if (this.options.eagerStart ?? true)

@@ -271,6 +271,46 @@ describe("an executor's next job", () => {
 });
 
 describe('a local worker holding a limited type’s slots', () => {
+  test('claims once per job of a trickle: the slots it gives up wake the other workers, not itself', async () => {
+    const tracker = trackerOver(t.db, false);
+    let claims = 0;
+    const claim = tracker.claimForWorker.bind(tracker);
+    tracker.claimForWorker = (...args) => {
+      claims++;
+      return claim(...args);
+    };
+    const woken: string[] = [];
+    const other = await t.db.listen('lana_jobs', (payload) => woken.push(payload));
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+      pollIntervalMs: 3_600_000,
+    });
+    await worker.start();
+    await new Promise((r) => setTimeout(r, 200));
+    const enqueuer = trackerOver(t.db, false);
+    const before = claims;
+    // Enqueued from another tracker (no eager start): each job is announced, claimed, run, and its slot
+    // given back once the job ends (the worker keeps one lingering).
+    for (let i = 0; i < 10; i++) {
+      await enqueuer.enqueue({ type: 'alpha', payload: { n: i } });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await worker.idle();
+    await new Promise((r) => setTimeout(r, 200));
+    await worker.stop();
+    await other();
+    // Its give-ups were announced to the others (by name)...
+    expect(woken.some((p) => p.startsWith('slots-given-up-by:'))).toBe(true);
+    // ...and woke no claim of its own: one claim per job (three each before, with two for nothing).
+    expect(claims - before).toBeLessThanOrEqual(12);
+    const done = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM jobs WHERE status = 'completed'",
+    );
+    expect(done.rows[0]!.n).toBe(10);
+  });
+
   test('claims again as it finishes its jobs, without waiting for a poll or a notification', async () => {
     const tracker = trackerOver(t.db, false);
     await enqueue(tracker, 'alpha', 600);
