@@ -4,7 +4,7 @@ import type { LendingTracker } from '../job-types/index.js';
 import { errorMessage } from '../jobs/errors.js';
 import { schedules } from '../schedules/definitions.js';
 import { UsageError } from './args.js';
-import type { CliIo } from './main.js';
+import type { CliIo } from './io.js';
 
 /** `lana-jobs console`: the web console over the command's database (local or `--data-api`), until Ctrl-C. */
 export async function runConsoleCommand(options: {

@@ -1,5 +1,6 @@
 import * as z from 'zod';
-import type { Job, JobExecution, JobStatus } from '../jobs/model.js';
+import { finishedLabel, humanSeconds, limitsText } from '../jobs/describe.js';
+import type { Job, JobExecution } from '../jobs/model.js';
 import type { JobTypePause } from '../jobs/pauses.js';
 import type { RegisteredJobType } from '../jobs/registry.js';
 import { retrySchedule } from '../jobs/retry-policy.js';
@@ -21,13 +22,6 @@ export function table(headers: string[], rows: (string | number)[][]): string {
 
 export function iso(d: Date | null | undefined): string {
   return d ? d.toISOString() : '-';
-}
-
-export function humanSeconds(seconds: number): string {
-  if (seconds < 60) return `${Math.round(seconds)}s`;
-  if (seconds < 3600) return `${+(seconds / 60).toFixed(1)}m`;
-  if (seconds < 86_400) return `${+(seconds / 3600).toFixed(1)}h`;
-  return `${+(seconds / 86_400).toFixed(1)}d`;
 }
 
 /** JSON for `--json`: dates as ISO strings, bigints as strings. */
@@ -72,18 +66,6 @@ function describeField(node: JsonSchemaNode): string {
   const variants = node.anyOf ?? node.oneOf;
   if (variants) return variants.map(describeField).join(' | ');
   return Array.isArray(node.type) ? node.type.join(' | ') : (node.type ?? 'any');
-}
-
-/** A type's declared limits in a few words: `10 at once, 14 per 1s, 1 per facilityId`; `-` for none. */
-export function limitsText(
-  t: Pick<RegisteredJobType, 'concurrency' | 'rateLimit' | 'concurrencyKey'>,
-): string {
-  const parts = [
-    t.concurrency === undefined ? null : `${t.concurrency} at once`,
-    t.rateLimit === undefined ? null : `${t.rateLimit.limit} per ${humanSeconds(t.rateLimit.perSeconds)}`,
-    t.concurrencyKey === undefined ? null : `${t.concurrencyKey.limit} per ${t.concurrencyKey.field}`,
-  ].filter((p) => p !== null);
-  return parts.length === 0 ? '-' : parts.join(', ');
 }
 
 type ListedType = Pick<
@@ -177,14 +159,6 @@ export function formatJob(job: Job, executions: JobExecution[]): string {
         ),
   ];
   return lines.join('\n');
-}
-
-/** When a job finished, named by how (a failed job did not complete). */
-export function finishedLabel(status: JobStatus): string {
-  if (status === 'completed') return 'completed at';
-  if (status === 'failed') return 'failed at';
-  if (status === 'cancelled') return 'cancelled at';
-  return 'finished at';
 }
 
 export function formatStats(stats: JobStats): string {

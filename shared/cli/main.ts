@@ -22,16 +22,12 @@ import { runConsoleCommand } from './console.js';
 import { openDataApiFromEnv, wakeFetchReady } from './data-api.js';
 import { enqueueInput } from './enqueue.js';
 import { formatJob, formatJobList, formatStats, formatTypes, payloadFields, toJson } from './format.js';
+import type { CliIo } from './io.js';
 import { pauseCommand, pausedTypesForListing, resumeCommand } from './pause.js';
 import { acceptPriceCommand } from './price.js';
 import { repayCommand } from './repay.js';
 import { formatPayloadChanges, retryCommand } from './replay.js';
 import { runWorkerCommand } from './work.js';
-
-export interface CliIo {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
 
 /** The CLI's name: `jobs` would be shadowed by the shell's built-in `jobs` command. */
 export const CLI_NAME = 'lana-jobs';

@@ -4,7 +4,7 @@ import { type RepaymentResult, recordRepayment } from '../domain/obligations.js'
 import type { OpenedDatabase } from '../runtime/database.js';
 import { type OptionSpec, type Parsed, requirePositional, stringOption, UsageError } from './args.js';
 import { toJson } from './format.js';
-import type { CliIo } from './main.js';
+import type { CliIo } from './io.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -11,7 +11,7 @@ import { createLocalServices } from '../runtime/local-services.js';
 import { createConsoleLogger } from '../runtime/logger.js';
 import { type AttemptEvent, Worker } from '../runtime/worker.js';
 import { schedules } from '../schedules/definitions.js';
-import type { CliIo } from './main.js';
+import type { CliIo } from './io.js';
 
 export interface WorkerCommandOptions {
   opened: OpenedDatabase;

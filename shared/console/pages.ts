@@ -1,4 +1,4 @@
-import { finishedLabel, humanSeconds } from '../cli/format.js';
+import { finishedLabel, humanSeconds } from '../jobs/describe.js';
 import type { Job, JobExecution, JobStatus } from '../jobs/model.js';
 import type { JobStats } from '../jobs/operator.js';
 import { barChart } from './charts.js';

@@ -1,6 +1,6 @@
 import type { Context, Env, Hono } from 'hono';
-import { limitsText } from '../cli/format.js';
 import type { LendingTracker } from '../job-types/index.js';
+import { limitsText } from '../jobs/describe.js';
 import { MAX_PAUSE_REASON_LENGTH, MAX_PAUSED_BY_LENGTH } from '../jobs/pauses.js';
 import { type Html, html } from './html.js';
 
