@@ -1,6 +1,6 @@
 import { SESv2Client } from '@aws-sdk/client-sesv2';
 import type { ServiceTracker } from '../../shared/aws/follow-ups.js';
-import { createHttpPriceSource, createJobService, createSesNotifier } from '../../shared/domain/index.js';
+import { createJobService, createSesNotifier, valuationDeps } from '../../shared/domain/index.js';
 import { lendingSettingsFromEnv, SETTING_NAMES } from '../../shared/domain/settings.js';
 import { executorNeeds, executorService } from '../../shared/job-types/executor-needs.js';
 import type { JobServices } from '../../shared/job-types/index.js';
@@ -43,17 +43,7 @@ export function servicesFromEnv(
         }
       : {}),
     ...(needs.includes('valuation-settings')
-      ? {
-          priceSource: [setting('priceUrl'), ...settings.extraPriceUrls].map((url) =>
-            createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs }),
-          ),
-          maxPriceJump: settings.maxPriceJump,
-          priceAgreement: settings.priceAgreement,
-          priceConfirmRuns: settings.priceConfirmRuns,
-          maxValuationAgeSeconds: settings.maxValuationAgeSeconds,
-          maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
-          upgradeBuffer: settings.upgradeBuffer,
-        }
+      ? valuationDeps(settings, [setting('priceUrl'), ...settings.extraPriceUrls])
       : {}),
     ...(needs.includes('job-retention') ? { retentionDays: settings.retentionDays } : {}),
   });

@@ -7,8 +7,9 @@ import { createCreditService, type LendingCreditService } from './credit.js';
 import { createNotificationService, type LendingNotificationService } from './notifications.js';
 import type { Notifier } from './notifier.js';
 import { createPortfolioService, type LendingPortfolioService } from './portfolio.js';
-import type { PriceSource } from './price-source.js';
+import { createHttpPriceSource, type PriceSource } from './price-source.js';
 import { createReminderService, type LendingReminderService } from './reminders.js';
+import type { LendingSettings } from './settings.js';
 
 export {
   castVote,
@@ -58,6 +59,34 @@ export interface JobServicesDeps {
   /** Cover above a level needed to move back up a collateralization state (default 0.05). */
   upgradeBuffer?: string;
   retentionDays?: number;
+}
+
+/**
+ * The valuation's part of the services' dependencies, from the settings: one HTTP source per price URL
+ * and the settings' guards. The local runtime and the Lambda executors both build it here.
+ */
+export function valuationDeps(
+  settings: LendingSettings,
+  priceUrls: readonly string[],
+): Pick<
+  JobServicesDeps,
+  | 'priceSource'
+  | 'maxPriceJump'
+  | 'priceAgreement'
+  | 'priceConfirmRuns'
+  | 'maxValuationAgeSeconds'
+  | 'maxQuoteAgeSeconds'
+  | 'upgradeBuffer'
+> {
+  return {
+    priceSource: priceUrls.map((url) => createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs })),
+    maxPriceJump: settings.maxPriceJump,
+    priceAgreement: settings.priceAgreement,
+    priceConfirmRuns: settings.priceConfirmRuns,
+    maxValuationAgeSeconds: settings.maxValuationAgeSeconds,
+    maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
+    upgradeBuffer: settings.upgradeBuffer,
+  };
 }
 
 /** The job services with the domain's results typed; assignable to `JobServices`. */

@@ -1,10 +1,5 @@
 import type { Database } from '../db/port.js';
-import {
-  createFileNotifier,
-  createHttpPriceSource,
-  createJobServices,
-  type Notifier,
-} from '../domain/index.js';
+import { createFileNotifier, createJobServices, type Notifier, valuationDeps } from '../domain/index.js';
 import { lendingSettingsFromEnv } from '../domain/settings.js';
 import type { JobServices } from '../job-types/services.js';
 import type { JobTracker } from '../jobs/tracker.js';
@@ -67,13 +62,7 @@ export async function createLocalServices(deps: {
     db: deps.db,
     tracker: deps.tracker,
     notifier,
-    priceSource: priceUrls.map((url) => createHttpPriceSource({ url, timeoutMs: settings.priceTimeoutMs })),
-    maxPriceJump: settings.maxPriceJump,
-    priceAgreement: settings.priceAgreement,
-    priceConfirmRuns: settings.priceConfirmRuns,
-    maxValuationAgeSeconds: settings.maxValuationAgeSeconds,
-    maxQuoteAgeSeconds: settings.maxQuoteAgeSeconds,
-    upgradeBuffer: settings.upgradeBuffer,
+    ...valuationDeps(settings, priceUrls),
     retentionDays: settings.retentionDays,
   });
   return { services, outboxFile: fileNotifier.file, priceUrl, close: closeFeed };
