@@ -1,8 +1,8 @@
-import type { JobDispatcher, JobResult } from '../jobs/dispatcher.js';
+import type { AbortableRun, JobDispatcher, JobResult } from '../jobs/dispatcher.js';
 import type { ClaimedJob } from '../jobs/model.js';
 import { attemptReport, type RecordedAttempt, recordResult } from '../jobs/record-result.js';
 import { DEFAULT_TIMEOUT_SECONDS, DISPATCH_LEASE_SECONDS, type JobTypeMap } from '../jobs/registry.js';
-import { type JobTracker, plannedStart } from '../jobs/tracker.js';
+import { type BehindResult, type CompletedAttempt, type JobTracker, plannedStart } from '../jobs/tracker.js';
 import { type JobPublisher, publishWithRetry, toJobReadyEvent } from './fetch-ready.js';
 import type { FollowUpNudge } from './follow-ups.js';
 
@@ -47,6 +47,33 @@ const MAX_PLANNED_START_WAIT_MS = 5_000;
 /** What an invocation does with the type's next due job: none, run it here, or hand it to a new invocation. */
 type Take = 'none' | 'run' | 'hand-over';
 
+/** What an invocation does next: `take`, and whether it has time for the job after that too (`behind`). */
+interface Plan {
+  take: Take;
+  behind: boolean;
+}
+
+/** A job claimed behind the running one (`shared/jobs/sql/behind.ts`), as its executor holds it. */
+interface Behind {
+  job: ClaimedJob;
+  /** Gives it back if the job ahead outlasts most of its dispatch lease. */
+  timer: NodeJS.Timeout | undefined;
+  /** The give-back, once sent. */
+  released?: Promise<unknown>;
+}
+
+/** After a job: what was recorded, the next job, and the state the loop carries to it. */
+interface Step {
+  recorded: RecordedAttempt;
+  next: ClaimedJob | null;
+  /** `next` was begun by the statement (its lease is its run's: no renewal). */
+  begun: boolean;
+  /** `next`'s run, already started (a job that was behind starts as the one ahead ends). */
+  running: Promise<JobResult> | null;
+  /** The job claimed behind `next`. */
+  behind: Behind | null;
+}
+
 /**
  * The executor Lambda's loop, for one job type (the handler in `functions/executor/` parses the event and
  * calls `run`). It starts the delivered attempt (a duplicate delivery, or an attempt the table has moved
@@ -57,16 +84,25 @@ type Take = 'none' | 'run' | 'hand-over';
  * frees is refilled without waiting for fetch-ready and an event per job. Out of time, it takes the next
  * job the same way and publishes it to a new invocation, so the slot is refilled at once; done by each
  * invocation for itself, executors that started together and end together do not all wake fetch-ready.
+ *
+ * A type without a rate or a per-key limit also holds its next job *behind* the running one
+ * (`shared/jobs/sql/behind.ts`) while the type has no free slot: claimed in the statement that reported the
+ * job before, it starts the moment the running one ends, while one statement completes that one, passes
+ * its slot to it, begins it and claims the next behind it. The slot does not idle for that round trip.
  */
 export class AwsExecutor<M extends JobTypeMap, S> {
   private readonly attemptBudgetMs: number;
   private readonly rateLimited: boolean;
+  /** Jobs are claimed behind the running one: a type without a rate or a per-key limit. */
+  private readonly behindAllowed: boolean;
 
   constructor(private readonly options: AwsExecutorOptions<M, S>) {
     const timeoutSeconds =
       options.tracker.registry.get(options.jobType)?.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
     this.attemptBudgetMs = (timeoutSeconds + NEXT_JOB_MARGIN_SECONDS) * 1000;
     this.rateLimited = options.tracker.isRateLimited(options.jobType);
+    this.behindAllowed =
+      !this.rateLimited && options.tracker.registry.get(options.jobType)?.concurrencyKey === undefined;
   }
 
   /**
@@ -90,31 +126,40 @@ export class AwsExecutor<M extends JobTypeMap, S> {
           : 'duplicate, stale or late delivery ignored',
       );
     } else if (!first) log.info('duplicate, stale or late delivery ignored');
-    const take = (): Take =>
-      remainingMs === undefined
-        ? 'none'
-        : remainingMs() > this.attemptBudgetMs
-          ? 'run'
-          : this.options.publisher
-            ? 'hand-over'
-            : 'none';
+    // One read of the time left per decision (a caller's clock may count its reads).
+    const plan = (): Plan => {
+      const left = remainingMs?.();
+      if (left === undefined) return { take: 'none', behind: false };
+      if (left <= this.attemptBudgetMs)
+        return { take: this.options.publisher ? 'hand-over' : 'none', behind: false };
+      // A job claimed behind the next one runs too: time for both.
+      return { take: 'run', behind: this.behindAllowed && left > 2 * this.attemptBudgetMs };
+    };
 
     let outcome: ExecutorOutcome = 'duplicate';
     let nextJobsRun = 0;
     // A duplicate or late delivery runs nothing of its own, but the invocation may still take due work.
-    let current: ClaimedJob | null = first ?? (take() === 'run' ? await this.claimNext() : null);
+    let current: ClaimedJob | null = first ?? (plan().take === 'run' ? await this.claimNext() : null);
     let isFirst = first !== null;
+    let carried: Omit<Step, 'recorded' | 'next'> = { begun: false, running: null, behind: null };
     while (current) {
       const job = current;
       if (!isFirst) log.appendKeys({ jobId: job.id, jobType: job.jobType, attempt: job.attempts });
-      await this.waitForStart(isFirst ? (first?.startedAt ?? null) : plannedStart(job));
-      const renewal = isFirst ? undefined : this.beginIfLong(job);
-      const result = await this.options.dispatcher.dispatch(job).finally(() => clearTimeout(renewal));
-      const { recorded, next } = await this.finish(job, result, take());
-      current = next;
+      let renewal: NodeJS.Timeout | undefined;
+      let running = carried.running;
+      if (!running) {
+        await this.waitForStart(isFirst ? (first?.startedAt ?? null) : plannedStart(job));
+        renewal = isFirst || carried.begun ? undefined : this.beginIfLong(job);
+        running = this.options.dispatcher.dispatch(job);
+      }
+      const behind = carried.behind;
+      const result = await running.finally(() => clearTimeout(renewal));
+      const step = await this.finish(job, result, plan(), behind);
+      current = step.next;
+      carried = step;
       await this.nudgeFollowUps();
-      this.logResult(recorded);
-      if (isFirst) outcome = recorded.recorded;
+      this.logResult(step.recorded);
+      if (isFirst) outcome = step.recorded.recorded;
       else nextJobsRun++;
       isFirst = false;
     }
@@ -122,20 +167,39 @@ export class AwsExecutor<M extends JobTypeMap, S> {
   }
 
   /**
-   * The one route to the next job: records `job`'s result and takes the type's next due job as `take`
+   * The one route to the next job: records `job`'s result and takes the type's next due job as `plan`
    * says. A completion and the next claim go in one statement; a failure is recorded, then the claim made.
-   * A job taken to hand over is published to a new invocation; one that cannot be is released (due again
-   * at once, uncounted).
+   * A type that allows it takes its next job from behind `job` (`behind`, started at once) and claims the
+   * one after behind that, in the same statement (`handOn`). A job taken to hand over is published to a new
+   * invocation; one that cannot be is released (due again at once, uncounted).
    */
-  private async finish(
-    job: ClaimedJob,
-    result: JobResult,
-    take: Take,
-  ): Promise<{ recorded: RecordedAttempt; next: ClaimedJob | null }> {
+  private async finish(job: ClaimedJob, result: JobResult, plan: Plan, behind: Behind | null): Promise<Step> {
     const { tracker, jobType } = this.options;
+    const report = attemptReport(job, result);
+    let held = behind;
+    if (held) {
+      clearTimeout(held.timer);
+      if (held.released) {
+        await held.released;
+        held = null;
+      }
+    }
+    if (this.behindAllowed && plan.take === 'run' && report.kind === 'complete') {
+      if (held) return this.handOn(report.attempt, result, held, plan.behind);
+      const r = await tracker.completeAndClaimBehind(report.attempt, null, jobType, plan.behind);
+      return {
+        recorded: { recorded: r.completed ? 'completed' : 'fenced_out', result },
+        next: r.next,
+        begun: false,
+        running: null,
+        behind: this.holdBehind(r.behind),
+      };
+    }
+    // Today's path: the job behind, if any, goes back uncounted first (its slot is the one `job` frees).
+    if (held) await this.release(held.job);
+    const take = plan.take;
     let recorded: RecordedAttempt;
     let next: ClaimedJob | null = null;
-    const report = attemptReport(job, result);
     if (take !== 'none' && report.kind === 'complete') {
       const r = await tracker.completeAndClaimNext(report.attempt, jobType);
       recorded = r.completed ? { recorded: 'completed', result } : { recorded: 'fenced_out', result };
@@ -148,7 +212,112 @@ export class AwsExecutor<M extends JobTypeMap, S> {
       await this.handOver(next);
       next = null;
     }
-    return { recorded, next };
+    return { recorded, next, begun: false, running: null, behind: null };
+  }
+
+  /**
+   * The job ahead completed: the job behind it starts now, while one statement completes the one ahead,
+   * passes its slot to the one behind and begins it, and claims the next behind that (`claimBehind`). It
+   * starts before the answer only while its dispatch lease has BEGIN_BEFORE_LEASE_ENDS_MS left (nobody
+   * else may take it before then, and the statement's answer comes back well within it); else only once
+   * the statement began it. Not begun (the slot was no longer the finished job's, or the job behind no
+   * longer this claim's): it is stopped and given back uncounted. The statement failed: it is stopped and
+   * the invocation ends; its lease brings it back.
+   */
+  private async handOn(
+    done: CompletedAttempt,
+    result: JobResult,
+    held: Behind,
+    claimBehind: boolean,
+  ): Promise<Step> {
+    const { tracker, jobType, log } = this.options;
+    const b = held.job;
+    const early = this.leaseLeftMs(b) >= BEGIN_BEFORE_LEASE_ENDS_MS ? this.start(b) : null;
+    let r: BehindResult;
+    try {
+      r = await tracker.completeAndClaimBehind(done, { id: b.id, attempt: b.attempts }, jobType, claimBehind);
+    } catch (err) {
+      if (early) await this.stop(early, b);
+      throw err;
+    }
+    const recorded: RecordedAttempt = { recorded: r.completed ? 'completed' : 'fenced_out', result };
+    if (r.begun && r.next) {
+      return {
+        recorded,
+        next: r.next,
+        begun: true,
+        running: early ? early.result : null,
+        behind: this.holdBehind(r.behind),
+      };
+    }
+    log.warn('the job behind could not take the slot: given back', { behindJobId: b.id });
+    if (early) await this.stop(early, b);
+    await this.release(b);
+    return { recorded, next: await this.claimNext(), begun: false, running: null, behind: null };
+  }
+
+  /** Starts a job's run now; its handle lets it be cut short. */
+  private start(job: ClaimedJob): { result: Promise<JobResult>; run: () => AbortableRun | undefined } {
+    let handle: AbortableRun | undefined;
+    const result = this.options.dispatcher.dispatch(job, {
+      onStart: (run) => {
+        handle = run;
+      },
+    });
+    return { result, run: () => handle };
+  }
+
+  /**
+   * Cuts short a job started ahead of its begin and waits for its code to stop, while its dispatch lease
+   * still holds (nobody else runs it before then).
+   */
+  private async stop(
+    started: { result: Promise<JobResult>; run: () => AbortableRun | undefined },
+    job: ClaimedJob,
+  ): Promise<void> {
+    const run = started.run();
+    run?.abort(new Error('not begun: the job behind did not take the slot'));
+    await started.result;
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, this.leaseLeftMs(job) - 5_000));
+      timer.unref?.();
+    });
+    await Promise.race([run?.executorStopped ?? Promise.resolve(), gaveUp]).finally(() =>
+      clearTimeout(timer),
+    );
+  }
+
+  /** A claim this invocation will not run, given back uncounted (else its dispatch lease brings it back). */
+  private async release(job: ClaimedJob): Promise<void> {
+    try {
+      await this.options.tracker.release([{ id: job.id, attempt: job.attempts }]);
+    } catch (err) {
+      this.options.log.warn('could not give a claim back', { jobId: job.id, error: String(err) });
+    }
+  }
+
+  /**
+   * Holds a job claimed behind the running one. If the running one outlasts most of its dispatch lease,
+   * it is given back then, uncounted: the rescuer would otherwise hand it back as undelivered.
+   */
+  private holdBehind(job: ClaimedJob | null): Behind | null {
+    if (!job) return null;
+    const held: Behind = { job, timer: undefined };
+    held.timer = setTimeout(
+      () => {
+        held.released = this.release(job);
+      },
+      Math.max(0, this.leaseLeftMs(job) - BEGIN_BEFORE_LEASE_ENDS_MS),
+    );
+    held.timer.unref?.();
+    return held;
+  }
+
+  /** How long `job`'s lease has left, on the clock its lease was set by. */
+  private leaseLeftMs(job: ClaimedJob): number {
+    const now = this.options.tracker.clock.now()?.getTime() ?? (this.options.nowMs ?? Date.now)();
+    return (job.leaseExpiresAt?.getTime() ?? now) - now;
   }
 
   private async claimNext(): Promise<ClaimedJob | null> {

@@ -10,6 +10,7 @@
  * time.
  */
 export * from './sql/attempts.js';
+export * from './sql/behind.js';
 export * from './sql/claim.js';
 export * from './sql/enqueue.js';
 export * from './sql/operator.js';

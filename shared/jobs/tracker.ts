@@ -1,11 +1,13 @@
 import type { Database } from '../db/port.js';
 import {
   AttemptLifecycle,
+  type AttemptRef,
   type CompletedAttempt,
   type FailOptions,
   type FailResult,
   type WorkerSlots,
 } from './attempts.js';
+import { BehindClaims } from './behind.js';
 import { type Clock, databaseClock } from './clock.js';
 import { driverLimits } from './driver-limits.js';
 import {
@@ -31,6 +33,7 @@ import * as sql from './sql.js';
 import type { TrackerDeps } from './tracker-part.js';
 
 export * from './attempts.js';
+export type { BehindResult } from './behind.js';
 export * from './enqueue.js';
 export { assertUuid } from './ids.js';
 
@@ -66,6 +69,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
   readonly metrics: JobMetrics;
   private readonly enqueuer: JobEnqueuer<M, S>;
   private readonly attempts: AttemptLifecycle<M, S>;
+  private readonly behindClaims: BehindClaims<M, S>;
   private readonly operator: OperatorQueries<M, S>;
   private readonly pauses: JobTypePauses<M, S>;
 
@@ -85,6 +89,7 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
     };
     this.enqueuer = new JobEnqueuer(deps);
     this.attempts = new AttemptLifecycle(deps);
+    this.behindClaims = new BehindClaims(deps, this.attempts);
     this.operator = new OperatorQueries(deps);
     this.pauses = new JobTypePauses(deps);
     // Every session a pool opens pays its first job insert's planning ahead (see warmUpInsertSql),
@@ -177,6 +182,19 @@ export class JobTracker<M extends JobTypeMap = JobTypeMap, S = unknown> {
 
   completeAndClaimNext(done: CompletedAttempt | null, jobType: string) {
     return this.attempts.completeAndClaimNext(done, jobType);
+  }
+
+  /**
+   * Completes `done` and hands its slot on to the job claimed behind it (`behindOf`, begun here) or to the
+   * type's next due job, claiming the one after behind it (`claimBehind`): one statement (`behind.ts`).
+   */
+  completeAndClaimBehind(
+    done: CompletedAttempt,
+    behindOf: AttemptRef | null,
+    jobType: string,
+    claimBehind: boolean,
+  ) {
+    return this.behindClaims.completeAndClaimBehind(done, behindOf, jobType, claimBehind);
   }
 
   /** Whether claims of `jobType` keep a rate (its own, or the stack's override). */

@@ -226,8 +226,9 @@ describe("an executor's next job", () => {
     const dispatcher = new JobDispatcher(tracker.registry, {}) as unknown as LendingDispatcher;
     if (die.afterClaim) {
       // The invocation dies right after the statement that reported a job and claimed the next.
-      const complete = tracker.completeAndClaimNext.bind(tracker);
-      tracker.completeAndClaimNext = async (...args) => {
+      // (A type without a rate or per-key limit reports through the statement that may also claim behind.)
+      const complete = tracker.completeAndClaimBehind.bind(tracker);
+      tracker.completeAndClaimBehind = async (...args) => {
         await complete(...args);
         throw new Error('the Lambda died');
       };

@@ -90,6 +90,7 @@ const BLOCKS: Block[] = [
       'claimDueJobsForWorkerSql',
       'lana_jobs_claim_limited',
       'lana_jobs_claim_slotted',
+      'completeAndClaimBehindSql',
     ],
   },
   {
@@ -152,7 +153,7 @@ const BLOCKS: Block[] = [
     end: "'completed'::text AS outcome, NULL::text AS error",
     // The batch form also names its ids as an array, so the rows are found through the primary key.
     normalise: [[/j\.id = ANY\(ARRAY\(SELECT id FROM items\)\) AND /g, '']],
-    in: ['completeAttemptsSql', 'completeAndClaimNextSql'],
+    in: ['completeAttemptsSql', 'completeAndClaimNextSql', 'completeAndClaimBehindSql'],
   },
   {
     name: 'the retry rule (a failed attempt: retrying, pending or failed)',
@@ -173,6 +174,7 @@ const BLOCKS: Block[] = [
     in: [
       'completeAttemptsSql',
       'completeAndClaimNextSql',
+      'completeAndClaimBehindSql',
       'failAttemptsFromInputSql',
       'rescueExpiredLeasesSql',
       'releaseClaimsSql',
@@ -187,6 +189,7 @@ const BLOCKS: Block[] = [
     in: [
       'completeAttemptsSql',
       'completeAndClaimNextSql',
+      'completeAndClaimBehindSql',
       'failAttemptsFromInputSql',
       'rescueExpiredLeasesSql',
       'releaseClaimsSql',
