@@ -17,12 +17,13 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
  * while it waits, takes the slot of the job ahead in the statement that completes that one, starts as
  * that one ends, and goes back uncounted, freeing nothing, if its executor dies first.
  */
-let onRun: (type: string, id: string) => Promise<void> | void = () => {};
+let onRun: (type: string, id: string, signal: AbortSignal) => Promise<void> | void = () => {};
 function registry() {
-  const execute = (type: string) => async (_payload: unknown, ctx: { job: { id: string } }) => {
-    await onRun(type, ctx.job.id);
-    return undefined;
-  };
+  const execute =
+    (type: string) => async (_payload: unknown, ctx: { job: { id: string }; signal: AbortSignal }) => {
+      await onRun(type, ctx.job.id, ctx.signal);
+      return undefined;
+    };
   return new JobTypeRegistry()
     .register({
       type: 'beta',
@@ -260,10 +261,10 @@ describe.each([
 const silent: ExecutorLog = { info() {}, warn() {}, error() {}, appendKeys() {} };
 
 /**
- * A driver that holds back the statement beginning a job behind until `gate` opens; `late()` says whether
- * it gave up waiting (after 5 s) instead.
+ * A driver that sends the statement beginning a job behind only after `before` (which may throw, as a
+ * failed call); `late()` says whether it gave up waiting for it (after 5 s) instead.
  */
-function gated(db: Database, gate: Promise<void>): { db: Database; late: () => boolean } {
+function gated(db: Database, before: () => Promise<void>): { db: Database; late: () => boolean } {
   let late = false;
   const wrapped = new Proxy(db, {
     get(target, prop, receiver) {
@@ -271,7 +272,7 @@ function gated(db: Database, gate: Promise<void>): { db: Database; late: () => b
       return async (text: string, params?: SqlParams): Promise<QueryResult<never>> => {
         if (text === sql.completeAndClaimBehindSql && params?.behind_id) {
           const opened = await Promise.race([
-            gate.then(() => true),
+            before().then(() => true),
             new Promise<boolean>((r) => setTimeout(() => r(false), 5000)),
           ]);
           if (!opened) late = true;
@@ -305,7 +306,7 @@ describe("an executor's jobs behind", () => {
       await new Promise((r) => setTimeout(r, 5));
       running--;
     };
-    const held = gated(dataApi, gate);
+    const held = gated(dataApi, () => gate);
     const tracker = new JobTracker({ db: held.db, registry: registry() });
     fixture.resetCounts();
     const executor = new AwsExecutor({
@@ -323,6 +324,85 @@ describe("an executor's jobs behind", () => {
     // One statement per job, as without jobs behind: the start, then a completion each (which also
     // claimed the next into the slot, then behind it, and passed the slot on).
     expect(fixture.counts.Execute).toBeLessThanOrEqual(1 + 1 + 3);
+    const done = await t.db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM jobs WHERE job_type = 'solo' AND status = 'completed'",
+    );
+    expect(done.rows[0]!.n).toBe(3);
+    expect(await holders('solo')).toEqual([]);
+  });
+
+  test('a job behind is stopped before the invocation ends when the statement that begins it fails', async () => {
+    const base = trackerOver(dataApi);
+    await enqueue(base, 'solo', 3);
+    const [delivered] = await base.fetchReady(1, { jobType: 'solo' });
+    const order: string[] = [];
+    let abortedBehind = false;
+    onRun = async (_type, id, signal) => {
+      order.push(id);
+      if (order.length < 3) return;
+      // The job behind: it runs until its executor cuts it short.
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+      abortedBehind = true;
+    };
+    const held = gated(dataApi, async () => {
+      throw new Error('the Data API call failed');
+    });
+    const tracker = new JobTracker({ db: held.db, registry: registry(), clock });
+    const executor = new AwsExecutor({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, undefined),
+      jobType: 'solo',
+      log: silent,
+    });
+    await expect(
+      executor.run({ jobId: delivered!.id, attempt: delivered!.attempts }, () => 3_600_000),
+    ).rejects.toThrow(/the Data API call failed/);
+    expect(abortedBehind).toBe(true);
+    // Nothing was written for it: still behind, unbegun, and its lease brings it back uncounted.
+    const behindId = order[2]!;
+    expect(await row(behindId)).toMatchObject({ status: 'running', started_at: null });
+    clock.advance((DISPATCH_LEASE_SECONDS + 1) * 1000);
+    const rescued = await base.rescueExpiredLeases();
+    expect(rescued).toContainEqual(expect.objectContaining({ id: behindId, undelivered: true }));
+  });
+
+  test('a job behind that was cancelled meanwhile is stopped, and the invocation goes on', async () => {
+    const base = trackerOver(dataApi, false);
+    await enqueue(base, 'solo', 4);
+    const [delivered] = await base.fetchReady(1, { jobType: 'solo' });
+    const order: string[] = [];
+    let cancelled = '';
+    let abortedBehind = false;
+    onRun = async (_type, id, signal) => {
+      order.push(id);
+      if (order.length === 2) {
+        // The second job runs; the one behind it is cancelled by an operator.
+        const waiting = await t.db.query<{ id: string }>(
+          "SELECT id FROM jobs WHERE job_type = 'solo' AND status = 'running' AND id <> :id",
+          { id },
+        );
+        cancelled = waiting.rows[0]!.id;
+        await base.cancel(cancelled);
+      }
+      if (id === cancelled) {
+        await new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () => resolve());
+          setTimeout(resolve, 2000);
+        });
+        abortedBehind = signal.aborted;
+      }
+    };
+    const executor = new AwsExecutor({
+      tracker: base,
+      dispatcher: new JobDispatcher(base.registry, undefined),
+      jobType: 'solo',
+      log: silent,
+    });
+    const r = await executor.run({ jobId: delivered!.id, attempt: delivered!.attempts }, () => 3_600_000);
+    expect(abortedBehind).toBe(true);
+    expect(await row(cancelled)).toMatchObject({ status: 'cancelled' });
+    // The other jobs all ran and completed; the slot is free at the end.
+    expect(r.outcome).toBe('completed');
     const done = await t.db.query<{ n: number }>(
       "SELECT count(*)::integer AS n FROM jobs WHERE job_type = 'solo' AND status = 'completed'",
     );
