@@ -149,6 +149,8 @@ DECLARE
   v_held integer;
   v_want integer;
   v_in_hand integer;
+  -- 0022: the due jobs a worker's claim may take of a type, counted before it takes more slots.
+  v_due integer;
   v_slots integer[];
   v_released integer;
   v_rate jsonb;
@@ -228,6 +230,20 @@ BEGIN
           SELECT count(*) INTO v_held FROM job_slots
           WHERE job_type = c.job_type AND holder = p_worker AND slot < c.max_running;
           v_want := LEAST(p_worker_concurrency, v_in_hand + v_room) - v_held;
+          IF v_want > 0 THEN
+            -- 0022: no more slots than the due jobs need (each of the type's due priorities read as a range
+            -- of its ready index, at most v_room entries; jobs scheduled ahead are never read).
+            SELECT COALESCE(sum(k.n), 0)::integer INTO v_due
+            FROM jsonb_to_recordset(v_candidates) AS x(job_type text, priority integer)
+            CROSS JOIN LATERAL (
+              SELECT count(*) AS n FROM (
+                SELECT 1 FROM jobs
+                WHERE status IN ('pending', 'retrying') AND job_type = x.job_type AND priority = x.priority
+                  AND scheduled_at <= p_now
+                LIMIT v_room) d) k
+            WHERE x.job_type = c.job_type;
+            v_want := LEAST(p_worker_concurrency, v_in_hand + LEAST(v_room, v_due)) - v_held;
+          END IF;
           IF v_want > 0 THEN
             WITH free AS (
               SELECT job_type, slot FROM job_slots
@@ -344,13 +360,18 @@ BEGIN
   END LOOP;
 
   IF p_worker IS NOT NULL THEN
-    -- Renew the slots the worker keeps (as many per type as it has jobs in hand, within its concurrency
-    -- and the type's limit) and give up the rest.
+    -- Renew the slots the worker keeps (as many per type as it has jobs in hand, or one while the type
+    -- lingers (0022), within its concurrency and the type's limit) and give up the rest.
     SELECT count(*) INTO v_released FROM lana_jobs_settle_worker_slots(
       p_worker, p_limits, p_worker_concurrency,
       (SELECT COALESCE(jsonb_object_agg(t.key, t.n), '{}'::jsonb) FROM (
-         SELECT key, sum(value::integer)::integer AS n
-         FROM (SELECT * FROM jsonb_each_text(p_in_hand) UNION ALL SELECT * FROM jsonb_each_text(v_claimed)) e
+         SELECT key, GREATEST(COALESCE(sum(n) FILTER (WHERE NOT lingers), 0),
+                              COALESCE(max(n) FILTER (WHERE lingers), 0))::integer AS n
+         FROM (SELECT key, value::integer AS n, false AS lingers FROM jsonb_each_text(p_in_hand)
+               WHERE left(key, 1) <> '$'
+               UNION ALL SELECT key, value::integer, false FROM jsonb_each_text(v_claimed)
+               UNION ALL SELECT key, value::integer, true
+                         FROM jsonb_each_text(COALESCE(p_in_hand -> '$linger', '{}'::jsonb))) e
          GROUP BY key) t),
       p_now, p_slot_lease_seconds) r WHERE r.given_up;
   END IF;
@@ -442,22 +463,25 @@ BEGIN
   FOR r IN
     WITH mine AS (
       SELECT s.job_type, s.slot,
-             row_number() OVER (PARTITION BY s.job_type ORDER BY s.slot) AS n,
-             LEAST(COALESCE((p_keep ->> s.job_type)::integer, 0), p_worker_concurrency,
-                   COALESCE((p_limits ->> s.job_type)::integer, 0)) AS keep
+             row_number() OVER (PARTITION BY s.job_type ORDER BY s.slot)
+               <= LEAST(COALESCE((p_keep ->> s.job_type)::integer, 0), p_worker_concurrency,
+                        COALESCE((p_limits ->> s.job_type)::integer, 0))
+             AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0) AS kept,
+             s.expires_at >= p_now + make_interval(secs => p_slot_lease_seconds * 0.75) AS fresh
       FROM job_slots s
       WHERE s.holder = p_worker
     ), settled AS (
       UPDATE job_slots s
-      SET holder = CASE WHEN m.n <= m.keep AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0)
-                        THEN p_worker END,
-          expires_at = CASE WHEN m.n <= m.keep AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0)
-                            THEN p_now + make_interval(secs => p_slot_lease_seconds) END
+      SET holder = CASE WHEN m.kept THEN p_worker END,
+          expires_at = CASE WHEN m.kept THEN p_now + make_interval(secs => p_slot_lease_seconds) END
       FROM mine m
-      WHERE s.job_type = m.job_type AND s.slot = m.slot AND s.holder = p_worker
+      WHERE s.job_type = m.job_type AND s.slot = m.slot AND s.holder = p_worker AND NOT (m.kept AND m.fresh)
       RETURNING s.job_type, s.slot, s.holder IS NULL AS released
     )
     SELECT * FROM settled
+    UNION ALL
+    -- Kept and fresh: held as it is, nothing written.
+    SELECT m.job_type, m.slot, false FROM mine m WHERE m.kept AND m.fresh
   LOOP
     slot_type := r.job_type;
     slot_no := r.slot;
@@ -466,7 +490,7 @@ BEGIN
     RETURN NEXT;
   END LOOP;
   IF v_any THEN
-    -- Names the worker: it knows what it gave up and need not wake for it (see the header).
+    -- Names the worker: it knows what it gave up and need not wake for it (0020).
     PERFORM pg_notify('lana_jobs', 'slots-given-up-by:' || p_worker::text);
   END IF;
 END;
