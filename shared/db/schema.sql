@@ -876,7 +876,7 @@ CREATE TABLE jobs (
   concurrency_key text,
   debounce_key text,
   debounce_until timestamp with time zone
-) WITH (fillfactor=70);
+) WITH (fillfactor=50);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
@@ -900,7 +900,7 @@ CREATE INDEX jobs_finished_at_idx ON public.jobs USING btree (completed_at) WHER
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (job_type, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_key_id_idx ON public.jobs USING btree (idempotency_key, id) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
-CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE ((status = ANY (ARRAY['pending'::text, 'retrying'::text])) AND (job_type IS NOT NULL));
 CREATE INDEX jobs_running_key_idx ON public.jobs USING btree (job_type, concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
 CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);
