@@ -134,9 +134,6 @@ CREATE OR REPLACE FUNCTION public.lana_jobs_claim_slotted(p_limits jsonb, p_only
 AS $function$
 DECLARE
   v_candidates jsonb := '[]'::jsonb;
-  v_type text;
-  v_best record;
-  v_priority integer;
   c record;
   v_room integer;
   v_taken integer := 0;
@@ -160,36 +157,47 @@ DECLARE
   v_keyed tid[];
 BEGIN
   IF p_limit > 0 THEN
-    v_type := NULL;
-    LOOP
-      IF p_only_type IS NOT NULL THEN
-        -- One type: the walk of its priorities below finds whether it has ready jobs.
-        v_type := p_only_type;
-      ELSE
-        SELECT job_type INTO v_type FROM jobs
-        WHERE status IN ('pending', 'retrying') AND job_type > COALESCE(v_type, '')
-        ORDER BY job_type LIMIT 1;
-        EXIT WHEN NOT FOUND;
-      END IF;
-      -- A paused type is no candidate: one probe of the paused types' key per type with ready jobs.
-      IF NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = v_type) THEN
-        v_priority := NULL;
-        LOOP
-          SELECT priority, scheduled_at INTO v_best FROM jobs
-          WHERE status IN ('pending', 'retrying') AND job_type = v_type
-            AND priority > COALESCE(v_priority, -2147483648)
-          ORDER BY priority, scheduled_at LIMIT 1;
-          EXIT WHEN NOT FOUND;
-          v_priority := v_best.priority;
-          IF v_best.scheduled_at <= p_now THEN
-            v_candidates := v_candidates || jsonb_build_object(
-              'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
-              'max_running', p_limits -> v_type);
-          END IF;
-        END LOOP;
-      END IF;
-      EXIT WHEN p_only_type IS NOT NULL;
-    END LOOP;
+    -- 0024: the ready (type, priority) pairs, each with its earliest job, in one statement: a loose scan of
+    -- the type index, one descent per pair (it was a statement per type, per priority, per pause probe).
+    IF p_only_type IS NULL THEN
+      WITH RECURSIVE k AS (
+        (SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+         WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+         ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1)
+        UNION ALL
+        SELECT n.job_type, n.priority, n.scheduled_at FROM k CROSS JOIN LATERAL (
+          SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+          WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+            AND (j.job_type, j.priority) > (k.job_type, k.priority)
+          ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1) n
+      )
+      SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'job_type', k.job_type, 'priority', k.priority, 'scheduled_at', k.scheduled_at,
+               'max_running', p_limits -> k.job_type)), '[]'::jsonb)
+      INTO v_candidates
+      FROM k
+      WHERE k.scheduled_at <= p_now
+        -- A paused type is no candidate.
+        AND NOT EXISTS (SELECT 1 FROM job_type_pauses p WHERE p.job_type = k.job_type);
+    ELSE
+      WITH RECURSIVE k AS (
+        (SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+         WHERE j.status IN ('pending', 'retrying') AND j.job_type = p_only_type
+         ORDER BY j.priority, j.scheduled_at LIMIT 1)
+        UNION ALL
+        SELECT n.job_type, n.priority, n.scheduled_at FROM k CROSS JOIN LATERAL (
+          SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+          WHERE j.status IN ('pending', 'retrying') AND j.job_type = p_only_type AND j.priority > k.priority
+          ORDER BY j.priority, j.scheduled_at LIMIT 1) n
+      )
+      SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'job_type', k.job_type, 'priority', k.priority, 'scheduled_at', k.scheduled_at,
+               'max_running', p_limits -> k.job_type)), '[]'::jsonb)
+      INTO v_candidates
+      FROM k
+      WHERE k.scheduled_at <= p_now
+        AND NOT EXISTS (SELECT 1 FROM job_type_pauses p WHERE p.job_type = k.job_type);
+    END IF;
   END IF;
 
   FOR c IN SELECT * FROM jsonb_to_recordset(v_candidates)
