@@ -134,9 +134,6 @@ CREATE OR REPLACE FUNCTION public.lana_jobs_claim_slotted(p_limits jsonb, p_only
 AS $function$
 DECLARE
   v_candidates jsonb := '[]'::jsonb;
-  v_type text;
-  v_best record;
-  v_priority integer;
   c record;
   v_room integer;
   v_taken integer := 0;
@@ -149,6 +146,8 @@ DECLARE
   v_held integer;
   v_want integer;
   v_in_hand integer;
+  -- 0022: the due jobs a worker's claim may take of a type, counted before it takes more slots.
+  v_due integer;
   v_slots integer[];
   v_released integer;
   v_rate jsonb;
@@ -158,36 +157,47 @@ DECLARE
   v_keyed tid[];
 BEGIN
   IF p_limit > 0 THEN
-    v_type := NULL;
-    LOOP
-      IF p_only_type IS NOT NULL THEN
-        -- One type: the walk of its priorities below finds whether it has ready jobs.
-        v_type := p_only_type;
-      ELSE
-        SELECT job_type INTO v_type FROM jobs
-        WHERE status IN ('pending', 'retrying') AND job_type > COALESCE(v_type, '')
-        ORDER BY job_type LIMIT 1;
-        EXIT WHEN NOT FOUND;
-      END IF;
-      -- A paused type is no candidate: one probe of the paused types' key per type with ready jobs.
-      IF NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = v_type) THEN
-        v_priority := NULL;
-        LOOP
-          SELECT priority, scheduled_at INTO v_best FROM jobs
-          WHERE status IN ('pending', 'retrying') AND job_type = v_type
-            AND priority > COALESCE(v_priority, -2147483648)
-          ORDER BY priority, scheduled_at LIMIT 1;
-          EXIT WHEN NOT FOUND;
-          v_priority := v_best.priority;
-          IF v_best.scheduled_at <= p_now THEN
-            v_candidates := v_candidates || jsonb_build_object(
-              'job_type', v_type, 'priority', v_priority, 'scheduled_at', v_best.scheduled_at,
-              'max_running', p_limits -> v_type);
-          END IF;
-        END LOOP;
-      END IF;
-      EXIT WHEN p_only_type IS NOT NULL;
-    END LOOP;
+    -- 0024: the ready (type, priority) pairs, each with its earliest job, in one statement: a loose scan of
+    -- the type index, one descent per pair (it was a statement per type, per priority, per pause probe).
+    IF p_only_type IS NULL THEN
+      WITH RECURSIVE k AS (
+        (SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+         WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+         ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1)
+        UNION ALL
+        SELECT n.job_type, n.priority, n.scheduled_at FROM k CROSS JOIN LATERAL (
+          SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+          WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+            AND (j.job_type, j.priority) > (k.job_type, k.priority)
+          ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1) n
+      )
+      SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'job_type', k.job_type, 'priority', k.priority, 'scheduled_at', k.scheduled_at,
+               'max_running', p_limits -> k.job_type)), '[]'::jsonb)
+      INTO v_candidates
+      FROM k
+      WHERE k.scheduled_at <= p_now
+        -- A paused type is no candidate.
+        AND NOT EXISTS (SELECT 1 FROM job_type_pauses p WHERE p.job_type = k.job_type);
+    ELSE
+      WITH RECURSIVE k AS (
+        (SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+         WHERE j.status IN ('pending', 'retrying') AND j.job_type = p_only_type
+         ORDER BY j.priority, j.scheduled_at LIMIT 1)
+        UNION ALL
+        SELECT n.job_type, n.priority, n.scheduled_at FROM k CROSS JOIN LATERAL (
+          SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+          WHERE j.status IN ('pending', 'retrying') AND j.job_type = p_only_type AND j.priority > k.priority
+          ORDER BY j.priority, j.scheduled_at LIMIT 1) n
+      )
+      SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'job_type', k.job_type, 'priority', k.priority, 'scheduled_at', k.scheduled_at,
+               'max_running', p_limits -> k.job_type)), '[]'::jsonb)
+      INTO v_candidates
+      FROM k
+      WHERE k.scheduled_at <= p_now
+        AND NOT EXISTS (SELECT 1 FROM job_type_pauses p WHERE p.job_type = k.job_type);
+    END IF;
   END IF;
 
   FOR c IN SELECT * FROM jsonb_to_recordset(v_candidates)
@@ -228,6 +238,20 @@ BEGIN
           SELECT count(*) INTO v_held FROM job_slots
           WHERE job_type = c.job_type AND holder = p_worker AND slot < c.max_running;
           v_want := LEAST(p_worker_concurrency, v_in_hand + v_room) - v_held;
+          IF v_want > 0 THEN
+            -- 0022: no more slots than the due jobs need (each of the type's due priorities read as a range
+            -- of its ready index, at most v_room entries; jobs scheduled ahead are never read).
+            SELECT COALESCE(sum(k.n), 0)::integer INTO v_due
+            FROM jsonb_to_recordset(v_candidates) AS x(job_type text, priority integer)
+            CROSS JOIN LATERAL (
+              SELECT count(*) AS n FROM (
+                SELECT 1 FROM jobs
+                WHERE status IN ('pending', 'retrying') AND job_type = x.job_type AND priority = x.priority
+                  AND scheduled_at <= p_now
+                LIMIT v_room) d) k
+            WHERE x.job_type = c.job_type;
+            v_want := LEAST(p_worker_concurrency, v_in_hand + LEAST(v_room, v_due)) - v_held;
+          END IF;
           IF v_want > 0 THEN
             WITH free AS (
               SELECT job_type, slot FROM job_slots
@@ -344,13 +368,18 @@ BEGIN
   END LOOP;
 
   IF p_worker IS NOT NULL THEN
-    -- Renew the slots the worker keeps (as many per type as it has jobs in hand, within its concurrency
-    -- and the type's limit) and give up the rest.
+    -- Renew the slots the worker keeps (as many per type as it has jobs in hand, or one while the type
+    -- lingers (0022), within its concurrency and the type's limit) and give up the rest.
     SELECT count(*) INTO v_released FROM lana_jobs_settle_worker_slots(
       p_worker, p_limits, p_worker_concurrency,
       (SELECT COALESCE(jsonb_object_agg(t.key, t.n), '{}'::jsonb) FROM (
-         SELECT key, sum(value::integer)::integer AS n
-         FROM (SELECT * FROM jsonb_each_text(p_in_hand) UNION ALL SELECT * FROM jsonb_each_text(v_claimed)) e
+         SELECT key, GREATEST(COALESCE(sum(n) FILTER (WHERE NOT lingers), 0),
+                              COALESCE(max(n) FILTER (WHERE lingers), 0))::integer AS n
+         FROM (SELECT key, value::integer AS n, false AS lingers FROM jsonb_each_text(p_in_hand)
+               WHERE left(key, 1) <> '$'
+               UNION ALL SELECT key, value::integer, false FROM jsonb_each_text(v_claimed)
+               UNION ALL SELECT key, value::integer, true
+                         FROM jsonb_each_text(COALESCE(p_in_hand -> '$linger', '{}'::jsonb))) e
          GROUP BY key) t),
       p_now, p_slot_lease_seconds) r WHERE r.given_up;
   END IF;
@@ -442,22 +471,25 @@ BEGIN
   FOR r IN
     WITH mine AS (
       SELECT s.job_type, s.slot,
-             row_number() OVER (PARTITION BY s.job_type ORDER BY s.slot) AS n,
-             LEAST(COALESCE((p_keep ->> s.job_type)::integer, 0), p_worker_concurrency,
-                   COALESCE((p_limits ->> s.job_type)::integer, 0)) AS keep
+             row_number() OVER (PARTITION BY s.job_type ORDER BY s.slot)
+               <= LEAST(COALESCE((p_keep ->> s.job_type)::integer, 0), p_worker_concurrency,
+                        COALESCE((p_limits ->> s.job_type)::integer, 0))
+             AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0) AS kept,
+             s.expires_at >= p_now + make_interval(secs => p_slot_lease_seconds * 0.75) AS fresh
       FROM job_slots s
       WHERE s.holder = p_worker
     ), settled AS (
       UPDATE job_slots s
-      SET holder = CASE WHEN m.n <= m.keep AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0)
-                        THEN p_worker END,
-          expires_at = CASE WHEN m.n <= m.keep AND s.slot < COALESCE((p_limits ->> s.job_type)::integer, 0)
-                            THEN p_now + make_interval(secs => p_slot_lease_seconds) END
+      SET holder = CASE WHEN m.kept THEN p_worker END,
+          expires_at = CASE WHEN m.kept THEN p_now + make_interval(secs => p_slot_lease_seconds) END
       FROM mine m
-      WHERE s.job_type = m.job_type AND s.slot = m.slot AND s.holder = p_worker
+      WHERE s.job_type = m.job_type AND s.slot = m.slot AND s.holder = p_worker AND NOT (m.kept AND m.fresh)
       RETURNING s.job_type, s.slot, s.holder IS NULL AS released
     )
     SELECT * FROM settled
+    UNION ALL
+    -- Kept and fresh: held as it is, nothing written.
+    SELECT m.job_type, m.slot, false FROM mine m WHERE m.kept AND m.fresh
   LOOP
     slot_type := r.job_type;
     slot_no := r.slot;
@@ -466,7 +498,7 @@ BEGIN
     RETURN NEXT;
   END LOOP;
   IF v_any THEN
-    -- Names the worker: it knows what it gave up and need not wake for it (see the header).
+    -- Names the worker: it knows what it gave up and need not wake for it (0020).
     PERFORM pg_notify('lana_jobs', 'slots-given-up-by:' || p_worker::text);
   END IF;
 END;
@@ -852,7 +884,7 @@ CREATE TABLE jobs (
   concurrency_key text,
   debounce_key text,
   debounce_until timestamp with time zone
-) WITH (fillfactor=70);
+) WITH (fillfactor=50);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_cap_seconds_check CHECK (((backoff_cap_seconds >= 0) AND (backoff_cap_seconds <= 604800)));
@@ -876,7 +908,7 @@ CREATE INDEX jobs_finished_at_idx ON public.jobs USING btree (completed_at) WHER
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (job_type, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_key_id_idx ON public.jobs USING btree (idempotency_key, id) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX jobs_ready_idx ON public.jobs USING btree (priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
-CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority, scheduled_at, id) WHERE ((status = ANY (ARRAY['pending'::text, 'retrying'::text])) AND (job_type IS NOT NULL));
 CREATE INDEX jobs_running_key_idx ON public.jobs USING btree (job_type, concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
 CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);

@@ -59,6 +59,11 @@ export interface WorkerSlots {
   concurrency: number;
   /** Per limited type: the worker's jobs of it running or queued (it keeps a slot for each). */
   inHand: Record<string, number>;
+  /**
+   * Limited types with no job in hand whose slot the worker keeps a moment after its last job of them (the
+   * linger), so the next one starts at once: one slot each is kept, none taken for them.
+   */
+  lingering?: readonly string[];
 }
 
 export interface FailOptions {
@@ -224,7 +229,10 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
           limits,
           worker: uuid(slots.worker),
           concurrency: slots.concurrency,
-          in_hand: JSON.stringify(slots.inHand),
+          in_hand: JSON.stringify({
+            ...slots.inHand,
+            $linger: Object.fromEntries((slots.lingering ?? []).map((type) => [type, 1])),
+          }),
           slot_lease_seconds: SLOT_LEASE_SECONDS,
         }),
       );

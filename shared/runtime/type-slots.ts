@@ -7,8 +7,12 @@ export const DEFAULT_SLOT_LINGER_MS = 1000;
 export const slotsGivenUpBy = (worker: string) => `slots-given-up-by:${worker}`;
 /** How often a worker holding slots renews them when it has made no claim since. */
 export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
-/** A worker starts a limited type's job only while its hold on the slots was confirmed this recently. */
-const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS - 15) * 1000;
+/**
+ * A worker starts a limited type's job only while its hold on the slots was confirmed this recently: a
+ * claim or settle renews a kept slot only once less than three quarters of its lease is left (migration
+ * 0022), so a confirmed hold has at least that much left.
+ */
+const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS * 0.75 - 15) * 1000;
 
 /**
  * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
@@ -86,6 +90,23 @@ export class TypeSlots {
       if (n > 0) keep[type] = n;
     }
     return keep;
+  }
+
+  /**
+   * What a claim is told of the worker's hand (`WorkerSlots`): per type, its jobs in hand, and the types
+   * with none in hand whose slots linger (kept, one each, but no job to count on: the claim takes no slot
+   * for them).
+   */
+  hand(): { inHand: Record<string, number>; lingering: string[] } {
+    const inHand: Record<string, number> = {};
+    const lingering: string[] = [];
+    const now = performance.now();
+    for (const type of this.limited) {
+      const n = this.inHand(type);
+      if (n > 0) inHand[type] = n;
+      else if (now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs) lingering.push(type);
+    }
+    return { inHand, lingering };
   }
 
   /**

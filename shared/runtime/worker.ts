@@ -256,7 +256,7 @@ export class Worker<M extends JobTypeMap, S> {
       if (slots && keep) slots.capHeld(keep);
       const answer = await this.tracker.claimForWorker(
         room,
-        slots && keep ? { worker: this.id, concurrency: this.concurrency, inHand: keep } : undefined,
+        slots && keep ? { worker: this.id, concurrency: this.concurrency, ...slots.hand() } : undefined,
       );
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
       this.leftBehind = leftBehind;

@@ -288,3 +288,63 @@ describe('the claim query and its index', () => {
     await expect(check).rejects.toThrow('roll back');
   });
 });
+
+describe('the claim of every type after an idle spell', () => {
+  let idle: TestDatabase;
+  beforeAll(async () => {
+    idle = await createTestDatabase();
+    // Statistics taken while the queue held only finished jobs (autovacuum off, so they stay so), then a
+    // burst: every estimate of ready jobs says one row (bench W3's burst).
+    await idle.db.query('ALTER TABLE jobs SET (autovacuum_enabled = false)');
+    const insert = (n: number, status: string, scheduledAt: string) =>
+      idle.db.query(
+        `INSERT INTO jobs (job_type, payload, status, attempts, priority, scheduled_at, completed_at, lease_expires_at)
+         SELECT 'noop', jsonb_build_object('i', g), '${status}', ${status === 'pending' ? 0 : 1}, g % 3, ${scheduledAt},
+                ${status === 'completed' ? "now() - interval '1 hour'" : 'NULL'},
+                ${status === 'pending' ? 'NULL' : "now() + interval '1 hour'"}
+         FROM generate_series(1, ${n}) g`,
+      );
+    await insert(100_000, 'completed', "now() - interval '2 hours'");
+    await idle.db.query('VACUUM ANALYZE jobs');
+    await insert(10_000, 'pending', "now() - interval '1 second'");
+    await insert(20_000, 'retrying', "now() + interval '1 hour'");
+    await insert(2_000, 'running', "now() - interval '1 minute'");
+  });
+  afterAll(async () => idle?.drop());
+
+  test('reads the ready priorities in order on jobs_ready_idx, never the type index whole and sorted', async () => {
+    const res = await idle.db.query<{ 'QUERY PLAN': { Plan: PlanNode }[] }>(
+      `EXPLAIN (FORMAT JSON) ${claimDueJobsForWorkerSql}`,
+      { now: null, limit: 100, start_now: true, dispatch_lease_seconds: 90, claim_token: null },
+    );
+    const all = nodes(res.rows[0]!['QUERY PLAN'][0]!.Plan);
+    const jobsIndexes = all
+      .filter((n) => n['Relation Name'] === 'jobs' && n['Index Name'] !== undefined)
+      .map((n) => n['Index Name']);
+    expect(jobsIndexes.length).toBeGreaterThan(0);
+    // Its predicate says `job_type IS NOT NULL` (migration 0023): no claim of every type implies it.
+    expect(jobsIndexes).not.toContain('jobs_ready_type_idx');
+    const priorities = all.find((n) => n['Subplan Name'] === 'CTE ready_priorities')!;
+    expect(nodes(priorities).some((n) => n['Node Type'] === 'Sort')).toBe(false);
+  });
+
+  test('a claim of one type can still read its own range of jobs_ready_type_idx, by a parameter', async () => {
+    // Run last: statistics that know the burst, and a generic plan, as a claim's cached plan is (the
+    // type a parameter: `job_type = $1` implies `job_type IS NOT NULL`, so the index stays usable).
+    await idle.db.query('ANALYZE jobs');
+    const plan = await idle.db.transaction(async (tx) => {
+      await tx.query('SET LOCAL plan_cache_mode = force_generic_plan');
+      await tx.query(
+        `PREPARE one_type_claim(text) AS SELECT ctid FROM jobs
+         WHERE status IN ('pending', 'retrying') AND job_type = $1 AND priority = 0 AND scheduled_at <= now()
+         ORDER BY scheduled_at, id LIMIT 10 FOR UPDATE SKIP LOCKED`,
+      );
+      const res = await tx.query<{ 'QUERY PLAN': string }>("EXPLAIN EXECUTE one_type_claim('noop')");
+      await tx.query('DEALLOCATE one_type_claim');
+      return res.rows.map((r) => r['QUERY PLAN']).join('\n');
+    });
+    expect(plan).toMatch(/Index Scan using jobs_ready_type_idx on jobs/);
+    expect(plan).toMatch(/Index Cond: \(\(job_type = \$1\)/);
+    expect(plan).not.toMatch(/Sort/);
+  });
+});

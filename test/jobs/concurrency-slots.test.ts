@@ -312,6 +312,65 @@ describe('a local worker holding a limited type’s slots', () => {
     expect(done.rows[0]!.n).toBe(10);
   });
 
+  test('a trickle runs in the slot that lingers: no slot row written, none taken or given up', async () => {
+    const tracker = trackerOver(t.db, false);
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+      concurrency: 10,
+      // Held through the test on a loaded machine, and no poll meanwhile.
+      slotLingerMs: 60_000,
+      pollIntervalMs: 3_600_000,
+    });
+    await worker.start();
+    const enqueuer = trackerOver(t.db, false);
+    const { job: first } = await enqueuer.enqueue({ type: 'alpha', payload: { n: 0 } });
+    await expect
+      .poll(async () => (await tracker.getJob(first.id))?.status, { timeout: 15_000 })
+      .toBe('completed');
+    await worker.idle();
+    // Each slot row as it stands (xmin changes with any write to the row), one of them held.
+    const rows = () =>
+      t.db.query<{ slot: number; xmin: string; held: boolean }>(
+        "SELECT slot, xmin::text AS xmin, holder IS NOT NULL AS held FROM job_slots WHERE job_type = 'alpha' ORDER BY slot",
+      );
+    const before = (await rows()).rows;
+    expect(before.filter((r) => r.held)).toHaveLength(1);
+    const woken: string[] = [];
+    const other = await t.db.listen('lana_jobs', (payload) => woken.push(payload));
+    for (let i = 1; i <= 8; i++) {
+      const { job } = await enqueuer.enqueue({ type: 'alpha', payload: { n: i } });
+      await expect
+        .poll(async () => (await tracker.getJob(job.id))?.status, { timeout: 15_000 })
+        .toBe('completed');
+    }
+    await worker.idle();
+    await other();
+    // Every job ran in the lingering slot: the claims took none of the free ones (one due job each, where
+    // the room was 10) and renewed the fresh hold without writing it, so nothing was given up either.
+    expect((await rows()).rows).toEqual(before);
+    expect(woken.filter((p) => p.startsWith('slots-given-up-by:'))).toEqual([]);
+    await worker.stop();
+  });
+
+  test('takes no more slots than due jobs, with room for more', async () => {
+    const tracker = trackerOver(t.db, false);
+    await enqueue(tracker, 'alpha', 2);
+    const woken: string[] = [];
+    const other = await t.db.listen('lana_jobs', (payload) => woken.push(payload));
+    const answer = await tracker.claimForWorker(10, {
+      worker: '00000000-0000-7000-8000-000000000001',
+      concurrency: 10,
+      inHand: {},
+    });
+    await other();
+    expect(answer.jobs).toHaveLength(2);
+    expect(answer.held).toEqual({ alpha: 2 });
+    // Two of alpha's three slots taken, none taken and given back in the same claim.
+    expect(woken.filter((p) => p.startsWith('slots-given-up-by:'))).toEqual([]);
+  });
+
   test('claims again as it finishes its jobs, without waiting for a poll or a notification', async () => {
     const tracker = trackerOver(t.db, false);
     await enqueue(tracker, 'alpha', 600);

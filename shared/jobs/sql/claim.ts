@@ -242,8 +242,9 @@ FROM claimed`;
 /**
  * The local worker's claim when types have limits. The worker :worker holds slots of a limited type and
  * runs at most that many of its jobs at once, claiming ahead as for any type (`lana_jobs_claim_slotted`):
- * :in_hand (`{"type": jobs running or queued}`) and :concurrency say what it can use, and every slot it
- * holds beyond that is given up in the same statement. Answers the document, for a short claim when the
+ * :in_hand (`{"type": jobs running or queued, "$linger": {"type": 1}}`, the types whose slots linger
+ * with nothing in hand) and :concurrency say what it can use, and every slot it holds beyond that is
+ * given up in the same statement. Answers the document, for a short claim when the
  * next waiting job is due (as `claimDueJobsForWorkerSql`) and whether due jobs were left behind (a type
  * whose slots others hold, or rows another claimer held), and `held`: the slots the worker holds now, per
  * type (`{"type": n}`), read after the claim (a volatile function sees the claim's changes).
