@@ -293,3 +293,15 @@ export function scenarios(scale = 1): Scenario[] {
     },
   ];
 }
+
+/** The slowest type's planned work at its concurrency (ms): the jobs it will enqueue × duration / limit. */
+export function plannedWorkMs(loads: readonly TypeLoad[]): number {
+  return Math.max(
+    0,
+    ...loads.map((l) => {
+      const jobs =
+        (l.backlog ?? 0) + (l.stream ? l.stream.perSecond * l.stream.seconds : 0) + (l.every?.count ?? 0);
+      return (jobs * l.durationMs) / l.concurrency;
+    }),
+  );
+}

@@ -25,6 +25,7 @@ import {
   type Faults,
   NO_FAULTS,
   PRICES,
+  plannedWorkMs,
   type Scenario,
   type ScenarioResult,
   type SimulationOptions,
@@ -41,7 +42,11 @@ const EXECUTOR_TIMEOUT_MS = 900_000;
 const MAX_EVENT_AGE_MS = 60_000;
 /** A new environment's init phase: the executor bundle is 735 KiB minified (`npm run build:functions`). */
 export const DEFAULT_COLD_START_MS = 400;
-/** A run that has not ended all its jobs this long after the last arrival stops (they count as lost). */
+/**
+ * A run that has not ended all its jobs this long after the last arrival stops (they count as lost), or
+ * three times its planned work at its limits when that is longer (S2 at full size: 10,000 jobs of 10 s,
+ * five at a time, is 5.6 hours of work).
+ */
 const GIVE_UP_AFTER_MS = 3 * 3600_000;
 
 /** The most of `sorted` (times, ms) in any window (t - windowMs, t]. */
@@ -392,8 +397,9 @@ export async function simulate(
     };
     vt.at(5_000, watch);
     const idle = () => [...executors.values()].every((e) => e.running === 0);
+    const giveUpAfterMs = Math.max(GIVE_UP_AFTER_MS, 3 * plannedWorkMs(loads));
     await vt.run(
-      () => (pendingEnqueues === 0 && notFinal === 0 && idle()) || vt.now > lastArrival + GIVE_UP_AFTER_MS,
+      () => (pendingEnqueues === 0 && notFinal === 0 && idle()) || vt.now > lastArrival + giveUpAfterMs,
     );
     await poll();
     await Promise.all(operations);

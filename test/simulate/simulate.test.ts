@@ -10,11 +10,14 @@ import {
   EVERY_FAULT,
   mixedTypes,
   pausedThenResumed,
+  plannedWorkMs,
   rateLimitedNotifications,
   type Scenario,
   type ScenarioResult,
   type SimulationOptions,
+  scenarios,
   simulate,
+  typeLoads,
 } from '../../bench/simulate/simulate.js';
 import { VirtualTime } from '../../bench/simulate/virtual-time.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
@@ -325,6 +328,16 @@ describe('the simulation’s own parts', () => {
     // The killed invocations' code finds itself killed.
     expect(seen.filter((k) => k)).toHaveLength(2);
     expect(() => new AccountConcurrency(105).reserve(10)).toThrow(/100 executions unreserved/);
+  });
+
+  test('a run waits out its planned work: S2 at full size is 5.6 hours at its limit, past the 3-hour floor', () => {
+    const full = scenarios(1);
+    const s2 = full.find((s) => s.name === 'S2 overload')!;
+    // 10,000 jobs of 10 s, five at a time.
+    expect(plannedWorkMs(typeLoads(s2))).toBe(20_000_000);
+    const s3 = full.find((s) => s.name === 'S3 steady')!;
+    // 30,000 jobs of 200 ms, twenty at a time: the 3-hour floor governs.
+    expect(plannedWorkMs(typeLoads(s3))).toBe(300_000);
   });
 
   test('virtual time runs timers in order, one at a time, and draws the same numbers for a seed', async () => {
