@@ -80,16 +80,7 @@ export class TypeSlots {
    * next enqueue of it starts at once). What a claim or a settle is told to keep.
    */
   keep(): Record<string, number> {
-    const keep: Record<string, number> = {};
-    const now = performance.now();
-    for (const type of this.limited) {
-      const n = Math.max(
-        this.inHand(type),
-        now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs ? 1 : 0,
-      );
-      if (n > 0) keep[type] = n;
-    }
-    return keep;
+    return keptFor(this.hand());
   }
 
   /**
@@ -148,4 +139,11 @@ export class TypeSlots {
     for (const [type, n] of this.held) if (n > (keep[type] ?? 0)) return true;
     return false;
   }
+}
+
+/** The slots worth keeping for a worker's hand: one per job in hand, one per type whose slot lingers. */
+export function keptFor(hand: { inHand: Record<string, number>; lingering: readonly string[] }) {
+  const keep: Record<string, number> = { ...hand.inHand };
+  for (const type of hand.lingering) keep[type] = 1;
+  return keep;
 }

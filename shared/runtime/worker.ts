@@ -12,7 +12,7 @@ import { type Logger, silentLogger } from './logger.js';
 import { PollTimer } from './poll-timer.js';
 import { ScheduleFirer } from './schedule-firer.js';
 import { SlotHolds } from './slot-holds.js';
-import { DEFAULT_SLOT_LINGER_MS, slotsGivenUpBy, TypeSlots } from './type-slots.js';
+import { DEFAULT_SLOT_LINGER_MS, keptFor, slotsGivenUpBy, TypeSlots } from './type-slots.js';
 import { settlesWithin, Waiters } from './waiters.js';
 import type { WorkerOptions } from './worker-options.js';
 import { ErrorBackoff, WorkerReports } from './worker-reports.js';
@@ -252,11 +252,12 @@ export class Worker<M extends JobTypeMap, S> {
       const slots = this.slots;
       // One statement about the slots at a time: a settle in flight answers first.
       if (this.holds?.settling) await this.holds.settling;
-      const keep = slots?.keep();
-      if (slots && keep) slots.capHeld(keep);
+      // One reading of the hand: what the claim is told and what the worker counts on agree.
+      const hand = slots?.hand();
+      if (slots && hand) slots.capHeld(keptFor(hand));
       const answer = await this.tracker.claimForWorker(
         room,
-        slots && keep ? { worker: this.id, concurrency: this.concurrency, ...slots.hand() } : undefined,
+        hand ? { worker: this.id, concurrency: this.concurrency, ...hand } : undefined,
       );
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
       this.leftBehind = leftBehind;
