@@ -160,14 +160,15 @@ BEGIN
     -- 0024: the ready (type, priority) pairs, each with its earliest job, in one statement: a loose scan of
     -- the type index, one descent per pair (it was a statement per type, per priority, per pause probe).
     IF p_only_type IS NULL THEN
+      -- 0025: `job_type >= ''`, not `IS NOT NULL` (which PostgreSQL 17 drops): the type index's predicate.
       WITH RECURSIVE k AS (
         (SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
-         WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+         WHERE j.status IN ('pending', 'retrying') AND j.job_type >= ''
          ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1)
         UNION ALL
         SELECT n.job_type, n.priority, n.scheduled_at FROM k CROSS JOIN LATERAL (
           SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
-          WHERE j.status IN ('pending', 'retrying') AND j.job_type IS NOT NULL
+          WHERE j.status IN ('pending', 'retrying') AND j.job_type >= ''
             AND (j.job_type, j.priority) > (k.job_type, k.priority)
           ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1) n
       )

@@ -328,6 +328,30 @@ describe('the claim of every type after an idle spell', () => {
     expect(nodes(priorities).some((n) => n['Node Type'] === 'Sort')).toBe(false);
   });
 
+  test('a limited claim of every type walks the ready types on jobs_ready_type_idx, reading no queue whole', async () => {
+    // The slotted claim (AWS's fetch-ready, a local worker's) finds the ready (type, priority) pairs with a
+    // loose scan. Its walk must imply the type index's predicate on every version: PostgreSQL 17 drops an
+    // `IS NOT NULL` on a NOT NULL column before planning (migration 0025). Read from this transaction's own
+    // statistics, so the function's inner statements count too.
+    const reads = await idle.db.transaction(async (tx) => {
+      await tx.query("INSERT INTO job_slots (job_type, slot) SELECT 'noop', g FROM generate_series(0, 9) g");
+      const claimed = await tx.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM lana_jobs_claim_slotted('{"noop": 10}'::jsonb, NULL, 10, now(), false,
+           90, NULL, NULL, NULL, NULL, NULL)`,
+      );
+      // Entries read from the jobs table's indexes and rows read by its sequential scans.
+      const stats = await tx.query<{ rows_read: number }>(
+        `SELECT (pg_stat_get_xact_tuples_returned('jobs'::regclass)
+                 + (SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index
+                    WHERE indrelid = 'jobs'::regclass))::int AS rows_read`,
+      );
+      return { claimed: claimed.rows[0]!.n, ...stats.rows[0]! };
+    });
+    expect(reads.claimed).toBe(10);
+    // 10 claimed and a few walked; the queue holds 30,000 ready and scheduled jobs.
+    expect(reads.rows_read).toBeLessThan(200);
+  });
+
   test('a claim of one type can still read its own range of jobs_ready_type_idx, by a parameter', async () => {
     // Run last: statistics that know the burst, and a generic plan, as a claim's cached plan is (the
     // type a parameter: `job_type = $1` implies `job_type IS NOT NULL`, so the index stays usable).
