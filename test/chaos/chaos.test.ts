@@ -6,7 +6,8 @@ import { runChaos } from './harness.js';
  * The fault-injection run at a small size (`npm run chaos` runs it big): executors that throw, hang past
  * their lease and crash between work and report; duplicate, out-of-order and stale deliveries; a
  * fetch-ready that dies after claiming, partial publish failures; connections killed mid-statement;
- * clock jumps; follow-up jobs enqueued by running jobs (in a worker, eagerly started). Every invariant must hold.
+ * clock jumps; follow-up jobs enqueued by running jobs (in a worker, eagerly started); beside the keyed type, a
+ * type limited by its concurrency alone, then a window of it alone. Every invariant must hold.
  */
 test('no job is lost, stuck, or run twice under injected faults', { timeout: 240_000 }, async () => {
   const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -37,6 +38,8 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
     retry_before_backoff: 0,
     attempts_running_concurrently: 0,
     key_limit_exceeded: 0,
+    type_limit_exceeded: 0,
+    limited_type_limit_exceeded: 0,
     claimed_while_paused: 0,
   });
   for (const kind of [
@@ -51,5 +54,13 @@ test('no job is lost, stuck, or run twice under injected faults', { timeout: 240
   expect(report.followUps).toBeGreaterThan(0);
   // The deployed executor loop (shared/aws) ran its share of the attempts, under the same faults.
   expect(report.executorRuns).toBeGreaterThan(0);
-  expect((report.outcomes.completed ?? 0) + (report.outcomes.failed ?? 0)).toBe(150 + report.followUps);
+  // The paths only a type limited by its concurrency alone takes ran under the faults: a worker's claim
+  // within the slots it holds, and on AWS a job claimed behind the running one, then handed its slot as
+  // that one completed (begun, or given back when the slot was no longer the finished job's).
+  expect(report.limitedPaths.claimsWithinHolds, 'claims within holds').toBeGreaterThan(0);
+  expect(report.limitedPaths.jobsClaimedBehind, 'jobs claimed behind').toBeGreaterThan(0);
+  expect(report.limitedPaths.handOns, 'slots handed on to the job behind').toBeGreaterThan(0);
+  expect((report.outcomes.completed ?? 0) + (report.outcomes.failed ?? 0)).toBe(
+    150 + report.followUps + report.limitedJobs,
+  );
 });

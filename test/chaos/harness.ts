@@ -5,7 +5,7 @@ import { AwsExecutor, type ExecutorLog } from '../../shared/aws/executor.js';
 import { fanOutDueJobs, type JobPublisher } from '../../shared/aws/fetch-ready.js';
 import { migrate } from '../../shared/db/migrate.js';
 import { PgDatabase } from '../../shared/db/pg-driver.js';
-import type { Database } from '../../shared/db/port.js';
+import type { Database, Queryable, QueryResult, Row, SqlParams, TypedValue } from '../../shared/db/port.js';
 import {
   createApprovalProcess,
   createApprovalService,
@@ -18,8 +18,10 @@ import { createNotificationService } from '../../shared/domain/notifications.js'
 import type { Notifier } from '../../shared/domain/notifier.js';
 import { JobDispatcher } from '../../shared/jobs/dispatcher.js';
 import { PermanentJobError } from '../../shared/jobs/errors.js';
-import { JobTypeRegistry } from '../../shared/jobs/registry.js';
+import { type JobContext, JobTypeRegistry } from '../../shared/jobs/registry.js';
 import { backoffSeconds } from '../../shared/jobs/retry-policy.js';
+import { completeAndClaimBehindSql } from '../../shared/jobs/sql/behind.js';
+import { claimWithinHoldsSql } from '../../shared/jobs/sql/claim.js';
 import { JobTracker } from '../../shared/jobs/tracker.js';
 import { Worker } from '../../shared/runtime/worker.js';
 import { type DataApiFixture, dataApiDriverOver, startDataApiFixture } from '../support/data-api-fixture.js';
@@ -64,6 +66,14 @@ export interface ChaosReport {
   overlapsCausedByClockJumps: number;
   /** Runs of one key beyond its limit only because an injected clock jump expired a live lease. */
   keyOverrunsCausedByClockJumps: number;
+  /** Runs of a type beyond its concurrency limit only because an injected clock jump lapsed live slot holds. */
+  typeOverrunsCausedByClockJumps: number;
+  /** Jobs of the type limited by its concurrency alone (`chaos-limited`), besides `jobs`. */
+  limitedJobs: number;
+  /** How often the paths only such a type takes ran in the workers and Lambdas under the faults. */
+  limitedPaths: LimitedPaths;
+  /** The same, in the settling workers (no faults but the executors' own and the clock's jumps). */
+  settlerPaths: LimitedPaths;
   /** Attempts the AWS path's executor loop ran (delivered, or taken as its type's next job). */
   executorRuns: number;
   /** Jobs enqueued by executors (a worker's follow-ups take its eager start when it has a free slot). */
@@ -93,9 +103,22 @@ const CHAOS_CONCURRENCY = 6;
 /** Its per-key limit: jobs with a `lane` run one per lane at once (three lanes: it binds), as approvals per facility. */
 const CHAOS_KEY_LIMIT = 1;
 const CHAOS_LANES = 3;
+/**
+ * The second chaos type: a concurrency limit and nothing else (no key, no rate), as most shipped types. Only
+ * such a type takes a local worker's claim within the slots it holds (`claimWithinHoldsSql`) and, on AWS,
+ * has its next job held behind the running one (`shared/jobs/sql/behind.ts`). Its limit is below what the
+ * workers or the executors alone could run, so it binds.
+ */
+const LIMITED_TYPE = 'chaos-limited';
+const LIMITED_CONCURRENCY = 3;
+/** The limited type's jobs are numbered from here. */
+const LIMITED_BASE = 2_000_000;
+const CHAOS_TYPE = 'chaos-effect';
 
 export interface Run {
   jobId: string;
+  /** The job's type (the per-type limit is checked per type). */
+  type?: string;
   attempt: number;
   start: number;
   end: number;
@@ -105,6 +128,10 @@ export interface Run {
   key?: string;
   /** When the attempt was claimed, on the database's clock (read from its execution row after the run). */
   claimedAt?: number;
+  /** The database's (injected) clock as the run began. */
+  startedOnDbClock?: number;
+  /** A local worker's run: when the worker's hold on its slots of the type expired, read as the run began. */
+  holdExpiresAt?: number;
 }
 
 /**
@@ -152,19 +179,63 @@ export function classifyKeyOverruns(
   const overruns: { cur: Run; live: Run[] }[] = [];
   const byKey = new Map<string, Run[]>();
   for (const r of runs) if (r.key !== undefined) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r]);
+  // An executor's next job holds a shorter dispatch lease: its claim time is read, not derived, if known.
+  const claimedAt = (r: Run) => r.claimedAt ?? r.leaseExpiresAt - leaseMs;
   for (const list of byKey.values()) {
     for (const cur of list) {
       const live = list.filter((r) => r.jobId !== cur.jobId && r.start <= cur.start && cur.start < r.end);
       if (live.length < limit) continue;
-      // An executor's next job holds a shorter dispatch lease: its claim time is read, not derived, if known.
-      const claimedAt = cur.claimedAt ?? cur.leaseExpiresAt - leaseMs;
-      const held = live.filter((r) => claimedAt < r.leaseExpiresAt);
+      // Judged by claim order, not start: a job claimed first can start later (it waited in a worker's queue
+      // while a jump expired its lease, and the later claim no longer counted it), as for overlaps.
+      const held = live.filter((r) =>
+        claimedAt(r) <= claimedAt(cur)
+          ? claimedAt(cur) < r.leaseExpiresAt
+          : claimedAt(r) < cur.leaseExpiresAt,
+      );
       if (held.length >= limit) overruns.push({ cur, live: held });
       else overrunsCausedByClockJumps++;
     }
   }
   return { overruns, overrunsCausedByClockJumps };
 }
+
+/**
+ * Runs of one type beyond its concurrency limit: at a run's start, `limit` or more runs of the type's other
+ * jobs were under way, each on a slot hold still live on the database's clock at that moment (as was the
+ * run's own). A hold is a lease: the job's (fetch-ready, executors: `holdExpiresAt` absent) or the local
+ * worker's on its slots (`holdExpiresAt`, read as the run began; renewals only move it later). A hold lapses
+ * under a live run only when an injected jump moves the clock past it, and a claim may then take its slot:
+ * such runs are put down to the jump.
+ */
+export function classifyTypeOverruns(
+  runs: readonly Run[],
+  type: string,
+  limit: number,
+): { overruns: { cur: Run; live: Run[] }[]; overrunsCausedByClockJumps: number } {
+  let overrunsCausedByClockJumps = 0;
+  const overruns: { cur: Run; live: Run[] }[] = [];
+  const list = runs.filter((r) => r.type === type);
+  const holdEnds = (r: Run) => r.holdExpiresAt ?? r.leaseExpiresAt;
+  for (const cur of list) {
+    const live = list.filter((r) => r.jobId !== cur.jobId && r.start <= cur.start && cur.start < r.end);
+    if (live.length < limit) continue;
+    const now = cur.startedOnDbClock ?? Number.NEGATIVE_INFINITY;
+    const held = holdEnds(cur) > now ? live.filter((r) => holdEnds(r) > now) : [];
+    if (held.length >= limit) overruns.push({ cur, live: held });
+    else overrunsCausedByClockJumps++;
+  }
+  return { overruns, overrunsCausedByClockJumps };
+}
+
+const chaosSchema = z.object({
+  n: z.number().int(),
+  accrualDay: z.string().optional(),
+  processId: z.string().optional(),
+  remindFacility: z.string().optional(),
+  followUp: z.boolean().optional(),
+  lane: z.string().optional(),
+});
+type ChaosPayload = z.infer<typeof chaosSchema>;
 
 interface ChaosServices {
   /** The database of the process the attempt runs in: a worker's pool, or a Lambda's Data API client. */
@@ -173,7 +244,69 @@ interface ChaosServices {
   crash: () => void;
   /** Enqueues job `n`'s follow-up through the tracker of the process the attempt runs in. */
   enqueueFollowUp: (n: number) => Promise<void>;
+  /** A local worker's id: the holder of its slots (a Lambda's jobs hold their slots themselves). */
+  slotHolder?: string;
 }
+
+/**
+ * How often the paths only a type with a concurrency limit alone takes ran, read from the answers of their
+ * statements in the workers and Lambdas that run under the faults (the test holds a floor on each, so a
+ * change that stops taking them fails it rather than passing untested).
+ */
+export interface LimitedPaths {
+  /** Local workers' claims made within the slots they hold (`claimWithinHoldsSql` applied, jobs claimed). */
+  claimsWithinHolds: number;
+  /** Jobs those claims took. */
+  jobsClaimedWithinHolds: number;
+  /** Jobs an executor claimed behind its running job (`completeAndClaimBehindSql`). */
+  jobsClaimedBehind: number;
+  /** Statements completing a job with one held behind it, to pass its slot on (the executor's `handOn`). */
+  handOns: number;
+  /** Jobs behind that such a statement began, passing them the slot (the others were given back). */
+  jobsBegunBehind: number;
+}
+
+/** `db`, with `seen` told of each statement and its answer (in a transaction too). */
+function observeStatements(
+  db: Database,
+  seen: (sql: string, params: SqlParams | undefined, rows: readonly Row[]) => void,
+): Database {
+  const observed = (q: Queryable): Queryable => ({
+    async query<R extends Row = Row>(sql: string, params?: SqlParams): Promise<QueryResult<R>> {
+      const result = await q.query<R>(sql, params);
+      seen(sql, params, result.rows);
+      return result;
+    },
+  });
+  const { driverName, maxRowBytes, maxRequestBytes, resendsStatements } = db;
+  return {
+    ...observed(db),
+    transaction: (work) => db.transaction((tx) => work(observed(tx))),
+    close: () => db.close(),
+    driverName,
+    ...(maxRowBytes === undefined ? {} : { maxRowBytes }),
+    ...(maxRequestBytes === undefined ? {} : { maxRequestBytes }),
+    ...(resendsStatements === undefined ? {} : { resendsStatements }),
+    ...(db.warmSessionsWith ? { warmSessionsWith: (sql: string) => db.warmSessionsWith?.(sql) } : {}),
+  };
+}
+
+/** Counts into `paths` what the within-holds claims and the claims behind did. */
+const countLimitedPaths =
+  (paths: LimitedPaths) => (sql: string, params: SqlParams | undefined, rows: readonly Row[]) => {
+    if (sql === claimWithinHoldsSql) {
+      const row = rows[0];
+      if (row?.applies !== true) return;
+      const jobs = (JSON.parse(String(row.jobs)) as unknown[]).length;
+      if (jobs > 0) paths.claimsWithinHolds++;
+      paths.jobsClaimedWithinHolds += jobs;
+    } else if (sql === completeAndClaimBehindSql) {
+      paths.jobsClaimedBehind += rows.filter((r) => r.role === 'behind').length;
+      const behindId = (params?.behind_id as TypedValue | null | undefined)?.text;
+      if (behindId) paths.handOns++;
+      if (behindId && rows.some((r) => r.role === 'next' && r.id === behindId)) paths.jobsBegunBehind++;
+    }
+  };
 
 /** The executors' log: the harness reads what they did from the tables. */
 const silentExecutorLog: ExecutorLog = { info() {}, warn() {}, error() {}, appendKeys() {} };
@@ -202,6 +335,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faults[kind] = (faults[kind] ?? 0) + 1;
   };
   const runs: Run[] = [];
+  const limitedPaths: LimitedPaths = {
+    claimsWithinHolds: 0,
+    jobsClaimedWithinHolds: 0,
+    jobsClaimedBehind: 0,
+    handOns: 0,
+    jobsBegunBehind: 0,
+  };
+  const countPaths = countLimitedPaths(limitedPaths);
+  const settlerPaths: LimitedPaths = {
+    claimsWithinHolds: 0,
+    jobsClaimedWithinHolds: 0,
+    jobsClaimedBehind: 0,
+    handOns: 0,
+    jobsBegunBehind: 0,
+  };
+  const countSettlerPaths = countLimitedPaths(settlerPaths);
   let executorRuns = 0;
   // Reminders delivered, by outbox key, across every simulated process.
   const sends = new Map<string, number>();
@@ -223,6 +372,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     return p;
   };
   const control = pool('control');
+  // The harness's own readings during the run, beside the control pool's work.
+  const holds = pool('control');
   try {
     await migrate(control);
     // The domain effect, made idempotent the way a real executor must be: one row per job, whatever runs.
@@ -248,94 +399,116 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       CREATE TRIGGER chaos_log_eager_start AFTER INSERT ON jobs FOR EACH ROW
       WHEN (NEW.status = 'running') EXECUTE FUNCTION chaos_log_claim()`);
 
-    const registry = new JobTypeRegistry<Record<never, never>, ChaosServices>().register({
-      type: 'chaos-effect',
-      description: 'does an idempotent effect, or misbehaves',
-      // Every tenth job also accrues a day of interest through the real domain SQL: several jobs per day,
-      // so duplicates, retries and crashes after the work all hit the accrual's idempotency.
-      schema: z.object({
-        n: z.number().int(),
-        accrualDay: z.string().optional(),
-        processId: z.string().optional(),
-        remindFacility: z.string().optional(),
-        followUp: z.boolean().optional(),
-        lane: z.string().optional(),
-      }),
-      // Limited, as every type the product ships is: the slotted claims (slots held by the local workers,
-      // one slot per claim for the simulated executors) run under every fault.
-      concurrency: CHAOS_CONCURRENCY,
-      // And per key, as approval processing is per facility: jobs with a lane keep its limit under every fault.
-      concurrencyKey: { field: 'lane', limit: CHAOS_KEY_LIMIT },
-      timeoutSeconds: 2,
-      // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
-      retry: CHAOS_RETRY,
-      execute: async (payload, ctx) => {
-        const behaviour = behaviourOf(options.seed, ctx.job.id, ctx.attempt);
-        const run: Run = {
-          jobId: ctx.job.id,
-          attempt: ctx.attempt,
-          start: performance.now(),
-          end: Number.POSITIVE_INFINITY,
-          leaseExpiresAt: ctx.job.leaseExpiresAt?.getTime() ?? Number.POSITIVE_INFINITY,
-          ...(payload.lane === undefined ? {} : { key: payload.lane }),
-        };
-        runs.push(run);
-        try {
-          const effect = async () => {
-            await ctx.services.db.query(
-              'INSERT INTO chaos_effect_runs (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt)',
-              { id: ctx.job.id, attempt: ctx.attempt },
-            );
-            await ctx.services.db.query(
-              'INSERT INTO chaos_effects (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt) ON CONFLICT (job_id) DO NOTHING',
-              { id: ctx.job.id, attempt: ctx.attempt },
-            );
-            if (payload.accrualDay)
-              await createCreditService(ctx.services.db).accrueDailyInterest(payload.accrualDay);
-            if (payload.processId)
-              await createApprovalService(ctx.services.db).processApproval(payload.processId);
-            // Enqueued from inside a running job, as the domain's follow-ups are: in a local worker with a
-            // free slot it starts eagerly, and it must survive the same crashes as a claimed job.
-            if (payload.followUp) await ctx.services.enqueueFollowUp(payload.n);
-            if (payload.remindFacility) {
-              await createNotificationService(ctx.services.db, countingNotifier).send({
-                kind: 'payment-reminder',
-                facilityId: payload.remindFacility,
-                dueDate: '2026-12-01',
-              });
-            }
-          };
-          switch (behaviour) {
-            case 'ok':
-              await effect();
-              return undefined;
-            case 'slow':
-              await new Promise((r) => setTimeout(r, 5 + Math.random() * 30));
-              await effect();
-              return undefined;
-            case 'throw':
-              fault('executor_throws');
-              throw new Error('injected failure');
-            case 'permanent':
-              fault('executor_permanent_failure');
-              throw new PermanentJobError('injected permanent failure');
-            case 'hang':
-              fault('executor_hangs_past_lease');
-              await new Promise<void>((_resolve, reject) =>
-                ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }),
-              );
-              return undefined;
-            case 'crash-after-work':
-              await effect();
-              fault('crash_between_work_and_report');
-              ctx.services.crash();
-              return undefined;
+    // What every chaos job does, whatever its type: its behaviour for this attempt (from the seed), the
+    // effect, and a record of the run for the invariants.
+    const execute = async (payload: ChaosPayload, ctx: JobContext<ChaosServices>): Promise<undefined> => {
+      const behaviour = behaviourOf(options.seed, ctx.job.id, ctx.attempt);
+      const run: Run = {
+        jobId: ctx.job.id,
+        attempt: ctx.attempt,
+        start: performance.now(),
+        end: Number.POSITIVE_INFINITY,
+        type: ctx.job.jobType,
+        leaseExpiresAt: ctx.job.leaseExpiresAt?.getTime() ?? Number.POSITIVE_INFINITY,
+        startedOnDbClock: clock.now().getTime(),
+        ...(payload.lane === undefined ? {} : { key: payload.lane }),
+      };
+      runs.push(run);
+      // A local worker's job runs on the worker's hold of the type's slots, not its own lease: read when that
+      // hold expires (through a pool no fault kills: the reading is the harness's, not the job's).
+      if (ctx.services.slotHolder !== undefined) {
+        const hold = await holds
+          .query<{ at: Date | null }>(
+            'SELECT min(expires_at) AS at FROM job_slots WHERE job_type = :type AND holder = CAST(:holder AS uuid)',
+            { type: ctx.job.jobType, holder: ctx.services.slotHolder },
+          )
+          .then((r) => r.rows[0]?.at ?? null)
+          .catch(() => null);
+        // No hold found (its slots lapsed and were taken): the run stands on no live hold.
+        run.holdExpiresAt = hold?.getTime() ?? Number.NEGATIVE_INFINITY;
+      }
+      try {
+        const effect = async () => {
+          await ctx.services.db.query(
+            'INSERT INTO chaos_effect_runs (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt)',
+            { id: ctx.job.id, attempt: ctx.attempt },
+          );
+          await ctx.services.db.query(
+            'INSERT INTO chaos_effects (job_id, attempt) VALUES (CAST(:id AS uuid), :attempt) ON CONFLICT (job_id) DO NOTHING',
+            { id: ctx.job.id, attempt: ctx.attempt },
+          );
+          if (payload.accrualDay)
+            await createCreditService(ctx.services.db).accrueDailyInterest(payload.accrualDay);
+          if (payload.processId)
+            await createApprovalService(ctx.services.db).processApproval(payload.processId);
+          // Enqueued from inside a running job, as the domain's follow-ups are: in a local worker with a
+          // free slot it starts eagerly, and it must survive the same crashes as a claimed job.
+          if (payload.followUp) await ctx.services.enqueueFollowUp(payload.n);
+          if (payload.remindFacility) {
+            await createNotificationService(ctx.services.db, countingNotifier).send({
+              kind: 'payment-reminder',
+              facilityId: payload.remindFacility,
+              dueDate: '2026-12-01',
+            });
           }
-        } finally {
-          run.end = performance.now();
+        };
+        switch (behaviour) {
+          case 'ok':
+            await effect();
+            return undefined;
+          case 'slow':
+            await new Promise((r) => setTimeout(r, 5 + Math.random() * 30));
+            await effect();
+            return undefined;
+          case 'throw':
+            fault('executor_throws');
+            throw new Error('injected failure');
+          case 'permanent':
+            fault('executor_permanent_failure');
+            throw new PermanentJobError('injected permanent failure');
+          case 'hang':
+            fault('executor_hangs_past_lease');
+            await new Promise<void>((_resolve, reject) =>
+              ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true }),
+            );
+            return undefined;
+          case 'crash-after-work':
+            await effect();
+            fault('crash_between_work_and_report');
+            ctx.services.crash();
+            return undefined;
         }
-      },
-    });
+      } finally {
+        run.end = performance.now();
+      }
+    };
+
+    const registry = new JobTypeRegistry<Record<never, never>, ChaosServices>()
+      .register({
+        type: 'chaos-effect',
+        description: 'does an idempotent effect, or misbehaves',
+        // Every tenth job also accrues a day of interest through the real domain SQL: several jobs per day,
+        // so duplicates, retries and crashes after the work all hit the accrual's idempotency.
+        schema: chaosSchema,
+        // Limited, as every type the product ships is: the slotted claims (slots held by the local workers,
+        // one slot per claim for the simulated executors) run under every fault.
+        concurrency: CHAOS_CONCURRENCY,
+        // And per key, as approval processing is per facility: jobs with a lane keep its limit under every fault.
+        concurrencyKey: { field: 'lane', limit: CHAOS_KEY_LIMIT },
+        timeoutSeconds: 2,
+        // The seed's rule (2^n, capped at 2^5) in seconds rather than minutes, so a run walks whole schedules.
+        retry: CHAOS_RETRY,
+        execute,
+      })
+      .register({
+        type: LIMITED_TYPE,
+        description: 'does an idempotent effect, or misbehaves, under a concurrency limit alone',
+        schema: z.object({ n: z.number().int() }),
+        concurrency: LIMITED_CONCURRENCY,
+        timeoutSeconds: 2,
+        retry: CHAOS_RETRY,
+        execute,
+      });
 
     const tracker = new JobTracker({ db: control, registry, clock });
     await control.query(
@@ -378,6 +551,26 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await control.transaction((tx) => recordVote(tx, { processId: id, voter: 'chair', approve: true }));
       processes.push(id);
     }
+    // The type limited by its concurrency alone: a fifth as many jobs as the keyed type's, enqueued first (so
+    // fetch-ready, which claims by due time, sends executors some before the workers join), as many again
+    // arriving during the first window of faults; in the second, a backlog for the executors before the
+    // workers join and a steady stream (through the control pool, which no fault kills).
+    const limitedAtStart = Math.ceil(options.jobs / 5);
+    const limitedArriving = Math.ceil(options.jobs / 5);
+    const limitedLateBacklog = Math.ceil(options.jobs / 3);
+    const limitedLate = Math.ceil(options.jobs / 2);
+    let limitedEnqueued = 0;
+    const enqueueLimited = (count: number) => {
+      const from = limitedEnqueued;
+      limitedEnqueued += count;
+      return tracker.enqueueMany(
+        Array.from({ length: count }, (_, k) => ({
+          type: LIMITED_TYPE,
+          payload: { n: LIMITED_BASE + from + k },
+        })),
+      );
+    };
+    await enqueueLimited(limitedAtStart);
     const accrualDay = (n: number) =>
       new Date(Date.UTC(2026, 0, 1 + ((n / 10) % 15))).toISOString().slice(0, 10);
     await tracker.enqueueMany(
@@ -397,8 +590,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
                     : { n },
       })),
     );
-    log(`enqueued ${options.jobs} jobs (seed ${options.seed})`);
+    log(`enqueued ${options.jobs} jobs and ${limitedAtStart} of ${LIMITED_TYPE} (seed ${options.seed})`);
 
+    const q = async (sql: string) => (await control.query<{ n: number }>(sql)).rows[0]!.n;
     let stopping = false;
     const tasks: Promise<unknown>[] = [];
 
@@ -406,7 +600,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const startWorker = async (i: number, generation: number): Promise<void> => {
       if (stopping) return;
       const db = pool(`w${i}`);
-      const workerTracker = new JobTracker({ db, registry, clock });
+      const workerTracker = new JobTracker({ db: observeStatements(db, countPaths), registry, clock });
       let worker: Worker<typeof registry.schemas, ChaosServices> | undefined;
       const services: ChaosServices = {
         db,
@@ -430,6 +624,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         pollIntervalMs: 25,
         rescueIntervalMs: 40,
       });
+      services.slotHolder = worker.id;
       workers.push(worker);
       await worker.start();
     };
@@ -437,13 +632,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     // The AWS path, as deployed: fetch-ready's loop and the executor Lambda's loop (shared/aws), each
     // "Lambda" talking to the database through the RDS Data API (the local fixture, its own connections).
-    const runLambda = async (i: number): Promise<void> => {
+    // Each simulated Lambda's Data API endpoint, started before the faults (it outlives the windows).
+    for (let i = 0; i < options.lambdas; i++) {
       const appUrl = new URL(dbUrl);
       appUrl.searchParams.set('application_name', `chaos-l${i}`);
-      const fixture = await startDataApiFixture(appUrl.toString(), { poolSize: 4 });
-      fixtures.push(fixture);
+      fixtures.push(await startDataApiFixture(appUrl.toString(), { poolSize: 4 }));
+    }
+    const runLambda = async (i: number): Promise<void> => {
+      const fixture = fixtures[i]!;
       const db = dataApiDriverOver(fixture, name);
-      const lambdaTracker = new JobTracker({ db, registry, clock });
+      const lambdaTracker = new JobTracker({ db: observeStatements(db, countPaths), registry, clock });
       let crashed = false;
       const services: ChaosServices = {
         db,
@@ -456,7 +654,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         },
       };
       // The bus: what fetch-ready (and an executor handing its slot over) publishes, with faults.
-      const bus: { jobId: string; attempt: number }[] = [];
+      const bus: { jobId: string; jobType: string; attempt: number }[] = [];
       const publisher: JobPublisher = {
         maxBatch: 10,
         async publish(events) {
@@ -472,30 +670,39 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
               fault('publish_partial_failure_released');
               return { ok: false as const, error: 'InternalFailure: injected' };
             }
-            bus.push({ jobId: event.jobId, attempt: event.attempt });
+            const delivery = { jobId: event.jobId, jobType: event.jobType, attempt: event.attempt };
+            bus.push(delivery);
             if (r < 0.2) {
               fault('duplicate_delivery');
-              bus.push({ jobId: event.jobId, attempt: event.attempt });
+              bus.push(delivery);
             }
             return { ok: true as const };
           });
         },
       };
-      const executor = new AwsExecutor({
-        tracker: lambdaTracker,
-        dispatcher: new JobDispatcher(registry, services),
-        jobType: 'chaos-effect',
-        log: silentExecutorLog,
-        publisher,
-      });
+      // One executor function per type, as deployed: the event's type picks it.
+      const executors = new Map(
+        ['chaos-effect', LIMITED_TYPE].map((jobType) => [
+          jobType,
+          new AwsExecutor({
+            tracker: lambdaTracker,
+            dispatcher: new JobDispatcher(registry, services),
+            jobType,
+            log: silentExecutorLog,
+            publisher,
+          }),
+        ]),
+      );
       /** One executor invocation: time for `more` of the type's next jobs, then its slot is handed over. */
-      const invoke = async (event: { jobId: string; attempt: number }, more: number | undefined) => {
+      const invoke = async (
+        event: { jobId: string; jobType: string; attempt: number },
+        more: number | undefined,
+      ) => {
         let left = more ?? 0;
         try {
-          const result = await executor.run(
-            event,
-            more === undefined ? undefined : () => (left-- > 0 ? 15 * 60_000 : 1_000),
-          );
+          const result = await executors
+            .get(event.jobType)!
+            .run(event, more === undefined ? undefined : () => (left-- > 0 ? 15 * 60_000 : 1_000));
           executorRuns += (result.outcome === 'duplicate' ? 0 : 1) + result.nextJobsRun;
           return result;
         } catch {
@@ -509,7 +716,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           }
         }
       };
-      const delivered: { jobId: string; attempt: number }[] = [];
+      const delivered: { jobId: string; jobType: string; attempt: number }[] = [];
       while (!stopping) {
         try {
           await fanOutDueJobs(lambdaTracker, publisher, {
@@ -536,128 +743,192 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }
       await db.close();
     };
-    for (let i = 0; i < options.lambdas; i++) tasks.push(runLambda(i));
-    // The workers join halfway through the faults: they claim ahead and would otherwise take nearly every
-    // job before the Lambdas' slower Data API round trips, leaving the AWS path next to nothing to run.
-    tasks.push(
-      (async () => {
-        await new Promise((r) => setTimeout(r, (options.faultSeconds * 1000) / 2));
-        for (let i = 0; i < options.workers; i++) await startWorker(i, 0);
-      })(),
-    );
-
-    // Every few seconds (and now and then besides) the clock jumps forward past every lease and retry time.
     let tick = 0;
-    const clockTimer = setInterval(() => {
-      if (tick++ % 3 === 1 || rand() < 0.1) {
-        fault('clock_jump');
-        offsetMs += 10 * 60_000;
-      }
-    }, 1000);
-
-    // The chaos type paused for a moment now and then, by an operator's pause through the control pool. Each
-    // interval runs from when the pause had committed (its call returned) to when the resume was sent, on
-    // the server's clock: no claim statement that reached the server inside it may take the type's jobs.
-    const pausedIntervals: { from: Date; to: Date }[] = [];
+    const pausedIntervals: { type: string; from: Date; to: Date }[] = [];
     const serverNow = async () =>
       (await control.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
-    let pausing: Promise<void> = Promise.resolve();
-    let pauseTick = 0;
-    let pauseInFlight = false;
-    const pauser = setInterval(() => {
-      // One pause at a time: a second one's resume would end the first's interval early.
-      if (pauseTick++ % 2 === 1 || pauseInFlight) return;
-      pauseInFlight = true;
-      pausing = (async () => {
-        await tracker.pauseType('chaos-effect', { by: 'chaos', reason: 'injected pause' });
-        fault('type_paused');
-        const from = await serverNow();
-        await new Promise((r) => setTimeout(r, 50 + rand() * 200));
-        pausedIntervals.push({ from, to: await serverNow() });
-        await tracker.resumeType('chaos-effect');
-      })()
-        .catch(() => {})
-        .finally(() => {
-          pauseInFlight = false;
-        });
-    }, 400);
-
-    // Connections killed mid-statement or mid-transaction.
-    const killer = setInterval(() => {
-      void admin
-        .query(
-          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-           WHERE datname = $1 AND application_name LIKE 'chaos-%' AND application_name <> 'chaos-control'
-             AND state <> 'idle' ORDER BY random() LIMIT 1`,
-          [name],
-        )
-        .then(
-          (r) => {
-            if (r.rowCount) fault('connection_killed');
-          },
-          () => {},
-        );
-    }, 150);
-
-    await new Promise((r) => setTimeout(r, options.faultSeconds * 1000));
-    clearInterval(killer);
-    clearInterval(pauser);
-    await pausing;
-    await tracker.resumeType('chaos-effect');
-    log('faults stopped; letting the system settle');
-
-    // Settle: no more injected faults from the clock (it keeps moving steadily), workers finish the rest.
-    clearInterval(clockTimer);
-    stopping = true;
-    await Promise.all(tasks);
-    for (const w of workers) await w.stop().catch(() => {});
-    const healthy = new JobDispatcher(registry, {
-      db: control,
-      crash: () => {},
-      enqueueFollowUp: followUpEnqueuer(tracker),
-    });
-    const settler = new Worker({
-      tracker,
-      dispatcher: healthy,
-      concurrency: 8,
-      pollIntervalMs: 10,
-      rescueIntervalMs: 20,
-    });
-    await settler.start();
-    // Whenever the settler is idle, move the clock to the next due time (or past leases left by the
-    // killed processes) instead of waiting for it: nothing runs across these jumps.
-    for (let i = 0; i < 2000; i++) {
-      const open = await control.query<{ n: number; next: Date | null }>(
-        `SELECT count(*)::int AS n, min(CASE WHEN status = 'running' THEN lease_expires_at ELSE scheduled_at END) AS next
-         FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')`,
+    /**
+     * One window of faults, then a settle until every job has ended: the workers and the Lambdas run under
+     * the faults, the limited type's `arrivals` are enqueued over it, and `pausedTypes` take turns at pauses.
+     */
+    const faultWindow = async (window: {
+      name: string;
+      ms: number;
+      workersJoinAfterMs: number;
+      pausedTypes: readonly string[];
+      backlog: number;
+      arrivals: number;
+    }) => {
+      await enqueueLimited(window.backlog);
+      stopping = false;
+      tasks.length = 0;
+      for (let i = 0; i < options.lambdas; i++) tasks.push(runLambda(i));
+      tasks.push(
+        (async () => {
+          await new Promise((r) => setTimeout(r, window.workersJoinAfterMs));
+          for (let i = 0; i < options.workers; i++) await startWorker(i, 0);
+        })(),
       );
-      if (open.rows[0]!.n === 0) break;
-      await settler.idle();
-      let next = open.rows[0]!.next;
-      if (next && next.getTime() <= clock.now().getTime()) {
-        // Due jobs the settler did not take: the slots of their type, or their key, may still be held by
-        // a killed process, until its hold or its job's lease expires. A real clock gets there; this one jumps.
-        const held = await control.query<{ at: Date | null }>(
-          `SELECT LEAST(
-             (SELECT min(expires_at) FROM job_slots WHERE holder IS NOT NULL AND holder <> CAST(:settler AS uuid)),
-             (SELECT min(lease_expires_at) FROM jobs WHERE status = 'running' AND concurrency_key IS NOT NULL)) AS at`,
-          { settler: settler.id },
+
+      // Every few seconds (and now and then besides) the clock jumps forward past every lease and retry time.
+      const clockTimer = setInterval(() => {
+        if (tick++ % 3 === 1 || rand() < 0.1) {
+          fault('clock_jump');
+          offsetMs += 10 * 60_000;
+        }
+      }, 1000);
+
+      // A chaos type paused for a moment now and then (each of the window's in turn), by an operator's pause
+      // through the control pool. Each interval runs from when the pause had committed (its call returned) to
+      // when the resume was sent, on the server's clock: no claim statement that reached the server inside it
+      // may take the type's jobs.
+      let pausing: Promise<void> = Promise.resolve();
+      let pauseTick = 0;
+      let pauseInFlight = false;
+      let pauses = 0;
+      const pauser = setInterval(() => {
+        // One pause at a time: a second one's resume would end the first's interval early.
+        if (pauseTick++ % 2 === 1 || pauseInFlight) return;
+        pauseInFlight = true;
+        const type = window.pausedTypes[pauses++ % window.pausedTypes.length]!;
+        pausing = (async () => {
+          await tracker.pauseType(type, { by: 'chaos', reason: 'injected pause' });
+          fault('type_paused');
+          const from = await serverNow();
+          await new Promise((r) => setTimeout(r, 50 + rand() * 200));
+          pausedIntervals.push({ type, from, to: await serverNow() });
+          await tracker.resumeType(type);
+        })()
+          .catch(() => {})
+          .finally(() => {
+            pauseInFlight = false;
+          });
+      }, 400);
+
+      // Connections killed mid-statement or mid-transaction.
+      const killer = setInterval(() => {
+        void admin
+          .query(
+            `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name LIKE 'chaos-%' AND application_name <> 'chaos-control'
+               AND state <> 'idle' ORDER BY random() LIMIT 1`,
+            [name],
+          )
+          .then(
+            (r) => {
+              if (r.rowCount) fault('connection_killed');
+            },
+            () => {},
+          );
+      }, 150);
+
+      // The limited type's arrivals, spread evenly over the window.
+      const arrivalTicks = Math.max(1, Math.floor(window.ms / 100));
+      let arrivalTick = 0;
+      let arrived = 0;
+      let arriving: Promise<void> = Promise.resolve();
+      const arrive = (upTo: number) => {
+        const count = upTo - arrived;
+        if (count > 0) {
+          arrived += count;
+          // Joined at once, so a failed enqueue is not an unhandled rejection before the end awaits it.
+          arriving = Promise.all([arriving, enqueueLimited(count)]).then(() => {});
+        }
+      };
+      const arrivals = setInterval(
+        () => arrive(Math.min(window.arrivals, Math.round((window.arrivals * ++arrivalTick) / arrivalTicks))),
+        100,
+      );
+
+      await new Promise((r) => setTimeout(r, window.ms));
+      clearInterval(killer);
+      clearInterval(pauser);
+      clearInterval(arrivals);
+      arrive(window.arrivals);
+      await arriving;
+      await pausing;
+      for (const type of window.pausedTypes) await tracker.resumeType(type);
+      log(`${window.name}: faults stopped; letting the system settle`);
+
+      // Settle: no more injected faults from the clock (it keeps moving steadily), workers finish the rest.
+      clearInterval(clockTimer);
+      stopping = true;
+      await Promise.all(tasks);
+      for (const w of workers) await w.stop().catch(() => {});
+      workers.length = 0;
+      const healthyServices: ChaosServices = {
+        db: control,
+        crash: () => {},
+        enqueueFollowUp: followUpEnqueuer(tracker),
+      };
+      const healthy = new JobDispatcher(registry, healthyServices);
+      const settler = new Worker({
+        tracker: new JobTracker({ db: observeStatements(control, countSettlerPaths), registry, clock }),
+        dispatcher: healthy,
+        concurrency: 8,
+        pollIntervalMs: 10,
+        rescueIntervalMs: 20,
+      });
+      healthyServices.slotHolder = settler.id;
+      await settler.start();
+      // Whenever the settler is idle, move the clock to the next due time (or past leases left by the
+      // killed processes) instead of waiting for it: nothing runs across these jumps.
+      for (let i = 0; i < 2000; i++) {
+        const open = await control.query<{ n: number; next: Date | null }>(
+          `SELECT count(*)::int AS n, min(CASE WHEN status = 'running' THEN lease_expires_at ELSE scheduled_at END) AS next
+           FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')`,
         );
-        if (held.rows[0]!.at) next = held.rows[0]!.at;
+        if (open.rows[0]!.n === 0) break;
+        await settler.idle();
+        let next = open.rows[0]!.next;
+        if (next && next.getTime() <= clock.now().getTime()) {
+          // Due jobs the settler did not take: the slots of their type, or their key, may still be held by
+          // a killed process, until its hold or its job's lease expires. A real clock gets there; this one jumps.
+          const held = await control.query<{ at: Date | null }>(
+            `SELECT LEAST(
+               (SELECT min(expires_at) FROM job_slots WHERE holder IS NOT NULL AND holder <> CAST(:settler AS uuid)),
+               (SELECT min(lease_expires_at) FROM jobs WHERE status = 'running' AND concurrency_key IS NOT NULL)) AS at`,
+            { settler: settler.id },
+          );
+          if (held.rows[0]!.at) next = held.rows[0]!.at;
+        }
+        if (next && next.getTime() > clock.now().getTime()) {
+          // Also a jump past leases: an executor of a killed process that is still finishing (JavaScript
+          // cannot be killed mid-await; a real process would be gone) is then overlapped by the rerun.
+          offsetMs += next.getTime() - clock.now().getTime() + 1000;
+        }
+        await tracker.rescueExpiredLeases();
+        settler.wake();
+        await new Promise((r) => setTimeout(r, 20));
       }
-      if (next && next.getTime() > clock.now().getTime()) {
-        // Also a jump past leases: an executor of a killed process that is still finishing (JavaScript
-        // cannot be killed mid-await; a real process would be gone) is then overlapped by the rerun.
-        offsetMs += next.getTime() - clock.now().getTime() + 1000;
-      }
-      await tracker.rescueExpiredLeases();
-      settler.wake();
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    await settler.stop();
+      await settler.stop();
+    };
+
+    // Both types under the faults. In each window the workers join halfway: they claim ahead and would
+    // otherwise take nearly every job before the Lambdas' slower Data API round trips, leaving the AWS path
+    // next to nothing to run.
+    await faultWindow({
+      name: 'both types',
+      ms: options.faultSeconds * 1000,
+      workersJoinAfterMs: (options.faultSeconds * 1000) / 2,
+      pausedTypes: [CHAOS_TYPE, LIMITED_TYPE],
+      backlog: 0,
+      arrivals: limitedArriving,
+    });
+    // Then the limited type alone under the same faults, twice as long: the executors alone with its backlog
+    // (jobs held behind), then the workers too. A worker claims within the slots it holds only while no type
+    // with a key (or a rate) has a job due and no type is paused: the keyed type's backlog is due all through
+    // the first window, so this is where the workers take that path.
+    await faultWindow({
+      name: 'limited type alone',
+      ms: 2 * options.faultSeconds * 1000,
+      workersJoinAfterMs: options.faultSeconds * 1000,
+      pausedTypes: [LIMITED_TYPE],
+      backlog: limitedLateBacklog,
+      arrivals: limitedLate,
+    });
 
     // Invariants.
-    const q = async (sql: string) => (await control.query<{ n: number }>(sql)).rows[0]!.n;
     const violations: Record<string, number> = {
       jobs_not_final: await q(
         "SELECT count(*)::int AS n FROM jobs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
@@ -750,7 +1021,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const claimedAt = new Map(claims.rows.map((r) => [`${r.job_id}/${r.attempt}`, r.claimed_at.getTime()]));
     for (const r of runs) {
       const at = claimedAt.get(`${r.jobId}/${r.attempt}`);
-      if (r.key !== undefined && at !== undefined) r.claimedAt = at;
+      if (at !== undefined) r.claimedAt = at;
     }
     const { overruns, overrunsCausedByClockJumps } = classifyKeyOverruns(
       runs,
@@ -759,14 +1030,26 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     );
     for (const o of overruns.slice(0, 3)) log(`key limit exceeded: ${JSON.stringify(o)}`);
     violations.key_limit_exceeded = overruns.length;
+    // Each type's concurrency limit, across every worker, executor and the settler: no run began while its
+    // limit's worth of the type's other jobs ran on live slot holds.
+    let typeOverrunsCausedByClockJumps = 0;
+    for (const [type, limit, violation] of [
+      [CHAOS_TYPE, CHAOS_CONCURRENCY, 'type_limit_exceeded'],
+      [LIMITED_TYPE, LIMITED_CONCURRENCY, 'limited_type_limit_exceeded'],
+    ] as const) {
+      const typed = classifyTypeOverruns(runs, type, limit);
+      for (const o of typed.overruns.slice(0, 3)) log(`${type} limit exceeded: ${JSON.stringify(o)}`);
+      violations[violation] = typed.overruns.length;
+      typeOverrunsCausedByClockJumps += typed.overrunsCausedByClockJumps;
+    }
     // Claims whose statement reached the server while the type was paused (see `chaos_claims`).
     let claimedWhilePaused = 0;
-    for (const { from, to } of pausedIntervals) {
+    for (const { type, from, to } of pausedIntervals) {
       claimedWhilePaused += (
         await control.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM chaos_claims
-           WHERE job_type = 'chaos-effect' AND at > CAST(:from AS timestamptz) AND at < CAST(:to AS timestamptz)`,
-          { from, to },
+           WHERE job_type = :type AND at > CAST(:from AS timestamptz) AND at < CAST(:to AS timestamptz)`,
+          { type, from, to },
         )
       ).rows[0]!.n;
     }
@@ -797,6 +1080,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       effectsRerun,
       overlapsCausedByClockJumps,
       keyOverrunsCausedByClockJumps: overrunsCausedByClockJumps,
+      typeOverrunsCausedByClockJumps,
+      limitedJobs: await q(`SELECT count(*)::int AS n FROM jobs WHERE job_type = '${LIMITED_TYPE}'`),
+      limitedPaths,
+      settlerPaths,
       executorRuns,
       followUps: await q("SELECT count(*)::int AS n FROM jobs WHERE idempotency_key LIKE 'follow-up-of-%'"),
       // Claimed by the statement that inserted them: their first attempt's claim time is their creation time.

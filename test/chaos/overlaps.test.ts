@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { classifyKeyOverruns, classifyOverlaps, type Run } from './harness.js';
+import { classifyKeyOverruns, classifyOverlaps, classifyTypeOverruns, type Run } from './harness.js';
 
 const LEASE_MS = 122_000;
 const run = (attempt: number, start: number, end: number, claimedAt: number): Run => ({
@@ -75,6 +75,17 @@ describe('chaos: runs of one key beyond its limit', () => {
     expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
   });
 
+  test('are judged by claim order: a job claimed first that starts late, its lease expired (seen in chaos)', () => {
+    // Job a was claimed by a worker and waited in its queue while a clock jump expired its lease; b, of its
+    // key, was then claimed (a no longer counted) and began; a began after it (figures from the run).
+    const a = keyed('a', 6875.92, 6880.01, 1_796_640_554_737);
+    const b = keyed('b', 5710.88, 7711.66, 1_796_641_155_625);
+    expect(classifyKeyOverruns([a, b], LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
+    // Claimed inside a's lease, b would have been over the limit, whichever began first.
+    const early = keyed('b', 5710.88, 7711.66, 1_796_640_554_737 + 1_000);
+    expect(classifyKeyOverruns([a, early], LEASE_MS, 1).overruns).toHaveLength(1);
+  });
+
   test('take the claim time read from the execution row over the one derived from the lease', () => {
     // A next job's dispatch lease is shorter than the run's: derived, its claim would look earlier.
     const runs = [keyed('a', 0, 100, 0), { ...keyed('b', 50, 150, LEASE_MS - 30_000), claimedAt: LEASE_MS }];
@@ -90,5 +101,47 @@ describe('chaos: runs of one key beyond its limit', () => {
       { ...keyed('a', 60, 90, 50), attempt: 2 },
     ];
     expect(classifyKeyOverruns(runs, LEASE_MS, 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 0 });
+  });
+});
+
+describe('chaos: runs of one type beyond its concurrency limit', () => {
+  // Runs start at real time `start`, which is also the database's clock here (no jump in between).
+  const typed = (jobId: string, start: number, end: number, holdEnds: number, type = 'limited'): Run => ({
+    jobId,
+    type,
+    attempt: 1,
+    start,
+    end,
+    startedOnDbClock: start,
+    leaseExpiresAt: holdEnds,
+  });
+
+  test('are a violation when the limit’s worth of the type’s other jobs ran on live holds, keyed or not', () => {
+    const runs = [
+      typed('a', 0, 100, 1_000),
+      { ...typed('b', 10, 100, 1_000), key: 'lane-0' },
+      typed('c', 20, 100, 1_000),
+      typed('d', 30, 100, 1_000, 'other'),
+    ];
+    expect(classifyTypeOverruns(runs, 'limited', 2).overruns).toHaveLength(1);
+    expect(classifyTypeOverruns(runs, 'limited', 3).overruns).toHaveLength(0);
+    expect(classifyTypeOverruns(runs, 'other', 1).overruns).toHaveLength(0);
+  });
+
+  test('read a local worker’s run by its worker’s hold on the slots, not its job’s lease', () => {
+    // The worker's hold had lapsed (a jump) when b began, though a's job lease had not.
+    const lapsed = [{ ...typed('a', 0, 100, 1_000), holdExpiresAt: 40 }, typed('b', 50, 150, 1_000)];
+    expect(classifyTypeOverruns(lapsed, 'limited', 1)).toEqual({
+      overruns: [],
+      overrunsCausedByClockJumps: 1,
+    });
+    // Still held: a violation, whichever of the two began first.
+    const held = [{ ...typed('a', 0, 100, 60), holdExpiresAt: 1_000 }, typed('b', 50, 150, 1_000)];
+    expect(classifyTypeOverruns(held, 'limited', 1).overruns).toHaveLength(1);
+  });
+
+  test('put a run down to a clock jump when its own hold had lapsed as it began (it waited in a queue)', () => {
+    const runs = [typed('a', 0, 100, 1_000), { ...typed('b', 50, 150, 1_000), holdExpiresAt: 45 }];
+    expect(classifyTypeOverruns(runs, 'limited', 1)).toEqual({ overruns: [], overrunsCausedByClockJumps: 1 });
   });
 });
