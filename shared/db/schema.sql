@@ -396,9 +396,7 @@ BEGIN
                                      duration_ms)
   VALUES (OLD.id, OLD.attempts,
           COALESCE(OLD.claimed_at, OLD.lease_expires_at - make_interval(secs => OLD.lease_seconds)),
-          OLD.started_at, OLD.completed_at, 'completed', NULL, OLD.duration_ms)
-  -- A record the previous release wrote for the same attempt already says it.
-  ON CONFLICT (job_id, attempt) DO NOTHING;
+          OLD.started_at, OLD.completed_at, 'completed', NULL, OLD.duration_ms);
   RETURN NULL;
 END;
 $function$;

@@ -71,18 +71,16 @@ $$;
 CREATE TRIGGER job_executions_delete INSTEAD OF DELETE ON job_executions
 FOR EACH ROW EXECUTE FUNCTION lana_jobs_execution_deleted();
 
--- No code takes a job out of `completed` today. If some ever does, the completed attempt's record is
--- written into the table first, so the history stays whole. An AFTER trigger with a WHEN, as 0017's: a
--- BEFORE row trigger would make every update of `jobs` lock and log its row.
+-- No code takes a job out of `completed` today. If some ever does, the statement that does it also writes
+-- the completed attempt's record into the table, so the history stays whole. An AFTER trigger with a WHEN,
+-- as 0017's: a BEFORE row trigger would make every update of `jobs` lock and log its row.
 CREATE FUNCTION lana_jobs_completion_recorded() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
                                      duration_ms)
   VALUES (OLD.id, OLD.attempts,
           COALESCE(OLD.claimed_at, OLD.lease_expires_at - make_interval(secs => OLD.lease_seconds)),
-          OLD.started_at, OLD.completed_at, 'completed', NULL, OLD.duration_ms)
-  -- A record the previous release wrote for the same attempt already says it.
-  ON CONFLICT (job_id, attempt) DO NOTHING;
+          OLD.started_at, OLD.completed_at, 'completed', NULL, OLD.duration_ms);
   RETURN NULL;
 END;
 $$;
