@@ -12,6 +12,7 @@ import {
   rowToJob,
 } from './model.js';
 import { DISPATCH_LEASE_SECONDS, type JobTypeMap, truncate } from './registry.js';
+import { claimWithSlots } from './slotted-claims.js';
 import * as sql from './sql.js';
 import { TrackerPart } from './tracker-part.js';
 
@@ -64,6 +65,14 @@ export interface WorkerSlots {
    * linger), so the next one starts at once: one slot each is kept, none taken for them.
    */
   lingering?: readonly string[];
+  /**
+   * `false`: the worker holds no slot beyond what it keeps, and none is due for renewal (it confirmed its
+   * holds a moment ago), so the claim neither renews nor gives up slots (migration 0025): it only claims,
+   * and takes slots if it needs more. Default `true`.
+   */
+  settle?: boolean;
+  /** With `settle: false`: the slots the worker holds, per type (its claim may then read none). */
+  held?: Record<string, number>;
 }
 
 export interface FailOptions {
@@ -216,35 +225,7 @@ export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S>
       };
     }
     if (limits !== null && slots) {
-      const res = await this.db.query<{
-        jobs: string;
-        next_due_at: Date | null;
-        left_behind: boolean;
-        rate_slot_free_at: Date | null;
-        held: string;
-      }>(
-        sql.claimLimitedForWorkerSql,
-        this.params({
-          limit,
-          limits,
-          worker: uuid(slots.worker),
-          concurrency: slots.concurrency,
-          in_hand: JSON.stringify({
-            ...slots.inHand,
-            $linger: Object.fromEntries((slots.lingering ?? []).map((type) => [type, 1])),
-          }),
-          slot_lease_seconds: SLOT_LEASE_SECONDS,
-        }),
-      );
-      const row = res.rows[0];
-      const jobs = claimedJobsFromDocument(row?.jobs ?? '[]');
-      const held = JSON.parse(row?.held ?? '{}') as Record<string, number>;
-      if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held };
-      // Jobs over a type's rate are due but not claimable before a rate slot frees: ask again then.
-      const times = [row?.next_due_at, row?.rate_slot_free_at].filter((d): d is Date => d != null);
-      const nextDueAt =
-        times.length === 0 ? null : new Date(Math.min(...times.map((d) => new Date(d).getTime())));
-      return { jobs, nextDueAt, leftBehind: row?.left_behind ?? false, held };
+      return claimWithSlots(this.db, (extra) => this.params(extra), limit, limits, slots);
     }
     const res = await this.db.query<{ jobs: string; next_due_at: Date | null }>(
       sql.claimDueJobsForWorkerSql,

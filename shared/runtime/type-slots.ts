@@ -13,6 +13,11 @@ export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
  * 0022), so a confirmed hold has at least that much left.
  */
 const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS * 0.75 - 15) * 1000;
+/**
+ * How long after a confirmation a claim may leave the holds as they are (`settle: false`, migration 0025):
+ * the next claim after that renews and confirms them, well within the trust above.
+ */
+const SLOT_CONFIRM_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 
 /**
  * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
@@ -101,6 +106,20 @@ export class TypeSlots {
   }
 
   /**
+   * What the next claim is told (`WorkerSlots`): the hand, and whether it settles the holds. It settles
+   * when the worker holds more than it keeps or its holds were last confirmed `SLOT_CONFIRM_MS` ago;
+   * otherwise the claim only claims (and takes slots it needs), leaving the holds and their trust as they are.
+   */
+  forClaim(): ReturnType<TypeSlots['hand']> & { settle: boolean; held?: Record<string, number> } {
+    const hand = this.hand();
+    const keep = keptFor(hand);
+    const settle = performance.now() - this.confirmedAt >= SLOT_CONFIRM_MS || this.holdsBeyond(keep);
+    if (!settle) return { ...hand, settle, held: Object.fromEntries(this.held) };
+    this.capHeld(keep);
+    return { ...hand, settle };
+  }
+
+  /**
    * While a statement that settles the holds to `keep` is in flight, the worker counts on no more than
    * that: the database gives up the rest, and a job started meanwhile must not use a slot being given up.
    */
@@ -114,11 +133,14 @@ export class TypeSlots {
     }
   }
 
-  /** The holds as the database answered them, confirmed as of `at` (when the statement began). */
-  update(held: Record<string, number>, at: number): void {
+  /**
+   * The holds as the database answered them; confirmed as of `at` (when the statement began) if it settled
+   * them (a claim that did not settle renewed nothing: the trust stays as the last settle left it).
+   */
+  update(held: Record<string, number>, at: number | undefined): void {
     this.held.clear();
     for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
-    this.confirmedAt = at;
+    if (at !== undefined) this.confirmedAt = at;
   }
 
   /** Milliseconds until the linger of a held type with nothing in hand ends (undefined: none lingers). */
@@ -135,7 +157,10 @@ export class TypeSlots {
 
   /** Slots held beyond what is worth keeping (a settle would give some up). */
   holdsMoreThanKept(): boolean {
-    const keep = this.keep();
+    return this.holdsBeyond(this.keep());
+  }
+
+  private holdsBeyond(keep: Record<string, number>): boolean {
     for (const [type, n] of this.held) if (n > (keep[type] ?? 0)) return true;
     return false;
   }

@@ -12,7 +12,7 @@ import { type Logger, silentLogger } from './logger.js';
 import { PollTimer } from './poll-timer.js';
 import { ScheduleFirer } from './schedule-firer.js';
 import { SlotHolds } from './slot-holds.js';
-import { DEFAULT_SLOT_LINGER_MS, keptFor, slotsGivenUpBy, TypeSlots } from './type-slots.js';
+import { DEFAULT_SLOT_LINGER_MS, slotsGivenUpBy, TypeSlots } from './type-slots.js';
 import { settlesWithin, Waiters } from './waiters.js';
 import type { WorkerOptions } from './worker-options.js';
 import { ErrorBackoff, WorkerReports } from './worker-reports.js';
@@ -253,8 +253,7 @@ export class Worker<M extends JobTypeMap, S> {
       // One statement about the slots at a time: a settle in flight answers first.
       if (this.holds?.settling) await this.holds.settling;
       // One reading of the hand: what the claim is told and what the worker counts on agree.
-      const hand = slots?.hand();
-      if (slots && hand) slots.capHeld(keptFor(hand));
+      const hand = slots?.forClaim();
       const answer = await this.tracker.claimForWorker(
         room,
         hand ? { worker: this.id, concurrency: this.concurrency, ...hand } : undefined,
@@ -262,7 +261,7 @@ export class Worker<M extends JobTypeMap, S> {
       ({ jobs: claimed, nextDueAt, leftBehind } = answer);
       this.leftBehind = leftBehind;
       if (slots) {
-        slots.update(answer.held, claimStart);
+        slots.update(answer.held, hand?.settle ? claimStart : undefined);
         for (const job of claimed) slots.queuedDelta(job.jobType, 1);
         // Claimed up to a held type's share: more of it may be due, so claim again as the queue runs low.
         if (leftBehind && this.holds!.claimedAShare(claimed, room)) nextDueAt = undefined;

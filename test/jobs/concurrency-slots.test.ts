@@ -323,6 +323,13 @@ describe('a local worker holding a limited type’s slots', () => {
       slotLingerMs: 60_000,
       pollIntervalMs: 3_600_000,
     });
+    // Whether each claim settled the holds (recorded on the way to the real claim).
+    const settles: boolean[] = [];
+    const claim = tracker.claimForWorker.bind(tracker);
+    tracker.claimForWorker = (limit, slots) => {
+      settles.push(slots?.settle ?? true);
+      return claim(limit, slots);
+    };
     await worker.start();
     const enqueuer = trackerOver(t.db, false);
     const { job: first } = await enqueuer.enqueue({ type: 'alpha', payload: { n: 0 } });
@@ -351,6 +358,8 @@ describe('a local worker holding a limited type’s slots', () => {
     // the room was 10) and renewed the fresh hold without writing it, so nothing was given up either.
     expect((await rows()).rows).toEqual(before);
     expect(woken.filter((p) => p.startsWith('slots-given-up-by:'))).toEqual([]);
+    // Holding what it keeps, confirmed a moment ago: the trickle's claims left the holds alone (0025).
+    expect(settles.filter((settle) => !settle).length).toBeGreaterThanOrEqual(8);
     await worker.stop();
   });
 
@@ -369,6 +378,38 @@ describe('a local worker holding a limited type’s slots', () => {
     expect(answer.held).toEqual({ alpha: 2 });
     // Two of alpha's three slots taken, none taken and given back in the same claim.
     expect(woken.filter((p) => p.startsWith('slots-given-up-by:'))).toEqual([]);
+  });
+
+  test('a claim told not to settle only claims: it gives up and renews nothing, and still takes slots it needs', async () => {
+    const tracker = trackerOver(t.db, false);
+    const worker = '00000000-0000-7000-8000-000000000002';
+    await enqueue(tracker, 'alpha', 3);
+    const first = await tracker.claimForWorker(10, { worker, concurrency: 10, inHand: {} });
+    expect(first.held).toEqual({ alpha: 3 });
+    const slotRows = () =>
+      t.db.query<{ slot: number; xmin: string; holder: string | null }>(
+        "SELECT slot, xmin::text AS xmin, holder::text AS holder FROM job_slots WHERE job_type = 'alpha' ORDER BY slot",
+      );
+    const before = (await slotRows()).rows;
+    // One job left in hand, three slots held: a settling claim would give two up. This one keeps them all
+    // and writes none of them; it takes beta's slots for beta's due jobs.
+    await enqueue(tracker, 'beta', 1);
+    const quiet = await tracker.claimForWorker(10, {
+      worker,
+      concurrency: 10,
+      inHand: { alpha: 1 },
+      settle: false,
+    });
+    expect(quiet.jobs.map((j) => j.jobType)).toEqual(['beta']);
+    expect(quiet.held).toEqual({ alpha: 3, beta: 1 });
+    expect((await slotRows()).rows).toEqual(before);
+    // The default settles: the two alpha slots beyond the one job in hand go back.
+    const settling = await tracker.claimForWorker(10, {
+      worker,
+      concurrency: 10,
+      inHand: { alpha: 1, beta: 1 },
+    });
+    expect(settling.held).toEqual({ alpha: 1, beta: 1 });
   });
 
   test('claims again as it finishes its jobs, without waiting for a poll or a notification', async () => {

@@ -95,6 +95,7 @@ const BLOCKS: Block[] = [
       'lana_jobs_claim_limited',
       'lana_jobs_claim_slotted',
       'completeAndClaimBehindSql',
+      'claimWithinHoldsSql',
     ],
   },
   {
@@ -149,7 +150,12 @@ const BLOCKS: Block[] = [
     name: "a short claim's next due time",
     start: /CASE WHEN count\(\*\) < :limit THEN \(SELECT min\(ahead\.scheduled_at\)/g,
     end: 'END AS next_due_at',
-    in: ['claimDueJobsForWorkerSql', 'claimLimitedForWorkerSql'],
+    // The claim within holds walks the ready (type, priority) pairs, not the priorities.
+    normalise: [
+      [/\bready_types\b/g, 'ready_priorities'],
+      [/ AND job_type = r\.job_type/g, ''],
+    ],
+    in: ['claimDueJobsForWorkerSql', 'claimLimitedForWorkerSql', 'claimWithinHoldsSql'],
   },
   {
     name: 'the completion of an attempt (fenced)',

@@ -249,7 +249,9 @@ BEGIN
     v_taken := v_taken + v_rows;
   END LOOP;
 
-  IF p_worker IS NOT NULL THEN
+  -- 0025: a worker that holds nothing it would give up, and whose holds were confirmed recently enough that
+  -- none needs renewing, says `"$settle": false`: the claim then writes and reads nothing more of its slots.
+  IF p_worker IS NOT NULL AND COALESCE((p_in_hand ->> '$settle')::boolean, true) THEN
     -- Renew the slots the worker keeps (as many per type as it has jobs in hand, or one while the type
     -- lingers (0022), within its concurrency and the type's limit) and give up the rest.
     SELECT count(*) INTO v_released FROM lana_jobs_settle_worker_slots(

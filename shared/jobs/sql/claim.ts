@@ -299,6 +299,97 @@ SELECT COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_a
 FROM claimed`;
 
 /**
+ * A local worker's claim within the slots it holds, when it needs not settle them (`WorkerSlots.settle`
+ * false, with `held`): :in_hand as for `claimLimitedForWorkerSql`, with `"$held": {"type": n}`. It applies
+ * when no type is paused and every limited type with due jobs is one the worker holds slots of, due at one
+ * priority, with no rate or key limit: then it claims each ready (type, priority) in claim order, a limited
+ * type's jobs up to the share `lana_jobs_claim_slotted` gives a type the worker holds slots of, and reads or
+ * writes no slot. `applies` false: it claimed nothing, and the worker makes the full claim; `wants_slots`:
+ * a short claim left due jobs of a limited type the worker may hold more slots of, and the full claim takes
+ * them. The same jobs as the full claim, in a statement about the size of an unlimited type's claim (the
+ * full one runs the function's statements, reads the slots and answers whole rows). `next_due_at` and
+ * `left_behind` as there.
+ */
+export const claimWithinHoldsSql = `
+WITH RECURSIVE ready_types AS (
+  -- The ready (type, priority) pairs, each with its earliest job (as lana_jobs_claim_slotted walks them).
+  (SELECT job_type, priority, scheduled_at FROM jobs
+   WHERE status IN ('pending', 'retrying') AND job_type >= ''
+   ORDER BY job_type, priority, scheduled_at LIMIT 1)
+  UNION ALL
+  SELECT n.job_type, n.priority, n.scheduled_at FROM ready_types k CROSS JOIN LATERAL (
+    SELECT j.job_type, j.priority, j.scheduled_at FROM jobs j
+    WHERE j.status IN ('pending', 'retrying') AND j.job_type >= ''
+      AND (j.job_type, j.priority) > (k.job_type, k.priority)
+    ORDER BY j.job_type, j.priority, j.scheduled_at LIMIT 1) n
+), due_types AS (
+  SELECT k.job_type, k.priority, k.scheduled_at,
+         (CAST(:limits AS jsonb) ->> k.job_type)::integer AS max_running,
+         COALESCE((CAST(:in_hand AS jsonb) -> '$held' ->> k.job_type)::integer, 0) AS held,
+         COALESCE((CAST(:in_hand AS jsonb) ->> k.job_type)::integer, 0) AS in_hand
+  FROM ready_types k
+  WHERE k.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+), applies AS (
+  SELECT NOT EXISTS (SELECT 1 FROM job_type_pauses) AND NOT EXISTS (
+    SELECT 1 FROM due_types d
+    WHERE d.max_running IS NOT NULL AND (
+      d.held = 0
+      OR CAST(:limits AS jsonb) -> '$rates' ? d.job_type OR CAST(:limits AS jsonb) -> '$keys' ? d.job_type
+      OR EXISTS (SELECT 1 FROM due_types o WHERE o.job_type = d.job_type AND o.priority <> d.priority))) AS yes
+), claimed AS (
+  UPDATE jobs j
+  SET status = 'running', attempts = j.attempts + 1, claimed_at = COALESCE(CAST(:now AS timestamptz), now()),
+      claim_token = CAST(:claim_token AS uuid),
+      started_at = CASE WHEN :start_now THEN COALESCE(CAST(:now AS timestamptz), now()) END,
+      lease_expires_at = COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs =>
+        CASE WHEN :start_now THEN j.lease_seconds ELSE CAST(:dispatch_lease_seconds AS integer) END),
+      updated_at = COALESCE(CAST(:now AS timestamptz), now())
+  WHERE j.ctid = ANY(ARRAY(
+    SELECT due.ctid
+    FROM (SELECT * FROM due_types ORDER BY priority, scheduled_at, job_type) d CROSS JOIN LATERAL (
+      SELECT ctid FROM jobs
+      WHERE status IN ('pending', 'retrying') AND job_type = d.job_type AND priority = d.priority
+        AND scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+      ORDER BY scheduled_at, id
+      LIMIT CASE WHEN d.max_running IS NULL THEN :limit
+                 ELSE GREATEST(d.held - d.in_hand,
+                               ceil(CAST(:limit AS numeric) * d.held / CAST(:concurrency AS integer)))
+            END
+      FOR UPDATE SKIP LOCKED) due
+    WHERE (SELECT yes FROM applies)
+    LIMIT :limit))
+  RETURNING j.id, j.job_type, j.payload, j.attempts, j.max_attempts, j.priority, j.idempotency_key,
+    j.scheduled_at, j.lease_expires_at
+), left_due AS (
+  -- Per due pair, whether a due job is left (read only for a short claim).
+  SELECT d.job_type, d.max_running, d.held FROM due_types d
+  WHERE EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status IN ('pending', 'retrying') AND job_type = d.job_type AND priority = d.priority
+      AND scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
+      AND id NOT IN (SELECT id FROM claimed))
+)
+SELECT (SELECT yes FROM applies) AS applies,
+       COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
+         priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
+           '[]')::text
+       AS jobs,
+       CASE WHEN count(*) < :limit THEN (
+         SELECT min(ahead.scheduled_at) FROM ready_types r CROSS JOIN LATERAL (
+           SELECT scheduled_at FROM jobs
+           WHERE status IN ('pending', 'retrying') AND job_type = r.job_type AND priority = r.priority
+             AND scheduled_at > COALESCE(CAST(:now AS timestamptz), now())
+           ORDER BY scheduled_at
+           LIMIT 1) ahead
+       ) END AS next_due_at,
+       CASE WHEN count(*) < :limit THEN EXISTS (SELECT 1 FROM left_due) ELSE false END AS left_behind,
+       CASE WHEN count(*) < :limit THEN EXISTS (
+         SELECT 1 FROM left_due d
+         WHERE d.max_running IS NOT NULL AND d.held < LEAST(CAST(:concurrency AS integer), d.max_running)
+       ) ELSE false END AS wants_slots
+FROM claimed`;
+
+/**
  * A local worker's slots settled outside a claim: per type, keeps as many as :keep says
  * (`{"type": jobs in hand}`), renewed, and gives up the rest (waking the other workers). Its heartbeat
  * while it holds slots and claims nothing, and its hand-back of idle slots and of all of them at shutdown

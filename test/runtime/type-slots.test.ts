@@ -1,0 +1,62 @@
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { SLOT_LEASE_SECONDS } from '../../shared/jobs/attempts.js';
+import { TypeSlots } from '../../shared/runtime/type-slots.js';
+
+/**
+ * What a worker tells its claim of the slots it holds (`TypeSlots.forClaim`): a claim settles the holds
+ * (renews them, gives up what is not kept) only when that would change something or the holds are due
+ * for confirmation, and only a settling claim extends how long the worker trusts them.
+ */
+describe('TypeSlots.forClaim', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const confirmed = () => {
+    const slots = new TypeSlots(new Set(['alpha', 'beta']), 1000);
+    slots.update({ alpha: 2 }, performance.now());
+    return slots;
+  };
+
+  test('holding what it keeps, confirmed a moment ago: the claim leaves the holds alone', () => {
+    const slots = confirmed();
+    slots.queuedDelta('alpha', 2);
+    expect(slots.forClaim()).toEqual({
+      inHand: { alpha: 2 },
+      lingering: [],
+      settle: false,
+      held: { alpha: 2 },
+    });
+    expect(slots.held.get('alpha')).toBe(2);
+  });
+
+  test('holding more than it keeps: the claim settles, and the worker counts on the kept ones only', () => {
+    const slots = confirmed();
+    slots.queuedDelta('alpha', 1);
+    expect(slots.forClaim().settle).toBe(true);
+    expect(slots.held.get('alpha')).toBe(1);
+  });
+
+  test('a quarter of the slot lease after the last confirmation: the claim settles', () => {
+    const slots = confirmed();
+    slots.queuedDelta('alpha', 2);
+    vi.advanceTimersByTime((SLOT_LEASE_SECONDS * 1000) / 4 - 1);
+    expect(slots.forClaim().settle).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(slots.forClaim().settle).toBe(true);
+  });
+
+  test('an answer to a claim that did not settle keeps the trust where the last settle left it', () => {
+    const slots = confirmed();
+    const at = slots.confirmedAt;
+    vi.advanceTimersByTime(5000);
+    slots.update({ alpha: 2, beta: 1 }, undefined);
+    expect(slots.confirmedAt).toBe(at);
+    expect(Object.fromEntries(slots.held)).toEqual({ alpha: 2, beta: 1 });
+    slots.update({ alpha: 2, beta: 1 }, performance.now());
+    expect(slots.confirmedAt).toBe(at + 5000);
+  });
+});
