@@ -52,7 +52,7 @@ export async function consolePages(
       else await tracker.markCompleted(job.id, job.attempts, { durationMs: 20 + i });
     }
     await fresh.db.query('VACUUM ANALYZE jobs');
-    await fresh.db.query('VACUUM ANALYZE job_executions');
+    await fresh.db.query('VACUUM ANALYZE job_execution_records');
     const app = createConsoleApp({ tracker, schedules });
     return { ...fresh, app };
   };

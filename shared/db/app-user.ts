@@ -12,7 +12,7 @@ export interface AppUser {
 
 /**
  * Creates the application user if it does not exist yet and grants it DML, and only DML, on every table
- * of the `public` schema but the migrations table (shared/db/migrations/README.md). Run as the master
+ * and view of the `public` schema but the migrations table (shared/db/migrations/README.md). Run as the master
  * user after the migrations, on every deploy that changes them, so a new table is granted at once.
  * Idempotent. The password never appears in SQL text: it travels as a parameter into a transaction-local
  * setting that the CREATE ROLE reads (utility statements take no parameters).
@@ -39,11 +39,13 @@ export async function provisionAppUser(db: Database, user: AppUser): Promise<{ c
     }
     await tx.query(`GRANT USAGE ON SCHEMA public TO ${user.name}`);
     await tx.query(`REVOKE CREATE ON SCHEMA public FROM ${user.name}`);
-    // One GRANT per table, from the catalogue: every table but the migrations' own.
+    // One GRANT per table or view, from the catalogue: every table but the migrations' own, and every view
+    // (what a view accepts beyond SELECT is up to its INSTEAD OF triggers, e.g. `job_executions`').
     await tx.query(
       `DO $$ DECLARE t record; BEGIN
-         FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> '${MIGRATIONS_TABLE}' LOOP
-           EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I TO ${user.name}', t.tablename);
+         FOR t IN SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename <> '${MIGRATIONS_TABLE}'
+                  UNION ALL SELECT viewname FROM pg_views WHERE schemaname = 'public' LOOP
+           EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I TO ${user.name}', t.name);
          END LOOP;
        END $$`,
     );

@@ -62,7 +62,8 @@ export async function describeSchema(db: Queryable): Promise<string> {
     if (r.kind === 'S') parts.push(`CREATE SEQUENCE ${r.name};\n`);
     else if (r.kind === 'v' || r.kind === 'm') {
       const what = r.kind === 'v' ? 'VIEW' : 'MATERIALIZED VIEW';
-      parts.push(`CREATE ${what} ${r.name} AS\n${(r.viewdef ?? '').trimEnd()}\n`);
+      const triggers = (await describeTriggers(db, r.oid)).map((t) => `${t}\n`).join('');
+      parts.push(`CREATE ${what} ${r.name} AS\n${(r.viewdef ?? '').trimEnd()}\n${triggers}`);
     } else parts.push(await describeTable(db, r.oid, r.name));
   }
   return `${parts.join('\n')}`;
@@ -108,12 +109,17 @@ async function describeTable(db: Queryable, oid: string, name: string): Promise<
   );
   for (const i of indexes.rows) out.push(`${i.def};`);
 
+  out.push(...(await describeTriggers(db, oid)));
+  return `${out.join('\n')}\n`;
+}
+
+/** A table's or view's own triggers (a view's: INSTEAD OF), by name. */
+async function describeTriggers(db: Queryable, oid: string): Promise<string[]> {
   const triggers = await db.query<{ def: string }>(
     `SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger
      WHERE tgrelid = CAST(:oid AS oid) AND NOT tgisinternal
      ORDER BY tgname COLLATE "C"`,
     { oid },
   );
-  for (const t of triggers.rows) out.push(`${t.def};`);
-  return `${out.join('\n')}\n`;
+  return triggers.rows.map((t) => `${t.def};`);
 }

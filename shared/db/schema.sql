@@ -389,6 +389,46 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION public.lana_jobs_completion_recorded()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                                     duration_ms)
+  VALUES (OLD.id, OLD.attempts,
+          COALESCE(OLD.claimed_at, OLD.lease_expires_at - make_interval(secs => OLD.lease_seconds)),
+          OLD.started_at, OLD.completed_at, 'completed', NULL, OLD.duration_ms);
+  RETURN NULL;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION public.lana_jobs_execution_deleted()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+  DELETE FROM job_execution_records WHERE job_id = OLD.job_id AND attempt = OLD.attempt;
+  IF FOUND THEN
+    RETURN OLD;
+  END IF;
+  RETURN NULL;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION public.lana_jobs_execution_inserted()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
+                                     duration_ms)
+  VALUES (NEW.job_id, NEW.attempt, NEW.claimed_at, NEW.started_at, NEW.finished_at, NEW.outcome, NEW.error,
+          NEW.duration_ms);
+  RETURN NEW;
+END;
+$function$;
+
 CREATE OR REPLACE FUNCTION public.lana_jobs_lock_keyed_due(p_type text, p_priority integer, p_now timestamp with time zone, p_room integer, p_key_limit integer)
  RETURNS tid[]
  LANGUAGE plpgsql
@@ -796,7 +836,7 @@ ALTER TABLE interest_accruals ADD CONSTRAINT interest_accruals_interest_cents_ch
 ALTER TABLE interest_accruals ADD CONSTRAINT interest_accruals_pkey PRIMARY KEY (facility_id, accrual_date);
 CREATE TRIGGER interest_accruals_deleted AFTER DELETE ON public.interest_accruals FOR EACH ROW EXECUTE FUNCTION lana_accrual_deleted();
 
-CREATE TABLE job_executions (
+CREATE TABLE job_execution_records (
   job_id uuid NOT NULL,
   attempt integer NOT NULL,
   claimed_at timestamp with time zone NOT NULL,
@@ -806,10 +846,34 @@ CREATE TABLE job_executions (
   error text,
   duration_ms integer
 );
-ALTER TABLE job_executions ADD CONSTRAINT job_executions_attempt_check CHECK ((attempt >= 1));
-ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'retry_requested'::text, 'interrupted'::text, 'lease_expired'::text, 'released'::text, 'cancelled'::text, 'undelivered'::text])));
-ALTER TABLE job_executions ADD CONSTRAINT job_executions_pkey PRIMARY KEY (job_id, attempt);
-CREATE INDEX job_executions_finished_idx ON public.job_executions USING brin (finished_at);
+ALTER TABLE job_execution_records ADD CONSTRAINT job_execution_records_attempt_check CHECK ((attempt >= 1));
+ALTER TABLE job_execution_records ADD CONSTRAINT job_execution_records_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'retry_requested'::text, 'interrupted'::text, 'lease_expired'::text, 'released'::text, 'cancelled'::text, 'undelivered'::text])));
+ALTER TABLE job_execution_records ADD CONSTRAINT job_execution_records_pkey PRIMARY KEY (job_id, attempt);
+CREATE INDEX job_execution_records_finished_idx ON public.job_execution_records USING brin (finished_at);
+
+CREATE VIEW job_executions AS
+ SELECT job_execution_records.job_id,
+    job_execution_records.attempt,
+    job_execution_records.claimed_at,
+    job_execution_records.started_at,
+    job_execution_records.finished_at,
+    job_execution_records.outcome,
+    job_execution_records.error,
+    job_execution_records.duration_ms
+   FROM job_execution_records
+UNION ALL
+ SELECT j.id AS job_id,
+    j.attempts AS attempt,
+    COALESCE(j.claimed_at, (j.lease_expires_at - make_interval(secs => (j.lease_seconds)::double precision))) AS claimed_at,
+    j.started_at,
+    j.completed_at AS finished_at,
+    'completed'::text AS outcome,
+    NULL::text AS error,
+    j.duration_ms
+   FROM jobs j
+  WHERE ((j.status = 'completed'::text) AND (j.duration_ms IS NOT NULL));
+CREATE TRIGGER job_executions_delete INSTEAD OF DELETE ON public.job_executions FOR EACH ROW EXECUTE FUNCTION lana_jobs_execution_deleted();
+CREATE TRIGGER job_executions_insert INSTEAD OF INSERT ON public.job_executions FOR EACH ROW EXECUTE FUNCTION lana_jobs_execution_inserted();
 
 CREATE TABLE job_payload_changes (
   id bigint NOT NULL,
@@ -886,7 +950,8 @@ CREATE TABLE jobs (
   handbacks integer DEFAULT 0 NOT NULL,
   concurrency_key text,
   debounce_key text,
-  debounce_until timestamp with time zone
+  debounce_until timestamp with time zone,
+  duration_ms integer
 ) WITH (fillfactor=50);
 ALTER TABLE jobs ADD CONSTRAINT jobs_attempt_offset_check CHECK ((attempt_offset >= 0));
 ALTER TABLE jobs ADD CONSTRAINT jobs_backoff_base_seconds_check CHECK (((backoff_base_seconds >= 0) AND (backoff_base_seconds <= 86400)));
@@ -915,6 +980,7 @@ CREATE INDEX jobs_ready_type_idx ON public.jobs USING btree (job_type, priority,
 CREATE INDEX jobs_running_key_idx ON public.jobs USING btree (job_type, concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (lease_expires_at) WHERE ((status = 'running'::text) AND (lease_expires_at IS NOT NULL));
 CREATE INDEX jobs_type_id_idx ON public.jobs USING btree (job_type, id) WHERE (status <> 'running'::text);
+CREATE TRIGGER jobs_completion_keeps_its_record AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.status = 'completed'::text) AND (old.duration_ms IS NOT NULL) AND (new.status <> 'completed'::text))) EXECUTE FUNCTION lana_jobs_completion_recorded();
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION lana_jobs_notify_inserted();
 CREATE TRIGGER jobs_slot_follows_attempt AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_follows_attempt();
 CREATE TRIGGER jobs_slot_freed_by_delete AFTER DELETE ON public.jobs FOR EACH ROW WHEN (((old.slot IS NOT NULL) AND (old.status = 'running'::text))) EXECUTE FUNCTION lana_jobs_slot_freed_by_delete();

@@ -1,8 +1,8 @@
 import type { JobStatus } from './model.js';
 
 /**
- * How an attempt can end, as `job_executions.outcome` records it (the column's CHECK lists exactly these:
- * test/db/check-constraints.test.ts).
+ * How an attempt can end, as `job_executions.outcome` records it (the CHECK on
+ * `job_execution_records.outcome` lists exactly these: test/db/check-constraints.test.ts).
  */
 export const EXECUTION_OUTCOMES = [
   'completed',

@@ -3,12 +3,12 @@ import type { ClaimedJob } from '../jobs/model.js';
 import type { JobTypeMap } from '../jobs/registry.js';
 import type { JobTracker } from '../jobs/tracker.js';
 import type { Logger } from './logger.js';
-import { SLOT_HEARTBEAT_MS, type TypeSlots } from './type-slots.js';
+import type { TypeSlots } from './type-slots.js';
 
 /**
  * Keeps a worker's holds on the slots of limited types honest between its claims (a claim settles them
- * itself): renews them before they expire while the worker holds slots and claims nothing (long jobs),
- * and gives up those it no longer needs a moment after its last job of their type, which wakes the
+ * itself, unless it claims within them): renews them when they are due for confirmation and no claim
+ * settled them (long jobs, or claims within holds only), and gives up those it no longer needs a moment after its last job of their type, which wakes the
  * workers waiting for them. One statement about the slots at a time: a claim waits for a settle in flight.
  */
 export class SlotHolds<M extends JobTypeMap, S> {
@@ -30,14 +30,18 @@ export class SlotHolds<M extends JobTypeMap, S> {
     },
   ) {}
 
-  /** Plans the next settle: at once if holding more than kept, at a linger's end, else to renew in time. */
+  /** Plans the next settle: at once if holding more than kept, at a linger's end, else when due for confirmation. */
   arm(): void {
     if (this.deps.isStopping()) return;
     clearTimeout(this.timer);
     if (this.slots.held.size === 0) return;
     const delay = this.slots.holdsMoreThanKept()
       ? 0
-      : Math.min(SLOT_HEARTBEAT_MS, (this.slots.lingerEndsInMs() ?? Number.POSITIVE_INFINITY) + 5);
+      : Math.min(
+          // No sooner than a second: a settle that failed left the holds due, and is not retried in a loop.
+          Math.max(1000, this.slots.confirmDueInMs()),
+          (this.slots.lingerEndsInMs() ?? Number.POSITIVE_INFINITY) + 5,
+        );
     this.timer = setTimeout(() => void this.settle(), delay);
     this.timer.unref?.();
   }

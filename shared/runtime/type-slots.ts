@@ -5,8 +5,6 @@ export const DEFAULT_SLOT_LINGER_MS = 1000;
 
 /** The payload of the notification a worker's given-up slots send (`lana_jobs_settle_worker_slots`, 0020). */
 export const slotsGivenUpBy = (worker: string) => `slots-given-up-by:${worker}`;
-/** How often a worker holding slots renews them when it has made no claim since. */
-export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 /**
  * A worker starts a limited type's job only while its hold on the slots was confirmed this recently: a
  * claim or settle renews a kept slot only once less than three quarters of its lease is left (migration
@@ -15,7 +13,8 @@ export const SLOT_HEARTBEAT_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS * 0.75 - 15) * 1000;
 /**
  * How long after a confirmation a claim may leave the holds as they are (`settle: false`, migration 0025):
- * the next claim after that renews and confirms them, well within the trust above.
+ * the next claim after that settles them, or the worker's heartbeat if it claims nothing (`confirmDueInMs`),
+ * well within the trust above.
  */
 const SLOT_CONFIRM_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
 
@@ -141,6 +140,11 @@ export class TypeSlots {
     this.held.clear();
     for (const [type, n] of Object.entries(held)) if (n > 0) this.held.set(type, n);
     if (at !== undefined) this.confirmedAt = at;
+  }
+
+  /** Milliseconds until the holds are due for confirmation (a settle renews them and confirms them). */
+  confirmDueInMs(): number {
+    return Math.max(0, this.confirmedAt + SLOT_CONFIRM_MS - performance.now());
   }
 
   /** Milliseconds until the linger of a held type with nothing in hand ends (undefined: none lingers). */

@@ -35,7 +35,7 @@ afterAll(async () => {
 beforeEach(async () => {
   bus.reset();
   bus.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: '1' }] });
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 const env = () => ({
@@ -429,7 +429,7 @@ describe('AwsJobClient: a lone due job starts without fetch-ready', () => {
     const client = new AwsJobClient({ registry: registry(), db: dataApi, busName: 'b', eventBridge });
     // The process's first claim makes the slot rows first: lose the answer of the statement after it.
     await client.tracker.enqueueAndClaim({ type: 'noop', payload: { n: 0 } });
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     fixture.injectFault({
       error: 'InternalServerErrorException',
       status: 500,

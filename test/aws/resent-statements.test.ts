@@ -34,7 +34,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   fixture.clearFaults();
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 const loseNextAnswer = () =>

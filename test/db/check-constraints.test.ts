@@ -48,7 +48,7 @@ const NOTIFICATION_KINDS = exactly<NotificationPayload['kind']>()([
 /** `table.column` → the values the code knows, and where they live. */
 const ENUMS: Record<string, { values: readonly string[]; source: string }> = {
   'jobs.status': { values: JOB_STATUSES, source: 'JOB_STATUSES (shared/jobs/model.ts)' },
-  'job_executions.outcome': {
+  'job_execution_records.outcome': {
     values: EXECUTION_OUTCOMES,
     source: 'EXECUTION_OUTCOMES (shared/jobs/outcomes.ts)',
   },

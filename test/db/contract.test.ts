@@ -332,7 +332,7 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
 
   test('the job lifecycle runs unchanged', async () => {
     const d = db();
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const clock = new ManualClock('2026-03-01T00:00:00Z');
     const tracker = new JobTracker({ db: d, registry: createTestRegistry(), clock });
     const transcript: Record<string, unknown> = {};
@@ -444,7 +444,7 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
 
   test('uncounted retries (requested, interrupted) and retention run unchanged', async () => {
     const d = db();
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const clock = new ManualClock('2026-03-01T00:00:00Z');
     const tracker = new JobTracker({ db: d, registry: createTestRegistry(), clock });
     const [later, cut, done] = await tracker.enqueueMany([
@@ -474,7 +474,7 @@ describe.each(['pg', 'data-api'] as const)('database contract: %s driver', (driv
 
   test("a local worker's statements run unchanged: eager start, and a claim that says when the next job is due", async () => {
     const d = db();
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const registry = createTestRegistry();
     const tracker = new JobTracker({ db: d, registry });
     const services: TestServices = { runs: [] };
@@ -545,7 +545,7 @@ describe('Data API driver specifics', () => {
       expect(await migrate(d)).toStrictEqual((await loadMigrations()).map((m) => m.name));
       expect(await migrate(d)).toStrictEqual([]);
       const tables = await fresh.db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('jobs', 'job_executions', 'lana_migrations')",
+        "SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('jobs', 'job_execution_records', 'lana_migrations')",
       );
       expect(tables.rows[0]!.n).toBe(3);
     } finally {
@@ -634,7 +634,7 @@ describe('Data API driver specifics', () => {
   });
 
   test('the largest enqueue answers within the Data API limits: 10,000 keyed jobs, then 100 of their keys again', async () => {
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const tracker = new JobTracker({ db: dataApi(t.name), registry: createTestRegistry() });
     const jobs = Array.from({ length: 10_000 }, (_, n) => ({
       type: 'noop' as const,
@@ -654,7 +654,7 @@ describe('Data API driver specifics', () => {
   });
 
   test('an enqueue over the 4 MiB request limit is split into several statements in one transaction', async () => {
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const tracker = new JobTracker({ db: dataApi(t.name), registry: createTestRegistry() });
     // Quotes are escaped twice on the way (in the jobs' document, then in the request's JSON): ~4.4 KB each.
     const reason = `"quoted" ${'"'.repeat(1000)}`;
@@ -680,7 +680,7 @@ describe('Data API driver specifics', () => {
   });
 
   test('a split enqueue is all or nothing: a failure in its last statement writes none of the batch', async () => {
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     await t.db.query(`CREATE FUNCTION contract_refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
         IF NEW.payload->>'reason' = 'boom' THEN RAISE EXCEPTION 'refused by the test'; END IF;

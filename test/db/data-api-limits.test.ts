@@ -47,7 +47,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 /** A payload of exactly MAX_PAYLOAD_BYTES of JSON, of characters that take 3 bytes in UTF-8. */

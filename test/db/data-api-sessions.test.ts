@@ -53,7 +53,7 @@ afterAll(async () => {
 beforeEach(async () => {
   fixture.clearFaults();
   fixture.resetCounts();
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 describe('an authentication failure during a rotation', () => {

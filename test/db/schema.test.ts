@@ -28,8 +28,11 @@ test('the dump says every column, constraint, index, trigger and function', asyn
   const dump = await describeSchema(t.db);
   expect(dump).toContain('CREATE TABLE jobs (\n  id uuid DEFAULT lana_uuid_v7() NOT NULL,');
   expect(dump).toMatch(
-    /^ALTER TABLE job_executions ADD CONSTRAINT job_executions_outcome_check CHECK .*'undelivered'/m,
+    /^ALTER TABLE job_execution_records ADD CONSTRAINT job_execution_records_outcome_check CHECK .*'undelivered'/m,
   );
+  // A view with its query and its own (INSTEAD OF) triggers.
+  expect(dump).toMatch(/^CREATE VIEW job_executions AS\n SELECT job_execution_records\.job_id,/m);
+  expect(dump).toMatch(/^CREATE TRIGGER job_executions_insert INSTEAD OF INSERT ON public\.job_executions /m);
   expect(dump).toContain('ALTER TABLE jobs ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);');
   expect(dump).toMatch(
     /^CREATE INDEX jobs_ready_idx ON public\.jobs USING btree \(priority, scheduled_at, id\)/m,

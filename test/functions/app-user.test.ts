@@ -80,6 +80,15 @@ test('migrations create the application user with a SCRAM password and grant it 
   // DML on the job and lending tables.
   expect(await asAppUser('SELECT count(*) FROM jobs')).toEqual({ ok: true });
   expect(await asAppUser('SELECT count(*) FROM job_executions')).toEqual({ ok: true });
+  // Views too: the history view takes the previous release's inserts and deletes (migration 0026).
+  expect(
+    await asAppUser(
+      `INSERT INTO job_executions (job_id, attempt, claimed_at, finished_at, outcome)
+       VALUES (gen_random_uuid(), 1, now(), now(), 'failed')`,
+    ),
+  ).toEqual({ ok: true });
+  expect(await asAppUser('DELETE FROM job_executions WHERE outcome = $$failed$$')).toEqual({ ok: true });
+  expect(await asAppUser('SELECT count(*) FROM job_execution_records')).toEqual({ ok: true });
   expect(await asAppUser('DELETE FROM jobs WHERE false')).toEqual({ ok: true });
   expect(await asAppUser('UPDATE credit_facilities SET id = id WHERE false')).toEqual({ ok: true });
   // No DDL, no TRUNCATE, and nothing on the migrations' own table.

@@ -27,7 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records CASCADE');
 });
 
 /** A publisher that records each call and answers with `answer` (default: all accepted). */

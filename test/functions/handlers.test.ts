@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   eventBridge.reset();
-  await t.db.query('TRUNCATE jobs, job_executions, interest_accruals, credit_facilities CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records, interest_accruals, credit_facilities CASCADE');
 });
 
 const counts = async () =>
@@ -370,7 +370,7 @@ describe('executor with follow-ups', () => {
       },
     ]);
     // No payment due three days after this day: nothing enqueued, no nudge.
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     expect(await runSweep(handler, '2026-07-01')).toEqual({ outcome: 'completed' });
     expect(nudges()).toHaveLength(1);
   });

@@ -69,7 +69,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, job_type_pauses CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records, job_type_pauses CASCADE');
   clock = new ManualClock('2026-06-01T00:00:00Z');
   onRun = () => {};
 });

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Queryable } from '../../shared/db/port.js';
 import {
   claimDueJobsForWorkerSql,
   claimDueJobsSql,
+  claimWithinHoldsSql,
   listJobsSql,
   nextDueAtSql,
   queueStateSql,
@@ -289,6 +291,20 @@ describe('the claim query and its index', () => {
   });
 });
 
+/**
+ * Rows read from the jobs table (sequential scans) and entries read from its indexes by this session's
+ * statements whose counts are not yet reported: read before and after the statements measured, in one
+ * transaction, and subtracted (counts of earlier transactions may still be pending in the session).
+ */
+async function jobsRowsRead(tx: Queryable): Promise<number> {
+  const res = await tx.query<{ n: number }>(
+    `SELECT (pg_stat_get_xact_tuples_returned('jobs'::regclass)
+             + (SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index
+                WHERE indrelid = 'jobs'::regclass))::int AS n`,
+  );
+  return res.rows[0]!.n;
+}
+
 describe('the claim of every type after an idle spell', () => {
   let idle: TestDatabase;
   beforeAll(async () => {
@@ -335,21 +351,44 @@ describe('the claim of every type after an idle spell', () => {
     // statistics, so the function's inner statements count too.
     const reads = await idle.db.transaction(async (tx) => {
       await tx.query("INSERT INTO job_slots (job_type, slot) SELECT 'noop', g FROM generate_series(0, 9) g");
+      const before = await jobsRowsRead(tx);
       const claimed = await tx.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM lana_jobs_claim_slotted('{"noop": 10}'::jsonb, NULL, 10, now(), false,
            90, NULL, NULL, NULL, NULL, NULL)`,
       );
-      // Entries read from the jobs table's indexes and rows read by its sequential scans.
-      const stats = await tx.query<{ rows_read: number }>(
-        `SELECT (pg_stat_get_xact_tuples_returned('jobs'::regclass)
-                 + (SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index
-                    WHERE indrelid = 'jobs'::regclass))::int AS rows_read`,
-      );
-      return { claimed: claimed.rows[0]!.n, ...stats.rows[0]! };
+      return { claimed: claimed.rows[0]!.n, rows_read: (await jobsRowsRead(tx)) - before };
     });
     expect(reads.claimed).toBe(10);
     // 10 claimed and a few walked; the queue holds 30,000 ready and scheduled jobs.
     expect(reads.rows_read).toBeLessThan(200);
+  });
+
+  test('a worker’s claim within its holds reads only the jobs it claims and a few index entries', async () => {
+    // Seven claims of 10 in one session: the first ones planned for their parameters, the later ones
+    // generically (a prepared statement's plan after five runs), as a worker's claims are. Its jobs are
+    // due at three priorities, which a limited type's claim within holds leaves to the full claim: the type
+    // is claimed here as one without a limit, through the same walk, claim and answer.
+    const reads = await idle.db.transaction(async (tx) => {
+      const before = await jobsRowsRead(tx);
+      let claimed = 0;
+      for (let i = 0; i < 7; i++) {
+        const res = await tx.query<{ applies: boolean; jobs: string }>(claimWithinHoldsSql, {
+          now: null,
+          limit: 10,
+          limits: JSON.stringify({}),
+          concurrency: 10,
+          in_hand: JSON.stringify({ $settle: false, $held: {} }),
+          start_now: true,
+          claim_token: null,
+          dispatch_lease_seconds: 90,
+        });
+        expect(res.rows[0]!.applies).toBe(true);
+        claimed += (JSON.parse(res.rows[0]!.jobs) as unknown[]).length;
+      }
+      return { claimed, rows_read: (await jobsRowsRead(tx)) - before };
+    });
+    expect(reads.claimed).toBe(70);
+    expect(reads.rows_read).toBeLessThan(7 * 200);
   });
 
   test('a claim of one type can still read its own range of jobs_ready_type_idx, by a parameter', async () => {

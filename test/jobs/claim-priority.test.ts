@@ -25,7 +25,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records CASCADE');
   tracker = new JobTracker({
     db: t.db,
     registry: registry(),

@@ -102,7 +102,7 @@ beforeAll(async () => {
 });
 afterAll(async () => s?.t.drop());
 beforeEach(async () => {
-  await s.t.db.query('TRUNCATE jobs, job_executions, job_type_pauses CASCADE');
+  await s.t.db.query('TRUNCATE jobs, job_execution_records, job_type_pauses CASCADE');
   s.statements.length = 0;
 });
 

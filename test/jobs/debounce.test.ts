@@ -45,7 +45,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 async function rows() {

@@ -14,7 +14,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
 });
 
 /** The same database, seen through a driver that declares the Data API's row limit. */

@@ -75,7 +75,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records CASCADE');
   clock = new ManualClock('2026-06-01T00:00:00Z');
 });
 

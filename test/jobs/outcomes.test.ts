@@ -65,7 +65,7 @@ describe('the tracker ends attempts as the table says', () => {
   });
   afterAll(async () => t.drop());
   beforeEach(async () => {
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     clock = new ManualClock('2026-03-01T00:00:00Z');
     metrics = new InMemoryMetrics();
     tracker = new JobTracker({ db: t.db, registry: createCoreRegistry(), clock, metrics });

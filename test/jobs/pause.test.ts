@@ -48,7 +48,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, job_type_pauses CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records, job_type_pauses CASCADE');
   ran.length = 0;
 });
 

@@ -81,7 +81,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, job_payload_changes CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records, job_payload_changes CASCADE');
 });
 
 async function keyOf(id: string): Promise<string | null> {

@@ -50,7 +50,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, job_rate_slots CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records, job_rate_slots CASCADE');
   clock = new ManualClock('2026-06-01T00:00:00Z');
   starts.length = 0;
 });

@@ -32,7 +32,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions CASCADE');
+  await t.db.query('TRUNCATE jobs, job_execution_records CASCADE');
 });
 
 describe.each([

@@ -12,7 +12,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
   kit = coreKit(t.db);
 });
 

@@ -87,7 +87,7 @@ afterAll(async () => {
   await t?.drop();
 });
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, schedule_ticks');
+  await t.db.query('TRUNCATE jobs, job_execution_records, schedule_ticks');
 });
 
 const keys = async () =>

@@ -107,7 +107,7 @@ describe('the worker fires schedules', () => {
   });
   afterAll(async () => t.drop());
   beforeEach(async () => {
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
   });
 
   const schedule: RecurringSchedule = {

@@ -20,7 +20,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions, domain_things');
+  await t.db.query('TRUNCATE jobs, job_execution_records, domain_things');
 });
 
 const count = () => countJobs(t.db);

@@ -25,7 +25,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.drop());
 beforeEach(async () => {
-  await t.db.query('TRUNCATE jobs, job_executions');
+  await t.db.query('TRUNCATE jobs, job_execution_records');
   gauge.now = 0;
   gauge.max = 0;
 });
@@ -181,7 +181,7 @@ describe('running jobs', () => {
 
     // Fast: no-op jobs. Claims are asked for before the local queue empties, so (after the first) most
     // claims find the slots still busy with the previous batch rather than idle.
-    await t.db.query('TRUNCATE jobs, job_executions');
+    await t.db.query('TRUNCATE jobs, job_execution_records');
     const fast = make({ concurrency: 4, claimBatchSize: 100 });
     await fast.tracker.enqueueMany(
       Array.from({ length: 2000 }, (_, n) => ({ type: 'noop' as const, payload: { n } })),

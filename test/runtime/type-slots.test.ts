@@ -59,4 +59,15 @@ describe('TypeSlots.forClaim', () => {
     slots.update({ alpha: 2, beta: 1 }, performance.now());
     expect(slots.confirmedAt).toBe(at + 5000);
   });
+
+  test('the holds fall due for confirmation a quarter of the slot lease after the last one, claim or no claim', () => {
+    const slots = confirmed();
+    const quarter = (SLOT_LEASE_SECONDS * 1000) / 4;
+    expect(slots.confirmDueInMs()).toBe(quarter);
+    vi.advanceTimersByTime(quarter - 1000);
+    slots.update({ alpha: 2 }, undefined); // a claim within holds answered: nothing renewed
+    expect(slots.confirmDueInMs()).toBe(1000);
+    vi.advanceTimersByTime(5000);
+    expect(slots.confirmDueInMs()).toBe(0);
+  });
 });

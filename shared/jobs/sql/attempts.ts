@@ -90,6 +90,9 @@ SELECT * FROM started`;
  * attempts that applied, `[[id, job_type, duration_ms], ...]` (one value to decode instead of a row each).
  * :token (per call, or NULL) marks the rows this call completed: the same statement sent again after it
  * committed finds them and lists them as applied, where it would otherwise find them fenced out.
+ * A completed job's row is its attempt's history record (the view `job_executions`, migration 0026): the
+ * completion keeps the attempt's duration on it (the reported one, else the time since the attempt began
+ * or was claimed) and writes no `job_execution_records` row.
  */
 export const completeAttemptsSql = `
 WITH items AS (
@@ -97,23 +100,19 @@ WITH items AS (
 ), done AS (
   UPDATE jobs j
   SET status = 'completed', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
-      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid)
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid),
+      -- The row is now the attempt's history record (the view job_executions); the duration completes it.
+      duration_ms = COALESCE(x.duration_ms,
+        (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                            - COALESCE(j.started_at, COALESCE(j.claimed_at,
+                                         j.lease_expires_at - make_interval(secs => j.lease_seconds))))
+         * 1000)::integer)
   FROM items x
   WHERE j.id = ANY(ARRAY(SELECT id FROM items))
     AND j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  -- The lease is left as it was (only enforced while running), so the claim time stays derivable here.
-  RETURNING j.id, j.job_type, j.attempts,
-            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
-            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error
-), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
-  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
-         e.outcome, e.error,
-         COALESCE(e.duration_ms,
-                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
-                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
-  FROM done e
+  -- The lease is left as it was (only enforced while running), so the claim time stays derivable (the view
+  -- job_executions derives it so).
+  RETURNING j.id, j.job_type, x.duration_ms
 ), resent AS (
   SELECT j.id, j.job_type, x.duration_ms FROM jobs j JOIN items x ON j.id = x.id
   WHERE j.id = ANY(ARRAY(SELECT id FROM items)) AND j.attempts = x.attempt AND j.status = 'completed'
@@ -145,28 +144,22 @@ WITH items AS (
 ), done AS (
   UPDATE jobs j
   SET status = 'completed', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
-      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid)
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid),
+      -- The row is now the attempt's history record (the view job_executions); the duration completes it.
+      duration_ms = COALESCE(x.duration_ms,
+        (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                            - COALESCE(j.started_at, COALESCE(j.claimed_at,
+                                         j.lease_expires_at - make_interval(secs => j.lease_seconds))))
+         * 1000)::integer)
   FROM items x
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  RETURNING j.id, j.job_type, j.attempts,
-            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
-            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error,
-            j.slot
+  RETURNING j.id, j.job_type, j.slot
 ), freed AS (
   -- The attempt's slot, freed here for the claim below: the trigger that frees it runs at the end of the
   -- statement (migration 0017), after the claim.
   UPDATE job_slots s SET holder = NULL, expires_at = NULL
   FROM done d WHERE s.job_type = d.job_type AND s.slot = d.slot AND s.holder = d.id
   RETURNING 1
-), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
-  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
-         e.outcome, e.error,
-         COALESCE(e.duration_ms,
-                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
-                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
-  FROM done e
 ), resent AS (
   SELECT j.id FROM jobs j JOIN items x ON j.id = x.id
   WHERE j.attempts = x.attempt AND j.status = 'completed' AND j.finish_token = CAST(:token AS uuid)
@@ -258,8 +251,8 @@ WITH input AS (
             COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
             j.started_at AS run_started_at
 ), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome,
+                                     error, duration_ms)
   SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
          e.outcome, e.error,
          COALESCE(e.duration_ms,
@@ -332,8 +325,8 @@ WITH input AS (
             COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
             j.started_at AS run_started_at
 ), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome,
+                                     error, duration_ms)
   SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
          e.outcome, e.error,
          COALESCE(e.duration_ms,
@@ -383,8 +376,8 @@ WITH items AS (
             NULL::timestamptz AS run_started_at, NULL::integer AS duration_ms, 'released'::text AS outcome,
             'released unstarted'::text AS error
 ), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome,
+                                     error, duration_ms)
   SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
          e.outcome, e.error,
          COALESCE(e.duration_ms,

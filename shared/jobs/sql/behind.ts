@@ -40,22 +40,16 @@ WITH RECURSIVE items AS (
 ), done AS (
   UPDATE jobs j
   SET status = 'completed', completed_at = COALESCE(CAST(:now AS timestamptz), now()),
-      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid)
+      updated_at = COALESCE(CAST(:now AS timestamptz), now()), finish_token = CAST(:token AS uuid),
+      -- The row is now the attempt's history record (the view job_executions); the duration completes it.
+      duration_ms = COALESCE(x.duration_ms,
+        (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
+                            - COALESCE(j.started_at, COALESCE(j.claimed_at,
+                                         j.lease_expires_at - make_interval(secs => j.lease_seconds))))
+         * 1000)::integer)
   FROM items x
   WHERE j.id = x.id AND j.attempts = x.attempt AND j.status = 'running'
-  RETURNING j.id, j.job_type, j.attempts,
-            COALESCE(j.claimed_at, j.lease_expires_at - make_interval(secs => j.lease_seconds)) AS claimed_at,
-            j.started_at AS run_started_at, x.duration_ms, 'completed'::text AS outcome, NULL::text AS error,
-            j.slot
-), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
-  SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
-         e.outcome, e.error,
-         COALESCE(e.duration_ms,
-                  (extract(epoch FROM COALESCE(CAST(:now AS timestamptz), now())
-                                      - COALESCE(e.run_started_at, e.claimed_at)) * 1000)::integer)
-  FROM done e
+  RETURNING j.id, j.job_type, j.slot
 ), resent AS (
   SELECT j.id FROM jobs j JOIN items x ON j.id = x.id
   WHERE j.attempts = x.attempt AND j.status = 'completed' AND j.finish_token = CAST(:token AS uuid)

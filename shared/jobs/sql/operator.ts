@@ -29,8 +29,8 @@ WITH current AS (
   WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
   RETURNING j.*, c.was, c.run_started_at, c.attempt_claimed_at
 ), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome,
+                                     error, duration_ms)
   SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
          e.outcome, e.error,
          COALESCE(e.duration_ms,
@@ -214,8 +214,9 @@ WHERE status = 'running' AND lease_expires_at < COALESCE(CAST(:now AS timestampt
 
 /**
  * Retention: deletes up to :batch finished jobs of the given statuses (a JSON list) whose completion is
- * older than :before, with their execution rows and payload changes. Bounded, so each call is a short transaction; callers
- * loop until it returns fewer than :batch.
+ * older than :before, with their execution records (a completed attempt's is the job row itself) and
+ * payload changes. Bounded, so each call is a short transaction; callers loop until it returns fewer than
+ * :batch.
  */
 export const pruneFinishedJobsSql = `
 WITH doomed AS (
@@ -226,7 +227,7 @@ WITH doomed AS (
   LIMIT :batch
   FOR UPDATE SKIP LOCKED
 ), executions AS (
-  DELETE FROM job_executions e USING doomed d WHERE e.job_id = d.id
+  DELETE FROM job_execution_records e USING doomed d WHERE e.job_id = d.id
 ), payload_changes AS (
   DELETE FROM job_payload_changes c USING doomed d WHERE c.job_id = d.id
 )
@@ -366,8 +367,8 @@ WITH current AS (
   WHERE j.id = c.id AND j.status IN ('pending', 'retrying', 'running')
   RETURNING j.id, j.attempts, c.was, c.run_started_at, c.attempt_claimed_at
 ), closed AS (
-  INSERT INTO job_executions (job_id, attempt, claimed_at, started_at, finished_at, outcome, error,
-                              duration_ms)
+  INSERT INTO job_execution_records (job_id, attempt, claimed_at, started_at, finished_at, outcome,
+                                     error, duration_ms)
   SELECT e.id, e.attempts, e.claimed_at, e.run_started_at, COALESCE(CAST(:now AS timestamptz), now()),
          e.outcome, e.error,
          COALESCE(e.duration_ms,
