@@ -250,8 +250,9 @@ interface ChaosServices {
 
 /**
  * How often the paths only a type with a concurrency limit alone takes ran, read from the answers of their
- * statements in the workers and Lambdas that run under the faults (the test holds a floor on each, so a
- * change that stops taking them fails it rather than passing untested).
+ * statements in the workers and Lambdas that run under the faults (the test holds a floor on the claims
+ * within holds and the jobs claimed behind, so a change that stops taking them fails it rather than passing
+ * untested).
  */
 export interface LimitedPaths {
   /** Local workers' claims made within the slots they hold (`claimWithinHoldsSql` applied, jobs claimed). */
