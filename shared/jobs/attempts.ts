@@ -73,6 +73,11 @@ export interface WorkerSlots {
   settle?: boolean;
   /** With `settle: false`: the slots the worker holds, per type (its claim may then read none). */
   held?: Record<string, number>;
+  /**
+   * With `settle: false`: whether to try the claim within holds first (`claimWithinHoldsSql`). Default
+   * `true`; a worker whose last try did not apply skips it for a moment (`WorkerClaim.missedWithinHolds`).
+   */
+  withinHolds?: boolean;
 }
 
 export interface FailOptions {
@@ -141,6 +146,12 @@ export interface WorkerClaim {
   leftBehind: boolean;
   /** With `WorkerSlots`: the slots the worker holds after the claim, per limited type. */
   held: Record<string, number>;
+  /**
+   * The claim within holds was tried and did not apply (a type paused, or a limited type due that it
+   * cannot claim within holds: none of its slots held, a rate or key limit, several priorities due), so
+   * the full claim was made after it.
+   */
+  missedWithinHolds?: boolean;
 }
 
 export class AttemptLifecycle<M extends JobTypeMap, S> extends TrackerPart<M, S> {

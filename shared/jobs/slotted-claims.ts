@@ -17,7 +17,8 @@ export async function claimWithSlots(
   limits: string,
   slots: WorkerSlots,
 ): Promise<WorkerClaim> {
-  if (slots.settle !== false) return fullClaim(db, params, limit, limits, slots);
+  if (slots.settle !== false || slots.withinHolds === false)
+    return fullClaim(db, params, limit, limits, slots);
   const res = await db.query<{
     applies: boolean;
     jobs: string;
@@ -38,7 +39,8 @@ export async function claimWithSlots(
     }),
   );
   const row = res.rows[0];
-  if (!row?.applies) return fullClaim(db, params, limit, limits, slots);
+  if (!row?.applies)
+    return { ...(await fullClaim(db, params, limit, limits, slots)), missedWithinHolds: true };
   const jobs = claimedJobsFromDocument(row.jobs);
   const held = { ...slots.held };
   if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held };

@@ -17,6 +17,12 @@ const SLOT_TRUST_MS = (SLOT_LEASE_SECONDS * 0.75 - 15) * 1000;
  * well within the trust above.
  */
 const SLOT_CONFIRM_MS = (SLOT_LEASE_SECONDS * 1000) / 4;
+/**
+ * After a claim within holds that did not apply (a keyed, rate-limited or paused type had jobs due), the
+ * worker makes full claims for this long before it tries again: while such jobs stay due, a try per claim
+ * would be a statement for nothing.
+ */
+const WITHIN_HOLDS_RETRY_MS = 1000;
 
 /**
  * What a worker holds of the types with a concurrency limit: the slots the database granted it (it runs at
@@ -33,6 +39,8 @@ export class TypeSlots {
   private readonly lastActive = new Map<string, number>();
   /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
   confirmedAt = 0;
+  /** When a claim within holds last did not apply (monotonic ms). */
+  private withinHoldsMissedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly limited: ReadonlySet<string>,
@@ -109,13 +117,26 @@ export class TypeSlots {
    * when the worker holds more than it keeps or its holds were last confirmed `SLOT_CONFIRM_MS` ago;
    * otherwise the claim only claims (and takes slots it needs), leaving the holds and their trust as they are.
    */
-  forClaim(): ReturnType<TypeSlots['hand']> & { settle: boolean; held?: Record<string, number> } {
+  forClaim(): ReturnType<TypeSlots['hand']> & {
+    settle: boolean;
+    held?: Record<string, number>;
+    withinHolds?: boolean;
+  } {
     const hand = this.hand();
     const keep = keptFor(hand);
-    const settle = performance.now() - this.confirmedAt >= SLOT_CONFIRM_MS || this.holdsBeyond(keep);
-    if (!settle) return { ...hand, settle, held: Object.fromEntries(this.held) };
+    const now = performance.now();
+    const settle = now - this.confirmedAt >= SLOT_CONFIRM_MS || this.holdsBeyond(keep);
+    if (!settle) {
+      const withinHolds = now - this.withinHoldsMissedAt >= WITHIN_HOLDS_RETRY_MS;
+      return { ...hand, settle, held: Object.fromEntries(this.held), withinHolds };
+    }
     this.capHeld(keep);
     return { ...hand, settle };
+  }
+
+  /** A claim within holds did not apply: full claims for a moment (`WITHIN_HOLDS_RETRY_MS`). */
+  missedWithinHolds(): void {
+    this.withinHoldsMissedAt = performance.now();
   }
 
   /**

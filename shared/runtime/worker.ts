@@ -262,6 +262,7 @@ export class Worker<M extends JobTypeMap, S> {
       this.leftBehind = leftBehind;
       if (slots) {
         slots.update(answer.held, hand?.settle ? claimStart : undefined);
+        if (answer.missedWithinHolds) slots.missedWithinHolds();
         for (const job of claimed) slots.queuedDelta(job.jobType, 1);
         // Claimed up to a held type's share: more of it may be due, so claim again as the queue runs low.
         if (leftBehind && this.holds!.claimedAShare(claimed, room)) nextDueAt = undefined;

@@ -118,6 +118,7 @@ describe('a claim within the slots a worker holds', () => {
     expect(claim.held).toEqual({ alpha: 4 });
     expect(claim.leftBehind).toBe(true);
     expect(s.statements).toEqual(['within holds']);
+    expect(claim.missedWithinHolds).toBeUndefined();
     expect(await s.slotRows()).toEqual(before);
   });
 
@@ -163,6 +164,7 @@ describe('a claim within the slots a worker holds', () => {
     const claim = await s.tracker.claimForWorker(10, within({ alpha: 2 }));
     expect(named(claim.jobs)).toEqual(['beta:0', 'beta:1']);
     expect(claim.held).toEqual({ alpha: 2, beta: 2 });
+    expect(claim.missedWithinHolds).toBe(true);
     expect(s.statements).toEqual(['within holds', 'full']);
   });
 
@@ -172,6 +174,8 @@ describe('a claim within the slots a worker holds', () => {
     const claim = await s.tracker.claimForWorker(10, within({ alpha: 1 }));
     expect(named(claim.jobs)).toEqual(['alpha:0', 'alpha:1', 'alpha:2']);
     expect(claim.held).toEqual({ alpha: 3 });
+    // It applied: the full claim only took more slots.
+    expect(claim.missedWithinHolds).toBeUndefined();
     expect(s.statements).toEqual(['within holds', 'full']);
   });
 
@@ -189,6 +193,15 @@ describe('a claim within the slots a worker holds', () => {
     await s.enqueue('alpha', 1);
     const paused = await s.tracker.claimForWorker(10, within({ alpha: 4 }));
     expect(named(paused.jobs)).toEqual(['alpha:0']);
+    expect(paused.missedWithinHolds).toBe(true);
     expect(s.statements).toEqual(['within holds', 'full']);
+  });
+
+  test('a worker told to skip the claim within holds makes the full claim alone', async () => {
+    await s.hold('alpha', 4);
+    await s.enqueue('alpha', 2);
+    const claim = await s.tracker.claimForWorker(10, { ...within({ alpha: 4 }), withinHolds: false });
+    expect(named(claim.jobs)).toEqual(['alpha:0', 'alpha:1']);
+    expect(s.statements).toEqual(['full']);
   });
 });

@@ -29,6 +29,7 @@ describe('TypeSlots.forClaim', () => {
       lingering: [],
       settle: false,
       held: { alpha: 2 },
+      withinHolds: true,
     });
     expect(slots.held.get('alpha')).toBe(2);
   });
@@ -69,5 +70,16 @@ describe('TypeSlots.forClaim', () => {
     expect(slots.confirmDueInMs()).toBe(1000);
     vi.advanceTimersByTime(5000);
     expect(slots.confirmDueInMs()).toBe(0);
+  });
+
+  test('after a claim within holds that did not apply, full claims for a second, then a try again', () => {
+    const slots = confirmed();
+    slots.queuedDelta('alpha', 2);
+    slots.missedWithinHolds();
+    expect(slots.forClaim().withinHolds).toBe(false);
+    vi.advanceTimersByTime(999);
+    expect(slots.forClaim().withinHolds).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(slots.forClaim().withinHolds).toBe(true);
   });
 });
