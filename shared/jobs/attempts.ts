@@ -147,9 +147,10 @@ export interface WorkerClaim {
   /** With `WorkerSlots`: the slots the worker holds after the claim, per limited type. */
   held: Record<string, number>;
   /**
-   * The claim within holds was tried and did not apply (a type paused, or a limited type due that it
-   * cannot claim within holds: none of its slots held, a rate or key limit, several priorities due), so
-   * the full claim was made after it.
+   * The claim within holds was tried and did not apply for a reason that lasts while those jobs are due (a
+   * type paused, or a limited type due with a rate or key limit, or at several priorities), so the full
+   * claim was made after it. (A limited type due that the worker holds no slot of also sends it to the full
+   * claim, which takes the slots: that is no reason to stop trying.)
    */
   missedWithinHolds?: boolean;
 }

@@ -25,6 +25,7 @@ export async function claimWithSlots(
     next_due_at: Date | null;
     left_behind: boolean;
     wants_slots: boolean;
+    lasting_miss: boolean;
   }>(
     sql.claimWithinHoldsSql,
     // Begun at once, as the full claim begins them (no claim token: as lana_jobs_claim_slotted's).
@@ -39,8 +40,10 @@ export async function claimWithSlots(
     }),
   );
   const row = res.rows[0];
-  if (!row?.applies)
-    return { ...(await fullClaim(db, params, limit, limits, slots)), missedWithinHolds: true };
+  if (!row?.applies) {
+    const full = await fullClaim(db, params, limit, limits, slots);
+    return row?.lasting_miss ? { ...full, missedWithinHolds: true } : full;
+  }
   const jobs = claimedJobsFromDocument(row.jobs);
   const held = { ...slots.held };
   if (jobs.length >= limit) return { jobs, nextDueAt: undefined, leftBehind: false, held };

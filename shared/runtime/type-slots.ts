@@ -127,7 +127,8 @@ export class TypeSlots {
     const now = performance.now();
     const settle = now - this.confirmedAt >= SLOT_CONFIRM_MS || this.holdsBeyond(keep);
     if (!settle) {
-      const withinHolds = now - this.withinHoldsMissedAt >= WITHIN_HOLDS_RETRY_MS;
+      // Holding no slot, any limited type due needs the full claim to take one.
+      const withinHolds = this.held.size > 0 && now - this.withinHoldsMissedAt >= WITHIN_HOLDS_RETRY_MS;
       return { ...hand, settle, held: Object.fromEntries(this.held), withinHolds };
     }
     this.capHeld(keep);

@@ -82,4 +82,10 @@ describe('TypeSlots.forClaim', () => {
     vi.advanceTimersByTime(1);
     expect(slots.forClaim().withinHolds).toBe(true);
   });
+
+  test('holding no slot, a claim goes straight to the full claim (which takes the slots)', () => {
+    const slots = new TypeSlots(new Set(['alpha']), 1000);
+    slots.update({}, performance.now());
+    expect(slots.forClaim()).toMatchObject({ settle: false, withinHolds: false });
+  });
 });

@@ -304,7 +304,8 @@ FROM claimed`;
  * when no type is paused and every limited type with due jobs is one the worker holds slots of, due at one
  * priority, with no rate or key limit: then it claims each ready (type, priority) in claim order, a limited
  * type's jobs up to the share `lana_jobs_claim_slotted` gives a type the worker holds slots of, and reads or
- * writes no slot. `applies` false: it claimed nothing, and the worker makes the full claim; `wants_slots`:
+ * writes no slot. `applies` false: it claimed nothing, and the worker makes the full claim (`lasting_miss`:
+ * for a reason that lasts while those jobs are due, not merely a type it holds no slot of yet); `wants_slots`:
  * a short claim left due jobs of a limited type the worker may hold more slots of, and the full claim takes
  * them. The same jobs as the full claim, in a statement about the size of an unlimited type's claim (the
  * full one runs the function's statements, reads the slots and answers whole rows). `next_due_at` and
@@ -329,13 +330,19 @@ WITH RECURSIVE ready_types AS (
          COALESCE((CAST(:in_hand AS jsonb) ->> k.job_type)::integer, 0) AS in_hand
   FROM ready_types k
   WHERE k.scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
-), applies AS (
-  SELECT NOT EXISTS (SELECT 1 FROM job_type_pauses) AND NOT EXISTS (
+), held_nothing_of AS (
+  -- A limited type due that the worker holds no slot of: the full claim takes its slots.
+  SELECT EXISTS (SELECT 1 FROM due_types d WHERE d.max_running IS NOT NULL AND d.held = 0) AS yes
+), never_within AS (
+  -- What a claim within holds does not do while it lasts: a paused type, a limited type due with a rate or
+  -- key limit, or at several priorities.
+  SELECT EXISTS (SELECT 1 FROM job_type_pauses) OR EXISTS (
     SELECT 1 FROM due_types d
     WHERE d.max_running IS NOT NULL AND (
-      d.held = 0
-      OR CAST(:limits AS jsonb) -> '$rates' ? d.job_type OR CAST(:limits AS jsonb) -> '$keys' ? d.job_type
+      CAST(:limits AS jsonb) -> '$rates' ? d.job_type OR CAST(:limits AS jsonb) -> '$keys' ? d.job_type
       OR EXISTS (SELECT 1 FROM due_types o WHERE o.job_type = d.job_type AND o.priority <> d.priority))) AS yes
+), applies AS (
+  SELECT NOT (SELECT yes FROM held_nothing_of) AND NOT (SELECT yes FROM never_within) AS yes
 ), claimed AS (
   UPDATE jobs j
   SET status = 'running', attempts = j.attempts + 1, claimed_at = COALESCE(CAST(:now AS timestamptz), now()),
@@ -369,7 +376,7 @@ WITH RECURSIVE ready_types AS (
       AND scheduled_at <= COALESCE(CAST(:now AS timestamptz), now())
       AND id NOT IN (SELECT id FROM claimed))
 )
-SELECT (SELECT yes FROM applies) AS applies,
+SELECT (SELECT yes FROM applies) AS applies, (SELECT yes FROM never_within) AS lasting_miss,
        COALESCE(json_agg(json_build_array(id, job_type, payload, attempts, max_attempts,
          priority, idempotency_key, scheduled_at, lease_expires_at) ORDER BY priority, scheduled_at, id),
            '[]')::text
