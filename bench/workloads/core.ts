@@ -216,14 +216,15 @@ export interface LatencyResult {
  * path (insert, NOTIFY, LISTEN, claim: two commits).
  *
  * Each path's jobs are split over `rounds` turns, the paths taking turns, so a machine whose speed drifts
- * between minutes weighs on every path alike. One summary per path.
+ * between minutes weighs on every path alike (with three turns, one path's p50 still moved by a third
+ * between runs here, the same code on both paths included). One summary per path.
  */
 export async function latencyRounds(
   server: BenchServer,
   from: 'same-process' | 'another-process',
   limits: readonly NoopLimit[],
   jobs = 300,
-  rounds = 3,
+  rounds = 6,
 ): Promise<LatencyResult[]> {
   const samples = limits.map((): number[] => []);
   for (let r = 0; r < rounds; r++)
