@@ -8,7 +8,9 @@ import * as sql from './sql.js';
 /**
  * A local worker's claim when types have limits (`claimLimitedForWorkerSql`). A worker that needs not settle
  * its holds first tries the claim within them (`claimWithinHoldsSql`: no slot read or written); when that
- * does not apply (a limited type due that it holds no slot of, or would take more of), the full claim.
+ * does not apply (a limited type due that it holds no slot of, a paused, keyed, rate-limited or
+ * several-priority type due), the full claim instead; when it left jobs due of a type the worker may hold
+ * more slots of, the full claim after it, for the rest.
  */
 export async function claimWithSlots(
   db: Queryable,

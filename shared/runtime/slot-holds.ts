@@ -8,8 +8,9 @@ import type { TypeSlots } from './type-slots.js';
 /**
  * Keeps a worker's holds on the slots of limited types honest between its claims (a claim settles them
  * itself, unless it claims within them): renews them when they are due for confirmation and no claim
- * settled them (long jobs, or claims within holds only), and gives up those it no longer needs a moment after its last job of their type, which wakes the
- * workers waiting for them. One statement about the slots at a time: a claim waits for a settle in flight.
+ * settled them (long jobs, or claims within holds only), and gives up those it no longer needs a moment
+ * after its last job of their type, which wakes the workers waiting for them. One statement about the
+ * slots at a time: a claim waits for a settle in flight.
  */
 export class SlotHolds<M extends JobTypeMap, S> {
   private timer: NodeJS.Timeout | undefined;
@@ -30,7 +31,7 @@ export class SlotHolds<M extends JobTypeMap, S> {
     },
   ) {}
 
-  /** Plans the next settle: at once if holding more than kept, at a linger's end, else when due for confirmation. */
+  /** Plans the next settle: at once if holding more than kept, at a linger's end, else when due. */
   arm(): void {
     if (this.deps.isStopping()) return;
     clearTimeout(this.timer);

@@ -115,7 +115,8 @@ export class TypeSlots {
   /**
    * What the next claim is told (`WorkerSlots`): the hand, and whether it settles the holds. It settles
    * when the worker holds more than it keeps or its holds were last confirmed `SLOT_CONFIRM_MS` ago;
-   * otherwise the claim only claims (and takes slots it needs), leaving the holds and their trust as they are.
+   * otherwise the claim only claims (and takes slots it needs), leaving the holds and their trust as they
+   * are.
    */
   forClaim(): ReturnType<TypeSlots['hand']> & {
     settle: boolean;

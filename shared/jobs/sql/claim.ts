@@ -304,10 +304,10 @@ FROM claimed`;
  * when no type is paused and every limited type with due jobs is one the worker holds slots of, due at one
  * priority, with no rate or key limit: then it claims each ready (type, priority) in claim order, a limited
  * type's jobs up to the share `lana_jobs_claim_slotted` gives a type the worker holds slots of, and reads or
- * writes no slot. `applies` false: it claimed nothing, and the worker makes the full claim (`lasting_miss`:
- * for a reason that lasts while those jobs are due, not merely a type it holds no slot of yet); `wants_slots`:
- * a short claim left due jobs of a limited type the worker may hold more slots of, and the full claim takes
- * them. The same jobs as the full claim, in a statement about the size of an unlimited type's claim (the
+ * writes no slot. `applies` false: it claimed nothing, and the worker makes the full claim
+ * (`lasting_miss`: for a reason that lasts while those jobs are due, not merely a type it holds no slot
+ * of yet); `wants_slots`: a short claim left due jobs of a limited type the worker may hold more slots
+ * of, and the full claim takes them. The same jobs as the full claim, in a statement about the size of an unlimited type's claim (the
  * full one runs the function's statements, reads the slots and answers whole rows). `next_due_at` and
  * `left_behind` as there.
  */
