@@ -31,12 +31,12 @@ const WITHIN_HOLDS_RETRY_MS = 1000;
  */
 export class TypeSlots {
   readonly held = new Map<string, number>();
-  readonly running = new Map<string, number>();
-  /** Queued (including parked) jobs per type. */
-  readonly queued = new Map<string, number>();
-  readonly reserved = new Map<string, number>();
-  /** When a type's last job here finished (monotonic ms): its slots linger a moment for the next one. */
-  private readonly lastActive = new Map<string, number>();
+  /**
+   * Per limited type, its jobs here: running, queued (including parked) and promised to an eager start,
+   * and when its last job here finished (monotonic ms: its slots linger a moment for the next one). One
+   * record per type, looked up once per change: these counts move with every job.
+   */
+  private readonly hands = new Map<string, TypeHand>();
   /** Monotonic time at which the database last confirmed the holds (a claim or a settle began). */
   confirmedAt = 0;
   /** When a claim within holds last did not apply (monotonic ms). */
@@ -45,46 +45,77 @@ export class TypeSlots {
   constructor(
     readonly limited: ReadonlySet<string>,
     private readonly lingerMs: number,
-  ) {}
-
-  private add(map: Map<string, number>, type: string, n: number): void {
-    const v = (map.get(type) ?? 0) + n;
-    if (v === 0) map.delete(type);
-    else map.set(type, v);
+  ) {
+    for (const type of limited)
+      this.hands.set(type, { running: 0, queued: 0, reserved: 0, lastActive: Number.NEGATIVE_INFINITY });
   }
 
   isLimited(type: string): boolean {
-    return this.limited.has(type);
+    return this.hands.has(type);
   }
 
   inHand(type: string): number {
-    return (this.running.get(type) ?? 0) + (this.queued.get(type) ?? 0) + (this.reserved.get(type) ?? 0);
+    const h = this.hands.get(type);
+    return h ? h.running + h.queued + h.reserved : 0;
+  }
+
+  /** Jobs of `type` running here. */
+  running(type: string): number {
+    return this.hands.get(type)?.running ?? 0;
   }
 
   /** A slot of `type` this worker holds and no job of it uses (running or promised). */
   hasIdleSlot(type: string): boolean {
-    return (
-      this.trusted() &&
-      (this.held.get(type) ?? 0) > (this.running.get(type) ?? 0) + (this.reserved.get(type) ?? 0)
-    );
+    const h = this.hands.get(type);
+    return this.trusted() && h !== undefined && (this.held.get(type) ?? 0) > h.running + h.reserved;
+  }
+
+  /**
+   * Whether a job of `type` may start now: its hold on the slots is trusted at `now` (monotonic ms) and a
+   * slot it holds is free of running jobs.
+   */
+  mayStart(type: string, now: number): boolean {
+    return this.trustedAt(now) && this.running(type) < (this.held.get(type) ?? 0);
   }
 
   trusted(): boolean {
-    return performance.now() - this.confirmedAt < SLOT_TRUST_MS;
+    return this.trustedAt(performance.now());
+  }
+
+  private trustedAt(now: number): boolean {
+    return now - this.confirmedAt < SLOT_TRUST_MS;
   }
 
   queuedDelta(type: string, n: number): void {
-    if (this.limited.has(type)) this.add(this.queued, type, n);
+    const h = this.hands.get(type);
+    if (h) h.queued += n;
+  }
+
+  /** Claimed jobs joined the local queue: counted per type at once (a claim brings hundreds). */
+  queuedJobs(jobs: readonly { jobType: string }[]): void {
+    let type: string | undefined;
+    let n = 0;
+    for (const job of jobs) {
+      if (job.jobType !== type) {
+        if (type !== undefined) this.queuedDelta(type, n);
+        type = job.jobType;
+        n = 0;
+      }
+      n++;
+    }
+    if (type !== undefined) this.queuedDelta(type, n);
   }
 
   runningDelta(type: string, n: number): void {
-    if (!this.limited.has(type)) return;
-    this.add(this.running, type, n);
-    if (n < 0) this.lastActive.set(type, performance.now());
+    const h = this.hands.get(type);
+    if (!h) return;
+    h.running += n;
+    if (n < 0) h.lastActive = performance.now();
   }
 
   reservedDelta(type: string, n: number): void {
-    this.add(this.reserved, type, n);
+    const h = this.hands.get(type);
+    if (h) h.reserved += n;
   }
 
   /**
@@ -104,10 +135,10 @@ export class TypeSlots {
     const inHand: Record<string, number> = {};
     const lingering: string[] = [];
     const now = performance.now();
-    for (const type of this.limited) {
-      const n = this.inHand(type);
+    for (const [type, h] of this.hands) {
+      const n = h.running + h.queued + h.reserved;
       if (n > 0) inHand[type] = n;
-      else if (now - (this.lastActive.get(type) ?? -Infinity) < this.lingerMs) lingering.push(type);
+      else if (now - h.lastActive < this.lingerMs) lingering.push(type);
     }
     return { inHand, lingering };
   }
@@ -176,7 +207,7 @@ export class TypeSlots {
     const now = performance.now();
     for (const type of this.held.keys()) {
       if (this.inHand(type) > 0) continue;
-      const left = (this.lastActive.get(type) ?? -Infinity) + this.lingerMs - now;
+      const left = (this.hands.get(type)?.lastActive ?? Number.NEGATIVE_INFINITY) + this.lingerMs - now;
       soonest = Math.min(soonest ?? Number.POSITIVE_INFINITY, Math.max(0, left));
     }
     return soonest;
@@ -198,4 +229,12 @@ export function keptFor(hand: { inHand: Record<string, number>; lingering: reado
   const keep: Record<string, number> = { ...hand.inHand };
   for (const type of hand.lingering) keep[type] = 1;
   return keep;
+}
+
+/** A limited type's jobs at one worker (`TypeSlots`). */
+interface TypeHand {
+  running: number;
+  queued: number;
+  reserved: number;
+  lastActive: number;
 }

@@ -263,7 +263,7 @@ export class Worker<M extends JobTypeMap, S> {
       if (slots) {
         slots.update(answer.held, hand?.settle ? claimStart : undefined);
         if (answer.missedWithinHolds) slots.missedWithinHolds();
-        for (const job of claimed) slots.queuedDelta(job.jobType, 1);
+        slots.queuedJobs(claimed);
         // Claimed up to a held type's share: more of it may be due, so claim again as the queue runs low.
         if (leftBehind && this.holds!.claimedAShare(claimed, room)) nextDueAt = undefined;
         this.holds!.arm();
@@ -337,17 +337,18 @@ export class Worker<M extends JobTypeMap, S> {
   private fillSlots(): void {
     const stale: ClaimedJob[] = [];
     const slots = this.slots;
-    if (slots && this.parked.length > 0) this.startParked(slots, stale);
+    const now = performance.now();
+    if (slots && this.parked.length > 0) this.startParked(slots, stale, now);
     while (!this.stopping && this.running.size + this.reserved < this.concurrency && this.queue.length > 0) {
       const claimedAt = this.queue.headClaimedAt;
       const job = this.queue.shift()!;
-      if (!this.hasLeaseForRun(job, claimedAt)) {
+      if (!this.hasLeaseForRun(job, claimedAt, now)) {
         slots?.queuedDelta(job.jobType, -1);
         stale.push(job);
         continue;
       }
       if (slots?.isLimited(job.jobType)) {
-        if (!this.mayStartLimited(slots, job.jobType)) {
+        if (!slots.mayStart(job.jobType, now)) {
           // Its type runs as many jobs here as this worker holds slots: it waits for one of them.
           this.parked.park(job, claimedAt);
           continue;
@@ -368,19 +369,13 @@ export class Worker<M extends JobTypeMap, S> {
     }
   }
 
-  private mayStartLimited(slots: TypeSlots, type: string): boolean {
-    return slots.trusted() && (slots.running.get(type) ?? 0) < (slots.held.get(type) ?? 0);
-  }
-
   /** Starts parked jobs (oldest claims first) of the types with a slot free here again. */
-  private startParked(slots: TypeSlots, stale: ClaimedJob[]): void {
+  private startParked(slots: TypeSlots, stale: ClaimedJob[], now: number): void {
     const mayStart = (type: string) =>
-      !this.stopping &&
-      this.running.size + this.reserved < this.concurrency &&
-      this.mayStartLimited(slots, type);
+      !this.stopping && this.running.size + this.reserved < this.concurrency && slots.mayStart(type, now);
     for (const { job, claimedAt } of this.parked.take(mayStart)) {
       slots.queuedDelta(job.jobType, -1);
-      if (!this.hasLeaseForRun(job, claimedAt)) {
+      if (!this.hasLeaseForRun(job, claimedAt, now)) {
         stale.push(job);
         continue;
       }
@@ -399,12 +394,12 @@ export class Worker<M extends JobTypeMap, S> {
 
   /**
    * A queued job may start only if its lease still covers a full run: the time it has waited here
-   * (measured on this process's monotonic clock, immune to clock skew) must fit in lease − timeout.
+   * until `now` (this process's monotonic clock, immune to clock skew) must fit in lease − timeout.
    */
-  private hasLeaseForRun(job: ClaimedJob, claimedAt: number): boolean {
+  private hasLeaseForRun(job: ClaimedJob, claimedAt: number, now: number): boolean {
     const type = this.tracker.registry.get(job.jobType);
     if (!type) return true; // the dispatcher fails it at once
-    const waitedMs = performance.now() - claimedAt;
+    const waitedMs = now - claimedAt;
     return waitedMs <= (type.leaseSeconds - type.timeoutSeconds) * 1000;
   }
 

@@ -757,6 +757,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       ms: number;
       workersJoinAfterMs: number;
       pausedTypes: readonly string[];
+      /** A pause begins every this many 400 ms ticks. */
+      pauseEveryTicks: number;
       backlog: number;
       arrivals: number;
     }) => {
@@ -789,7 +791,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       let pauses = 0;
       const pauser = setInterval(() => {
         // One pause at a time: a second one's resume would end the first's interval early.
-        if (pauseTick++ % 2 === 1 || pauseInFlight) return;
+        if (pauseTick++ % window.pauseEveryTicks !== 0 || pauseInFlight) return;
         pauseInFlight = true;
         const type = window.pausedTypes[pauses++ % window.pausedTypes.length]!;
         pausing = (async () => {
@@ -913,18 +915,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       ms: options.faultSeconds * 1000,
       workersJoinAfterMs: (options.faultSeconds * 1000) / 2,
       pausedTypes: [CHAOS_TYPE, LIMITED_TYPE],
+      pauseEveryTicks: 2,
       backlog: 0,
       arrivals: limitedArriving,
     });
     // Then the limited type alone under the same faults, twice as long: the executors alone with its backlog
     // (jobs held behind), then the workers too. A worker claims within the slots it holds only while no type
     // with a key (or a rate) has a job due and no type is paused: the keyed type's backlog is due all through
-    // the first window, so this is where the workers take that path.
+    // the first window, so this is where the workers take that path. Its pauses come half as often: a
+    // worker that met one makes full claims for a second (`WITHIN_HOLDS_RETRY_MS`), so pauses 0.8 s apart
+    // would leave it hardly a moment to try the claim within holds again.
     await faultWindow({
       name: 'limited type alone',
       ms: 2 * options.faultSeconds * 1000,
       workersJoinAfterMs: options.faultSeconds * 1000,
       pausedTypes: [LIMITED_TYPE],
+      pauseEveryTicks: 4,
       backlog: limitedLateBacklog,
       arrivals: limitedLate,
     });

@@ -89,3 +89,37 @@ describe('TypeSlots.forClaim', () => {
     expect(slots.forClaim()).toMatchObject({ settle: false, withinHolds: false });
   });
 });
+
+/** The per-type counts a worker keeps of its jobs in hand, which the claims are told. */
+describe('TypeSlots hand', () => {
+  test("a claim's jobs count per limited type, whatever their order; other types are not counted", () => {
+    const slots = new TypeSlots(new Set(['alpha', 'beta']), 1000);
+    const jobs = ['alpha', 'alpha', 'free', 'beta', 'alpha', 'free', 'beta'].map((jobType) => ({ jobType }));
+    slots.queuedJobs(jobs);
+    expect(slots.hand()).toEqual({ inHand: { alpha: 3, beta: 2 }, lingering: [] });
+    expect(slots.inHand('free')).toBe(0);
+    expect(slots.isLimited('free')).toBe(false);
+  });
+
+  test('a job moves from queued to running and out; its type lingers a moment after the last one', () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      const slots = new TypeSlots(new Set(['alpha']), 1000);
+      slots.update({ alpha: 1 }, performance.now());
+      slots.queuedJobs([{ jobType: 'alpha' }]);
+      expect(slots.mayStart('alpha', performance.now())).toBe(true);
+      slots.queuedDelta('alpha', -1);
+      slots.runningDelta('alpha', 1);
+      expect(slots.running('alpha')).toBe(1);
+      expect(slots.mayStart('alpha', performance.now())).toBe(false);
+      expect(slots.hasIdleSlot('alpha')).toBe(false);
+      slots.runningDelta('alpha', -1);
+      expect(slots.hand()).toEqual({ inHand: {}, lingering: ['alpha'] });
+      expect(slots.hasIdleSlot('alpha')).toBe(true);
+      vi.advanceTimersByTime(1000);
+      expect(slots.hand()).toEqual({ inHand: {}, lingering: [] });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
