@@ -215,9 +215,10 @@ export interface LatencyResult {
  * tracker on its own connection pool, as a web process beside the worker would: each job takes the queue
  * path (insert, NOTIFY, LISTEN, claim: two commits).
  *
- * Each path's jobs are split over `rounds` turns, the paths taking turns, so a machine whose speed drifts
- * between minutes weighs on every path alike (with three turns, one path's p50 still moved by a third
- * between runs here, the same code on both paths included). One summary per path.
+ * Each path's jobs are split over `rounds` turns, the paths taking turns (in reverse order every other
+ * round), so a machine whose speed drifts between minutes weighs on every path alike (with three turns,
+ * one path's p50 still moved by a third between runs here, the same code on both paths included). One
+ * summary per path.
  */
 export async function latencyRounds(
   server: BenchServer,
@@ -227,9 +228,12 @@ export async function latencyRounds(
   rounds = 6,
 ): Promise<LatencyResult[]> {
   const samples = limits.map((): number[] => []);
-  for (let r = 0; r < rounds; r++)
-    for (const [p, limit] of limits.entries())
-      samples[p]!.push(...(await latencySamples(server, from, Math.ceil(jobs / rounds), limit)));
+  for (let r = 0; r < rounds; r++) {
+    // The order reversed every other round, so that no path always follows the same one.
+    const order = [...limits.keys()];
+    for (const p of r % 2 === 0 ? order : order.reverse())
+      samples[p]!.push(...(await latencySamples(server, from, Math.ceil(jobs / rounds), limits[p])));
+  }
   return samples.map((s) => latencySummary(s));
 }
 
