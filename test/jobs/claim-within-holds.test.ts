@@ -11,7 +11,7 @@ import { createTestDatabase } from '../support/database.js';
  * A worker's claim within the slots it holds (`claimWithinHoldsSql`): when it needs not settle its holds,
  * it claims the jobs the full claim (`lana_jobs_claim_slotted`) would, without reading or writing a slot;
  * when a limited type due is one it holds no slot of, a type is paused or a limited type is due at several
- * priorities, it makes the full claim instead; when it may hold more slots for jobs left due, the full
+ * priorities or with a key or rate limit, it makes the full claim instead; when it may hold more slots for jobs left due, the full
  * claim takes them.
  */
 const registry = () =>
@@ -35,9 +35,25 @@ const registry = () =>
       description: 'no limit',
       schema: z.object({ n: z.number().int() }),
       execute: async () => undefined,
+    })
+    .register({
+      type: 'keyed',
+      description: 'limited, and per key',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: 4,
+      concurrencyKey: { field: 'n', limit: 1 },
+      execute: async () => undefined,
+    })
+    .register({
+      type: 'paced',
+      description: 'limited, and by a rate',
+      schema: z.object({ n: z.number().int() }),
+      concurrency: 4,
+      rateLimit: { limit: 5, perSeconds: 1 },
+      execute: async () => undefined,
     });
 type Types = ReturnType<typeof registry>['schemas'];
-type JobType = 'alpha' | 'beta' | 'gamma';
+type JobType = 'alpha' | 'beta' | 'gamma' | 'keyed' | 'paced';
 
 const WORKER = '00000000-0000-7000-8000-00000000000a';
 
@@ -197,6 +213,27 @@ describe('a claim within the slots a worker holds', () => {
     expect(named(paused.jobs)).toEqual(['alpha:0']);
     expect(paused.missedWithinHolds).toBe(true);
     expect(s.statements).toEqual(['within holds', 'full']);
+  });
+
+  test('a limited type due with a key or a rate limit: the full claim, as long as those are due', async () => {
+    await s.hold('alpha', 4);
+    for (const type of ['keyed', 'paced'] as const) {
+      s.statements.length = 0;
+      await s.enqueue(type, 1);
+      await s.enqueue('alpha', 1);
+      const claim = await s.tracker.claimForWorker(10, within({ alpha: 4 }));
+      expect(named(claim.jobs).sort()).toEqual(['alpha:0', `${type}:0`]);
+      expect(claim.missedWithinHolds).toBe(true);
+      expect(s.statements).toEqual(['within holds', 'full']);
+      await s.tracker.completeMany(claim.jobs.map((j) => ({ id: j.id, attempt: j.attempts })));
+    }
+    // None of them due: within holds again.
+    s.statements.length = 0;
+    await s.enqueue('alpha', 1);
+    const alone = await s.tracker.claimForWorker(10, within({ alpha: 4 }));
+    expect(named(alone.jobs)).toEqual(['alpha:0']);
+    expect(alone.missedWithinHolds).toBeUndefined();
+    expect(s.statements).toEqual(['within holds']);
   });
 
   test('a worker told to skip the claim within holds makes the full claim alone', async () => {
