@@ -375,6 +375,11 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     };
   }
 
+  /** A type with a rate limit, its own or the stack's. */
+  private isRateLimited(type: string): boolean {
+    return this.rateLimitOverrides[type] !== undefined || this.registry.get(type)?.rateLimit !== undefined;
+  }
+
   /**
    * Eager start: inserts a due job already claimed by a local worker with a free slot, and hands it over.
    * Undefined when no worker has a slot, the (type, key) already exists, or the type is paused (the caller
@@ -384,8 +389,9 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
   private async enqueueStarted(input: ValidatedJob, now: Date): Promise<EnqueueResult | undefined> {
     const { row } = input;
     if (row.scheduled_at !== null && Date.parse(row.scheduled_at) > now.getTime()) return undefined;
-    // A job with a concurrency key goes through a claim, which is what keeps its key's limit.
-    if (row.concurrency_key !== null) return undefined;
+    // A job with a concurrency key, or of a type with a rate limit, goes through a claim: the claim is what
+    // keeps its key's limit, and what takes a rate slot (an eager start takes none).
+    if (row.concurrency_key !== null || this.isRateLimited(row.job_type)) return undefined;
     // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {

@@ -25,7 +25,7 @@ export abstract class TrackerPart<M extends JobTypeMap, S> {
   readonly metrics: JobMetrics;
   protected readonly limits: DriverLimits;
   private readonly defaultConcurrency: number | undefined;
-  private readonly rateLimitOverrides: Readonly<Record<string, RateLimit>>;
+  protected readonly rateLimitOverrides: Readonly<Record<string, RateLimit>>;
   private claimLimitsCache: string | null | undefined;
 
   constructor(deps: TrackerDeps<M, S>) {

@@ -146,6 +146,61 @@ test('local workers together start at most `limit` in any window, and keep to th
   expect(sorted[8]! - begun).toBeLessThan(5_500);
 });
 
+test('jobs enqueued one at a time beside the worker keep the rate too: no eager start passes it by', async () => {
+  // An eager start inserts the job already running and takes no rate slot, so a rate-limited type (like
+  // one with a key) always goes through a claim; once the worker holds a slot of it, each enqueue would
+  // otherwise start at once.
+  const tracker = new JobTracker({ db: t.db, registry: registry(10) }) as Tracker;
+  const worker = new Worker({
+    tracker,
+    dispatcher: new JobDispatcher(tracker.registry, {}),
+    listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+  });
+  await worker.start();
+  try {
+    for (let i = 0; i < 6; i++) {
+      await tracker.enqueue({ type: 'mail', payload: { n: i } });
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await expect.poll(() => starts.length, { timeout: 5_000, interval: 20 }).toBe(3);
+    // The rest wait for the next window (2 s after the first claim), uncounted.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(starts).toHaveLength(3);
+    expect(await waitingUncounted()).toBe(3);
+  } finally {
+    await worker.stop();
+  }
+});
+
+test("a stack's rate for a type without one of its own also stops its eager start", async () => {
+  const tracker = new JobTracker({
+    db: t.db,
+    registry: registry(10),
+    rateLimitOverrides: rateLimitsFromText('sync=1/60'),
+  }) as Tracker;
+  const syncStarts: number[] = [];
+  const worker = new Worker({
+    tracker,
+    dispatcher: new JobDispatcher(tracker.registry, {}),
+    listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+    onAttemptRecorded: (e) => {
+      if (e.job.jobType === 'sync') syncStarts.push(Date.now());
+    },
+  });
+  await worker.start();
+  try {
+    for (let i = 0; i < 3; i++) {
+      await tracker.enqueue({ type: 'sync', payload: { n: i } });
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await expect.poll(() => syncStarts.length, { timeout: 5_000, interval: 20 }).toBe(1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(syncStarts).toHaveLength(1);
+  } finally {
+    await worker.stop();
+  }
+});
+
 describe('on AWS the starts keep the rate, not only the claims', () => {
   // `mail`: 3 per 2 s, so a start is planned at most 1 s ahead (RATE_AHEAD_SECONDS).
   const trackerOver = () => new JobTracker({ db: t.db, registry: registry(10), clock }) as Tracker;
