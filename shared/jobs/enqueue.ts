@@ -1,5 +1,6 @@
 import type { z } from 'zod';
-import { json, type Queryable, type QueryResult, type SqlParams } from '../db/port.js';
+import { json, type Queryable, type QueryResult, type SqlParams, uuid } from '../db/port.js';
+import { SLOT_LEASE_SECONDS } from './attempts.js';
 import {
   type InsertAnswerRow,
   isDuplicateJobId,
@@ -131,6 +132,11 @@ export interface EagerStarter {
 }
 
 export interface EagerSlot {
+  /**
+   * Set when the job's type has a concurrency limit and the worker holds no slot of it that no job uses:
+   * the insert takes a free slot of the type for this worker (its id), or inserts nothing.
+   */
+  readonly takeSlotFor?: string;
   /** The job is committed as running with this attempt: run it (or hand it back if no longer able). */
   start(job: ClaimedJob): void;
   /** The insert did not happen (or found the key taken): free the slot. */
@@ -375,6 +381,12 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     };
   }
 
+  /** A type's concurrency limit as the claims take it (undefined: none). */
+  private maxRunning(type: string): number | undefined {
+    const limits = this.concurrencyLimits();
+    return limits === null ? undefined : (JSON.parse(limits) as Record<string, number | undefined>)[type];
+  }
+
   /** A type with a rate limit, its own or the stack's. */
   private isRateLimited(type: string): boolean {
     return this.rateLimitOverrides[type] !== undefined || this.registry.get(type)?.rateLimit !== undefined;
@@ -392,7 +404,8 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     // A job with a concurrency key, or of a type with a rate limit, goes through a claim: the claim is what
     // keeps its key's limit, and what takes a rate slot (an eager start takes none).
     if (row.concurrency_key !== null || this.isRateLimited(row.job_type)) return undefined;
-    // A type with a concurrency limit starts eagerly only in a slot its worker already holds (`reserve`).
+    // A type with a concurrency limit starts eagerly in a slot its worker holds and no job uses, or in a
+    // free slot the insert takes for the worker (`takeSlotFor`).
     let slot: EagerSlot | undefined;
     for (const starter of this.eagerStarters) {
       slot = starter.reserve(row.job_type);
@@ -401,7 +414,16 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     if (!slot) return undefined;
     let inserted: QueryResult<StartedRow>;
     try {
-      inserted = await this.db.query<StartedRow>(sql.insertStartedJobSql, this.oneRowParams(input));
+      const maxRunning = slot.takeSlotFor === undefined ? undefined : this.maxRunning(row.job_type);
+      inserted =
+        slot.takeSlotFor === undefined || maxRunning === undefined
+          ? await this.db.query<StartedRow>(sql.insertStartedJobSql, this.oneRowParams(input))
+          : await this.db.query<StartedRow>(sql.insertStartedJobTakingSlotSql, {
+              ...this.oneRowParams(input),
+              worker: uuid(slot.takeSlotFor),
+              max_running: maxRunning,
+              slot_lease_seconds: SLOT_LEASE_SECONDS,
+            });
     } catch (err) {
       slot.cancel();
       throw err;

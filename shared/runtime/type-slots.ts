@@ -167,6 +167,14 @@ export class TypeSlots {
     return { ...hand, settle };
   }
 
+  /**
+   * An eager start's insert took a slot of `type` for this worker. Its hold on the others is not
+   * confirmed by it: the trust stays where the last settle left it.
+   */
+  tookSlot(type: string): void {
+    this.held.set(type, (this.held.get(type) ?? 0) + 1);
+  }
+
   /** A claim within holds did not apply: full claims for a moment (`WITHIN_HOLDS_RETRY_MS`). */
   missedWithinHolds(): void {
     this.withinHoldsMissedAt = performance.now();

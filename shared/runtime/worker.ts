@@ -307,19 +307,24 @@ export class Worker<M extends JobTypeMap, S> {
 
   /** Eager start (see `eagerStarterFor`): what the worker says of its room, and how it starts the job. */
   private readonly eagerStarter = eagerStarterFor({
-    hasIdleRoomFor: (jobType) => {
-      if (this.stopping || this.lastClaim !== 'short' || this.queue.length > 0) return false;
-      if (this.running.size + this.reserved >= this.concurrency) return false;
-      // A limited type starts eagerly only in a slot this worker holds and no job of it uses.
-      return !this.slots?.isLimited(jobType) || this.slots.hasIdleSlot(jobType);
+    workerId: this.id,
+    roomFor: (jobType) => {
+      if (this.stopping || this.lastClaim !== 'short' || this.queue.length > 0) return undefined;
+      if (this.running.size + this.reserved >= this.concurrency) return undefined;
+      const slots = this.slots;
+      if (!slots?.isLimited(jobType) || slots.hasIdleSlot(jobType)) return 'room';
+      // No held slot free: the insert takes one, if the worker may hold more and no job here waits for one.
+      const mayTake = this.parked.length === 0 && (slots.held.get(jobType) ?? 0) < this.concurrency;
+      return mayTake ? 'take-slot' : undefined;
     },
     reserve: (jobType, delta) => {
       this.reserved += delta;
       if (this.slots?.isLimited(jobType)) this.slots.reservedDelta(jobType, delta);
       if (delta < 0) this.changes.notify();
     },
-    startClaimed: (job) => {
+    startClaimed: (job, tookSlot) => {
       if (this.killed) return; // a dead process runs nothing: the lease expires and the rescuer acts
+      if (tookSlot) this.slots?.tookSlot(job.jobType);
       if (this.stopping) {
         void this.releaseUnstarted([job]).finally(() => this.checkIdle());
         return;

@@ -271,6 +271,18 @@ describe("an executor's next job", () => {
   });
 });
 
+/** The holders of a type's slots held now (only `holder`'s, if given), one per slot. */
+async function holders(type: string, holder?: string): Promise<string[]> {
+  const r = await t.db.query<{ holder: string }>(
+    `SELECT holder::text AS holder FROM job_slots
+     WHERE job_type = :type AND holder IS NOT NULL AND expires_at > now()
+       AND (CAST(:holder AS uuid) IS NULL OR holder = CAST(:holder AS uuid))
+     ORDER BY slot`,
+    { type, holder: holder ?? null },
+  );
+  return r.rows.map((row) => row.holder);
+}
+
 describe('a local worker holding a limited type’s slots', () => {
   test('claims once per job of a trickle: the slots it gives up wake the other workers, not itself', async () => {
     const tracker = trackerOver(t.db, false);
@@ -495,18 +507,95 @@ describe('a local worker holding a limited type’s slots', () => {
       pollIntervalMs: 3_600_000,
     });
     await worker.start();
-    // The first job goes through the queue, and the worker takes a slot of beta for it.
+    await worker.idle();
+    // The first job takes a slot of beta for the worker as its insert commits (the worker held none).
     const { job: first } = await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
-    // Wait for the job itself (idle() alone may answer before the notification reaches the worker).
+    expect(first.status).toBe('running');
     await expect
       .poll(async () => (await tracker.getJob(first.id))?.status, { timeout: 15_000 })
       .toBe('completed');
     await worker.idle();
-    // The slot lingers: the next job starts in it as its enqueue commits.
+    // The slot lingers: the next job starts in it, and takes no other.
     const { job } = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
     expect(job.status).toBe('running');
+    expect(await holders('beta')).toEqual([worker.id]);
     await worker.stop();
     expect((await t.db.query('SELECT 1 FROM job_slots WHERE holder IS NOT NULL')).rows).toEqual([]);
+  });
+
+  test('an eager start in a slot it takes: held by the worker, given up when its linger ends', async () => {
+    let open = () => {};
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const tracker = new JobTracker({ db: t.db, registry: registry(() => gate) });
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      concurrency: 10,
+      listen: (onNotify) => t.db.listen('lana_jobs', onNotify),
+      slotLingerMs: 100,
+    });
+    await worker.start();
+    await worker.idle();
+    expect(await holders('beta')).toEqual([]);
+    // Both of beta's slots, one per job, each taken as its job's insert commits.
+    const a = await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+    const b = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
+    expect([a.job.status, b.job.status]).toEqual(['running', 'running']);
+    expect(await holders('beta')).toEqual([worker.id, worker.id]);
+    // The limit is reached: the third waits, due, for a slot, with nothing taken for it.
+    const c = await tracker.enqueue({ type: 'beta', payload: { n: 2 } });
+    expect(c.job).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(await holders('beta')).toEqual([worker.id, worker.id]);
+    open();
+    await expect
+      .poll(async () => (await tracker.getJob(c.job.id))?.status, { timeout: 15_000 })
+      .toBe('completed');
+    await worker.idle();
+    await expect.poll(() => holders('beta'), { timeout: 15_000, interval: 20 }).toEqual([]);
+    await worker.stop();
+  });
+
+  test('an eager start takes no slot another holds, nor one of a paused type, nor one for a key that exists', async () => {
+    const tracker = trackerOver(t.db, false);
+    const worker = new Worker({
+      tracker,
+      dispatcher: new JobDispatcher(tracker.registry, {}),
+      concurrency: 10,
+      // Not woken by the jobs queued here, and no poll: it claims none of them meanwhile.
+      pollIntervalMs: 3_600_000,
+    });
+    await worker.start();
+    await worker.idle();
+    try {
+      // beta's two slots held by another worker: the job waits, and this worker holds nothing.
+      await t.db.query(
+        "UPDATE job_slots SET holder = gen_random_uuid(), expires_at = now() + interval '1 hour' WHERE job_type = 'beta'",
+      );
+      const held = await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+      expect(held.job).toMatchObject({ status: 'pending', attempts: 0 });
+      expect(await holders('beta', worker.id)).toEqual([]);
+      await t.db.query("UPDATE job_slots SET holder = NULL, expires_at = NULL WHERE job_type = 'beta'");
+      await tracker.cancel(held.job.id);
+
+      // alpha paused: queued to wait for the resume, no slot taken.
+      await tracker.pauseType('alpha', { by: 'test' });
+      const paused = await tracker.enqueue({ type: 'alpha', payload: { n: 0 } });
+      expect(paused.job).toMatchObject({ status: 'pending', attempts: 0 });
+      expect(await holders('alpha')).toEqual([]);
+      await tracker.cancel(paused.job.id);
+      await tracker.resumeType('alpha');
+
+      // A (type, key) that exists: the enqueue answers the existing job and takes no slot for it.
+      const key = { type: 'alpha' as const, payload: { n: 1 }, idempotencyKey: 'once' };
+      await trackerOver(t.db, false).enqueue(key);
+      const again = await tracker.enqueue(key);
+      expect(again.created).toBe(false);
+      expect(await holders('alpha', worker.id)).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
   });
 
   test('gives a lingering slot up when its linger ends', async () => {

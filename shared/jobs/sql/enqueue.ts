@@ -84,6 +84,50 @@ ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOT
 RETURNING created_at`;
 
 /**
+ * As `insertStartedJobSql`, for a job of a type with a concurrency limit whose worker holds no slot of it
+ * that no job uses: the same statement takes a free slot of the type (:max_running of them, SKIP LOCKED,
+ * as a claim takes them) for the worker :worker, held for :slot_lease_seconds, and inserts the job only
+ * if it took one. Nothing is written when no slot is free, the type is paused or the (type, key) exists
+ * (the slot is taken only with the job): the caller then enqueues the job to wait for a claim. So a job
+ * enqueued beside an idle worker starts after one commit however long since the type's last job, and the
+ * limit holds across processes, because the slot is the worker's from then on (it gives it up as it gives
+ * up any: `settleWorkerSlotsSql`).
+ */
+export const insertStartedJobTakingSlotSql = `
+WITH free AS (
+  SELECT job_type, slot FROM job_slots
+  WHERE job_type = CAST(:job_type AS text) AND slot < CAST(:max_running AS integer)
+    AND (holder IS NULL OR expires_at <= COALESCE(CAST(:now AS timestamptz), now()))
+  ORDER BY slot LIMIT 1
+  FOR UPDATE SKIP LOCKED
+), inserted AS (
+  INSERT INTO jobs (id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds,
+                    backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at,
+                    status, attempts, claimed_at, started_at, lease_expires_at)
+  SELECT CAST(:id AS uuid), CAST(:job_type AS text), CAST(:payload AS jsonb),
+         COALESCE(CAST(:scheduled_at AS timestamptz), COALESCE(CAST(:now AS timestamptz), now())),
+         CAST(:max_attempts AS integer), CAST(:backoff_base_seconds AS integer),
+         CAST(:backoff_cap_seconds AS integer), CAST(:lease_seconds AS integer), CAST(:priority AS integer),
+         CAST(:idempotency_key AS text),
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         'running', 1,
+         COALESCE(CAST(:now AS timestamptz), now()), COALESCE(CAST(:now AS timestamptz), now()),
+         COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:lease_seconds AS integer))
+  WHERE EXISTS (SELECT 1 FROM free)
+    AND NOT EXISTS (SELECT 1 FROM job_type_pauses WHERE job_type = CAST(:job_type AS text))
+  ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING created_at
+), took AS (
+  UPDATE job_slots s
+  SET holder = CAST(:worker AS uuid),
+      expires_at = COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:slot_lease_seconds AS integer))
+  FROM free f
+  WHERE s.job_type = f.job_type AND s.slot = f.slot AND EXISTS (SELECT 1 FROM inserted)
+  RETURNING 1
+)
+SELECT created_at, (SELECT count(*) FROM took)::integer AS took FROM inserted`;
+
+/**
  * Inserts ONE due job and, in the same statement, claims its type's next due job for an executor (AWS's
  * quiet path, `AwsJobClient`): one call instead of an insert and a claim. The claim is fetch-ready's
  * (`lana_jobs_claim_slotted` for :job_type alone: the type's pause, rate and concurrency limits, a
