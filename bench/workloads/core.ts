@@ -237,12 +237,36 @@ export async function latencyRounds(
   return samples.map((s) => latencySummary(s));
 }
 
-/** W2's latencies, one per job (see `latencyRounds`). */
+/**
+ * W2 sparse: jobs enqueued in the worker's process one at a time `gapMs` apart, longer than a slot lingers
+ * after a type's last job (`DEFAULT_SLOT_LINGER_MS`): the path of a job that comes now and then (an
+ * approval, a valuation), which finds no slot of its type held. Alternating rounds, one summary per path.
+ */
+export async function sparseLatency(
+  server: BenchServer,
+  limits: readonly NoopLimit[],
+  jobs = 16,
+  gapMs = 1_500,
+  rounds = 2,
+): Promise<LatencyResult[]> {
+  const samples = limits.map((): number[] => []);
+  for (let r = 0; r < rounds; r++) {
+    const order = [...limits.keys()];
+    for (const p of r % 2 === 0 ? order : order.reverse())
+      samples[p]!.push(
+        ...(await latencySamples(server, 'same-process', Math.ceil(jobs / rounds), limits[p], gapMs)),
+      );
+  }
+  return samples.map((s) => latencySummary(s));
+}
+
+/** W2's latencies, one per job (see `latencyRounds`), enqueued `gapMs` apart. */
 async function latencySamples(
   server: BenchServer,
   from: 'same-process' | 'another-process',
   jobs: number,
   limit?: NoopLimit,
+  gapMs = 20,
 ): Promise<number[]> {
   const { db, url, drop } = await server.freshDatabase();
   const otherDb = from === 'another-process' ? new PgDatabase({ connectionString: url, max: 2 }) : undefined;
@@ -262,7 +286,7 @@ async function latencySamples(
     for (let i = 0; i < jobs; i++) {
       enqueuedAt.set(i, performance.now());
       await enqueuer.enqueue({ type: 'noop', payload: { i } });
-      await sleep(20);
+      await sleep(gapMs);
     }
     await sleep(100);
     await worker.idle();
