@@ -154,11 +154,13 @@ try {
     const sparse = await sparseLatency(server, [WORKER_CONCURRENCY, undefined]);
     results.W2_sparse = sparse;
     log(
-      `W2 sparse       enqueued in its process 1.5 s apart (past a slot's linger): p50 ${sparse[0]!.p50Ms} ms limit 10, ${sparse[1]!.p50Ms} ms no limit (${sparse[0]!.jobs} jobs each, two alternating rounds)`,
+      `W2 sparse       enqueued in its process 1.5 s apart (past a slot's linger): p50 ${sparse[0]!.p50Ms} ms limit 10, ${sparse[1]!.p50Ms} ms no limit (${sparse[0]!.jobs} jobs each, three alternating rounds)`,
     );
+    // Not one of issue 24's targets (W2's jobs come 20 ms apart): the same path for jobs that come now
+    // and then.
     ratios['W2 pickup p50 of jobs 1.5 s apart in process, limit 10 / no limit'] = {
       value: ratio(sparse[0]!.p50Ms, sparse[1]!.p50Ms),
-      target: '<= 1.2',
+      target: '-',
     };
     const floor = await latencyFloor(server);
     results.W2_floor = floor;

@@ -245,9 +245,9 @@ export async function latencyRounds(
 export async function sparseLatency(
   server: BenchServer,
   limits: readonly NoopLimit[],
-  jobs = 16,
+  jobs = 24,
   gapMs = 1_500,
-  rounds = 2,
+  rounds = 3,
 ): Promise<LatencyResult[]> {
   const samples = limits.map((): number[] => []);
   for (let r = 0; r < rounds; r++) {

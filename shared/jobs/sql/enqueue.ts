@@ -120,7 +120,8 @@ WITH free AS (
 ), took AS (
   UPDATE job_slots s
   SET holder = CAST(:worker AS uuid),
-      expires_at = COALESCE(CAST(:now AS timestamptz), now()) + make_interval(secs => CAST(:slot_lease_seconds AS integer))
+      expires_at = COALESCE(CAST(:now AS timestamptz), now())
+                   + make_interval(secs => CAST(:slot_lease_seconds AS integer))
   FROM free f
   WHERE s.job_type = f.job_type AND s.slot = f.slot AND EXISTS (SELECT 1 FROM inserted)
   RETURNING 1
