@@ -412,16 +412,20 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       if (slot) break;
     }
     if (!slot) return undefined;
+    const maxRunning = slot.takeSlotFor === undefined ? undefined : this.maxRunning(row.job_type);
+    if (slot.takeSlotFor !== undefined && maxRunning === undefined) {
+      slot.cancel(); // no limit the claims know of: no slot to take, so no start outside them
+      return undefined;
+    }
     let inserted: QueryResult<StartedRow>;
     try {
-      const maxRunning = slot.takeSlotFor === undefined ? undefined : this.maxRunning(row.job_type);
       inserted =
-        slot.takeSlotFor === undefined || maxRunning === undefined
+        slot.takeSlotFor === undefined
           ? await this.db.query<StartedRow>(sql.insertStartedJobSql, this.oneRowParams(input))
           : await this.db.query<StartedRow>(sql.insertStartedJobTakingSlotSql, {
               ...this.oneRowParams(input),
               worker: uuid(slot.takeSlotFor),
-              max_running: maxRunning,
+              max_running: maxRunning ?? null,
               slot_lease_seconds: SLOT_LEASE_SECONDS,
             });
     } catch (err) {
