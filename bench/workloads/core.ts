@@ -226,38 +226,25 @@ export async function latencyRounds(
   limits: readonly NoopLimit[],
   jobs = 300,
   rounds = 6,
+  gapMs = 20,
 ): Promise<LatencyResult[]> {
   const samples = limits.map((): number[] => []);
   for (let r = 0; r < rounds; r++) {
     // The order reversed every other round, so that no path always follows the same one.
     const order = [...limits.keys()];
     for (const p of r % 2 === 0 ? order : order.reverse())
-      samples[p]!.push(...(await latencySamples(server, from, Math.ceil(jobs / rounds), limits[p])));
+      samples[p]!.push(...(await latencySamples(server, from, Math.ceil(jobs / rounds), limits[p], gapMs)));
   }
   return samples.map((s) => latencySummary(s));
 }
 
 /**
- * W2 sparse: jobs enqueued in the worker's process one at a time `gapMs` apart, longer than a slot lingers
+ * W2 sparse: 24 jobs enqueued in the worker's process one at a time 1.5 s apart, longer than a slot lingers
  * after a type's last job (`DEFAULT_SLOT_LINGER_MS`): the path of a job that comes now and then (an
- * approval, a valuation), which finds no slot of its type held. Alternating rounds, one summary per path.
+ * approval, a valuation), which finds no slot of its type held. Three rounds, one summary per path.
  */
-export async function sparseLatency(
-  server: BenchServer,
-  limits: readonly NoopLimit[],
-  jobs = 24,
-  gapMs = 1_500,
-  rounds = 3,
-): Promise<LatencyResult[]> {
-  const samples = limits.map((): number[] => []);
-  for (let r = 0; r < rounds; r++) {
-    const order = [...limits.keys()];
-    for (const p of r % 2 === 0 ? order : order.reverse())
-      samples[p]!.push(
-        ...(await latencySamples(server, 'same-process', Math.ceil(jobs / rounds), limits[p], gapMs)),
-      );
-  }
-  return samples.map((s) => latencySummary(s));
+export function sparseLatency(server: BenchServer, limits: readonly NoopLimit[]): Promise<LatencyResult[]> {
+  return latencyRounds(server, 'same-process', limits, 24, 3, 1_500);
 }
 
 /** W2's latencies, one per job (see `latencyRounds`), enqueued `gapMs` apart. */

@@ -381,12 +381,6 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
     };
   }
 
-  /** A type's concurrency limit as the claims take it (undefined: none). */
-  private maxRunning(type: string): number | undefined {
-    const limits = this.concurrencyLimits();
-    return limits === null ? undefined : (JSON.parse(limits) as Record<string, number | undefined>)[type];
-  }
-
   /** A type with a rate limit, its own or the stack's. */
   private isRateLimited(type: string): boolean {
     return this.rateLimitOverrides[type] !== undefined || this.registry.get(type)?.rateLimit !== undefined;
@@ -412,9 +406,10 @@ export class JobEnqueuer<M extends JobTypeMap, S> extends TrackerPart<M, S> {
       if (slot) break;
     }
     if (!slot) return undefined;
-    const maxRunning = slot.takeSlotFor === undefined ? undefined : this.maxRunning(row.job_type);
+    // The type's own limit: the slots a worker counts are those of the types that declare one.
+    const maxRunning = this.registry.get(row.job_type)?.concurrency;
     if (slot.takeSlotFor !== undefined && maxRunning === undefined) {
-      slot.cancel(); // no limit the claims know of: no slot to take, so no start outside them
+      slot.cancel(); // no limit of its own: no slot to take, so no start outside the claims
       return undefined;
     }
     let inserted: QueryResult<StartedRow>;

@@ -99,6 +99,42 @@ async function stallHolderOf(type: string): Promise<pg.Client> {
 describe.each([
   ['node-postgres', () => t.db],
   ['Data API', () => dataApi],
+])('an eager start that takes a slot (%s)', (_name, db) => {
+  test('takes a free slot for its worker with the job, or writes nothing and the job is queued', async () => {
+    const worker = '00000000-0000-7000-8000-0000000000e1';
+    const tracker = trackerOver(db(), false);
+    expect(await tracker.fetchReady(1)).toEqual([]); // the first claim makes the slot rows
+    const started: string[] = [];
+    let cancelled = 0;
+    const detach = tracker.attachEagerStarter({
+      reserve: () => ({
+        takeSlotFor: worker,
+        start: (job) => started.push(job.id),
+        cancel: () => cancelled++,
+      }),
+    });
+    try {
+      // beta has two slots: one job each, begun as its insert commits.
+      const a = await tracker.enqueue({ type: 'beta', payload: { n: 0 } });
+      const b = await tracker.enqueue({ type: 'beta', payload: { n: 1 } });
+      expect([a.job.status, b.job.status]).toEqual(['running', 'running']);
+      expect(started).toEqual([a.job.id, b.job.id]);
+      expect(await holders('beta')).toEqual([worker, worker]);
+      // None free: nothing taken, the job queued uncounted.
+      const c = await tracker.enqueue({ type: 'beta', payload: { n: 2 } });
+      expect(c.job).toMatchObject({ status: 'pending', attempts: 0 });
+      expect(cancelled).toBe(1);
+      expect(await holders('beta')).toEqual([worker, worker]);
+    } finally {
+      detach();
+      await t.db.query("UPDATE job_slots SET holder = NULL, expires_at = NULL WHERE job_type = 'beta'");
+    }
+  });
+});
+
+describe.each([
+  ['node-postgres', () => t.db],
+  ['Data API', () => dataApi],
 ])('no claim waits for another (%s)', (_name, db) => {
   test("a stalled holder of one type's slots delays no claim of another type", async () => {
     const tracker = trackerOver(db(), false);

@@ -166,6 +166,13 @@ const BLOCKS: Block[] = [
     in: ['completeAttemptsSql', 'completeAndClaimNextSql', 'completeAndClaimBehindSql'],
   },
   {
+    name: "an eager start's row: inserted running, its first attempt begun and leased",
+    start:
+      /INSERT INTO jobs \(id, job_type, payload, scheduled_at, max_attempts, backoff_base_seconds, backoff_cap_seconds, lease_seconds, priority, idempotency_key, created_at, updated_at, status, attempts, claimed_at, started_at, lease_expires_at\) SELECT/g,
+    end: 'make_interval(secs => CAST(:lease_seconds AS integer))',
+    in: ['insertStartedJobSql', 'insertStartedJobTakingSlotSql'],
+  },
+  {
     name: 'the retry rule (a failed attempt: retrying, pending or failed)',
     start: /UPDATE jobs j SET status = CASE WHEN x\.permanent/g,
     end: 'j.started_at AS run_started_at',
